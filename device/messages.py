@@ -1,0 +1,336 @@
+"""The MQTT wire contract: every topic and payload, validated on both ends.
+
+This module is the single definition of what a device publishes and what the server and alerting
+systems may rely on (see the MQTT contract in DESIGN.md). Standard library only, because the server
+imports it from here and an alerting script should be able to vendor it as a single file.
+
+Payloads are strict: unknown keys, wrong types, out-of-range values and a foreign schema version are
+rejected with a `MessageError` that says which field is wrong, so a bad publisher is noticed instead
+of silently storing garbage.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from device.errors import MessageError
+
+SCHEMA_VERSION = 1
+DEFAULT_PREFIX = "mgs"
+SCORE_MIN = 0.0
+SCORE_MAX = 9.0
+# A score window is a few hundred bytes; anything far larger is a broken or hostile publisher.
+MAX_PAYLOAD_BYTES = 16 * 1024
+MAX_BOXES = 16
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+
+TopicKind = Literal["availability", "status", "score", "state", "alert"]
+AVAILABILITY_ONLINE = "online"
+AVAILABILITY_OFFLINE = "offline"
+
+
+def validate_name(value: str, what: str = "device name") -> str:
+    """Device names become topic levels and database keys: keep them to a safe alphabet."""
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise MessageError(
+            f"invalid {what} {value!r}: use 1-64 letters, digits, '_', '-' or '.', starting with a "
+            "letter or digit (no spaces, '/', '+' or '#')"
+        )
+    return value
+
+
+def validate_prefix(prefix: str) -> str:
+    if not prefix or any(c in prefix for c in "+#") or prefix.startswith("/") or prefix.endswith("/"):
+        raise MessageError(f"invalid topic prefix {prefix!r}: no '+', '#', or leading/trailing '/'")
+    return prefix
+
+
+def availability_topic(device: str, prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}/{validate_name(device)}/availability"
+
+
+def status_topic(device: str, prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}/{validate_name(device)}/status"
+
+
+def _box_topic(device: str, box: int, leaf: str, prefix: str) -> str:
+    _check_box(box)
+    return f"{prefix}/{validate_name(device)}/box/{box}/{leaf}"
+
+
+def score_topic(device: str, box: int, prefix: str = DEFAULT_PREFIX) -> str:
+    return _box_topic(device, box, "score", prefix)
+
+
+def state_topic(device: str, box: int, prefix: str = DEFAULT_PREFIX) -> str:
+    return _box_topic(device, box, "state", prefix)
+
+
+def alert_topic(device: str, box: int, prefix: str = DEFAULT_PREFIX) -> str:
+    return _box_topic(device, box, "alert", prefix)
+
+
+def subscriptions(prefix: str = DEFAULT_PREFIX) -> list[str]:
+    """Topic filters a consumer needs to receive everything every device publishes."""
+    return [f"{prefix}/+/availability", f"{prefix}/+/status", f"{prefix}/+/box/+/+"]
+
+
+@dataclass(frozen=True)
+class TopicRef:
+    kind: TopicKind
+    device: str
+    box: int | None = None
+
+
+def parse_topic(topic: str, prefix: str = DEFAULT_PREFIX) -> TopicRef:
+    """Turn a received topic into (kind, device, box) or raise `MessageError`."""
+    parts = topic.split("/")
+    pre = prefix.split("/")
+    if parts[: len(pre)] != pre:
+        raise MessageError(f"topic {topic!r} is not under prefix {prefix!r}")
+    rest = parts[len(pre):]
+    if len(rest) == 2 and rest[1] in ("availability", "status"):
+        return TopicRef(rest[1], validate_name(rest[0]))  # type: ignore[arg-type]
+    if len(rest) == 4 and rest[1] == "box" and rest[3] in ("score", "state", "alert"):
+        try:
+            box = int(rest[2])
+        except ValueError:
+            raise MessageError(f"topic {topic!r}: box {rest[2]!r} is not a number") from None
+        _check_box(box)
+        return TopicRef(rest[3], validate_name(rest[0]), box)  # type: ignore[arg-type]
+    raise MessageError(f"topic {topic!r} is not part of the mgs contract")
+
+
+def _check_box(box: int) -> None:
+    if isinstance(box, bool) or not isinstance(box, int) or not 0 <= box < MAX_BOXES:
+        raise MessageError(f"box {box!r} must be an integer from 0 to {MAX_BOXES - 1}")
+
+
+def utc_iso(ts: float) -> str:
+    """Unix seconds -> ISO-8601 UTC with milliseconds and a 'Z', the only time format on the wire."""
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_utc_iso(value: str) -> float:
+    """ISO-8601 UTC (with 'Z' or '+00:00') -> Unix seconds; anything else is an error."""
+    if not isinstance(value, str):
+        raise MessageError(f"time {value!r} must be an ISO-8601 string")
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise MessageError(f"time {value!r} is not ISO-8601") from None
+    if dt.tzinfo is None or dt.utcoffset() != timezone.utc.utcoffset(None):
+        raise MessageError(f"time {value!r} must be UTC")
+    return dt.timestamp()
+
+
+# --- payloads -----------------------------------------------------------------------------------
+
+def _decode(payload: bytes | str, what: str) -> dict[str, Any]:
+    if isinstance(payload, str):
+        payload = payload.encode()
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise MessageError(f"{what} payload is {len(payload)} bytes, over the {MAX_PAYLOAD_BYTES}-byte limit")
+    try:
+        obj = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MessageError(f"{what} payload is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise MessageError(f"{what} payload must be a JSON object, got {type(obj).__name__}")
+    schema = obj.get("schema")
+    if schema != SCHEMA_VERSION:
+        raise MessageError(f"{what} payload has schema {schema!r}; this side understands schema {SCHEMA_VERSION}")
+    return obj
+
+
+def _build(cls: type, obj: dict[str, Any], what: str) -> Any:
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(obj) - names)
+    if unknown:
+        raise MessageError(f"{what} payload has unknown field(s) {unknown}")
+    try:
+        msg = cls(**obj)
+    except TypeError as exc:
+        raise MessageError(f"{what} payload lacks a required field: {exc}") from None
+    msg.validate()
+    return msg
+
+
+def _num(value: Any, name: str, lo: float | None = None, hi: float | None = None,
+         integer: bool = False, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    ok_type = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, ok_type) or (isinstance(value, float) and not math.isfinite(value)):
+        raise MessageError(f"field {name!r} = {value!r} must be a finite {'integer' if integer else 'number'}")
+    if lo is not None and value < lo or hi is not None and value > hi:
+        raise MessageError(f"field {name!r} = {value!r} is outside [{lo}, {hi}]")
+
+
+def _sha(value: Any, name: str) -> None:
+    if not isinstance(value, str) or not _SHA_RE.match(value):
+        raise MessageError(f"field {name!r} = {value!r} must be a lowercase hex sha256")
+
+
+class _Payload:
+    def to_json(self) -> bytes:
+        self.validate()  # type: ignore[attr-defined]
+        return json.dumps(asdict(self), separators=(",", ":"), allow_nan=False).encode()  # type: ignore[call-overload]
+
+
+@dataclass
+class ScoreWindow(_Payload):
+    """Orbital-tightening summary of one box over one window (default 1 s).
+
+    `score`, `median` and `p90` are None when no valid eye was seen in the window: "no face
+    visible" is a state of its own and must never read as a healthy 0.
+    """
+
+    device: str
+    box: int
+    seq: int
+    window_start: str
+    window_end: str
+    frames: int
+    valid_eyes: int
+    score: float | None
+    median: float | None
+    p90: float | None
+    face_visible_fraction: float
+    model_sha256: str
+    schema: int = SCHEMA_VERSION
+
+    @property
+    def face_visible(self) -> bool:
+        return self.score is not None
+
+    def validate(self) -> None:
+        validate_name(self.device)
+        _check_box(self.box)
+        _num(self.seq, "seq", 0, None, integer=True)
+        start, end = parse_utc_iso(self.window_start), parse_utc_iso(self.window_end)
+        if end < start:
+            raise MessageError(f"window_end {self.window_end} is before window_start {self.window_start}")
+        _num(self.frames, "frames", 0, None, integer=True)
+        _num(self.valid_eyes, "valid_eyes", 0, None, integer=True)
+        for name in ("score", "median", "p90"):
+            _num(getattr(self, name), name, SCORE_MIN, SCORE_MAX, optional=True)
+        if (self.score is None) != (self.valid_eyes == 0):
+            raise MessageError("score must be null exactly when valid_eyes is 0 (no face visible)")
+        _num(self.face_visible_fraction, "face_visible_fraction", 0.0, 1.0)
+        _sha(self.model_sha256, "model_sha256")
+
+    @classmethod
+    def from_json(cls, payload: bytes | str) -> ScoreWindow:
+        return _build(cls, _decode(payload, "score"), "score")
+
+
+AlertEvent = Literal["raised", "cleared"]
+
+
+@dataclass
+class BoxAlert(_Payload):
+    """A device-side alert transition for one box (threshold held for at least `duration_s`)."""
+
+    device: str
+    box: int
+    seq: int
+    event: str
+    time: str
+    threshold: float
+    duration_s: float
+    score: float | None
+    schema: int = SCHEMA_VERSION
+
+    def validate(self) -> None:
+        validate_name(self.device)
+        _check_box(self.box)
+        _num(self.seq, "seq", 0, None, integer=True)
+        if self.event not in ("raised", "cleared"):
+            raise MessageError(f"field 'event' = {self.event!r} must be 'raised' or 'cleared'")
+        parse_utc_iso(self.time)
+        _num(self.threshold, "threshold", SCORE_MIN, SCORE_MAX)
+        _num(self.duration_s, "duration_s", 0, None)
+        _num(self.score, "score", SCORE_MIN, SCORE_MAX, optional=True)
+
+    @classmethod
+    def from_json(cls, payload: bytes | str) -> BoxAlert:
+        return _build(cls, _decode(payload, "alert"), "alert")
+
+
+@dataclass
+class DeviceStatus(_Payload):
+    """Retained health snapshot of a device, republished every few seconds."""
+
+    device: str
+    time: str
+    fps: float
+    target_fps: float
+    backend: str
+    camera: str
+    queue_depth: int
+    uptime_s: float
+    version: str
+    models: dict[str, str] = field(default_factory=dict)
+    skipped_frames: int = 0
+    boxes: int = 4
+    message: str = ""
+    schema: int = SCHEMA_VERSION
+
+    def validate(self) -> None:
+        validate_name(self.device)
+        parse_utc_iso(self.time)
+        _num(self.fps, "fps", 0, None)
+        _num(self.target_fps, "target_fps", 0, None)
+        if self.backend not in ("local", "offload"):
+            raise MessageError(f"field 'backend' = {self.backend!r} must be 'local' or 'offload'")
+        if self.camera not in ("ok", "starting", "reconnecting", "ended", "failed"):
+            raise MessageError(f"field 'camera' = {self.camera!r} is not a known camera state")
+        _num(self.queue_depth, "queue_depth", 0, None, integer=True)
+        _num(self.uptime_s, "uptime_s", 0, None)
+        _num(self.skipped_frames, "skipped_frames", 0, None, integer=True)
+        _num(self.boxes, "boxes", 0, MAX_BOXES, integer=True)
+        if not isinstance(self.version, str) or len(self.version) > 64:
+            raise MessageError("field 'version' must be a short string")
+        if not isinstance(self.message, str) or len(self.message) > 1024:
+            raise MessageError("field 'message' must be a string of at most 1024 characters")
+        if not isinstance(self.models, dict) or len(self.models) > 16:
+            raise MessageError("field 'models' must be an object of at most 16 name -> sha256 entries")
+        for name, sha in self.models.items():
+            validate_name(name, "model name")
+            _sha(sha, f"models.{name}")
+
+    @classmethod
+    def from_json(cls, payload: bytes | str) -> DeviceStatus:
+        return _build(cls, _decode(payload, "status"), "status")
+
+
+def parse_availability(payload: bytes | str) -> str:
+    text = payload.decode(errors="replace") if isinstance(payload, bytes) else payload
+    if text not in (AVAILABILITY_ONLINE, AVAILABILITY_OFFLINE):
+        raise MessageError(f"availability payload {text[:40]!r} must be 'online' or 'offline'")
+    return text
+
+
+def parse_state(payload: bytes | str) -> float | None:
+    """The retained plain-number state: a score, or empty when no face is visible."""
+    text = (payload.decode(errors="replace") if isinstance(payload, bytes) else payload).strip()
+    if text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise MessageError(f"state payload {text[:40]!r} is not a number") from None
+    _num(value, "state", SCORE_MIN, SCORE_MAX)
+    return value
+
+
+def format_state(score: float | None) -> str:
+    return "" if score is None else f"{score:.2f}"
