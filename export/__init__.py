@@ -1,0 +1,1 @@
+"""Training toolchain: synthetic data, datasets, training, evaluation, ONNX export and INT8."""

@@ -1,0 +1,29 @@
+"""`mgs-export`: make data, train, evaluate, export and quantize the models the devices run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from device.clitools import Command, dispatch
+
+COMMANDS = [
+    Command("synth", "export.commands.synth", "generate a labelled synthetic rack dataset"),
+    Command("synth-video", "export.commands.synth_video", "generate a rack video with score trajectories and ground truth"),
+    Command("validate", "export.commands.validate", "check a dataset folder against the dataset format"),
+    Command("train-seg", "export.commands.train_seg", "train the segmentation U-Net(s)"),
+    Command("train-eye", "export.commands.train_eye", "train the orbital-tightening eye regressor"),
+    Command("evaluate", "export.commands.evaluate", "run the full pipeline on a dataset and write an accuracy report"),
+    Command("crossval", "export.commands.crossval", "K-fold cross-validation of the eye regressor (the paper used 30)"),
+    Command("onnx", "export.commands.onnx", "export the trained networks to ONNX with metadata"),
+    Command("quantize", "export.commands.quantize", "static INT8 quantization of the ONNX models"),
+    Command("verify", "export.commands.verify", "parity report: PyTorch vs FP32 ONNX vs INT8 ONNX"),
+    Command("triton-repo", "export.commands.triton_repo", "write a Triton model repository for the GPU host"),
+]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return dispatch("mgs-export", "mgs-rack training and export toolchain", COMMANDS, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Central mgs-rack server: MQTT ingest, SQLite history, dashboard, REST API, logins."""
