@@ -1,0 +1,292 @@
+"""Frame -> FrameResult: segmentation as region proposal, eye patches, batched regressor.
+
+Two pipelines share every step after segmentation (device.eyes):
+
+* `FullResolutionPipeline` runs seg_fine over each whole ROI at full resolution. Eyes are 15-25 px
+  at 1080p, so this sees them best, but four ROIs take hundreds of milliseconds on a 2-core CPU. It
+  is the accuracy reference for `mgs-device bench` and `mgs-export evaluate`.
+* `FastPipeline` is what the device runs. PERF-BUDGET.md showed that one U-Net pass over four
+  ROIs cannot be both fast and fine enough, so it splits the work: a coarse pass (seg_coarse on the
+  ROIs shrunk to its small fixed input, batched) finds the heads; a fine pass (seg_fine, batched)
+  looks only at small full-resolution crops around them; between coarse passes each head is
+  tracked by re-centring its crop on the eyes found in the previous frame. The coarse pass runs
+  every `coarse_every` frames, and sooner for a box whose track was lost.
+
+Neither pipeline knows about threads, cameras or MQTT.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from device.eyes import EARS, EYES, EyeBlob, EyeConfig, animal_found, find_eye_blobs, score_blobs
+from device.inference import Models
+from device.results import BoxResult, EyeScore, FrameResult
+from device.rois import Roi, check_inside
+from device.tomlconfig import fail
+
+FINE_MULTIPLE = 8
+# Two candidates closer than this (full-frame px) are the same eye seen by two overlapping crops.
+SAME_EYE_PX = 8.0
+
+
+@dataclass
+class PipelineConfig:
+    """`[pipeline]`: how the device finds and scores eyes."""
+
+    kind: Literal["fast", "full"] = field(default="fast", metadata={"doc": "fast (coarse search + fine crops + tracking; what a CPU box needs) or full (full-resolution U-Net over each whole box; accuracy reference, slow)"})
+    fine_crop: int = field(default=128, metadata={"doc": "side in full-resolution pixels of the square crop around each head for the fine pass; a multiple of 8"})
+    coarse_every: int = field(default=15, metadata={"doc": "run the coarse head search on every box at least every this many frames"})
+    lost_retry: int = field(default=3, metadata={"doc": "a box whose head was lost gets a new coarse search after this many frames"})
+    max_heads_per_box: int = field(default=2, metadata={"doc": "most fine crops per box (one head; two when the coarse pass is unsure)"})
+    eyes: EyeConfig = field(default_factory=EyeConfig)
+
+    def check(self) -> None:
+        if self.fine_crop < 48 or self.fine_crop % FINE_MULTIPLE:
+            raise fail("pipeline.fine_crop", self.fine_crop, f"must be a multiple of {FINE_MULTIPLE} and at least 48")
+        if self.coarse_every < 1:
+            raise fail("pipeline.coarse_every", self.coarse_every, "must be at least 1")
+        if not 1 <= self.lost_retry <= self.coarse_every:
+            raise fail("pipeline.lost_retry", self.lost_retry, f"must be between 1 and pipeline.coarse_every ({self.coarse_every})")
+        if not 1 <= self.max_heads_per_box <= 4:
+            raise fail("pipeline.max_heads_per_box", self.max_heads_per_box, "must be between 1 and 4")
+
+
+def images_to_batch(images: Sequence[np.ndarray]) -> np.ndarray:
+    """HxWx3 uint8 BGR images of one size -> the U-Net's "image" input, float32 [N, 3, H, W] in [0, 1]."""
+    stack = np.stack(images) if len(images) > 1 else images[0][None]
+    return np.ascontiguousarray(stack.transpose(0, 3, 1, 2), dtype=np.float32) * np.float32(1.0 / 255.0)
+
+
+def class_maps(output: np.ndarray) -> np.ndarray:
+    """The U-Net's output as [N, H, W] uint8 class ids (argmax is in the graph; logits still accepted)."""
+    if output.ndim == 4:
+        output = output.argmax(axis=1)
+    return output.astype(np.uint8, copy=False)
+
+
+def resize_for_coarse(roi_image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A box image shrunk (stretched) to seg_coarse's fixed (H, W) input; training must do the same."""
+    h, w = size
+    return cv2.resize(roi_image, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def pad_to_multiple(image: np.ndarray, multiple: int = FINE_MULTIPLE) -> np.ndarray:
+    """Edge-replicate the bottom/right so both sides are multiples of `multiple`."""
+    h, w = image.shape[:2]
+    ph, pw = -h % multiple, -w % multiple
+    if not ph and not pw:
+        return image
+    return cv2.copyMakeBorder(image, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
+
+
+def score_boxes(frame: np.ndarray, blobs_per_box: Sequence[Sequence[EyeBlob]], animals: Sequence[bool],
+                regressor, config: EyeConfig) -> tuple[BoxResult, ...]:
+    """One regressor call for the eyes of all boxes, split back per box."""
+    flat = [b for blobs in blobs_per_box for b in blobs]
+    scored = score_blobs(frame, flat, regressor, config)
+    out: list[BoxResult] = []
+    i = 0
+    for box, (blobs, animal) in enumerate(zip(blobs_per_box, animals)):
+        eyes: tuple[EyeScore, ...] = tuple(scored[i: i + len(blobs)])
+        i += len(blobs)
+        out.append(BoxResult(box=box, eyes=eyes, animal_found=animal or bool(eyes)))
+    return tuple(out)
+
+
+class _Stopwatch:
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.ms[stage] = self.ms.get(stage, 0.0) + (now - self._t) * 1000.0
+        self._t = now
+
+
+class FullResolutionPipeline:
+    """seg_fine over each whole ROI at full resolution: the slow accuracy reference."""
+
+    def __init__(self, models: Models, rois: Sequence[Roi], eye_config: EyeConfig | None = None) -> None:
+        self.models = models
+        self.rois = list(rois)
+        self.eye_config = eye_config or EyeConfig()
+        self._checked_shape: tuple[int, ...] | None = None
+
+    def __call__(self, frame: np.ndarray, frame_index: int = 0, capture_time: float = 0.0) -> FrameResult:
+        if frame.shape != self._checked_shape:
+            check_inside(self.rois, frame.shape)
+            self._checked_shape = frame.shape
+        watch = _Stopwatch()
+        blobs_per_box: list[list[EyeBlob]] = []
+        animals: list[bool] = []
+        for roi in self.rois:
+            image = frame[roi.y:roi.y1, roi.x:roi.x1]
+            batch = images_to_batch([pad_to_multiple(image)])
+            watch.lap("resize")
+            classes = class_maps(self.models.seg_fine(batch))[0, : roi.h, : roi.w]
+            watch.lap("unet_fine")
+            blobs_per_box.append(find_eye_blobs(classes, self.eye_config, origin=(roi.x, roi.y)))
+            animals.append(animal_found(classes))
+            watch.lap("post")
+        boxes = score_boxes(frame, blobs_per_box, animals, self.models.eye, self.eye_config)
+        watch.lap("regressor")
+        return FrameResult(frame_index=frame_index, capture_time=capture_time, boxes=boxes, stage_ms=watch.ms)
+
+
+@dataclass
+class _Track:
+    """Where the fine crops of one box go next frame, and when its last coarse search ran."""
+
+    centres: list[tuple[float, float]] = field(default_factory=list)
+    last_coarse: int = -(10**9)
+    animal: bool = False
+
+
+class FastPipeline:
+    """Coarse head search, fine full-resolution crops around heads, tracking in between."""
+
+    def __init__(self, models: Models, rois: Sequence[Roi], config: PipelineConfig | None = None) -> None:
+        self.models = models
+        self.rois = list(rois)
+        self.config = config or PipelineConfig()
+        self.tracks = [_Track() for _ in self.rois]
+        self.coarse_passes = 0
+        self._checked_shape: tuple[int, ...] | None = None
+        self._frames = 0
+
+    def __call__(self, frame: np.ndarray, frame_index: int = 0, capture_time: float = 0.0) -> FrameResult:
+        if frame.shape != self._checked_shape:
+            check_inside(self.rois, frame.shape)
+            self._checked_shape = frame.shape
+        watch = _Stopwatch()
+        n = self._frames
+        self._frames += 1
+        due = [b for b, t in enumerate(self.tracks)
+               if n - t.last_coarse >= self.config.coarse_every or (not t.centres and n - t.last_coarse >= self.config.lost_retry)]
+        if due:
+            self._coarse(frame, due, n, watch)
+        crops = self._crops(frame, watch)
+        blobs_per_box, animals = self._fine(frame, crops, watch)
+        boxes = score_boxes(frame, blobs_per_box, animals, self.models.eye, self.config.eyes)
+        watch.lap("regressor")
+        return FrameResult(frame_index=frame_index, capture_time=capture_time, boxes=boxes, stage_ms=watch.ms)
+
+    def _coarse(self, frame: np.ndarray, due: list[int], n: int, watch: _Stopwatch) -> None:
+        size = self.models.coarse_size
+        images = [resize_for_coarse(frame[r.y:r.y1, r.x:r.x1], size) for r in (self.rois[b] for b in due)]
+        batch = images_to_batch(images)
+        watch.lap("resize")
+        maps = class_maps(self.models.seg_coarse(batch))
+        watch.lap("unet_coarse")
+        for b, classes in zip(due, maps):
+            roi = self.rois[b]
+            track = self.tracks[b]
+            track.last_coarse = n
+            track.animal = animal_found(classes)
+            track.centres = self._heads(classes, roi, (roi.w / size[1], roi.h / size[0]))
+        self.coarse_passes += 1
+        watch.lap("post")
+
+    def _heads(self, classes: np.ndarray, roi: Roi, scale: tuple[float, float]) -> list[tuple[float, float]]:
+        """Crop centres from a coarse map: eye pixels of each ear/eye cluster, else the cluster."""
+        head = ((classes == EYES) | (classes == EARS)).view(np.uint8)
+        n, labels, stats, centroids = cv2.connectedComponentsWithStats(head, connectivity=8)
+        found: list[tuple[int, float, float]] = []
+        for i in range(1, n):
+            member = labels == i
+            eyes = member & (classes == EYES)
+            weight = int(np.count_nonzero(eyes))
+            if weight:
+                ys, xs = np.nonzero(eyes)
+                u, v = float(xs.mean()), float(ys.mean())
+            else:
+                u, v = (float(c) for c in centroids[i])
+            found.append((weight * 1000 + int(stats[i, cv2.CC_STAT_AREA]), roi.x + (u + 0.5) * scale[0], roi.y + (v + 0.5) * scale[1]))
+        found.sort(reverse=True)
+        centres: list[tuple[float, float]] = []
+        half = self.config.fine_crop / 2
+        for _, x, y in found:
+            if all(abs(x - cx) > half or abs(y - cy) > half for cx, cy in centres):
+                centres.append((x, y))
+            if len(centres) == self.config.max_heads_per_box:
+                break
+        return centres
+
+    def _crops(self, frame: np.ndarray, watch: _Stopwatch) -> list[tuple[int, int, int, tuple[int, int, int, int]]]:
+        """(box, x0, y0, valid) for every fine crop; the crop is shifted to stay inside its box."""
+        c = self.config.fine_crop
+        crops = []
+        for b, (roi, track) in enumerate(zip(self.rois, self.tracks)):
+            for cx, cy in track.centres:
+                x0 = int(round(cx)) - c // 2
+                y0 = int(round(cy)) - c // 2
+                x0 = roi.x if roi.w <= c else min(max(x0, roi.x), roi.x1 - c)
+                y0 = roi.y if roi.h <= c else min(max(y0, roi.y), roi.y1 - c)
+                valid = (0, 0, min(c, roi.x1 - x0), min(c, roi.y1 - y0))
+                crops.append((b, x0, y0, valid))
+        watch.lap("post")
+        return crops
+
+    def _fine(self, frame: np.ndarray, crops, watch: _Stopwatch) -> tuple[list[list[EyeBlob]], list[bool]]:
+        blobs_per_box: list[list[EyeBlob]] = [[] for _ in self.rois]
+        animals = [t.animal for t in self.tracks]
+        if not crops:
+            return blobs_per_box, animals
+        c = self.config.fine_crop
+        images = []
+        for _, x0, y0, (_, _, vw, vh) in crops:
+            image = frame[y0:y0 + vh, x0:x0 + vw]
+            if vw < c or vh < c:
+                image = cv2.copyMakeBorder(image, 0, c - vh, 0, c - vw, cv2.BORDER_REPLICATE)
+            images.append(image)
+        batch = images_to_batch(images)
+        watch.lap("resize")
+        maps = class_maps(self.models.seg_fine(batch))
+        watch.lap("unet_fine")
+        new_centres: list[list[tuple[float, float]]] = [[] for _ in self.rois]
+        for (b, x0, y0, valid), classes in zip(crops, maps):
+            blobs = find_eye_blobs(classes, self.config.eyes, origin=(x0, y0), valid=valid)
+            blobs_per_box[b] = _merge_same_eyes(blobs_per_box[b] + blobs)
+            animals[b] = animals[b] or animal_found(classes)
+            centre = _track_centre(blobs, classes, x0, y0)
+            if centre is not None:
+                new_centres[b].append(centre)
+        for b, track in enumerate(self.tracks):
+            track.centres = new_centres[b]
+            blobs_per_box[b] = blobs_per_box[b][: self.config.eyes.max_eyes_per_box]
+        watch.lap("post")
+        return blobs_per_box, animals
+
+
+def _track_centre(blobs: Sequence[EyeBlob], classes: np.ndarray, x0: int, y0: int) -> tuple[float, float] | None:
+    """Next frame's crop centre: the eyes found, else the visible head (ears/eyes), else lost."""
+    if blobs:
+        return (float(np.mean([b.x for b in blobs])), float(np.mean([b.y for b in blobs])))
+    ys, xs = np.nonzero((classes == EYES) | (classes == EARS))
+    if len(xs) < 4:
+        return None
+    return (x0 + float(xs.mean()), y0 + float(ys.mean()))
+
+
+def _merge_same_eyes(blobs: list[EyeBlob]) -> list[EyeBlob]:
+    """Overlapping crops see the same eye twice: keep the uncut, larger view of it."""
+    kept: list[EyeBlob] = []
+    for blob in sorted(blobs, key=lambda b: (b.touches_border, -b.area_px)):
+        if all(abs(blob.x - k.x) > SAME_EYE_PX or abs(blob.y - k.y) > SAME_EYE_PX for k in kept):
+            kept.append(blob)
+    return sorted(kept, key=lambda b: -b.area_px)
+
+
+def build_pipeline(models: Models, rois: Sequence[Roi], config: PipelineConfig):
+    """The pipeline the config asks for."""
+    if config.kind == "full":
+        return FullResolutionPipeline(models, rois, config.eyes)
+    return FastPipeline(models, rois, config)

@@ -1,0 +1,96 @@
+"""Eye extraction on hand-drawn class maps: counts, centres, filters, partial flag, patch crops."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from device.errors import ConfigError
+from device.eyes import EyeBlob, EyeConfig, crop_patches, find_eye_blobs, score_blobs, sharpness
+from device.tomlconfig import from_dict
+
+
+def head_map(h: int = 200, w: int = 300) -> np.ndarray:
+    """Background with an animal body holding two eyes and one ear."""
+    classes = np.zeros((h, w), np.uint8)
+    cv2.ellipse(classes, (150, 100), (110, 70), 0, 0, 360, 1, -1)
+    cv2.circle(classes, (100, 80), 8, 3, -1)
+    cv2.circle(classes, (190, 85), 6, 3, -1)
+    cv2.circle(classes, (150, 45), 12, 2, -1)
+    return classes
+
+
+def test_two_eyes_found_with_centres_in_frame_coordinates() -> None:
+    blobs = find_eye_blobs(head_map(), EyeConfig(), origin=(1000.0, 500.0))
+    assert len(blobs) == 2
+    big, small = blobs
+    assert big.area_px > small.area_px
+    assert abs(big.x - 1100) < 0.6 and abs(big.y - 580) < 0.6
+    assert abs(small.x - 1190) < 0.6 and abs(small.y - 585) < 0.6
+    assert not big.touches_border and not small.touches_border
+
+
+def test_scale_maps_coarse_pixels_to_full_frame() -> None:
+    blobs = find_eye_blobs(head_map(), EyeConfig(min_area_px=20, max_area_px=10000), origin=(0.0, 0.0), scale=(2.0, 2.0))
+    assert len(blobs) == 2
+    assert abs(blobs[0].x - 200.5) < 1.5 and abs(blobs[0].y - 160.5) < 1.5
+    assert blobs[0].area_px > 4 * 150
+
+
+def test_size_shape_and_context_filters() -> None:
+    classes = head_map()
+    cv2.circle(classes, (20, 20), 6, 3, -1)           # eye-sized blob in the background: no animal around
+    classes[150, 150] = 3                              # a speck inside the animal: too small
+    cv2.line(classes, (60, 130), (140, 131), 3, 2)     # long thin streak: wrong shape
+    blobs = find_eye_blobs(classes, EyeConfig())
+    assert len(blobs) == 2
+    assert all(b.y < 100 for b in blobs)
+
+
+def test_blob_cut_by_the_map_border_is_flagged() -> None:
+    cut = head_map()[:, 95:]
+    blobs = find_eye_blobs(cut, EyeConfig(min_area_px=10))
+    by_x = sorted(blobs, key=lambda b: b.x)
+    assert by_x[0].touches_border
+    assert not by_x[-1].touches_border
+
+
+def test_padding_outside_valid_area_counts_as_border() -> None:
+    blobs = find_eye_blobs(head_map(), EyeConfig(), valid=(0, 0, 105, 200))
+    assert any(b.touches_border for b in blobs if b.x < 150)
+
+
+def test_max_eyes_per_box_keeps_the_largest() -> None:
+    blobs = find_eye_blobs(head_map(), EyeConfig(max_eyes_per_box=1))
+    assert len(blobs) == 1 and abs(blobs[0].x - 100) < 1
+
+
+def test_patch_crop_inside_and_at_borders() -> None:
+    frame = np.arange(100 * 120 * 3, dtype=np.uint32).reshape(100, 120, 3).astype(np.uint8)
+    patches, clipped = crop_patches(frame, [(60, 50), (3.2, 2.0), (119, 99), (-30, 50)])
+    assert patches.shape == (4, 50, 50, 3)
+    assert list(clipped) == [False, True, True, True]
+    assert np.array_equal(patches[0], frame[25:75, 35:85])
+    # top-left corner: the frame's corner pixel is repeated into the padding
+    assert np.array_equal(patches[1][:23, :22], np.broadcast_to(frame[0, 0], (23, 22, 3)))
+    assert np.array_equal(patches[1][23:, 22:], frame[0:27, 0:28])
+    # centre completely outside: padding repeats the nearest column
+    assert np.array_equal(patches[3][:, -1], frame[25:75, 0])
+
+
+def test_blurred_and_partial_eyes_are_not_quality_ok() -> None:
+    rng = np.random.default_rng(1)
+    frame = (rng.random((200, 200, 3)) * 255).astype(np.uint8)
+    frame[:, 100:] = cv2.GaussianBlur(frame[:, 100:], (0, 0), 6)
+    assert sharpness(frame[75:125, 25:75]) > 10 * sharpness(frame[75:125, 125:175])
+    blobs = [EyeBlob(50, 100, 100, False), EyeBlob(150, 100, 100, False), EyeBlob(50, 100, 100, True), EyeBlob(10, 10, 100, False)]
+    constant = lambda batch: np.full((len(batch), 1), 12.5, np.float32)  # noqa: E731 - a stand-in regressor, out of range on purpose
+    eyes = score_blobs(frame, blobs, constant, EyeConfig())
+    assert [e.quality_ok for e in eyes] == [True, False, False, False]
+    assert all(e.score == 9.0 for e in eyes)
+
+
+def test_eye_config_rejects_bad_values() -> None:
+    with pytest.raises(ConfigError, match="eyes.max_area_px"):
+        from_dict(EyeConfig, {"min_area_px": 50, "max_area_px": 40})
