@@ -334,3 +334,57 @@ def parse_state(payload: bytes | str) -> float | None:
 
 def format_state(score: float | None) -> str:
     return "" if score is None else f"{score:.2f}"
+
+
+# --- server-side alerts (published by the server, one place for alerting systems) ----------------
+
+ALERTS_LEVEL = "alerts"
+
+
+def animal_alert_topic(animal_id: int, prefix: str = DEFAULT_PREFIX) -> str:
+    """`<prefix>/alerts/<animal id>`: animal names are free text, so the topic uses the id."""
+    _num(animal_id, "animal_id", 1, None, integer=True)
+    return f"{prefix}/{ALERTS_LEVEL}/{animal_id}"
+
+
+def animal_alert_subscription(prefix: str = DEFAULT_PREFIX) -> str:
+    """The one filter an alerting system subscribes to for every server-side alert."""
+    return f"{prefix}/{ALERTS_LEVEL}/+"
+
+
+@dataclass
+class AnimalAlert(_Payload):
+    """A server-side alert transition for one animal: its score (from whichever box it is assigned
+    to) stayed at or above `threshold` for `duration_s` (raised), or below it as long (cleared)."""
+
+    alert_id: int
+    animal_id: int
+    animal: str
+    event: str
+    time: str
+    device: str
+    box: int
+    rule_id: int
+    threshold: float
+    duration_s: float
+    score: float | None
+    schema: int = SCHEMA_VERSION
+
+    def validate(self) -> None:
+        _num(self.alert_id, "alert_id", 1, None, integer=True)
+        _num(self.animal_id, "animal_id", 1, None, integer=True)
+        if not isinstance(self.animal, str) or len(self.animal) > 200:
+            raise MessageError("field 'animal' must be a string of at most 200 characters")
+        if self.event not in ("raised", "cleared"):
+            raise MessageError(f"field 'event' = {self.event!r} must be 'raised' or 'cleared'")
+        parse_utc_iso(self.time)
+        validate_name(self.device)
+        _check_box(self.box)
+        _num(self.rule_id, "rule_id", 1, None, integer=True)
+        _num(self.threshold, "threshold", SCORE_MIN, SCORE_MAX)
+        _num(self.duration_s, "duration_s", 0, None)
+        _num(self.score, "score", SCORE_MIN, SCORE_MAX, optional=True)
+
+    @classmethod
+    def from_json(cls, payload: bytes | str) -> AnimalAlert:
+        return _build(cls, _decode(payload, "animal alert"), "animal alert")
