@@ -55,7 +55,9 @@ class BackendConfig:
 class OnnxRunner:
     """One onnxruntime session with a single input and a single output."""
 
-    def __init__(self, path: Path, providers: tuple[str, ...] = ("CPUExecutionProvider",), threads: int = 2) -> None:
+    def __init__(self, path: Path, providers: tuple[str, ...] = ("CPUExecutionProvider",), threads: int = 2,
+                 data: bytes | None = None) -> None:
+        """`data`, when given, are the file's already verified bytes: what was checked is what runs."""
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -65,7 +67,7 @@ class OnnxRunner:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))
+            self.session = ort.InferenceSession(data if data is not None else str(path), sess_options=opts, providers=list(providers))
         except Exception as exc:  # onnxruntime raises its own untyped errors for unreadable graphs
             raise MgsError(f"cannot load model {path}: {exc}; reinstall the models folder from a release") from None
         self.path = Path(path)
@@ -84,8 +86,9 @@ class OnnxRunner:
         return self.session.run([self.output_name], {self.input_name: batch})[0]
 
 
-def onnx_runner(path: Path, providers: tuple[str, ...] = ("CPUExecutionProvider",), threads: int = 2) -> OnnxRunner:
-    return OnnxRunner(path, providers, threads)
+def onnx_runner(path: Path, providers: tuple[str, ...] = ("CPUExecutionProvider",), threads: int = 2,
+                data: bytes | None = None) -> OnnxRunner:
+    return OnnxRunner(path, providers, threads, data)
 
 
 def providers_for(backend: BackendType) -> tuple[str, ...]:
@@ -124,28 +127,34 @@ def model_set_sha256(file_shas: dict[str, str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def load_models(models_dir: Path, precision: Precision = "int8", backend: BackendConfig | None = None) -> Models:
-    """Verify the shipped files against models/manifest.json and open them on the chosen backend."""
-    from models.manifest import load_manifest, verify_model_file
+def load_models(models_dir: Path | None = None, precision: Precision | None = None, backend: BackendConfig | None = None) -> Models:
+    """Verify the shipped files against models/manifest.json and open them on the chosen backend.
 
-    backend = backend or BackendConfig(precision=precision)
+    `precision` overrides the backend config's; `models_dir` None means $MGS_MODELS_DIR or models/.
+    """
+    from models.manifest import load_manifest, read_verified_model
+
+    backend = backend or BackendConfig()
+    precision = precision or backend.precision
     providers = providers_for(backend.type)
-    manifest = load_manifest(Path(models_dir))
+    manifest = load_manifest(models_dir)
     paths: dict[str, Path] = {}
-    shas: dict[str, str] = {}
+    data: dict[str, bytes] = {}
     for name in MODEL_NAMES:
         entry = manifest.entry(name, precision)
-        paths[name] = verify_model_file(entry)
-        shas[name] = entry.sha256
-    return open_models(paths, providers, backend.threads, model_set_sha256(shas))
+        if not entry.accepted:
+            log.warning("model %s (%s) is %s: run `mgs-export verify` before relying on its scores", entry.file, precision, entry.status)
+        data[name] = read_verified_model(entry)
+        paths[name] = entry.path
+    return open_models(paths, providers, backend.threads, data)
 
 
 def open_models(paths: dict[str, Path], providers: tuple[str, ...] = ("CPUExecutionProvider",), threads: int = 2,
-                model_sha256: str | None = None) -> Models:
-    """Open three ONNX files without a manifest (development files, bench variants)."""
-    runners = {name: onnx_runner(paths[name], providers, threads) for name in MODEL_NAMES}
-    if model_sha256 is None:
-        model_sha256 = model_set_sha256({n: hashlib.sha256(Path(p).read_bytes()).hexdigest() for n, p in paths.items()})
+                data: dict[str, bytes] | None = None) -> Models:
+    """Open three ONNX files; `data` are their bytes already checked against the manifest, if any."""
+    data = data or {name: Path(paths[name]).read_bytes() for name in MODEL_NAMES}
+    runners = {name: onnx_runner(paths[name], providers, threads, data[name]) for name in MODEL_NAMES}
+    model_sha256 = model_set_sha256({name: hashlib.sha256(data[name]).hexdigest() for name in MODEL_NAMES})
     coarse_size = runners["seg_coarse"].input_hw
     if coarse_size is None:
         raise MgsError(f"{paths['seg_coarse']}: seg_coarse must have a fixed input size; re-export it with `mgs-export`")
