@@ -1,0 +1,271 @@
+"""models/manifest.json: which model files a device may run, and proof that a file is the one shipped.
+
+Standard library only: the device imports this module (and nothing else from models/). The export
+toolchain writes entries (`save_entry`, `set_status`); the device reads them (`load_manifest`,
+`Manifest.entry`) and checks a file's size and sha256 (`verify_model_file` / `read_verified_model`)
+BEFORE onnxruntime sees it, so a truncated download or a stale file is refused with a message that
+names the file and says how to get a good one, instead of an onnxruntime parse error.
+
+An entry's `status` says how far the toolchain vouches for it: "accepted" (passed its parity gate),
+"unverified" (quantized, `mgs-export verify` not yet run) or "refused" (failed the gate; the device
+will not load it).
+
+Point a device at another models directory with its config (`load_manifest(models_dir)`), or, for
+tools without a config, the MGS_MODELS_DIR environment variable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from device.errors import MgsError
+
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parent
+MANIFEST_NAME = "manifest.json"
+MODELS_DIR_ENV = "MGS_MODELS_DIR"
+FORMAT = "mgs-rack-models"
+FORMAT_VERSION = 1
+STATUSES = ("accepted", "unverified", "refused")
+RESTORE_HINT = (
+    "re-download the models, re-run `mgs-export onnx && mgs-export quantize && mgs-export verify`, "
+    "or restore models/ from git (`git checkout -- models/`)"
+)
+
+
+def resolve_models_dir(models_dir: str | Path | None = None) -> Path:
+    """An explicit directory wins, then $MGS_MODELS_DIR, then the models/ package folder."""
+    if models_dir is not None:
+        return Path(models_dir)
+    return Path(os.environ.get(MODELS_DIR_ENV) or DEFAULT_MODELS_DIR)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output; a str dimension is symbolic (dynamic), e.g. "N", "H"."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TensorSpec:
+        return cls(name=str(d["name"]), dtype=str(d["dtype"]), shape=tuple(d["shape"]))
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One shipped file. `path` is absolute; `file` is relative to the models directory."""
+
+    name: str
+    precision: str
+    file: str
+    sha256: str
+    size_bytes: int
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    models_dir: Path
+    status: str = "unverified"
+    input_size: tuple[int, int] = (0, 0)
+    dynamic_hw: bool = False
+    class_names: tuple[str, ...] = ()
+    normalisation: dict = field(default_factory=dict)
+    data_fingerprint: str = ""
+    model_version: str = ""
+    calibration: dict | None = None
+    metrics: dict = field(default_factory=dict)
+    toolchain: dict = field(default_factory=dict)
+    command: str = ""
+
+    @property
+    def path(self) -> Path:
+        return self.models_dir / self.file
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == "accepted"
+
+    @property
+    def input(self) -> TensorSpec:
+        return self.inputs[0]
+
+    @property
+    def output(self) -> TensorSpec:
+        return self.outputs[0]
+
+    @classmethod
+    def from_dict(cls, d: dict, models_dir: Path) -> ModelEntry:
+        return cls(
+            name=str(d["name"]),
+            precision=str(d["precision"]),
+            file=str(d["file"]),
+            sha256=str(d["sha256"]),
+            size_bytes=int(d["size_bytes"]),
+            inputs=tuple(TensorSpec.from_dict(t) for t in d["inputs"]),
+            outputs=tuple(TensorSpec.from_dict(t) for t in d["outputs"]),
+            models_dir=models_dir,
+            status=str(d.get("status", "unverified")),
+            input_size=tuple(d.get("input_size", (0, 0))),
+            dynamic_hw=bool(d.get("dynamic_hw", False)),
+            class_names=tuple(d.get("class_names", ())),
+            normalisation=dict(d.get("normalisation", {})),
+            data_fingerprint=str(d.get("data_fingerprint", "")),
+            model_version=str(d.get("model_version", "")),
+            calibration=d.get("calibration"),
+            metrics=dict(d.get("metrics", {})),
+            toolchain=dict(d.get("toolchain", {})),
+            command=str(d.get("command", "")),
+        )
+
+
+@dataclass(frozen=True)
+class Manifest:
+    models_dir: Path
+    entries: tuple[ModelEntry, ...]
+
+    @property
+    def path(self) -> Path:
+        return self.models_dir / MANIFEST_NAME
+
+    def available(self) -> list[str]:
+        return [f"{e.name}/{e.precision} ({e.status})" for e in self.entries]
+
+    def entry(self, name: str, precision: str) -> ModelEntry:
+        """The entry for `name` at `precision`; a refused or absent one is an MgsError saying what to do."""
+        for e in self.entries:
+            if e.name == name and e.precision == precision:
+                if e.status == "refused":
+                    raise MgsError(
+                        f"model {e.file} ({name}, {precision}) was refused by `mgs-export verify` "
+                        f"({e.metrics.get('refused_because', 'parity gate failed')}); use precision 'fp32' for "
+                        f"{name} in the device config, or re-run `mgs-export quantize && mgs-export verify`"
+                    )
+                return e
+        listed = ", ".join(self.available()) or "none"
+        raise MgsError(
+            f"{self.path} has no model {name!r} at precision {precision!r} (it lists: {listed}); "
+            f"check the device config's model names/precision, or {RESTORE_HINT}"
+        )
+
+
+def load_manifest(models_dir: str | Path | None = None) -> Manifest:
+    directory = resolve_models_dir(models_dir)
+    path = directory / MANIFEST_NAME
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MgsError(f"model manifest {path} is missing; {RESTORE_HINT}, or point models_dir at a folder that has one") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MgsError(f"model manifest {path} cannot be read ({exc}); {RESTORE_HINT}") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise MgsError(f"{path} is not an mgs-rack model manifest (format must be {FORMAT!r}); {RESTORE_HINT}")
+    if raw.get("version") != FORMAT_VERSION:
+        raise MgsError(f"{path} has manifest version {raw.get('version')!r}, this software reads {FORMAT_VERSION}; update the software or {RESTORE_HINT}")
+    try:
+        entries = tuple(ModelEntry.from_dict(d, directory) for d in raw.get("models", []))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MgsError(f"{path} has a malformed model entry ({exc!r}); {RESTORE_HINT}") from None
+    return Manifest(models_dir=directory, entries=entries)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check(entry: ModelEntry, data: bytes) -> None:
+    if len(data) != entry.size_bytes:
+        raise MgsError(
+            f"model file {entry.path} is truncated or corrupt: {len(data)} bytes, the manifest says "
+            f"{entry.size_bytes}; {RESTORE_HINT}"
+        )
+    digest = sha256_bytes(data)
+    if digest != entry.sha256:
+        raise MgsError(
+            f"model file {entry.path} does not match the manifest (sha256 {digest[:12]}…, expected "
+            f"{entry.sha256[:12]}…): it is corrupt or from another export; {RESTORE_HINT}"
+        )
+
+
+def read_verified_model(entry: ModelEntry) -> bytes:
+    """The file's bytes after the size and sha256 check: hand these to onnxruntime.InferenceSession.
+
+    Reading once and checking what was read means the bytes onnxruntime parses are the bytes that
+    were verified, even if the file changes on disk in between.
+    """
+    try:
+        data = entry.path.read_bytes()
+    except FileNotFoundError:
+        raise MgsError(f"model file {entry.path} ({entry.name}, {entry.precision}) is missing; {RESTORE_HINT}") from None
+    except OSError as exc:
+        raise MgsError(f"model file {entry.path} cannot be read ({exc.strerror}); {RESTORE_HINT}") from None
+    _check(entry, data)
+    return data
+
+
+def verify_model_file(entry: ModelEntry) -> Path:
+    """Check the file on disk against the manifest; return its path or raise MgsError naming it."""
+    read_verified_model(entry)
+    return entry.path
+
+
+def _write_json_atomically(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_raw(directory: Path) -> dict:
+    path = directory / MANIFEST_NAME
+    if not path.exists():
+        return {"format": FORMAT, "version": FORMAT_VERSION, "models": []}
+    load_manifest(directory)  # validates; a broken manifest is an error, not silently replaced
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def save_entry(models_dir: str | Path, record: dict) -> ModelEntry:
+    """Insert or replace the (name, precision) entry; the toolchain's only way to write the manifest."""
+    directory = Path(models_dir)
+    if record.get("status", "unverified") not in STATUSES:
+        raise ValueError(f"status must be one of {STATUSES}")
+    entry = ModelEntry.from_dict(record, directory)  # rejects a record the device could not read
+    raw = _read_raw(directory)
+    models = [m for m in raw["models"] if (m["name"], m["precision"]) != (entry.name, entry.precision)]
+    models.append(record)
+    raw["models"] = sorted(models, key=lambda m: (m["name"], m["precision"]))
+    _write_json_atomically(directory / MANIFEST_NAME, raw)
+    return entry
+
+
+def set_status(models_dir: str | Path, name: str, precision: str, status: str, metrics: dict) -> None:
+    """Record a verification outcome (status plus the metrics that decided it) on an existing entry."""
+    directory = Path(models_dir)
+    raw = _read_raw(directory)
+    for m in raw["models"]:
+        if (m["name"], m["precision"]) == (name, precision):
+            m["status"] = status
+            m["metrics"] = {**m.get("metrics", {}), **metrics}
+            save_entry(directory, m)
+            return
+    raise MgsError(f"{directory / MANIFEST_NAME} has no entry {name}/{precision}; run `mgs-export onnx` (and `quantize`) first")
