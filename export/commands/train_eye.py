@@ -1,0 +1,56 @@
+"""`mgs-export train-eye`: train the paper's Table 1 regressor on 50x50 eye patches."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from export.train.options import add_common
+
+log = logging.getLogger(__name__)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_common(parser, "models/eye.pt")
+    parser.add_argument("--epochs", type=int, default=35, help="paper: 35")
+    parser.add_argument("--batch", type=int, default=32, help="paper: 32")
+    parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="paper: sgd (momentum 0.9)")
+    parser.add_argument("--lr", type=float, default=0.001, help="paper: 0.001")
+    parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (paper: 0.9)")
+    parser.add_argument("--rotation", type=float, default=30.0, help="random rotation range in degrees (paper: 30)")
+    parser.add_argument("--no-balance", action="store_true", help="sample uniformly instead of inversely to score frequency")
+    parser.add_argument("--pretrain-cifar", type=Path, help="CIFAR-10 python batches (folder or one data_batch file) to pre-train the conv layers on")
+    parser.add_argument("--cifar-epochs", type=int, default=5)
+
+
+def run(args: argparse.Namespace) -> int:
+    from export.dataset import open_dataset
+    from export.train.eye import EyeRecipe, recipe_record, train_eye
+    from export.train.samples import eye_samples
+    from export.train.weights import command_line, labels_fingerprint, pick_device, save_atomic, weight_record
+    from models.eye_regressor import PATCH_SIZE
+
+    device = pick_device(args.device)
+    recipe = EyeRecipe(epochs=args.epochs, batch=args.batch, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
+                       rotation_deg=args.rotation, balance=not args.no_balance, seed=args.seed)
+    started = time.monotonic()
+    data = open_dataset(args.data)
+    samples = eye_samples(data)
+    val = eye_samples(open_dataset(args.val)) if args.val else None
+    log.info("%d scored eyes from %d frames", len(samples), len(data.frames))
+    features, cifar_history = None, None
+    if args.pretrain_cifar:
+        from export.cifar import pretrain_features
+
+        features, cifar_history = pretrain_features(args.pretrain_cifar, device, epochs=args.cifar_epochs, seed=args.seed, progress=not args.quiet)
+    module, history = train_eye(samples, recipe, args.out, device, resume=args.resume, pretrained_features=features, val=val, progress=not args.quiet)
+    training = recipe_record(recipe, len(samples), len(data.frames))
+    training.update(history=history, seconds=round(time.monotonic() - started, 1),
+                    cifar_pretraining={"path": str(args.pretrain_cifar), "epochs": args.cifar_epochs, "loss": cifar_history} if features else None)
+    save_atomic(weight_record(module.cpu(), "eye", (PATCH_SIZE, PATCH_SIZE), labels_fingerprint(args.data), command_line(), training), args.out)
+    last = history[-1] if history else {}
+    print(f"wrote {args.out}: {len(samples)} eyes, {recipe.epochs} epochs, final loss {last.get('loss', float('nan')):.4f}"
+          + (f", val MAE {last['val_mae']:.3f}" if "val_mae" in last else ""))
+    return 0

@@ -1,0 +1,282 @@
+"""Accuracy report: the device's own pipeline over every frame of a labelled dataset.
+
+The frames go through `device.pipeline` (the same eye-blob, patch and scoring code the edge box
+and the offload host run), with the networks wrapped as plain `array -> array` runners: PyTorch
+modules from the .pt weight files by default, or the shipped ONNX files (fp32/int8) through the
+device's own loader. So a figure in the report is a figure of what the device does.
+
+Reported: segmentation IoU per class (seg_fine on whole ROIs at full resolution; seg_coarse at its
+input size), eye detection precision/recall on visible eyes (a detection matches a true eye within
+`match_px`), and score agreement twice: end-to-end (matched detections) and regressor-only (patches
+cut at the true eye centres, so segmentation errors do not enter).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from device.errors import MgsError
+from device.eyes import crop_patches, patches_to_batch
+from device.inference import Models, ModelRunner
+from device.pipeline import FastPipeline, FullResolutionPipeline, class_maps, images_to_batch, pad_to_multiple, resize_for_coarse
+from device.rois import Roi
+from export.dataset import Dataset
+from export.metrics import (confusion_matrix, iou_from_confusion, mae_per_bin, match_points, precision_recall,
+                            score_agreement)
+from export.train.samples import resize_mask
+from models.unet import CLASS_NAMES
+
+log = logging.getLogger(__name__)
+
+MODEL_FILES = {"seg_coarse": "seg_coarse.pt", "seg_fine": "seg_fine.pt", "eye": "eye.pt"}
+PIPELINES = ("full", "fast")
+
+
+@dataclass
+class EvalOptions:
+    match_px: float = 8.0
+    pipelines: tuple[str, ...] = PIPELINES
+    progress: bool = True
+
+
+def torch_runners(models_dir: Path) -> tuple[Models, dict[str, Any]]:
+    """The three .pt networks as device runners (eval mode, CPU or CUDA, no gradients)."""
+    import torch
+
+    from export.train.weights import load_network, pick_device
+
+    device = pick_device("auto")
+    runners: dict[str, ModelRunner] = {}
+    info: dict[str, Any] = {}
+    coarse_size = (128, 256)
+    for name, filename in MODEL_FILES.items():
+        path = Path(models_dir) / filename
+        module, record = load_network(path)
+        module.to(device)
+        info[name] = {"path": str(path), "data_fingerprint": record.get("data_fingerprint"), "command": record.get("command"),
+                      "config": record.get("config"), "input_size": record.get("input_size")}
+        if name == "seg_coarse":
+            coarse_size = tuple(record["input_size"])
+        runners[name] = _torch_runner(module, device, argmax=name != "eye", torch=torch)
+    return Models(seg_coarse=runners["seg_coarse"], seg_fine=runners["seg_fine"], eye=runners["eye"],
+                  model_sha256="torch-weights", coarse_size=coarse_size), info
+
+
+def _torch_runner(module, device, argmax: bool, torch) -> ModelRunner:
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            out = module(torch.from_numpy(np.ascontiguousarray(batch)).to(device))
+            out = out.argmax(1).to(torch.uint8) if argmax else out
+            return out.cpu().numpy()
+    return run
+
+
+def onnx_runners(models_dir: Path, precision: str) -> tuple[Models, dict[str, Any]]:
+    from device.inference import load_models
+
+    models = load_models(Path(models_dir), precision=precision)
+    return models, {name: {"path": str(p)} for name, p in models.files.items()}
+
+
+@dataclass
+class _Pairs:
+    pred: list[float]
+    true: list[float]
+
+    def add(self, p: float, t: float) -> None:
+        self.pred.append(p)
+        self.true.append(t)
+
+    def report(self) -> dict[str, Any]:
+        return {**score_agreement(np.array(self.pred), np.array(self.true)),
+                "per_true_score": mae_per_bin(np.array(self.pred), np.array(self.true))}
+
+
+def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str, Any]:
+    """Run every frame through the pipeline(s) and compare with the labels; returns the report dict."""
+    n = len(CLASS_NAMES)
+    cm_fine = np.zeros((n, n), np.int64)
+    cm_coarse = np.zeros((n, n), np.int64)
+    counts = {p: {"tp": 0, "fp": 0, "fn": 0, "detections": 0, "quality_ok": 0} for p in options.pipelines}
+    end_to_end = {p: _Pairs([], []) for p in options.pipelines}
+    regressor_only = _Pairs([], [])
+    seconds = {p: 0.0 for p in options.pipelines}
+    n_true_visible = 0
+    frames = dataset.frames
+    if not frames:
+        raise MgsError(f"{dataset.root} has no labelled frames; nothing to evaluate")
+    for frame in tqdm(frames, desc="evaluate", unit="frame", disable=not options.progress):
+        image = dataset.read_image(frame)
+        rois = [Roi(*(int(round(v)) for v in b.roi)) for b in frame.boxes]
+        mask = dataset.read_mask(frame) if frame.mask is not None else None
+        if mask is not None:
+            for roi in rois:
+                crop = image[roi.y:roi.y1, roi.x:roi.x1]
+                truth = mask[roi.y:roi.y1, roi.x:roi.x1]
+                fine = class_maps(models.seg_fine(images_to_batch([pad_to_multiple(crop)])))[0, :roi.h, :roi.w]
+                cm_fine += confusion_matrix(fine, truth, n)
+                coarse = class_maps(models.seg_coarse(images_to_batch([resize_for_coarse(crop, models.coarse_size)])))[0]
+                cm_coarse += confusion_matrix(coarse, resize_mask(truth, models.coarse_size), n)
+        true_eyes = [[e for e in b.eyes] for b in frame.boxes]
+        n_true_visible += sum(e.visible for eyes in true_eyes for e in eyes)
+        scored = [e for eyes in true_eyes for e in eyes if e.visible and e.score is not None]
+        if scored:
+            patches, _ = crop_patches(image, [(e.x, e.y) for e in scored])
+            preds = np.clip(np.asarray(models.eye(patches_to_batch(patches)), np.float32).reshape(len(scored), -1)[:, 0], 0, 9)
+            for e, p in zip(scored, preds):
+                regressor_only.add(float(p), float(e.score))
+        for kind in options.pipelines:
+            pipeline = _pipeline(kind, models, rois)
+            t0 = time.perf_counter()
+            result = pipeline(image)
+            seconds[kind] += time.perf_counter() - t0
+            for box_result, eyes in zip(result.boxes, true_eyes):
+                _score_box(box_result.eyes, eyes, options.match_px, counts[kind], end_to_end[kind])
+    report: dict[str, Any] = {
+        "frames": len(frames),
+        "true_visible_eyes": n_true_visible,
+        "match_px": options.match_px,
+        "segmentation": {
+            "seg_fine_full_resolution": _iou_report(cm_fine),
+            "seg_coarse": {**_iou_report(cm_coarse), "input_size": list(models.coarse_size)},
+        },
+        "detection": {},
+        "end_to_end": {},
+        "regressor_only": regressor_only.report(),
+    }
+    for kind in options.pipelines:
+        c = counts[kind]
+        precision, recall = precision_recall(c["tp"], c["fp"], c["fn"])
+        report["detection"][kind] = {**c, "precision": precision, "recall": recall,
+                                     "ms_per_frame": round(1000 * seconds[kind] / len(frames), 1)}
+        report["end_to_end"][kind] = end_to_end[kind].report()
+    report["_pairs"] = {"regressor_only": regressor_only, **{f"end_to_end_{k}": v for k, v in end_to_end.items()}}
+    return report
+
+
+def _pipeline(kind: str, models: Models, rois: list[Roi]) -> Callable:
+    """A fresh pipeline per frame: dataset frames are independent, so no tracking carries over."""
+    return FullResolutionPipeline(models, rois) if kind == "full" else FastPipeline(models, rois)
+
+
+def _score_box(detected, truth, match_px: float, counts: dict[str, int], pairs: _Pairs) -> None:
+    """Detections matched to a visible true eye are hits; matched to a hidden one they count neither way."""
+    matches = match_points([(d.x, d.y) for d in detected], [(t.x, t.y) for t in truth], match_px)
+    matched_pred = {i for i, _ in matches}
+    matched_true = {j for _, j in matches}
+    counts["detections"] += len(detected)
+    counts["quality_ok"] += sum(d.quality_ok for d in detected)
+    counts["fp"] += len(detected) - len(matched_pred)
+    for i, j in matches:
+        t = truth[j]
+        if not t.visible:
+            continue
+        counts["tp"] += 1
+        if t.score is not None:
+            pairs.add(float(detected[i].score), float(t.score))
+    counts["fn"] += sum(1 for j, t in enumerate(truth) if t.visible and j not in matched_true)
+
+
+def _iou_report(cm: np.ndarray) -> dict[str, Any]:
+    iou = iou_from_confusion(cm)
+    present = [v for v in iou if v is not None]
+    return {"iou": dict(zip(CLASS_NAMES, iou)), "mean_iou": float(np.mean(present)) if present else None,
+            "pixels": int(cm.sum())}
+
+
+def write_plots(report: dict[str, Any], out_dir: Path) -> list[str]:
+    """PNG figures next to report.json; returns the file names written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    pairs: dict[str, _Pairs] = report["_pairs"]
+    sets = [(name, p) for name, p in pairs.items() if p.pred]
+    if sets:
+        fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4.2), squeeze=False)
+        for ax, (name, p) in zip(axes[0], sets):
+            bland_altman_axes(ax, np.array(p.pred), np.array(p.true), name.replace("_", " "))
+        fig.tight_layout()
+        fig.savefig(out_dir / "bland_altman.png", dpi=110)
+        plt.close(fig)
+        fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4.6), squeeze=False)
+        for ax, (name, p) in zip(axes[0], sets):
+            pred_vs_true_axes(ax, np.array(p.pred), np.array(p.true), name.replace("_", " "))
+        fig.tight_layout()
+        fig.savefig(out_dir / "pred_vs_true.png", dpi=110)
+        plt.close(fig)
+        written += ["bland_altman.png", "pred_vs_true.png"]
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    width = 0.38
+    x = np.arange(len(CLASS_NAMES))
+    for k, (name, seg) in enumerate(report["segmentation"].items()):
+        vals = [seg["iou"][c] or 0.0 for c in CLASS_NAMES]
+        ax.bar(x + (k - 0.5) * width, vals, width, label=name.replace("_", " "))
+    ax.set_xticks(x, CLASS_NAMES)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("IoU")
+    ax.axhline(0.7, color="grey", lw=0.8, ls="--")
+    ax.legend(fontsize=8)
+    ax.set_title("segmentation IoU per class")
+    fig.tight_layout()
+    fig.savefig(out_dir / "iou.png", dpi=110)
+    plt.close(fig)
+    written.append("iou.png")
+    bins = report["regressor_only"]["per_true_score"]
+    if bins:
+        fig, ax = plt.subplots(figsize=(6, 3.8))
+        keys = sorted(bins, key=int)
+        ax.bar([int(k) for k in keys], [bins[k]["mae"] for k in keys], color="tab:orange")
+        ax.set_xlabel("true score (rounded)")
+        ax.set_ylabel("MAE")
+        ax.set_title("regressor-only MAE per true score")
+        fig.tight_layout()
+        fig.savefig(out_dir / "mae_per_score.png", dpi=110)
+        plt.close(fig)
+        written.append("mae_per_score.png")
+    return written
+
+
+def bland_altman_axes(ax, pred: np.ndarray, true: np.ndarray, title: str) -> None:
+    mean = (pred + true) / 2
+    diff = pred - true
+    m, sd = float(diff.mean()), float(diff.std(ddof=1)) if diff.size > 1 else 0.0
+    ax.scatter(mean, diff, s=8, alpha=0.5)
+    for y, style in ((m, "-"), (m + 1.96 * sd, "--"), (m - 1.96 * sd, "--")):
+        ax.axhline(y, color="tab:red", ls=style, lw=1)
+    ax.set_xlabel("mean of predicted and true score")
+    ax.set_ylabel("predicted - true")
+    ax.set_title(f"Bland-Altman, {title}\nmean diff {m:+.2f}, LoA [{m - 1.96 * sd:.2f}, {m + 1.96 * sd:.2f}]", fontsize=9)
+
+
+def pred_vs_true_axes(ax, pred: np.ndarray, true: np.ndarray, title: str) -> None:
+    ax.scatter(true, pred, s=8, alpha=0.5)
+    ax.plot([0, 9], [0, 9], color="grey", lw=1)
+    ax.set_xlim(-0.5, 9.5)
+    ax.set_ylim(-0.5, 9.5)
+    ax.set_xlabel("true score")
+    ax.set_ylabel("predicted score")
+    ax.set_title(f"{title}: MAE {np.mean(np.abs(pred - true)):.2f}", fontsize=9)
+
+
+def write_report(report: dict[str, Any], out_dir: Path) -> Path:
+    """report.json (without the raw pairs) plus the PNGs; returns the JSON path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = write_plots(report, out_dir)
+    clean = {k: v for k, v in report.items() if k != "_pairs"}
+    clean["plots"] = plots
+    path = out_dir / "report.json"
+    path.write_text(json.dumps(clean, indent=2) + "\n")
+    return path

@@ -1,0 +1,147 @@
+"""Training of the orbital-tightening regressor with the paper's recipe (section 2.3).
+
+Default = the paper: rotation +-30 deg, 60x60 sub-image at the eye centre, random 50x50 patch
+(shift up to 5 px, standing in for eye localisation error), sampling inversely proportional to the
+frequency of the sample's integer score, batch 32, 35 epochs, SGD lr 0.001 momentum 0.9, MSE.
+`optimizer="adam"` is the measured alternative documented in models/TRAINING.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from device.errors import MgsError
+from export.metrics import mae
+from export.train.loop import run_epochs
+from export.train.samples import EYE_REGION_HALF, EyeSamples
+from export.train.weights import checkpoint_path, seed_everything
+from models.eye_regressor import PATCH_SIZE, EyeRegressor
+
+SUBIMAGE = 60
+SCORE_BINS = 10
+
+
+@dataclass
+class EyeRecipe:
+    epochs: int = 35
+    batch: int = 32
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = 0.001
+    momentum: float = 0.9
+    rotation_deg: float = 30.0
+    balance: bool = True
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.epochs < 1 or self.batch < 1 or self.lr <= 0:
+            raise MgsError("--epochs and --batch must be at least 1 and --lr positive")
+
+
+def score_bins(scores: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(scores), 0, SCORE_BINS - 1).astype(int)
+
+
+def balanced_weights(scores: np.ndarray) -> np.ndarray:
+    """Sampling probability per sample, inversely proportional to its integer score's frequency."""
+    bins = score_bins(scores)
+    counts = np.bincount(bins, minlength=SCORE_BINS).astype(np.float64)
+    w = 1.0 / counts[bins]
+    return w / w.sum()
+
+
+def augment(regions: np.ndarray, rng: np.random.Generator, rotation_deg: float) -> np.ndarray:
+    """Rotate about the eye centre, cut the 60x60 sub-image, then a random 50x50 inside it.
+
+    One warpAffine per sample does all three steps: the rotation matrix is shifted so its 50x50
+    output window is the chosen patch of the rotated 60x60 sub-image.
+    """
+    centre = float(EYE_REGION_HALF)
+    margin = SUBIMAGE - PATCH_SIZE
+    out = np.empty((len(regions), PATCH_SIZE, PATCH_SIZE, 3), np.uint8)
+    for i, region in enumerate(regions):
+        m = cv2.getRotationMatrix2D((centre, centre), float(rng.uniform(-rotation_deg, rotation_deg)), 1.0)
+        ox, oy = rng.integers(0, margin + 1, 2)
+        m[0, 2] -= centre - SUBIMAGE / 2 + ox
+        m[1, 2] -= centre - SUBIMAGE / 2 + oy
+        out[i] = cv2.warpAffine(region, m, (PATCH_SIZE, PATCH_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return out
+
+
+def centre_patches(regions: np.ndarray) -> np.ndarray:
+    """The 50x50 patch centred on the eye: what the pipeline cuts at a perfectly found eye."""
+    a = EYE_REGION_HALF - PATCH_SIZE // 2
+    return regions[:, a:a + PATCH_SIZE, a:a + PATCH_SIZE]
+
+
+def to_tensor(patches: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(patches.transpose(0, 3, 1, 2))).to(device, torch.float32).div_(255.0)
+
+
+@torch.no_grad()
+def predict(module: nn.Module, patches: np.ndarray, device: torch.device, batch: int = 512) -> np.ndarray:
+    module.eval()
+    out = [module(to_tensor(patches[i:i + batch], device)).reshape(-1).cpu().numpy() for i in range(0, len(patches), batch)]
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def new_regressor(pretrained_features: dict[str, torch.Tensor] | None = None) -> EyeRegressor:
+    """The paper's net; with CIFAR-10 pre-trained conv layers when given (the head starts fresh)."""
+    module = EyeRegressor()
+    if pretrained_features is not None:
+        module.features.load_state_dict(pretrained_features)
+    return module
+
+
+def make_optimizer(module: nn.Module, recipe: EyeRecipe) -> torch.optim.Optimizer:
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(module.parameters(), lr=recipe.lr, momentum=recipe.momentum)
+    return torch.optim.Adam(module.parameters(), lr=recipe.lr)
+
+
+def train_eye(samples: EyeSamples, recipe: EyeRecipe, out: Path, device: torch.device, *, resume: bool = False,
+              pretrained_features: dict[str, torch.Tensor] | None = None, val: EyeSamples | None = None,
+              progress: bool = True) -> tuple[EyeRegressor, list[dict[str, float]]]:
+    """Train on `samples`; per-epoch checkpoint at OUT.ckpt; `val` adds a regressor-only MAE per epoch."""
+    recipe.check()
+    if len(samples) < 2:
+        raise MgsError(f"only {len(samples)} scored visible eyes in the training data; the regressor needs labelled eyes")
+    seed_everything(recipe.seed)
+    module = new_regressor(pretrained_features).to(device)
+    optimizer = make_optimizer(module, recipe)
+    probs = balanced_weights(samples.scores) if recipe.balance else np.full(len(samples), 1.0 / len(samples))
+    targets = torch.from_numpy(samples.scores)
+    loss_fn = nn.MSELoss()
+
+    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        rng = np.random.default_rng([recipe.seed, epoch])
+        order = rng.choice(len(samples), size=len(samples), replace=True, p=probs)
+        for i in range(0, len(order) - 1, recipe.batch):
+            idx = order[i:i + recipe.batch]
+            if len(idx) < 2:  # BatchNorm1d needs two samples in training mode
+                continue
+            yield to_tensor(augment(samples.regions[idx], rng, recipe.rotation_deg), device), targets[idx].to(device)
+
+    def batch_loss(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = batch
+        return loss_fn(module(x).reshape(-1), y)
+
+    def validate(_epoch: int) -> dict[str, float]:
+        return {"val_mae": mae(np.clip(predict(module, centre_patches(val.regions), device), 0, 9), val.scores)} if val else {}
+
+    history = run_epochs(kind="eye", module=module, optimizer=optimizer, epochs=recipe.epochs, batches=batches,
+                         batch_loss=batch_loss, checkpoint=checkpoint_path(out), resume=resume,
+                         after_epoch=validate if val is not None else None, progress=progress)
+    return module.eval(), history
+
+
+def recipe_record(recipe: EyeRecipe, n_samples: int, n_images: int) -> dict[str, Any]:
+    return {**asdict(recipe), "subimage": SUBIMAGE, "patch": PATCH_SIZE, "loss": "mse",
+            "train_eyes": n_samples, "train_images": n_images}

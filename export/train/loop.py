@@ -1,0 +1,76 @@
+"""One epoch loop for every network: progress bar, per-epoch checkpoint, exact resume.
+
+The callers supply the batches of an epoch and the loss of a batch; this module owns what must be
+identical for all of them: the checkpoint contents (weights, optimiser, RNG state, history) and the
+rule that a resumed run continues with the next epoch and the same random stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from device.errors import MgsError
+from export.train.weights import rng_state, save_atomic, set_rng_state
+
+log = logging.getLogger(__name__)
+
+Batch = Any
+
+
+def load_checkpoint(path: Path, kind: str, module: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, list[dict[str, float]]]:
+    """Restore weights, optimiser and RNG; returns (epochs already done, history)."""
+    if not path.is_file():
+        raise MgsError(f"--resume: no checkpoint at {path}; start without --resume")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("kind") != kind:
+        raise MgsError(f"--resume: {path} is a {state.get('kind')} checkpoint, not {kind}; pick the right --out")
+    module.load_state_dict(state["module"])
+    optimizer.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"])
+    log.info("resumed %s after epoch %d", path, state["epoch"])
+    return int(state["epoch"]), list(state["history"])
+
+
+def run_epochs(
+    *,
+    kind: str,
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    batches: Callable[[int], Iterable[Batch]],
+    batch_loss: Callable[[Batch], torch.Tensor],
+    checkpoint: Path,
+    resume: bool,
+    after_epoch: Callable[[int], dict[str, float]] | None = None,
+    progress: bool = True,
+) -> list[dict[str, float]]:
+    """Train `epochs` epochs in total (counting resumed ones); returns per-epoch history."""
+    start, history = load_checkpoint(checkpoint, kind, module, optimizer) if resume else (0, [])
+    for epoch in range(start, epochs):
+        module.train()
+        total, count = 0.0, 0
+        bar = tqdm(batches(epoch), desc=f"{kind} epoch {epoch + 1}/{epochs}", unit="batch", disable=not progress, leave=False)
+        for batch in bar:
+            optimizer.zero_grad(set_to_none=True)
+            loss = batch_loss(batch)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+            count += 1
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        entry = {"epoch": epoch + 1, "loss": total / max(count, 1)}
+        if after_epoch is not None:
+            module.eval()
+            entry.update(after_epoch(epoch))
+        history.append(entry)
+        log.info("%s epoch %d/%d %s", kind, epoch + 1, epochs, " ".join(f"{k}={v:.4f}" for k, v in entry.items() if k != "epoch"))
+        save_atomic({"kind": kind, "epoch": epoch + 1, "module": module.state_dict(), "optimizer": optimizer.state_dict(),
+                     "rng": rng_state(), "history": history}, checkpoint)
+    return history

@@ -1,0 +1,16 @@
+"""Command-line options every training command shares (data, output, seed, device, resume)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_common(parser: argparse.ArgumentParser, default_out: str) -> None:
+    parser.add_argument("--data", type=Path, required=True, help="training dataset folder (DESIGN.md dataset format)")
+    parser.add_argument("--out", type=Path, default=Path(default_out), help=f"weight file to write (default {default_out}); the per-epoch checkpoint goes to OUT.ckpt")
+    parser.add_argument("--val", type=Path, help="optional dataset to measure after every epoch (never trained on)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (sampling, augmentation, initialisation)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, or cuda")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT.ckpt after the last finished epoch")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")

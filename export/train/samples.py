@@ -1,0 +1,148 @@
+"""Training samples cut from a dataset in the DESIGN.md format, held in memory as uint8 arrays.
+
+Decoding a 1080x1920 PNG costs far more than a training step on a 50x50 patch or a 128x128 crop,
+so every frame is read once and what training needs is cut out up front:
+- eye regions: (2 * EYE_REGION_HALF)^2 px around each scored visible eye, large enough to rotate
+  by 30 degrees and still cut the paper's 60x60 sub-image;
+- fine crops: full-resolution square crops, mostly around eyes and the animal, some anywhere in
+  the box, with their class masks;
+- coarse ROIs: each whole box ROI resized to the coarse net's fixed input, with its class mask.
+The image id of every sample is kept so cross-validation can split by image, never by eye.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from device.eyes import crop_patches
+from models.unet import CLASS_NAMES
+
+if TYPE_CHECKING:
+    from export.dataset import Dataset, Frame
+
+EYE_REGION_HALF = 45
+N_CLASSES = len(CLASS_NAMES)
+
+
+@dataclass
+class EyeSamples:
+    regions: np.ndarray  # [N, 90, 90, 3] uint8 BGR, eye centre at (45, 45)
+    scores: np.ndarray  # [N] float32
+    image_ids: np.ndarray  # [N] int, index of the frame in the dataset
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def subset(self, index: np.ndarray) -> EyeSamples:
+        return EyeSamples(self.regions[index], self.scores[index], self.image_ids[index])
+
+
+@dataclass
+class SegSamples:
+    images: np.ndarray  # [N, H, W, 3] uint8 BGR
+    masks: np.ndarray  # [N, H, W] uint8 class ids
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def class_frequency(self) -> np.ndarray:
+        counts = np.bincount(self.masks.ravel(), minlength=N_CLASSES).astype(np.float64)
+        return counts / counts.sum()
+
+
+def scored_eyes(frame: Frame) -> Iterator[tuple[float, float, float]]:
+    """(x, y, score) of every visible eye with a score; unscored eyes cannot teach the regressor."""
+    for box in frame.boxes:
+        for eye in box.eyes:
+            if eye.visible and eye.score is not None:
+                yield eye.x, eye.y, float(eye.score)
+
+
+def eye_samples(dataset: Dataset) -> EyeSamples:
+    regions, scores, ids = [], [], []
+    for index, frame in enumerate(dataset.frames):
+        eyes = list(scored_eyes(frame))
+        if not eyes:
+            continue
+        image = dataset.read_image(frame)
+        patches, _ = crop_patches(image, [(x, y) for x, y, _ in eyes], size=2 * EYE_REGION_HALF)
+        regions.append(patches)
+        scores.extend(s for _, _, s in eyes)
+        ids.extend([index] * len(eyes))
+    if not scores:
+        return EyeSamples(np.zeros((0, 2 * EYE_REGION_HALF, 2 * EYE_REGION_HALF, 3), np.uint8), np.zeros(0, np.float32), np.zeros(0, int))
+    return EyeSamples(np.concatenate(regions), np.asarray(scores, np.float32), np.asarray(ids))
+
+
+def _crop(image: np.ndarray, mask: np.ndarray, cx: int, cy: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    h, w = mask.shape
+    x0 = int(np.clip(cx - size // 2, 0, max(0, w - size)))
+    y0 = int(np.clip(cy - size // 2, 0, max(0, h - size)))
+    return image[y0:y0 + size, x0:x0 + size], mask[y0:y0 + size, x0:x0 + size]
+
+
+def fine_crops(dataset: Dataset, size: int, per_box: int, rng: np.random.Generator) -> SegSamples:
+    """Full-resolution crops: half around eyes (jittered so eyes land anywhere in the crop),
+    a quarter on random animal pixels, a quarter anywhere in the box (teaches the background)."""
+    images, masks = [], []
+    for frame in dataset.frames:
+        if frame.mask is None:
+            continue
+        image = dataset.read_image(frame)
+        mask = dataset.read_mask(frame)
+        for box in frame.boxes:
+            x, y, w, h = (int(round(v)) for v in box.roi)
+            eyes = [(e.x, e.y) for e in box.eyes if e.visible]
+            roi_mask = mask[y:y + h, x:x + w]
+            animal = np.argwhere(roi_mask > 0)
+            for k in range(per_box):
+                kind = k % 4
+                if kind in (0, 1) and eyes:
+                    ex, ey = eyes[rng.integers(len(eyes))]
+                    jitter = rng.uniform(-0.4, 0.4, 2) * size
+                    cx, cy = int(ex + jitter[0]), int(ey + jitter[1])
+                elif kind == 2 and len(animal):
+                    py, px = animal[rng.integers(len(animal))]
+                    cx, cy = int(x + px), int(y + py)
+                else:
+                    cx, cy = int(x + rng.uniform(0, w)), int(y + rng.uniform(0, h))
+                ci, cm = _crop(image, mask, cx, cy, size)
+                if ci.shape[:2] == (size, size):
+                    images.append(ci)
+                    masks.append(cm)
+    return _stack(images, masks, (size, size))
+
+
+def resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Majority class per output pixel (area-weighted), so small eyes survive better than with nearest."""
+    h, w = hw
+    onehot = np.stack([(mask == c).astype(np.float32) for c in range(N_CLASSES)], axis=-1)
+    area = cv2.resize(onehot, (w, h), interpolation=cv2.INTER_AREA)
+    return area.argmax(axis=-1).astype(np.uint8)
+
+
+def coarse_rois(dataset: Dataset, hw: tuple[int, int]) -> SegSamples:
+    """Each box ROI scaled to the coarse net's fixed input, as the device does (INTER_AREA)."""
+    h, w = hw
+    images, masks = [], []
+    for frame in dataset.frames:
+        if frame.mask is None:
+            continue
+        image = dataset.read_image(frame)
+        mask = dataset.read_mask(frame)
+        for box in frame.boxes:
+            x, y, bw, bh = (int(round(v)) for v in box.roi)
+            images.append(cv2.resize(image[y:y + bh, x:x + bw], (w, h), interpolation=cv2.INTER_AREA))
+            masks.append(resize_mask(mask[y:y + bh, x:x + bw], hw))
+    return _stack(images, masks, hw)
+
+
+def _stack(images: list[np.ndarray], masks: list[np.ndarray], hw: tuple[int, int]) -> SegSamples:
+    if not images:
+        return SegSamples(np.zeros((0, *hw, 3), np.uint8), np.zeros((0, *hw), np.uint8))
+    return SegSamples(np.stack(images), np.stack(masks))

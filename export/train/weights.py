@@ -1,0 +1,136 @@
+"""The shipped weight-file format (models/*.pt) and the per-epoch checkpoints.
+
+A weight file is everything a later step needs without guessing: the network's constructor and
+its config, the input size and normalisation, the class names, the fingerprint of the labels it was
+trained on and the exact command. `mgs-export onnx`, `evaluate` and `crossval` read it through
+`load_network`. A checkpoint is the same dict plus optimiser and RNG state, written after every
+epoch next to the output file (OUT.ckpt) so `--resume` continues where an interrupted run stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from device.errors import MgsError
+from models.eye_regressor import EyeRegressor
+from models.unet import CLASS_NAMES, UNet
+
+FORMAT = "mgs-rack-weights"
+VERSION = 1
+ARCHITECTURES: dict[str, type[nn.Module]] = {"models.unet.UNet": UNet, "models.eye_regressor.EyeRegressor": EyeRegressor}
+# Same keys as export.onnx_export.DEFAULT_NORMALISATION, which copies this into the ONNX metadata.
+NORMALISATION = {"channel_order": "BGR", "scale": 1 / 255, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+EYE_CLASS_NAMES = ["orbital_tightening"]
+
+
+def architecture_name(module: nn.Module) -> str:
+    return f"{type(module).__module__}.{type(module).__name__}"
+
+
+def labels_fingerprint(dataset_dir: Path) -> str:
+    """sha256 of labels.jsonl: identifies the training labels without shipping the data."""
+    return hashlib.sha256((Path(dataset_dir) / "labels.jsonl").read_bytes()).hexdigest()
+
+
+def command_line() -> str:
+    return shlex.join(["mgs-export", *sys.argv[1:]]) if Path(sys.argv[0]).name == "mgs-export" else shlex.join(sys.argv)
+
+
+def weight_record(module: nn.Module, kind: str, input_size: tuple[int, int], data_fingerprint: str,
+                  command: str, training: dict[str, Any]) -> dict[str, Any]:
+    """`input_size` (H, W) is the trained input; seg_fine is fully convolutional and also runs on
+    whole ROIs (any size that is a multiple of `multiple`), seg_coarse only at this size."""
+    record: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": kind,
+        "architecture": architecture_name(module),
+        "config": dict(module.config),
+        "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+        "input_size": [int(input_size[0]), int(input_size[1])],
+        "normalisation": dict(NORMALISATION),
+        "output": "score [N, 1], orbital tightening 0-9" if kind == "eye" else "logits [N, 4, H, W]",
+        "class_names": list(EYE_CLASS_NAMES) if kind == "eye" else list(CLASS_NAMES),
+        "data_fingerprint": data_fingerprint,
+        "command": command,
+        "training": training,
+        "torch_version": torch.__version__,
+    }
+    if isinstance(module, UNet):
+        record["multiple"] = module.multiple
+    return record
+
+
+def build_network(record: dict[str, Any]) -> nn.Module:
+    arch = ARCHITECTURES.get(record.get("architecture", ""))
+    if arch is None:
+        raise MgsError(f"unknown architecture {record.get('architecture')!r} in weight file; expected one of {sorted(ARCHITECTURES)}")
+    module = arch(**record["config"])
+    module.load_state_dict(record["state_dict"])
+    return module.eval()
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise MgsError(f"weight file {path} not found: train it (mgs-export train-seg / train-eye) or pass the right --models folder")
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise MgsError(f"{path} is not a readable weight file ({exc}); re-train or re-copy it") from exc
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise MgsError(f"{path} is not an mgs-rack weight file (format {FORMAT!r}); re-train it with mgs-export")
+    return record
+
+
+def load_network(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The network in eval mode on CPU, and its record (config, input size, class names...)."""
+    record = read_record(path)
+    return build_network(record), record
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """Write-then-rename so an interrupted run never leaves a half-written weight file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def checkpoint_path(out: Path) -> Path:
+    return Path(out).with_name(Path(out).name + ".ckpt")
+
+
+def rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto` = CUDA when present, else CPU (the default machine for this toolchain)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise MgsError("--device cuda asked for but no CUDA GPU is visible; use --device cpu")
+    return torch.device(name)
