@@ -1,0 +1,343 @@
+"""MQTT ingest: every device message validated, stored exactly once, in batches, by one writer.
+
+paho's network thread only puts (received_at, topic, payload) on a bounded queue; one writer thread
+validates with `device.messages`, and writes each batch in a single SQLite transaction (windows,
+rollups, alerts, statuses, quarantine, rule evaluation, counters). The unique key (device, seq) makes
+a broker redelivery a no-op. A full queue blocks the paho thread, which stops reading the socket,
+so the broker holds the backlog instead of this process growing without bound.
+
+The session is persistent (fixed client id, clean_session=False, QoS 1), so messages published
+while the server is down wait in the broker. paho acknowledges a message when it reaches the
+queue: what is still queued when the process is killed (not stopped) is lost, at most `queue_size`
+windows; `stop()` drains the queue before returning.
+
+Nothing a device sends can stop the worker: a message that fails validation is counted, logged
+with its topic, and kept (truncated) in the `quarantine` table for a person to look at.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import sqlite3
+import ssl
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from device.errors import MessageError
+from device.messages import (
+    AnimalAlert,
+    BoxAlert,
+    DeviceStatus,
+    ScoreWindow,
+    animal_alert_topic,
+    parse_availability,
+    parse_state,
+    parse_topic,
+    subscriptions,
+    validate_prefix,
+)
+from device.tomlconfig import fail
+from server.db import connect, transaction
+from server.repository import Repository
+from server.rules import RuleEngine
+
+log = logging.getLogger(__name__)
+
+_Item = tuple[float, str, bytes]
+_STOP = object()
+
+
+@dataclass
+class IngestConfig:
+    """The `[ingest]` section of the server config: where the broker is and how to batch."""
+
+    host: str = field(default="127.0.0.1", metadata={"doc": "MQTT broker host name or address"})
+    port: int = field(default=1883, metadata={"doc": "MQTT broker port (8883 is usual with TLS)"})
+    prefix: str = field(default="mgs", metadata={"doc": "topic prefix the devices publish under"})
+    username: str = field(default="", metadata={"doc": "broker login (empty = anonymous)"})
+    password: str = field(default="", metadata={"doc": "broker password"})
+    tls: bool = field(default=False, metadata={"doc": "connect with TLS"})
+    ca_file: str = field(default="", metadata={"doc": "CA certificate for TLS (empty = system store)"})
+    client_id: str = field(default="mgs-server-ingest", metadata={
+        "doc": "fixed MQTT client id: the broker keeps this persistent session's messages while the server is down"})
+    batch_size: int = field(default=5000, metadata={"doc": "most messages written in one transaction"})
+    flush_interval_s: float = field(default=0.2, metadata={"doc": "longest a message waits before its batch is written"})
+    queue_size: int = field(default=50_000, metadata={"doc": "messages held in memory between receiving and writing"})
+    accept_unknown_devices: bool = field(default=True, metadata={
+        "doc": "store messages from devices never seen before; false = only devices registered by provisioning"})
+    publish_alerts: bool = field(default=True, metadata={"doc": "publish server-side alerts under <prefix>/alerts/<animal>"})
+    keepalive_s: int = field(default=30, metadata={"doc": "MQTT keep-alive interval in seconds"})
+
+    def check(self) -> None:
+        try:
+            validate_prefix(self.prefix)
+        except MessageError as exc:
+            raise fail("ingest.prefix", self.prefix, str(exc)) from None
+        if not 1 <= self.port <= 65535:
+            raise fail("ingest.port", self.port, "must be from 1 to 65535")
+        if not 1 <= self.batch_size <= 100_000:
+            raise fail("ingest.batch_size", self.batch_size, "must be from 1 to 100000")
+        if not 0.01 <= self.flush_interval_s <= 60:
+            raise fail("ingest.flush_interval_s", self.flush_interval_s, "must be from 0.01 to 60 seconds")
+        if self.queue_size < self.batch_size:
+            raise fail("ingest.queue_size", self.queue_size, f"must be at least batch_size ({self.batch_size})")
+        if not self.client_id or len(self.client_id) > 128:
+            raise fail("ingest.client_id", self.client_id, "must be 1 to 128 characters")
+        if self.ca_file and not Path(self.ca_file).is_file():
+            raise fail("ingest.ca_file", self.ca_file, "file does not exist")
+        if not 5 <= self.keepalive_s <= 3600:
+            raise fail("ingest.keepalive_s", self.keepalive_s, "must be from 5 to 3600 seconds")
+
+
+class _Batch:
+    """The parsed contents of one batch, grouped by what gets written where."""
+
+    def __init__(self) -> None:
+        self.windows: list[ScoreWindow] = []
+        self.alerts: list[BoxAlert] = []
+        self.statuses: list[tuple[float, DeviceStatus]] = []
+        self.availability: list[tuple[float, str, str]] = []
+        self.quarantine: list[tuple[float, str, bytes, str]] = []
+        self.counts: Counter[str] = Counter()
+
+
+class IngestWorker:
+    """Subscribes to every device topic and writes what arrives to the database at `db_path`."""
+
+    def __init__(self, config: IngestConfig, db_path: str | os.PathLike[str]) -> None:
+        config.check()
+        self.config = config
+        self.db_path = Path(db_path)
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=config.queue_size)
+        self._writer: threading.Thread | None = None
+        self._client: mqtt.Client | None = None
+        self._lock = threading.Lock()
+        self._stats: Counter[str] = Counter()
+        self.connected = threading.Event()  # set once connected *and* subscribed
+        self.last_error: str = ""
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the database (migrating it), start the writer, then connect to the broker."""
+        connect(self.db_path).conn.close()
+        self._writer = threading.Thread(target=self._write_loop, name="mgs-ingest-writer", daemon=True)
+        self._writer.start()
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=self.config.client_id, clean_session=False,
+            protocol=mqtt.MQTTv311,
+        )
+        if self.config.username:
+            client.username_pw_set(self.config.username, self.config.password or None)
+        if self.config.tls:
+            client.tls_set(ca_certs=self.config.ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
+        client.max_queued_messages_set(0)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._client = client
+        client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive_s)
+        client.loop_start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Disconnect, then write everything already received before returning."""
+        if self._client is not None:
+            self._client.disconnect()
+            self._client.loop_stop()
+        if self._writer is not None:
+            self._queue.put(_STOP)
+            self._writer.join(timeout)
+            if self._writer.is_alive():
+                log.error("ingest writer did not finish within %.0f s; %d messages unwritten", timeout,
+                          self._queue.qsize())
+        self._client = None
+        self._writer = None
+        self.connected.clear()
+
+    def stats(self) -> dict[str, int]:
+        """Counters of this process since start: received, stored, duplicates, rejected, ..."""
+        with self._lock:
+            out = dict(self._stats)
+        out["queued"] = self._queue.qsize()
+        return out
+
+    # --- paho callbacks (network thread: keep them cheap) -------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            self.last_error = f"broker refused the connection: {reason}"
+            log.error("%s (check [ingest] username/password and the broker ACL)", self.last_error)
+            return
+        client.subscribe([(topic, 1) for topic in subscriptions(self.config.prefix)])
+        self.last_error = ""
+        log.info("ingest connected to %s:%d (session present: %s)", self.config.host, self.config.port,
+                 flags.session_present)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
+        failed = [str(r) for r in reasons if r.is_failure]
+        if failed:
+            self.last_error = f"broker refused the subscriptions: {failed}"
+            log.error("%s (check the broker ACL for user %r)", self.last_error, self.config.username)
+            return
+        self.connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        self.connected.clear()
+        if reason.is_failure:
+            self.last_error = f"disconnected from the broker: {reason}"
+            log.warning("%s; reconnecting", self.last_error)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            topic = repr(message._topic)
+        self._queue.put((time.time(), topic, message.payload))
+
+    # --- writer thread ----------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        db = connect(self.db_path)
+        repo = Repository(db)
+        rules = RuleEngine(repo)
+        stopping = False
+        while not stopping:
+            items, stopping = self._next_batch()
+            if items:
+                self._write(repo, rules, items)
+        db.conn.close()
+
+    def _next_batch(self) -> tuple[list[_Item], bool]:
+        """Up to batch_size items; waits at most flush_interval_s after the first one."""
+        first = self._queue.get()
+        if first is _STOP:
+            return [], True
+        items = [first]
+        deadline = time.monotonic() + self.config.flush_interval_s
+        while len(items) < self.config.batch_size:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+            if item is _STOP:
+                return items, True
+            items.append(item)
+        return items, False
+
+    def _write(self, repo: Repository, rules: RuleEngine, items: list[_Item]) -> None:
+        known = None if self.config.accept_unknown_devices else repo.known_devices()
+        batch = self._parse(items, known)
+        delay = 0.5
+        while True:
+            try:
+                with transaction(repo.db):
+                    events = self._store(repo, rules, batch, items[-1][0])
+                break
+            except sqlite3.Error as exc:
+                repo.forget_cached_ids()
+                self.last_error = f"database write failed: {exc}"
+                log.error("%s; retrying the batch of %d messages in %.1f s", self.last_error, len(items), delay)
+                with self._lock:
+                    self._stats["db_errors"] += 1
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        with self._lock:
+            self._stats.update(batch.counts)
+        self._publish(events)
+
+    def _store(self, repo: Repository, rules: RuleEngine, batch: _Batch, received_at: float) -> list[AnimalAlert]:
+        new = repo.store_windows(batch.windows, received_at)
+        batch.counts["stored"] = len(new)
+        batch.counts["duplicates"] = len(batch.windows) - len(new)
+        batch.counts["device_alerts"] = repo.store_device_alerts(batch.alerts, received_at)
+        for t, status in batch.statuses:
+            repo.store_status(status, t)
+        for t, device, availability in batch.availability:
+            repo.store_availability(device, availability, t)
+        repo.store_quarantine(batch.quarantine)
+        events = rules.evaluate(new, received_at)
+        batch.counts["server_alerts"] = len(events)
+        repo.add_counters(dict(batch.counts))
+        return events
+
+    def _parse(self, items: list[_Item], known: set[str] | None) -> _Batch:
+        """Validate every message; `known` is the set of registered devices when only those are accepted."""
+        batch = _Batch()
+        batch.counts["received"] = len(items)
+        prefix = self.config.prefix
+        for received_at, topic, payload in items:
+            try:
+                ref = parse_topic(topic, prefix)
+                if known is not None and ref.device not in known:
+                    raise MessageError(f"device {ref.device!r} is not registered; provision it with "
+                                       "`mgs-server provision-device` or set [ingest] accept_unknown_devices")
+                if ref.kind == "score":
+                    window = ScoreWindow.from_json(payload)
+                    _same_source(ref.device, ref.box, window.device, window.box)
+                    batch.windows.append(window)
+                elif ref.kind == "alert":
+                    alert = BoxAlert.from_json(payload)
+                    _same_source(ref.device, ref.box, alert.device, alert.box)
+                    batch.alerts.append(alert)
+                elif ref.kind == "status":
+                    status = DeviceStatus.from_json(payload)
+                    _same_source(ref.device, None, status.device, None)
+                    batch.statuses.append((received_at, status))
+                elif ref.kind == "availability":
+                    batch.availability.append((received_at, ref.device, parse_availability(payload)))
+                else:
+                    parse_state(payload)
+                    batch.counts["states"] += 1
+            except MessageError as exc:
+                self._reject(batch, received_at, topic, payload, str(exc), _kind(topic, prefix))
+            except Exception as exc:  # a bug must cost one message, never the worker
+                log.exception("unexpected error on %s", topic)
+                self._reject(batch, received_at, topic, payload, f"internal error: {exc!r}", "internal")
+        return batch
+
+    def _reject(self, batch: _Batch, received_at: float, topic: str, payload: bytes, reason: str, kind: str) -> None:
+        log.warning("rejected message on %r (%d bytes): %s", topic[:200], len(payload), reason)
+        batch.quarantine.append((received_at, topic, payload, reason))
+        batch.counts["rejected"] += 1
+        batch.counts[f"rejected.{kind}"] += 1
+
+    def _publish(self, events: list[AnimalAlert]) -> None:
+        if not events or not self.config.publish_alerts or self._client is None:
+            return
+        for event in events:
+            self._client.publish(animal_alert_topic(event.animal_id, self.config.prefix), event.to_json(), qos=1)
+        with self._lock:
+            self._stats["alerts_published"] += len(events)
+
+
+def _same_source(topic_device: str, topic_box: int | None, device: str, box: int | None) -> None:
+    """A payload must name the device (and box) of its topic: the broker ACL authenticates topics."""
+    if device != topic_device or box != topic_box:
+        where = topic_device if topic_box is None else f"{topic_device}/box/{topic_box}"
+        what = device if box is None else f"{device}/box/{box}"
+        raise MessageError(f"payload is from {what} but was published on {where}'s topic")
+
+
+def _kind(topic: str, prefix: str) -> str:
+    """A short label for the rejected-message counters: score, alert, status, ... or topic."""
+    try:
+        return parse_topic(topic, prefix).kind
+    except MessageError:
+        return "topic"
+
