@@ -1,0 +1,30 @@
+"""`mgs-export synth`: write a labelled synthetic rack dataset (no torch needed)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--frames", type=int, required=True, help="number of 1080x1920 frames to render")
+    parser.add_argument("--seed", type=int, default=0, help="dataset seed; the same seed gives the same dataset (default 0)")
+    parser.add_argument("--out", type=Path, required=True, help="new or empty output folder")
+    parser.add_argument("--image-format", choices=["jpg", "png"], default="jpg", help="frame files: jpg (quality 95, default) or png (lossless, ~8x larger)")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
+
+
+def run(args: argparse.Namespace) -> int:
+    import cv2
+
+    from export.dataset import validate_dataset
+    from export.synth.writer import write_dataset
+
+    cv2.setNumThreads(1)
+    out = write_dataset(args.out, args.frames, args.seed, progress=not args.quiet, image_format=args.image_format)
+    problems, counts = validate_dataset(out)
+    if problems:
+        print("\n".join(problems))
+        return 1
+    print(f"wrote {out}: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
+    return 0

@@ -1,0 +1,354 @@
+"""One synthetic mouse: a few projected ellipsoids, ears, eyes whose lid aperture encodes the score.
+
+The head is a small 3-D model (cranium, muzzle, ears, eyes on the cranium surface) turned by yaw,
+pitch and roll and projected orthographically, so head direction, foreshortening and which eyes
+face the camera all follow from one pose. Everything is drawn with OpenCV primitives into views of
+the frame and of the class mask: no per-pixel Python, a mouse costs a few milliseconds.
+
+The orbital-tightening score drives only the eye region: the lid aperture (round at 0, a slit at
+9), the corner shape (elliptic when open, almond when tight), lid swelling and squint wrinkles
+above and below the eye. All of that fits in a 50x50 patch around the eye centre, which is what
+the regressor sees; fur colour, light, blur and noise vary independently of it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+
+CLASS_BACKGROUND, CLASS_ANIMAL, CLASS_EARS, CLASS_EYES = 0, 1, 2, 3
+SHIFT = 4  # fixed-point bits for sub-pixel OpenCV drawing
+ONE = 1 << SHIFT
+EYE_VISIBLE_NZ = 0.22  # an eye whose surface normal points less towards the camera is not visible
+MIN_APERTURE_PX = 2.0  # a closed eye still shows a 2-px slit of eye class, so its centre is labelled
+
+
+@dataclass(frozen=True)
+class Fur:
+    """Colours (BGR) of one coat; the score cues are drawn relative to these."""
+
+    name: str
+    body: tuple[int, int, int]
+    texture: float  # amplitude of the fur texture, grey levels
+    ear: tuple[int, int, int]
+    ear_inner: tuple[int, int, int]
+    eye: tuple[int, int, int]
+    lid: tuple[int, int, int]
+    wrinkle: tuple[int, int, int]
+    nose: tuple[int, int, int]
+    tail: tuple[int, int, int]
+
+
+FURS = {
+    "black": Fur("black", (34, 31, 32), 9.0, (58, 56, 66), (92, 88, 122), (10, 8, 9), (74, 70, 78), (96, 94, 104), (95, 92, 140), (60, 60, 80)),
+    "white": Fur("white", (212, 222, 228), 10.0, (170, 176, 214), (150, 150, 226), (48, 36, 150), (150, 154, 196), (150, 160, 170), (150, 140, 220), (150, 160, 210)),
+    "agouti": Fur("agouti", (62, 88, 112), 14.0, (80, 96, 128), (110, 120, 170), (12, 10, 10), (96, 112, 134), (40, 56, 72), (110, 110, 170), (100, 110, 150)),
+}
+
+
+def aperture_ratio(score: float) -> float:
+    """Lid opening height / eye width: 0.88 (round, wide open) at score 0 down to 0.06 (slit) at 9."""
+    s = min(max(float(score), 0.0), 9.0) / 9.0
+    return 0.06 + 0.82 * (1.0 - s) ** 1.15
+
+
+@dataclass(frozen=True)
+class MousePose:
+    """Where the head is and where it points; angles in radians.
+
+    yaw 0: snout to the image right (profile), pi/2: towards the camera (both eyes), pi: to the
+    left, -pi/2: away from the camera (no eyes). Roll turns the whole animal in the image plane.
+    """
+
+    x: float  # head centre in the box ROI, px
+    y: float
+    eye_width: float  # px in the full frame; sets the size of the whole animal
+    head_scale: float  # head half-length A = head_scale * eye_width
+    yaw: float
+    pitch: float
+    roll: float
+    body_yaw: float  # body direction relative to the head yaw
+    tail_bend: float
+
+
+@dataclass(frozen=True)
+class Animal:
+    fur: Fur
+    pose: MousePose
+    score: float
+    blink: bool = False  # lids shut for a blink: visible but not scorable
+    tone: float = 1.0  # brightness of this coat (individual variation and local light)
+
+
+@dataclass(frozen=True)
+class DrawnEye:
+    x: float  # ROI coordinates
+    y: float
+    visible: bool
+
+
+@dataclass(frozen=True)
+class Ellipse:
+    cx: float
+    cy: float
+    a: float
+    b: float
+    angle: float  # degrees, OpenCV convention
+    z: float
+
+    def half_extent(self) -> tuple[float, float]:
+        t = math.radians(self.angle)
+        c, s = math.cos(t), math.sin(t)
+        return math.hypot(self.a * c, self.b * s), math.hypot(self.a * s, self.b * c)
+
+
+@dataclass
+class Geometry:
+    """The projected animal relative to the head centre (add pose.x, pose.y to draw)."""
+
+    body: Ellipse
+    cranium: Ellipse
+    muzzle: Ellipse
+    ears: list[tuple[Ellipse, float]]  # (disc, n_z: >0 shows the inner ear)
+    eyes: list[tuple[float, float, float, np.ndarray, np.ndarray, float]]  # x, y, n_z, axis, up, width factor
+    nose: tuple[float, float, float]  # x, y, z
+    tail: np.ndarray  # polyline points, ROI-relative to the head centre
+    head_a: float
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        xs0, ys0, xs1, ys1 = [], [], [], []
+        for e in [self.body, self.cranium, self.muzzle, *(d for d, _ in self.ears)]:
+            hx, hy = e.half_extent()
+            xs0.append(e.cx - hx)
+            xs1.append(e.cx + hx)
+            ys0.append(e.cy - hy)
+            ys1.append(e.cy + hy)
+        return min(xs0), min(ys0), max(xs1), max(ys1)
+
+
+def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """Columns: forward (snout), left, up of the head, in camera coordinates (x right, y down, z to camera)."""
+    f = np.array([math.cos(yaw), 0.0, math.sin(yaw)])
+    u = np.array([0.0, -1.0, 0.0])
+    f, u = f * math.cos(pitch) + u * math.sin(pitch), u * math.cos(pitch) - f * math.sin(pitch)
+    left = np.cross(u, f)
+    cr, sr = math.cos(roll), math.sin(roll)
+    z_roll = np.array([[cr, -sr, 0.0], [sr, cr, 0.0], [0.0, 0.0, 1.0]])
+    return z_roll @ np.stack([f, left, u], axis=1)
+
+
+def _project_ellipsoid(center: np.ndarray, rot: np.ndarray, axes: tuple[float, float, float]) -> Ellipse:
+    """Orthographic silhouette of an ellipsoid: the Schur complement of its quadric in z."""
+    m = rot @ np.diag([1.0 / axes[0] ** 2, 1.0 / axes[1] ** 2, 1.0 / axes[2] ** 2]) @ rot.T
+    q = m[:2, :2] - np.outer(m[:2, 2], m[:2, 2]) / m[2, 2]
+    vals, vecs = np.linalg.eigh(q)
+    a, b = 1.0 / math.sqrt(vals[0]), 1.0 / math.sqrt(vals[1])
+    angle = math.degrees(math.atan2(vecs[1, 0], vecs[0, 0]))
+    return Ellipse(float(center[0]), float(center[1]), a, b, angle, float(center[2]))
+
+
+def project(pose: MousePose) -> Geometry:
+    a = pose.head_scale * pose.eye_width
+    rot = _rotation(pose.yaw, pose.pitch, pose.roll)
+    f, left, up = rot[:, 0], rot[:, 1], rot[:, 2]
+    cranium_axes = (0.75 * a, 0.55 * a, 0.5 * a)
+    cranium = _project_ellipsoid(np.zeros(3), rot, cranium_axes)
+    muzzle_c = 0.72 * a * f - 0.12 * a * up
+    muzzle = _project_ellipsoid(muzzle_c, rot, (0.52 * a, 0.32 * a, 0.3 * a))
+    nose = muzzle_c + 0.5 * a * f
+
+    body_rot = _rotation(pose.yaw + pose.body_yaw, 0.0, pose.roll)
+    fb = body_rot[:, 0]
+    down = body_rot[:, 2] * -1.0
+    body_axes = (1.5 * a, 0.82 * a, 0.78 * a)
+    body_c = -fb * (body_axes[0] * 0.8 + 0.35 * a) + down * 0.3 * a
+    body = _project_ellipsoid(body_c, body_rot, body_axes)
+
+    ears = []
+    for side in (1.0, -1.0):
+        c = -0.3 * a * f + side * 0.5 * a * left + 0.62 * a * up
+        n = 0.75 * f + side * 0.45 * left + 0.25 * up
+        n /= np.linalg.norm(n)
+        r = 0.42 * a
+        minor = r * max(abs(n[2]), 0.28)
+        angle = math.degrees(math.atan2(n[1], n[0])) + 90.0
+        ears.append((Ellipse(float(c[0]), float(c[1]), r, minor, angle, float(c[2])), float(n[2])))
+
+    eyes = []
+    scale = np.array(cranium_axes)
+    for side in (1.0, -1.0):
+        local = np.array([0.35, side * 0.46, 0.2]) * a
+        local /= math.sqrt(float(np.sum((local / scale) ** 2)))
+        normal_local = local / scale**2
+        n = rot @ (normal_local / np.linalg.norm(normal_local))
+        p = rot @ local
+        tangent = f - np.dot(f, n) * n
+        axis2 = tangent[:2]
+        width_factor = float(np.linalg.norm(axis2) / max(np.linalg.norm(tangent), 1e-6))
+        axis = axis2 / max(np.linalg.norm(axis2), 1e-6)
+        upv = np.array([-axis[1], axis[0]])
+        if np.dot(upv, up[:2]) < 0:
+            upv = -upv
+        if abs(float(np.dot(up[:2], upv))) < 1e-3 and upv[1] > 0:
+            upv = -upv
+        eyes.append((float(p[0]), float(p[1]), float(n[2]), axis, upv, max(width_factor, 0.7)))
+
+    rear = body_c - fb * body_axes[0] * 0.95
+    bend = pose.tail_bend
+    t = np.linspace(0.0, 1.0, 7)[:, None]
+    side2 = np.array([-fb[1], fb[0]])
+    tail = rear[:2] - fb[:2] * (t * 1.6 * a) + side2 * (np.sin(t * math.pi) * bend * a)
+    return Geometry(body, cranium, muzzle, ears, eyes, (float(nose[0]), float(nose[1]), float(nose[2])), tail, a)
+
+
+def _fix(x: float) -> int:
+    return int(round(x * ONE))
+
+
+def _ellipse(img: np.ndarray, e: Ellipse, ox: float, oy: float, color, scale: float = 1.0, dx: float = 0.0, dy: float = 0.0) -> None:
+    cv2.ellipse(
+        img,
+        (_fix(e.cx + ox + dx), _fix(e.cy + oy + dy)),
+        (max(_fix(e.a * scale), 1), max(_fix(e.b * scale), 1)),
+        e.angle, 0, 360, color, -1, cv2.LINE_AA, SHIFT,
+    )
+
+
+def _shade(color: tuple[int, int, int], factor: float) -> tuple[int, int, int]:
+    return tuple(int(min(255, max(0, c * factor))) for c in color)
+
+
+def eye_outline(cx: float, cy: float, axis: np.ndarray, up: np.ndarray, width: float, score: float, closed: bool) -> np.ndarray:
+    """Lid outline polygon (float px): elliptic corners when open, almond corners as the score rises."""
+    ratio = aperture_ratio(9.0 if closed else score)
+    h = max(ratio * width, MIN_APERTURE_PX)
+    power = 0.5 + 0.45 * min(max(score, 0.0), 9.0) / 9.0
+    u = np.linspace(-1.0, 1.0, 17)
+    bulge = (1.0 - u**2) ** power
+    upper = np.stack([u * width / 2, 0.55 * h * bulge], axis=1)
+    lower = np.stack([u[::-1] * width / 2, -0.45 * h * bulge[::-1]], axis=1)
+    pts = np.concatenate([upper, lower])
+    return np.array([cx, cy]) + pts[:, :1] * axis + pts[:, 1:] * up
+
+
+def _poly(img: np.ndarray, pts: np.ndarray, color) -> None:
+    cv2.fillPoly(img, [np.round(pts * ONE).astype(np.int32)], color, cv2.LINE_AA, SHIFT)
+
+
+def _polyline(img: np.ndarray, pts: np.ndarray, color, thickness: int) -> None:
+    cv2.polylines(img, [np.round(pts * ONE).astype(np.int32)], False, color, thickness, cv2.LINE_AA, SHIFT)
+
+
+def draw_eye(img: np.ndarray, mask: np.ndarray, fur: Fur, tone: float, cx: float, cy: float, axis: np.ndarray, up: np.ndarray, width: float, score: float, closed: bool) -> None:
+    s = min(max(score, 0.0), 9.0)
+    tight = s / 9.0
+    lid = _shade(fur.lid, tone)
+    outline = eye_outline(cx, cy, axis, up, width, s, closed)
+    centre = np.array([cx, cy])
+    rim = 1.0 + (0.10 + 0.12 * tight) * 2.0
+    _poly(img, centre + (outline - centre) * np.array(rim) + up * 0.02 * width, lid)
+    for k in range(int(round(tight * 3.2))):
+        offset = (0.5 * aperture_ratio(s) * width + 0.14 * width * (k + 1.2))
+        length = width * (0.55 + 0.1 * k)
+        u = np.linspace(-0.5, 0.5, 7)[:, None]
+        for sign, lift in ((1.0, 1.0), (-1.0, 0.8)):
+            pts = centre + u * length * axis + up * sign * (offset * lift - (1 - (2 * u) ** 2) * 0.06 * width * -sign)
+            _polyline(img, pts, _shade(fur.wrinkle, tone), 1)
+    _poly(img, outline, fur.eye)
+    _poly(mask, outline, CLASS_EYES)
+    h = max(aperture_ratio(9.0 if closed else s) * width, MIN_APERTURE_PX)
+    if h > 3.0:
+        r = min(0.13 * width, 0.3 * h)
+        hl = centre - axis * 0.18 * width + up * 0.12 * h
+        cv2.circle(img, (_fix(hl[0]), _fix(hl[1])), max(_fix(r), ONE), (238, 240, 242), -1, cv2.LINE_AA, SHIFT)
+        lo = centre + axis * 0.12 * width - up * 0.22 * h
+        cv2.circle(img, (_fix(lo[0]), _fix(lo[1])), max(_fix(r * 0.45), ONE), (120, 120, 124), -1, cv2.LINE_AA, SHIFT)
+
+
+def draw_animal(img: np.ndarray, mask: np.ndarray, animal: Animal, fur_texture: np.ndarray, rng: np.random.Generator) -> tuple[list[DrawnEye], tuple[int, int, int, int]]:
+    """Draw into `img`/`mask` (views of one box ROI); returns the eyes and the drawn rectangle (x0, y0, x1, y1)."""
+    pose, fur = animal.pose, animal.fur
+    g = project(pose)
+    ox, oy = pose.x, pose.y
+    tone = animal.tone
+    body_col = _shade(fur.body, tone)
+    head_col = _shade(fur.body, tone * 1.04)
+    light = _shade(fur.body, tone * 1.35 + 0.0) if fur.name != "white" else _shade(fur.body, tone * 1.08)
+
+    x0, y0, x1, y1 = g.bounds()
+    tx0, ty0 = np.min(g.tail, axis=0)
+    tx1, ty1 = np.max(g.tail, axis=0)
+    pad = 8
+    rx0 = max(int(math.floor(min(x0, tx0) + ox)) - pad, 0)
+    ry0 = max(int(math.floor(min(y0, ty0) + oy)) - pad, 0)
+    rx1 = min(int(math.ceil(max(x1, tx1) + ox)) + pad, img.shape[1])
+    ry1 = min(int(math.ceil(max(y1, ty1) + oy)) + pad, img.shape[0])
+    sub = img[ry0:ry1, rx0:rx1]
+    msub = mask[ry0:ry1, rx0:rx1]
+    lx, ly = ox - rx0, oy - ry0
+
+    sil = np.zeros(msub.shape, np.uint8)
+    tail_w = max(int(0.16 * g.head_a), 3)
+    _polyline(sub, g.tail + [lx, ly], _shade(fur.tail, tone), tail_w)
+    _polyline(msub, g.tail + [lx, ly], CLASS_ANIMAL, tail_w)
+    _polyline(sil, g.tail + [lx, ly], 255, tail_w)
+
+    parts: list[tuple[float, str, object]] = [(g.body.z, "body", g.body), (g.cranium.z, "head", g.cranium), (g.muzzle.z, "head", g.muzzle)]
+    parts += [(d.z, "ear", (d, nz)) for d, nz in g.ears]
+    parts.sort(key=lambda p: p[0])
+    for _, kind, part in parts:
+        if kind == "ear":
+            disc, nz = part
+            _ellipse(sub, disc, lx, ly, _shade(fur.ear, tone))
+            if nz > 0.1:
+                _ellipse(sub, disc, lx, ly, _shade(fur.ear_inner, tone), scale=0.72)
+            _ellipse(msub, disc, lx, ly, CLASS_EARS)
+            _ellipse(sil, disc, lx, ly, 255)
+        else:
+            col = body_col if kind == "body" else head_col
+            _ellipse(sub, part, lx, ly, col)
+            _ellipse(sub, part, lx, ly, light, scale=0.55, dx=-0.2 * part.a, dy=-0.25 * part.b)
+            _ellipse(msub, part, lx, ly, CLASS_ANIMAL)
+            _ellipse(sil, part, lx, ly, 255)
+
+    sigma = max(0.09 * g.head_a, 1.5)
+    soft = cv2.GaussianBlur(sub, (0, 0), sigma)
+    np.copyto(sub, soft, where=(sil > 0)[..., None])
+    th, tw = fur_texture.shape[:2]
+    h, w = sil.shape
+    if h < th and w < tw:
+        oy_t, ox_t = int(rng.integers(0, th - h)), int(rng.integers(0, tw - w))
+        tex = fur_texture[oy_t:oy_t + h, ox_t:ox_t + w]
+        amp = fur.texture / 32.0
+        noisy = cv2.addWeighted(sub.astype(np.int16), 1.0, tex, amp, 0.0, dtype=cv2.CV_16S)
+        np.copyto(sub, np.clip(noisy, 0, 255).astype(np.uint8), where=(sil > 0)[..., None])
+
+    eyes: list[DrawnEye] = []
+    if g.nose[2] > -0.2 * g.head_a:
+        cv2.circle(sub, (_fix(g.nose[0] + lx), _fix(g.nose[1] + ly)), _fix(max(0.09 * g.head_a, 2.0)), _shade(fur.nose, tone), -1, cv2.LINE_AA, SHIFT)
+        for k in range(5):
+            for sgn in (1.0, -1.0):
+                ang = math.atan2(g.nose[1] - g.muzzle.cy, g.nose[0] - g.muzzle.cx) + sgn * (0.5 + 0.22 * k)
+                start = np.array([g.nose[0] * 0.8 + g.muzzle.cx * 0.2 + lx, g.nose[1] * 0.8 + g.muzzle.cy * 0.2 + ly])
+                end = start + np.array([math.cos(ang), math.sin(ang)]) * g.head_a * (0.9 + 0.15 * k)
+                _polyline(sub, np.stack([start, (start + end) / 2 + sgn * 2.0, end]), (150, 150, 150) if fur.name == "black" else (235, 235, 235), 1)
+    for ex, ey, nz, axis, up, wf in g.eyes:
+        visible = nz > EYE_VISIBLE_NZ
+        if visible:
+            draw_eye(sub, msub, fur, tone, ex + lx, ey + ly, axis, up, pose.eye_width * wf, animal.score, animal.blink)
+        eyes.append(DrawnEye(ex + ox, ey + oy, visible))
+    return eyes, (rx0, ry0, rx1, ry1)
+
+
+def fit_pose(pose: MousePose, roi_w: int, roi_h: int, margin: tuple[int, int, int, int], rng: np.random.Generator) -> MousePose | None:
+    """Place the head so the whole animal (tail excepted) lies inside the ROI margins, or None if it cannot."""
+    x0, y0, x1, y1 = project(replace(pose, x=0.0, y=0.0)).bounds()
+    left, top, right, bottom = margin
+    lo_x, hi_x = left - x0, roi_w - right - x1
+    lo_y, hi_y = top - y0, roi_h - bottom - y1
+    if lo_x > hi_x or lo_y > hi_y:
+        return None
+    return replace(pose, x=float(rng.uniform(lo_x, hi_x)), y=float(rng.uniform(lo_y, hi_y)))
