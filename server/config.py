@@ -1,0 +1,152 @@
+"""`server.toml`: one typed, strict config for the whole server process.
+
+Sections: [database], [ingest] (the MQTT side, `server.ingest.IngestConfig`), [http], [auth] and
+[dashboard]. Relative paths are taken relative to the config file, so a config can be moved
+together with its database. The session secret is generated on first start and kept next to the
+database when none is configured: logins then survive restarts without anyone handling a secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from device.errors import ConfigError
+from device.tomlconfig import fail, load_config
+from server.ingest import IngestConfig
+
+log = logging.getLogger(__name__)
+
+SECRET_KEY_MIN_CHARS = 32
+
+
+@dataclass
+class DatabaseConfig:
+    path: Path = field(default=Path("mgs-server.sqlite"), metadata={
+        "doc": "SQLite file with the score history, users and tokens (created if missing; relative to the config file)"})
+
+
+@dataclass
+class HttpConfig:
+    host: str = field(default="127.0.0.1", metadata={
+        "doc": "address the dashboard listens on (0.0.0.0 = every interface; put HTTPS in front for other hosts)"})
+    port: int = field(default=8080, metadata={"doc": "TCP port of the dashboard and the REST API"})
+    threads: int = field(default=8, metadata={"doc": "request threads of the web server"})
+    secret_key: str = field(default="", metadata={
+        "doc": "session signing secret; empty = read or create secret_key_file"})
+    secret_key_file: Path = field(default=Path(""), metadata={
+        "doc": "file holding the session secret; empty = 'secret_key' next to the database"})
+    cookie_secure: bool = field(default=False, metadata={
+        "doc": "send the session cookie over HTTPS only (set true behind an HTTPS proxy)"})
+
+    def check(self) -> None:
+        if not 1 <= self.port <= 65535:
+            raise fail("http.port", self.port, "must be from 1 to 65535")
+        if not 1 <= self.threads <= 64:
+            raise fail("http.threads", self.threads, "must be from 1 to 64")
+        if self.secret_key and len(self.secret_key) < SECRET_KEY_MIN_CHARS:
+            raise fail("http.secret_key", "(hidden)", f"must be at least {SECRET_KEY_MIN_CHARS} characters, "
+                       "or leave it empty to have one generated")
+
+
+@dataclass
+class AuthConfig:
+    session_hours: float = field(default=12.0, metadata={"doc": "a login stays valid this long"})
+    max_failed_logins: int = field(default=5, metadata={
+        "doc": "failed logins for one user name from one address before it is locked out for a while"})
+    lockout_minutes: float = field(default=10.0, metadata={"doc": "how long such a lockout lasts"})
+
+    def check(self) -> None:
+        if not 0.05 <= self.session_hours <= 24 * 30:
+            raise fail("auth.session_hours", self.session_hours, "must be from 0.05 to 720 hours")
+        if not 1 <= self.max_failed_logins <= 1000:
+            raise fail("auth.max_failed_logins", self.max_failed_logins, "must be from 1 to 1000")
+        if not 0 < self.lockout_minutes <= 24 * 60:
+            raise fail("auth.lockout_minutes", self.lockout_minutes, "must be more than 0 and at most 1440")
+
+
+@dataclass
+class DashboardConfig:
+    refresh_s: float = field(default=5.0, metadata={"doc": "how often open pages fetch new data"})
+    stale_after_s: float = field(default=120.0, metadata={
+        "doc": "a box whose last score is older than this is shown as 'no data for N min', not as a score"})
+    warn_score: float = field(default=4.0, metadata={"doc": "scores at or above this are shown in amber"})
+    plot_threshold: float = field(default=6.0, metadata={
+        "doc": "threshold line drawn on history plots when no alert rule applies to the animal"})
+    history_hours: float = field(default=6.0, metadata={"doc": "time range a history page opens with"})
+
+    def check(self) -> None:
+        if not 1 <= self.refresh_s <= 600:
+            raise fail("dashboard.refresh_s", self.refresh_s, "must be from 1 to 600 seconds")
+        if not 5 <= self.stale_after_s <= 86400:
+            raise fail("dashboard.stale_after_s", self.stale_after_s, "must be from 5 to 86400 seconds")
+        for key in ("warn_score", "plot_threshold"):
+            value = getattr(self, key)
+            if not 0 <= value <= 9:
+                raise fail(f"dashboard.{key}", value, "must be on the 0-9 orbital tightening scale")
+        if not 0.1 <= self.history_hours <= 24 * 365:
+            raise fail("dashboard.history_hours", self.history_hours, "must be from 0.1 to 8760 hours")
+
+
+@dataclass
+class ServerConfig:
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+
+    def resolve_paths(self, base: Path) -> None:
+        """Make relative paths relative to `base` (the config file's folder)."""
+        if not self.database.path.is_absolute():
+            self.database.path = base / self.database.path
+        if str(self.http.secret_key_file) not in ("", ".") and not self.http.secret_key_file.is_absolute():
+            self.http.secret_key_file = base / self.http.secret_key_file
+
+
+def load_server_config(path: str | os.PathLike[str]) -> ServerConfig:
+    """Read and validate `server.toml`; raises ConfigError naming the key on any problem."""
+    config = load_config(ServerConfig, path)
+    config.resolve_paths(Path(path).resolve().parent)
+    return config
+
+
+def secret_key(config: ServerConfig) -> str:
+    """The configured session secret, or the one kept in the secret key file (created once)."""
+    if config.http.secret_key:
+        return config.http.secret_key
+    path = config.http.secret_key_file
+    if str(path) in ("", "."):
+        path = config.database.path.parent / "secret_key"
+    existing = _read_secret(path)
+    if existing is not None:
+        return existing
+    key = secrets.token_hex(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(key + "\n")
+    except FileExistsError:  # another process created it first: use theirs
+        return _read_secret(path) or key
+    except OSError as exc:
+        raise ConfigError(f"cannot create the session secret {path}: {exc.strerror}; make its folder writable "
+                          "or set [http] secret_key") from None
+    log.info("generated a new session secret in %s", path)
+    return key
+
+
+def _read_secret(path: Path) -> str | None:
+    try:
+        existing = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the session secret {path}: {exc.strerror}; fix its permissions "
+                          "or set [http] secret_key") from None
+    if len(existing) < SECRET_KEY_MIN_CHARS:
+        raise ConfigError(f"session secret file {path} holds fewer than {SECRET_KEY_MIN_CHARS} characters; "
+                          "delete it to have a new one generated (everyone will have to log in again)")
+    return existing
