@@ -230,6 +230,7 @@ def _write_json_atomically(path: Path, data: dict) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2, sort_keys=False)
             f.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the manifest is meant to be read by the device user
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

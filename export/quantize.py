@@ -1,0 +1,269 @@
+"""Static INT8 quantization of the FP32 ONNX files, calibrated on what the device really feeds them.
+
+Calibration inputs are built from labelled frames with the device's own preprocessing
+(device.pipeline / device.eyes), so the ranges match: seg_coarse sees whole boxes shrunk to its
+input, seg_fine sees full-resolution crops around heads plus a few at random places, the regressor
+sees 50x50 patches at (slightly jittered) eye centres. The set's size, source and sha256 go into the
+INT8 file's metadata and the manifest, so a result can be traced to the frames it was calibrated on.
+
+Recipe (STYLE.md, onnxruntime docs): `quant_pre_process` first, then `quantize_static` with QDQ,
+signed int8 activations and weights, per-channel weights. The node that produces the network's
+output (U-Net class head before the in-graph argmax, regressor's last Gemm) stays float: argmax over
+4 int8 logits ties and flips pixels at class borders, and the score is read directly as 0-9. The
+per-layer comparison (`layer_errors`, onnxruntime's qdq_loss_debug) is recorded in the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from device.errors import MgsError
+from device.eyes import crop_patches, patches_to_batch
+from device.pipeline import images_to_batch, pad_to_multiple, resize_for_coarse
+from export.dataset import Box
+from export.onnx_export import manifest_record, onnx_session, read_metadata, set_metadata
+from models.manifest import Manifest, save_entry, sha256_file, verify_model_file
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_BATCH = 8
+#: Samples per network for the per-layer comparison (enough to rank layers; it runs both graphs).
+LAYER_SAMPLES = 16
+
+
+#: A calibration frame: the BGR image and its labelled boxes (export.dataset.Box: roi, eyes).
+LabelledFrame = tuple[np.ndarray, Sequence[Box]]
+#: Seeds of synthetic calibration frames; far from the ranges `mgs-export synth` uses for training.
+CALIBRATION_FIRST_SEED = 1_000_000
+
+
+@dataclass
+class CalibrationSet:
+    """Per-network input arrays and where they came from.
+
+    `extra` holds batches of other shapes (seg_fine on whole boxes) that are fed one by one.
+    """
+
+    inputs: dict[str, np.ndarray]
+    source: str
+    frames: int
+    extra: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+    def sha256(self) -> str:
+        h = hashlib.sha256()
+        for name in sorted(self.inputs):
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(self.inputs[name]).tobytes())
+            for batch in self.extra.get(name, []):
+                h.update(np.ascontiguousarray(batch).tobytes())
+        return h.hexdigest()
+
+    def reader(self, name: str, input_name: str) -> ArrayReader:
+        return ArrayReader(input_name, self.inputs[name], self.extra.get(name, []))
+
+    def describe(self, name: str) -> dict:
+        return {
+            "source": self.source,
+            "frames": self.frames,
+            "samples": int(len(self.inputs[name])),
+            "shape": list(self.inputs[name].shape[1:]),
+            "sha256": self.sha256(),
+        }
+
+
+def _clamped_crop(frame: np.ndarray, roi: tuple[int, int, int, int], cx: float, cy: float, side: int) -> np.ndarray:
+    """A side x side crop centred near (cx, cy), shifted to stay inside the box (as FastPipeline does)."""
+    x, y, w, h = roi
+    x0 = int(round(cx - side / 2))
+    y0 = int(round(cy - side / 2))
+    x0 = min(max(x0, x), max(x, x + w - side))
+    y0 = min(max(y0, y), max(y, y + h - side))
+    crop = frame[y0:y0 + side, x0:x0 + side]
+    if crop.shape[:2] != (side, side):
+        crop = np.pad(crop, ((0, side - crop.shape[0]), (0, side - crop.shape[1]), (0, 0)), mode="edge")
+    return crop
+
+
+def build_calibration(frames: Iterable[LabelledFrame], coarse_size: tuple[int, int], fine_crop: int = 128,
+                      whole_roi_every: int = 4, seed: int = 0, source: str = "") -> CalibrationSet:
+    """Device-preprocessed inputs for all three networks from labelled frames.
+
+    seg_fine runs on crops and (FullResolutionPipeline) on whole boxes; whole boxes are big, so only
+    every `whole_roi_every`-th frame contributes one, fed as its own calibration batch.
+    """
+    rng = np.random.default_rng(seed)
+    coarse, fine, patches, whole = [], [], [], []
+    n = 0
+    for n, (img, boxes) in enumerate(frames, start=1):
+        for box in boxes:
+            x, y, w, h = (int(round(v)) for v in box.roi)
+            coarse.append(resize_for_coarse(img[y:y + h, x:x + w], coarse_size))
+            centres = [(e.x, e.y) for e in box.eyes if e.visible]
+            if centres:
+                hx, hy = np.mean(centres, axis=0)
+                fine.append(_clamped_crop(img, (x, y, w, h), hx, hy, fine_crop))
+                jitter = rng.uniform(-4, 4, size=(len(centres), 2))
+                patches.extend(crop_patches(img, [(cx + dx, cy + dy) for (cx, cy), (dx, dy) in zip(centres, jitter)])[0])
+            fine.append(_clamped_crop(img, (x, y, w, h), x + rng.uniform(0, w), y + rng.uniform(0, h), fine_crop))
+        if boxes and n % whole_roi_every == 1:
+            x, y, w, h = (int(round(v)) for v in boxes[0].roi)
+            whole.append(images_to_batch([pad_to_multiple(img[y:y + h, x:x + w])]))
+    if not coarse or not patches:
+        raise MgsError(f"the calibration frames ({source}) have no labelled boxes with eyes; use frames with animals in view")
+    inputs = {
+        "seg_coarse": images_to_batch(coarse),
+        "seg_fine": images_to_batch(fine),
+        "eye": patches_to_batch(np.stack(patches)),
+    }
+    return CalibrationSet(inputs=inputs, source=source, frames=n, extra={"seg_fine": whole})
+
+
+def synthetic_frames(count: int, first_seed: int = CALIBRATION_FIRST_SEED) -> tuple[Iterator[LabelledFrame], str]:
+    """Rendered rack frames (export.synth.rack), lazily, and a description of where they came from."""
+    from export.synth.rack import render_frame
+
+    frames = ((f.image, f.boxes) for f in (render_frame(seed) for seed in range(first_seed, first_seed + count)))
+    return frames, f"synthetic: export.synth.rack.render_frame seeds {first_seed}-{first_seed + count - 1}"
+
+
+def dataset_frames(root: Path, count: int) -> tuple[Iterator[LabelledFrame], str]:
+    """The first `count` images of a dataset folder (DESIGN.md format), e.g. a facility's own frames."""
+    from export.dataset import open_dataset
+
+    dataset = open_dataset(root)
+    chosen = dataset.frames[:count]
+    labels = sha256_file(Path(root) / "labels.jsonl")
+    return ((dataset.read_image(f), f.boxes) for f in chosen), f"dataset: {root} (labels.jsonl sha256 {labels[:12]}), first {len(chosen)} images"
+
+
+class ArrayReader(CalibrationDataReader):
+    """Feeds fixed-shape arrays in batches, then any extra (differently shaped) batches one by one."""
+
+    def __init__(self, input_name: str, data: np.ndarray, extra: Sequence[np.ndarray] = (), batch: int = CALIBRATION_BATCH) -> None:
+        self._batches = [data[i:i + batch] for i in range(0, len(data), batch)] + list(extra)
+        self._name = input_name
+        self._next = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._next >= len(self._batches):
+            return None
+        self._next += 1
+        return {self._name: self._batches[self._next - 1]}
+
+    def rewind(self) -> None:
+        self._next = 0
+
+
+def output_producers(model: onnx.ModelProto) -> list[str]:
+    """The compute node that makes the network's answer, walking back over ArgMax/Cast/Reshape."""
+    by_output = {o: n for n in model.graph.node for o in n.output}
+    passthrough = {"ArgMax", "Cast", "Reshape", "Flatten", "Identity"}
+    names: list[str] = []
+    for out in model.graph.output:
+        node = by_output.get(out.name)
+        while node is not None and node.op_type in passthrough:
+            names.append(node.name)
+            node = by_output.get(node.input[0])
+        if node is not None:
+            names.append(node.name)
+    return names
+
+
+def quantize_file(fp32: Path, int8: Path, reader: ArrayReader, calibration: dict, keep_float: Sequence[str] | None = None) -> list[str]:
+    """FP32 ONNX -> INT8 QDQ ONNX with metadata; returns the nodes kept in float."""
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(fp32), str(prepared), auto_merge=True)
+        model = onnx.load(prepared)
+        excluded = list(keep_float) if keep_float is not None else output_producers(model)
+        quantize_static(
+            str(prepared),
+            str(int8),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            nodes_to_exclude=excluded,
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+        )
+    meta = read_metadata(onnx.load(fp32))
+    quantized = onnx.load(int8)
+    meta.update(precision="int8", calibration_set=calibration, kept_float=excluded, quantized_from=fp32.name)
+    set_metadata(quantized, meta)
+    onnx.checker.check_model(quantized)
+    onnx.save(quantized, int8)
+    return excluded
+
+
+def layer_errors(fp32: Path, int8: Path, reader: ArrayReader) -> dict[str, float]:
+    """SQNR (dB) of every quantized activation against float, from onnxruntime's qdq_loss_debug."""
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        compute_activation_error,
+        create_activation_matching,
+        modify_model_output_intermediate_tensors,
+    )
+
+    with tempfile.TemporaryDirectory() as tmp:
+        f_aug, q_aug = Path(tmp) / "f.onnx", Path(tmp) / "q.onnx"
+        modify_model_output_intermediate_tensors(str(fp32), str(f_aug))
+        modify_model_output_intermediate_tensors(str(int8), str(q_aug))
+        reader.rewind()
+        float_acts = collect_activations(str(f_aug), reader)
+        reader.rewind()
+        quant_acts = collect_activations(str(q_aug), reader)
+    matched = create_activation_matching(quant_acts, float_acts)
+    errors = compute_activation_error(matched)
+    return {name: float(err["xmodel_err"]) for name, err in errors.items() if "xmodel_err" in err}
+
+
+def summarise_layer_errors(errors: dict[str, float]) -> dict:
+    if not errors:
+        return {}
+    worst = min(errors, key=errors.get)
+    return {"layers": len(errors), "min_sqnr_db": round(errors[worst], 2), "worst_layer": worst,
+            "median_sqnr_db": round(float(np.median(list(errors.values()))), 2)}
+
+
+def calibration_agreement(fp32: Path, int8: Path, data: np.ndarray) -> dict[str, float]:
+    """INT8 vs FP32 on the calibration inputs: a quick sanity check (verify uses held-out frames)."""
+    a = onnx_session(fp32)
+    b = onnx_session(int8)
+    name = a.get_inputs()[0].name
+    ref = np.concatenate([a.run(None, {name: data[i:i + CALIBRATION_BATCH]})[0] for i in range(0, len(data), CALIBRATION_BATCH)])
+    got = np.concatenate([b.run(None, {name: data[i:i + CALIBRATION_BATCH]})[0] for i in range(0, len(data), CALIBRATION_BATCH)])
+    if ref.dtype == np.uint8:
+        return {"calibration_class_agreement": float(np.mean(ref == got))}
+    return {"calibration_max_abs_diff": float(np.abs(ref - got).max()), "calibration_mean_abs_diff": float(np.abs(ref - got).mean())}
+
+
+def quantize_networks(manifest: Manifest, calibration: CalibrationSet, names: Sequence[str], command: str) -> list[dict]:
+    """Quantize each named FP32 entry, record its INT8 entry as "unverified"; rows for the CLI table."""
+    rows = []
+    for name in names:
+        entry = manifest.entry(name, "fp32")
+        fp32 = verify_model_file(entry)
+        int8 = fp32.with_name(f"{name}.int8.onnx")
+        kept = quantize_file(fp32, int8, calibration.reader(name, entry.input.name), calibration.describe(name))
+        sample = calibration.inputs[name][:LAYER_SAMPLES]
+        errors = summarise_layer_errors(layer_errors(fp32, int8, ArrayReader(entry.input.name, sample)))
+        metrics = {"layer_sqnr": errors, **calibration_agreement(fp32, int8, calibration.inputs[name])}
+        save_entry(manifest.models_dir, manifest_record(int8, manifest.models_dir, "unverified", metrics, command))
+        agreement = metrics.get("calibration_class_agreement")
+        rows.append({
+            "name": name, "samples": len(calibration.inputs[name]), "kept_float": kept,
+            "min_sqnr_db": errors.get("min_sqnr_db"),
+            "agreement": f"{agreement:.4f}" if agreement is not None else f"max|d|={metrics['calibration_max_abs_diff']:.3g}",
+        })
+    return rows
