@@ -81,6 +81,7 @@ class Animal:
     score: float
     blink: bool = False  # lids shut for a blink: visible but not scorable
     tone: float = 1.0  # brightness of this coat (individual variation and local light)
+    texture_seed: int | None = None  # fixed fur texture (video: fur must not shimmer); None = random
 
 
 @dataclass(frozen=True)
@@ -250,12 +251,11 @@ def draw_eye(img: np.ndarray, mask: np.ndarray, fur: Fur, tone: float, cx: float
     centre = np.array([cx, cy])
     rim = 1.0 + (0.10 + 0.12 * tight) * 2.0
     _poly(img, centre + (outline - centre) * np.array(rim) + up * 0.02 * width, lid)
+    upper, lower = outline[:17], outline[17:]
     for k in range(int(round(tight * 3.2))):
-        offset = (0.5 * aperture_ratio(s) * width + 0.14 * width * (k + 1.2))
-        length = width * (0.55 + 0.1 * k)
-        u = np.linspace(-0.5, 0.5, 7)[:, None]
-        for sign, lift in ((1.0, 1.0), (-1.0, 0.8)):
-            pts = centre + u * length * axis + up * sign * (offset * lift - (1 - (2 * u) ** 2) * 0.06 * width * -sign)
+        gap = (0.16 + 0.11 * k) * width
+        for lid, sign in ((upper, 1.0), (lower, -0.8)):
+            pts = centre + (lid[3:-3] - centre) * (1.0 + 0.12 * k) + up * sign * gap
             _polyline(img, pts, _shade(fur.wrinkle, tone), 1)
     _poly(img, outline, fur.eye)
     _poly(mask, outline, CLASS_EYES)
@@ -320,7 +320,9 @@ def draw_animal(img: np.ndarray, mask: np.ndarray, animal: Animal, fur_texture: 
     th, tw = fur_texture.shape[:2]
     h, w = sil.shape
     if h < th and w < tw:
-        oy_t, ox_t = int(rng.integers(0, th - h)), int(rng.integers(0, tw - w))
+        pick = rng if animal.texture_seed is None else np.random.default_rng(animal.texture_seed)
+        fy, fx = pick.random(2)
+        oy_t, ox_t = int(fy * (th - h)), int(fx * (tw - w))
         tex = fur_texture[oy_t:oy_t + h, ox_t:ox_t + w]
         amp = fur.texture / 32.0
         noisy = cv2.addWeighted(sub.astype(np.int16), 1.0, tex, amp, 0.0, dtype=cv2.CV_16S)
@@ -351,4 +353,5 @@ def fit_pose(pose: MousePose, roi_w: int, roi_h: int, margin: tuple[int, int, in
     lo_y, hi_y = top - y0, roi_h - bottom - y1
     if lo_x > hi_x or lo_y > hi_y:
         return None
-    return replace(pose, x=float(rng.uniform(lo_x, hi_x)), y=float(rng.uniform(lo_y, hi_y)))
+    y = hi_y - abs(rng.normal(0.0, 0.3)) * (hi_y - lo_y)  # mostly sitting on the bedding, sometimes rearing
+    return replace(pose, x=float(rng.uniform(lo_x, hi_x)), y=float(max(y, lo_y)))

@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+import cv2
 import numpy as np
 
 from export.dataset import Box, Eye
@@ -93,7 +94,7 @@ class Renderer:
                 drawn, rect = draw_animal(view, mview, replace(animal, tone=animal.tone * light), self.texture, rng)
                 score = None if animal.blink else round(float(animal.score), 2)
                 eyes = [Eye(round(e.x + x, 2), round(e.y + y, 2), score, True) for e in drawn if e.visible]
-            view[:] = np.minimum(view.astype(np.uint16) + self.scene.glare[i], 255).astype(np.uint8)
+            cv2.add(view, self.scene.glare[i], dst=view)
             if i < len(nuisance.boxes):
                 apply_box(view, rect, nuisance.boxes[i])
             boxes.append(Box(i, (x, y, w, h), bool(eyes), tuple(eyes)))
