@@ -33,7 +33,7 @@ class EyeConfig:
 
     min_area_px: int = field(default=20, metadata={"doc": "smallest eye blob in full-resolution pixels (an eye is about 15-25 px across at 1080p)"})
     max_area_px: int = field(default=2500, metadata={"doc": "largest eye blob in full-resolution pixels"})
-    max_aspect: float = field(default=4.0, metadata={"doc": "longest / shortest side of a blob's bounding box; longer streaks are not eyes"})
+    max_aspect: float = field(default=20.0, metadata={"doc": "longest / shortest side of a blob's bounding box; a tight eye (score 9) is a 2-px slit, so keep this generous"})
     context_px: int = field(default=12, metadata={"doc": "an eye needs animal or ear pixels within this many pixels of its blob"})
     min_sharpness: float = field(default=15.0, metadata={"doc": "variance of the Laplacian of the eye patch below which the eye counts as blurred"})
     max_eyes_per_box: int = field(default=4, metadata={"doc": "keep at most this many eyes per box (largest first)"})

@@ -72,9 +72,13 @@ def class_maps(output: np.ndarray) -> np.ndarray:
 
 
 def resize_for_coarse(roi_image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A box image shrunk (stretched) to seg_coarse's fixed (H, W) input; training must do the same."""
+    """A box image shrunk (stretched) to seg_coarse's fixed (H, W) input, as training does.
+
+    INTER_AREA (like export.train.samples) costs ~2.4 ms for four ROIs against 0.13 ms for
+    INTER_LINEAR, but it runs only on coarse frames, and a 6 px eye survives area averaging better.
+    """
     h, w = size
-    return cv2.resize(roi_image, (w, h), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(roi_image, (w, h), interpolation=cv2.INTER_AREA)
 
 
 def pad_to_multiple(image: np.ndarray, multiple: int = FINE_MULTIPLE) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The boxes of the rack in the camera frame: up to four [x, y, w, h] rectangles, in pixels.
 
-The boxes come from the config file, either typed in or written there by `mgs-device detect-boxes`
-(device.boxfinder). A box is checked once against the real frame size when the first frame arrives,
+The boxes come from the config file, either typed in or written there by `mgs-device detect-boxes`,
+which uses `detect_boxes` below. A box is checked once against the real frame size when the first frame arrives,
 so a config written for another camera stops the device with a message instead of scoring garbage.
 """
 
@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
 
 from device.errors import ConfigError
 from device.tomlconfig import fail
@@ -76,3 +79,108 @@ def check_inside(rois: Sequence[Roi], frame_shape: tuple[int, ...]) -> None:
     for i, r in enumerate(rois):
         if r.x1 > w or r.y1 > h:
             raise fail(f"rois.boxes[{i}]", r.as_list(), f"reaches outside the {w}x{h} camera frame; run `mgs-device detect-boxes` again")
+
+
+# --- automatic box detection -------------------------------------------------------------------
+#
+# The rack stands in front of a red backdrop and the boxes are transparent, so the inside of a box
+# looks red too, but it is ENCLOSED by the box's frame (lid on top, walls at the sides, bedding at
+# the bottom), none of which is red. A box is therefore a thick red region cut off from the
+# backdrop, grown outwards over its non-red frame until the red backdrop (or a limit) is reached.
+# Walls are thin and an animal or a glare can open a red thread through one, so regions are taken
+# from the "core" of the red mask (pixels further than CORE_PX from anything non-red): threads and
+# the narrow backdrop strips between boxes vanish there, box insides do not.
+
+CORE_PX = 20
+MIN_BOX_FRACTION = 0.01  # smallest box interior as a share of the frame
+MIN_FILL = 0.6  # a box interior fills its bounding rectangle
+MAX_FRAME_GROWTH = 0.15  # the frame around an interior is at most this share of the interior size
+MAX_BOX_SPAN = 0.8  # red bands above/below the rack run across the frame; a box does not
+FRAME_RED_SHARE = 0.05  # a wall/lid/bedding line is at most this red; an animal never covers a whole line
+ANIMAL_REACH = 3  # an animal against the inside can hide the frame for up to 3x the frame limit
+MAX_ASPECT = 5.0  # a box is not a thin strip (a wide gap between boxes can leave one)
+
+
+def red_mask(frame: np.ndarray, min_saturation: int = 100, min_value: int = 60) -> np.ndarray:
+    """Pixels of the red backdrop (also seen through the transparent boxes), as a 0/1 uint8 mask."""
+    hsv = cv2.cvtColor(frame, cv2.COLOR_BGR2HSV)
+    h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    return (((h <= 10) | (h >= 170)) & (s >= min_saturation) & (v >= min_value)).astype(np.uint8)
+
+
+def detect_boxes(frame: np.ndarray, expected: int = MAX_ROIS) -> list[Roi]:
+    """Up to `expected` boxes found in a rack frame, left to right (box 0 first).
+
+    Use a median of several frames where possible, so that no animal hides part of a box's inside.
+    """
+    red = cv2.morphologyEx(red_mask(cv2.medianBlur(frame, 5)), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    core = (cv2.distanceTransform(red, cv2.DIST_L2, 5) > CORE_PX).astype(np.uint8)
+    fh, fw = red.shape
+    n, _, stats, _ = cv2.connectedComponentsWithStats(core, connectivity=4)
+    candidates = []
+    for i in range(1, n):
+        x, y, w, h, area = (int(v) for v in stats[i])
+        x, y, w, h = max(0, x - CORE_PX), max(0, y - CORE_PX), w + 2 * CORE_PX, h + 2 * CORE_PX
+        w, h = min(w, fw - x), min(h, fh - y)
+        if w * h < MIN_BOX_FRACTION * fh * fw or area < MIN_FILL * (w - 2 * CORE_PX) * (h - 2 * CORE_PX):
+            continue
+        if w > MAX_BOX_SPAN * fw or h > MAX_BOX_SPAN * fh or max(w / h, h / w) > MAX_ASPECT:
+            continue
+        candidates.append((area, _grow_over_frame(red, x, y, w, h)))
+    candidates.sort(key=lambda c: -c[0])
+    boxes = _drop_nested([roi for _, roi in candidates])[:expected]
+    return sorted(boxes, key=lambda r: (r.x, r.y))
+
+
+def _grow_over_frame(red: np.ndarray, x: int, y: int, w: int, h: int) -> Roi:
+    """Extend an interior rectangle outwards to the outer edge of the box frame on each side.
+
+    On each side: look outwards (past an animal pressed against the inside) for the first line that
+    is nearly all non-red (wall, lid or bedding), then follow the frame while it stays so.
+    """
+    fh, fw = red.shape
+    col_red = red[y:y + h].mean(axis=0)
+    row_red = red[:, x:x + w].mean(axis=1)
+    left = _frame_edge(col_red, x, -1, int(MAX_FRAME_GROWTH * w))
+    right = _frame_edge(col_red, x + w - 1, +1, int(MAX_FRAME_GROWTH * w))
+    top = _frame_edge(row_red, y, -1, int(MAX_FRAME_GROWTH * h))
+    bottom = _frame_edge(row_red, y + h - 1, +1, int(MAX_FRAME_GROWTH * h))
+    return Roi(left, top, right - left + 1, bottom - top + 1)
+
+
+def _frame_edge(red_share: np.ndarray, start: int, step: int, limit: int) -> int:
+    """Outermost index of the frame line beyond `start`, or `start` when no frame is found."""
+    n = len(red_share)
+    i = start
+    while 0 <= i + step < n and abs(i + step - start) <= ANIMAL_REACH * limit and red_share[i + step] > FRAME_RED_SHARE:
+        i += step
+    if not (0 <= i + step < n) or abs(i + step - start) > ANIMAL_REACH * limit:
+        return start
+    frame_start = i
+    while 0 <= i + step < n and abs(i + step - frame_start) <= limit and red_share[i + step] <= FRAME_RED_SHARE:
+        i += step
+    return i
+
+
+def _drop_nested(boxes: list[Roi]) -> list[Roi]:
+    """A red patch inside a box (between the animal and a wall) is not a box of its own."""
+    kept: list[Roi] = []
+    for b in boxes:
+        if all(_overlap_of(b, k) < 0.5 for k in kept):
+            kept.append(b)
+    return kept
+
+
+def _overlap_of(a: Roi, b: Roi) -> float:
+    ix = max(0, min(a.x1, b.x1) - max(a.x, b.x))
+    iy = max(0, min(a.y1, b.y1) - max(a.y, b.y))
+    return ix * iy / max(1, a.w * a.h)
+
+
+def draw_boxes(frame: np.ndarray, boxes: Sequence[Roi]) -> np.ndarray:
+    """The frame with each found box outlined and numbered, for the technician to check."""
+    out = frame.copy()
+    for i, r in enumerate(boxes):
+        cv2.rectangle(out, (r.x, r.y), (r.x1 - 1, r.y1 - 1), (0, 255, 0), 4)
+        cv2.putText(out, f"box {i}", (r.x + 10, r.y + 40), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (0, 255, 0), 3, cv2.LINE_AA)
+    return out
