@@ -144,7 +144,7 @@ class Manifest:
                 if e.status == "refused":
                     raise MgsError(
                         f"model {e.file} ({name}, {precision}) was refused by `mgs-export verify` "
-                        f"({e.metrics.get('refused_because', 'parity gate failed')}); use precision 'fp32' for "
+                        f"({e.metrics.get('refused_because') or 'parity gate failed'}); use precision 'fp32' for "
                         f"{name} in the device config, or re-run `mgs-export quantize && mgs-export verify`"
                     )
                 return e
