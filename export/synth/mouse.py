@@ -209,12 +209,17 @@ def _fix(x: float) -> int:
     return int(round(x * ONE))
 
 
+def _line_type(color) -> int:
+    """Anti-alias colours only: an anti-aliased class mask would get in-between class ids at edges."""
+    return cv2.LINE_8 if isinstance(color, int) else cv2.LINE_AA
+
+
 def _ellipse(img: np.ndarray, e: Ellipse, ox: float, oy: float, color, scale: float = 1.0, dx: float = 0.0, dy: float = 0.0) -> None:
     cv2.ellipse(
         img,
         (_fix(e.cx + ox + dx), _fix(e.cy + oy + dy)),
         (max(_fix(e.a * scale), 1), max(_fix(e.b * scale), 1)),
-        e.angle, 0, 360, color, -1, cv2.LINE_AA, SHIFT,
+        e.angle, 0, 360, color, -1, _line_type(color), SHIFT,
     )
 
 
@@ -236,11 +241,11 @@ def eye_outline(cx: float, cy: float, axis: np.ndarray, up: np.ndarray, width: f
 
 
 def _poly(img: np.ndarray, pts: np.ndarray, color) -> None:
-    cv2.fillPoly(img, [np.round(pts * ONE).astype(np.int32)], color, cv2.LINE_AA, SHIFT)
+    cv2.fillPoly(img, [np.round(pts * ONE).astype(np.int32)], color, _line_type(color), SHIFT)
 
 
 def _polyline(img: np.ndarray, pts: np.ndarray, color, thickness: int) -> None:
-    cv2.polylines(img, [np.round(pts * ONE).astype(np.int32)], False, color, thickness, cv2.LINE_AA, SHIFT)
+    cv2.polylines(img, [np.round(pts * ONE).astype(np.int32)], False, color, thickness, _line_type(color), SHIFT)
 
 
 def draw_eye(img: np.ndarray, mask: np.ndarray, fur: Fur, tone: float, cx: float, cy: float, axis: np.ndarray, up: np.ndarray, width: float, score: float, closed: bool) -> None:

@@ -1,0 +1,85 @@
+"""Synthetic rack frames: deterministic, truthful ground truth, and the score visible at the eye."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from export.synth.layout import RackLayout
+from export.synth.mouse import aperture_ratio
+from export.synth.rack import render_frame
+
+LAYOUT = RackLayout.random(7)
+
+
+def test_same_seed_same_frame_and_labels() -> None:
+    a, b = render_frame(11, layout=LAYOUT), render_frame(11, layout=LAYOUT)
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.mask, b.mask)
+    assert a.boxes == b.boxes and a.animal_scores == b.animal_scores
+
+
+def test_different_seed_different_frame() -> None:
+    a, b = render_frame(11, layout=LAYOUT), render_frame(12, layout=LAYOUT)
+    assert not np.array_equal(a.image, b.image)
+    assert a.boxes != b.boxes
+
+
+def test_frame_shape_and_layout() -> None:
+    f = render_frame(3)
+    assert f.image.shape == (1080, 1920, 3) and f.image.dtype == np.uint8
+    assert f.mask.shape == (1080, 1920) and f.mask.dtype == np.uint8
+    rois = [b.roi for b in f.boxes]
+    assert len(rois) == 4 and rois == sorted(rois)
+    for (x, y, w, h), nxt in zip(rois, rois[1:] + [(1920, 0, 0, 0)]):
+        assert 0 <= x and x + w <= nxt[0] and 0 <= y and y + h <= 1080
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_ground_truth_consistent(seed: int) -> None:
+    f = render_frame(seed * 97)
+    assert set(np.unique(f.mask)) <= {0, 1, 2, 3}
+    for box, score in zip(f.boxes, f.animal_scores):
+        x, y, w, h = box.roi
+        assert box.face_visible == bool(box.eyes)
+        if score is not None:
+            assert (f.mask[y:y + h, x:x + w] == 1).any()
+            assert (f.mask[y:y + h, x:x + w] == 2).any()
+        for eye in box.eyes:
+            assert x <= eye.x < x + w and y <= eye.y < y + h
+            assert eye.score is None or 0.0 <= eye.score <= 9.0
+            cx, cy = int(round(eye.x)), int(round(eye.y))
+            assert (f.mask[cy - 1:cy + 2, cx - 1:cx + 2] == 3).any(), (seed, box.box, eye)
+
+
+def test_closed_eye_has_fewer_eye_pixels_than_open() -> None:
+    for seed in (5, 6, 7):
+        open_ = render_frame(seed, scores=[0.0] * 4, layout=LAYOUT)
+        shut = render_frame(seed, scores=[9.0] * 4, layout=LAYOUT)
+        assert [len(b.eyes) for b in open_.boxes] == [len(b.eyes) for b in shut.boxes]
+        if any(b.eyes for b in open_.boxes):
+            assert (shut.mask == 3).sum() < 0.3 * (open_.mask == 3).sum()
+
+
+def test_score_changes_only_the_eye_region() -> None:
+    """The regressor sees a 50x50 patch at the eye: the score must not leak anywhere else."""
+    a = render_frame(21, scores=[1.0] * 4, layout=LAYOUT)
+    b = render_frame(21, scores=[8.0] * 4, layout=LAYOUT)
+    changed = np.argwhere(np.any(a.image != b.image, axis=2))
+    eyes = np.array([(e.x, e.y) for box in a.boxes for e in box.eyes])
+    assert len(eyes) and len(changed)
+    nearest = np.min(np.hypot(changed[:, None, 1] - eyes[None, :, 0], changed[:, None, 0] - eyes[None, :, 1]), axis=1)
+    assert nearest.max() <= 25.0
+
+
+def test_aperture_falls_with_score() -> None:
+    ratios = [aperture_ratio(s) for s in range(10)]
+    assert ratios == sorted(ratios, reverse=True)
+    assert ratios[0] > 0.8 and ratios[9] < 0.1
+
+
+def test_fur_choice() -> None:
+    f = render_frame(4, scores=[2.0] * 4, furs=["white"] * 4, layout=LAYOUT)
+    animal = f.mask == 1
+    assert f.image[animal].mean() > 120  # a white coat is bright
+    g = render_frame(4, scores=[2.0] * 4, furs=["black"] * 4, layout=LAYOUT)
+    assert g.image[g.mask == 1].mean() < 90
