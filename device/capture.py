@@ -184,6 +184,7 @@ class Capture:
         self.skipped = 0
         self.reconnects = 0
         self.fps = 0.0
+        self.decode_ms_total = 0.0
         self._slot: Frame | None = None
         self._taken = -1
         self._cond = threading.Condition()
@@ -207,6 +208,11 @@ class Capture:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    @property
+    def decode_ms(self) -> float:
+        """Mean time to read and decode one frame."""
+        return self.decode_ms_total / self.delivered if self.delivered else 0.0
 
     @property
     def finished(self) -> bool:
@@ -275,35 +281,41 @@ class Capture:
                 return
 
     def _pump(self, source: FrameSource) -> bool:
-        """Read until the file ends (True) or stop is asked (False); SourceError if a live source dies."""
+        """Read until the file ends (True) or stop is asked (False); SourceError if a live source dies.
+
+        A frame's time is taken before it is decoded, so capture-to-result latency includes decoding.
+        """
         pace = 1.0 / source.fps if (self.config.realtime and not source.live and source.fps > 0) else 0.0
         next_due = time.monotonic()
         started = time.monotonic()
         count = 0
         while not self._stop.is_set():
-            image = source.read()
-            if image is None:
-                return True
             if pace:
-                next_due += pace
                 wait = next_due - time.monotonic()
                 if wait > 0:
                     self._stop.wait(wait)
+                    next_due += pace
                 else:
-                    next_due = time.monotonic()
-            self._put(image, blocking=not self.config.realtime and not source.live)
+                    next_due = time.monotonic() + pace
+            captured = time.time()
+            t0 = time.perf_counter()
+            image = source.read()
+            if image is None:
+                return True
+            self.decode_ms_total += (time.perf_counter() - t0) * 1000.0
+            self._put(image, captured, blocking=not self.config.realtime and not source.live)
             count += 1
             self.fps = count / max(1e-6, time.monotonic() - started)
         return False
 
-    def _put(self, image: np.ndarray, blocking: bool) -> None:
+    def _put(self, image: np.ndarray, captured: float, blocking: bool) -> None:
         with self._cond:
             if blocking:
                 while self._slot is not None and self._slot.index > self._taken and not self._stop.is_set():
                     self._cond.wait(0.5)
             elif self._slot is not None and self._slot.index > self._taken:
                 self.skipped += 1
-            self._slot = Frame(self.delivered, time.time(), image)
+            self._slot = Frame(self.delivered, captured, image)
             self.delivered += 1
             if self.state != "ok":
                 self.state, self.message = "ok", ""

@@ -12,13 +12,10 @@ import argparse
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from device.errors import MgsError
-from device.rois import MAX_ROIS, Roi, detect_boxes, draw_boxes
+from device.rois import MAX_ROIS, Roi, detect_boxes, draw_boxes, read_reference_frame
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-MEDIAN_FRAMES = 15
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -83,36 +80,3 @@ def _boxes_array(boxes: list[Roi]):
         array.append(r.as_list())
     array.multiline(True)
     return array
-
-
-def read_reference_frame(source: str) -> np.ndarray:
-    """An image as is; a video or camera as the median of frames spread over it."""
-    if Path(source).suffix.lower() in IMAGE_SUFFIXES:
-        image = cv2.imread(source, cv2.IMREAD_COLOR)
-        if image is None:
-            raise MgsError(f"cannot read image {source}; check the path and that it is a PNG/JPEG")
-        return image
-    cap = cv2.VideoCapture(int(source) if source.isdigit() else source)
-    try:
-        if not cap.isOpened():
-            raise MgsError(f"cannot open {source}; give a rack image, a video file, a camera index or a stream URL")
-        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        frames = []
-        if count > 1:
-            for index in np.linspace(0, count - 1, min(MEDIAN_FRAMES, count)).astype(int):
-                cap.set(cv2.CAP_PROP_POS_FRAMES, int(index))
-                ok, image = cap.read()
-                if ok:
-                    frames.append(image)
-        else:
-            for _ in range(MEDIAN_FRAMES * 10):
-                ok, image = cap.read()
-                if not ok:
-                    break
-                frames.append(image)
-            frames = frames[::10]
-    finally:
-        cap.release()
-    if not frames:
-        raise MgsError(f"{source} delivered no frames; check the file or camera")
-    return np.median(np.stack(frames), axis=0).astype(np.uint8) if len(frames) > 2 else frames[0]
