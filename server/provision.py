@@ -13,10 +13,12 @@ from __future__ import annotations
 import base64
 import grp
 import hashlib
+import json
 import os
 import re
 import secrets
 import tempfile
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -177,3 +179,80 @@ def _group_id(name: str) -> int:
 def _chown_if_root(path: str, uid: int, gid: int) -> None:
     if os.geteuid() == 0 and (uid != -1 or gid != -1):
         os.chown(path, uid, gid)
+
+
+# --- the files a new device gets ------------------------------------------------------------------
+
+DEVICE_CONFIG_DIR = Path("/etc/mgs-rack")
+DEVICE_STATE_DIR = Path("/var/lib/mgs-device")
+PASSWORD_FILE_NAME = "mqtt-password"
+
+
+def toml_str(value: str) -> str:
+    """A TOML basic string (JSON's escaping is valid TOML for these characters)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def render_device_config(name: str, broker_host: str, broker_port: int, prefix: str, camera: str,
+                         config_dir: Path = DEVICE_CONFIG_DIR, created: str = "") -> str:
+    """A `device.toml` for a new edge box: broker login filled in, boxes left for detect-boxes.
+
+    Everything not written here keeps the defaults documented in device.example.toml.
+    """
+    return f"""# device.toml for the edge box {name!r}, written by `mgs-server provision-device`{created}.
+# Install on the edge box as {config_dir / 'device.toml'} (mode 0640, group mgs) next to
+# {config_dir / PASSWORD_FILE_NAME}, then let the device find the boxes of its rack:
+#   sudo systemctl stop mgs-device
+#   sudo -u mgs mgs-device detect-boxes --config {config_dir / 'device.toml'} --source {camera}
+# and start it: sudo systemctl enable --now mgs-device (see docs/install.md).
+name = {toml_str(name)}
+
+[mqtt]
+host = {toml_str(broker_host)}
+port = {broker_port}
+prefix = {toml_str(prefix)}
+username = {toml_str(name)}
+password_file = {toml_str(str(config_dir / PASSWORD_FILE_NAME))}
+
+[camera]
+source = {toml_str(camera)}
+
+[rois]
+expected = 4
+boxes = []
+
+[outbox]
+path = {toml_str(str(DEVICE_STATE_DIR / 'outbox.sqlite'))}
+"""
+
+
+def render_ingest_config(name: str, broker_host: str, broker_port: int, prefix: str, password: str) -> str:
+    """The `[ingest]` lines of server.toml for the server's own broker login."""
+    return (f"[ingest]\nhost = {toml_str(broker_host)}\nport = {broker_port}\nprefix = {toml_str(prefix)}\n"
+            f"username = {toml_str(name)}\npassword = {toml_str(password)}\n")
+
+
+def check_device_config(text: str, source: str) -> bool:
+    """Load the written config back through the device's own checks; False where they are not installed.
+
+    `[rois] boxes` is the one key a new config may leave empty: detect-boxes fills it on the device.
+    """
+    try:
+        from device.config import DeviceConfig
+    except ImportError:  # a server installed with `.[server]` only has no OpenCV/onnxruntime
+        return False
+    from device.tomlconfig import from_dict
+
+    data = tomllib.loads(text)
+    placeholder = {**data, "rois": {**data.get("rois", {}), "boxes": [[0, 0, 16, 16]]}}
+    from_dict(DeviceConfig, placeholder, source=source)
+    return True
+
+
+def write_private(path: Path, text: str) -> None:
+    """A file only its owner may read: it holds a password."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.chmod(path, 0o600)

@@ -60,7 +60,8 @@ def test_unit_runs_unprivileged_and_hardened(name: str) -> None:
     svc = _service(name)
     assert svc["User"] == "mgs" and svc["Group"] == "mgs"
     assert svc["Restart"] == "on-failure" and svc["RestartPreventExitStatus"] == "2"
-    assert svc["ProtectSystem"] == "strict" and svc["StateDirectory"] == "mgs-rack"
+    assert svc["ProtectSystem"] == "strict"
+    assert svc["WorkingDirectory"] == f"/var/lib/{svc['StateDirectory']}"
     for key in ("NoNewPrivileges", "PrivateTmp", "ProtectHome", "ProtectKernelTunables", "ProtectKernelModules",
                 "ProtectControlGroups", "RestrictNamespaces", "RestrictSUIDSGID"):
         assert svc[key] == "yes", key
