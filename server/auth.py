@@ -34,6 +34,7 @@ from device.errors import MessageError, MgsError
 from device.messages import validate_name
 from server.db import transaction
 from server.repository import ROLES
+from server.request_db import get_db
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,10 @@ def delete_user(db: sqlite_utils.Database, user_id: int) -> None:
         if _is_last_admin(conn, user_id):
             raise MgsError("this is the last admin; make another user admin first")
         conn.execute("DELETE FROM users WHERE id = ?", [user_id])
+
+
+def has_admin(db: sqlite_utils.Database) -> bool:
+    return db.execute("SELECT 1 FROM users WHERE role = 'admin' LIMIT 1").fetchone() is not None
 
 
 def _is_last_admin(conn: Any, user_id: int) -> bool:
@@ -283,8 +288,6 @@ def _forbidden(needed: str) -> Response:
 @bp.before_app_request
 def identify() -> Response | None:
     """Attach the caller to `g.user` and refuse anonymous requests (see the module docstring)."""
-    from server.app import get_db
-
     g.user = None
     g.via_token = False
     header = request.headers.get("Authorization", "")
@@ -301,13 +304,13 @@ def identify() -> Response | None:
         g.user = get_user(get_db(), user_id)
         if g.user is None:  # deleted while logged in
             session.clear()
+    if g.user is None and request.endpoint not in PUBLIC_ENDPOINTS:
+        return _unauthenticated("log in or send 'Authorization: Bearer <token>'")
     if request.method not in SAFE_METHODS and not _csrf_ok():
         log.warning("refused %s %s from %s: missing or wrong CSRF token", request.method, request.path,
                     request.remote_addr)
         abort(400, description="This form has expired or lacks its security token. Reload the page and try again.")
-    if request.endpoint in PUBLIC_ENDPOINTS or g.user is not None:
-        return None
-    return _unauthenticated("log in or send 'Authorization: Bearer <token>'")
+    return None
 
 
 def login_required(view: F) -> F:
@@ -354,8 +357,6 @@ def _safe_next(target: str | None) -> str:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
-    from server.app import get_db
-
     if request.method == "GET":
         return render_template("login.html", next=request.args.get("next", ""))
     username = request.form.get("username", "").strip()

@@ -1,0 +1,84 @@
+"""Users & tokens administration pages (admins only).
+
+A new API token is shown exactly once, on the page that created it: only its hash is stored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from device.errors import MgsError
+from server import auth
+from server.request_db import get_db
+from server.repository import ROLES
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+@bp.route("/users")
+@auth.require_role("admin")
+def users() -> str:
+    db = get_db()
+    return render_template("admin.html", title="Users & tokens", users=auth.list_users(db),
+                           tokens=auth.list_tokens(db), roles=ROLES, new_token=None)
+
+
+def _done(action: Any, message: str) -> Response:
+    try:
+        action()
+    except MgsError as exc:
+        flash(str(exc), "error")
+    else:
+        flash(message, "info")
+    return redirect(url_for("admin.users"))
+
+
+@bp.route("/users", methods=["POST"])
+@auth.require_role("admin")
+def create_user() -> Response:
+    name = request.form.get("username", "").strip()
+    role = request.form.get("role", "")
+    return _done(lambda: auth.create_user(get_db(), name, request.form.get("password", ""), role),
+                 f"User {name!r} created as {role}.")
+
+
+@bp.route("/users/<int:user_id>/role", methods=["POST"])
+@auth.require_role("admin")
+def set_role(user_id: int) -> Response:
+    role = request.form.get("role", "")
+    return _done(lambda: auth.set_role(get_db(), user_id, role), f"Role changed to {role}.")
+
+
+@bp.route("/users/<int:user_id>/password", methods=["POST"])
+@auth.require_role("admin")
+def set_password(user_id: int) -> Response:
+    return _done(lambda: auth.set_password(get_db(), user_id, request.form.get("password", "")), "Password changed.")
+
+
+@bp.route("/users/<int:user_id>/delete", methods=["POST"])
+@auth.require_role("admin")
+def delete_user(user_id: int) -> Response:
+    return _done(lambda: auth.delete_user(get_db(), user_id), "User deleted (with their API tokens).")
+
+
+@bp.route("/tokens", methods=["POST"])
+@auth.require_role("admin")
+def create_token() -> Any:
+    db = get_db()
+    try:
+        user_id = int(request.form.get("user_id", ""))
+        token = auth.create_token(db, user_id, request.form.get("name", ""))
+    except (ValueError, MgsError) as exc:
+        flash(str(exc) if isinstance(exc, MgsError) else "choose the user the token acts for", "error")
+        return redirect(url_for("admin.users"))
+    return render_template("admin.html", title="Users & tokens", users=auth.list_users(db),
+                           tokens=auth.list_tokens(db), roles=ROLES, new_token=token)
+
+
+@bp.route("/tokens/<int:token_id>/revoke", methods=["POST"])
+@auth.require_role("admin")
+def revoke_token(token_id: int) -> Response:
+    return _done(lambda: auth.revoke_token(get_db(), token_id), f"Token {token_id} revoked; scripts using it now get 401.")

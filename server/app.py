@@ -1,0 +1,91 @@
+"""The Flask application factory: dashboard pages, REST API and logins over one SQLite file.
+
+The schema is migrated once, here, before the first request; each request then opens its own
+connection (`server.request_db`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from flask import Flask, jsonify, render_template
+from werkzeug.exceptions import HTTPException
+
+from device.errors import MgsError
+from server import admin, api, auth, dashboard
+from server.config import ServerConfig, secret_key
+from server.db import connect
+from server.repository import Conflict, NotFound
+from server.request_db import close_db
+
+
+def create_app(config: ServerConfig | None = None, test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the web application for `config` (defaults for everything when None).
+
+    `test_config` overrides Flask settings after the config is applied (tests pass TESTING,
+    or SECRET_KEY to avoid writing a secret file)."""
+    config = config or ServerConfig()
+    app = Flask(__name__)
+    app.config.update(
+        MGS_CONFIG=config,
+        DATABASE=str(config.database.path),
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=config.auth.session_hours),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=config.http.cookie_secure,
+        SESSION_COOKIE_NAME="mgs_session",
+        JSON_SORT_KEYS=False,
+    )
+    if test_config:
+        app.config.update(test_config)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = secret_key(config)
+    connect(app.config["DATABASE"]).conn.close()
+    app.extensions["mgs_login_throttle"] = auth.LoginThrottle(
+        config.auth.max_failed_logins, config.auth.lockout_minutes * 60)
+
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(dashboard.bp)
+    app.register_blueprint(admin.bp)
+    app.register_blueprint(api.bp)
+    app.teardown_appcontext(close_db)
+    app.jinja_env.globals.update(csrf_token=auth.csrf_token, has_role=auth.has_role,
+                                 current_user=auth.current_user, dashboard_config=config.dashboard)
+    app.jinja_env.filters.update(utc=format_utc, iso=format_iso)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(NotFound, lambda exc: _error(404, str(exc)))
+    app.register_error_handler(Conflict, lambda exc: _error(409, str(exc)))
+    app.register_error_handler(MgsError, lambda exc: _error(400, str(exc)))
+    return app
+
+
+def format_utc(ts: float | None) -> str:
+    """Unix seconds -> 'YYYY-MM-DD HH:MM:SS UTC' (pages turn it into local time in the browser)."""
+    if ts is None:
+        return "–"
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def format_iso(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _error(status: int, message: str) -> Any:
+    if auth.wants_json():
+        response = jsonify(error=message)
+        response.status_code = status
+        return response
+    return render_template("error.html", title=_TITLES.get(status, "Error"), message=message), status
+
+
+def _http_error(exc: HTTPException) -> Any:
+    if exc.code is None or exc.code < 400:
+        return exc
+    return _error(exc.code, exc.description or exc.name)
+
+
+_TITLES = {400: "Bad request", 403: "Not allowed", 404: "Not found", 409: "Conflict", 429: "Too many attempts"}
+

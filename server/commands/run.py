@@ -1,0 +1,71 @@
+"""`mgs-server run --config server.toml`: database migrations, MQTT ingest (with the alert rules)
+and the dashboard/API served by waitress, in one process.
+
+SIGTERM (systemd stop) and Ctrl-C stop the web server first, then the ingest worker, which writes
+every message it has already received before the process exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+from types import FrameType
+
+from device.errors import MgsError
+from server.config import ServerConfig, load_server_config
+
+log = logging.getLogger("mgs-server")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default="server.toml", help="server config file (default: server.toml)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import waitress
+
+    from server.app import create_app
+    from server.ingest import IngestWorker
+
+    config = load_server_config(args.config)
+    app = create_app(config)
+    _warn_if_no_admin(config, args.config)
+    try:
+        server = waitress.create_server(app, host=config.http.host, port=config.http.port,
+                                        threads=config.http.threads, ident="mgs-rack")
+    except OSError as exc:
+        raise MgsError(f"cannot listen on {config.http.host}:{config.http.port}: {exc.strerror}; "
+                       "another program uses the port? change [http] port") from None
+    worker = IngestWorker(config.ingest, config.database.path)
+    worker.start()
+    previous = signal.signal(signal.SIGTERM, _stop)
+    log.info("dashboard and API on http://%s:%d/ (database %s, broker %s:%d)", config.http.host,
+             server.effective_port, config.database.path, config.ingest.host, config.ingest.port)
+    try:
+        server.run()  # returns after SIGTERM / Ctrl-C (waitress catches SystemExit and KeyboardInterrupt)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.close()
+        log.info("web server stopped; writing what the ingest worker still holds")
+        worker.stop()
+        log.info("stopped cleanly (%s)", ", ".join(f"{k} {v}" for k, v in sorted(worker.stats().items())))
+    return 0
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    log.info("received signal %d, stopping", signum)
+    raise SystemExit(0)
+
+
+def _warn_if_no_admin(config: ServerConfig, config_path: str) -> None:
+    from server.auth import has_admin
+    from server.db import connect
+
+    db = connect(config.database.path, migrate_schema=False)
+    try:
+        if not has_admin(db):
+            log.warning("no admin user yet: create one with `mgs-server create-user NAME --role admin --config %s`",
+                        config_path)
+    finally:
+        db.conn.close()
