@@ -41,7 +41,7 @@ class PipelineConfig:
     """`[pipeline]`: how the device finds and scores eyes."""
 
     kind: Literal["fast", "full"] = field(default="fast", metadata={"doc": "fast (coarse search + fine crops + tracking; what a CPU box needs) or full (full-resolution U-Net over each whole box; accuracy reference, slow)"})
-    fine_crop: int = field(default=128, metadata={"doc": "side in full-resolution pixels of the square crop around each head for the fine pass; a multiple of 8"})
+    fine_crop: int = field(default=96, metadata={"doc": "side in full-resolution pixels of the square crop around each head for the fine pass; a multiple of 8"})
     coarse_every: int = field(default=15, metadata={"doc": "run the coarse head search on every box at least every this many frames"})
     lost_retry: int = field(default=3, metadata={"doc": "a box whose head was lost gets a new coarse search after this many frames"})
     max_heads_per_box: int = field(default=2, metadata={"doc": "most fine crops per box (one head; two when the coarse pass is unsure)"})
