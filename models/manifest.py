@@ -79,6 +79,7 @@ class ModelEntry:
     normalisation: dict = field(default_factory=dict)
     data_fingerprint: str = ""
     model_version: str = ""
+    network_config: dict = field(default_factory=dict)
     calibration: dict | None = None
     metrics: dict = field(default_factory=dict)
     toolchain: dict = field(default_factory=dict)
@@ -118,6 +119,7 @@ class ModelEntry:
             normalisation=dict(d.get("normalisation", {})),
             data_fingerprint=str(d.get("data_fingerprint", "")),
             model_version=str(d.get("model_version", "")),
+            network_config=dict(d.get("network_config", {})),
             calibration=d.get("calibration"),
             metrics=dict(d.get("metrics", {})),
             toolchain=dict(d.get("toolchain", {})),
