@@ -138,4 +138,5 @@ def scene(layout: RackLayout) -> Scene:
         glare.append(np.clip(np.repeat(g[..., None], 3, axis=2), 0, 255).astype(np.uint8))
 
     img *= light[..., None]
+    img *= rng.uniform(0.93, 1.07, size=3).astype(np.float32)  # white balance of this camera
     return Scene(np.clip(img, 0, 255).astype(np.uint8), tuple(glare), light)

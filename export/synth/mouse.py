@@ -319,8 +319,8 @@ def draw_animal(img: np.ndarray, mask: np.ndarray, animal: Animal, fur_texture: 
             _ellipse(msub, part, lx, ly, CLASS_ANIMAL)
             _ellipse(sil, part, lx, ly, 255)
 
-    sigma = max(0.09 * g.head_a, 1.5)
-    soft = cv2.GaussianBlur(sub, (0, 0), sigma)
+    k = 2 * int(max(0.09 * g.head_a, 1.5)) + 1
+    soft = cv2.stackBlur(sub, (k, k))
     np.copyto(sub, soft, where=(sil > 0)[..., None])
     th, tw = fur_texture.shape[:2]
     h, w = sil.shape

@@ -1,4 +1,4 @@
-"""Camera and scene nuisance that must not change the score: exposure, colour cast, sensor noise,
+"""Camera and scene nuisance that must not change the score: exposure, gamma, sensor noise,
 defocus, motion blur and JPEG loss.
 
 Full-frame operations are single OpenCV calls (a LUT, two saturating adds of a precomputed noise
@@ -31,7 +31,6 @@ class BoxNuisance:
 class Nuisance:
     gain: float = 1.0
     gamma: float = 1.0
-    cast: tuple[float, float, float] = (1.0, 1.0, 1.0)  # per-channel BGR gain (white balance)
     noise: int = 1  # index into NOISE_SIGMAS
     boxes: tuple[BoxNuisance, ...] = ()
 
@@ -46,7 +45,6 @@ def random_nuisance(rng: np.random.Generator, n_boxes: int) -> Nuisance:
     return Nuisance(
         gain=float(rng.uniform(0.8, 1.2)),
         gamma=float(rng.uniform(0.85, 1.15)),
-        cast=tuple(float(c) for c in rng.uniform(0.93, 1.07, size=3)),
         noise=int(rng.choice(3, p=[0.2, 0.5, 0.3])),
         boxes=tuple(boxes),
     )
@@ -72,9 +70,9 @@ def fur_texture(size: int = 720) -> np.ndarray:
 
 
 def tone_lut(n: Nuisance) -> np.ndarray:
+    """Exposure and gamma as one table for all channels (white balance belongs to the camera placement)."""
     x = np.arange(256, dtype=np.float32) / 255.0
-    chans = [np.clip(255.0 * n.gain * c * x ** n.gamma, 0, 255) for c in n.cast]
-    return np.stack(chans, axis=1).astype(np.uint8).reshape(1, 256, 3)
+    return np.clip(255.0 * n.gain * x ** n.gamma, 0, 255).astype(np.uint8).reshape(1, 256)
 
 
 def apply_box(view: np.ndarray, rect: tuple[int, int, int, int] | None, b: BoxNuisance) -> None:
@@ -99,7 +97,8 @@ def apply_box(view: np.ndarray, rect: tuple[int, int, int, int] | None, b: BoxNu
 
 def apply_frame(img: np.ndarray, n: Nuisance, rng: np.random.Generator) -> None:
     """Exposure/white balance and sensor noise over the whole frame, in place."""
-    cv2.LUT(img, tone_lut(n), dst=img)
+    flat = img.reshape(img.shape[0], -1)  # a one-channel LUT over all bytes is faster than a 3-channel one
+    cv2.LUT(flat, tone_lut(n), dst=flat)
     if n.noise > 0:
         pos, neg = noise_field(n.noise)
         h, w = img.shape[:2]
