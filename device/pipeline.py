@@ -25,7 +25,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from device.eyes import EARS, EYES, EyeBlob, EyeConfig, animal_found, find_eye_blobs, score_blobs
+from device.eyes import ANIMAL, EARS, EYES, EyeBlob, EyeConfig, animal_found, find_eye_blobs, score_blobs
 from device.inference import Models
 from device.results import BoxResult, EyeScore, FrameResult
 from device.rois import Roi, check_inside
@@ -215,6 +215,8 @@ class FastPipeline:
                 u, v = (float(c) for c in centroids[i])
             found.append((weight * 1000 + int(stats[i, cv2.CC_STAT_AREA]), roi.x + (u + 0.5) * scale[0], roi.y + (v + 0.5) * scale[1]))
         found.sort(reverse=True)
+        if not found:
+            found = [(0, roi.x + (u + 0.5) * scale[0], roi.y + (v + 0.5) * scale[1]) for u, v in _body_ends(classes)]
         centres: list[tuple[float, float]] = []
         half = self.config.fine_crop / 2
         for _, x, y in found:
@@ -268,6 +270,27 @@ class FastPipeline:
             blobs_per_box[b] = blobs_per_box[b][: self.config.eyes.max_eyes_per_box]
         watch.lap("post")
         return blobs_per_box, animals
+
+
+def _body_ends(classes: np.ndarray, min_pixels: int = 12) -> list[tuple[float, float]]:
+    """Both ends of the largest animal blob (map pixels): the head is at one of them.
+
+    Used when the coarse map shows an animal but no ear or eye pixels: at coarse resolution a
+    small or turned head can vanish, and the fine pass at full resolution may still find its eyes.
+    """
+    n, labels, stats, _ = cv2.connectedComponentsWithStats((classes == ANIMAL).view(np.uint8), connectivity=8)
+    if n < 2:
+        return []
+    biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    if stats[biggest, cv2.CC_STAT_AREA] < min_pixels:
+        return []
+    ys, xs = np.nonzero(labels == biggest)
+    pts = np.stack([xs, ys], axis=1).astype(np.float32)
+    mean = pts.mean(axis=0)
+    _, _, vt = np.linalg.svd(pts - mean, full_matrices=False)
+    along = (pts - mean) @ vt[0]
+    lo, hi = np.percentile(along, [8, 92])
+    return [tuple(float(c) for c in mean + t * vt[0]) for t in (hi, lo)]
 
 
 def _track_centre(blobs: Sequence[EyeBlob], classes: np.ndarray, x0: int, y0: int) -> tuple[float, float] | None:

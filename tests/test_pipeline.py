@@ -150,3 +150,20 @@ def test_fast_and_full_pipeline_agree_on_a_generated_frame_with_shipped_models()
             matched += 1
             assert abs(near[0].score - e.score) < 0.5
     assert matched >= len(full_eyes) - 1
+
+
+class AnimalOnlySegmenter(ColourSegmenter):
+    """A coarse map that sees the body but not the small head parts."""
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        classes = super().__call__(batch)
+        classes[classes >= 2] = 1
+        return classes
+
+
+def test_fast_pipeline_looks_at_both_body_ends_when_the_coarse_map_shows_no_head() -> None:
+    models = Models(AnimalOnlySegmenter(), ColourSegmenter(), blue_fraction_score, model_sha256="0" * 64, coarse_size=(160, 112))
+    frame, heads = draw_scene({1: (700, 450)})
+    result = FastPipeline(models, ROIS, PipelineConfig(fine_crop=96))(frame)
+    (eye,) = result.boxes[1].eyes
+    assert abs(eye.x - 700) < 0.5 and abs(eye.y - 450) < 0.5
