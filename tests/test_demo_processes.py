@@ -1,0 +1,124 @@
+"""The demo's process handling and its fallback broker, without the rest of the facility.
+
+The full demo (tests/test_demo.py) uses Mosquitto when it is installed; the amqtt fallback that a
+fresh machine gets is tested here. The clean-up tests check the promise of `make demo`: whatever
+happens, no process stays behind.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from server import demo
+from server.demo import Facility, start_broker
+from tests.conftest import wait_for
+
+SLEEPER = "import time; print('ready', flush=True); time.sleep(120)"
+
+
+def test_amqtt_fallback_broker_carries_messages(tmp_path: Path) -> None:
+    facility = Facility(tmp_path)
+    received: list[tuple[str, bytes]] = []
+    subscribed = threading.Event()
+    try:
+        broker, port, kind = start_broker(facility, "amqtt")
+        assert kind == "amqtt"
+        sub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        sub.on_message = lambda c, u, m: received.append((m.topic, m.payload))
+        sub.on_subscribe = lambda *a: subscribed.set()
+        sub.connect("127.0.0.1", port)
+        sub.loop_start()
+        sub.subscribe("mgs/#", qos=1)
+        assert subscribed.wait(10)
+        pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        pub.connect("127.0.0.1", port)
+        pub.loop_start()
+        pub.publish("mgs/demo-rack/box/1/state", b"6.50", qos=1).wait_for_publish(10)
+        wait_for(lambda: received, timeout=10, what="the message through amqtt")
+        assert received == [("mgs/demo-rack/box/1/state", b"6.50")]
+        for client in (pub, sub):
+            client.disconnect()
+            client.loop_stop()
+    finally:
+        facility.stop()
+    assert not alive(broker.proc.pid)
+
+
+def test_stop_kills_a_child_that_ignores_sigterm_and_its_own_children(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(demo, "STOP_TIMEOUT_S", 1.0)
+    facility = Facility(tmp_path)
+    script = textwrap.dedent(f"""
+        import signal, subprocess, sys, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        grandchild = subprocess.Popen([sys.executable, "-c", {SLEEPER!r}])
+        print("grandchild", grandchild.pid, flush=True)
+        time.sleep(120)
+    """)
+    child = facility.spawn("stubborn", [sys.executable, "-c", script])
+    grandchild = int(wait_for(lambda: _pid_in(child.log_path, "grandchild"), timeout=20, what="the grandchild's pid"))
+    facility.stop()
+    assert not child.alive()
+    wait_for(lambda: not alive(grandchild), timeout=5, what="the grandchild to be killed with its group")
+
+
+def test_children_die_with_a_demo_that_is_killed(tmp_path: Path) -> None:
+    """SIGKILL gives the demo no chance to clean up; the kernel must stop its children (PDEATHSIG)."""
+    script = textwrap.dedent(f"""
+        import os, sys, time
+        from pathlib import Path
+        from server.demo import Facility
+        child = Facility(Path({str(tmp_path)!r})).spawn("sleeper", [sys.executable, "-c", {SLEEPER!r}])
+        print("child", child.proc.pid, flush=True)
+        time.sleep(120)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        child_pid = int(parent.stdout.readline().split()[1])
+        wait_for(lambda: "ready" in (tmp_path / "logs" / "sleeper.log").read_text(), timeout=20, what="the sleeper")
+        assert alive(child_pid)
+    finally:
+        parent.kill()
+        parent.wait()
+    wait_for(lambda: not alive(child_pid), timeout=10, what="the orphaned child to be terminated")
+
+
+def descendants(pid: int) -> set[int]:
+    """All descendants of `pid`, from /proc (the demo starts them in sessions of their own)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    """A pid that still exists and is not a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _pid_in(log: Path, label: str) -> int | None:
+    for line in log.read_text().splitlines():
+        if line.startswith(label + " "):
+            return int(line.split()[1])
+    return None
