@@ -20,14 +20,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from device.aggregate import WindowAggregator
-from device.capture import Capture, CaptureConfig
+from device.capture import Capture, CaptureConfig, Frame
 from device.errors import MgsError
 from device.inference import Models
 from device.pipeline import FastPipeline, FullResolutionPipeline, PipelineConfig
@@ -180,29 +180,23 @@ def run_variant(video: Path, models: Models, rois: Sequence[Roi], kind: str, pre
     publish = _Publisher(len(rois), models.model_sha256)
     totals = {s: 0.0 for s in STAGES}
     per_frame: list[float] = []
-    with Capture(CaptureConfig(source=str(video), kind="file", realtime=False)) as cap:
-        started = time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            frame = cap.get(timeout=10)
-            if frame is None:
-                break
-            t0 = time.perf_counter()
-            result = pipeline(frame.image, frame.index, frame.time)
-            t1 = time.perf_counter()
-            publish(result)
-            t2 = time.perf_counter()
-            for stage, ms in result.stage_ms.items():
-                totals[stage] = totals.get(stage, 0.0) + ms
-            totals["publish"] += (t2 - t1) * 1000
-            per_frame.append((t2 - t0) * 1000)
-            if truth is not None and frame.index in truth:
-                accuracy.add(result, [truth[frame.index][b] for b in range(len(rois))])
-            out.frames += 1
-        elapsed = time.perf_counter() - started
-        decode_ms = cap.decode_ms
-    out.fps = out.frames / elapsed if elapsed else 0.0
+    stats: dict[str, float] = {}
+    for frame in _play(video, realtime=False, seconds=seconds, stats=stats):
+        t0 = time.perf_counter()
+        result = pipeline(frame.image, frame.index, frame.time)
+        t1 = time.perf_counter()
+        publish(result)
+        t2 = time.perf_counter()
+        for stage, ms in result.stage_ms.items():
+            totals[stage] = totals.get(stage, 0.0) + ms
+        totals["publish"] += (t2 - t1) * 1000
+        per_frame.append((t2 - t0) * 1000)
+        if truth is not None and frame.index in truth:
+            accuracy.add(result, [truth[frame.index][b] for b in range(len(rois))])
+        out.frames += 1
+    out.fps = out.frames / stats["elapsed"] if stats["elapsed"] else 0.0
     out.stage_ms = {s: v / max(out.frames, 1) for s, v in totals.items()}
-    out.stage_ms["decode"] = decode_ms
+    out.stage_ms["decode"] = stats["decode_ms"]
     out.pipeline_ms_p95 = float(np.percentile(per_frame, 95)) if per_frame else 0.0
     if isinstance(pipeline, FastPipeline):
         out.coarse_passes = pipeline.coarse_passes
@@ -219,21 +213,27 @@ def _realtime_pass(video: Path, models: Models, rois: Sequence[Roi], kind: str, 
     pipeline = make_pipeline(kind, models, rois, config)
     publish = _Publisher(len(rois), models.model_sha256)
     latencies: list[float] = []
-    with Capture(CaptureConfig(source=str(video), kind="file", realtime=True)) as cap:
-        started = time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            frame = cap.get(timeout=2)
-            if frame is None:
-                break
-            publish(pipeline(frame.image, frame.index, frame.time))
-            latencies.append((time.time() - frame.time) * 1000)
-        elapsed = time.perf_counter() - started
-        skipped = cap.skipped
-    out.realtime_fps = len(latencies) / elapsed if elapsed else 0.0
-    out.skipped = skipped
+    stats: dict[str, float] = {}
+    for frame in _play(video, realtime=True, seconds=seconds, stats=stats):
+        publish(pipeline(frame.image, frame.index, frame.time))
+        latencies.append((time.time() - frame.time) * 1000)
+    out.realtime_fps = len(latencies) / stats["elapsed"] if stats["elapsed"] else 0.0
+    out.skipped = int(stats["skipped"])
     if latencies:
         out.latency_ms_p50 = float(np.percentile(latencies, 50))
         out.latency_ms_p95 = float(np.percentile(latencies, 95))
+
+
+def _play(video: Path, realtime: bool, seconds: float, stats: dict[str, float]) -> Iterator[Frame]:
+    """Frames from the capture thread for at most `seconds`; fills `stats` when done."""
+    with Capture(CaptureConfig(source=str(video), kind="file", realtime=realtime)) as cap:
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            frame = cap.get(timeout=10)
+            if frame is None:
+                break
+            yield frame
+        stats.update(elapsed=time.perf_counter() - started, decode_ms=cap.decode_ms, skipped=cap.skipped)
 
 
 def _first_frame(video: Path) -> np.ndarray:

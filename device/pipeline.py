@@ -177,7 +177,7 @@ class FastPipeline:
                if n - t.last_coarse >= self.config.coarse_every or (not t.centres and n - t.last_coarse >= self.config.lost_retry)]
         if due:
             self._coarse(frame, due, n, watch)
-        crops = self._crops(frame, watch)
+        crops = self._crops(watch)
         blobs_per_box, animals = self._fine(frame, crops, watch)
         boxes = score_boxes(frame, blobs_per_box, animals, self.models.eye, self.config.eyes)
         watch.lap("regressor")
@@ -226,7 +226,7 @@ class FastPipeline:
                 break
         return centres
 
-    def _crops(self, frame: np.ndarray, watch: _Stopwatch) -> list[tuple[int, int, int, tuple[int, int, int, int]]]:
+    def _crops(self, watch: _Stopwatch) -> list[tuple[int, int, int, tuple[int, int, int, int]]]:
         """(box, x0, y0, valid) for every fine crop; the crop is shifted to stay inside its box."""
         c = self.config.fine_crop
         crops = []
