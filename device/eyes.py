@@ -40,17 +40,17 @@ class EyeConfig:
 
     def check(self) -> None:
         if self.min_area_px < 1:
-            raise fail("eyes.min_area_px", self.min_area_px, "must be at least 1")
+            raise fail("pipeline.eyes.min_area_px", self.min_area_px, "must be at least 1")
         if self.max_area_px <= self.min_area_px:
-            raise fail("eyes.max_area_px", self.max_area_px, f"must be larger than eyes.min_area_px ({self.min_area_px})")
+            raise fail("pipeline.eyes.max_area_px", self.max_area_px, f"must be larger than pipeline.eyes.min_area_px ({self.min_area_px})")
         if self.max_aspect < 1:
-            raise fail("eyes.max_aspect", self.max_aspect, "must be at least 1")
+            raise fail("pipeline.eyes.max_aspect", self.max_aspect, "must be at least 1")
         if self.context_px < 0:
-            raise fail("eyes.context_px", self.context_px, "must be 0 or more")
+            raise fail("pipeline.eyes.context_px", self.context_px, "must be 0 or more")
         if self.min_sharpness < 0:
-            raise fail("eyes.min_sharpness", self.min_sharpness, "must be 0 or more")
+            raise fail("pipeline.eyes.min_sharpness", self.min_sharpness, "must be 0 or more")
         if self.max_eyes_per_box < 1:
-            raise fail("eyes.max_eyes_per_box", self.max_eyes_per_box, "must be at least 1")
+            raise fail("pipeline.eyes.max_eyes_per_box", self.max_eyes_per_box, "must be at least 1")
 
 
 @dataclass(frozen=True)

@@ -92,5 +92,5 @@ def test_blurred_and_partial_eyes_are_not_quality_ok() -> None:
 
 
 def test_eye_config_rejects_bad_values() -> None:
-    with pytest.raises(ConfigError, match="eyes.max_area_px"):
+    with pytest.raises(ConfigError, match="pipeline.eyes.max_area_px"):
         from_dict(EyeConfig, {"min_area_px": 50, "max_area_px": 40})
