@@ -263,8 +263,8 @@ class FastPipeline:
             blobs_per_box[b] = _merge_same_eyes(blobs_per_box[b] + blobs)
             animals[b] = animals[b] or animal_found(classes)
             centre = _track_centre(blobs, classes, x0, y0)
-            if centre is not None:
-                new_centres[b].append(centre)
+            if centre is not None and all(abs(centre[0] - x) > c / 4 or abs(centre[1] - y) > c / 4 for x, y in new_centres[b]):
+                new_centres[b].append(centre)  # two crops that converged on one head become one
         for b, track in enumerate(self.tracks):
             track.centres = new_centres[b]
             blobs_per_box[b] = blobs_per_box[b][: self.config.eyes.max_eyes_per_box]
