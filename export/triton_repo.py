@@ -72,11 +72,15 @@ def config_pbtxt(entry: ModelEntry, batching: Batching, instance_kind: str = "KI
 
 def write_repository(manifest: Manifest, out: Path, precision: str = "fp32", instance_kind: str = "KIND_GPU",
                      names: tuple[str, ...] = NAMES) -> list[Path]:
-    """Write one Triton model per network; returns the config paths. Files are hash-checked first."""
+    """Write one Triton model per network; returns the config paths.
+
+    Every file is hash-checked before anything is written, so a bad file leaves no half-made repository.
+    """
+    entries = {name: manifest.entry(name, precision) for name in names}
+    files = {name: read_verified_model(entry) for name, entry in entries.items()}
     written = []
-    for name in names:
-        entry = manifest.entry(name, precision)
-        data = read_verified_model(entry)
+    for name, entry in entries.items():
+        data = files[name]
         model_dir = out / name
         if model_dir.exists():
             shutil.rmtree(model_dir)

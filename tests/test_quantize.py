@@ -1,0 +1,99 @@
+"""INT8 quantization and the parity gate: calibration recorded, QDQ graph, verify accepts/refuses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from device.errors import MgsError
+from export.cli import main as mgs_export
+from export.onnx_export import onnx_session, read_metadata
+from export.verify import MAX_MAE_INCREASE, int8_gate
+from models.manifest import load_manifest, verify_model_file
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("int8")
+    assert mgs_export(["onnx", "--random-init", "--models", str(out)]) == 0
+    assert mgs_export(["quantize", "--models", str(out), "--frames", "3"]) == 0
+    return out
+
+
+def test_int8_files_are_qdq_with_recorded_calibration(quantized: Path):
+    manifest = load_manifest(quantized)
+    hashes = set()
+    for name in ("seg_fine", "seg_coarse", "eye"):
+        entry = manifest.entry(name, "int8")
+        assert entry.status == "unverified" and verify_model_file(entry).name == f"{name}.int8.onnx"
+        model = onnx.load(entry.path)
+        ops = [n.op_type for n in model.graph.node]
+        assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+        meta = read_metadata(model)
+        assert meta["precision"] == "int8" and meta["calibration_set"] == entry.calibration
+        assert entry.calibration["frames"] == 3 and entry.calibration["samples"] > 0
+        assert "render_frame seeds" in entry.calibration["source"]
+        assert entry.metrics["layer_sqnr"]["layers"] > 0
+        assert entry.input == manifest.entry(name, "fp32").input and entry.output == manifest.entry(name, "fp32").output
+        hashes.add(entry.calibration["sha256"])
+    assert len(hashes) == 1  # one calibration set for the three networks
+
+
+def test_output_producer_stays_float(quantized: Path):
+    """The class head before the in-graph argmax and the regressor's last layer are not quantized."""
+    for name, op in (("seg_fine", "Conv"), ("eye", "Gemm")):
+        model = onnx.load(quantized / f"{name}.int8.onnx")
+        by_output = {o: n for n in model.graph.node for o in n.output}
+        node = by_output[model.graph.output[0].name]
+        while node.op_type in ("Cast", "ArgMax", "Reshape"):
+            node = by_output[node.input[0]]
+        assert node.op_type == op
+        assert node.name in read_metadata(model)["kept_float"]
+        assert all(by_output.get(i) is None or by_output[i].op_type != "DequantizeLinear" for i in node.input[1:])
+
+
+def test_int8_runs_with_the_fp32_contract(quantized: Path):
+    x = np.random.default_rng(0).random((2, 3, 64, 96), dtype=np.float32)
+    got = onnx_session(quantized / "seg_fine.int8.onnx").run(None, {"image": x})[0]
+    assert got.dtype == np.uint8 and got.shape == (2, 64, 96)
+
+
+def _report(agree_fine: float, mae_fp32: float | None, mae_int8: float | None) -> dict:
+    e2e = lambda m: {"fast": {"mae": m, "n": 0 if m is None else 10}}  # noqa: E731
+    return {"pipelines": ["fast"],
+            "agreement": {"int8_vs_fp32": {"seg_fine": {"argmax_agreement": agree_fine}, "seg_coarse": {"argmax_agreement": 0.999}}},
+            "accuracy": {"fp32": {"end_to_end": e2e(mae_fp32)}, "int8": {"end_to_end": e2e(mae_int8)}}}
+
+
+def test_gate_rules():
+    assert int8_gate(_report(0.995, 0.80, 0.80 + MAX_MAE_INCREASE / 2))["passed"]
+    failed = int8_gate(_report(0.98, 0.80, 0.80))
+    assert not failed["passed"] and "seg_fine INT8 argmax agrees with FP32 on 98.00%" in failed["reasons"][0]
+    worse = int8_gate(_report(0.999, 0.80, 0.90))
+    assert not worse["passed"] and "+0.100 > 0.05" in worse["reasons"][0]
+    assert not int8_gate(_report(0.999, None, None))["passed"]
+
+
+def test_verify_refuses_int8_that_cannot_be_checked_and_the_device_then_refuses_it(quantized: Path, tmp_path: Path, capsys):
+    """Untrained stand-ins find no eyes, so the end-to-end MAE gate cannot pass: refused, exit 1."""
+    from device.inference import load_models
+
+    data = tmp_path / "held_out"
+    assert mgs_export(["synth", "--frames", "2", "--seed", "424242", "--out", str(data), "--quiet"]) == 0
+    out = tmp_path / "report"
+    code = mgs_export(["verify", "--data", str(data), "--models", str(quantized), "--out", str(out), "--pipeline", "fast"])
+    printed = capsys.readouterr().out
+    assert code == 1 and "INT8 gate: FAILED" in printed and "REFUSED" in printed
+    report = json.loads((out / "verify.json").read_text())
+    assert report["agreement"]["int8_vs_fp32"]["seg_coarse"]["calls"] > 0
+    assert report["agreement"]["int8_vs_fp32"]["eye"]["score_max_abs_diff"] is not None
+    assert (out / "verify.txt").read_text().startswith("runtime")
+    manifest = load_manifest(quantized)
+    assert next(e for e in manifest.entries if (e.name, e.precision) == ("eye", "int8")).status == "refused"
+    with pytest.raises(MgsError, match="refused by `mgs-export verify`"):
+        load_models(quantized, precision="int8")
+    assert load_models(quantized, precision="fp32").coarse_size == (128, 256)
