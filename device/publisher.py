@@ -1,0 +1,309 @@
+"""MQTT publisher: drains the outbox to the broker and keeps the retained topics current.
+
+The contract (DESIGN.md, device.messages): availability with a last will `offline` and `online`
+published in on_connect; a retained status every few seconds; per box a QoS 1 score and alert
+stream from the outbox and a retained plain-number state. paho's network thread reconnects with
+backoff by itself; this module only decides what to send when.
+
+Delivery is at-least-once: a message leaves the outbox only when its PUBACK arrived (paho marks
+the message info as published; on_publish only wakes the pump, because paho calls it with its own
+lock held and taking ours there would deadlock against a concurrent publish). paho resends unacknowledged QoS 1 messages after a reconnect; a limited number of
+messages is in flight at once, so a long backlog drains quickly after an outage without flooding
+the broker or starving the live windows of the other devices.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from device.errors import ConfigError
+from device.messages import (
+    AVAILABILITY_OFFLINE,
+    AVAILABILITY_ONLINE,
+    DeviceStatus,
+    availability_topic,
+    format_state,
+    state_topic,
+    status_topic,
+    validate_prefix,
+)
+from device.outbox import Outbox
+from device.tomlconfig import fail
+
+log = logging.getLogger(__name__)
+
+# If nothing in flight is acknowledged for this long while connected, assume paho lost the messages
+# and send them again from the outbox (the server drops the duplicates by seq).
+STALL_RESEND_S = 60.0
+PUMP_INTERVAL_S = 0.05
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    enabled: bool = field(default=False, metadata={"doc": "connect with TLS (use port 8883 on the broker)"})
+    ca: Path | None = field(default=None, metadata={"doc": "CA certificate file; empty = the system's CAs"})
+    cert: Path | None = field(default=None, metadata={"doc": "client certificate file (mutual TLS)"})
+    key: Path | None = field(default=None, metadata={"doc": "client private key file (mutual TLS)"})
+    insecure: bool = field(default=False, metadata={"doc": "skip the broker host name check (testing only)"})
+
+    def check(self) -> None:
+        for name in ("ca", "cert", "key"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise fail(f"mqtt.tls.{name}", str(path), "file does not exist")
+        if (self.cert is None) != (self.key is None):
+            raise fail("mqtt.tls.cert", str(self.cert), "set both cert and key for a client certificate, or neither")
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str = field(default="localhost", metadata={"doc": "broker host name or address"})
+    port: int = field(default=1883, metadata={"doc": "broker port (1883 plain, 8883 TLS)"})
+    prefix: str = field(default="mgs", metadata={"doc": "first topic level of every topic"})
+    username: str = field(default="", metadata={"doc": "broker user name; empty = anonymous"})
+    password: str = field(default="", metadata={"doc": "broker password (prefer password_env or password_file)"})
+    password_env: str = field(default="", metadata={"doc": "name of an environment variable holding the password"})
+    password_file: Path | None = field(default=None, metadata={"doc": "file whose first line is the password"})
+    keepalive: int = field(default=30, metadata={"doc": "seconds between keep-alive pings; the broker declares the device offline after 1.5x"})
+    client_id: str = field(default="", metadata={"doc": "MQTT client id; empty = mgs-device-<name>"})
+    max_inflight: int = field(default=20, metadata={"doc": "messages sent but not yet acknowledged at once (drain speed after an outage)"})
+    reconnect_max_s: int = field(default=30, metadata={"doc": "longest wait between reconnect attempts"})
+    tls: TlsConfig = field(default_factory=TlsConfig)
+
+    def check(self) -> None:
+        if not self.host:
+            raise fail("mqtt.host", self.host, "must name the broker")
+        if not 0 < self.port < 65536:
+            raise fail("mqtt.port", self.port, "must be 1-65535")
+        try:
+            validate_prefix(self.prefix)
+        except Exception as exc:
+            raise fail("mqtt.prefix", self.prefix, str(exc)) from None
+        if sum(bool(x) for x in (self.password, self.password_env, self.password_file)) > 1:
+            raise fail("mqtt.password", "***", "set only one of password, password_env, password_file")
+        if not 5 <= self.keepalive <= 3600:
+            raise fail("mqtt.keepalive", self.keepalive, "must be 5-3600 seconds")
+        if not 1 <= self.max_inflight <= 1000:
+            raise fail("mqtt.max_inflight", self.max_inflight, "must be 1-1000")
+        if not 1 <= self.reconnect_max_s <= 3600:
+            raise fail("mqtt.reconnect_max_s", self.reconnect_max_s, "must be 1-3600 seconds")
+
+    def resolve_password(self) -> str | None:
+        """The password from wherever the config says it is; a missing source stops start-up."""
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ConfigError(f"key 'mqtt.password_env' = {self.password_env!r}: that environment variable is not set")
+            return value
+        if self.password_file is not None:
+            try:
+                return Path(self.password_file).read_text(encoding="utf-8").splitlines()[0]
+            except (OSError, IndexError) as exc:
+                raise ConfigError(f"key 'mqtt.password_file' = '{self.password_file}': cannot read a password ({exc})") from None
+        return self.password or None
+
+
+class Publisher:
+    """Owns the paho client and a pump thread that moves outbox rows, states and status to it."""
+
+    def __init__(self, device: str, config: MqttConfig, outbox: Outbox,
+                 status: Callable[[], DeviceStatus], status_interval_s: float = 10.0) -> None:
+        self.device = device
+        self.config = config
+        self.outbox = outbox
+        self.status = status
+        self.status_interval_s = status_interval_s
+        self.connected = threading.Event()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._inflight: list[tuple[mqtt.MQTTMessageInfo, int]] = []  # (paho message info, seq)
+        self._cursor = 0  # highest seq handed to paho
+        self._last_progress = time.monotonic()
+        self._states: dict[int, float | None] = {}
+        self._states_sent: dict[int, float | None] = {}
+        self._status_due = 0.0
+        self.last_error = ""
+        self.delivered = 0
+        self._thread: threading.Thread | None = None
+        self.client = self._make_client()
+
+    def _make_client(self) -> mqtt.Client:
+        c = self.config
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=c.client_id or f"mgs-device-{self.device}",
+            protocol=mqtt.MQTTv311,
+            clean_session=True,
+        )
+        if c.username:
+            client.username_pw_set(c.username, c.resolve_password())
+        if c.tls.enabled:
+            client.tls_set(
+                ca_certs=str(c.tls.ca) if c.tls.ca else None,
+                certfile=str(c.tls.cert) if c.tls.cert else None,
+                keyfile=str(c.tls.key) if c.tls.key else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+            client.tls_insecure_set(c.tls.insecure)
+        client.will_set(availability_topic(self.device, c.prefix), AVAILABILITY_OFFLINE, qos=1, retain=True)
+        client.reconnect_delay_set(1, c.reconnect_max_s)
+        client.max_inflight_messages_set(c.max_inflight)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        return client
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        c = self.config
+        log.info("connecting to MQTT broker %s:%d as %s", c.host, c.port, self.device)
+        self.client.connect_async(c.host, c.port, c.keepalive)
+        self.client.loop_start()
+        self._thread = threading.Thread(target=self._pump, name="mqtt-pump", daemon=True)
+        self._thread.start()
+
+    def stop(self, drain_timeout_s: float = 3.0) -> None:
+        """Give the outbox a moment to drain, say `offline`, and disconnect; undelivered rows stay on disk."""
+        deadline = time.monotonic() + drain_timeout_s
+        while self.connected.is_set() and self.outbox.stats().depth and time.monotonic() < deadline:
+            self._wake.set()
+            time.sleep(PUMP_INTERVAL_S)
+        self._stopping.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        self.outbox.flush_acks()
+        if self.connected.is_set():
+            info = self.client.publish(availability_topic(self.device, self.config.prefix), AVAILABILITY_OFFLINE,
+                                       qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout=max(0.5, deadline - time.monotonic()))
+            except (RuntimeError, ValueError):
+                log.warning("could not publish 'offline' before disconnecting; the broker's last will says it instead")
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._collect_acks()
+        self.outbox.flush_acks()
+
+    def notify(self) -> None:
+        """New rows are in the outbox: send them now rather than at the next pump tick."""
+        self._wake.set()
+
+    def publish_state(self, box: int, score: float | None) -> None:
+        """Latest plain-number score of a box (retained); only the newest value per box is kept."""
+        with self._lock:
+            self._states[box] = score
+        self._wake.set()
+
+    @property
+    def inflight(self) -> int:
+        with self._lock:
+            return len(self._inflight)
+
+    # --- paho callbacks (network thread) ------------------------------------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self.last_error = f"broker refused the connection: {reason_code}"
+            log.error("MQTT broker %s:%d refused the connection: %s (check [mqtt] username/password and the broker ACL)",
+                      self.config.host, self.config.port, reason_code)
+            return
+        log.info("connected to MQTT broker %s:%d", self.config.host, self.config.port)
+        self.last_error = ""
+        client.publish(availability_topic(self.device, self.config.prefix), AVAILABILITY_ONLINE, qos=1, retain=True)
+        with self._lock:
+            self._states_sent.clear()
+            self._last_progress = time.monotonic()
+        self._status_due = 0.0
+        self.connected.set()
+        self._wake.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        was = self.connected.is_set()
+        self.connected.clear()
+        if was and not self._stopping.is_set():
+            self.last_error = f"disconnected from broker: {reason_code}"
+            log.warning("lost the MQTT broker (%s); scores are kept in the outbox and sent after reconnecting", reason_code)
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        self._wake.set()
+
+    # --- pump thread --------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(PUMP_INTERVAL_S)
+            self._wake.clear()
+            try:
+                self._tick()
+            except Exception:
+                log.exception("publisher pump failed; retrying")
+                time.sleep(1.0)
+
+    def _tick(self) -> None:
+        self._collect_acks()
+        self.outbox.flush_acks()
+        self.outbox.retry_held()
+        if not self.connected.is_set():
+            return
+        self._resend_if_stalled()
+        self._send_rows()
+        self._send_states()
+        now = time.monotonic()
+        if now >= self._status_due:
+            self._status_due = now + self.status_interval_s
+            self.client.publish(status_topic(self.device, self.config.prefix), self.status().to_json(), qos=1, retain=True)
+
+    def _send_rows(self) -> None:
+        with self._lock:
+            room = self.config.max_inflight - len(self._inflight)
+        if room <= 0:
+            return
+        for row in self.outbox.pending(self._cursor, room):
+            info = self.client.publish(row.topic, row.payload, qos=1, retain=False)
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                log.warning("publish of seq %d failed (%s); will retry", row.seq, mqtt.error_string(info.rc))
+                return
+            with self._lock:
+                self._inflight.append((info, row.seq))
+                self._cursor = row.seq
+
+    def _collect_acks(self) -> None:
+        with self._lock:
+            done, waiting = [], []
+            for info, seq in self._inflight:
+                (done if info.is_published() else waiting).append((info, seq))
+            if done:
+                self._inflight = waiting
+                self._last_progress = time.monotonic()
+                self.delivered += len(done)
+        for _, seq in done:
+            self.outbox.ack(seq)
+
+    def _resend_if_stalled(self) -> None:
+        with self._lock:
+            stalled = self._inflight and time.monotonic() - self._last_progress > STALL_RESEND_S
+            if stalled:
+                log.warning("%d message(s) unacknowledged for %.0f s; sending them again from the outbox",
+                            len(self._inflight), STALL_RESEND_S)
+                self._inflight.clear()
+                self._cursor = 0
+                self._last_progress = time.monotonic()
+
+    def _send_states(self) -> None:
+        with self._lock:
+            changed = {b: s for b, s in self._states.items() if b not in self._states_sent or self._states_sent[b] != s}
+            self._states_sent.update(changed)
+        for box, score in changed.items():
+            self.client.publish(state_topic(self.device, box, self.config.prefix), format_state(score), qos=1, retain=True)
