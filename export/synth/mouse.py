@@ -106,6 +106,16 @@ class Ellipse:
         return math.hypot(self.a * c, self.b * s), math.hypot(self.a * s, self.b * c)
 
 
+@dataclass(frozen=True)
+class ProjectedEye:
+    x: float  # relative to the head centre, px
+    y: float
+    nz: float  # surface normal towards the camera: > EYE_VISIBLE_NZ means the eye can be seen
+    axis: np.ndarray  # unit vector along the lid slit, image coordinates
+    up: np.ndarray  # unit vector towards the upper lid
+    width_factor: float  # foreshortening of the eye width
+
+
 @dataclass
 class Geometry:
     """The projected animal relative to the head centre (add pose.x, pose.y to draw)."""
@@ -114,7 +124,7 @@ class Geometry:
     cranium: Ellipse
     muzzle: Ellipse
     ears: list[tuple[Ellipse, float]]  # (disc, n_z: >0 shows the inner ear)
-    eyes: list[tuple[float, float, float, np.ndarray, np.ndarray, float]]  # x, y, n_z, axis, up, width factor
+    eyes: list[ProjectedEye]
     nose: tuple[float, float, float]  # x, y, z
     tail: np.ndarray  # polyline points, ROI-relative to the head centre
     head_a: float
@@ -190,18 +200,17 @@ def project(pose: MousePose) -> Geometry:
         axis2 = tangent[:2]
         width_factor = float(np.linalg.norm(axis2) / max(np.linalg.norm(tangent), 1e-6))
         axis = axis2 / max(np.linalg.norm(axis2), 1e-6)
-        upv = np.array([-axis[1], axis[0]])
-        if np.dot(upv, up[:2]) < 0:
-            upv = -upv
-        if abs(float(np.dot(up[:2], upv))) < 1e-3 and upv[1] > 0:
-            upv = -upv
-        eyes.append((float(p[0]), float(p[1]), float(n[2]), axis, upv, max(width_factor, 0.7)))
+        lid_up = np.array([-axis[1], axis[0]])
+        along_head_up = float(np.dot(lid_up, up[:2]))
+        if along_head_up < 0 or (abs(along_head_up) < 1e-3 and lid_up[1] > 0):
+            lid_up = -lid_up
+        eyes.append(ProjectedEye(float(p[0]), float(p[1]), float(n[2]), axis, lid_up, max(width_factor, 0.7)))
 
     rear = body_c - fb * body_axes[0] * 0.95
     bend = pose.tail_bend
     t = np.linspace(0.0, 1.0, 7)[:, None]
-    side2 = np.array([-fb[1], fb[0]])
-    tail = rear[:2] - fb[:2] * (t * 1.6 * a) + side2 * (np.sin(t * math.pi) * bend * a)
+    sideways = np.array([-fb[1], fb[0]])
+    tail = rear[:2] - fb[:2] * (t * 1.6 * a) + sideways * (np.sin(t * math.pi) * bend * a)
     return Geometry(body, cranium, muzzle, ears, eyes, (float(nose[0]), float(nose[1]), float(nose[2])), tail, a)
 
 
@@ -249,18 +258,18 @@ def _polyline(img: np.ndarray, pts: np.ndarray, color, thickness: int) -> None:
 
 
 def draw_eye(img: np.ndarray, mask: np.ndarray, fur: Fur, tone: float, cx: float, cy: float, axis: np.ndarray, up: np.ndarray, width: float, score: float, closed: bool) -> None:
+    """Lid rim, wrinkles, eyeball (also into the mask as eye class) and the reflections of the lamp."""
     s = min(max(score, 0.0), 9.0)
     tight = s / 9.0
-    lid = _shade(fur.lid, tone)
     outline = eye_outline(cx, cy, axis, up, width, s, closed)
     centre = np.array([cx, cy])
-    rim = 1.0 + (0.10 + 0.12 * tight) * 2.0
-    _poly(img, centre + (outline - centre) * np.array(rim) + up * 0.02 * width, lid)
+    rim = 1.0 + (0.10 + 0.12 * tight) * 2.0  # the lid margin swells as the eye tightens
+    _poly(img, centre + (outline - centre) * rim + up * 0.02 * width, _shade(fur.lid, tone))
     upper, lower = outline[:17], outline[17:]
-    for k in range(int(round(tight * 3.2))):
+    for k in range(int(round(tight * 3.2))):  # squint wrinkles: none when open, three when shut
         gap = (0.16 + 0.11 * k) * width
-        for lid, sign in ((upper, 1.0), (lower, -0.8)):
-            pts = centre + (lid[3:-3] - centre) * (1.0 + 0.12 * k) + up * sign * gap
+        for edge, sign in ((upper, 1.0), (lower, -0.8)):
+            pts = centre + (edge[3:-3] - centre) * (1.0 + 0.12 * k) + up * sign * gap
             _polyline(img, pts, _shade(fur.wrinkle, tone), 1)
     _poly(img, outline, fur.eye)
     _poly(mask, outline, CLASS_EYES)
@@ -281,7 +290,7 @@ def draw_animal(img: np.ndarray, mask: np.ndarray, animal: Animal, fur_texture: 
     tone = animal.tone
     body_col = _shade(fur.body, tone)
     head_col = _shade(fur.body, tone * 1.04)
-    light = _shade(fur.body, tone * 1.35 + 0.0) if fur.name != "white" else _shade(fur.body, tone * 1.08)
+    light = _shade(fur.body, tone * (1.08 if fur.name == "white" else 1.35))
 
     x0, y0, x1, y1 = g.bounds()
     tx0, ty0 = np.min(g.tail, axis=0)
@@ -342,11 +351,11 @@ def draw_animal(img: np.ndarray, mask: np.ndarray, animal: Animal, fur_texture: 
                 start = np.array([g.nose[0] * 0.8 + g.muzzle.cx * 0.2 + lx, g.nose[1] * 0.8 + g.muzzle.cy * 0.2 + ly])
                 end = start + np.array([math.cos(ang), math.sin(ang)]) * g.head_a * (0.9 + 0.15 * k)
                 _polyline(sub, np.stack([start, (start + end) / 2 + sgn * 2.0, end]), (150, 150, 150) if fur.name == "black" else (235, 235, 235), 1)
-    for ex, ey, nz, axis, up, wf in g.eyes:
-        visible = nz > EYE_VISIBLE_NZ
+    for e in g.eyes:
+        visible = e.nz > EYE_VISIBLE_NZ
         if visible:
-            draw_eye(sub, msub, fur, tone, ex + lx, ey + ly, axis, up, pose.eye_width * wf, animal.score, animal.blink)
-        eyes.append(DrawnEye(ex + ox, ey + oy, visible))
+            draw_eye(sub, msub, fur, tone, e.x + lx, e.y + ly, e.axis, e.up, pose.eye_width * e.width_factor, animal.score, animal.blink)
+        eyes.append(DrawnEye(e.x + ox, e.y + oy, visible))
     return eyes, (rx0, ry0, rx1, ry1)
 
 
