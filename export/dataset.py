@@ -166,6 +166,11 @@ class Dataset:
         }
 
 
+def describe_counts(counts: dict[str, int]) -> str:
+    """'12 images, 12 label lines, ...' for command output."""
+    return ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items())
+
+
 def image_size(path: Path) -> tuple[int, int] | None:
     """(height, width) from a PNG or JPEG header without decoding; None if neither."""
     with open(path, "rb") as fh:
@@ -211,6 +216,11 @@ class _Checker:
     def add(self, where: str, problem: str) -> None:
         self.problems.append(f"{where}: {problem}")
 
+    def unknown_keys(self, where: str, d: dict, allowed: set[str], what: str) -> None:
+        """A misspelt key is an error, not a silently ignored field."""
+        for key in sorted(set(d) - allowed):
+            self.add(where, f"unknown {what}{key!r} (allowed: {', '.join(sorted(allowed))})")
+
     def info(self) -> dict:
         path = self.root / "dataset.json"
         where = str(path)
@@ -231,8 +241,7 @@ class _Checker:
             self.add(where, f"version is {info.get('version')!r}, this toolchain reads version {VERSION}")
         if "score_scale" in info and info["score_scale"] != [0, 9]:
             self.add(where, f"score_scale is {info['score_scale']!r}, only [0, 9] (orbital tightening) is supported")
-        for key in sorted(set(info) - DATASET_KEYS):
-            self.add(where, f"unknown key {key!r} (allowed: {', '.join(sorted(DATASET_KEYS))})")
+        self.unknown_keys(where, info, DATASET_KEYS, "key ")
         return info
 
     def file(self, where: str, rel: object, what: str) -> str | None:
@@ -262,8 +271,7 @@ class _Checker:
         if not isinstance(d, dict):
             self.add(where, f"eye must be an object, got {d!r}")
             return None
-        for key in sorted(set(d) - EYE_KEYS):
-            self.add(where, f"unknown eye key {key!r} (allowed: {', '.join(sorted(EYE_KEYS))})")
+        self.unknown_keys(where, d, EYE_KEYS, "eye key ")
         x, y, score, visible = d.get("x"), d.get("y"), d.get("score"), d.get("visible", True)
         ok = True
         if not (_number(x) and _number(y)):
@@ -284,8 +292,7 @@ class _Checker:
         if not isinstance(d, dict):
             self.add(where, f"box must be an object, got {d!r}")
             return None
-        for key in sorted(set(d) - BOX_KEYS):
-            self.add(where, f"unknown box key {key!r} (allowed: {', '.join(sorted(BOX_KEYS))})")
+        self.unknown_keys(where, d, BOX_KEYS, "box key ")
         ok = True
         n, roi, face, eyes = d.get("box"), d.get("roi"), d.get("face_visible", False), d.get("eyes", [])
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
@@ -318,8 +325,7 @@ class _Checker:
         if not isinstance(d, dict):
             self.add(where, "each line must be a JSON object")
             return None
-        for key in sorted(set(d) - LINE_KEYS):
-            self.add(where, f"unknown key {key!r} (allowed: {', '.join(sorted(LINE_KEYS))})")
+        self.unknown_keys(where, d, LINE_KEYS, "key ")
         image = self.file(where, d.get("image"), "image")
         mask = d.get("mask")
         if mask is not None:

@@ -17,7 +17,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import cv2
 
-    from export.dataset import validate_dataset
+    from export.dataset import describe_counts, validate_dataset
     from export.synth.writer import write_dataset
 
     cv2.setNumThreads(1)
@@ -26,5 +26,5 @@ def run(args: argparse.Namespace) -> int:
     if problems:
         print("\n".join(problems))
         return 1
-    print(f"wrote {out}: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
+    print(f"wrote {out}: {describe_counts(counts)}")
     return 0

@@ -11,7 +11,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from export.dataset import validate_dataset
+    from export.dataset import describe_counts, validate_dataset
 
     problems, counts = validate_dataset(args.dataset)
     if problems:
@@ -19,5 +19,5 @@ def run(args: argparse.Namespace) -> int:
         for p in problems:
             print(f"  {p}")
         return 1
-    print(f"OK {args.dataset}: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
+    print(f"OK {args.dataset}: {describe_counts(counts)}")
     return 0
