@@ -77,6 +77,14 @@ def test_device_unit_may_open_the_camera_but_no_other_device() -> None:
     assert "run --config /etc/mgs-rack/device.toml" in svc["ExecStart"]
 
 
+def test_device_unit_uses_the_runners_notifications() -> None:
+    """device/runner.py sends READY=1 and WATCHDOG=1 over NOTIFY_SOCKET: the unit must ask for both."""
+    svc = _service("mgs-device.service")
+    runner = (UNITS.parent / "device" / "runner.py").read_text()
+    assert 'sd_notify("READY=1")' in runner and 'sd_notify("WATCHDOG=1")' in runner
+    assert svc["Type"] == "notify" and svc["NotifyAccess"] == "main" and int(svc["WatchdogSec"]) >= 30
+
+
 def test_server_unit_has_no_devices() -> None:
     svc = _service("mgs-server.service")
     assert svc["PrivateDevices"] == "yes"
