@@ -23,7 +23,8 @@ CLASS_BACKGROUND, CLASS_ANIMAL, CLASS_EARS, CLASS_EYES = 0, 1, 2, 3
 SHIFT = 4  # fixed-point bits for sub-pixel OpenCV drawing
 ONE = 1 << SHIFT
 EYE_VISIBLE_NZ = 0.22  # an eye whose surface normal points less towards the camera is not visible
-MIN_APERTURE_PX = 2.0  # a closed eye still shows a 2-px slit of eye class, so its centre is labelled
+MIN_APERTURE_PX = 2.0  # a closed eye still shows a 2-px slit
+MASK_MIN_RATIO = 0.3  # eye class covers at least this height/width, so a shut eye is still a findable blob
 
 
 @dataclass(frozen=True)
@@ -236,9 +237,9 @@ def _shade(color: tuple[int, int, int], factor: float) -> tuple[int, int, int]:
     return tuple(int(min(255, max(0, c * factor))) for c in color)
 
 
-def eye_outline(cx: float, cy: float, axis: np.ndarray, up: np.ndarray, width: float, score: float, closed: bool) -> np.ndarray:
+def eye_outline(cx: float, cy: float, axis: np.ndarray, up: np.ndarray, width: float, score: float, closed: bool, min_ratio: float = 0.0) -> np.ndarray:
     """Lid outline polygon (float px): elliptic corners when open, almond corners as the score rises."""
-    ratio = aperture_ratio(9.0 if closed else score)
+    ratio = max(aperture_ratio(9.0 if closed else score), min_ratio)
     h = max(ratio * width, MIN_APERTURE_PX)
     power = 0.5 + 0.45 * min(max(score, 0.0), 9.0) / 9.0
     u = np.linspace(-1.0, 1.0, 17)
@@ -272,7 +273,7 @@ def draw_eye(img: np.ndarray, mask: np.ndarray, fur: Fur, tone: float, cx: float
             pts = centre + (edge[3:-3] - centre) * (1.0 + 0.12 * k) + up * sign * gap
             _polyline(img, pts, _shade(fur.wrinkle, tone), 1)
     _poly(img, outline, fur.eye)
-    _poly(mask, outline, CLASS_EYES)
+    _poly(mask, eye_outline(cx, cy, axis, up, width, s, closed, MASK_MIN_RATIO), CLASS_EYES)
     h = max(aperture_ratio(9.0 if closed else s) * width, MIN_APERTURE_PX)
     if h > 3.0:
         r = min(0.13 * width, 0.3 * h)
