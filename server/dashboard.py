@@ -126,7 +126,7 @@ def overview_racks(now: float) -> list[dict[str, Any]]:
             "name": name,
             "online": device.get("availability") == "online",
             "availability": device.get("availability"),
-            "last_seen_age_s": None if not device.get("last_seen") else max(0.0, now - device["last_seen"]),
+            "last_score_age_s": min((b["age_s"] for b in boxes.get(name, []) if b["age_s"] is not None), default=None),
             "fps": device.get("fps"),
             "target_fps": device.get("target_fps"),
             "camera": device.get("camera"),
