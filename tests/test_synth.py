@@ -88,3 +88,10 @@ def test_fur_choice() -> None:
     assert f.image[animal].mean() > 120  # a white coat is bright
     g = render_frame(4, scores=[2.0] * 4, furs=["black"] * 4, layout=LAYOUT)
     assert g.image[g.mask == 1].mean() < 90
+
+
+def test_bad_arguments_say_what_is_wrong() -> None:
+    with pytest.raises(ValueError, match="outside the orbital-tightening scale"):
+        render_frame(1, scores=[10.0], layout=LAYOUT)
+    with pytest.raises(ValueError, match="unknown fur 'grey'"):
+        render_frame(1, furs=["grey"], layout=LAYOUT)

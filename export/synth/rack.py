@@ -134,6 +134,10 @@ def render_frame(
     for i in range(n):
         s = scores[i] if scores is not None and i < len(scores) else None
         s = float(rng.uniform(0.0, 9.0)) if s is None else float(s)
+        if not 0.0 <= s <= 9.0:
+            raise ValueError(f"score {s} for box {i} is outside the orbital-tightening scale 0-9")
         fur = furs[i] if furs is not None and i < len(furs) else None
+        if fur is not None and fur not in FURS:
+            raise ValueError(f"unknown fur {fur!r} for box {i}; choose from {', '.join(FURS)}")
         animals.append(random_animal(rng, layout, i, s, fur))
     return renderer_for(layout).render(animals, random_nuisance(rng, n), rng)
