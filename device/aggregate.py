@@ -135,6 +135,12 @@ class WindowAggregator:
         self._frames.append(frame)
         return closed
 
+    def close_stale(self, now: float) -> list[BoxWindow]:
+        """Close the open window once a whole window has passed after its end without a frame (camera stalled)."""
+        if self._start is not None and now >= self._start + 2 * self.window_s:
+            return self.flush()
+        return []
+
     def flush(self) -> list[BoxWindow]:
         """Close the open window now (it keeps its nominal end so windows stay aligned)."""
         if self._start is None or not self._frames:
