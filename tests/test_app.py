@@ -25,7 +25,7 @@ def _config(tmp_path: Path, text: str) -> Path:
 def test_the_example_config_loads() -> None:
     config = load_server_config(REPO / "server.example.toml")
     assert config.http.port == 8080
-    assert config.database.path == Path("/var/lib/mgs-rack/mgs-server.sqlite")
+    assert config.database.path == Path("/var/lib/mgs-server/mgs-server.sqlite")
 
 
 def test_an_unknown_key_names_the_key(tmp_path: Path) -> None:
