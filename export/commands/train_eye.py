@@ -7,7 +7,7 @@ import logging
 import time
 from pathlib import Path
 
-from export.train.options import add_common
+from export.train.options import add_common, training_data
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     recipe = EyeRecipe(epochs=args.epochs, batch=args.batch, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
                        rotation_deg=args.rotation, balance=not args.no_balance, seed=args.seed)
     started = time.monotonic()
-    data = open_dataset(args.data)
+    data = training_data(args)
     samples = eye_samples(data)
     val = eye_samples(open_dataset(args.val)) if args.val else None
     log.info("%d scored eyes from %d frames", len(samples), len(data.frames))
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     training = recipe_record(recipe, len(samples), len(data.frames))
     training.update(history=history, seconds=round(time.monotonic() - started, 1),
                     cifar_pretraining={"path": str(args.pretrain_cifar), "epochs": args.cifar_epochs, "loss": cifar_history} if features else None)
-    save_atomic(weight_record(module.cpu(), "eye", (PATCH_SIZE, PATCH_SIZE), labels_fingerprint(args.data), command_line(), training), args.out)
+    save_atomic(weight_record(module.cpu(), "eye", (PATCH_SIZE, PATCH_SIZE), labels_fingerprint(args.data), command_line(args), training), args.out)
     last = history[-1] if history else {}
     print(f"wrote {args.out}: {len(samples)} eyes, {recipe.epochs} epochs, final loss {last.get('loss', float('nan')):.4f}"
           + (f", val MAE {last['val_mae']:.3f}" if "val_mae" in last else ""))

@@ -7,7 +7,7 @@ import logging
 import time
 
 from device.errors import MgsError
-from export.train.options import add_common
+from export.train.options import add_common, training_data
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +29,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=0.002, help="Adam learning rate")
     parser.add_argument("--base", type=int, default=8, help="U-Net width of the first level")
     parser.add_argument("--depth", type=int, default=4, help="U-Net levels")
-    parser.add_argument("--crop", type=int, default=128, help="fine: side of the full-resolution training crops (multiple of 8)")
+    parser.add_argument("--crop", type=int, default=96, help="fine: side of the full-resolution training crops (multiple of 8)")
     parser.add_argument("--crops-per-box", type=int, default=8, help="fine: crops cut from every box of every frame")
-    parser.add_argument("--input-size", type=parse_hw, default=(128, 256), help="coarse: HxW the ROI is resized to (the device reads it from the model)")
+    parser.add_argument("--input-size", type=parse_hw, default=(160, 112),
+                        help="coarse: HxW the whole ROI is resized to; default 160x112 = about 1/4 of a 600x430 synthetic box (the device reads it from the model)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out if "<model>" not in str(args.out) else args.out.with_name(f"seg_{args.model}.pt")
     device = pick_device(args.device)
     recipe = SegRecipe(epochs=args.epochs, batch=args.batch, lr=args.lr, base=args.base, depth=args.depth, seed=args.seed)
-    data = open_dataset(args.data)
+    data = training_data(args)
     started = time.monotonic()
     if args.model == "fine":
         if args.crop % 2 ** (args.depth - 1):
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     training = recipe_record(recipe, samples, len(data.frames), extra)
     training["history"] = history
     training["seconds"] = round(time.monotonic() - started, 1)
-    save_atomic(weight_record(module.cpu(), f"seg_{args.model}", size, labels_fingerprint(args.data), command_line(), training), out)
+    save_atomic(weight_record(module.cpu(), f"seg_{args.model}", size, labels_fingerprint(args.data), command_line(args), training), out)
     last = history[-1] if history else {}
     print(f"wrote {out}: {len(samples)} samples, {recipe.epochs} epochs, final loss {last.get('loss', float('nan')):.4f}"
           + "".join(f", {k} {v:.3f}" for k, v in last.items() if k.startswith("val_")))

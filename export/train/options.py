@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from export.dataset import Dataset
 
 
 def add_common(parser: argparse.ArgumentParser, default_out: str) -> None:
@@ -13,4 +17,20 @@ def add_common(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (sampling, augmentation, initialisation)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, or cuda")
     parser.add_argument("--resume", action="store_true", help="continue from OUT.ckpt after the last finished epoch")
+    parser.add_argument("--frames", type=int, help="use only the first N frames of --data (CPU time budget); default all")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def training_data(args: argparse.Namespace) -> Dataset:
+    """The --data dataset, cut to its first --frames frames when asked."""
+    import dataclasses
+
+    from device.errors import MgsError
+    from export.dataset import open_dataset
+
+    data = open_dataset(args.data)
+    if args.frames is not None:
+        if args.frames < 1:
+            raise MgsError(f"--frames must be at least 1, got {args.frames}")
+        data = dataclasses.replace(data, frames=data.frames[: args.frames])
+    return data

@@ -9,10 +9,10 @@ epoch next to the output file (OUT.ckpt) so `--resume` continues where an interr
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import random
 import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +41,21 @@ def labels_fingerprint(dataset_dir: Path) -> str:
     return hashlib.sha256((Path(dataset_dir) / "labels.jsonl").read_bytes()).hexdigest()
 
 
-def command_line() -> str:
-    return shlex.join(["mgs-export", *sys.argv[1:]]) if Path(sys.argv[0]).name == "mgs-export" else shlex.join(sys.argv)
+def command_line(args: argparse.Namespace) -> str:
+    """The command with every option spelled out (defaults included), so it reproduces the run
+    even after a default changes."""
+    parts = ["mgs-export", args.command]
+    for key, value in vars(args).items():
+        if key in ("command", "verbose", "quiet") or value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            parts.append(flag)
+        elif isinstance(value, tuple):
+            parts += [flag, "x".join(str(v) for v in value)]
+        else:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
 
 
 def weight_record(module: nn.Module, kind: str, input_size: tuple[int, int], data_fingerprint: str,
@@ -63,7 +76,7 @@ def weight_record(module: nn.Module, kind: str, input_size: tuple[int, int], dat
         "data_fingerprint": data_fingerprint,
         "command": command,
         "training": training,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
     }
     if isinstance(module, UNet):
         record["multiple"] = module.multiple

@@ -1,0 +1,70 @@
+"""`evaluate` and `crossval` on a tiny generated dataset write complete reports and plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export.cli import main as mgs_export
+from export.crossval import image_folds
+from export.synth.writer import write_dataset
+
+REPORT_FIELDS = {"frames", "true_visible_eyes", "match_px", "segmentation", "detection", "end_to_end", "regressor_only",
+                 "dataset", "runtime", "models", "seconds", "plots"}
+AGREEMENT_FIELDS = {"n", "mae", "mean_difference", "pearson_r", "icc_2_1", "sd_difference", "loa_lower", "loa_upper", "per_true_score"}
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("eval")
+    data = write_dataset(root / "data", frames=2, seed=11, progress=False)
+    models = root / "models"
+    common = ["--data", str(data), "--epochs", "1", "--quiet"]
+    assert mgs_export(["train-eye", *common, "--batch", "4", "--out", str(models / "eye.pt")]) == 0
+    assert mgs_export(["train-seg", "--model", "fine", *common, "--crop", "48", "--crops-per-box", "2", "--out", str(models / "seg_fine.pt")]) == 0
+    assert mgs_export(["train-seg", "--model", "coarse", *common, "--input-size", "64x48", "--out", str(models / "seg_coarse.pt")]) == 0
+    return data, models
+
+
+def test_evaluate_writes_report_with_all_fields_and_plots(tiny_models: tuple[Path, Path], tmp_path: Path) -> None:
+    data, models = tiny_models
+    out = tmp_path / "report"
+    assert mgs_export(["evaluate", "--data", str(data), "--models", str(models), "--out", str(out), "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert REPORT_FIELDS <= set(report)
+    assert report["frames"] == 2 and report["true_visible_eyes"] > 0
+    fine = report["segmentation"]["seg_fine_full_resolution"]
+    assert set(fine["iou"]) == {"background", "animal", "ears", "eyes"} and fine["pixels"] > 0
+    assert report["segmentation"]["seg_coarse"]["input_size"] == [64, 48]
+    for kind in ("full", "fast"):
+        d = report["detection"][kind]
+        assert d["tp"] + d["fn"] == report["true_visible_eyes"]
+        assert AGREEMENT_FIELDS <= set(report["end_to_end"][kind])
+    ro = report["regressor_only"]
+    assert AGREEMENT_FIELDS <= set(ro) and ro["n"] > 0 and 0 <= ro["mae"] <= 9
+    for png in ("bland_altman.png", "pred_vs_true.png", "iou.png", "mae_per_score.png"):
+        assert png in report["plots"]
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_without_models_says_what_to_do(tiny_models: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data, _ = tiny_models
+    assert mgs_export(["evaluate", "--data", str(data), "--models", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert "train it" in capsys.readouterr().err
+
+
+def test_crossval_splits_by_image_and_reports(tiny_models: tuple[Path, Path], tmp_path: Path) -> None:
+    ids = np.array([0, 0, 1, 1, 2, 3, 3, 4])
+    folds = image_folds(ids, 3, seed=0)
+    assert sorted(np.concatenate(folds).tolist()) == [0, 1, 2, 3, 4]
+    assert all(len(f) >= 1 for f in folds)
+    data, _ = tiny_models
+    out = tmp_path / "cv"
+    assert mgs_export(["crossval", "--data", str(data), "--folds", "2", "--epochs", "1", "--batch", "4", "--out", str(out), "--quiet"]) == 0
+    report = json.loads((out / "crossval.json").read_text())
+    assert report["folds"] == 2 and len(report["per_fold"]) == 2
+    assert sum(f["test_eyes"] for f in report["per_fold"]) == report["eyes"] == report["pooled"]["n"]
+    assert (out / "crossval.png").is_file()

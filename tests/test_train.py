@@ -1,0 +1,94 @@
+"""Training on a tiny generated dataset: losses fall, checkpoints resume exactly, weight files load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from device.errors import MgsError
+from export.cli import main as mgs_export
+from export.dataset import open_dataset
+from export.synth.writer import write_dataset
+from export.train.eye import EyeRecipe, augment, centre_patches, train_eye
+from export.train.samples import eye_samples, fine_crops
+from export.train.seg import SegRecipe, train_seg
+from export.train.weights import checkpoint_path, load_network, read_record
+from models.eye_regressor import EyeRegressor, MatmulAdaptiveAvgPool, feature_size
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("data") / "tiny", frames=3, seed=7, progress=False)
+
+
+def test_matmul_pool_equals_adaptive_avg_pool() -> None:
+    x = torch.randn(3, 16, 9, 9)
+    assert torch.allclose(MatmulAdaptiveAvgPool(9, 5)(x), torch.nn.AdaptiveAvgPool2d(5)(x), atol=1e-6)
+    net = EyeRegressor().eval()
+    reference = torch.nn.Sequential(net.features, torch.nn.AdaptiveAvgPool2d(5), net.head)
+    patch = torch.rand(4, 3, 50, 50)
+    assert feature_size(50) == 9
+    assert torch.allclose(net(patch), reference(patch), atol=1e-5)
+
+
+def test_augmentation_keeps_the_eye_near_the_patch_centre() -> None:
+    side = 90
+    region = np.zeros((1, side, side, 3), np.uint8)
+    region[0, 43:48, 43:48] = 255  # a bright 5x5 "eye" at the region centre
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        patch = augment(region, rng, 30.0)[0, :, :, 0]
+        ys, xs = np.nonzero(patch > 128)
+        assert abs(xs.mean() - 24.5) <= 6 and abs(ys.mean() - 24.5) <= 6  # shift of at most 5 px (+ rounding)
+    assert centre_patches(region)[0, 23:28, 23:28].min() == 255
+
+
+def test_regressor_training_lowers_the_loss(tiny: Path, tmp_path: Path) -> None:
+    samples = eye_samples(open_dataset(tiny))
+    assert len(samples) >= 4 and samples.regions.shape[1:] == (90, 90, 3)
+    _, history = train_eye(samples, EyeRecipe(epochs=8, batch=4, optimizer="adam", lr=0.01), tmp_path / "eye.pt", CPU, progress=False)
+    assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+
+
+def test_unet_training_lowers_the_loss(tiny: Path, tmp_path: Path) -> None:
+    samples = fine_crops(open_dataset(tiny), 48, 2, np.random.default_rng(0))
+    assert samples.images.shape[1:] == (48, 48, 3) and (samples.masks == 3).any()
+    _, history = train_seg(samples, SegRecipe(epochs=4, batch=8, lr=0.01), tmp_path / "seg.pt", CPU, kind="fine", progress=False)
+    assert history[-1]["loss"] < history[0]["loss"]
+
+
+def test_resume_continues_exactly_where_the_run_stopped(tiny: Path, tmp_path: Path) -> None:
+    samples = eye_samples(open_dataset(tiny))
+    recipe = EyeRecipe(epochs=3, batch=4, optimizer="adam", lr=0.005, seed=3)
+    straight, straight_history = train_eye(samples, recipe, tmp_path / "a.pt", CPU, progress=False)
+    short = EyeRecipe(epochs=2, batch=4, optimizer="adam", lr=0.005, seed=3)
+    train_eye(samples, short, tmp_path / "b.pt", CPU, progress=False)
+    assert checkpoint_path(tmp_path / "b.pt").is_file()
+    resumed, resumed_history = train_eye(samples, recipe, tmp_path / "b.pt", CPU, resume=True, progress=False)
+    assert [h["loss"] for h in resumed_history] == pytest.approx([h["loss"] for h in straight_history])
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a, b), k
+    with pytest.raises(MgsError, match="no checkpoint"):
+        train_eye(samples, recipe, tmp_path / "none.pt", CPU, resume=True, progress=False)
+
+
+def test_train_commands_write_complete_weight_files(tiny: Path, tmp_path: Path) -> None:
+    eye = tmp_path / "eye.pt"
+    assert mgs_export(["train-eye", "--data", str(tiny), "--out", str(eye), "--epochs", "1", "--batch", "4", "--quiet"]) == 0
+    coarse = tmp_path / "seg_coarse.pt"
+    assert mgs_export(["train-seg", "--model", "coarse", "--data", str(tiny), "--out", str(coarse), "--epochs", "1",
+                       "--input-size", "64x48", "--quiet"]) == 0
+    record = read_record(coarse)
+    assert record["input_size"] == [64, 48] and record["kind"] == "seg_coarse"
+    assert record["class_names"] == ["background", "animal", "ears", "eyes"]
+    assert len(record["data_fingerprint"]) == 64 and "train-seg" in record["command"]
+    assert record["normalisation"]["channel_order"] == "BGR"
+    module, eye_record = load_network(eye)
+    assert eye_record["training"]["optimizer"] == "sgd" and eye_record["training"]["epochs"] == 1
+    assert module(torch.rand(2, 3, 50, 50)).shape == (2, 1)
+    assert mgs_export(["train-seg", "--model", "fine", "--data", str(tiny), "--out", str(tmp_path / "f.pt"), "--crop", "50"]) == 2
