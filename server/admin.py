@@ -5,6 +5,7 @@ A new API token is shown exactly once, on the page that created it: only its has
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
@@ -13,6 +14,7 @@ from werkzeug.wrappers import Response
 from device.errors import MgsError
 from server import auth
 from server.request_db import get_db
+from server.dashboard import apply_change
 from server.repository import ROLES
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -26,14 +28,8 @@ def users() -> str:
                            tokens=auth.list_tokens(db), roles=ROLES, new_token=None)
 
 
-def _done(action: Any, message: str) -> Response:
-    try:
-        action()
-    except MgsError as exc:
-        flash(str(exc), "error")
-    else:
-        flash(message, "info")
-    return redirect(url_for("admin.users"))
+def _done(action: Callable[[], object], message: str) -> Response:
+    return apply_change(action, message, url_for("admin.users"))
 
 
 @bp.route("/users", methods=["POST"])

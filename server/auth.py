@@ -88,11 +88,9 @@ def create_user(db: sqlite_utils.Database, username: str, password: str, role: s
 
 def list_users(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     """id, username, role, created, tokens (count of API tokens)."""
-    cursor = db.execute(
+    return list(db.query(
         "SELECT u.id, u.username, u.role, u.created, "
-        "(SELECT COUNT(*) FROM api_tokens t WHERE t.user_id = u.id) AS tokens FROM users u ORDER BY u.username")
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row)) for row in cursor.fetchall()]
+        "(SELECT COUNT(*) FROM api_tokens t WHERE t.user_id = u.id) AS tokens FROM users u ORDER BY u.username"))
 
 
 def get_user(db: sqlite_utils.Database, user_id: int) -> dict[str, Any] | None:
@@ -163,11 +161,9 @@ def create_token(db: sqlite_utils.Database, user_id: int, name: str) -> str:
 
 def list_tokens(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     """id, name, user_id, username, role, created, last_used."""
-    cursor = db.execute(
+    return list(db.query(
         "SELECT t.id, t.name, t.user_id, u.username, u.role, t.created, t.last_used "
-        "FROM api_tokens t JOIN users u ON u.id = t.user_id ORDER BY u.username, t.id")
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row)) for row in cursor.fetchall()]
+        "FROM api_tokens t JOIN users u ON u.id = t.user_id ORDER BY u.username, t.id"))
 
 
 def revoke_token(db: sqlite_utils.Database, token_id: int) -> None:

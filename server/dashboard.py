@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -266,15 +267,20 @@ def _form_time(name: str, what: str, optional: bool = False) -> float | None:
         raise MgsError(f"{what} {value!r} is not a time") from None
 
 
-def _edit(action: Any, done: str) -> Response:
-    """Run one change from a form; a user mistake is shown on the page, not as an error page."""
+def apply_change(action: Callable[[], object], done: str, then: str) -> Response:
+    """Run one change from a form and go back to `then`; a user mistake is shown there as a
+    message (what to fix), not as an error page."""
     try:
         action()
     except MgsError as exc:
         flash(str(exc), "error")
     else:
         flash(done, "info")
-    return redirect(url_for("dashboard.assignments"))
+    return redirect(then)
+
+
+def _edit(action: Callable[[], object], done: str) -> Response:
+    return apply_change(action, done, url_for("dashboard.assignments"))
 
 
 @bp.route("/experiments", methods=["POST"])

@@ -1,9 +1,7 @@
-// Helpers shared by every page: local times, ages, and fetches that carry the CSRF token.
+// Helpers shared by every page: local times, JSON fetches, live regions, local-time form fields.
 "use strict";
 
 const mgs = {
-  csrf() { return document.querySelector('meta[name="csrf-token"]').content; },
-
   // Fetch JSON; a login redirect (expired session) becomes an error the page can show.
   async getJSON(url) {
     const r = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
@@ -17,25 +15,6 @@ const mgs = {
   localTime(seconds) {
     if (seconds === null || seconds === undefined) return "–";
     return new Date(seconds * 1000).toLocaleString([], { year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" });
-  },
-
-  // 42 s, 5 min, 3 h, 2 d: how long ago, in the unit a person reads at a glance.
-  age(seconds) {
-    if (seconds === null || seconds === undefined) return "never";
-    if (seconds < 90) return Math.round(seconds) + " s";
-    if (seconds < 5400) return Math.round(seconds / 60) + " min";
-    if (seconds < 172800) return Math.round(seconds / 3600) + " h";
-    return Math.round(seconds / 86400) + " d";
-  },
-
-  el(tag, attrs, ...children) {
-    const e = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (v === null || v === undefined || v === false) continue;
-      if (k === "class") e.className = v; else if (k === "text") e.textContent = v; else e.setAttribute(k, v);
-    }
-    for (const c of children) if (c !== null && c !== undefined) e.append(c);
-    return e;
   },
 };
 
