@@ -32,6 +32,8 @@ from device.tomlconfig import fail
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+# The write-ahead log is cut back to this size after checkpoints (SD cards, full disks).
+WAL_LIMIT_BYTES = 1024 * 1024
 # Warn once the queue passes this share of its limit, well before anything has to be dropped.
 WARN_FRACTION = 0.8
 # A queue at its limit drops a message per window: report that once a minute, not every time.
@@ -113,6 +115,7 @@ class Outbox:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
             if max_bytes:
                 page = self._db.execute("PRAGMA page_size").fetchone()[0]
                 self._db.execute(f"PRAGMA max_page_count={max(16, max_bytes // page)}")
@@ -171,6 +174,8 @@ class Outbox:
     def _write_held(self) -> list[int]:
         """Write held items in order, in small transactions, until all are stored or the disk is full."""
         written: list[int] = []
+        if self._disk_full:
+            self._checkpoint()
         while self._held:
             batch = list(itertools.islice(self._held, HELD_BATCH))
             try:
@@ -212,6 +217,14 @@ class Outbox:
         self._dropped_unsaved = 0
         self._rows += len(seqs) - overflow
         return seqs
+
+    def _checkpoint(self) -> None:
+        """Fold the write-ahead log into the database and truncate it: on a full disk the log cannot
+        grow, but rows deleted after delivery leave free pages in the database file to reuse."""
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError as exc:
+            log.debug("checkpoint failed: %s", exc)
 
     def _rollback(self) -> None:
         # SQLite may already have rolled back by itself (e.g. after SQLITE_FULL on COMMIT).
