@@ -139,13 +139,23 @@ def overview_racks(now: float) -> list[dict[str, Any]]:
 
 # --- pages ----------------------------------------------------------------------------------------
 
+def ingest_problem() -> str | None:
+    """Why no new data can arrive, when the ingest worker of this process is not connected."""
+    worker = current_app.extensions.get("mgs_ingest")
+    if worker is None or worker.connected.is_set():
+        return None
+    config = worker.config
+    return (f"The server is not receiving data: no connection to the MQTT broker at {config.host}:{config.port}"
+            f"{' (' + worker.last_error + ')' if worker.last_error else ''}. Scores shown are the last ones received.")
+
+
 @bp.route("/")
 def overview() -> str:
     now = time.time()
     racks = overview_racks(now)
     open_alerts = len(get_repo().alerts(unacknowledged=True, limit=1000))
     return _page("overview.html", "_overview_racks.html", racks=racks, now=now, open_alerts=open_alerts,
-                 config=_config())
+                 config=_config(), ingest_problem=ingest_problem())
 
 
 @bp.route("/boxes/<device>/<int:box>")

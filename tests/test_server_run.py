@@ -67,7 +67,7 @@ def test_create_token_for_an_unknown_user_says_what_to_do(tmp_path: Path) -> Non
     assert "create-user" in result.stderr
 
 
-def test_run_serves_ingests_and_stops_cleanly_on_sigterm(tmp_path: Path, broker: Broker) -> None:
+def test_run_serves_ingests_warns_without_broker_and_stops_cleanly(tmp_path: Path, broker: Broker) -> None:
     http_port = free_port()
     config = write_config(tmp_path, broker.port, http_port)
     cli("create-user", "script", "--password-stdin", "--config", str(config), stdin=PASSWORD + "\n")
@@ -87,6 +87,13 @@ def test_run_serves_ingests_and_stops_cleanly_on_sigterm(tmp_path: Path, broker:
             with urllib.request.urlopen(request, timeout=5) as response:
                 return "rack9" in json.dumps(json.load(response))
         wait_for(stored, timeout=20, what="the published window to reach the API")
+        broker.stop()
+
+        def warns() -> bool:
+            request = urllib.request.Request(f"{base}/", headers={"Authorization": f"Bearer {token}"})
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return "The server is not receiving data" in response.read().decode()
+        wait_for(warns, timeout=20, what="the overview to say the broker is unreachable")
         server.send_signal(signal.SIGTERM)
         _, stderr = server.communicate(timeout=30)
     finally:

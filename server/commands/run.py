@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         raise MgsError(f"cannot listen on {config.http.host}:{config.http.port}: {exc.strerror}; "
                        "another program uses the port? change [http] port") from None
     worker = IngestWorker(config.ingest, config.database.path)
+    app.extensions["mgs_ingest"] = worker  # the overview warns while it cannot reach the broker
     worker.start()
     previous = signal.signal(signal.SIGTERM, _stop)
     log.info("dashboard and API on http://%s:%d/ (database %s, broker %s:%d)", config.http.host,
