@@ -58,7 +58,7 @@ NETWORKS: dict[str, NetworkSpec] = {
     s.name: s
     for s in (
         NetworkSpec("seg_fine", "unet", "image", "classes", True, {"base": 16, "depth": 4}, (128, 128)),
-        NetworkSpec("seg_coarse", "unet", "image", "classes", False, {"base": 8, "depth": 4}, (128, 256)),
+        NetworkSpec("seg_coarse", "unet", "image", "classes", False, {"base": 8, "depth": 4}, (160, 112)),
         NetworkSpec("eye", "eye", "patch", "score", False, {}, (PATCH_SIZE, PATCH_SIZE)),
     )
 }

@@ -44,7 +44,7 @@ def test_unet_contract_and_metadata(exported: Path):
     assert {"torch", "onnx", "onnxruntime"} <= set(meta["toolchain"])
     assert meta["data_fingerprint"] == "untrained" and meta["model_version"] and meta["input_size"] == [128, 128]
     coarse = onnx.load(exported / "seg_coarse.fp32.onnx")
-    assert _io(coarse, coarse.graph.input[0])[1] == ["N", 3, 128, 256]
+    assert _io(coarse, coarse.graph.input[0])[1] == ["N", 3, 160, 112]
 
 
 def test_seg_fine_runs_at_any_multiple_of_8_and_matches_torch(exported: Path):
