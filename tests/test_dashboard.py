@@ -159,3 +159,13 @@ def test_trend_compares_the_last_minutes_with_the_ones_before() -> None:
     assert trend(rising, now) == "up"
     assert trend([{"t": now - 900, "mean": 4.0}, {"t": now - 120, "mean": 2.0}], now) == "down"
     assert trend([{"t": now - 120, "mean": 4.0}], now) is None
+
+
+def test_acknowledging_on_a_box_history_page_returns_to_that_page(app: Flask) -> None:
+    store(app, recent_window(score=7.0), alerts=(alert(),))
+    client = logged_in(app, "officer")
+    page = client.get("/boxes/rack1/0").get_data(as_text=True)
+    back = re.search(r'name="back" value="([^"]+)"', page)
+    assert back and back.group(1) == "/boxes/rack1/0?show=all"
+    response = client.post("/alerts/1/acknowledge", data={"back": back.group(1), "csrf_token": csrf(client)})
+    assert response.headers["Location"] == "/boxes/rack1/0?show=all"
