@@ -12,10 +12,14 @@ signed int8 per-channel weights and, by default, UNSIGNED int8 activations (U8S8
 CPU provider fuses only some convolutions into QLinearConv, leaves MaxPool and Concat in float and
 wraps every QLinearConv in Transposes, so a base-16 U-Net was 0.84-1.06x the FP32 speed; with U8S8
 the whole U-Net becomes QLinearConv/int8 MaxPool/QLinearConcat and runs ~1.7x faster. Signed
-activations stay available (`activations="int8"`) for execution providers that want S8S8. The node that produces the network's
-output (U-Net class head before the in-graph argmax, regressor's last Gemm) stays float: argmax over
+activations stay available (`activations="int8"`) for execution providers that want S8S8.
+
+The node that produces the network's output (U-Net class head before the in-graph argmax, the
+regressor's last Gemm) stays float: argmax over
 4 int8 logits ties and flips pixels at class borders, and the score is read directly as 0-9. The
-per-layer comparison (`layer_errors`, onnxruntime's qdq_loss_debug) is recorded in the manifest.
+per-layer comparison (`layer_errors`, onnxruntime's qdq_loss_debug) then decides the rest: a
+layer whose quantized output falls below MIN_LAYER_SQNR_DB is put back to float and the network
+quantized again. Both lists and the per-layer summary are recorded in the manifest.
 """
 
 from __future__ import annotations
@@ -44,6 +48,9 @@ log = logging.getLogger(__name__)
 CALIBRATION_BATCH = 8
 #: Samples per network for the per-layer comparison (enough to rank layers; it runs both graphs).
 LAYER_SAMPLES = 16
+#: A quantized activation this far below float (signal-to-quantization-noise, dB) is kept in float.
+#: Healthy layers measure ~35-50 dB here; 20 dB is a 10 % RMS error.
+MIN_LAYER_SQNR_DB = 20.0
 
 
 #: A calibration frame: the BGR image and its labelled boxes (export.dataset.Box: roi, eyes).
@@ -239,6 +246,12 @@ def layer_errors(fp32: Path, int8: Path, reader: ArrayReader) -> dict[str, float
     return {name: float(err["xmodel_err"]) for name, err in errors.items() if "xmodel_err" in err}
 
 
+def weak_nodes(int8_model: onnx.ModelProto, errors: dict[str, float]) -> list[str]:
+    """Nodes whose quantized output falls below MIN_LAYER_SQNR_DB against float: they go back to float."""
+    producer = {o: n.name for n in int8_model.graph.node for o in n.output}
+    return sorted({producer[t] for t, db in errors.items() if db < MIN_LAYER_SQNR_DB and t in producer})
+
+
 def summarise_layer_errors(errors: dict[str, float]) -> dict:
     if not errors:
         return {}
@@ -267,10 +280,17 @@ def quantize_networks(manifest: Manifest, calibration: CalibrationSet, names: Se
         entry = manifest.entry(name, "fp32")
         fp32 = verify_model_file(entry)
         int8 = fp32.with_name(f"{name}.int8.onnx")
-        kept = quantize_file(fp32, int8, calibration.reader(name, entry.input.name), calibration.describe(name), activations=activations)
-        sample = calibration.inputs[name][:LAYER_SAMPLES]
-        errors = summarise_layer_errors(layer_errors(fp32, int8, ArrayReader(entry.input.name, sample)))
-        metrics = {"layer_sqnr": errors, **calibration_agreement(fp32, int8, calibration.inputs[name])}
+        reader = calibration.reader(name, entry.input.name)
+        sample = ArrayReader(entry.input.name, calibration.inputs[name][:LAYER_SAMPLES])
+        kept = quantize_file(fp32, int8, reader, calibration.describe(name), activations=activations)
+        per_layer = layer_errors(fp32, int8, sample)
+        weak = weak_nodes(onnx.load(int8), per_layer)
+        if weak:
+            log.info("%s: %s below %.0f dB SQNR, kept in float", name, ", ".join(weak), MIN_LAYER_SQNR_DB)
+            kept = quantize_file(fp32, int8, reader, calibration.describe(name), keep_float=kept + weak, activations=activations)
+            per_layer = layer_errors(fp32, int8, sample)
+        errors = summarise_layer_errors(per_layer)
+        metrics = {"layer_sqnr": errors, "kept_float_for_sqnr": weak, **calibration_agreement(fp32, int8, calibration.inputs[name])}
         save_entry(manifest.models_dir, manifest_record(int8, manifest.models_dir, "unverified", metrics, command))
         agreement = metrics.get("calibration_class_agreement")
         rows.append({

@@ -97,3 +97,16 @@ def test_verify_refuses_int8_that_cannot_be_checked_and_the_device_then_refuses_
     with pytest.raises(MgsError, match="refused by `mgs-export verify`"):
         load_models(quantized, precision="int8")
     assert load_models(quantized, precision="fp32").coarse_size == (160, 112)
+
+
+def test_per_layer_comparison_names_the_nodes_to_keep_in_float(quantized: Path):
+    from export.quantize import ArrayReader, layer_errors, weak_nodes
+
+    x = np.random.default_rng(1).random((4, 3, 160, 112), dtype=np.float32)
+    errors = layer_errors(quantized / "seg_coarse.fp32.onnx", quantized / "seg_coarse.int8.onnx", ArrayReader("image", x))
+    assert errors and all(db > 20 for db in errors.values())
+    assert weak_nodes(onnx.load(quantized / "seg_coarse.int8.onnx"), errors) == []
+    tensor = sorted(errors)[0]
+    int8 = onnx.load(quantized / "seg_coarse.int8.onnx")
+    producer = next(n.name for n in int8.graph.node if tensor in n.output)
+    assert weak_nodes(int8, {**errors, tensor: 5.0}) == [producer]
