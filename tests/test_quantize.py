@@ -20,7 +20,7 @@ from models.manifest import load_manifest, verify_model_file
 def quantized(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("int8")
     assert mgs_export(["onnx", "--random-init", "--models", str(out)]) == 0
-    assert mgs_export(["quantize", "--models", str(out), "--frames", "3"]) == 0
+    assert mgs_export(["quantize", "--models", str(out), "--frames", "2"]) == 0
     return out
 
 
@@ -35,7 +35,7 @@ def test_int8_files_are_qdq_with_recorded_calibration(quantized: Path):
         assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
         meta = read_metadata(model)
         assert meta["precision"] == "int8" and meta["calibration_set"] == entry.calibration
-        assert entry.calibration["frames"] == 3 and entry.calibration["samples"] > 0
+        assert entry.calibration["frames"] == 2 and entry.calibration["samples"] > 0
         assert "render_frame seeds" in entry.calibration["source"]
         assert entry.metrics["layer_sqnr"]["layers"] > 0
         assert entry.input == manifest.entry(name, "fp32").input and entry.output == manifest.entry(name, "fp32").output
@@ -83,7 +83,7 @@ def test_verify_refuses_int8_that_cannot_be_checked_and_the_device_then_refuses_
     from device.inference import load_models
 
     data = tmp_path / "held_out"
-    assert mgs_export(["synth", "--frames", "2", "--seed", "424242", "--out", str(data), "--quiet"]) == 0
+    assert mgs_export(["synth", "--frames", "1", "--seed", "424242", "--out", str(data), "--quiet"]) == 0
     out = tmp_path / "report"
     code = mgs_export(["verify", "--data", str(data), "--models", str(quantized), "--out", str(out), "--pipeline", "fast"])
     printed = capsys.readouterr().out
