@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import sqlite3
 import ssl
 import threading
@@ -52,7 +51,6 @@ from server.rules import RuleEngine
 log = logging.getLogger(__name__)
 
 _Item = tuple[float, str, bytes]
-_STOP = object()
 
 
 @dataclass
@@ -97,6 +95,48 @@ class IngestConfig:
             raise fail("ingest.keepalive_s", self.keepalive_s, "must be from 5 to 3600 seconds")
 
 
+class _Inbox:
+    """Bounded hand-over from the paho thread to the writer.
+
+    A `queue.Queue` wakes the writer on every message; at 10,000 messages/s that ping-pong costs
+    more than the writing. Here a message costs one uncontended lock, the writer wakes once per
+    full batch or flush interval, and a full inbox blocks the paho thread (backpressure).
+    """
+
+    def __init__(self, capacity: int, batch_size: int) -> None:
+        self.capacity = capacity
+        self.batch_size = batch_size
+        self._items: list[_Item] = []
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put(self, item: _Item) -> None:
+        with self._cond:
+            while len(self._items) >= self.capacity and not self._closed:
+                self._cond.wait()
+            self._items.append(item)
+            if len(self._items) == self.batch_size:
+                self._cond.notify_all()
+
+    def take(self, max_wait: float) -> tuple[list[_Item], bool]:
+        """Up to batch_size items after at most `max_wait` s; True once closed and empty."""
+        with self._cond:
+            if len(self._items) < self.batch_size and not self._closed:
+                self._cond.wait(max_wait)
+            items = self._items[: self.batch_size]
+            del self._items[: self.batch_size]
+            self._cond.notify_all()
+            return items, self._closed and not self._items
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 class _Batch:
     """The parsed contents of one batch, grouped by what gets written where."""
 
@@ -116,7 +156,7 @@ class IngestWorker:
         config.check()
         self.config = config
         self.db_path = Path(db_path)
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=config.queue_size)
+        self._inbox = _Inbox(config.queue_size, config.batch_size)
         self._writer: threading.Thread | None = None
         self._client: mqtt.Client | None = None
         self._lock = threading.Lock()
@@ -155,11 +195,11 @@ class IngestWorker:
             self._client.disconnect()
             self._client.loop_stop()
         if self._writer is not None:
-            self._queue.put(_STOP)
+            self._inbox.close()
             self._writer.join(timeout)
             if self._writer.is_alive():
                 log.error("ingest writer did not finish within %.0f s; %d messages unwritten", timeout,
-                          self._queue.qsize())
+                          len(self._inbox))
         self._client = None
         self._writer = None
         self.connected.clear()
@@ -168,7 +208,7 @@ class IngestWorker:
         """Counters of this process since start: received, stored, duplicates, rejected, ..."""
         with self._lock:
             out = dict(self._stats)
-        out["queued"] = self._queue.qsize()
+        out["queued"] = len(self._inbox)
         return out
 
     # --- paho callbacks (network thread: keep them cheap) -------------------------------------
@@ -202,7 +242,7 @@ class IngestWorker:
             topic = message.topic
         except UnicodeDecodeError:
             topic = repr(message._topic)
-        self._queue.put((time.time(), topic, message.payload))
+        self._inbox.put((time.time(), topic, message.payload))
 
     # --- writer thread ----------------------------------------------------------------------
 
@@ -210,37 +250,17 @@ class IngestWorker:
         db = connect(self.db_path)
         repo = Repository(db)
         rules = RuleEngine(repo)
-        stopping = False
-        while not stopping:
-            items, stopping = self._next_batch()
+        done = False
+        while not done:
+            items, done = self._inbox.take(self.config.flush_interval_s)
             if items:
                 self._write(repo, rules, items)
         db.conn.close()
 
-    def _next_batch(self) -> tuple[list[_Item], bool]:
-        """Up to batch_size items; waits at most flush_interval_s after the first one."""
-        first = self._queue.get()
-        if first is _STOP:
-            return [], True
-        items = [first]
-        deadline = time.monotonic() + self.config.flush_interval_s
-        while len(items) < self.config.batch_size:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    item = self._queue.get(timeout=remaining)
-                except queue.Empty:
-                    break
-            if item is _STOP:
-                return items, True
-            items.append(item)
-        return items, False
-
     def _write(self, repo: Repository, rules: RuleEngine, items: list[_Item]) -> None:
+        """Write one batch. A busy or full disk (OperationalError) is retried until it works;
+        any other database error means some message in the batch is unstorable, so the batch is
+        split and written message by message, quarantining only the culprits."""
         known = None if self.config.accept_unknown_devices else repo.known_devices()
         batch = self._parse(items, known)
         delay = 0.5
@@ -249,22 +269,37 @@ class IngestWorker:
                 with transaction(repo.db):
                     events = self._store(repo, rules, batch, items[-1][0])
                 break
-            except sqlite3.Error as exc:
+            except sqlite3.OperationalError as exc:
                 repo.forget_cached_ids()
-                self.last_error = f"database write failed: {exc}"
-                log.error("%s; retrying the batch of %d messages in %.1f s", self.last_error, len(items), delay)
-                with self._lock:
-                    self._stats["db_errors"] += 1
+                self._count_db_error(f"database write failed: {exc}; retrying {len(items)} messages in {delay:.1f} s")
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
+            except sqlite3.Error as exc:
+                repo.forget_cached_ids()
+                if len(items) == 1:
+                    self._count_db_error(f"database refused the message on {items[0][1]!r}: {exc}")
+                    batch = _Batch()
+                    self._reject(batch, items[0][0], items[0][1], items[0][2], f"database refused it: {exc}", "database")
+                    with transaction(repo.db):
+                        events = self._store(repo, rules, batch, items[0][0])
+                    break
+                for item in items:
+                    self._write(repo, rules, [item])
+                return
         with self._lock:
             self._stats.update(batch.counts)
         self._publish(events)
 
+    def _count_db_error(self, message: str) -> None:
+        self.last_error = message
+        log.error("%s", message)
+        with self._lock:
+            self._stats["db_errors"] += 1
+
     def _store(self, repo: Repository, rules: RuleEngine, batch: _Batch, received_at: float) -> list[AnimalAlert]:
         new = repo.store_windows(batch.windows, received_at)
-        batch.counts["stored"] = len(new)
-        batch.counts["duplicates"] = len(batch.windows) - len(new)
+        batch.counts["stored"] = new.count
+        batch.counts["duplicates"] = len(batch.windows) - new.count
         batch.counts["device_alerts"] = repo.store_device_alerts(batch.alerts, received_at)
         for t, status in batch.statuses:
             repo.store_status(status, t)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from device.messages import AnimalAlert, utc_iso
-from server.repository import Repository, StoredWindow
+from server.repository import Repository, StoredBatch, StoredWindow
 
 
 @dataclass(frozen=True)
@@ -52,10 +52,11 @@ class RuleEngine:
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
 
-    def evaluate(self, windows: Sequence[StoredWindow], received_at: float) -> list[AnimalAlert]:
-        """Store alert transitions caused by `windows` and return them for publishing (after commit)."""
-        if not windows or not self._any_rules():
+    def evaluate(self, batch: StoredBatch, received_at: float) -> list[AnimalAlert]:
+        """Store alert transitions caused by the new windows and return them for publishing (after commit)."""
+        if not batch.count or not self._any_rules():
             return []
+        windows = self.repo.new_windows(batch)
         by_animal = self._windows_by_animal(windows)
         rules = self.repo.rules_for_animals(by_animal)
         if not rules:
