@@ -45,7 +45,7 @@ HELD_BATCH = 32
 @dataclass(frozen=True)
 class OutboxConfig:
     path: Path = field(default=Path("outbox.sqlite"), metadata={
-        "doc": "SQLite file of undelivered messages (relative paths are relative to the config file)"})
+        "doc": "SQLite file of undelivered messages and the seq counter (relative to the working directory; keep it on persistent storage)"})
     max_messages: int = field(default=1_000_000, metadata={
         "doc": "queue limit (about 3 days of 1 s windows for 4 boxes, ~450 MB); above it the oldest are dropped"})
     max_bytes: int = field(default=0, metadata={

@@ -5,6 +5,9 @@ published in on_connect; a retained status every few seconds; per box a QoS 1 sc
 stream from the outbox and a retained plain-number state. paho's network thread reconnects with
 backoff by itself; this module only decides what to send when.
 
+MQTT 5 so that a PUBACK can say "not authorized": a message the broker's ACL refuses stays in the
+outbox and is reported, instead of being acknowledged and silently dropped as under MQTT 3.1.1.
+
 Delivery is at-least-once: a message leaves the outbox only when its PUBACK arrived (paho marks
 the message info as published; on_publish only wakes the pump, because paho calls it with its own
 lock held and taking ours there would deadlock against a concurrent publish). paho resends unacknowledged QoS 1 messages after a reconnect; a limited number of
@@ -134,6 +137,8 @@ class Publisher:
         self._status_due = 0.0
         self.last_error = ""
         self.delivered = 0
+        self.refused = 0
+        self._refused: dict[int, str] = {}  # mid -> reason, for PUBACKs that said no (MQTT 5)
         self._thread: threading.Thread | None = None
         self.client = self._make_client()
 
@@ -142,8 +147,7 @@ class Publisher:
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=c.client_id or f"mgs-device-{self.device}",
-            protocol=mqtt.MQTTv311,
-            clean_session=True,
+            protocol=mqtt.MQTTv5,
         )
         if c.username:
             client.username_pw_set(c.username, c.resolve_password())
@@ -237,6 +241,9 @@ class Publisher:
             log.warning("lost the MQTT broker (%s); scores are kept in the outbox and sent after reconnecting", reason_code)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            with self._lock:
+                self._refused[mid] = str(reason_code)
         self._wake.set()
 
     # --- pump thread --------------------------------------------------------------------------
@@ -281,15 +288,26 @@ class Publisher:
 
     def _collect_acks(self) -> None:
         with self._lock:
-            done, waiting = [], []
+            done, waiting, refused = [], [], []
             for info, seq in self._inflight:
-                (done if info.is_published() else waiting).append((info, seq))
-            if done:
-                self._inflight = waiting
+                if not info.is_published():
+                    waiting.append((info, seq))
+                elif info.mid in self._refused:
+                    refused.append((seq, self._refused.pop(info.mid)))
+                else:
+                    done.append(seq)
+            self._inflight = waiting
+            self._refused.clear()  # refusals of status/state messages: reported by the broker log
+            if done or refused:
                 self._last_progress = time.monotonic()
-                self.delivered += len(done)
-        for _, seq in done:
+            self.delivered += len(done)
+            self.refused += len(refused)
+        for seq in done:
             self.outbox.ack(seq)
+        for seq, reason in refused:
+            self.last_error = (f"broker refused message seq {seq} ({reason}); it stays in the outbox. The device name "
+                               "must match its MQTT login and the broker ACL")
+            log.error("%s", self.last_error)
 
     def _resend_if_stalled(self) -> None:
         with self._lock:

@@ -137,6 +137,8 @@ class DeviceRunner:
             problems.append(f"camera {camera}: {self.capture.message}")
         if self.outbox:
             problems.append(self.outbox.stats().problem())
+        if self.publisher and self.publisher.last_error:
+            problems.append(self.publisher.last_error)
         fps = self.meter.rate(now)
         if camera == "ok" and now - self.started > 2 * FPS_WINDOW_S and fps < 0.8 * self.config.target_fps:
             problems.append(f"scoring {fps:.1f} fps, below the target of {self.config.target_fps:g}")

@@ -250,3 +250,16 @@ def test_systemd_ready_watchdog_and_stopping(tmp_path: Path, rack_video) -> None
         assert proc.wait(timeout=30) == 0
     assert got[0] == "READY=1"
     assert got.count("WATCHDOG=1") >= 3  # every half period for 4 s
+
+
+def test_example_config_is_valid_and_every_runtime_key_is_documented() -> None:
+    from device.config import DeviceConfig, load_device_config
+    from device.tomlconfig import describe
+
+    config = load_device_config(REPO / "device.example.toml")
+    assert config.name == "rack-01" and len(config.rois.boxes) == 4
+    docs = (REPO / "docs" / "device.md").read_text()
+    runtime = ("name", "target_fps", "mqtt.", "models.", "aggregation.", "alerts.", "outbox.", "status.", "http.")
+    keys = [key for key, *_ in describe(DeviceConfig) if key.startswith(runtime)]
+    assert len(keys) > 25
+    assert [k for k in keys if f"`{k}`" not in docs] == []

@@ -81,15 +81,15 @@ def window(box: int, t: float, score: float | None = 3.0) -> BoxWindow:
     return BoxWindow(box, t, t + 1.0, 10, eyes, score, score, score, 0.0 if score is None else 1.0)
 
 
-def enqueue_windows(outbox: Outbox, t: float, boxes=range(4), score: float | None = 3.0) -> list[int]:
-    items = [Pending(score_topic(DEVICE, b), lambda seq, w=window(b, t, score): w.to_message(DEVICE, seq, SHA).to_json())
+def enqueue_windows(outbox: Outbox, t: float, boxes=range(4), score: float | None = 3.0, device: str = DEVICE) -> list[int]:
+    items = [Pending(score_topic(device, b), lambda seq, w=window(b, t, score): w.to_message(device, seq, SHA).to_json())
              for b in boxes]
     return outbox.enqueue(items)
 
 
-def status_of(outbox: Outbox):
+def status_of(outbox: Outbox, device: str = DEVICE):
     def status() -> DeviceStatus:
-        return DeviceStatus(device=DEVICE, time=utc_iso(time.time()), fps=10.0, target_fps=10.0, backend="local",
+        return DeviceStatus(device=device, time=utc_iso(time.time()), fps=10.0, target_fps=10.0, backend="local",
                             camera="ok", queue_depth=outbox.stats().depth, uptime_s=1.0, version="test")
     return status
 
