@@ -119,7 +119,7 @@ def _box(box: Any) -> int:
     return box
 
 
-def _time(value: Any, what: str, optional: bool = False) -> float | None:
+def parse_time(value: Any, what: str, optional: bool = False) -> float | None:
     """Accept Unix seconds or an ISO-8601 UTC string."""
     if value is None and optional:
         return None
@@ -373,8 +373,8 @@ class Repository:
         Overlaps with another assignment of the same box or animal are refused (`Conflict`)."""
         device = validate_name(device)
         box = _box(box)
-        start_t = _time(start, "assignment start")
-        end_t = _time(end, "assignment end", optional=True)
+        start_t = parse_time(start, "assignment start")
+        end_t = parse_time(end, "assignment end", optional=True)
         note = _text(note, "note", 1000)
         with transaction(self.db) as conn:
             self._check_assignment(conn, animal_id, device, box, start_t, end_t, None)
@@ -395,8 +395,8 @@ class Repository:
         new.update(changes)
         new["device"] = validate_name(new["device"])
         new["box"] = _box(new["box"])
-        new["start_time"] = _time(new["start_time"], "assignment start")
-        new["end_time"] = _time(new["end_time"], "assignment end", optional=True)
+        new["start_time"] = parse_time(new["start_time"], "assignment start")
+        new["end_time"] = parse_time(new["end_time"], "assignment end", optional=True)
         new["note"] = _text(new["note"], "note", 1000)
         with transaction(self.db) as conn:
             self._check_assignment(conn, new["animal_id"], new["device"], new["box"], new["start_time"],

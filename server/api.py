@@ -1,0 +1,317 @@
+"""The JSON REST API under /api/v1 (reference with curl examples: docs/api.md).
+
+Every endpoint needs a login session or `Authorization: Bearer <token>`: `server.auth.identify`
+refuses anonymous requests before any view runs (401). Reading needs the viewer role; changing
+assignments, animals, rules and acknowledging alerts needs officer. Times in responses are Unix
+seconds (UTC); query parameters take Unix seconds or ISO-8601 UTC. Errors are `{"error": "..."}`
+with 400 (bad input), 403 (role), 404 (no such row) or 409 (conflicts with stored data).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Blueprint, Response, abort, jsonify, request, stream_with_context
+
+from device.errors import MgsError
+from server import data_export
+from server.auth import current_user, require_role
+from server.repository import RESOLUTIONS, parse_time
+from server.request_db import get_repo
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+DEFAULT_HISTORY_S = 24 * 3600
+
+
+# --- request helpers -------------------------------------------------------------------------------
+
+def _arg_time(name: str, default: float | None = None) -> float | None:
+    value = request.args.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return parse_time(float(value) if _is_number(value) else value, f"parameter {name!r}")
+    except MgsError as exc:
+        abort(400, description=str(exc))
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _arg_int(name: str) -> int | None:
+    value = request.args.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        abort(400, description=f"parameter {name!r} = {value!r} must be a whole number")
+
+
+def _time_range() -> tuple[float, float]:
+    now = time.time()
+    end = _arg_time("end", now)
+    start = _arg_time("start", end - DEFAULT_HISTORY_S)  # type: ignore[operator]
+    if end <= start:  # type: ignore[operator]
+        abort(400, description="'end' must be after 'start'")
+    return start, end  # type: ignore[return-value]
+
+
+def _resolution() -> str:
+    value = request.args.get("resolution", "auto")
+    if value != "auto" and value not in RESOLUTIONS:
+        abort(400, description=f"resolution {value!r} must be one of auto, {', '.join(RESOLUTIONS)}")
+    return value
+
+
+def _body(*required: str) -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        abort(400, description="send a JSON object with Content-Type: application/json")
+    missing = [k for k in required if k not in body]
+    if missing:
+        abort(400, description=f"missing field(s) {missing}")
+    return body
+
+
+def _username() -> str:
+    user = current_user()
+    return user["username"] if user else ""
+
+
+# --- boxes, devices, scores ------------------------------------------------------------------------
+
+@bp.get("/boxes")
+def boxes() -> Response:
+    return jsonify(boxes=get_repo().boxes(time.time()))
+
+
+@bp.get("/boxes/<device>/<int:box>/scores")
+def box_scores(device: str, box: int) -> Response:
+    start, end = _time_range()
+    result = get_repo().box_scores(device, box, start, end, _resolution())
+    return jsonify(device=device, box=box, start=start, end=end, **result)
+
+
+@bp.get("/devices")
+def devices() -> Response:
+    return jsonify(devices=get_repo().devices())
+
+
+@bp.get("/devices/<device>")
+def device(device: str) -> Response:
+    repo = get_repo()
+    return jsonify(device=repo.device(device), status=repo.device_status_json(device))
+
+
+@bp.get("/ingest")
+def ingest() -> Response:
+    """Ingest counters since the database was created (received, stored, duplicates, rejected...)."""
+    return jsonify(counters=get_repo().counters())
+
+
+@bp.get("/quarantine")
+@require_role("officer")
+def quarantine() -> Response:
+    return jsonify(messages=get_repo().quarantine(_arg_int("limit") or 100))
+
+
+# --- animals and experiments -----------------------------------------------------------------------
+
+@bp.get("/animals")
+def animals() -> Response:
+    return jsonify(animals=get_repo().animals(experiment_id=_arg_int("experiment_id")))
+
+
+@bp.post("/animals")
+@require_role("officer")
+def create_animal() -> tuple[Response, int]:
+    body = _body("name")
+    repo = get_repo()
+    animal_id = repo.create_animal(body["name"], body.get("strain", ""), body.get("notes", ""),
+                                   body.get("experiment_id"))
+    return jsonify(animal=repo.animal(animal_id)), 201
+
+
+@bp.get("/animals/<int:animal_id>")
+def animal(animal_id: int) -> Response:
+    repo = get_repo()
+    return jsonify(animal=repo.animal(animal_id), assignments=repo.assignments(animal_id=animal_id))
+
+
+@bp.patch("/animals/<int:animal_id>")
+@require_role("officer")
+def update_animal(animal_id: int) -> Response:
+    repo = get_repo()
+    repo.update_animal(animal_id, **_body())
+    return jsonify(animal=repo.animal(animal_id))
+
+
+@bp.get("/animals/<int:animal_id>/scores")
+def animal_scores(animal_id: int) -> Response:
+    start, end = _time_range()
+    result = get_repo().animal_scores(animal_id, start, end, _resolution())
+    return jsonify(animal_id=animal_id, start=start, end=end, **result)
+
+
+@bp.get("/experiments")
+def experiments() -> Response:
+    return jsonify(experiments=get_repo().experiments())
+
+
+@bp.post("/experiments")
+@require_role("officer")
+def create_experiment() -> tuple[Response, int]:
+    body = _body("name")
+    repo = get_repo()
+    experiment_id = repo.create_experiment(body["name"], body.get("description", ""))
+    return jsonify(experiment=repo.experiment(experiment_id)), 201
+
+
+# --- assignments -----------------------------------------------------------------------------------
+
+@bp.get("/assignments")
+def assignments() -> Response:
+    active = request.args.get("active")
+    return jsonify(assignments=get_repo().assignments(
+        animal_id=_arg_int("animal_id"), device=request.args.get("device") or None, box=_arg_int("box"),
+        active_at=time.time() if active in ("1", "true", "yes") else None))
+
+
+@bp.post("/assignments")
+@require_role("officer")
+def create_assignment() -> tuple[Response, int]:
+    body = _body("animal_id", "device", "box")
+    repo = get_repo()
+    assignment_id = repo.create_assignment(
+        body["animal_id"], body["device"], body["box"], body.get("start_time", time.time()), body.get("end_time"),
+        body.get("note", ""), _username())
+    return jsonify(assignment=repo.assignment(assignment_id)), 201
+
+
+@bp.get("/assignments/<int:assignment_id>")
+def assignment(assignment_id: int) -> Response:
+    return jsonify(assignment=get_repo().assignment(assignment_id))
+
+
+@bp.patch("/assignments/<int:assignment_id>")
+@require_role("officer")
+def update_assignment(assignment_id: int) -> Response:
+    body = _body()
+    if body.get("end_time") == "now":
+        body["end_time"] = time.time()
+    repo = get_repo()
+    repo.update_assignment(assignment_id, **body)
+    return jsonify(assignment=repo.assignment(assignment_id))
+
+
+@bp.delete("/assignments/<int:assignment_id>")
+@require_role("officer")
+def delete_assignment(assignment_id: int) -> tuple[str, int]:
+    get_repo().delete_assignment(assignment_id)
+    return "", 204
+
+
+# --- alerts and rules ------------------------------------------------------------------------------
+
+@bp.get("/alerts")
+def alerts() -> Response:
+    return jsonify(alerts=get_repo().alerts(
+        since=_arg_time("since"), until=_arg_time("until"), device=request.args.get("device") or None,
+        box=_arg_int("box"), animal_id=_arg_int("animal_id"),
+        unacknowledged=request.args.get("open") in ("1", "true", "yes"), limit=_arg_int("limit") or 500))
+
+
+@bp.post("/alerts/<int:alert_id>/acknowledge")
+@require_role("officer")
+def acknowledge_alert(alert_id: int) -> Response:
+    return jsonify(alert=get_repo().acknowledge_alert(alert_id, _username()))
+
+
+@bp.get("/alert-rules")
+def alert_rules() -> Response:
+    return jsonify(rules=get_repo().alert_rules())
+
+
+@bp.post("/alert-rules")
+@require_role("officer")
+def create_alert_rule() -> tuple[Response, int]:
+    body = _body("threshold", "duration_s")
+    repo = get_repo()
+    rule_id = repo.create_alert_rule(body["threshold"], body["duration_s"], body.get("animal_id"),
+                                     body.get("experiment_id"), body.get("enabled", True))
+    return jsonify(rule=next(r for r in repo.alert_rules() if r["id"] == rule_id)), 201
+
+
+@bp.patch("/alert-rules/<int:rule_id>")
+@require_role("officer")
+def update_alert_rule(rule_id: int) -> Response:
+    body = _body("enabled")
+    if not isinstance(body["enabled"], bool):
+        abort(400, description="'enabled' must be true or false")
+    repo = get_repo()
+    repo.set_alert_rule_enabled(rule_id, body["enabled"])
+    return jsonify(rule=next(r for r in repo.alert_rules() if r["id"] == rule_id))
+
+
+@bp.delete("/alert-rules/<int:rule_id>")
+@require_role("officer")
+def delete_alert_rule(rule_id: int) -> tuple[str, int]:
+    get_repo().delete_alert_rule(rule_id)
+    return "", 204
+
+
+# --- export ------------------------------------------------------------------------------------------
+
+@bp.get("/export")
+def export() -> Response:
+    """Raw windows as CSV or JSON. Choose what with `scope` (`animal:<id>`, `experiment:<id>`,
+    `box:<device>/<box>`, empty = all boxes) or with animal_id / experiment_id / device+box."""
+    fmt = request.args.get("format", "csv")
+    if fmt not in data_export.FORMATS:
+        abort(400, description=f"format {fmt!r} must be one of {', '.join(data_export.FORMATS)}")
+    if not request.args.get("start"):
+        abort(400, description="give 'start' (and optionally 'end', default now) for the export")
+    start, end = _time_range()
+    query: dict[str, Any] = {"start": start, "end": end, "animal_id": _arg_int("animal_id"),
+                             "experiment_id": _arg_int("experiment_id"), "device": request.args.get("device") or None,
+                             "box": _arg_int("box")}
+    query.update(_scope(request.args.get("scope", "")))
+    repo = get_repo()
+    rows = repo.iter_windows(start, end, device=query["device"], box=query["box"], animal_id=query["animal_id"],
+                             experiment_id=query["experiment_id"])
+    first = next(rows, None)  # runs the checks (unknown animal -> 404) before the response starts
+
+    def all_rows() -> Any:
+        if first is not None:
+            yield first
+            yield from rows
+
+    chunks = data_export.csv_chunks(all_rows()) if fmt == "csv" else data_export.json_chunks(all_rows(), query)
+    name = f"mgs-scores-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(start))}.{fmt}"
+    return Response(stream_with_context(chunks), mimetype=data_export.FORMATS[fmt],
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+def _scope(scope: str) -> dict[str, Any]:
+    if not scope:
+        return {}
+    kind, _, value = scope.partition(":")
+    try:
+        if kind == "animal":
+            return {"animal_id": int(value)}
+        if kind == "experiment":
+            return {"experiment_id": int(value)}
+        if kind == "box":
+            device, _, box = value.rpartition("/")
+            return {"device": device, "box": int(box)}
+    except ValueError:
+        pass
+    abort(400, description=f"scope {scope!r} must be animal:<id>, experiment:<id> or box:<device>/<box>")
