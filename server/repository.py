@@ -681,14 +681,15 @@ class Repository:
         bottleneck."""
         conn = self.db.conn
         after_id = conn.execute("SELECT COALESCE(MAX(id), 0) FROM score_windows").fetchone()[0]
+        rows = [(w.device, w.box, w.seq, _canonical_iso(w.window_start), _canonical_iso(w.window_end), w.frames,
+                 w.valid_eyes, w.score, w.median, w.p90, w.face_visible_fraction, self._model_id(w.model_sha256),
+                 received_at) for w in windows]
         before = conn.total_changes
         conn.executemany(
             "INSERT OR IGNORE INTO score_windows (device, box, seq, window_start, window_end, frames, valid_eyes, "
             "score, median, p90, face_visible_fraction, model_id, received_at) "
             f"VALUES (?, ?, ?, {_EPOCH_SQL}, {_EPOCH_SQL}, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(w.device, w.box, w.seq, _canonical_iso(w.window_start), _canonical_iso(w.window_end), w.frames,
-              w.valid_eyes, w.score, w.median, w.p90, w.face_visible_fraction, self._model_id(w.model_sha256),
-              received_at) for w in windows],
+            rows,
         )
         count = conn.total_changes - before
         if count:
