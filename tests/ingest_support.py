@@ -46,12 +46,11 @@ def publish(broker: Any, messages: Sequence[tuple[str, bytes]], qos: int = 1, re
 
 @contextmanager
 def running_worker(broker: Any, db_path: Path, **overrides: Any) -> Iterator[IngestWorker]:
-    config = IngestConfig(host=broker.host, port=broker.port, flush_interval_s=0.05, **overrides)
+    config = IngestConfig(**{"host": broker.host, "port": broker.port, "flush_interval_s": 0.05, **overrides})
     worker = IngestWorker(config, db_path)
     worker.start()
     try:
-        wait_for(worker.connected.is_set, timeout=10, what="ingest to connect")
-        wait_for(lambda: worker.stats() is not None, what="ingest writer")
+        wait_for(worker.connected.is_set, timeout=10, what="ingest to connect and subscribe")
         yield worker
     finally:
         worker.stop()
