@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import ssl
 import threading
 import time
@@ -115,6 +116,17 @@ class MqttConfig:
         return self.password or None
 
 
+def tls_context(tls: TlsConfig) -> ssl.SSLContext:
+    """The TLS settings of [mqtt.tls] as one context (paho uses it, and so does the connect diagnosis)."""
+    try:
+        context = ssl.create_default_context(cafile=str(tls.ca) if tls.ca else None)
+        if tls.cert is not None:
+            context.load_cert_chain(str(tls.cert), str(tls.key))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"[mqtt.tls]: cannot load the certificates ({exc}); check ca, cert and key") from None
+    return context
+
+
 class Publisher:
     """Owns the paho client and a pump thread that moves outbox rows, states and status to it."""
 
@@ -140,6 +152,7 @@ class Publisher:
         self.refused = 0
         self._refused: dict[int, str] = {}  # mid -> reason, for PUBACKs that said no (MQTT 5)
         self._thread: threading.Thread | None = None
+        self._tls_context = tls_context(config.tls) if config.tls.enabled else None
         self.client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
@@ -152,17 +165,13 @@ class Publisher:
         if c.username:
             client.username_pw_set(c.username, c.resolve_password())
         if c.tls.enabled:
-            client.tls_set(
-                ca_certs=str(c.tls.ca) if c.tls.ca else None,
-                certfile=str(c.tls.cert) if c.tls.cert else None,
-                keyfile=str(c.tls.key) if c.tls.key else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
+            client.tls_set_context(self._tls_context)
             client.tls_insecure_set(c.tls.insecure)
         client.will_set(availability_topic(self.device, c.prefix), AVAILABILITY_OFFLINE, qos=1, retain=True)
         client.reconnect_delay_set(1, c.reconnect_max_s)
         client.max_inflight_messages_set(c.max_inflight)
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         return client
@@ -232,6 +241,24 @@ class Publisher:
         self._status_due = 0.0
         self.connected.set()
         self._wake.set()
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        """paho retries on its own but does not say why; find out, because 'certificate verify failed'
+        or 'connection refused' tells the technician what to fix."""
+        error = f"cannot connect to the MQTT broker {self.config.host}:{self.config.port}: {self._probe()}"
+        if error != self.last_error:
+            log.error("%s; retrying (check [mqtt] host/port, the network and [mqtt.tls])", error)
+        self.last_error = error
+
+    def _probe(self) -> str:
+        try:
+            with socket.create_connection((self.config.host, self.config.port), timeout=5) as sock:
+                if self._tls_context is not None:
+                    with self._tls_context.wrap_socket(sock, server_hostname=self.config.host):
+                        pass
+        except OSError as exc:
+            return str(exc) or type(exc).__name__
+        return "the connection failed during the MQTT handshake"
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         was = self.connected.is_set()

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import time
+import getpass
+import json
+import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
+
 from device.outbox import Outbox
-from device.publisher import MqttConfig, Publisher
+from device.publisher import MqttConfig, Publisher, TlsConfig
 from server.provision import SERVER_USER
-from tests.conftest import wait_for
+from tests.conftest import Broker, wait_for
 from tests.test_acl_broker import connect, facility  # noqa: F401  (fixtures: the secured broker and its logins)
 from tests.test_publisher import enqueue_windows, status_of
 
@@ -45,7 +50,8 @@ def test_device_login_from_password_file_publishes_everything_within_its_acl(fac
         wait_for(lambda: pub.refused == 4, 5, what="four refusals")
         assert not any("rack-b" in t for t in server.topics())
         assert "refused" in pub.last_error and "MQTT login" in pub.last_error
-        assert outbox.stats().depth == 4  # refused, so not lost: still in the outbox
+        wait_for(lambda: outbox.stats().depth == 4, 5, what="only the refused rows left")  # kept, not lost
+        assert [json.loads(r.payload)["device"] for r in outbox.pending()] == ["rack-b"] * 4
     finally:
         pub.stop()
         outbox.close()
@@ -65,3 +71,61 @@ def test_wrong_password_is_reported_and_nothing_is_lost(facility, tmp_path: Path
     finally:
         pub.stop(drain_timeout_s=0)
         outbox.close()
+
+
+def make_certificates(d: Path) -> dict[str, Path]:
+    """A throw-away CA and a broker certificate for 127.0.0.1 (openssl, as a facility would)."""
+    ca_key, ca, key, csr, cert, ext = (d / n for n in ("ca.key", "ca.pem", "broker.key", "broker.csr", "broker.pem", "san.ext"))
+    ext.write_text("subjectAltName = IP:127.0.0.1\n")
+    run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True)  # noqa: E731
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca), "-days", "2", "-subj", "/CN=mgs-test-ca")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", "/CN=127.0.0.1")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial", "-out", str(cert),
+        "-days", "2", "-extfile", str(ext))
+    for p in (key, cert, ca):
+        p.chmod(0o644)
+    return {"ca": ca, "cert": cert, "key": key}
+
+
+def tls_listener(certs: dict[str, Path]) -> str:
+    # `user` keeps a broker started by root able to read pytest's private tmp dir.
+    return f"cafile {certs['ca']}\ncertfile {certs['cert']}\nkeyfile {certs['key']}\nuser {getpass.getuser()}\n"
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl is not installed")
+def test_tls_with_the_facility_ca(tmp_path: Path) -> None:
+    certs = make_certificates(tmp_path)
+    broker = Broker(tmp_path, extra_config=tls_listener(certs))
+    broker.start()
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    pub = Publisher(DEVICE, MqttConfig(host="127.0.0.1", port=broker.port, tls=TlsConfig(enabled=True, ca=certs["ca"])),
+                    outbox, status_of(outbox, DEVICE))
+    pub.start()
+    try:
+        enqueue_windows(outbox, 1_700_000_000.0, device=DEVICE)
+        wait_for(lambda: outbox.stats().depth == 0, 15, what="windows acknowledged over TLS")
+    finally:
+        pub.stop()
+        outbox.close()
+        broker.stop()
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl is not installed")
+def test_tls_refuses_a_broker_the_ca_did_not_sign(tmp_path: Path) -> None:
+    certs = make_certificates(tmp_path)
+    (tmp_path / "other").mkdir()
+    other = make_certificates(tmp_path / "other")
+    broker = Broker(tmp_path, extra_config=tls_listener(certs))
+    broker.start()
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    pub = Publisher(DEVICE, MqttConfig(host="127.0.0.1", port=broker.port, reconnect_max_s=1,
+                                       tls=TlsConfig(enabled=True, ca=other["ca"])), outbox, status_of(outbox, DEVICE))
+    pub.start()
+    try:
+        enqueue_windows(outbox, 1_700_000_000.0, device=DEVICE)
+        wait_for(lambda: "certificate" in pub.last_error.lower(), 15, what="the certificate failure to be reported")
+        assert not pub.connected.is_set() and outbox.stats().depth == 4
+    finally:
+        pub.stop(drain_timeout_s=0)
+        outbox.close()
+        broker.stop()
