@@ -17,7 +17,7 @@ from server import admin, api, auth, dashboard
 from server.config import ServerConfig, secret_key
 from server.db import connect
 from server.repository import Conflict, NotFound
-from server.request_db import close_db
+from server.request_db import close_db, release_db
 
 
 def create_app(config: ServerConfig | None = None, test_config: dict[str, Any] | None = None) -> Flask:
@@ -49,6 +49,7 @@ def create_app(config: ServerConfig | None = None, test_config: dict[str, Any] |
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(api.bp)
+    app.after_request(release_db)
     app.teardown_appcontext(close_db)
     app.jinja_env.globals.update(csrf_token=auth.csrf_token, has_role=auth.has_role,
                                  current_user=auth.current_user, dashboard_config=config.dashboard)

@@ -374,4 +374,4 @@ def delete_rule(rule_id: int) -> Response:
 def export() -> str:
     repo = get_repo()
     return render_template("export.html", title="Export", animals=repo.animals(), experiments=repo.experiments(),
-                           boxes=repo.boxes())
+                           boxes=repo.boxes(), export_url=url_for("api.export"))

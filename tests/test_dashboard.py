@@ -82,10 +82,10 @@ def test_pages_reference_no_external_assets(app: Flask, viewer: FlaskClient) -> 
 
 
 def test_plotly_is_served_from_the_installed_package(viewer: FlaskClient) -> None:
-    response = viewer.get("/vendor/plotly.min.js")
-    assert response.status_code == 200
-    assert response.mimetype == "text/javascript"
-    assert len(response.get_data()) == PLOTLY_JS.stat().st_size
+    with viewer.get("/vendor/plotly.min.js") as response:
+        assert response.status_code == 200
+        assert response.mimetype == "text/javascript"
+        assert len(response.get_data()) == PLOTLY_JS.stat().st_size
 
 
 def test_history_page_points_the_plot_at_the_api_with_the_threshold(app: Flask, viewer: FlaskClient) -> None:
@@ -169,3 +169,17 @@ def test_acknowledging_on_a_box_history_page_returns_to_that_page(app: Flask) ->
     assert back and back.group(1) == "/boxes/rack1/0?show=all"
     response = client.post("/alerts/1/acknowledge", data={"back": back.group(1), "csrf_token": csrf(client)})
     assert response.headers["Location"] == "/boxes/rack1/0?show=all"
+
+
+def test_export_form_fields_are_what_the_export_api_takes(app: Flask, viewer: FlaskClient) -> None:
+    store(app, recent_window(score=3.5), recent_window(box=1, seq=1, score=None))
+    page = viewer.get("/export").get_data(as_text=True)
+    form = re.search(r'<form[^>]*action="([^"]+)"[^>]*id="export-form">(.*?)</form>', page, re.S)
+    assert form and form.group(1) == "/api/v1/export"
+    names = set(re.findall(r'name="([a-z_]+)"', form.group(2)))
+    assert names == {"scope", "start", "end", "format"}
+    response = viewer.get(form.group(1), query_string={"scope": "box:rack1/1", "start": str(time.time() - 3600),
+                                                       "end": "", "format": "csv"})
+    lines = response.get_data(as_text=True).strip().splitlines()
+    assert response.status_code == 200
+    assert len(lines) == 2 and lines[1].startswith("rack1,1,")
