@@ -184,6 +184,8 @@ class GpuHost:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        elif not self._socket.closed:
+            self._socket.close(linger=0)  # never served in a thread: the caller drove it step by step
 
     def describe(self) -> dict[str, Any]:
         return {"models": {sha: f"{m.name} {m.precision}" for sha, m in self.models.items()}, "providers": self.providers,
