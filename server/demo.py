@@ -26,7 +26,7 @@ import tempfile
 import time
 import webbrowser
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from device.errors import MgsError
@@ -300,7 +300,6 @@ class DemoUrls:
     dashboard: str
     preview: str
     broker: str
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -322,6 +321,7 @@ def run_demo(options: DemoOptions) -> int:
     facility = Facility(workdir)
     previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     stopped_by_user = False
+    failed = True
     try:
         try:
             _, broker_port, broker_kind = start_broker(facility, options.broker)
@@ -342,17 +342,21 @@ def run_demo(options: DemoOptions) -> int:
             while deadline is None or time.monotonic() < deadline:
                 facility.check_running()
                 time.sleep(0.5)
+            failed = False
         except KeyboardInterrupt:
-            stopped_by_user = True
+            stopped_by_user, failed = True, False
         finally:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             print("stopping the demo (device, server, broker) ...", flush=True)
             facility.stop()
     finally:
         signal.signal(signal.SIGTERM, previous_term)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        if owns_workdir:
+        if owns_workdir and not failed:
             shutil.rmtree(workdir, ignore_errors=True)
+        elif failed:
+            print(f"configs and logs kept in {workdir}", flush=True)
     print("demo stopped" + (" (Ctrl-C)" if stopped_by_user else ""), flush=True)
     return 0
 
