@@ -197,7 +197,7 @@ def render_device_config(name: str, broker_host: str, broker_port: int, prefix: 
                          config_dir: Path = DEVICE_CONFIG_DIR, created: str = "") -> str:
     """A `device.toml` for a new edge box: broker login filled in, boxes left for detect-boxes.
 
-    Everything not written here keeps the defaults documented in device.example.toml.
+    Everything not written here keeps the defaults of `device.config.DeviceConfig` (docs/device-pipeline.md).
     """
     return f"""# device.toml for the edge box {name!r}, written by `mgs-server provision-device`{created}.
 # Install on the edge box as {config_dir / 'device.toml'} (mode 0640, group mgs) next to

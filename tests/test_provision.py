@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import shutil
 import stat
 import subprocess
@@ -132,3 +133,18 @@ def test_registering_the_device_with_the_server(tmp_path: Path) -> None:
         assert Repository(db).known_devices() == {"rack-a"}
     finally:
         db.close()
+
+
+def test_config_examples_in_the_install_guide_load() -> None:
+    """The TOML a technician copies from docs/install.md must pass the real config loaders."""
+    from device.gpu_host import GpuHostConfig
+    from server.config import ServerConfig
+
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "install.md").read_text()
+    blocks = [tomllib.loads(b) for b in re.findall(r"```toml\n(.*?)```", guide, flags=re.S)]
+    server = [b for b in blocks if "database" in b]
+    gpu_host = [b for b in blocks if "bind" in b]
+    assert len(server) == 1 and len(gpu_host) == 1
+    config = from_dict(ServerConfig, server[0], source="docs/install.md")
+    assert str(config.database.path).startswith("/var/lib/mgs-server/")  # the unit's only writable place
+    from_dict(GpuHostConfig, gpu_host[0], source="docs/install.md")
