@@ -16,12 +16,13 @@ from device.alerts import AlertConfig
 from device.capture import CaptureConfig
 from device.errors import MessageError
 from device.inference import BackendConfig
+from device.messages import validate_name
+from device.offload import OffloadConfig
 from device.outbox import OutboxConfig
 from device.pipeline import PipelineConfig
 from device.publisher import MqttConfig
 from device.rois import RoiConfig
 from device.tomlconfig import fail, load_config
-from device.messages import validate_name
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class DeviceConfig:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    offload: OffloadConfig = field(default_factory=OffloadConfig)
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     alerts: AlertConfig = field(default_factory=AlertConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)

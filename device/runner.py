@@ -32,6 +32,7 @@ from device.errors import MgsError
 from device.inference import Models, load_models
 from device.localview import LocalView
 from device.messages import DeviceStatus, alert_topic, score_topic, utc_iso
+from device.offload import OffloadSwitch, offload_switch
 from device.outbox import Outbox, Pending
 from device.pipeline import build_pipeline
 from device.publisher import Publisher
@@ -126,6 +127,7 @@ class DeviceRunner:
         self.outbox: Outbox | None = None
         self.capture: Capture | None = None
         self.publisher: Publisher | None = None
+        self.offload: OffloadSwitch | None = None
 
     # --- what others read ---------------------------------------------------------------------
 
@@ -140,19 +142,22 @@ class DeviceRunner:
         if self.publisher and self.publisher.last_error:
             problems.append(self.publisher.last_error)
         fps = self.meter.rate(now)
-        if camera == "ok" and now - self.started > 2 * FPS_WINDOW_S and fps < 0.8 * self.config.target_fps:
+        backend = self.offload.policy.backend if self.offload else "local"
+        if self.offload and self.offload.policy.reason:
+            problems.append(self.offload.policy.reason)
+        elif camera == "ok" and now - self.started > 2 * FPS_WINDOW_S and fps < 0.8 * self.config.target_fps:
             problems.append(f"scoring {fps:.1f} fps, below the target of {self.config.target_fps:g}")
         return DeviceStatus(
             device=self.config.name,
             time=utc_iso(time.time()),
             fps=round(fps, 2),
             target_fps=self.config.target_fps,
-            backend="local",
+            backend=backend,
             camera=camera,
             queue_depth=self.outbox.stats().depth if self.outbox else 0,
             uptime_s=round(now - self.started, 1),
             version=__version__,
-            models=dict(self.model_files),
+            models={**self.model_files, "model_set": self.models.model_sha256} if self.models else {},
             skipped_frames=self.capture.skipped if self.capture else 0,
             boxes=len(self.rois),
             message="; ".join(p for p in problems if p)[:1024],
@@ -206,7 +211,8 @@ class DeviceRunner:
         try:
             self.models = load_models(resolve_models_dir(c.models.dir), c.backend.precision, c.backend)
             self.model_files = _file_shas(self.models)
-            pipeline = build_pipeline(self.models, self.rois, c.pipeline)
+            self.offload = offload_switch(self.models, self.model_files, c.offload, c.target_fps)
+            pipeline = build_pipeline(self.offload.models if self.offload else self.models, self.rois, c.pipeline)
             self.publisher = Publisher(c.name, c.mqtt, self.outbox, self.status, c.status.interval_s)
             self.capture = Capture(c.camera)
             if c.http.enabled:
@@ -228,6 +234,8 @@ class DeviceRunner:
                 self.publisher.stop()
             if view:
                 view.stop()
+            if self.offload:
+                self.offload.client.close()
             left = self.outbox.stats().depth
             self.outbox.close()
         log.info("device %s stopped after %d frame(s); %d message(s) wait in the outbox for the next start",
@@ -267,6 +275,8 @@ class DeviceRunner:
             result = pipeline(frame.image, frame.index, frame.time)
             self.frames += 1
             self.meter.tick(time.monotonic())
+            if self.offload:
+                self.offload.observe(self.meter.rate(time.monotonic()))
             for stage, ms in result.stage_ms.items():
                 self.stage_ms[stage] = 0.9 * self.stage_ms.get(stage, ms) + 0.1 * ms
             with self._snapshot_lock:
@@ -312,6 +322,4 @@ def _window_json(w: BoxWindow | None) -> dict[str, Any]:
 
 
 def _file_shas(models: Models) -> dict[str, str]:
-    shas = {name: sha256_file(path) for name, path in models.files.items()}
-    shas["model_set"] = models.model_sha256
-    return shas
+    return {name: sha256_file(path) for name, path in models.files.items()}

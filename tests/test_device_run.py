@@ -263,3 +263,40 @@ def test_example_config_is_valid_and_every_runtime_key_is_documented() -> None:
     keys = [key for key, *_ in describe(DeviceConfig) if key.startswith(runtime)]
     assert len(keys) > 25
     assert [k for k in keys if f"`{k}`" not in docs] == []
+
+
+def test_offload_to_a_gpu_host_and_back_never_stops_the_windows(broker: Broker, tmp_path: Path, rack_video) -> None:
+    video, rois = rack_video
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    host_log = open(tmp_path / "gpu-host.log", "ab")
+    host = subprocess.Popen([sys.executable, "-m", "device.cli", "gpu-host", "--bind", endpoint, "--providers", "cpu",
+                             "--threads", "1", "--precision", "int8"], cwd=REPO, stdout=host_log, stderr=subprocess.STDOUT)
+    sub = Collector(broker.host, broker.port)
+    # A target no CPU reaches, so the device offloads after 1 s of measuring.
+    extra = f'[offload]\nhost = "{endpoint}"\nswitch_after_s = 1\ntimeout_s = 2\nretry_after_s = 600\n'
+    config = write_config(tmp_path, broker.port, video, rois, extra=extra)
+    config.write_text(config.read_text().replace("target_fps = 5", "target_fps = 100"))
+    proc = start(config)
+
+    def status() -> DeviceStatus | None:
+        raw = sub.last(status_topic(DEVICE))
+        return DeviceStatus.from_json(raw) if raw else None
+
+    try:
+        wait_for(lambda: (s := status()) and s.backend == "offload", 60, what="status backend=offload")
+        assert "offloading to" in status().message
+        before = len(sub.payloads("/score"))
+        host.kill()  # the GPU host dies: the device scores locally again and keeps publishing
+        host.wait(timeout=10)
+        wait_for(lambda: (s := status()) and s.backend == "local" and "offload host failed" in s.message, 60,
+                 what="status back to local after the host died")
+        wait_for(lambda: len(sub.payloads("/score")) >= before + 8, 30, what="windows after the fallback")
+        assert proc.poll() is None
+    finally:
+        if host.poll() is None:
+            host.kill()
+        code = finish(proc)
+    assert code == 0, (tmp_path / "device.log").read_text()
+    seqs = sorted({w.seq for w in sub.scores()})
+    assert seqs == list(range(1, seqs[-1] + 1))
+    sub.close()
