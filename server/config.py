@@ -54,7 +54,8 @@ class HttpConfig:
 
 @dataclass
 class AuthConfig:
-    session_hours: float = field(default=12.0, metadata={"doc": "a login stays valid this long"})
+    session_hours: float = field(default=12.0, metadata={
+        "doc": "a login ends after this long without any request (an open dashboard page keeps it alive)"})
     max_failed_logins: int = field(default=5, metadata={
         "doc": "failed logins for one user name from one address before it is locked out for a while"})
     lockout_minutes: float = field(default=10.0, metadata={"doc": "how long such a lockout lasts"})
