@@ -188,8 +188,10 @@ class GpuHost:
             self._socket.close(linger=0)  # never served in a thread: the caller drove it step by step
 
     def describe(self) -> dict[str, Any]:
+        s = self.stats
         return {"models": {sha: f"{m.name} {m.precision}" for sha, m in self.models.items()}, "providers": self.providers,
-                "max_batch": self.max_batch, "max_wait_ms": self.max_wait_s * 1000.0}
+                "max_batch": self.max_batch, "max_wait_ms": self.max_wait_s * 1000.0,
+                "stats": {"requests": s.requests, "rejected": s.rejected, "batches": s.batches, "rows": s.rows}}
 
     # --- steps (public so a test can drive batching deterministically) --------------------------
 

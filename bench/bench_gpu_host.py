@@ -1,0 +1,231 @@
+"""Offload vs local: round-trip latency per network call and pipeline throughput through a GPU host.
+
+    .venv/bin/python bench/bench_gpu_host.py [--seconds S] [--precision int8|fp32] [--providers cuda,cpu]
+                                             [--host-threads N] [--clients N] [--json FILE]
+
+Starts `mgs-device gpu-host` as its own process on a free loopback port (or uses --endpoint of a
+running host, e.g. a real GPU machine), then measures on the same generated rack frames:
+1. per network, the batch the pipeline sends (4 ROIs coarse, 8 head crops fine, 16 eye patches):
+   local call vs offloaded call (median and p90 ms over --calls calls, alternating);
+2. frames per second of the fast pipeline and of the full-resolution reference, local vs offloaded;
+3. --clients devices at once (threads, each its own connection) sending fine-crop batches: total
+   calls/s and the rows per host batch (the host's own counters), i.e. batching across devices.
+The host's execution providers and this machine's CPU are recorded, so a GPU run compares with a CPU one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from device.inference import MODEL_NAMES, BackendConfig, Models, load_models  # noqa: E402
+from device.offload import OffloadClient, OffloadConfig, OffloadError, OffloadPolicy, OffloadSwitch  # noqa: E402
+from device.pipeline import FastPipeline, FullResolutionPipeline, images_to_batch  # noqa: E402
+from device.rois import Roi  # noqa: E402
+from models.manifest import sha256_file  # noqa: E402
+
+CALL_BATCHES = {"seg_coarse": 4, "seg_fine": 8, "eye": 16}
+FINE_CROP = 96
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def start_host(args: argparse.Namespace) -> tuple[subprocess.Popen | None, str]:
+    if args.endpoint:
+        return None, args.endpoint
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint = f"tcp://127.0.0.1:{port}"
+    exe = Path(sys.executable).with_name("mgs-device")
+    cmd = [str(exe), "gpu-host", "--bind", endpoint, "--precision", args.precision, "--providers", args.providers,
+           "--threads", str(args.host_threads), "--max-wait-ms", str(args.max_wait_ms)]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), endpoint
+
+
+def wait_for_host(endpoint: str, process: subprocess.Popen | None, timeout_s: float = 60.0) -> dict:
+    client = OffloadClient(endpoint, timeout_s=1.0)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                return client.hello()
+            except OffloadError:
+                if process is not None and process.poll() is not None:
+                    raise SystemExit(f"the gpu-host process exited with {process.returncode}; run it by hand to see why")
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"no gpu-host answered on {endpoint} within {timeout_s:g} s") from None
+    finally:
+        client.close()
+
+
+def network_batches(models: Models, frame, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    rois = [Roi(*b.roi) for b in frame.boxes]
+    import cv2
+
+    h, w = models.coarse_size
+    coarse = images_to_batch([cv2.resize(frame.image[r.y:r.y1, r.x:r.x1], (w, h), interpolation=cv2.INTER_AREA) for r in rois])
+    ys = rng.integers(0, frame.image.shape[0] - FINE_CROP, CALL_BATCHES["seg_fine"])
+    xs = rng.integers(0, frame.image.shape[1] - FINE_CROP, CALL_BATCHES["seg_fine"])
+    fine = images_to_batch([frame.image[y:y + FINE_CROP, x:x + FINE_CROP] for x, y in zip(xs, ys)])
+    eye = images_to_batch([frame.image[y:y + 50, x:x + 50] for x, y in zip(xs.repeat(2), ys.repeat(2))])
+    return {"seg_coarse": coarse, "seg_fine": fine, "eye": eye}
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def time_calls(local: Models, switch: OffloadSwitch, batches: dict[str, np.ndarray], calls: int) -> list[dict]:
+    rows = []
+    for name in MODEL_NAMES:
+        batch = batches[name]
+        local_ms, offload_ms = [], []
+        for i in range(calls + 2):
+            for runner, out in ((getattr(local, name), local_ms), (getattr(switch.models, name), offload_ms)):
+                t = time.perf_counter()
+                runner(batch)
+                if i >= 2:  # the first calls warm up sessions and the connection
+                    out.append((time.perf_counter() - t) * 1000.0)
+        rows.append({"network": name, "batch": list(batch.shape), "payload_kb": round(batch.nbytes / 1024, 1),
+                     "local_ms_median": round(statistics.median(local_ms), 2), "local_ms_p90": round(percentile(local_ms, 90), 2),
+                     "offload_ms_median": round(statistics.median(offload_ms), 2), "offload_ms_p90": round(percentile(offload_ms, 90), 2)})
+    return rows
+
+
+def pipeline_fps(kind: str, models: Models, frames, seconds: float) -> float:
+    rois = [Roi(*b.roi) for b in frames[0].boxes]
+    pipeline = FastPipeline(models, rois) if kind == "fast" else FullResolutionPipeline(models, rois)
+    pipeline(frames[0].image)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        pipeline(frames[n % len(frames)].image, n)
+        n += 1
+    return n / (time.perf_counter() - start)
+
+
+def many_clients(endpoint: str, sha: str, batch: np.ndarray, clients: int, seconds: float) -> dict:
+    counts = [0] * clients
+    errors: list[str] = []
+
+    def hammer(i: int) -> None:
+        client = OffloadClient(endpoint, timeout_s=10.0)
+        end = time.perf_counter() + seconds
+        try:
+            while time.perf_counter() < end:
+                client.infer("seg_fine", sha, batch)
+                counts[i] += 1
+        except OffloadError as exc:
+            errors.append(str(exc))
+        finally:
+            client.close()
+
+    before = wait_for_host(endpoint, None)["stats"]
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    after = wait_for_host(endpoint, None)["stats"]
+    batches = after["batches"] - before["batches"]  # hellos are answered outside batches
+    rows = after["rows"] - before["rows"]
+    return {"clients": clients, "calls_per_s": round(sum(counts) / elapsed, 1), "crops_per_s": round(sum(counts) * len(batch) / elapsed, 1),
+            "host_batches": batches, "rows_per_host_batch": round(rows / max(batches, 1), 1), "errors": errors[:3]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="seconds per throughput pass (default 5)")
+    parser.add_argument("--calls", type=int, default=30, help="timed calls per network and path (default 30)")
+    parser.add_argument("--precision", choices=("int8", "fp32"), default="int8", help="model precision on both sides (default int8)")
+    parser.add_argument("--providers", default="cuda,cpu", help="host execution providers, best first (default cuda,cpu)")
+    parser.add_argument("--threads", type=int, default=BackendConfig.threads, help="local onnxruntime threads (default 2, the edge box)")
+    parser.add_argument("--host-threads", type=int, default=2, help="host onnxruntime threads (default 2)")
+    parser.add_argument("--max-wait-ms", type=float, default=2.0, help="host batching wait (default 2)")
+    parser.add_argument("--clients", type=int, default=2, help="devices sending at once in pass 3 (default 2)")
+    parser.add_argument("--endpoint", help="use a running gpu-host at this endpoint instead of starting one here")
+    parser.add_argument("--json", type=Path, help="also write the results here as JSON")
+    args = parser.parse_args()
+
+    from export.synth.rack import render_frame
+
+    import cv2
+
+    cv2.setNumThreads(1)
+    process, endpoint = start_host(args)
+    try:
+        info = wait_for_host(endpoint, process)
+        local = load_models(precision=args.precision, backend=BackendConfig(precision=args.precision, threads=args.threads))
+        shas = {name: sha256_file(local.files[name]) for name in MODEL_NAMES}
+        policy = OffloadPolicy(OffloadConfig(host=endpoint, timeout_s=30.0, switch_after_s=0.0), target_fps=1.0)
+        switch = OffloadSwitch(local, shas, OffloadClient(endpoint, 30.0), policy)
+        switch.observe(fps=0.0)
+        if policy.backend != "offload":
+            raise SystemExit(f"cannot offload: {policy.reason}")
+        frames = [render_frame(100 + i) for i in range(8)]
+        calls = time_calls(local, switch, network_batches(local, frames[0], np.random.default_rng(0)), args.calls)
+        throughput = []
+        for kind, seconds in (("fast", args.seconds), ("full", args.seconds)):
+            local_fps = pipeline_fps(kind, local, frames, seconds)
+            offload_fps = pipeline_fps(kind, switch.models, frames, seconds)
+            throughput.append({"pipeline": kind, "local_fps": round(local_fps, 2), "offload_fps": round(offload_fps, 2)})
+        fine = network_batches(local, frames[0], np.random.default_rng(1))["seg_fine"]
+        shared = [many_clients(endpoint, shas["seg_fine"], fine, n, args.seconds) for n in sorted({1, args.clients})]
+        if switch.local_calls:
+            print(f"note: {switch.local_calls} call(s) fell back to local: {policy.reason}")
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait(timeout=20)
+
+    report = {
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
+        "host": {"endpoint": endpoint, "providers": info["providers"], "started_here": process is not None,
+                 "threads": args.host_threads, "max_wait_ms": info["max_wait_ms"]},
+        "device": {"precision": args.precision, "threads": args.threads},
+        "calls": calls, "pipelines": throughput, "clients": shared,
+    }
+    print(f"host {endpoint}: {', '.join(info['providers'])}; CPU {report['machine']['cpu']} ({os.cpu_count()} cores); {args.precision}")
+    print(f"\n{'network':<11}{'batch':<18}{'KiB':>8}{'local ms':>10}{'p90':>8}{'offload ms':>12}{'p90':>8}")
+    for r in calls:
+        print(f"{r['network']:<11}{'x'.join(map(str, r['batch'])):<18}{r['payload_kb']:>8}{r['local_ms_median']:>10}"
+              f"{r['local_ms_p90']:>8}{r['offload_ms_median']:>12}{r['offload_ms_p90']:>8}")
+    print(f"\n{'pipeline':<11}{'local fps':>10}{'offload fps':>13}")
+    for r in throughput:
+        print(f"{r['pipeline']:<11}{r['local_fps']:>10}{r['offload_fps']:>13}")
+    print(f"\n{'devices':<9}{'calls/s':>9}{'crops/s':>9}{'rows/host batch':>17}")
+    for r in shared:
+        print(f"{r['clients']:<9}{r['calls_per_s']:>9}{r['crops_per_s']:>9}{r['rows_per_host_batch']:>17}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
