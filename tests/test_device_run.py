@@ -149,6 +149,21 @@ def test_sigkill_and_restart_continue_seq_and_drain_the_outbox(tmp_path: Path, r
     sub.close()
 
 
+def test_last_will_says_offline_when_the_device_is_killed(broker: Broker, tmp_path: Path, rack_video) -> None:
+    video, rois = rack_video
+    sub = Collector(broker.host, broker.port)
+    config = write_config(tmp_path, broker.port, video, rois)
+    config.write_text(config.read_text().replace("reconnect_max_s = 1\n", "reconnect_max_s = 1\nkeepalive = 5\n"))
+    proc = start(config)
+    try:
+        wait_for(lambda: sub.last(availability_topic(DEVICE)) == b"online", 30, what="online")
+    finally:
+        proc.kill()  # no DISCONNECT, no 'offline' from the device itself
+        proc.wait(timeout=10)
+    wait_for(lambda: sub.last(availability_topic(DEVICE)) == b"offline", 20, what="the broker's last will 'offline'")
+    sub.close()
+
+
 def test_video_that_ends_stops_with_success_after_flushing(broker: Broker, tmp_path: Path, rack_video) -> None:
     video, rois = rack_video
     sub = Collector(broker.host, broker.port)

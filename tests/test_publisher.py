@@ -149,21 +149,6 @@ def test_retained_topics_reach_a_late_subscriber(broker: Broker, tmp_path: Path)
         outbox.close()
 
 
-def test_last_will_says_offline_when_the_device_vanishes(broker: Broker, tmp_path: Path) -> None:
-    sub = Collector(broker.host, broker.port)
-    outbox = Outbox(tmp_path / "outbox.sqlite")
-    pub = make_publisher(broker, outbox, keepalive=5)
-    pub.start()
-    wait_for(pub.connected.is_set, 10, what="publisher to connect")
-    wait_for(lambda: sub.last(availability_topic(DEVICE)) == b"online", 5, what="online")
-    pub._stopping.set()
-    pub.client._sock_close()  # the network dies without a DISCONNECT: the broker must send the will
-    pub.client.loop_stop()
-    wait_for(lambda: sub.last(availability_topic(DEVICE)) == b"offline", 15, what="last will 'offline'")
-    outbox.close()
-    sub.close()
-
-
 def test_nothing_is_sent_before_the_broker_exists_and_everything_after(tmp_path: Path) -> None:
     broker = Broker(tmp_path)  # not started: the device boots before the broker
     outbox = Outbox(tmp_path / "outbox.sqlite")
