@@ -15,20 +15,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
     parser.add_argument("--lr", type=float, default=0.001)
+    parser.add_argument("--schedule", choices=("constant", "cosine"), default="constant")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--frames", type=int, help="use only the first N frames of --data (CPU time budget); default all")
     parser.add_argument("--quiet", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
     from export.crossval import crossval, write_crossval
-    from export.dataset import open_dataset
     from export.train.eye import EyeRecipe
     from export.train.samples import eye_samples
+    from export.train.options import training_data
     from export.train.weights import pick_device
 
-    samples = eye_samples(open_dataset(args.data))
-    recipe = EyeRecipe(epochs=args.epochs, batch=args.batch, optimizer=args.optimizer, lr=args.lr, seed=args.seed)
+    samples = eye_samples(training_data(args))
+    recipe = EyeRecipe(epochs=args.epochs, batch=args.batch, optimizer=args.optimizer, lr=args.lr, schedule=args.schedule, seed=args.seed)
     with tempfile.TemporaryDirectory(prefix="mgs-crossval-") as tmp:
         report = crossval(samples, args.folds, recipe, pick_device(args.device), Path(tmp), progress=not args.quiet)
     p = report["pooled"]

@@ -19,6 +19,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="paper: sgd (momentum 0.9)")
     parser.add_argument("--lr", type=float, default=0.001, help="paper: 0.001")
     parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (paper: 0.9)")
+    parser.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                        help="learning rate over the epochs: constant (paper) or cosine decay to 0")
     parser.add_argument("--rotation", type=float, default=30.0, help="random rotation range in degrees (paper: 30)")
     parser.add_argument("--no-balance", action="store_true", help="sample uniformly instead of inversely to score frequency")
     parser.add_argument("--pretrain-cifar", type=Path, help="CIFAR-10 python batches (folder or one data_batch file) to pre-train the conv layers on")
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     device = pick_device(args.device)
     recipe = EyeRecipe(epochs=args.epochs, batch=args.batch, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
-                       rotation_deg=args.rotation, balance=not args.no_balance, seed=args.seed)
+                       rotation_deg=args.rotation, balance=not args.no_balance, schedule=args.schedule, seed=args.seed)
     started = time.monotonic()
     data = training_data(args)
     samples = eye_samples(data)
