@@ -14,12 +14,11 @@ wraps every QLinearConv in Transposes, so a base-16 U-Net was 0.84-1.06x the FP3
 the whole U-Net becomes QLinearConv/int8 MaxPool/QLinearConcat and runs ~1.7x faster. Signed
 activations stay available (`activations="int8"`) for execution providers that want S8S8.
 
-The node that produces the network's output (U-Net class head before the in-graph argmax, the
-regressor's last Gemm) stays float: argmax over
-4 int8 logits ties and flips pixels at class borders, and the score is read directly as 0-9. The
-per-layer comparison (`layer_errors`, onnxruntime's qdq_loss_debug) then decides the rest: a
-layer whose quantized output falls below MIN_LAYER_SQNR_DB is put back to float and the network
-quantized again. Both lists and the per-layer summary are recorded in the manifest.
+What stays float is decided by measurement (`quantize_network`): a U-Net's class head is quantized
+unless the in-graph argmax then disagrees with FP32 on calibration pixels; the regressor's last
+layer stays float; any layer whose quantized output falls below MIN_LAYER_SQNR_DB against float
+(per-layer comparison, onnxruntime's qdq_loss_debug) is put back to float. The decisions and the
+per-layer summary are recorded in the manifest.
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ from device.eyes import crop_patches, patches_to_batch
 from device.pipeline import images_to_batch, pad_to_multiple, resize_for_coarse
 from export.dataset import Box
 from export.onnx_export import manifest_record, onnx_session, read_metadata, set_metadata
-from models.manifest import Manifest, save_entry, sha256_file, verify_model_file
+from models.manifest import Manifest, ModelEntry, save_entry, sha256_file, verify_model_file
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +50,9 @@ LAYER_SAMPLES = 16
 #: A quantized activation this far below float (signal-to-quantization-noise, dB) is kept in float.
 #: Healthy layers measure ~35-50 dB here; 20 dB is a 10 % RMS error.
 MIN_LAYER_SQNR_DB = 20.0
+#: A U-Net's class head is quantized only if the argmax still agrees with FP32 on this share of
+#: calibration pixels (the verify gate asks 99 % on held-out frames; this leaves margin).
+MIN_HEAD_AGREEMENT = 0.995
 
 
 #: A calibration frame: the BGR image and its labelled boxes (export.dataset.Box: roi, eyes).
@@ -176,32 +178,38 @@ class ArrayReader(CalibrationDataReader):
         self._next = 0
 
 
-def output_producers(model: onnx.ModelProto) -> list[str]:
-    """The compute node that makes the network's answer, walking back over ArgMax/Cast/Reshape."""
+@dataclass(frozen=True)
+class AnswerNodes:
+    """The nodes that turn features into the network's answer: the head (the last compute node) and
+    the shape/argmax/cast nodes after it, which have nothing to quantize."""
+
+    head: str
+    after: tuple[str, ...]
+
+
+def answer_nodes(model: onnx.ModelProto) -> AnswerNodes:
     by_output = {o: n for n in model.graph.node for o in n.output}
     passthrough = {"ArgMax", "Cast", "Reshape", "Flatten", "Identity"}
-    names: list[str] = []
-    for out in model.graph.output:
-        node = by_output.get(out.name)
-        while node is not None and node.op_type in passthrough:
-            names.append(node.name)
-            node = by_output.get(node.input[0])
-        if node is not None:
-            names.append(node.name)
-    return names
+    after: list[str] = []
+    node = by_output[model.graph.output[0].name]
+    while node.op_type in passthrough:
+        after.append(node.name)
+        node = by_output[node.input[0]]
+    return AnswerNodes(head=node.name, after=tuple(after))
 
 
 ACTIVATION_TYPES = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
 
 
-def quantize_file(fp32: Path, int8: Path, reader: ArrayReader, calibration: dict, keep_float: Sequence[str] | None = None,
-                  activations: str = "uint8") -> list[str]:
+def quantize_file(fp32: Path, int8: Path, reader: ArrayReader, calibration: dict, quantize_head: bool,
+                  extra_float: Sequence[str] = (), activations: str = "uint8") -> list[str]:
     """FP32 ONNX -> INT8 QDQ ONNX with metadata; returns the nodes kept in float."""
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32), str(prepared), auto_merge=True)
-        model = onnx.load(prepared)
-        excluded = list(keep_float) if keep_float is not None else output_producers(model)
+        answer = answer_nodes(onnx.load(prepared))
+        excluded = [*answer.after, *([] if quantize_head else [answer.head]), *extra_float]
+        reader.rewind()
         quantize_static(
             str(prepared),
             str(int8),
@@ -272,30 +280,58 @@ def calibration_agreement(fp32: Path, int8: Path, data: np.ndarray) -> dict[str,
     return {"calibration_max_abs_diff": float(np.abs(ref - got).max()), "calibration_mean_abs_diff": float(np.abs(ref - got).mean())}
 
 
+def quantize_network(entry: ModelEntry, calibration: CalibrationSet, activations: str = "uint8") -> dict:
+    """Quantize one FP32 entry to <name>.int8.onnx, deciding by measurement what stays float.
+
+    1. A U-Net's class head is quantized first: with it in float the graph ends in Dequantize ->
+       float Conv -> layout reorders, which cost a base-8 U-Net most of its INT8 gain. If the
+       in-graph argmax then agrees with FP32 on fewer than MIN_HEAD_AGREEMENT of the calibration
+       pixels, the head goes back to float. The regressor's head always stays float (the score
+       is read directly on 0-9 and the layer costs nothing).
+    2. Any layer below MIN_LAYER_SQNR_DB (qdq_loss_debug) goes back to float.
+    Returns the figures for the manifest and the CLI table.
+    """
+    fp32 = verify_model_file(entry)
+    int8 = fp32.with_name(f"{entry.name}.int8.onnx")
+    reader = calibration.reader(entry.name, entry.input.name)
+    sample = ArrayReader(entry.input.name, calibration.inputs[entry.name][:LAYER_SAMPLES])
+    describe = calibration.describe(entry.name)
+    segmentation = entry.output.dtype == "uint8"
+    data = calibration.inputs[entry.name]
+
+    quantize_head = segmentation
+    kept = quantize_file(fp32, int8, reader, describe, quantize_head, activations=activations)
+    agreement = calibration_agreement(fp32, int8, data)
+    head_agreement = agreement.get("calibration_class_agreement")
+    if segmentation and head_agreement < MIN_HEAD_AGREEMENT:
+        log.info("%s: argmax agreement %.4f with a quantized head, keeping the head in float", entry.name, head_agreement)
+        quantize_head = False
+        kept = quantize_file(fp32, int8, reader, describe, quantize_head, activations=activations)
+        agreement = calibration_agreement(fp32, int8, data)
+    per_layer = layer_errors(fp32, int8, sample)
+    weak = weak_nodes(onnx.load(int8), per_layer)
+    if weak:
+        log.info("%s: %s below %.0f dB SQNR, kept in float", entry.name, ", ".join(weak), MIN_LAYER_SQNR_DB)
+        kept = quantize_file(fp32, int8, reader, describe, quantize_head, weak, activations)
+        per_layer = layer_errors(fp32, int8, sample)
+        agreement = calibration_agreement(fp32, int8, data)
+    return {"path": int8, "kept_float": kept,
+            "metrics": {"layer_sqnr": summarise_layer_errors(per_layer), "head_quantized": quantize_head,
+                        "head_quantized_agreement": head_agreement, "kept_float_for_sqnr": weak, **agreement}}
+
+
 def quantize_networks(manifest: Manifest, calibration: CalibrationSet, names: Sequence[str], command: str,
                       activations: str = "uint8") -> list[dict]:
     """Quantize each named FP32 entry, record its INT8 entry as "unverified"; rows for the CLI table."""
     rows = []
     for name in names:
-        entry = manifest.entry(name, "fp32")
-        fp32 = verify_model_file(entry)
-        int8 = fp32.with_name(f"{name}.int8.onnx")
-        reader = calibration.reader(name, entry.input.name)
-        sample = ArrayReader(entry.input.name, calibration.inputs[name][:LAYER_SAMPLES])
-        kept = quantize_file(fp32, int8, reader, calibration.describe(name), activations=activations)
-        per_layer = layer_errors(fp32, int8, sample)
-        weak = weak_nodes(onnx.load(int8), per_layer)
-        if weak:
-            log.info("%s: %s below %.0f dB SQNR, kept in float", name, ", ".join(weak), MIN_LAYER_SQNR_DB)
-            kept = quantize_file(fp32, int8, reader, calibration.describe(name), keep_float=kept + weak, activations=activations)
-            per_layer = layer_errors(fp32, int8, sample)
-        errors = summarise_layer_errors(per_layer)
-        metrics = {"layer_sqnr": errors, "kept_float_for_sqnr": weak, **calibration_agreement(fp32, int8, calibration.inputs[name])}
-        save_entry(manifest.models_dir, manifest_record(int8, manifest.models_dir, "unverified", metrics, command))
+        result = quantize_network(manifest.entry(name, "fp32"), calibration, activations)
+        metrics = result["metrics"]
+        save_entry(manifest.models_dir, manifest_record(result["path"], manifest.models_dir, "unverified", metrics, command))
         agreement = metrics.get("calibration_class_agreement")
         rows.append({
-            "name": name, "samples": len(calibration.inputs[name]), "kept_float": kept,
-            "min_sqnr_db": errors.get("min_sqnr_db"),
+            "name": name, "samples": len(calibration.inputs[name]), "kept_float": result["kept_float"],
+            "min_sqnr_db": metrics["layer_sqnr"].get("min_sqnr_db"),
             "agreement": f"{agreement:.4f}" if agreement is not None else f"max|d|={metrics['calibration_max_abs_diff']:.3g}",
         })
     return rows

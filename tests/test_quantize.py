@@ -43,17 +43,46 @@ def test_int8_files_are_qdq_with_recorded_calibration(quantized: Path):
     assert len(hashes) == 1  # one calibration set for the three networks
 
 
-def test_output_producer_stays_float(quantized: Path):
-    """The class head before the in-graph argmax and the regressor's last layer are not quantized."""
-    for name, op in (("seg_fine", "Conv"), ("eye", "Gemm")):
-        model = onnx.load(quantized / f"{name}.int8.onnx")
-        by_output = {o: n for n in model.graph.node for o in n.output}
-        node = by_output[model.graph.output[0].name]
-        while node.op_type in ("Cast", "ArgMax", "Reshape"):
-            node = by_output[node.input[0]]
-        assert node.op_type == op
-        assert node.name in read_metadata(model)["kept_float"]
-        assert all(by_output.get(i) is None or by_output[i].op_type != "DequantizeLinear" for i in node.input[1:])
+def _head(model: onnx.ModelProto) -> tuple[onnx.NodeProto, dict]:
+    by_output = {o: n for n in model.graph.node for o in n.output}
+    node = by_output[model.graph.output[0].name]
+    while node.op_type in ("Cast", "ArgMax", "Reshape", "DequantizeLinear", "QuantizeLinear"):
+        node = by_output[node.input[0]]
+    return node, by_output
+
+
+def _weight_dequantized(node: onnx.NodeProto, by_output: dict) -> bool:
+    producer = by_output.get(node.input[1])
+    return producer is not None and producer.op_type == "DequantizeLinear"
+
+
+def test_regressor_head_stays_float_and_unet_head_follows_the_measurement(quantized: Path):
+    eye = onnx.load(quantized / "eye.int8.onnx")
+    node, by_output = _head(eye)
+    assert node.op_type == "Gemm" and node.name in read_metadata(eye)["kept_float"]
+    assert not _weight_dequantized(node, by_output)
+    entry = load_manifest(quantized).entry("seg_fine", "int8")
+    node, by_output = _head(onnx.load(entry.path))
+    assert node.op_type == "Conv" and _weight_dequantized(node, by_output) == entry.metrics["head_quantized"]
+    if entry.metrics["head_quantized"]:
+        assert entry.metrics["head_quantized_agreement"] >= 0.995
+
+
+def test_unet_head_goes_back_to_float_when_argmax_disagrees(quantized: Path, tmp_path: Path, monkeypatch):
+    import shutil
+
+    import export.quantize as q
+
+    for f in ("manifest.json", "seg_coarse.fp32.onnx"):
+        shutil.copy(quantized / f, tmp_path / f)
+    rng = np.random.default_rng(2)
+    calibration = q.CalibrationSet(inputs={"seg_coarse": rng.random((8, 3, 160, 112), dtype=np.float32)}, source="test", frames=1)
+    monkeypatch.setattr(q, "MIN_HEAD_AGREEMENT", 1.01)  # no agreement is good enough: the head must stay float
+    entry = next(e for e in load_manifest(tmp_path).entries if (e.name, e.precision) == ("seg_coarse", "fp32"))
+    result = q.quantize_network(entry, calibration)
+    node, by_output = _head(onnx.load(result["path"]))
+    assert result["metrics"]["head_quantized"] is False and node.name in result["kept_float"]
+    assert not _weight_dequantized(node, by_output)
 
 
 def test_int8_runs_with_the_fp32_contract(quantized: Path):
