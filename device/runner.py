@@ -128,6 +128,9 @@ class DeviceRunner:
         self.capture: Capture | None = None
         self.publisher: Publisher | None = None
         self.offload: OffloadSwitch | None = None
+        self.pipeline_errors = 0
+        self.last_pipeline_error = ""
+        self._last_error_log = -60.0
 
     # --- what others read ---------------------------------------------------------------------
 
@@ -141,6 +144,8 @@ class DeviceRunner:
             problems.append(self.outbox.stats().problem())
         if self.publisher and self.publisher.last_error:
             problems.append(self.publisher.last_error)
+        if self.pipeline_errors:
+            problems.append(f"pipeline failed on {self.pipeline_errors} frame(s), last: {self.last_pipeline_error}")
         fps = self.meter.rate(now)
         backend = self.offload.policy.backend if self.offload else "local"
         if self.offload and self.offload.policy.reason:
@@ -176,6 +181,7 @@ class DeviceRunner:
             "capture_fps": round(self.capture.fps, 2) if self.capture else 0.0,
             "skipped_frames": status.skipped_frames,
             "frames_scored": self.frames,
+            "pipeline_errors": self.pipeline_errors,
             "stage_ms": {k: round(v, 2) for k, v in self.stage_ms.items()},
             "outbox_depth": status.queue_depth,
             "outbox_dropped": stats.dropped if stats else 0,
@@ -272,7 +278,13 @@ class DeviceRunner:
                     return
                 self._emit(self.aggregator.close_stale(time.time()))
                 continue
-            result = pipeline(frame.image, frame.index, frame.time)
+            try:
+                result = pipeline(frame.image, frame.index, frame.time)
+            except MgsError:
+                raise
+            except Exception as exc:
+                self._pipeline_failed(frame, exc)
+                continue
             self.frames += 1
             self.meter.tick(time.monotonic())
             if self.offload:
@@ -285,6 +297,16 @@ class DeviceRunner:
             if self.max_frames is not None and self.frames >= self.max_frames:
                 log.info("--max-frames %d reached", self.max_frames)
                 return
+
+    def _pipeline_failed(self, frame: Frame, exc: Exception) -> None:
+        """One frame the pipeline cannot handle must not stop scoring and publishing: count it, say so."""
+        self.pipeline_errors += 1
+        self.last_pipeline_error = f"{type(exc).__name__}: {exc}"[:200]
+        now = time.monotonic()
+        if now - self._last_error_log >= 60:
+            self._last_error_log = now
+            log.exception("pipeline failed on frame %d (%d failure(s) so far); skipping the frame",
+                          frame.index, self.pipeline_errors)
 
     def _emit(self, windows: list[BoxWindow]) -> None:
         if not windows or self.outbox is None or self.models is None:

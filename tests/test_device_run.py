@@ -202,6 +202,9 @@ def test_bad_device_name_and_missing_boxes(tmp_path: Path, rack_video) -> None:
     assert done.returncode == 2 and "'name' = 'rack 1/a'" in done.stderr and "Traceback" not in done.stderr
     done = run_to_end(write_config(tmp_path, 1, video, []))
     assert done.returncode == 2 and "detect-boxes" in done.stderr
+    done = run_to_end(write_config(tmp_path, free_port(), video, [[1800, 900, 435, 607]]))  # off a 1920x1080 frame
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "1800" in done.stderr.strip().splitlines()[-1]
 
 
 def test_missing_or_corrupt_model_names_the_file(tmp_path: Path, rack_video) -> None:
