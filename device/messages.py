@@ -145,7 +145,7 @@ def _decode(payload: bytes | str, what: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise MessageError(f"{what} payload must be a JSON object, got {type(obj).__name__}")
     schema = obj.get("schema")
-    if schema != SCHEMA_VERSION:
+    if isinstance(schema, bool) or schema != SCHEMA_VERSION:
         raise MessageError(f"{what} payload has schema {schema!r}; this side understands schema {SCHEMA_VERSION}")
     return obj
 
@@ -224,6 +224,8 @@ class ScoreWindow(_Payload):
             _num(getattr(self, name), name, SCORE_MIN, SCORE_MAX, optional=True)
         if (self.score is None) != (self.valid_eyes == 0):
             raise MessageError("score must be null exactly when valid_eyes is 0 (no face visible)")
+        if (self.median is None) != (self.score is None) or (self.p90 is None) != (self.score is None):
+            raise MessageError("median and p90 must be null exactly when score is null (no face visible)")
         _num(self.face_visible_fraction, "face_visible_fraction", 0.0, 1.0)
         _sha(self.model_sha256, "model_sha256")
 
