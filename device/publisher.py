@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import paho.mqtt.client as mqtt
 
@@ -81,6 +82,7 @@ class MqttConfig:
     client_id: str = field(default="", metadata={"doc": "MQTT client id; empty = mgs-device-<name>"})
     max_inflight: int = field(default=20, metadata={"doc": "messages sent but not yet acknowledged at once (drain speed after an outage)"})
     reconnect_max_s: int = field(default=30, metadata={"doc": "longest wait between reconnect attempts"})
+    protocol: Literal["5", "3.1.1"] = field(default="5", metadata={"doc": "MQTT version: 5 (the broker says why it refuses a publish) or 3.1.1 (brokers without MQTT 5, e.g. the demo's amqtt fallback)"})
     tls: TlsConfig = field(default_factory=TlsConfig)
 
     def check(self) -> None:
@@ -160,7 +162,7 @@ class Publisher:
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=c.client_id or f"mgs-device-{self.device}",
-            protocol=mqtt.MQTTv5,
+            protocol=mqtt.MQTTv5 if c.protocol == "5" else mqtt.MQTTv311,
         )
         if c.username:
             client.username_pw_set(c.username, c.resolve_password())

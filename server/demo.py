@@ -245,8 +245,11 @@ def write_server_config(workdir: Path, broker_port: int, http_port: int) -> Path
     return path
 
 
-def write_device_config(workdir: Path, video: Path, broker_port: int, preview_port: int) -> Path:
-    """The demo device: the rendered video as its camera, played in real time and looped."""
+def write_device_config(workdir: Path, video: Path, broker_port: int, preview_port: int, mqtt_protocol: str) -> Path:
+    """The demo device: the rendered video as its camera, played in real time and looped.
+
+    `mqtt_protocol` is "3.1.1" for amqtt, which does not speak MQTT 5.
+    """
     from export.synth.video import read_video_truth
     from server.provision import toml_str
 
@@ -255,7 +258,7 @@ def write_device_config(workdir: Path, video: Path, broker_port: int, preview_po
     path.write_text(
         "# mgs-server demo device: a generated rack video stands in for the camera.\n"
         f"name = {toml_str(DEVICE_NAME)}\n\n"
-        f"[mqtt]\nhost = \"127.0.0.1\"\nport = {broker_port}\n\n"
+        f"[mqtt]\nhost = \"127.0.0.1\"\nport = {broker_port}\nprotocol = {toml_str(mqtt_protocol)}\n\n"
         f"[camera]\nsource = {toml_str(str(video))}\nkind = \"file\"\nloop = true\nrealtime = true\n\n"
         f"[rois]\nboxes = [{boxes}]\n\n"
         f"[alerts]\nthreshold = {ALERT_THRESHOLD}\nmin_duration_s = {DEVICE_ALERT_S}\ncooldown_s = 30.0\n\n"
@@ -330,7 +333,8 @@ def run_demo(options: DemoOptions) -> int:
             server = facility.spawn("server", [sys.executable, "-m", "server.cli", "run", "--config", str(server_config)])
             facility.wait_ready(server, lambda: port_open(http_port), f"serve the dashboard on port {http_port}")
             preview_port = free_port()
-            device_config = write_device_config(workdir, video, broker_port, preview_port)
+            device_config = write_device_config(workdir, video, broker_port, preview_port,
+                                                "5" if broker_kind == "mosquitto" else "3.1.1")
             device = facility.spawn("device", [sys.executable, "-m", "device.cli", "run", "--config", str(device_config)])
             facility.wait_ready(device, lambda: port_open(preview_port), f"serve its preview on port {preview_port}")
             urls = DemoUrls(f"http://127.0.0.1:{http_port}/", f"http://127.0.0.1:{preview_port}/",
