@@ -22,6 +22,7 @@ import numpy as np
 
 from device.aggregate import BoxWindow
 from device.config import HttpConfig
+from device.errors import MgsError
 from device.results import FrameResult
 from device.rois import Roi
 
@@ -123,7 +124,11 @@ class LocalView:
     def __init__(self, runner: DeviceRunner, config: HttpConfig) -> None:
         self.runner = runner
         self.config = config
-        self.server = ThreadingHTTPServer((config.host, config.port), self._handler())
+        try:
+            self.server = ThreadingHTTPServer((config.host, config.port), self._handler())
+        except OSError as exc:
+            raise MgsError(f"cannot serve the local page on {config.host}:{config.port} ({exc.strerror}); set [http] port "
+                           "to a free port, or [http] enabled = false") from None
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self._thread: threading.Thread | None = None

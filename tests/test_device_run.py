@@ -222,6 +222,16 @@ def test_missing_or_corrupt_model_names_the_file(tmp_path: Path, rack_video) -> 
     assert done.returncode == 2 and victim.name in done.stderr and "Traceback" not in done.stderr
 
 
+def test_local_page_port_in_use_is_a_clear_error(tmp_path: Path, rack_video) -> None:
+    video, rois = rack_video
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        done = run_to_end(write_config(tmp_path, free_port(), video, rois, http_port=taken.getsockname()[1]))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "[http] port" in done.stderr.strip().splitlines()[-1]
+
+
 def test_missing_video_file_is_a_config_error(tmp_path: Path, rack_video) -> None:
     video, rois = rack_video
     config = write_config(tmp_path, 1, video, rois, camera='source = "/nonexistent/rack.mp4"\nkind = "file"')
