@@ -221,11 +221,6 @@ class Publisher:
             self._states[box] = score
         self._wake.set()
 
-    @property
-    def inflight(self) -> int:
-        with self._lock:
-            return len(self._inflight)
-
     # --- paho callbacks (network thread) ------------------------------------------------------
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:

@@ -99,10 +99,12 @@ def make_publisher(broker: Broker, outbox: Outbox, **mqtt_kwargs) -> Publisher:
     return Publisher(DEVICE, config, outbox, status_of(outbox), status_interval_s=0.5)
 
 
-def test_scores_status_state_and_availability_arrive_as_the_contract_says(broker: Broker, tmp_path: Path) -> None:
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_scores_status_state_and_availability_arrive_as_the_contract_says(broker: Broker, tmp_path: Path,
+                                                                         protocol: str) -> None:
     sub = Collector(broker.host, broker.port)
     outbox = Outbox(tmp_path / "outbox.sqlite")
-    pub = make_publisher(broker, outbox)
+    pub = make_publisher(broker, outbox, protocol=protocol)
     pub.start()
     try:
         wait_for(pub.connected.is_set, 10, what="publisher to connect")
