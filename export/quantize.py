@@ -38,7 +38,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from device.errors import MgsError
 from device.eyes import crop_patches, patches_to_batch
 from device.pipeline import images_to_batch, pad_to_multiple, resize_for_coarse
-from export.dataset import Box
+from export.dataset import Box, open_dataset
 from export.onnx_export import manifest_record, onnx_session, read_metadata, set_metadata
 from models.manifest import Manifest, ModelEntry, save_entry, sha256_file, verify_model_file
 
@@ -152,8 +152,6 @@ def synthetic_frames(count: int, first_seed: int = CALIBRATION_FIRST_SEED) -> tu
 
 def dataset_frames(root: Path, count: int) -> tuple[Iterator[LabelledFrame], str]:
     """The first `count` images of a dataset folder (DESIGN.md format), e.g. a facility's own frames."""
-    from export.dataset import open_dataset
-
     dataset = open_dataset(root)
     chosen = dataset.frames[:count]
     labels = sha256_file(Path(root) / "labels.jsonl")
