@@ -247,7 +247,7 @@ def create_alert_rule() -> tuple[Response, int]:
     repo = get_repo()
     rule_id = repo.create_alert_rule(body["threshold"], body["duration_s"], body.get("animal_id"),
                                      body.get("experiment_id"), body.get("enabled", True))
-    return jsonify(rule=next(r for r in repo.alert_rules() if r["id"] == rule_id)), 201
+    return jsonify(rule=repo.alert_rule(rule_id)), 201
 
 
 @bp.patch("/alert-rules/<int:rule_id>")
@@ -258,7 +258,7 @@ def update_alert_rule(rule_id: int) -> Response:
         abort(400, description="'enabled' must be true or false")
     repo = get_repo()
     repo.set_alert_rule_enabled(rule_id, body["enabled"])
-    return jsonify(rule=next(r for r in repo.alert_rules() if r["id"] == rule_id))
+    return jsonify(rule=repo.alert_rule(rule_id))
 
 
 @bp.delete("/alert-rules/<int:rule_id>")

@@ -487,8 +487,8 @@ class Repository:
                 spans = self.assignments(animal_id=animal_id)
             else:
                 self.experiment(experiment_id)  # type: ignore[arg-type]
-                spans = [a for a in self.assignments()
-                         if a["animal_id"] in {x["id"] for x in self.animals(experiment_id=experiment_id)}]
+                members = {x["id"] for x in self.animals(experiment_id=experiment_id)}
+                spans = [a for a in self.assignments() if a["animal_id"] in members]
             for a in spans:
                 lo = max(start, a["start_time"])
                 hi = min(end, a["end_time"] if a["end_time"] is not None else math.inf)
@@ -577,6 +577,12 @@ class Repository:
             "SELECT r.*, an.name AS animal_name, e.name AS experiment_name FROM alert_rules r "
             "LEFT JOIN animals an ON an.id = r.animal_id LEFT JOIN experiments e ON e.id = r.experiment_id ORDER BY r.id"
         )
+
+    def alert_rule(self, rule_id: int) -> dict[str, Any]:
+        for rule in self.alert_rules():
+            if rule["id"] == rule_id:
+                return rule
+        raise NotFound(f"alert rule {rule_id}")
 
     def create_alert_rule(self, threshold: float, duration_s: float, animal_id: int | None = None,
                           experiment_id: int | None = None, enabled: bool = True) -> int:
