@@ -139,3 +139,17 @@ def test_per_layer_comparison_names_the_nodes_to_keep_in_float(quantized: Path):
     int8 = onnx.load(quantized / "seg_coarse.int8.onnx")
     producer = next(n.name for n in int8.graph.node if tensor in n.output)
     assert weak_nodes(int8, {**errors, tensor: 5.0}) == [producer]
+
+
+def test_calibration_from_a_dataset_folder_is_recorded(quantized: Path, tmp_path: Path, capsys):
+    import shutil
+
+    for f in ("manifest.json", "seg_coarse.fp32.onnx", "eye.fp32.onnx"):
+        shutil.copy(quantized / f, tmp_path / f)
+    data = tmp_path / "facility"
+    assert mgs_export(["synth", "--frames", "1", "--seed", "515151", "--out", str(data), "--quiet"]) == 0
+    assert mgs_export(["quantize", "--models", str(tmp_path), "--data", str(data), "--only", "eye"]) == 0
+    calibration = next(e for e in load_manifest(tmp_path).entries if (e.name, e.precision) == ("eye", "int8")).calibration
+    assert calibration["source"].startswith(f"dataset: {data}") and calibration["frames"] == 1
+    assert mgs_export(["quantize", "--models", str(tmp_path), "--data", str(tmp_path / "nothing"), "--only", "eye"]) == 2
+    assert "nothing" in capsys.readouterr().err
