@@ -5,6 +5,10 @@ ONE onnxruntime call when it holds `max_batch` rows or its first request has wai
 so the ROIs of several racks share a GPU pass. Every request is checked (header, model sha256,
 dtype, shape, byte count) before it joins a group; a bad one gets an error reply and the host
 keeps serving everybody else. Wire format: device/offload.py.
+
+`serve_triton` is the other transport: the same sessions behind PyTriton (a Triton server with
+Python models), so devices speak KServe v2 and Triton's dynamic batcher merges their requests.
+PyTriton needs numpy<2, so it lives in the GPU host's own environment (docs/offload.md).
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ PROVIDER_NAMES = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutio
 class GpuHostConfig:
     """`gpu-host.toml`: what the host serves and how it batches."""
 
-    bind: str = field(default="tcp://0.0.0.0:5555", metadata={"doc": "ZeroMQ endpoint the devices connect to"})
+    transport: Literal["zmq", "triton"] = field(default="zmq", metadata={"doc": "zmq (devices use tcp://HOST:5555) or triton (PyTriton; devices use http://HOST:http_port)"})
+    bind: str = field(default="tcp://0.0.0.0:5555", metadata={"doc": "ZeroMQ endpoint the devices connect to (transport zmq)"})
+    http_port: int = field(default=8000, metadata={"doc": "KServe v2 HTTP port (transport triton); gRPC and metrics use the next two ports"})
     models_dir: Path | None = field(default=None, metadata={"doc": "folder with manifest.json and the ONNX files; empty = $MGS_MODELS_DIR, else the installed models/"})
     precision: Literal["int8", "fp32", "both"] = field(default="both", metadata={"doc": "which shipped precisions to serve; a device asks for the file it runs itself"})
     providers: list[str] = field(default_factory=lambda: ["cuda", "cpu"], metadata={"doc": "execution providers, best first: tensorrt, cuda, cpu (those this onnxruntime lacks are skipped)"})
@@ -53,6 +59,11 @@ class GpuHostConfig:
             raise fail("max_batch", self.max_batch, "must be 1-4096")
         if not 0 <= self.max_wait_ms <= 1000:
             raise fail("max_wait_ms", self.max_wait_ms, "must be 0-1000 ms")
+        if not 1 <= self.http_port <= 65533:
+            raise fail("http_port", self.http_port, "must be 1-65533")
+        if self.transport == "triton" and self.precision == "both":
+            raise fail("precision", self.precision, "transport triton serves one precision (Triton names the models seg_coarse, "
+                       "seg_fine, eye): choose int8 or fp32, the one the devices run")
 
 
 @dataclass
@@ -305,3 +316,70 @@ class GpuHost:
             self._socket.send_multipart([identity, *encode(header, array)], flags=self._zmq.NOBLOCK)
         except self._zmq.ZMQError as exc:  # the device went away or its queue is full: its call times out and runs locally
             log.info("cannot answer %s: %s", identity.hex(), exc)
+
+
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int64)": np.int64, "tensor(float16)": np.float16}
+
+
+def _triton_tensor(node: Any) -> Any:
+    from pytriton.model_config import Tensor
+
+    return Tensor(name=node.name, dtype=_ORT_TYPES[node.type], shape=tuple(d if isinstance(d, int) else -1 for d in node.shape[1:]))
+
+
+def serve_triton(models: dict[str, ServedModel], config: GpuHostConfig, stop: threading.Event) -> None:
+    """Serve the sessions over KServe v2 with PyTriton until `stop` is set.
+
+    Each model's Triton config carries its file sha256 as a parameter, as `mgs-export triton-repo`
+    writes it, so devices check the host the same way against either kind of Triton.
+    """
+    try:
+        from pytriton.decorators import batch
+        from pytriton.model_config import DynamicBatcher, ModelConfig
+        from pytriton.triton import Triton, TritonConfig
+    except ImportError:
+        raise MgsError("transport triton needs PyTriton on the GPU host: pip install nvidia-pytriton (it needs numpy<2, "
+                       "so use a separate environment; see docs/offload.md), or use transport zmq") from None
+
+    def infer_function(model: ServedModel):
+        session = model.runner.session
+        input_name, output_name = session.get_inputs()[0].name, session.get_outputs()[0].name
+
+        @batch
+        def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
+            return {output_name: model.runner(np.ascontiguousarray(inputs[input_name]))}
+
+        return infer
+
+    triton_config = TritonConfig(http_port=config.http_port, grpc_port=config.http_port + 1, metrics_port=config.http_port + 2)
+    triton = Triton(config=triton_config)  # not entered yet: bound models load at run(), with the sha256 in place
+    try:
+        for model in models.values():
+            session = model.runner.session
+            triton.bind(model_name=model.name, infer_func=infer_function(model), inputs=[_triton_tensor(session.get_inputs()[0])],
+                        outputs=[_triton_tensor(session.get_outputs()[0])],
+                        config=ModelConfig(max_batch_size=config.max_batch,
+                                           batcher=DynamicBatcher(max_queue_delay_microseconds=int(config.max_wait_ms * 1000))),
+                        strict=True)
+            _publish_sha256(triton, model)
+        triton.run()
+        stop.wait()
+    finally:
+        triton.stop()
+
+
+def _publish_sha256(triton: Any, model: ServedModel) -> None:
+    """Put the file's sha256 into the generated Triton config's parameters.
+
+    PyTriton has no public setting for config parameters, so this reaches into its model manager
+    and rewrites the config it generated at bind time; if a PyTriton release moves these, the host
+    says so and devices refuse it (no silent mismatch).
+    """
+    try:
+        manager = triton._model_manager
+        bound = next(m for m in manager.models if m.model_name == model.name)
+        bound._get_triton_model_config().backend_parameters["sha256"] = model.sha256
+        if manager._model_store_path is not None:
+            bound.generate_model(manager._model_store_path)
+    except (AttributeError, StopIteration, TypeError) as exc:
+        log.error("this PyTriton does not let the host publish the sha256 of %s (%s); devices will refuse it", model.name, exc)

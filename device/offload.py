@@ -6,7 +6,13 @@ host that is down, slow or refuses the request costs that one call a local run, 
 and never a published window. `OffloadPolicy` decides when to go to the host (the measured rate
 stayed below the target for a while) and when to come back (the host failed).
 
-Wire format (ZeroMQ, DEALER on the device, ROUTER on the host), two frames per message:
+Two transports, chosen by the scheme of `[offload] host`:
+* http://HOST:8000 - the KServe v2 / Triton inference protocol (tritonclient): a stock Triton server
+  loading the repository `mgs-export triton-repo` writes, or `mgs-device gpu-host --transport triton`
+  (PyTriton). The model files' sha256 come from each model's config parameters.
+* tcp://HOST:5555 - ZeroMQ (the paper's transport), served by `mgs-device gpu-host`.
+
+ZeroMQ wire format (DEALER on the device, ROUTER on the host), two frames per message:
 a UTF-8 JSON header and the raw C-order bytes of one numpy array (empty for errors and hello).
   request  {"v": 1, "op": "infer", "id": 7, "model": "seg_fine", "sha256": "...", "dtype": "float32", "shape": [2, 3, 96, 96]}
   reply    {"v": 1, "id": 7, "ok": true, "dtype": "uint8", "shape": [2, 96, 96]}
@@ -45,15 +51,15 @@ class OffloadError(Exception):
 class OffloadConfig:
     """`[offload]`: when and where this device sends its networks' work."""
 
-    host: str = field(default="", metadata={"doc": "GPU host endpoint, e.g. tcp://gpu-host.lab:5555; empty = always score locally"})
+    host: str = field(default="", metadata={"doc": "GPU host: http://gpu-host.lab:8000 (Triton / KServe v2) or tcp://gpu-host.lab:5555 (ZeroMQ); empty = always score locally"})
     timeout_s: float = field(default=0.5, metadata={"doc": "longest wait for one answer of the host; after it the call runs locally and the device goes back to local scoring"})
     switch_after_s: float = field(default=10.0, metadata={"doc": "offload when the scoring rate stayed below trigger_fraction x target_fps for this many seconds"})
     trigger_fraction: float = field(default=0.9, metadata={"doc": "fraction of target_fps below which the device counts as too slow"})
     retry_after_s: float = field(default=60.0, metadata={"doc": "after the host failed, wait this long before trying it again"})
 
     def check(self) -> None:
-        if self.host and not self.host.startswith(("tcp://", "ipc://")):
-            raise fail("offload.host", self.host, "must be a ZeroMQ endpoint like tcp://gpu-host.lab:5555 (or empty)")
+        if self.host and not self.host.startswith(("tcp://", "ipc://", "http://")):
+            raise fail("offload.host", self.host, "must be http://HOST:8000 (Triton / KServe v2) or tcp://HOST:5555 (ZeroMQ gpu-host), or empty")
         if not 0.01 <= self.timeout_s <= 30:
             raise fail("offload.timeout_s", self.timeout_s, "must be 0.01-30 seconds")
         if not 0 <= self.switch_after_s <= 3600:
@@ -169,6 +175,66 @@ class OffloadClient:
         return max(0, int((deadline - time.monotonic()) * 1000))
 
 
+class KServeClient:
+    """The same calls over the KServe v2 / Triton HTTP protocol (tritonclient), to a Triton server.
+
+    A Triton model has no per-request file check, so `hello()` reads each model's config: the
+    `sha256` parameter (written by `mgs-export triton-repo`) must be there and match, or the switch
+    refuses the host. Input/output names come from the same configs.
+    """
+
+    def __init__(self, endpoint: str, timeout_s: float = 0.5) -> None:
+        import tritonclient.http as triton_http
+
+        self._http = triton_http
+        self.endpoint = endpoint
+        self.timeout_s = timeout_s
+        self._client = triton_http.InferenceServerClient(endpoint.removeprefix("http://"), connection_timeout=timeout_s,
+                                                         network_timeout=timeout_s)
+        self._io: dict[str, tuple[str, str]] = {}
+
+    def close(self) -> None:
+        self._client.close()
+
+    def hello(self) -> dict[str, Any]:
+        from tritonclient.utils import InferenceServerException
+
+        models: dict[str, str] = {}
+        try:
+            for name in MODEL_NAMES:
+                config = self._client.get_model_config(name)
+                sha = config.get("parameters", {}).get("sha256", {}).get("string_value", "")
+                if not sha:
+                    raise OffloadError(f"Triton host {self.endpoint}: model {name} has no sha256 parameter; serve the "
+                                       "repository written by `mgs-export triton-repo`")
+                models[sha] = name
+                self._io[name] = (config["input"][0]["name"], config["output"][0]["name"])
+        except (InferenceServerException, OSError) as exc:
+            raise OffloadError(f"Triton host {self.endpoint} not usable: {exc}") from None
+        return {"models": models, "providers": ["Triton (KServe v2)"]}
+
+    def infer(self, model: str, sha256: str, batch: np.ndarray) -> np.ndarray:
+        from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+
+        if model not in self._io:
+            self.hello()
+        input_name, output_name = self._io[model]
+        tensor = self._http.InferInput(input_name, list(batch.shape), np_to_triton_dtype(batch.dtype))
+        tensor.set_data_from_numpy(np.ascontiguousarray(batch), binary_data=True)
+        try:
+            result = self._client.infer(model, [tensor], outputs=[self._http.InferRequestedOutput(output_name, binary_data=True)])
+        except (InferenceServerException, OSError) as exc:
+            raise OffloadError(f"Triton host {self.endpoint}: {model} failed: {exc}") from None
+        return result.as_numpy(output_name)
+
+
+def connect(endpoint: str, timeout_s: float) -> OffloadClient | KServeClient:
+    """The client for an `[offload] host` value: http:// is Triton / KServe v2, tcp:// and ipc:// ZeroMQ."""
+    if endpoint.startswith("http://"):
+        return KServeClient(endpoint, timeout_s)
+    return OffloadClient(endpoint, timeout_s)
+
+
 # --- when to offload ------------------------------------------------------------------------------
 
 class OffloadPolicy:
@@ -245,7 +311,7 @@ class OffloadSwitch:
     whether it serves exactly these model files, so a mismatch is refused before any frame.
     """
 
-    def __init__(self, local: Models, file_sha256: dict[str, str], client: OffloadClient, policy: OffloadPolicy) -> None:
+    def __init__(self, local: Models, file_sha256: dict[str, str], client: OffloadClient | KServeClient, policy: OffloadPolicy) -> None:
         self.local = local
         self.client = client
         self.policy = policy
@@ -285,4 +351,4 @@ def offload_switch(local: Models, file_sha256: dict[str, str], config: OffloadCo
     """The switch for a device config, or None when no host is configured."""
     if not config.host:
         return None
-    return OffloadSwitch(local, file_sha256, OffloadClient(config.host, config.timeout_s), OffloadPolicy(config, target_fps))
+    return OffloadSwitch(local, file_sha256, connect(config.host, config.timeout_s), OffloadPolicy(config, target_fps))

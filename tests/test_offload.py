@@ -222,7 +222,7 @@ def test_policy_offloads_only_after_staying_slow_and_waits_after_a_failure() -> 
 
 
 def test_offload_and_host_configs_refuse_bad_values() -> None:
-    with pytest.raises(ConfigError, match="offload.host.*ZeroMQ endpoint"):
+    with pytest.raises(ConfigError, match="offload.host.*http://HOST:8000"):
         from_dict(OffloadConfig, {"host": "gpu-host:5555"})
     with pytest.raises(ConfigError, match="offload.timeout_s"):
         from_dict(OffloadConfig, {"host": "tcp://gpu:5555", "timeout_s": 0})
