@@ -253,8 +253,15 @@ class IngestWorker:
         done = False
         while not done:
             items, done = self._inbox.take(self.config.flush_interval_s)
-            if items:
+            if not items:
+                continue
+            try:
                 self._write(repo, rules, items)
+            except Exception:  # a bug must cost one batch, never the worker
+                log.exception("ingest writer failed on a batch of %d messages; they are lost", len(items))
+                repo.forget_cached_ids()
+                with self._lock:
+                    self._stats["lost_in_errors"] += len(items)
         db.conn.close()
 
     def _write(self, repo: Repository, rules: RuleEngine, items: list[_Item]) -> None:
@@ -274,11 +281,12 @@ class IngestWorker:
                 self._count_db_error(f"database write failed: {exc}; retrying {len(items)} messages in {delay:.1f} s")
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, OverflowError) as exc:  # OverflowError: an integer beyond SQLite's 64 bits
                 repo.forget_cached_ids()
                 if len(items) == 1:
                     self._count_db_error(f"database refused the message on {items[0][1]!r}: {exc}")
                     batch = _Batch()
+                    batch.counts["received"] = 1
                     self._reject(batch, items[0][0], items[0][1], items[0][2], f"database refused it: {exc}", "database")
                     with transaction(repo.db):
                         events = self._store(repo, rules, batch, items[0][0])

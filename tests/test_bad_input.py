@@ -43,6 +43,8 @@ BAD = {
     "Infinity p90": (TOPIC, payload().replace(b'"p90": 3.5', b'"p90": Infinity')),
     "score above 9": (TOPIC, payload(score=9.5, median=9.5, p90=9.5)),
     "negative seq": (TOPIC, payload(seq=-1)),
+    "seq beyond 64 bits": (TOPIC, payload(seq=2**70)),
+    "number with 5000 digits": (TOPIC, payload().replace(b'"frames": 10', b'"frames": ' + b"9" * 5000)),
     "seq as text": (TOPIC, payload(seq="501")),
     "bool frames": (TOPIC, payload(frames=True)),
     "score without eyes": (TOPIC, payload(valid_eyes=0)),
@@ -98,7 +100,7 @@ def test_bad_messages_are_quarantined_and_good_ones_kept(broker, tmp_path: Path)
     reasons = " | ".join(q["reason"] for q in quarantined)
     for expected in ("not valid JSON", "schema 2", "unknown field", "must be a finite number", "outside [0.0, 9.0]",
                      "over the 16384-byte limit", "published on rack1/box/0's topic", "not part of the mgs contract",
-                     "must be 'online' or 'offline'", "invalid device name"):
+                     "must be 'online' or 'offline'", "invalid device name", "database refused it"):
         assert expected in reasons, expected
 
 
