@@ -57,8 +57,9 @@ MIN_HEAD_AGREEMENT = 0.995
 
 #: A calibration frame: the BGR image and its labelled boxes (export.dataset.Box: roi, eyes).
 LabelledFrame = tuple[np.ndarray, Sequence[Box]]
-#: Seeds of synthetic calibration frames; far from the ranges `mgs-export synth` uses for training.
-CALIBRATION_FIRST_SEED = 1_000_000
+#: Synthetic calibration frames are those of `mgs-export synth --seed 900`: a dataset seed of their
+#: own, so they share no frame with training, validation or verification sets made with other seeds.
+CALIBRATION_SEED = 900
 
 
 @dataclass
@@ -142,12 +143,13 @@ def build_calibration(frames: Iterable[LabelledFrame], coarse_size: tuple[int, i
     return CalibrationSet(inputs=inputs, source=source, frames=n, extra={"seg_fine": whole})
 
 
-def synthetic_frames(count: int, first_seed: int = CALIBRATION_FIRST_SEED) -> tuple[Iterator[LabelledFrame], str]:
-    """Rendered rack frames (export.synth.rack), lazily, and a description of where they came from."""
+def synthetic_frames(count: int, seed: int = CALIBRATION_SEED) -> tuple[Iterator[LabelledFrame], str]:
+    """Rendered rack frames (export.synth), lazily, and a description of where they came from."""
     from export.synth.rack import render_frame
+    from export.synth.writer import frame_seed
 
-    frames = ((f.image, f.boxes) for f in (render_frame(seed) for seed in range(first_seed, first_seed + count)))
-    return frames, f"synthetic: export.synth.rack.render_frame seeds {first_seed}-{first_seed + count - 1}"
+    frames = ((f.image, f.boxes) for f in (render_frame(frame_seed(seed, i)) for i in range(count)))
+    return frames, f"synthetic: the first {count} frames of `mgs-export synth --seed {seed}` (rendered in memory)"
 
 
 def dataset_frames(root: Path, count: int) -> tuple[Iterator[LabelledFrame], str]:

@@ -36,7 +36,7 @@ def test_int8_files_are_qdq_with_recorded_calibration(quantized: Path):
         meta = read_metadata(model)
         assert meta["precision"] == "int8" and meta["calibration_set"] == entry.calibration
         assert entry.calibration["frames"] == 2 and entry.calibration["samples"] > 0
-        assert "render_frame seeds" in entry.calibration["source"]
+        assert "mgs-export synth --seed 900" in entry.calibration["source"]
         assert entry.metrics["layer_sqnr"]["layers"] > 0
         assert entry.input == manifest.entry(name, "fp32").input and entry.output == manifest.entry(name, "fp32").output
         hashes.add(entry.calibration["sha256"])
