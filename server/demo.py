@@ -52,7 +52,7 @@ class DemoOptions:
     port: int = 8080
     headless: bool = False
     seconds: float | None = None
-    video_seconds: float = 90.0
+    video_seconds: float = 60.0
     video_fps: float = 10.0
     seed: int = 0
     broker: str = "auto"

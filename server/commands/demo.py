@@ -12,8 +12,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8080, help="dashboard port (default 8080; 0 = any free port)")
     parser.add_argument("--headless", action="store_true", help="do not open a web browser; for tests and servers")
     parser.add_argument("--seconds", type=float, help="stop by itself after this many seconds (default: run until Ctrl-C)")
-    parser.add_argument("--video-seconds", type=float, default=90.0,
-                        help="length of the generated rack video, played in a loop (default 90)")
+    parser.add_argument("--video-seconds", type=float, default=60.0,
+                        help="length of the generated rack video, played in a loop (default 60)")
     parser.add_argument("--video-fps", type=float, default=10.0, help="frame rate of the generated video (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated video (default 0)")
     parser.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto",
