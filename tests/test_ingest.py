@@ -133,3 +133,17 @@ def test_config_is_checked_with_key_and_reason() -> None:
         from_dict(IngestConfig, {"batch_size": 5000, "queue_size": 10})
     with pytest.raises(ConfigError, match="unknown key 'batchsize'"):
         from_dict(IngestConfig, {"batchsize": 10})
+
+
+def test_ingest_reconnects_after_a_broker_restart(broker, tmp_path: Path) -> None:
+    db_path = tmp_path / "server.db"
+    with running_worker(broker, db_path) as worker:
+        publish(broker, [score_message(window(seq=i, t=T0 + i)) for i in range(10)])
+        wait_for(lambda: worker.stats().get("stored", 0) == 10, what="the first windows")
+        broker.stop()
+        wait_for(lambda: not worker.connected.is_set(), what="the worker to notice the outage")
+        broker.start()
+        wait_for(worker.connected.is_set, timeout=30, what="the worker to reconnect and subscribe again")
+        publish(broker, [score_message(window(seq=i, t=T0 + i)) for i in range(10, 20)])
+        wait_for(lambda: worker.stats().get("stored", 0) == 20, what="windows after the restart")
+    assert stored_seqs(db_path) == list(range(20))
