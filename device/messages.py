@@ -322,9 +322,9 @@ def parse_availability(payload: bytes | str) -> str:
 
 
 def parse_state(payload: bytes | str) -> float | None:
-    """The retained plain-number state: a score, or empty when no face is visible."""
+    """The retained plain-number state: a score, or `nan` when no face is visible."""
     text = (payload.decode(errors="replace") if isinstance(payload, bytes) else payload).strip()
-    if text == "":
+    if text.lower() == NO_FACE_STATE:
         return None
     try:
         value = float(text)
@@ -334,8 +334,14 @@ def parse_state(payload: bytes | str) -> float | None:
     return value
 
 
+# An empty retained payload would *delete* the retained state in MQTT, so a late subscriber could
+# not tell "no face visible" from "never published". `nan` parses as a float in every language
+# and compares false against any threshold, so simple consumers neither alert nor read it as 0.
+NO_FACE_STATE = "nan"
+
+
 def format_state(score: float | None) -> str:
-    return "" if score is None else f"{score:.2f}"
+    return NO_FACE_STATE if score is None else f"{score:.2f}"
 
 
 # --- server-side alerts (published by the server, one place for alerting systems) ----------------
