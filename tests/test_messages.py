@@ -159,8 +159,9 @@ def test_unsafe_device_names_are_rejected(name: str) -> None:
 
 def test_state_availability_and_time_helpers() -> None:
     assert parse_state(format_state(4.256)) == 4.26
+    assert format_state(None) == "nan"
     assert parse_state(format_state(None)) is None
-    for bad in (b"abc", b"10", b"nan"):
+    for bad in (b"abc", b"10", b"inf", b""):
         with pytest.raises(MessageError):
             parse_state(bad)
     assert parse_availability(b"online") == "online"
