@@ -2,9 +2,12 @@
 
     .venv/bin/python bench/bench_gpu_host.py [--seconds S] [--precision int8|fp32] [--providers cuda,cpu]
                                              [--host-threads N] [--clients N] [--json FILE]
+                                             [--transport triton --host-python PYTRITON_ENV/bin/python]
 
-Starts `mgs-device gpu-host` as its own process on a free loopback port (or uses --endpoint of a
-running host, e.g. a real GPU machine), then measures on the same generated rack frames:
+Starts `mgs-device gpu-host` as its own process on a free loopback port (ZeroMQ, or PyTriton with
+--transport triton, run by --host-python because PyTriton needs numpy<2), or uses --endpoint of a
+running host (tcp://... or http://..., e.g. a real GPU machine), then measures on the same
+generated rack frames:
 1. per network, the batch the pipeline sends (4 ROIs coarse, 8 head crops fine, 16 eye patches):
    local call vs offloaded call (median and p90 ms over --calls calls, alternating);
 2. frames per second of the fast pipeline and of the full-resolution reference, local vs offloaded;
@@ -31,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from device.inference import MODEL_NAMES, BackendConfig, Models, load_models  # noqa: E402
-from device.offload import OffloadClient, OffloadConfig, OffloadError, OffloadPolicy, OffloadSwitch  # noqa: E402
+from device.offload import OffloadConfig, OffloadError, OffloadPolicy, OffloadSwitch, connect  # noqa: E402
 from device.pipeline import FastPipeline, FullResolutionPipeline, images_to_batch  # noqa: E402
 from device.rois import Roi  # noqa: E402
 from models.manifest import sha256_file  # noqa: E402
@@ -58,15 +61,22 @@ def start_host(args: argparse.Namespace) -> tuple[subprocess.Popen | None, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    endpoint = f"tcp://127.0.0.1:{port}"
-    exe = Path(sys.executable).with_name("mgs-device")
-    cmd = [str(exe), "gpu-host", "--bind", endpoint, "--precision", args.precision, "--providers", args.providers,
-           "--threads", str(args.host_threads), "--max-wait-ms", str(args.max_wait_ms)]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), endpoint
+    common = ["--precision", args.precision, "--providers", args.providers, "--threads", str(args.host_threads),
+              "--max-wait-ms", str(args.max_wait_ms)]
+    if args.transport == "triton":
+        if not args.host_python:
+            raise SystemExit("--transport triton needs --host-python: the Python of an environment with nvidia-pytriton")
+        endpoint = f"http://127.0.0.1:{port}"
+        cmd = [args.host_python, "-m", "device.cli", "gpu-host", "--transport", "triton", "--http-port", str(port), *common]
+    else:
+        endpoint = f"tcp://127.0.0.1:{port}"
+        cmd = [sys.executable, "-m", "device.cli", "gpu-host", "--bind", endpoint, *common]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env), endpoint
 
 
-def wait_for_host(endpoint: str, process: subprocess.Popen | None, timeout_s: float = 60.0) -> dict:
-    client = OffloadClient(endpoint, timeout_s=1.0)
+def wait_for_host(endpoint: str, process: subprocess.Popen | None, timeout_s: float = 180.0) -> dict:
+    client = connect(endpoint, 2.0)
     deadline = time.monotonic() + timeout_s
     try:
         while True:
@@ -77,8 +87,28 @@ def wait_for_host(endpoint: str, process: subprocess.Popen | None, timeout_s: fl
                     raise SystemExit(f"the gpu-host process exited with {process.returncode}; run it by hand to see why")
                 if time.monotonic() > deadline:
                     raise SystemExit(f"no gpu-host answered on {endpoint} within {timeout_s:g} s") from None
+                time.sleep(0.2)
     finally:
         client.close()
+
+
+def host_counters(endpoint: str) -> tuple[int, int] | None:
+    """(rows, batches) the host ran so far for seg_fine: the gpu-host's hello, or Triton's statistics
+    (None where the server restricts that API, as PyTriton does)."""
+    if endpoint.startswith("http://"):
+        import tritonclient.http as triton_http
+        from tritonclient.utils import InferenceServerException
+
+        client = triton_http.InferenceServerClient(endpoint.removeprefix("http://"))
+        try:
+            stats = client.get_inference_statistics("seg_fine")["model_stats"][0]
+        except InferenceServerException:
+            return None
+        finally:
+            client.close()
+        return int(stats["inference_count"]), int(stats["execution_count"])
+    stats = wait_for_host(endpoint, None)["stats"]
+    return stats["rows"], stats["batches"]
 
 
 def network_batches(models: Models, frame, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -131,7 +161,7 @@ def many_clients(endpoint: str, sha: str, batch: np.ndarray, clients: int, secon
     errors: list[str] = []
 
     def hammer(i: int) -> None:
-        client = OffloadClient(endpoint, timeout_s=10.0)
+        client = connect(endpoint, 10.0)
         end = time.perf_counter() + seconds
         try:
             while time.perf_counter() < end:
@@ -142,7 +172,7 @@ def many_clients(endpoint: str, sha: str, batch: np.ndarray, clients: int, secon
         finally:
             client.close()
 
-    before = wait_for_host(endpoint, None)["stats"]
+    before = host_counters(endpoint)
     threads = [threading.Thread(target=hammer, args=(i,)) for i in range(clients)]
     start = time.perf_counter()
     for t in threads:
@@ -150,11 +180,11 @@ def many_clients(endpoint: str, sha: str, batch: np.ndarray, clients: int, secon
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - start
-    after = wait_for_host(endpoint, None)["stats"]
-    batches = after["batches"] - before["batches"]  # hellos are answered outside batches
-    rows = after["rows"] - before["rows"]
+    after = host_counters(endpoint)
+    rows, batches = (after[0] - before[0], after[1] - before[1]) if before and after else (None, None)
     return {"clients": clients, "calls_per_s": round(sum(counts) / elapsed, 1), "crops_per_s": round(sum(counts) * len(batch) / elapsed, 1),
-            "host_batches": batches, "rows_per_host_batch": round(rows / max(batches, 1), 1), "errors": errors[:3]}
+            "host_batches": batches, "rows_per_host_batch": round(rows / max(batches, 1), 1) if rows is not None else None,
+            "errors": errors[:3]}
 
 
 def main() -> int:
@@ -167,7 +197,9 @@ def main() -> int:
     parser.add_argument("--host-threads", type=int, default=2, help="host onnxruntime threads (default 2)")
     parser.add_argument("--max-wait-ms", type=float, default=2.0, help="host batching wait (default 2)")
     parser.add_argument("--clients", type=int, default=2, help="devices sending at once in pass 3 (default 2)")
-    parser.add_argument("--endpoint", help="use a running gpu-host at this endpoint instead of starting one here")
+    parser.add_argument("--endpoint", help="use a running host at this endpoint (tcp://... gpu-host, http://... Triton) instead of starting one")
+    parser.add_argument("--transport", choices=("zmq", "triton"), default="zmq", help="host to start here (default zmq)")
+    parser.add_argument("--host-python", help="--transport triton: Python of an environment with nvidia-pytriton")
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
     args = parser.parse_args()
 
@@ -182,7 +214,7 @@ def main() -> int:
         local = load_models(precision=args.precision, backend=BackendConfig(precision=args.precision, threads=args.threads))
         shas = {name: sha256_file(local.files[name]) for name in MODEL_NAMES}
         policy = OffloadPolicy(OffloadConfig(host=endpoint, timeout_s=30.0, switch_after_s=0.0), target_fps=1.0)
-        switch = OffloadSwitch(local, shas, OffloadClient(endpoint, 30.0), policy)
+        switch = OffloadSwitch(local, shas, connect(endpoint, 30.0), policy)
         switch.observe(fps=0.0)
         if policy.backend != "offload":
             raise SystemExit(f"cannot offload: {policy.reason}")
@@ -200,12 +232,16 @@ def main() -> int:
     finally:
         if process is not None:
             process.terminate()
-            process.wait(timeout=20)
+            try:
+                process.wait(timeout=120)  # PyTriton takes a while to unload its models
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
     report = {
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
-        "host": {"endpoint": endpoint, "providers": info["providers"], "started_here": process is not None,
-                 "threads": args.host_threads, "max_wait_ms": info["max_wait_ms"]},
+        "host": {"endpoint": endpoint, "transport": "triton" if endpoint.startswith("http://") else "zmq", "providers": info["providers"], "started_here": process is not None,
+                 "threads": args.host_threads, "max_wait_ms": args.max_wait_ms},
         "device": {"precision": args.precision, "threads": args.threads},
         "calls": calls, "pipelines": throughput, "clients": shared,
     }
@@ -219,7 +255,7 @@ def main() -> int:
         print(f"{r['pipeline']:<11}{r['local_fps']:>10}{r['offload_fps']:>13}")
     print(f"\n{'devices':<9}{'calls/s':>9}{'crops/s':>9}{'rows/host batch':>17}")
     for r in shared:
-        print(f"{r['clients']:<9}{r['calls_per_s']:>9}{r['crops_per_s']:>9}{r['rows_per_host_batch']:>17}")
+        print(f"{r['clients']:<9}{r['calls_per_s']:>9}{r['crops_per_s']:>9}{str(r['rows_per_host_batch'] or 'n/a'):>17}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
