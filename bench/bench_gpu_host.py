@@ -33,6 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from device.commands.bench import _cpu_name  # noqa: E402
 from device.inference import MODEL_NAMES, BackendConfig, Models, load_models  # noqa: E402
 from device.offload import OffloadConfig, OffloadError, OffloadPolicy, OffloadSwitch, connect  # noqa: E402
 from device.pipeline import FastPipeline, FullResolutionPipeline, images_to_batch  # noqa: E402
@@ -41,16 +42,6 @@ from models.manifest import sha256_file  # noqa: E402
 
 CALL_BATCHES = {"seg_coarse": 4, "seg_fine": 8, "eye": 16}
 FINE_CROP = 96
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def start_host(args: argparse.Namespace) -> tuple[subprocess.Popen | None, str]:
@@ -239,7 +230,7 @@ def main() -> int:
                 process.wait()
 
     report = {
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
+        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
         "host": {"endpoint": endpoint, "transport": "triton" if endpoint.startswith("http://") else "zmq", "providers": info["providers"], "started_here": process is not None,
                  "threads": args.host_threads, "max_wait_ms": args.max_wait_ms},
         "device": {"precision": args.precision, "threads": args.threads},

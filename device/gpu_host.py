@@ -144,7 +144,6 @@ class HostStats:
     rejected: int = 0
     batches: int = 0
     rows: int = 0
-    most_requests_in_a_batch: int = 0
     senders_per_batch: list[int] = field(default_factory=list)
 
 
@@ -302,7 +301,6 @@ class GpuHost:
             return
         self.stats.batches += 1
         self.stats.rows += rows
-        self.stats.most_requests_in_a_batch = max(self.stats.most_requests_in_a_batch, len(requests))
         self.stats.senders_per_batch.append(len({r.identity for r in requests}))
         del self.stats.senders_per_batch[:-1000]
         start = 0
