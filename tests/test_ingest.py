@@ -14,7 +14,7 @@ from device.messages import (AnimalAlert, BoxAlert, animal_alert_subscription, a
                              utc_iso)
 from device.tomlconfig import from_dict
 from server.db import connect
-from server.ingest import IngestConfig
+from server.ingest import IngestConfig, IngestWorker
 from server.repository import Repository
 from tests.conftest import wait_for
 from tests.ingest_support import T0, publish, running_worker, score_message, window
@@ -147,3 +147,20 @@ def test_ingest_reconnects_after_a_broker_restart(broker, tmp_path: Path) -> Non
         publish(broker, [score_message(window(seq=i, t=T0 + i)) for i in range(10, 20)])
         wait_for(lambda: worker.stats().get("stored", 0) == 20, what="windows after the restart")
     assert stored_seqs(db_path) == list(range(20))
+
+
+def test_a_server_started_before_its_broker_says_why_and_connects_later(broker, tmp_path: Path) -> None:
+    db_path = tmp_path / "server.db"
+    broker.stop()
+    worker = IngestWorker(IngestConfig(host=broker.host, port=broker.port, flush_interval_s=0.05), db_path)
+    worker.start()
+    try:
+        wait_for(lambda: "cannot reach the MQTT broker" in worker.last_error, what="the reason to be reported")
+        assert not worker.connected.is_set()
+        broker.start()
+        wait_for(worker.connected.is_set, timeout=30, what="the worker to connect once the broker is up")
+        assert worker.last_error == ""
+        publish(broker, [score_message(window(seq=1))])
+        wait_for(lambda: worker.stats().get("stored", 0) == 1, what="a window to be stored")
+    finally:
+        worker.stop()
