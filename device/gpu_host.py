@@ -32,6 +32,10 @@ from device.tomlconfig import fail
 log = logging.getLogger(__name__)
 
 #: `providers` names in the config -> onnxruntime execution providers.
+#: Largest message a device may send (a full-resolution ROI batch is ~11 MB); a bigger one drops
+#: that connection inside ZeroMQ before anything is allocated for it.
+MAX_MESSAGE_BYTES = 128 << 20
+
 PROVIDER_NAMES = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 
 
@@ -161,6 +165,7 @@ class GpuHost:
         self.stats = HostStats()
         self._socket = (context or zmq.Context.instance()).socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         try:
             self._socket.bind(bind)
         except zmq.ZMQError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -186,6 +187,9 @@ def test_bad_requests_get_an_error_reply_and_the_host_keeps_serving(local, host)
         reply = raw_request(host.endpoint, frames)
         assert reply["ok"] is False and message in reply["error"], (message, reply)
     assert host.stats.rejected == len(cases)
+    host_port = int(host.endpoint.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", host_port), timeout=5) as raw:  # not ZeroMQ at all
+        raw.sendall(b"GET / HTTP/1.0\r\n\r\n" + bytes(range(256)) * 64)
     batch = np.random.default_rng(1).random((2, 3, h, w), dtype=np.float32)
     out = OffloadClient(host.endpoint, 10.0).infer("seg_coarse", sha, batch)
     np.testing.assert_array_equal(out, local.seg_coarse(batch))
