@@ -81,6 +81,11 @@ def test_host_refuses_a_bad_setting_with_one_line(tmp_path) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "providers" in result.stderr and "tensorrt, cuda, cpu" in result.stderr and "Traceback" not in result.stderr
+    config = tmp_path / "gpu-host.toml"
+    config.write_text('bind = "tcp://127.0.0.1:5555"\nmax_batch = 0\n')
+    result = subprocess.run([sys.executable, "-m", "device.cli", "gpu-host", "--config", str(config)], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "max_batch" in result.stderr and "1-4096" in result.stderr, result.stderr
 
 
 def test_triton_transport_without_pytriton_says_what_to_install() -> None:
