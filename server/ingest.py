@@ -1,15 +1,16 @@
 """MQTT ingest: every device message validated, stored exactly once, in batches, by one writer.
 
-paho's network thread only puts (received_at, topic, payload) on a bounded queue; one writer thread
-validates with `device.messages`, and writes each batch in a single SQLite transaction (windows,
-rollups, alerts, statuses, quarantine, rule evaluation, counters). The unique key (device, seq) makes
-a broker redelivery a no-op. A full queue blocks the paho thread, which stops reading the socket,
-so the broker holds the backlog instead of this process growing without bound.
+The network thread (paho, driven by this worker) only puts (received_at, topic, payload) in a
+bounded inbox; one writer thread validates with `device.messages`, and writes each batch in a single
+SQLite transaction (windows, rollups, alerts, statuses, quarantine, rule evaluation, counters). The
+unique key (device, seq) makes a broker redelivery a no-op. A full inbox blocks the network thread,
+which stops reading the socket, so the broker holds the backlog instead of this process growing
+without bound.
 
 The session is persistent (fixed client id, clean_session=False, QoS 1), so messages published
-while the server is down wait in the broker. paho acknowledges a message when it reaches the
-queue: what is still queued when the process is killed (not stopped) is lost, at most `queue_size`
-windows; `stop()` drains the queue before returning.
+while the server is down wait in the broker. A message is acknowledged once it is in the inbox:
+what is still there when the process is killed (not stopped) is lost, at most `queue_size`
+windows; `stop()` writes the inbox out before returning.
 
 Nothing a device sends can stop the worker: a message that fails validation is counted, logged
 with its topic, and kept (truncated) in the `quarantine` table for a person to look at.
@@ -175,6 +176,7 @@ class IngestWorker:
         """Open the database (migrating it), start the writer, then the MQTT network thread."""
         connect(self.db_path).conn.close()
         self._stopping.clear()
+        self._inbox = _Inbox(self.config.queue_size, self.config.batch_size)
         self._writer = threading.Thread(target=self._write_loop, name="mgs-ingest-writer", daemon=True)
         self._writer.start()
         self._client = self._new_client()
