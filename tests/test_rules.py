@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from device.errors import MgsError
+from device.errors import MessageError, MgsError
+from device.messages import AnimalAlert, animal_alert_topic
 from server.db import connect, transaction
 from server.repository import Repository
 from server.rules import RuleEngine, RuleState, step
@@ -100,3 +101,14 @@ def test_a_rule_needs_exactly_one_target_and_sane_numbers(repo: Repository) -> N
         repo.create_alert_rule(threshold=12.0, duration_s=0.0, animal_id=mouse)
     with pytest.raises(MgsError, match="duration_s"):
         repo.create_alert_rule(threshold=4.0, duration_s=-1, animal_id=mouse)
+
+
+def test_the_published_alert_payload_round_trips_and_is_strict() -> None:
+    alert = AnimalAlert(alert_id=3, animal_id=7, animal="M/7 #1", event="raised", time="2026-03-02T10:00:00.000Z",
+                        device="rack1", box=2, rule_id=1, threshold=4.0, duration_s=600.0, score=None)
+    assert AnimalAlert.from_json(alert.to_json()) == alert
+    assert animal_alert_topic(7, "site/a") == "site/a/alerts/7"
+    with pytest.raises(MessageError, match="event"):
+        AnimalAlert.from_json(alert.to_json().replace(b'"raised"', b'"maybe"'))
+    with pytest.raises(MessageError, match="animal_id"):
+        animal_alert_topic(0)
