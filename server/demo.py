@@ -3,7 +3,7 @@
 A broker, the server and one device run as child processes, exactly as they run in a facility
 (`mgs-server run`, `mgs-device run`), so the demo shows the real thing rather than a mock-up. The
 device's "camera" is a generated rack video in which one animal's orbital tightening rises past
-the alert threshold about a minute in; four demo animals are assigned to the four boxes and an alert
+the alert threshold within the first half minute; four demo animals are assigned to the four boxes and an alert
 rule watches them. The video is rendered once into a cache folder and reused.
 
 Every child runs in its own session, so Ctrl-C reaches only the demo, which stops the device,
