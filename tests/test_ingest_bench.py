@@ -7,9 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench.bench_ingest import bench_history, bench_ingest
+from tests.conftest import MOSQUITTO
 
 
+@pytest.mark.skipif(not MOSQUITTO, reason="mosquitto is not installed (make test installs it when run as root)")
 def test_ingest_bench_counts_every_window_by_seq(tmp_path: Path) -> None:
     result = bench_ingest(2000, 2, tmp_path, backlog=True)
     assert (result["stored"], result["lost"], result["complete_by_seq"]) == (2000, 0, True)
