@@ -152,8 +152,10 @@ def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
     for f in dataclasses.fields(cls):
         key = _key(prefix, f.name)
         tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            rows.extend(describe(tp, key))  # type: ignore[arg-type]
+        section = _section_type(tp)
+        if section is not None:
+            many = typing.get_origin(tp) in (list, tuple)
+            rows.extend(describe(section, f"{key}[]" if many else key))
             continue
         if f.default is not dataclasses.MISSING:
             default = repr(f.default)
@@ -165,5 +167,33 @@ def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def _section_type(tp: Any) -> type | None:
+    """The dataclass behind a field that is a section (`X`, `X | None`, `list[X]`), else None."""
+    if dataclasses.is_dataclass(tp):
+        return tp  # type: ignore[return-value]
+    for arg in typing.get_args(tp):
+        if dataclasses.is_dataclass(arg):
+            return arg  # type: ignore[return-value]
+    return None
+
+
+def reference_markdown(cls: type, title: str, example: str) -> str:
+    """A Markdown table of every key of `cls`, so the documented config cannot drift from the code."""
+    lines = [f"## {title}", "", f"Example: `{example}`", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+    for key, tp, default, doc in describe(cls):
+        cells = [f"`{key}`", tp, f"`{default}`", doc]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _type_name(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Literal:
+        return " or ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args if a is not type(None)) + " (optional)"
+    if origin in (list, tuple):
+        return f"list of {_type_name(args[0])}" if args else "list"
+    if tp is Path:
+        return "path"
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
