@@ -93,6 +93,15 @@ def boxes() -> Response:
     return jsonify(boxes=get_repo().boxes(time.time()))
 
 
+@bp.patch("/boxes/<device>/<int:box>")
+@require_role("officer")
+def update_box(device: str, box: int) -> Response:
+    body = _body("label")
+    repo = get_repo()
+    repo.set_box_label(device, box, body["label"])
+    return jsonify(box=next(b for b in repo.boxes(time.time()) if b["device"] == device and b["box"] == box))
+
+
 @bp.get("/boxes/<device>/<int:box>/scores")
 def box_scores(device: str, box: int) -> Response:
     start, end = _time_range()

@@ -153,3 +153,11 @@ def test_export_csv_and_json_for_an_animal(app: Flask) -> None:
     assert client.get("/api/v1/export?format=csv", headers=viewer).status_code == 400
     assert client.get(f"/api/v1/export?start={T0}&format=xlsx", headers=viewer).status_code == 400
     assert client.get(f"/api/v1/export?start={T0}&scope=cage:1", headers=viewer).status_code == 400
+
+
+def test_officers_label_boxes(app: Flask) -> None:
+    client, officer = app.test_client(), bearer(app, "officer")
+    assert client.patch("/api/v1/boxes/rack1/3", json={"label": "cage 12"}, headers=bearer(app, "viewer")).status_code == 403
+    labelled = client.patch("/api/v1/boxes/rack1/3", json={"label": "cage 12"}, headers=officer)
+    assert labelled.get_json()["box"]["label"] == "cage 12"
+    assert client.patch("/api/v1/boxes/rack1/99", json={"label": "x"}, headers=officer).status_code == 400
