@@ -27,6 +27,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=0.002, help="Adam learning rate")
+    parser.add_argument("--schedule", choices=("constant", "cosine"), default="cosine", help="learning rate over the epochs")
     parser.add_argument("--base", type=int, default=8, help="U-Net width of the first level")
     parser.add_argument("--depth", type=int, default=4, help="U-Net levels")
     parser.add_argument("--crop", type=int, default=96, help="fine: side of the full-resolution training crops (multiple of 8)")
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = args.out if "<model>" not in str(args.out) else args.out.with_name(f"seg_{args.model}.pt")
     device = pick_device(args.device)
-    recipe = SegRecipe(epochs=args.epochs, batch=args.batch, lr=args.lr, base=args.base, depth=args.depth, seed=args.seed)
+    recipe = SegRecipe(epochs=args.epochs, batch=args.batch, lr=args.lr, base=args.base, depth=args.depth, schedule=args.schedule, seed=args.seed)
     data = training_data(args)
     started = time.monotonic()
     if args.model == "fine":

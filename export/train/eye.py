@@ -8,7 +8,6 @@ frequency of the sample's integer score, batch 32, 35 epochs, SGD lr 0.001 momen
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from torch import nn
 
 from device.errors import MgsError
 from export.metrics import mae
-from export.train.loop import run_epochs
+from export.train.loop import run_epochs, scheduled_lr, set_lr
 from export.train.samples import EYE_REGION_HALF, EyeSamples
 from export.train.weights import checkpoint_path, seed_everything
 from models.eye_regressor import PATCH_SIZE, EyeRegressor
@@ -102,14 +101,6 @@ def new_regressor(pretrained_features: dict[str, torch.Tensor] | None = None) ->
     return module
 
 
-def epoch_lr(recipe: EyeRecipe, epoch: int) -> float:
-    """Learning rate of an epoch. A pure function of the epoch (no scheduler state), so --resume
-    continues the schedule exactly. The paper used a constant rate."""
-    if recipe.schedule == "cosine":
-        return recipe.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / recipe.epochs))
-    return recipe.lr
-
-
 def make_optimizer(module: nn.Module, recipe: EyeRecipe) -> torch.optim.Optimizer:
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(module.parameters(), lr=recipe.lr, momentum=recipe.momentum)
@@ -132,8 +123,7 @@ def train_eye(samples: EyeSamples, recipe: EyeRecipe, out: Path, device: torch.d
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         rng = np.random.default_rng([recipe.seed, epoch])
-        for group in optimizer.param_groups:
-            group["lr"] = epoch_lr(recipe, epoch)
+        set_lr(optimizer, scheduled_lr(recipe.lr, recipe.schedule, epoch, recipe.epochs))
         order = rng.choice(len(samples), size=len(samples), replace=True, p=probs)
         for i in range(0, len(order) - 1, recipe.batch):
             idx = order[i:i + recipe.batch]

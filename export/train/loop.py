@@ -8,6 +8,7 @@ rule that a resumed run continues with the next epoch and the same random stream
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,19 @@ from export.train.weights import rng_state, save_atomic, set_rng_state
 log = logging.getLogger(__name__)
 
 Batch = Any
+
+
+def scheduled_lr(base_lr: float, schedule: str, epoch: int, epochs: int) -> float:
+    """Learning rate of an epoch. A pure function of the epoch (no scheduler state), so --resume
+    continues the schedule exactly. "constant" is what the paper used."""
+    if schedule == "cosine":
+        return base_lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+    return base_lr
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def load_checkpoint(path: Path, kind: str, module: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, list[dict[str, float]]]:
