@@ -127,6 +127,7 @@ class VariantResult:
     latency_ms_p95: float | None = None
     skipped: int | None = None
     coarse_passes: int | None = None
+    crops_per_frame: float | None = None
     mae: float | None = None
     mae_on_reference_frames: float | None = None
     matched_eyes: int = 0
@@ -137,13 +138,13 @@ class VariantResult:
     def row(self) -> list[str]:
         def f(v: float | None, fmt: str) -> str:
             return "-" if v is None else format(v, fmt)
-        return [self.name, str(self.rois), str(self.frames), f(self.fps, ".1f"),
+        return [self.name, str(self.rois), str(self.frames), f(self.fps, ".1f"), f(self.crops_per_frame, ".1f"),
                 *(f(self.stage_ms.get(s), ".1f") for s in STAGES),
                 f(self.latency_ms_p95, ".0f"), f(self.skipped, "d"),
                 f(self.mae, ".3f"), f(self.mae_on_reference_frames, ".3f"), f(self.recall, ".2f"), str(self.false_eyes)]
 
 
-HEADER = ["variant", "rois", "frames", "fps", *STAGES, "lat p95", "skipped", "MAE", "MAE ref", "recall", "false"]
+HEADER = ["variant", "rois", "frames", "fps", "crops", *STAGES, "lat p95", "skipped", "MAE", "MAE ref", "recall", "false"]
 
 
 def make_pipeline(kind: str, models: Models, rois: Sequence[Roi], config: PipelineConfig):
@@ -200,6 +201,7 @@ def run_variant(video: Path, models: Models, rois: Sequence[Roi], kind: str, pre
     out.pipeline_ms_p95 = float(np.percentile(per_frame, 95)) if per_frame else 0.0
     if isinstance(pipeline, FastPipeline):
         out.coarse_passes = pipeline.coarse_passes
+        out.crops_per_frame = pipeline.crops_run / max(out.frames, 1)
     out.mae = accuracy.mae()
     out.matched_eyes, out.true_eyes, out.false_eyes = accuracy.matched, accuracy.true_eyes, accuracy.false_eyes
     out.recall = accuracy.matched / accuracy.true_eyes if accuracy.true_eyes else None

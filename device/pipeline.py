@@ -163,6 +163,7 @@ class FastPipeline:
         self.config = config or PipelineConfig()
         self.tracks = [_Track() for _ in self.rois]
         self.coarse_passes = 0
+        self.crops_run = 0
         self._checked_shape: tuple[int, ...] | None = None
         self._frames = 0
 
@@ -257,17 +258,21 @@ class FastPipeline:
         watch.lap("resize")
         maps = class_maps(self.models.seg_fine(batch))
         watch.lap("unet_fine")
-        new_centres: list[list[tuple[float, float]]] = [[] for _ in self.rois]
+        eye_centres: list[list[tuple[float, float]]] = [[] for _ in self.rois]
+        head_centres: list[list[tuple[float, float]]] = [[] for _ in self.rois]
         for (b, x0, y0, valid), classes in zip(crops, maps):
             blobs = find_eye_blobs(classes, self.config.eyes, origin=(x0, y0), valid=valid)
             blobs_per_box[b] = _merge_same_eyes(blobs_per_box[b] + blobs)
             animals[b] = animals[b] or animal_found(classes)
             centre = _track_centre(blobs, classes, x0, y0)
-            if centre is not None and all(abs(centre[0] - x) > c / 4 or abs(centre[1] - y) > c / 4 for x, y in new_centres[b]):
-                new_centres[b].append(centre)  # two crops that converged on one head become one
+            if centre is not None:
+                (eye_centres if blobs else head_centres)[b].append(centre)
         for b, track in enumerate(self.tracks):
-            track.centres = new_centres[b]
+            # A crop that found eyes is followed; crops that only see head parts are kept only while
+            # no crop of the box found eyes, so a false head cluster does not cost a crop per frame.
+            track.centres = _distinct(eye_centres[b] or head_centres[b], self.config.fine_crop / 4)
             blobs_per_box[b] = blobs_per_box[b][: self.config.eyes.max_eyes_per_box]
+        self.crops_run += len(crops)
         watch.lap("post")
         return blobs_per_box, animals
 
@@ -301,6 +306,15 @@ def _track_centre(blobs: Sequence[EyeBlob], classes: np.ndarray, x0: int, y0: in
     if len(xs) < 4:
         return None
     return (x0 + float(xs.mean()), y0 + float(ys.mean()))
+
+
+def _distinct(centres: list[tuple[float, float]], min_px: float) -> list[tuple[float, float]]:
+    """Two crops that converged on one head become one."""
+    kept: list[tuple[float, float]] = []
+    for x, y in centres:
+        if all(abs(x - kx) > min_px or abs(y - ky) > min_px for kx, ky in kept):
+            kept.append((x, y))
+    return kept
 
 
 def _merge_same_eyes(blobs: list[EyeBlob]) -> list[EyeBlob]:
