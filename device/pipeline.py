@@ -200,7 +200,10 @@ class FastPipeline:
             track = self.tracks[b]
             track.last_coarse = n
             track.animal = animal_found(classes)
-            track.centres = self._heads(classes, roi, (roi.w / size[1], roi.h / size[0]))
+            # A head being tracked stays; the search adds heads not yet followed (a missed coarse
+            # detection must not drop a good track).
+            heads = self._heads(classes, roi, (roi.w / size[1], roi.h / size[0]))
+            track.centres = _distinct(track.centres + heads, self.config.fine_crop / 2)[: self.config.max_heads_per_box]
         self.coarse_passes += 1
         watch.lap("post")
 
