@@ -127,9 +127,12 @@ class _Inbox:
         self._closed = False
 
     def put(self, item: _Item) -> None:
+        """Hand over one message; once closed, drop it: it is not acknowledged, so the broker keeps it."""
         with self._cond:
             while len(self._items) >= self.capacity and not self._closed:
                 self._cond.wait()
+            if self._closed:
+                return
             self._items.append(item)
             if len(self._items) == self.batch_size:
                 self._cond.notify_all()
@@ -273,7 +276,23 @@ class IngestWorker:
         if client.socket() is not None:
             self._send_acks(client)
             client.disconnect()
-            client.loop_write()
+            self._flush(client)
+
+    def _flush(self, client: mqtt.Client, timeout: float = 10.0) -> None:
+        """Write the last PUBACKs and the DISCONNECT: thousands of 4-byte packets can fill the
+        socket buffer, where one `loop_write()` would give up.
+
+        Best effort: closing a socket that still holds unread messages sends a TCP reset, and the
+        broker may drop PUBACKs it has not processed yet. Those messages come back after the next
+        start and are counted as duplicates; nothing is lost."""
+        deadline = time.monotonic() + timeout
+        while client.want_write() and time.monotonic() < deadline:
+            sock = client.socket()
+            if sock is None:
+                return
+            select.select([], [sock], [], 0.2)
+            if client.loop_write() not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN):
+                return
 
     def _wake_network(self) -> None:
         try:
@@ -291,6 +310,8 @@ class IngestWorker:
                 client.ack(mid, 1)
             else:
                 stale += 1
+        with self._lock:
+            self._stats["acknowledged"] += len(committed) - stale
         if stale:
             log.info("%d stored messages arrived on an earlier connection; the broker delivers them again "
                      "and they are counted as duplicates", stale)
@@ -311,7 +332,7 @@ class IngestWorker:
                 self._wake_reader.recv(4096)
                 self._send_acks(client)
             if (sock in readable or pending) and reading:
-                while True:
+                while not self._stop_reading.is_set():
                     before = self._received
                     if client.loop_read() != ok:
                         return

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench.bench_ingest import RawPublisher
 from tests.conftest import Broker, free_port, wait_for
-from tests.ingest_support import publish, score_message, window
+from tests.ingest_support import publish, running_worker, score_message, window
 from tests.test_server_run import CLI, write_config
 
 N = 40_000  # eight default batches: the kill lands between the first commit and the last
@@ -73,3 +73,24 @@ def test_sigkill_while_ingesting_loses_nothing_and_stores_each_window_once(tmp_p
         ).fetchone()
     assert (count, distinct, first, last) == (N, N, 0, N - 1)
     assert server.returncode == 0, log.read_text()[-3000:]
+
+
+def test_a_clean_stop_mid_stream_leaves_the_unwritten_rest_in_the_broker(tmp_path: Path, broker: Broker) -> None:
+    """`stop()` while messages are arriving: it writes what it took in and acknowledges nothing
+    else, so the next start stores exactly what is missing. The broker delivers in order: once a
+    marker published after the restart is stored, the whole backlog has been through the writer."""
+    db, n = tmp_path / "server.db", 20_000
+    with running_worker(broker, db, client_id="clean-stop") as worker:
+        publisher = RawPublisher(broker.host, broker.port, "clean-stop-publisher")
+        assert publisher.publish_all(RawPublisher.encode([score_message(window(seq=seq, t=1_750_000_000.0 + seq))
+                                                          for seq in range(n)])) == n
+        wait_for(lambda: worker.stats().get("stored", 0), timeout=60, interval=0.01, what="the first batch")
+    first = stored(db, "rack1")
+    assert worker.stats()["queued"] == 0, "stop() wrote everything it took in"
+    with running_worker(broker, db, client_id="clean-stop") as worker:
+        publish(broker, [score_message(window(device="marker"))])
+        wait_for(lambda: stored(db, "marker"), timeout=60, what="the marker after the backlog")
+        stats = worker.stats()
+    assert 0 < first < n, f"the stop must land mid-stream: {first} of {n} stored"
+    assert stats["stored"] == n - first + 1
+    assert stored(db, "rack1") == n
