@@ -82,7 +82,7 @@ class MqttConfig:
     client_id: str = field(default="", metadata={"doc": "MQTT client id; empty = mgs-device-<name>"})
     max_inflight: int = field(default=20, metadata={"doc": "messages sent but not yet acknowledged at once (drain speed after an outage)"})
     reconnect_max_s: int = field(default=30, metadata={"doc": "longest wait between reconnect attempts"})
-    protocol: Literal["5", "3.1.1"] = field(default="5", metadata={"doc": "MQTT version: 5 (the broker says why it refuses a publish) or 3.1.1 (brokers without MQTT 5, e.g. the demo's amqtt fallback)"})
+    protocol: Literal["5", "3.1.1"] = field(default="5", metadata={"doc": "MQTT version: 5 (the broker says why it refuses a publish) or 3.1.1 (for a broker without MQTT 5)"})
     tls: TlsConfig = field(default_factory=TlsConfig)
 
     def check(self) -> None:

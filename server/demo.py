@@ -1,10 +1,10 @@
 """`mgs-server demo`: the whole facility on one machine, from one command.
 
-A broker, the server and one device run as child processes, exactly as they run in a facility
+Mosquitto, the server and one device run as child processes, exactly as they run in a facility
 (`mgs-server run`, `mgs-device run`), so the demo shows the real thing rather than a mock-up. The
 device's "camera" is a generated rack video in which one animal's orbital tightening rises past
-the alert threshold within the first half minute; four demo animals are assigned to the four boxes and an alert
-rule watches them. The video is rendered once into a cache folder and reused.
+the alert threshold within the first half minute; four demo animals are assigned to the four
+boxes and an alert rule watches them. The video is rendered once into a cache folder and reused.
 
 Every child runs in its own session, so Ctrl-C reaches only the demo, which stops the device,
 then the server, then the broker, each with a deadline; the kernel also terminates a child whose
@@ -55,7 +55,6 @@ class DemoOptions:
     video_seconds: float = 60.0
     video_fps: float = 10.0
     seed: int = 0
-    broker: str = "auto"
     cache_dir: Path | None = None
     workdir: Path | None = None
 
@@ -198,38 +197,29 @@ def demo_video(cache_dir: Path, seconds: float, fps: float, seed: int, progress:
     return video
 
 
-def _mosquitto() -> str | None:
+def find_mosquitto() -> str:
+    """The Mosquitto binary, or a message that says how to install it.
+
+    The server's ingest keeps an MQTT 5 session (PUBACK only after the database commit), so the
+    demo needs a broker that speaks MQTT 5; the pure-Python amqtt broker speaks only 3.1.1.
+    """
     for candidate in MOSQUITTO_PATHS:
         found = shutil.which(candidate)
         if found:
             return found
-    return None
+    raise MgsError("the demo needs the Mosquitto MQTT broker, which is not installed: run "
+                   "`sudo apt-get install mosquitto` (Debian/Ubuntu) and start the demo again")
 
 
-def start_broker(facility: Facility, choice: str) -> tuple[Child, int, str]:
-    """A loopback-only, anonymous broker: Mosquitto when installed, else the pure-Python amqtt."""
+def start_broker(facility: Facility, mosquitto: str) -> tuple[Child, int]:
+    """A loopback-only, anonymous Mosquitto on a free port with a throw-away config."""
     port = free_port()
-    mosquitto = _mosquitto() if choice in ("auto", "mosquitto") else None
-    if choice == "mosquitto" and mosquitto is None:
-        raise MgsError("--broker mosquitto: mosquitto is not installed (sudo apt-get install mosquitto), "
-                       "or use --broker amqtt")
-    if mosquitto:
-        conf = facility.workdir / "mosquitto.conf"
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                        "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n")
-        child = facility.spawn("broker", [mosquitto, "-c", str(conf)])
-        kind = "mosquitto"
-    else:
-        conf = facility.workdir / "amqtt.yaml"
-        conf.write_text(
-            "listeners:\n  default:\n    type: tcp\n"
-            f"    bind: 127.0.0.1:{port}\n"
-            "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: true\n"
-        )
-        child = facility.spawn("broker", [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(conf)])
-        kind = "amqtt"
+    conf = facility.workdir / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n")
+    child = facility.spawn("broker", [mosquitto, "-c", str(conf)])
     facility.wait_ready(child, lambda: port_open(port), f"listen on port {port}")
-    return child, port, kind
+    return child, port
 
 
 def write_server_config(workdir: Path, broker_port: int, http_port: int) -> Path:
@@ -245,11 +235,8 @@ def write_server_config(workdir: Path, broker_port: int, http_port: int) -> Path
     return path
 
 
-def write_device_config(workdir: Path, video: Path, broker_port: int, preview_port: int, mqtt_protocol: str) -> Path:
-    """The demo device: the rendered video as its camera, played in real time and looped.
-
-    `mqtt_protocol` is "3.1.1" for amqtt, which does not speak MQTT 5.
-    """
+def write_device_config(workdir: Path, video: Path, broker_port: int, preview_port: int) -> Path:
+    """The demo device: the rendered video as its camera, played in real time and looped."""
     from export.synth.video import read_video_truth
     from server.provision import toml_str
 
@@ -258,7 +245,7 @@ def write_device_config(workdir: Path, video: Path, broker_port: int, preview_po
     path.write_text(
         "# mgs-server demo device: a generated rack video stands in for the camera.\n"
         f"name = {toml_str(DEVICE_NAME)}\n\n"
-        f"[mqtt]\nhost = \"127.0.0.1\"\nport = {broker_port}\nprotocol = {toml_str(mqtt_protocol)}\n\n"
+        f"[mqtt]\nhost = \"127.0.0.1\"\nport = {broker_port}\n\n"
         f"[camera]\nsource = {toml_str(str(video))}\nkind = \"file\"\nloop = true\nrealtime = true\n\n"
         f"[rois]\nboxes = [{boxes}]\n\n"
         f"[alerts]\nthreshold = {ALERT_THRESHOLD}\nmin_duration_s = {DEVICE_ALERT_S}\ncooldown_s = 30.0\n\n"
@@ -314,6 +301,7 @@ def run_demo(options: DemoOptions) -> int:
     http_port = options.port or free_port()
     if port_open(http_port):
         raise MgsError(f"port {http_port} is already in use; choose another with --port (0 = any free port)")
+    mosquitto = find_mosquitto()
     cache_dir = options.cache_dir or default_cache_dir()
     video = demo_video(cache_dir, options.video_seconds, options.video_fps, options.seed, progress=not options.headless)
 
@@ -327,18 +315,17 @@ def run_demo(options: DemoOptions) -> int:
     failed = True
     try:
         try:
-            _, broker_port, broker_kind = start_broker(facility, options.broker)
+            _, broker_port = start_broker(facility, mosquitto)
             server_config = write_server_config(workdir, broker_port, http_port)
             login = seed_database(server_config)
             server = facility.spawn("server", [sys.executable, "-m", "server.cli", "run", "--config", str(server_config)])
             facility.wait_ready(server, lambda: port_open(http_port), f"serve the dashboard on port {http_port}")
             preview_port = free_port()
-            device_config = write_device_config(workdir, video, broker_port, preview_port,
-                                                "5" if broker_kind == "mosquitto" else "3.1.1")
+            device_config = write_device_config(workdir, video, broker_port, preview_port)
             device = facility.spawn("device", [sys.executable, "-m", "device.cli", "run", "--config", str(device_config)])
             facility.wait_ready(device, lambda: port_open(preview_port), f"serve its preview on port {preview_port}")
             urls = DemoUrls(f"http://127.0.0.1:{http_port}/", f"http://127.0.0.1:{preview_port}/",
-                            f"{broker_kind} on 127.0.0.1:{broker_port}")
+                            f"mosquitto on 127.0.0.1:{broker_port}")
             _print_banner(urls, login, workdir, options)
             if not options.headless:
                 _open_browser(urls.dashboard)

@@ -162,10 +162,3 @@ def test_demo_scores_raises_an_alert_and_stops_cleanly(tmp_path: Path, no_torch:
     if untrained:
         pytest.skip("the shipped models are untrained stand-ins (manifest data_fingerprint 'untrained'): they find no "
                     "eyes, so scores and the alert were not checked; start-up, windows and clean stop passed")
-
-
-@pytest.mark.slow
-def test_demo_on_the_amqtt_fallback_broker(tmp_path: Path, no_torch: Path, video_cache: Path) -> None:
-    """A machine without Mosquitto gets amqtt, which speaks MQTT 3.1.1 only: windows must still arrive."""
-    with running_demo(tmp_path, no_torch, video_cache, "--broker", "amqtt") as demo:
-        demo.wait_for_windows_of_all_boxes()

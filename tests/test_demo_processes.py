@@ -1,8 +1,6 @@
-"""The demo's process handling and its fallback broker, without the rest of the facility.
+"""The demo's process handling, without the rest of the facility (tests/test_demo.py runs it all).
 
-The full demo (tests/test_demo.py) uses Mosquitto when it is installed; the amqtt fallback that a
-fresh machine gets is tested here. The clean-up tests check the promise of `make demo`: whatever
-happens, no process stays behind.
+The clean-up tests check the promise of `make demo`: whatever happens, no process stays behind.
 """
 
 from __future__ import annotations
@@ -10,45 +8,23 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
 from server import demo
-from server.demo import Facility, start_broker
+from server.cli import main
+from server.demo import Facility
 from tests.conftest import wait_for
 
 SLEEPER = "import time; print('ready', flush=True); time.sleep(120)"
 
 
-def test_amqtt_fallback_broker_carries_messages(tmp_path: Path) -> None:
-    facility = Facility(tmp_path)
-    received: list[tuple[str, bytes]] = []
-    subscribed = threading.Event()
-    try:
-        broker, port, kind = start_broker(facility, "amqtt")
-        assert kind == "amqtt"
-        sub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-        sub.on_message = lambda c, u, m: received.append((m.topic, m.payload))
-        sub.on_subscribe = lambda *a: subscribed.set()
-        sub.connect("127.0.0.1", port)
-        sub.loop_start()
-        sub.subscribe("mgs/#", qos=1)
-        assert subscribed.wait(10)
-        pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-        pub.connect("127.0.0.1", port)
-        pub.loop_start()
-        pub.publish("mgs/demo-rack/box/1/state", b"6.50", qos=1).wait_for_publish(10)
-        wait_for(lambda: received, timeout=10, what="the message through amqtt")
-        assert received == [("mgs/demo-rack/box/1/state", b"6.50")]
-        for client in (pub, sub):
-            client.disconnect()
-            client.loop_stop()
-    finally:
-        facility.stop()
-    assert not alive(broker.proc.pid)
+def test_missing_mosquitto_is_a_clear_message_before_any_work(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(demo, "MOSQUITTO_PATHS", (str(tmp_path / "no-such-mosquitto"),))
+    cache = tmp_path / "cache"
+    assert main(["demo", "--headless", "--cache-dir", str(cache)]) == 2
+    err = capsys.readouterr().err
+    assert "apt-get install mosquitto" in err and "Traceback" not in err
+    assert not cache.exists()  # nothing rendered for a demo that cannot run
 
 
 def test_stop_kills_a_child_that_ignores_sigterm_and_its_own_children(tmp_path: Path, monkeypatch) -> None:

@@ -16,8 +16,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="length of the generated rack video, played in a loop (default 60)")
     parser.add_argument("--video-fps", type=float, default=10.0, help="frame rate of the generated video (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated video (default 0)")
-    parser.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto",
-                        help="MQTT broker: mosquitto if installed, else the built-in amqtt (default auto)")
     parser.add_argument("--cache-dir", type=Path,
                         help="where the rendered video is kept between runs (default ~/.cache/mgs-rack/demo)")
     parser.add_argument("--workdir", type=Path,
@@ -37,5 +35,5 @@ def run(args: argparse.Namespace) -> int:
         raise MgsError(f"--video-fps {args.video_fps:g}: use 1 to 30 frames per second")
     return run_demo(DemoOptions(
         port=args.port, headless=args.headless, seconds=args.seconds, video_seconds=args.video_seconds,
-        video_fps=args.video_fps, seed=args.seed, broker=args.broker, cache_dir=args.cache_dir, workdir=args.workdir,
+        video_fps=args.video_fps, seed=args.seed, cache_dir=args.cache_dir, workdir=args.workdir,
     ))
