@@ -14,6 +14,7 @@ parent dies without cleaning up (PR_SET_PDEATHSIG), so the demo never leaves pro
 from __future__ import annotations
 
 import ctypes
+import getpass
 import logging
 import os
 import secrets
@@ -215,7 +216,9 @@ def start_broker(facility: Facility, mosquitto: str) -> tuple[Child, int]:
     """A loopback-only, anonymous Mosquitto on a free port with a throw-away config."""
     port = free_port()
     conf = facility.workdir / "mosquitto.conf"
+    # `user` keeps a root-started Mosquitto from switching user, which would clear its PDEATHSIG.
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    f"user {getpass.getuser()}\n"
                     "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n")
     child = facility.spawn("broker", [mosquitto, "-c", str(conf)])
     facility.wait_ready(child, lambda: port_open(port), f"listen on port {port}")

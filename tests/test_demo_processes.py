@@ -93,6 +93,27 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def test_broker_dies_with_a_demo_that_is_killed(tmp_path: Path) -> None:
+    """Mosquitto too (started by root it would switch user, which clears the death signal)."""
+    script = textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from server.demo import Facility, find_mosquitto, start_broker
+        child, port = start_broker(Facility(Path({str(tmp_path)!r})), find_mosquitto())
+        print("child", child.proc.pid, flush=True)
+        time.sleep(120)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        broker_pid = int(parent.stdout.readline().split()[1])
+        assert alive(broker_pid)
+    finally:
+        parent.kill()
+        parent.wait()
+    wait_for(lambda: not alive(broker_pid), timeout=10, what="the orphaned broker to be terminated")
+
+
 def _pid_in(log: Path, label: str) -> int | None:
     for line in log.read_text().splitlines():
         if line.startswith(label + " "):
