@@ -26,10 +26,10 @@ def run(args: argparse.Namespace) -> int:
     from export.crossval import crossval, write_crossval
     from export.train.eye import EyeRecipe
     from export.train.samples import eye_samples
-    from export.train.options import training_data
+    from export.train.options import open_data
     from export.train.weights import pick_device
 
-    samples = eye_samples(training_data(args))
+    samples = eye_samples(open_data(args))
     recipe = EyeRecipe(epochs=args.epochs, batch=args.batch, optimizer=args.optimizer, lr=args.lr, schedule=args.schedule, seed=args.seed)
     with tempfile.TemporaryDirectory(prefix="mgs-crossval-") as tmp:
         report = crossval(samples, args.folds, recipe, pick_device(args.device), Path(tmp), progress=not args.quiet)

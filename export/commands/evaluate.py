@@ -17,14 +17,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pipeline", choices=("full", "fast", "both"), default="both",
                         help="full: seg_fine over whole ROIs (reference); fast: coarse head search + fine crops (the device default)")
     parser.add_argument("--match-px", type=float, default=8.0, help="a detected eye matches a true eye within this distance (full-frame px)")
+    parser.add_argument("--frames", type=int, help="evaluate only the first N frames of --data; default all")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    from export.dataset import open_dataset
     from export.evaluate import EvalOptions, evaluate, onnx_runners, torch_runners, write_report
 
-    data = open_dataset(args.data)
+    from export.train.options import open_data
+
+    data = open_data(args)
     models, info = torch_runners(args.models) if args.runtime == "torch" else onnx_runners(args.models, args.runtime)
     pipelines = ("full", "fast") if args.pipeline == "both" else (args.pipeline,)
     started = time.monotonic()

@@ -7,7 +7,7 @@ import logging
 import time
 from pathlib import Path
 
-from export.train.options import add_common, training_data
+from export.train.options import add_common, open_data
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     recipe = EyeRecipe(epochs=args.epochs, batch=args.batch, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
                        rotation_deg=args.rotation, balance=not args.no_balance, schedule=args.schedule, seed=args.seed)
     started = time.monotonic()
-    data = training_data(args)
+    data = open_data(args)
     samples = eye_samples(data)
     val = eye_samples(open_dataset(args.val)) if args.val else None
     log.info("%d scored eyes from %d frames", len(samples), len(data.frames))

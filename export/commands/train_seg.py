@@ -7,7 +7,7 @@ import logging
 import time
 
 from device.errors import MgsError
-from export.train.options import add_common, training_data
+from export.train.options import add_common, open_data
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out if "<model>" not in str(args.out) else args.out.with_name(f"seg_{args.model}.pt")
     device = pick_device(args.device)
     recipe = SegRecipe(epochs=args.epochs, batch=args.batch, lr=args.lr, base=args.base, depth=args.depth, schedule=args.schedule, seed=args.seed)
-    data = training_data(args)
+    data = open_data(args)
     started = time.monotonic()
     if args.model == "fine":
         if args.crop % 2 ** (args.depth - 1):

@@ -21,7 +21,7 @@ def add_common(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def training_data(args: argparse.Namespace) -> Dataset:
+def open_data(args: argparse.Namespace) -> Dataset:
     """The --data dataset, cut to its first --frames frames when asked."""
     import dataclasses
 
