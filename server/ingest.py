@@ -31,6 +31,7 @@ import select
 import socket
 import sqlite3
 import ssl
+import struct
 import threading
 import time
 from collections import Counter
@@ -302,20 +303,23 @@ class IngestWorker:
             pass
 
     def _send_acks(self, client: mqtt.Client) -> None:
-        """Acknowledge every committed message received on the current connection."""
+        """Acknowledge every committed message received on the current connection.
+
+        The PUBACKs of a batch go out as one buffer through paho's outgoing queue (`_packet_queue`,
+        the queue paho's own `ack()` uses, which handles partial writes). `ack()` per message costs
+        a packet object and a send() each, about 8 us per message, which is what MQTT 5's
+        per-PUBLISH properties cost on the reading side."""
         with self._lock:
             committed, self._committed = self._committed, []
-        stale = 0
-        for connection, mid in committed:
-            if connection == self._connection:
-                client.ack(mid, 1)
-            else:
-                stale += 1
+        mids = [mid for connection, mid in committed if connection == self._connection]
+        if mids:
+            # PUBACK: type 0x40, remaining length 2, packet id (MQTT 5 omits a success reason code).
+            client._packet_queue(mqtt.PUBACK, struct.pack(f"!{len(mids)}I", *(0x40020000 | mid for mid in mids)), 0, 0)
         with self._lock:
-            self._stats["acknowledged"] += len(committed) - stale
-        if stale:
+            self._stats["acknowledged"] += len(mids)
+        if len(mids) < len(committed):
             log.info("%d stored messages arrived on an earlier connection; the broker delivers them again "
-                     "and they are counted as duplicates", stale)
+                     "and they are counted as duplicates", len(committed) - len(mids))
 
     def _serve(self, client: mqtt.Client) -> None:
         """Read, acknowledge what the writer committed, and keep alive until the connection drops or
