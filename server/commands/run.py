@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     app.extensions["mgs_ingest"] = worker  # the overview warns while it cannot reach the broker
     worker.start()
     previous = signal.signal(signal.SIGTERM, _stop)
-    log.info("dashboard and API on http://%s:%d/ (database %s, broker %s:%d)", config.http.host,
+    log.info("dashboard and API on http://%s:%s/ (database %s, broker %s:%s)", config.http.host,
              server.effective_port, config.database.path, config.ingest.host, config.ingest.port)
     try:
         server.run()  # returns after SIGTERM / Ctrl-C (waitress catches SystemExit and KeyboardInterrupt)
