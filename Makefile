@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 PY := $(VENV)/bin/python
 APT_PACKAGES := mosquitto chromium systemd
 
-.PHONY: demo test install-test system-packages clean
+.PHONY: demo test system-packages clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,8 @@ $(VENV)/.test-installed: pyproject.toml | $(VENV)/bin/python
 	touch $@ $(VENV)/.demo-installed
 
 demo: $(VENV)/.demo-installed
+	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || [ "$$(id -u)" != 0 ] || \
+	  { echo "installing Debian package: mosquitto"; apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto; }
 	$(VENV)/bin/mgs-server demo
 
 # Mosquitto (broker for the MQTT tests), Chromium (browser tests) and systemd-analyze (unit
