@@ -253,7 +253,7 @@ class IngestWorker:
         paho's own loop thread calls select() and wakes itself through a socket pair for every
         message. Reading every message that is available after one select() costs about 14 us of
         CPU per message instead of 24 (measured with MQTT 3.1.1; MQTT 5 adds about 10 us for the
-        properties paho decodes on every PUBLISH, the price of Receive Maximum). PUBACKs go out
+        properties object paho builds for every PUBLISH, the price of Receive Maximum). PUBACKs go out
         in bulk, one batch at a time, when the writer has committed it.
         """
         properties = Properties(PacketTypes.CONNECT)
@@ -307,8 +307,7 @@ class IngestWorker:
 
         The PUBACKs of a batch go out as one buffer through paho's outgoing queue (`_packet_queue`,
         the queue paho's own `ack()` uses, which handles partial writes). `ack()` per message costs
-        a packet object and a send() each, about 8 us per message, which is what MQTT 5's
-        per-PUBLISH properties cost on the reading side."""
+        a packet object and a send() each: about 3 us more per message (measured)."""
         with self._lock:
             committed, self._committed = self._committed, []
         mids = [mid for connection, mid in committed if connection == self._connection]
