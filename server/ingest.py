@@ -19,6 +19,13 @@ acknowledged then. MQTT 5's Receive Maximum lets the broker have up to `queue_si
 unacknowledged at once whatever its `max_inflight_messages` (20 by default, which would otherwise
 throttle ingest to one flush interval per 20 messages).
 
+`[ingest] protocol = "3.1.1"` is for a broker without MQTT 5 (the demo's embedded amqtt): the
+session is then a 3.1.1 persistent one (clean_session=False), and acknowledgements still follow the
+commit. Without Receive Maximum the broker's own inflight limit applies, so the network thread asks
+the writer for an early flush whenever the socket has nothing more to read: a broker waiting for
+acknowledgements goes quiet, and the batch it is waiting for is written at once rather than after
+`flush_interval_s`.
+
 Nothing a device sends can stop the worker: a message that fails validation is counted, logged
 with its topic, and kept (truncated) in the `quarantine` table for a person to look at.
 """
@@ -37,7 +44,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -90,6 +97,9 @@ class IngestConfig:
         "doc": "store messages from devices never seen before; false = only devices registered by provisioning"})
     publish_alerts: bool = field(default=True, metadata={"doc": "publish server-side alerts under <prefix>/alerts/<animal>"})
     keepalive_s: int = field(default=30, metadata={"doc": "MQTT keep-alive interval in seconds"})
+    protocol: Literal["5", "3.1.1"] = field(default="5", metadata={
+        "doc": "MQTT version: 5 (the broker may send up to queue_size messages before they are acknowledged) or "
+               "3.1.1 (for a broker without MQTT 5; its own inflight limit then paces the ingest)"})
 
     def check(self) -> None:
         try:
@@ -126,6 +136,7 @@ class _Inbox:
         self._items: list[_Item] = []
         self._cond = threading.Condition()
         self._closed = False
+        self._flush = False
 
     def put(self, item: _Item) -> None:
         """Hand over one message; once closed, drop it: it is not acknowledged, so the broker keeps it."""
@@ -138,11 +149,19 @@ class _Inbox:
             if len(self._items) == self.batch_size:
                 self._cond.notify_all()
 
-    def take(self, max_wait: float) -> tuple[list[_Item], bool]:
-        """Up to batch_size items after at most `max_wait` s; True once closed and empty."""
+    def request_flush(self) -> None:
+        """Let the writer take what is there now instead of waiting for a full batch."""
         with self._cond:
-            if len(self._items) < self.batch_size and not self._closed:
+            if self._items and not self._flush:
+                self._flush = True
+                self._cond.notify_all()
+
+    def take(self, max_wait: float) -> tuple[list[_Item], bool]:
+        """Up to batch_size items after at most `max_wait` s (less after `request_flush`); True once closed and empty."""
+        with self._cond:
+            if len(self._items) < self.batch_size and not self._closed and not self._flush:
                 self._cond.wait(max_wait)
+            self._flush = False
             items = self._items[: self.batch_size]
             del self._items[: self.batch_size]
             self._cond.notify_all()
@@ -231,7 +250,8 @@ class IngestWorker:
 
     def _new_client(self) -> mqtt.Client:
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.config.client_id,
-                             protocol=mqtt.MQTTv5, manual_ack=True)
+                             protocol=mqtt.MQTTv5 if self.config.protocol == "5" else mqtt.MQTTv311,
+                             clean_session=None if self.config.protocol == "5" else False, manual_ack=True)
         if self.config.username:
             client.username_pw_set(self.config.username, self.config.password or None)
         if self.config.tls:
@@ -256,14 +276,18 @@ class IngestWorker:
         properties object paho builds for every PUBLISH, the price of Receive Maximum). PUBACKs go out
         in bulk, one batch at a time, when the writer has committed it.
         """
-        properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = _SESSION_NEVER_EXPIRES
-        properties.ReceiveMaximum = min(self.config.queue_size, 65535)
+        mqtt5 = self.config.protocol == "5"
+        properties = None
+        if mqtt5:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = _SESSION_NEVER_EXPIRES
+            properties.ReceiveMaximum = min(self.config.queue_size, 65535)
         delay = 1.0
         while not self._stop_reading.is_set():
             try:
                 client.connect(self.config.host, self.config.port, keepalive=self.config.keepalive_s,
-                               clean_start=False, properties=properties)
+                               clean_start=False if mqtt5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+                               properties=properties)
             except OSError as exc:
                 self.last_error = f"cannot reach the MQTT broker at {self.config.host}:{self.config.port}: {exc}"
                 log.warning("%s; retrying in %.0f s", self.last_error, delay)
@@ -312,7 +336,7 @@ class IngestWorker:
             committed, self._committed = self._committed, []
         mids = [mid for connection, mid in committed if connection == self._connection]
         if mids:
-            # PUBACK: type 0x40, remaining length 2, packet id (MQTT 5 omits a success reason code).
+            # PUBACK: type 0x40, remaining length 2, packet id (as in 3.1.1: MQTT 5 omits a success reason code).
             client._packet_queue(mqtt.PUBACK, struct.pack(f"!{len(mids)}I", *(0x40020000 | mid for mid in mids)), 0, 0)
         with self._lock:
             self._stats["acknowledged"] += len(mids)
@@ -324,6 +348,7 @@ class IngestWorker:
         """Read, acknowledge what the writer committed, and keep alive until the connection drops or
         `stop()` is called (after `stop()` starts, only acknowledge)."""
         ok = mqtt.MQTT_ERR_SUCCESS
+        flush_when_idle = self.config.protocol == "3.1.1"
         while not self._stopping.is_set():
             sock = client.socket()
             if sock is None:
@@ -342,6 +367,8 @@ class IngestWorker:
                         return
                     if self._received == before:
                         break
+                if flush_when_idle:
+                    self._inbox.request_flush()
             if client.want_write() and client.loop_write() not in (ok, mqtt.MQTT_ERR_AGAIN):
                 return
             if client.loop_misc() != ok:
