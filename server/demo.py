@@ -1,10 +1,14 @@
 """`mgs-server demo`: the whole facility on one machine, from one command.
 
-Mosquitto, the server and one device run as child processes, exactly as they run in a facility
+An MQTT broker, the server and one device run as child processes, exactly as they run in a facility
 (`mgs-server run`, `mgs-device run`), so the demo shows the real thing rather than a mock-up. The
 device's "camera" is a generated rack video in which one animal's orbital tightening rises past
 the alert threshold within the first half minute; four demo animals are assigned to the four
 boxes and an alert rule watches them. The video is rendered once into a cache folder and reused.
+
+The broker is Mosquitto when it is installed, otherwise the pure-Python amqtt broker (installed with
+the `server` extra). amqtt speaks only MQTT 3.1.1, so with it the server and the device are
+configured with `protocol = "3.1.1"`.
 
 Every child runs in its own session, so Ctrl-C reaches only the demo, which stops the device,
 then the server, then the broker, each with a deadline; the kernel also terminates a child whose
@@ -58,6 +62,7 @@ class DemoOptions:
     seed: int = 0
     cache_dir: Path | None = None
     workdir: Path | None = None
+    broker: str = "auto"
 
 
 @dataclass
@@ -198,21 +203,70 @@ def demo_video(cache_dir: Path, seconds: float, fps: float, seed: int, progress:
     return video
 
 
-def find_mosquitto() -> str:
-    """The Mosquitto binary, or a message that says how to install it.
+@dataclass
+class BrokerChoice:
+    """Which broker the demo starts, and the MQTT version the server and the device speak to it."""
 
-    The server's ingest keeps an MQTT 5 session (PUBACK only after the database commit), so the
-    demo needs a broker that speaks MQTT 5; the pure-Python amqtt broker speaks only 3.1.1.
-    """
+    kind: str  # "mosquitto" or "amqtt"
+    mosquitto: str = ""  # the Mosquitto binary
+
+    @property
+    def protocol(self) -> str:
+        return "5" if self.kind == "mosquitto" else "3.1.1"
+
+
+def find_mosquitto() -> str | None:
     for candidate in MOSQUITTO_PATHS:
         found = shutil.which(candidate)
         if found:
             return found
-    raise MgsError("the demo needs the Mosquitto MQTT broker, which is not installed: run "
-                   "`sudo apt-get install mosquitto` (Debian/Ubuntu) and start the demo again")
+    return None
 
 
-def start_broker(facility: Facility, mosquitto: str) -> tuple[Child, int]:
+def amqtt_installed() -> bool:
+    try:
+        import amqtt.broker  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def choose_broker(wanted: str) -> BrokerChoice:
+    """Mosquitto if installed (or asked for), else amqtt; a message that says what to install if neither is there."""
+    mosquitto = find_mosquitto() if wanted in ("auto", "mosquitto") else None
+    if mosquitto:
+        return BrokerChoice("mosquitto", mosquitto)
+    if wanted == "mosquitto":
+        raise MgsError("--broker mosquitto: Mosquitto is not installed: run `sudo apt-get install mosquitto` "
+                       "(Debian/Ubuntu), or leave out --broker to use the embedded amqtt broker")
+    if amqtt_installed():
+        return BrokerChoice("amqtt")
+    raise MgsError("the demo needs an MQTT broker: install Mosquitto (`sudo apt-get install mosquitto`) or the "
+                   "embedded one with the server extra (`pip install -e '.[server]'`), then start the demo again")
+
+
+def start_broker(facility: Facility, choice: BrokerChoice) -> tuple[Child, int]:
+    if choice.kind == "mosquitto":
+        return start_mosquitto(facility, choice.mosquitto)
+    return start_amqtt(facility)
+
+
+def start_amqtt(facility: Facility) -> tuple[Child, int]:
+    """amqtt in its own process (`python -m amqtt.scripts.broker_script`), loopback only, on a free port.
+
+    Clients must give a user name (any name, no password): amqtt keeps nothing for a disconnected
+    anonymous session, so with anonymous clients what the device publishes while the server is
+    disconnected would be lost at the broker instead of waiting in the server's session."""
+    port = free_port()
+    conf = facility.workdir / "amqtt.yaml"
+    conf.write_text(f"listeners:\n  default:\n    type: tcp\n    bind: 127.0.0.1:{port}\n"
+                    "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: false\n")
+    child = facility.spawn("broker", [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(conf)])
+    facility.wait_ready(child, lambda: port_open(port), f"listen on port {port}")
+    return child, port
+
+
+def start_mosquitto(facility: Facility, mosquitto: str) -> tuple[Child, int]:
     """A loopback-only, anonymous Mosquitto on a free port with a throw-away config."""
     port = free_port()
     conf = facility.workdir / "mosquitto.conf"
@@ -225,12 +279,14 @@ def start_broker(facility: Facility, mosquitto: str) -> tuple[Child, int]:
     return child, port
 
 
-def write_server_config(workdir: Path, broker_port: int, http_port: int) -> Path:
+def write_server_config(workdir: Path, broker_port: int, http_port: int, protocol: str) -> Path:
     path = workdir / "server.toml"
     path.write_text(
         "# mgs-server demo: everything on this machine, nothing reachable from outside.\n"
         "[database]\npath = \"mgs-server.sqlite\"\n\n"
-        f"[ingest]\nhost = \"127.0.0.1\"\nport = {broker_port}\nclient_id = \"mgs-demo-server\"\n\n"
+        f"[ingest]\nhost = \"127.0.0.1\"\nport = {broker_port}\nclient_id = \"mgs-demo-server\"\n"
+        "username = \"mgs-demo-server\"\n"
+        f"protocol = \"{protocol}\"\n\n"
         f"[http]\nhost = \"127.0.0.1\"\nport = {http_port}\n\n"
         "[dashboard]\nrefresh_s = 2.0\nhistory_hours = 0.25\n"
         f"plot_threshold = {ALERT_THRESHOLD}\n"
@@ -238,7 +294,7 @@ def write_server_config(workdir: Path, broker_port: int, http_port: int) -> Path
     return path
 
 
-def write_device_config(workdir: Path, video: Path, broker_port: int, preview_port: int) -> Path:
+def write_device_config(workdir: Path, video: Path, broker_port: int, preview_port: int, protocol: str) -> Path:
     """The demo device: the rendered video as its camera, played in real time and looped."""
     from export.synth.video import read_video_truth
     from server.provision import toml_str
@@ -248,7 +304,8 @@ def write_device_config(workdir: Path, video: Path, broker_port: int, preview_po
     path.write_text(
         "# mgs-server demo device: a generated rack video stands in for the camera.\n"
         f"name = {toml_str(DEVICE_NAME)}\n\n"
-        f"[mqtt]\nhost = \"127.0.0.1\"\nport = {broker_port}\n\n"
+        f"[mqtt]\nhost = \"127.0.0.1\"\nport = {broker_port}\nusername = {toml_str(DEVICE_NAME)}\n"
+        f"protocol = \"{protocol}\"\n\n"
         f"[camera]\nsource = {toml_str(str(video))}\nkind = \"file\"\nloop = true\nrealtime = true\n\n"
         f"[rois]\nboxes = [{boxes}]\n\n"
         f"[alerts]\nthreshold = {ALERT_THRESHOLD}\nmin_duration_s = {DEVICE_ALERT_S}\ncooldown_s = 30.0\n\n"
@@ -304,7 +361,7 @@ def run_demo(options: DemoOptions) -> int:
     http_port = options.port or free_port()
     if port_open(http_port):
         raise MgsError(f"port {http_port} is already in use; choose another with --port (0 = any free port)")
-    mosquitto = find_mosquitto()
+    broker = choose_broker(options.broker)
     cache_dir = options.cache_dir or default_cache_dir()
     video = demo_video(cache_dir, options.video_seconds, options.video_fps, options.seed, progress=not options.headless)
 
@@ -318,17 +375,18 @@ def run_demo(options: DemoOptions) -> int:
     failed = True
     try:
         try:
-            _, broker_port = start_broker(facility, mosquitto)
-            server_config = write_server_config(workdir, broker_port, http_port)
+            print(f"starting the {broker.kind} MQTT broker (MQTT {broker.protocol}) ...", flush=True)
+            _, broker_port = start_broker(facility, broker)
+            server_config = write_server_config(workdir, broker_port, http_port, broker.protocol)
             login = seed_database(server_config)
             server = facility.spawn("server", [sys.executable, "-m", "server.cli", "run", "--config", str(server_config)])
             facility.wait_ready(server, lambda: port_open(http_port), f"serve the dashboard on port {http_port}")
             preview_port = free_port()
-            device_config = write_device_config(workdir, video, broker_port, preview_port)
+            device_config = write_device_config(workdir, video, broker_port, preview_port, broker.protocol)
             device = facility.spawn("device", [sys.executable, "-m", "device.cli", "run", "--config", str(device_config)])
             facility.wait_ready(device, lambda: port_open(preview_port), f"serve its preview on port {preview_port}")
             urls = DemoUrls(f"http://127.0.0.1:{http_port}/", f"http://127.0.0.1:{preview_port}/",
-                            f"mosquitto on 127.0.0.1:{broker_port}")
+                            f"{broker.kind} on 127.0.0.1:{broker_port} (MQTT {broker.protocol})")
             _print_banner(urls, login, workdir, options)
             if not options.headless:
                 _open_browser(urls.dashboard)

@@ -110,6 +110,7 @@ class RunningDemo:
         self.base, self.token = demo.value("dashboard"), demo.value("API token")
         assert self.base and self.base.startswith("http://127.0.0.1:") and self.token
         assert demo.value("device preview")
+        self.broker = next((line.split(":", 1)[1].strip() for line in demo.lines if line.strip().startswith("broker:")), None)
 
     def boxes(self) -> list[dict]:
         return [b for b in _api(self.base, self.token, "/api/v1/boxes")["boxes"] if b["device"] == "demo-rack"]
@@ -162,3 +163,15 @@ def test_demo_scores_raises_an_alert_and_stops_cleanly(tmp_path: Path, no_torch:
     if untrained:
         pytest.skip("the shipped models are untrained stand-ins (manifest data_fingerprint 'untrained'): they find no "
                     "eyes, so scores and the alert were not checked; start-up, windows and clean stop passed")
+
+
+@pytest.mark.slow
+def test_demo_with_the_embedded_amqtt_broker_reaches_scores(tmp_path: Path, no_torch: Path, video_cache: Path) -> None:
+    """Where Mosquitto is missing the demo runs amqtt, which speaks only MQTT 3.1.1: the server and
+    the device must be configured for it, or no window ever reaches the database."""
+    with running_demo(tmp_path, no_torch, video_cache, "--broker", "amqtt") as demo:
+        assert "amqtt on 127.0.0.1:" in (demo.broker or "")
+        demo.wait_for_windows_of_all_boxes()
+        if not _shipped_models_untrained():
+            wait_for(lambda: any(b["last_score"] is not None for b in demo.boxes()), timeout=SCORES_TIMEOUT_S,
+                     interval=1.0, what="a window with a face and a score")

@@ -10,6 +10,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from server import demo
 from server.cli import main
 from server.demo import Facility
@@ -18,13 +20,19 @@ from tests.conftest import wait_for
 SLEEPER = "import time; print('ready', flush=True); time.sleep(120)"
 
 
-def test_missing_mosquitto_is_a_clear_message_before_any_work(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_missing_mosquitto_asked_for_is_a_clear_message_before_any_work(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(demo, "MOSQUITTO_PATHS", (str(tmp_path / "no-such-mosquitto"),))
     cache = tmp_path / "cache"
-    assert main(["demo", "--headless", "--cache-dir", str(cache)]) == 2
+    assert main(["demo", "--headless", "--broker", "mosquitto", "--cache-dir", str(cache)]) == 2
     err = capsys.readouterr().err
     assert "apt-get install mosquitto" in err and "Traceback" not in err
     assert not cache.exists()  # nothing rendered for a demo that cannot run
+
+
+def test_without_mosquitto_the_demo_chooses_amqtt_and_mqtt_3_1_1(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(demo, "MOSQUITTO_PATHS", (str(tmp_path / "no-such-mosquitto"),))
+    choice = demo.choose_broker("auto")
+    assert (choice.kind, choice.protocol) == ("amqtt", "3.1.1")
 
 
 def test_stop_kills_a_child_that_ignores_sigterm_and_its_own_children(tmp_path: Path, monkeypatch) -> None:
@@ -93,13 +101,14 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_broker_dies_with_a_demo_that_is_killed(tmp_path: Path) -> None:
-    """Mosquitto too (started by root it would switch user, which clears the death signal)."""
+@pytest.mark.parametrize("kind", ["mosquitto", "amqtt"])
+def test_broker_dies_with_a_demo_that_is_killed(tmp_path: Path, kind: str) -> None:
+    """Either broker (Mosquitto started by root would switch user, which clears the death signal)."""
     script = textwrap.dedent(f"""
         import time
         from pathlib import Path
-        from server.demo import Facility, find_mosquitto, start_broker
-        child, port = start_broker(Facility(Path({str(tmp_path)!r})), find_mosquitto())
+        from server.demo import Facility, choose_broker, start_broker
+        child, port = start_broker(Facility(Path({str(tmp_path)!r})), choose_broker({kind!r}))
         print("child", child.proc.pid, flush=True)
         time.sleep(120)
     """)

@@ -20,6 +20,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="where the rendered video is kept between runs (default ~/.cache/mgs-rack/demo)")
     parser.add_argument("--workdir", type=Path,
                         help="keep the database, configs and logs here (default: a temporary folder removed at exit)")
+    parser.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto",
+                        help="MQTT broker: Mosquitto if installed, else the embedded amqtt (auto, the default), "
+                             "or either one")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,4 +39,5 @@ def run(args: argparse.Namespace) -> int:
     return run_demo(DemoOptions(
         port=args.port, headless=args.headless, seconds=args.seconds, video_seconds=args.video_seconds,
         video_fps=args.video_fps, seed=args.seed, cache_dir=args.cache_dir, workdir=args.workdir,
+        broker=args.broker,
     ))
