@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,8 +36,6 @@ from export.metrics import (confusion_matrix, iou_from_confusion, mae_per_bin, m
 from export.train.samples import resize_mask
 from models.unet import CLASS_NAMES
 
-log = logging.getLogger(__name__)
-
 MODEL_FILES = {"seg_coarse": "seg_coarse.pt", "seg_fine": "seg_fine.pt", "eye": "eye.pt"}
 PIPELINES = ("full", "fast")
 
@@ -52,8 +49,6 @@ class EvalOptions:
 
 def torch_runners(models_dir: Path) -> tuple[Models, dict[str, Any]]:
     """The three .pt networks as device runners (eval mode, CPU or CUDA, no gradients)."""
-    import torch
-
     from export.train.weights import load_network, pick_device
 
     device = pick_device("auto")
@@ -68,12 +63,15 @@ def torch_runners(models_dir: Path) -> tuple[Models, dict[str, Any]]:
                       "config": record.get("config"), "input_size": record.get("input_size")}
         if name == "seg_coarse":
             coarse_size = tuple(record["input_size"])
-        runners[name] = _torch_runner(module, device, argmax=name != "eye", torch=torch)
+        runners[name] = _torch_runner(module, device, argmax=name != "eye")
     return Models(seg_coarse=runners["seg_coarse"], seg_fine=runners["seg_fine"], eye=runners["eye"],
                   model_sha256="torch-weights", coarse_size=coarse_size), info
 
 
-def _torch_runner(module, device, argmax: bool, torch) -> ModelRunner:
+def _torch_runner(module, device, argmax: bool) -> ModelRunner:
+    """A torch module as a device runner: BGR [0, 1] NCHW float32 in, class map or scores out."""
+    import torch
+
     def run(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             out = module(torch.from_numpy(np.ascontiguousarray(batch)).to(device))
