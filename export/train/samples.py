@@ -23,7 +23,7 @@ from device.eyes import crop_patches
 from models.unet import CLASS_NAMES
 
 if TYPE_CHECKING:
-    from export.dataset import Dataset, Frame
+    from export.dataset import Box, Dataset, Frame
 
 EYE_REGION_HALF = 45
 N_CLASSES = len(CLASS_NAMES)
@@ -90,32 +90,37 @@ def fine_crops(dataset: Dataset, size: int, per_box: int, rng: np.random.Generat
     """Full-resolution crops: half around eyes (jittered so eyes land anywhere in the crop),
     a quarter on random animal pixels, a quarter anywhere in the box (teaches the background)."""
     images, masks = [], []
+    for image, mask, box in _masked_boxes(dataset):
+        x, y, w, h = (int(round(v)) for v in box.roi)
+        eyes = [(e.x, e.y) for e in box.eyes if e.visible]
+        animal = np.argwhere(mask[y:y + h, x:x + w] > 0)
+        for k in range(per_box):
+            kind = k % 4
+            if kind in (0, 1) and eyes:
+                ex, ey = eyes[rng.integers(len(eyes))]
+                jitter = rng.uniform(-0.4, 0.4, 2) * size
+                cx, cy = int(ex + jitter[0]), int(ey + jitter[1])
+            elif kind == 2 and len(animal):
+                py, px = animal[rng.integers(len(animal))]
+                cx, cy = int(x + px), int(y + py)
+            else:
+                cx, cy = int(x + rng.uniform(0, w)), int(y + rng.uniform(0, h))
+            ci, cm = _crop(image, mask, cx, cy, size)
+            if ci.shape[:2] == (size, size):
+                images.append(ci)
+                masks.append(cm)
+    return _stack(images, masks, (size, size))
+
+
+def _masked_boxes(dataset: Dataset) -> Iterator[tuple[np.ndarray, np.ndarray, Box]]:
+    """(image, mask, box) for every box of every frame that has a mask; frames without one teach no segmentation."""
     for frame in dataset.frames:
         if frame.mask is None:
             continue
         image = dataset.read_image(frame)
         mask = dataset.read_mask(frame)
         for box in frame.boxes:
-            x, y, w, h = (int(round(v)) for v in box.roi)
-            eyes = [(e.x, e.y) for e in box.eyes if e.visible]
-            roi_mask = mask[y:y + h, x:x + w]
-            animal = np.argwhere(roi_mask > 0)
-            for k in range(per_box):
-                kind = k % 4
-                if kind in (0, 1) and eyes:
-                    ex, ey = eyes[rng.integers(len(eyes))]
-                    jitter = rng.uniform(-0.4, 0.4, 2) * size
-                    cx, cy = int(ex + jitter[0]), int(ey + jitter[1])
-                elif kind == 2 and len(animal):
-                    py, px = animal[rng.integers(len(animal))]
-                    cx, cy = int(x + px), int(y + py)
-                else:
-                    cx, cy = int(x + rng.uniform(0, w)), int(y + rng.uniform(0, h))
-                ci, cm = _crop(image, mask, cx, cy, size)
-                if ci.shape[:2] == (size, size):
-                    images.append(ci)
-                    masks.append(cm)
-    return _stack(images, masks, (size, size))
+            yield image, mask, box
 
 
 def resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -130,15 +135,10 @@ def coarse_rois(dataset: Dataset, hw: tuple[int, int]) -> SegSamples:
     """Each box ROI scaled to the coarse net's fixed input, as the device does (INTER_AREA)."""
     h, w = hw
     images, masks = [], []
-    for frame in dataset.frames:
-        if frame.mask is None:
-            continue
-        image = dataset.read_image(frame)
-        mask = dataset.read_mask(frame)
-        for box in frame.boxes:
-            x, y, bw, bh = (int(round(v)) for v in box.roi)
-            images.append(cv2.resize(image[y:y + bh, x:x + bw], (w, h), interpolation=cv2.INTER_AREA))
-            masks.append(resize_mask(mask[y:y + bh, x:x + bw], hw))
+    for image, mask, box in _masked_boxes(dataset):
+        x, y, bw, bh = (int(round(v)) for v in box.roi)
+        images.append(cv2.resize(image[y:y + bh, x:x + bw], (w, h), interpolation=cv2.INTER_AREA))
+        masks.append(resize_mask(mask[y:y + bh, x:x + bw], hw))
     return _stack(images, masks, hw)
 
 
