@@ -109,7 +109,7 @@ def _clamped_crop(frame: np.ndarray, roi: tuple[int, int, int, int], cx: float, 
     return crop
 
 
-def build_calibration(frames: Iterable[LabelledFrame], coarse_size: tuple[int, int], fine_crop: int = 128,
+def build_calibration(frames: Iterable[LabelledFrame], coarse_size: tuple[int, int], fine_crop: int,
                       whole_roi_every: int = 4, seed: int = 0, source: str = "") -> CalibrationSet:
     """Device-preprocessed inputs for all three networks from labelled frames.
 

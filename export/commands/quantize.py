@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from device.pipeline import PipelineConfig
 from models.manifest import DEFAULT_MODELS_DIR
 
 NAMES = ("seg_fine", "seg_coarse", "eye")
@@ -19,7 +20,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", type=Path, default=DEFAULT_MODELS_DIR, help="folder with <name>.fp32.onnx and manifest.json (default: models/)")
     parser.add_argument("--data", type=Path, default=None, help="calibrate on this dataset folder instead of synthetic frames")
     parser.add_argument("--frames", type=int, default=24, help="number of calibration frames (default 24, 4 boxes each)")
-    parser.add_argument("--fine-crop", type=int, default=128, help="side of the full-resolution crops seg_fine is calibrated on (the device's pipeline.fine_crop)")
+    parser.add_argument("--fine-crop", type=int, default=PipelineConfig().fine_crop,
+                        help="side of the full-resolution crops seg_fine is calibrated on (default: the device's pipeline.fine_crop)")
     parser.add_argument("--activations", choices=["uint8", "int8"], default="uint8",
                         help="activation type: uint8 (U8S8, default: what the x86 CPU provider fuses fully) or int8 (S8S8)")
     parser.add_argument("--only", action="append", choices=NAMES, help="quantize only this network (repeatable)")
