@@ -31,12 +31,13 @@ ANIMAL, EARS, EYES = 1, 2, 3
 class EyeConfig:
     """`[eyes]`: which class-3 blobs count as eyes and which eyes are good enough to score."""
 
-    min_area_px: int = field(default=20, metadata={"doc": "smallest eye blob in full-resolution pixels (an eye is about 15-25 px across at 1080p)"})
+    min_area_px: int = field(default=26, metadata={"doc": "smallest eye blob in full-resolution pixels (an eye is about 15-25 px across at 1080p); chosen on the synthetic validation set for precision and recall >= 0.95"})
     max_area_px: int = field(default=2500, metadata={"doc": "largest eye blob in full-resolution pixels"})
     max_aspect: float = field(default=20.0, metadata={"doc": "longest / shortest side of a blob's bounding box; a tight eye (score 9) is a 2-px slit, so keep this generous"})
     context_px: int = field(default=12, metadata={"doc": "an eye needs animal or ear pixels within this many pixels of its blob"})
+    min_context_fraction: float = field(default=0.65, metadata={"doc": "share of the non-eye pixels within context_px of a blob that must be animal or ears: a dark round hole in the box (lid vents) has none around it, an eye sits in fur"})
     min_sharpness: float = field(default=15.0, metadata={"doc": "variance of the Laplacian of the eye patch below which the eye counts as blurred"})
-    max_eyes_per_box: int = field(default=4, metadata={"doc": "keep at most this many eyes per box (largest first)"})
+    max_eyes_per_box: int = field(default=2, metadata={"doc": "keep at most this many eyes per box (largest first): one mouse per box has two eyes"})
 
     def check(self) -> None:
         if self.min_area_px < 1:
@@ -47,6 +48,8 @@ class EyeConfig:
             raise fail("pipeline.eyes.max_aspect", self.max_aspect, "must be at least 1")
         if self.context_px < 0:
             raise fail("pipeline.eyes.context_px", self.context_px, "must be 0 or more")
+        if not 0 <= self.min_context_fraction <= 1:
+            raise fail("pipeline.eyes.min_context_fraction", self.min_context_fraction, "must be between 0 and 1")
         if self.min_sharpness < 0:
             raise fail("pipeline.eyes.min_sharpness", self.min_sharpness, "must be 0 or more")
         if self.max_eyes_per_box < 1:
@@ -85,7 +88,7 @@ def find_eye_blobs(classes: np.ndarray, config: EyeConfig, origin: tuple[float, 
             continue
         if max(bw * sx, bh * sy) > config.max_aspect * max(1.0, min(bw * sx, bh * sy)):
             continue
-        if not _has_context(classes, bx, by, bw, bh, config.context_px / max(sx, sy)):
+        if not _has_context(classes, bx, by, bw, bh, config.context_px / max(sx, sy), config.min_context_fraction):
             continue
         cu, cv = centroids[i]
         touches = bx <= x0 or by <= y0 or bx + bw >= x1 or by + bh >= y1
@@ -94,11 +97,13 @@ def find_eye_blobs(classes: np.ndarray, config: EyeConfig, origin: tuple[float, 
     return blobs[: config.max_eyes_per_box]
 
 
-def _has_context(classes: np.ndarray, bx: int, by: int, bw: int, bh: int, margin: float) -> bool:
-    """Animal or ear pixels near the blob: an eye floating in the background is a false positive."""
+def _has_context(classes: np.ndarray, bx: int, by: int, bw: int, bh: int, margin: float, min_fraction: float) -> bool:
+    """Animal or ear pixels around the blob: an eye floating in the background is a false positive."""
     m = int(np.ceil(margin))
     window = classes[max(0, by - m): by + bh + m, max(0, bx - m): bx + bw + m]
-    return bool(np.any((window == ANIMAL) | (window == EARS)))
+    head = int(np.count_nonzero((window == ANIMAL) | (window == EARS)))
+    around = int(np.count_nonzero(window != EYES))
+    return head > 0 and head >= min_fraction * around
 
 
 def animal_found(classes: np.ndarray, min_pixels: int = 1) -> bool:

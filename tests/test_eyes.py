@@ -94,3 +94,15 @@ def test_blurred_and_partial_eyes_are_not_quality_ok() -> None:
 def test_eye_config_rejects_bad_values() -> None:
     with pytest.raises(ConfigError, match="pipeline.eyes.max_area_px"):
         from_dict(EyeConfig, {"min_area_px": 50, "max_area_px": 40})
+
+
+def test_dark_hole_with_little_fur_around_is_not_an_eye() -> None:
+    """A lid vent of the box looks like an eye to the U-Net; a sliver of animal pixels next to it must not rescue it."""
+    classes = head_map()
+    cv2.circle(classes, (260, 180), 7, 3, -1)  # a "hole" in the background...
+    classes[176:184, 268:270] = 1  # ...touching two columns of fur
+    blobs = find_eye_blobs(classes, EyeConfig())
+    assert len(blobs) == 2
+    assert all(b.x < 230 for b in blobs)
+    permissive = find_eye_blobs(classes, EyeConfig(min_context_fraction=0.0, max_eyes_per_box=3))
+    assert any(b.x > 250 for b in permissive)
