@@ -17,7 +17,8 @@ from server.cli import main
 from server.demo import Facility
 from tests.conftest import wait_for
 
-SLEEPER = "import time; print('ready', flush=True); time.sleep(120)"
+# Stand-ins for demo parts: they run until a signal they do not ignore ends them.
+SLEEPER = "import signal; print('ready', flush=True); signal.pause()"
 
 
 def test_missing_mosquitto_asked_for_is_a_clear_message_before_any_work(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -39,11 +40,11 @@ def test_stop_kills_a_child_that_ignores_sigterm_and_its_own_children(tmp_path: 
     monkeypatch.setattr(demo, "STOP_TIMEOUT_S", 1.0)
     facility = Facility(tmp_path)
     script = textwrap.dedent(f"""
-        import signal, subprocess, sys, time
+        import signal, subprocess, sys
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         grandchild = subprocess.Popen([sys.executable, "-c", {SLEEPER!r}])
         print("grandchild", grandchild.pid, flush=True)
-        time.sleep(120)
+        signal.pause()
     """)
     child = facility.spawn("stubborn", [sys.executable, "-c", script])
     grandchild = int(wait_for(lambda: _pid_in(child.log_path, "grandchild"), timeout=20, what="the grandchild's pid"))
@@ -55,12 +56,12 @@ def test_stop_kills_a_child_that_ignores_sigterm_and_its_own_children(tmp_path: 
 def test_children_die_with_a_demo_that_is_killed(tmp_path: Path) -> None:
     """SIGKILL gives the demo no chance to clean up; the kernel must stop its children (PDEATHSIG)."""
     script = textwrap.dedent(f"""
-        import os, sys, time
+        import signal, sys
         from pathlib import Path
         from server.demo import Facility
         child = Facility(Path({str(tmp_path)!r})).spawn("sleeper", [sys.executable, "-c", {SLEEPER!r}])
         print("child", child.proc.pid, flush=True)
-        time.sleep(120)
+        signal.pause()
     """)
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
@@ -105,12 +106,12 @@ def alive(pid: int) -> bool:
 def test_broker_dies_with_a_demo_that_is_killed(tmp_path: Path, kind: str) -> None:
     """Either broker (Mosquitto started by root would switch user, which clears the death signal)."""
     script = textwrap.dedent(f"""
-        import time
+        import signal
         from pathlib import Path
         from server.demo import Facility, choose_broker, start_broker
         child, port = start_broker(Facility(Path({str(tmp_path)!r})), choose_broker({kind!r}))
         print("child", child.proc.pid, flush=True)
-        time.sleep(120)
+        signal.pause()
     """)
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
