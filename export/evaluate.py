@@ -227,19 +227,14 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[str]:
     pairs: dict[str, _Pairs] = report["_pairs"]
     sets = [(name, p) for name, p in pairs.items() if p.pred]
     if sets:
-        fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4.2), squeeze=False)
-        for ax, (name, p) in zip(axes[0], sets):
-            bland_altman_axes(ax, np.array(p.pred), np.array(p.true), name.replace("_", " "))
-        fig.tight_layout()
-        fig.savefig(out_dir / "bland_altman.png", dpi=110)
-        plt.close(fig)
-        fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4.6), squeeze=False)
-        for ax, (name, p) in zip(axes[0], sets):
-            pred_vs_true_axes(ax, np.array(p.pred), np.array(p.true), name.replace("_", " "))
-        fig.tight_layout()
-        fig.savefig(out_dir / "pred_vs_true.png", dpi=110)
-        plt.close(fig)
-        written += ["bland_altman.png", "pred_vs_true.png"]
+        for filename, draw, height in (("bland_altman.png", bland_altman_axes, 4.2), ("pred_vs_true.png", pred_vs_true_axes, 4.6)):
+            fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), height), squeeze=False)
+            for ax, (name, p) in zip(axes[0], sets):
+                draw(ax, np.array(p.pred), np.array(p.true), name.replace("_", " "))
+            fig.tight_layout()
+            fig.savefig(out_dir / filename, dpi=110)
+            plt.close(fig)
+            written.append(filename)
     fig, ax = plt.subplots(figsize=(6, 3.8))
     width = 0.38
     x = np.arange(len(CLASS_NAMES))
