@@ -38,7 +38,7 @@ from device.inference import MODEL_NAMES, BackendConfig, Models, load_models  # 
 from device.offload import OffloadConfig, OffloadError, OffloadPolicy, OffloadSwitch, connect  # noqa: E402
 from device.pipeline import FastPipeline, FullResolutionPipeline, images_to_batch  # noqa: E402
 from device.rois import Roi  # noqa: E402
-from models.manifest import sha256_file  # noqa: E402
+from mgs_core.manifest import sha256_file  # noqa: E402
 
 CALL_BATCHES = {"seg_coarse": 4, "seg_fine": 8, "eye": 16}
 FINE_CROP = 96

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from device.messages import ScoreWindow, score_topic, utc_iso
+from mgs_core.messages import ScoreWindow, score_topic, utc_iso
 from server.db import connect, transaction
 from server.ingest import IngestConfig, IngestWorker
 from server.repository import Repository

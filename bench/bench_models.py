@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from device.inference import OnnxRunner  # noqa: E402
-from models.manifest import DEFAULT_MODELS_DIR, load_manifest, read_verified_model  # noqa: E402
+from mgs_core.manifest import DEFAULT_MODELS_DIR, load_manifest, read_verified_model  # noqa: E402
 
 #: A synthetic-rack box ROI is 402x561 px; seg_fine pads it to multiples of 8.
 WHOLE_ROI_HW = (568, 408)

@@ -13,9 +13,9 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from device.messages import SCORE_MAX, SCORE_MIN, ScoreWindow, utc_iso
+from mgs_core.messages import SCORE_MAX, SCORE_MIN, ScoreWindow, utc_iso
 from device.results import FrameResult
-from device.tomlconfig import fail
+from mgs_core.tomlconfig import fail
 
 # Share of eye scores cut from each end before averaging: one misread eye (a blink scored 9, a
 # reflection scored 0) must not move the mean of a window much.

@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from device.aggregate import BoxWindow
-from device.messages import SCORE_MAX, BoxAlert, utc_iso
-from device.tomlconfig import fail
+from mgs_core.messages import SCORE_MAX, BoxAlert, utc_iso
+from mgs_core.tomlconfig import fail
 
 # Window lengths such as 0.1 s do not add up exactly in floating point.
 _EPS = 1e-6

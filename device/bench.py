@@ -28,7 +28,7 @@ import numpy as np
 
 from device.aggregate import WindowAggregator
 from device.capture import Capture, CaptureConfig, Frame
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 from device.inference import Models
 from device.pipeline import FastPipeline, FullResolutionPipeline, PipelineConfig
 from device.results import FrameResult

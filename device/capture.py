@@ -21,8 +21,8 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from device.errors import MgsError
-from device.tomlconfig import fail
+from mgs_core.errors import MgsError
+from mgs_core.tomlconfig import fail
 
 log = logging.getLogger(__name__)
 

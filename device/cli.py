@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from device.clitools import Command, dispatch
+from mgs_core.clitools import Command, dispatch
 
 COMMANDS = [
     Command("run", "device.commands.run", "score the rack from the camera and publish over MQTT (runs all day)"),

@@ -14,15 +14,15 @@ from pathlib import Path
 from device.aggregate import AggregationConfig
 from device.alerts import AlertConfig
 from device.capture import CaptureConfig
-from device.errors import MessageError
+from mgs_core.errors import MessageError
 from device.inference import BackendConfig
-from device.messages import validate_name
+from mgs_core.messages import validate_name
 from device.offload import OffloadConfig
 from device.outbox import OutboxConfig
 from device.pipeline import PipelineConfig
 from device.publisher import MqttConfig
 from device.rois import RoiConfig
-from device.tomlconfig import fail, load_config
+from mgs_core.tomlconfig import fail, load_config
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import numpy as np
 
 from device.inference import ModelRunner
 from device.results import EyeScore
-from device.tomlconfig import fail
+from mgs_core.tomlconfig import fail
 
 PATCH_SIZE = 50
 SCORE_MIN, SCORE_MAX = 0.0, 9.0

@@ -24,10 +24,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 from device.inference import MODEL_NAMES, OnnxRunner, onnx_runner
 from device.offload import decode_array, decode_header, encode
-from device.tomlconfig import fail
+from mgs_core.tomlconfig import fail
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def resolve_providers(names: list[str]) -> tuple[str, ...]:
 
 def load_served_models(config: GpuHostConfig) -> dict[str, ServedModel]:
     """Every configured precision of the three networks, hash-checked, keyed by file sha256."""
-    from models.manifest import load_manifest, read_verified_model
+    from mgs_core.manifest import load_manifest, read_verified_model
 
     providers = resolve_providers(config.providers)
     threads = config.threads or os.cpu_count() or 1

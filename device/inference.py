@@ -19,8 +19,8 @@ from typing import Literal
 
 import numpy as np
 
-from device.errors import MgsError
-from device.tomlconfig import fail
+from mgs_core.errors import MgsError
+from mgs_core.tomlconfig import fail
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def load_models(models_dir: Path | None = None, precision: Precision | None = No
 
     `precision` overrides the backend config's; `models_dir` None means $MGS_MODELS_DIR or models/.
     """
-    from models.manifest import load_manifest, read_verified_model
+    from mgs_core.manifest import load_manifest, read_verified_model
 
     backend = backend or BackendConfig()
     precision = precision or backend.precision

@@ -22,7 +22,7 @@ import numpy as np
 
 from device.aggregate import BoxWindow
 from device.config import HttpConfig
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 from device.results import FrameResult
 from device.rois import Roi
 

@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 
 from device.inference import MODEL_NAMES, ModelRunner, Models
-from device.tomlconfig import fail
+from mgs_core.tomlconfig import fail
 
 log = logging.getLogger(__name__)
 

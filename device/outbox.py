@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from device.errors import MgsError
-from device.tomlconfig import fail
+from mgs_core.errors import MgsError
+from mgs_core.tomlconfig import fail
 
 log = logging.getLogger(__name__)
 

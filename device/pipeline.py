@@ -29,7 +29,7 @@ from device.eyes import ANIMAL, EARS, EYES, EyeBlob, EyeConfig, animal_found, fi
 from device.inference import Models
 from device.results import BoxResult, EyeScore, FrameResult
 from device.rois import Roi, check_inside
-from device.tomlconfig import fail
+from mgs_core.tomlconfig import fail
 
 FINE_MULTIPLE = 8
 # Two candidates closer than this (full-frame px) are the same eye seen by two overlapping crops.

@@ -1,6 +1,6 @@
 """MQTT publisher: drains the outbox to the broker and keeps the retained topics current.
 
-The contract (DESIGN.md, device.messages): availability with a last will `offline` and `online`
+The contract (DESIGN.md, mgs_core.messages): availability with a last will `offline` and `online`
 published in on_connect; a retained status every few seconds; per box a QoS 1 score and alert
 stream from the outbox and a retained plain-number state. paho's network thread reconnects with
 backoff by itself; this module only decides what to send when.
@@ -30,8 +30,8 @@ from typing import Literal
 
 import paho.mqtt.client as mqtt
 
-from device.errors import ConfigError
-from device.messages import (
+from mgs_core.errors import ConfigError
+from mgs_core.messages import (
     AVAILABILITY_OFFLINE,
     AVAILABILITY_ONLINE,
     DeviceStatus,
@@ -42,7 +42,7 @@ from device.messages import (
     validate_prefix,
 )
 from device.outbox import Outbox
-from device.tomlconfig import fail
+from mgs_core.tomlconfig import fail
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from device.errors import ConfigError, MgsError
-from device.tomlconfig import fail
+from mgs_core.errors import ConfigError, MgsError
+from mgs_core.tomlconfig import fail
 
 MAX_ROIS = 4
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 from export.train.weights import seed_everything
 from models.eye_regressor import EyeRegressor
 

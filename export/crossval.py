@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 from export.metrics import mae, mae_per_bin, score_agreement
 from export.train.eye import EyeRecipe, centre_patches, predict, train_eye
 from export.train.samples import EyeSamples

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 
 FORMAT = "mgs-rack-dataset"
 VERSION = 1
@@ -33,8 +34,13 @@ SCORE_MIN, SCORE_MAX = 0.0, 9.0
 N_CLASSES = 4
 SAME_EYE_PX = 12.0  # two raters' eyes closer than this are the same eye
 DATASET_KEYS = {"format", "version", "score_scale", "source", "description", "generator"}
-LINE_KEYS = {"image", "mask", "rater", "boxes"}
-BOX_KEYS = {"box", "roi", "face_visible", "eyes"}
+LINE_KEYS = {"image", "mask", "rater", "boxes", "conditions"}
+BOX_KEYS = {"box", "roi", "face_visible", "eyes", "conditions"}
+# Conditions a frame or a box was recorded or rendered under ({"fur": "albino", "blur_px": 2.5}),
+# so `evaluate` can break its metrics down by them. Flat, short keys; string, number or bool values.
+MAX_CONDITIONS = 64
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+Condition = str | float | int | bool
 EYE_KEYS = {"x", "y", "score", "visible"}
 MAX_LISTED = 20
 
@@ -71,9 +77,13 @@ class Box:
     roi: tuple[int, int, int, int]  # x, y, w, h in full-frame px
     face_visible: bool
     eyes: tuple[Eye, ...] = ()
+    conditions: dict[str, Condition] = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {"box": self.box, "roi": list(self.roi), "face_visible": self.face_visible, "eyes": [e.to_json() for e in self.eyes]}
+        d = {"box": self.box, "roi": list(self.roi), "face_visible": self.face_visible, "eyes": [e.to_json() for e in self.eyes]}
+        if self.conditions:
+            d["conditions"] = dict(self.conditions)
+        return d
 
 
 @dataclass(frozen=True)
@@ -86,9 +96,13 @@ class Frame:
     raters: tuple[str, ...] = ()
     lines: tuple[int, ...] = ()  # labels.jsonl line numbers this frame came from
     size: tuple[int, int] = (0, 0)  # image (height, width)
+    conditions: dict[str, Condition] = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {"image": self.image, "mask": self.mask, "rater": self.raters[0] if self.raters else "", "boxes": [b.to_json() for b in self.boxes]}
+        d = {"image": self.image, "mask": self.mask, "rater": self.raters[0] if self.raters else "", "boxes": [b.to_json() for b in self.boxes]}
+        if self.conditions:
+            d["conditions"] = dict(self.conditions)
+        return d
 
 
 @dataclass(frozen=True)
@@ -288,6 +302,16 @@ class _Checker:
             ok = False
         return Eye(float(x), float(y), None if score is None else float(score), visible) if ok else None
 
+    def conditions(self, where: str, d: object) -> dict[str, Condition] | None:
+        if not isinstance(d, dict) or len(d) > MAX_CONDITIONS:
+            self.add(where, f"conditions must be an object of at most {MAX_CONDITIONS} entries, got {d!r}")
+            return None
+        bad = [k for k, v in d.items() if not _NAME_RE.match(k) or not (isinstance(v, (str, bool)) or _number(v))]
+        if bad:
+            self.add(where, f"conditions {bad} need a short name (letters, digits, '_') and a string, number or bool value")
+            return None
+        return dict(d)
+
     def box(self, where: str, d: object, size: tuple[int, int] | None) -> Box | None:
         if not isinstance(d, dict):
             self.add(where, f"box must be an object, got {d!r}")
@@ -311,9 +335,10 @@ class _Checker:
             self.add(where, f"box {n} eyes must be a list, got {eyes!r}")
             return None
         parsed = [self.eye(where, e, size) for e in eyes]
-        if not ok or any(e is None for e in parsed):
+        conditions = self.conditions(where, d.get("conditions", {}))
+        if not ok or conditions is None or any(e is None for e in parsed):
             return None
-        return Box(n, tuple(int(round(v)) for v in roi), face, tuple(parsed))
+        return Box(n, tuple(int(round(v)) for v in roi), face, tuple(parsed), conditions)
 
     def line(self, lineno: int, text: str) -> Frame | None:
         where = f"{self.root / 'labels.jsonl'}:{lineno}"
@@ -347,9 +372,10 @@ class _Checker:
         numbers = [b.box for b in parsed if b is not None]
         if len(numbers) != len(set(numbers)):
             self.add(where, f"box numbers repeat: {numbers}")
-        if image is None or any(b is None for b in parsed):
+        conditions = self.conditions(where, d.get("conditions", {}))
+        if image is None or conditions is None or any(b is None for b in parsed):
             return None
-        return Frame(image, mask, tuple(parsed), (rater if isinstance(rater, str) else "",), (lineno,), size or (0, 0))
+        return Frame(image, mask, tuple(parsed), (rater if isinstance(rater, str) else "",), (lineno,), size or (0, 0), conditions)
 
     def labels(self) -> list[Frame]:
         path = self.root / "labels.jsonl"
@@ -419,9 +445,9 @@ def merge_raters(labels: list[Frame] | tuple[Frame, ...]) -> tuple[Frame, ...]:
         boxes = []
         for n in numbers:
             rated = [b for f in group for b in f.boxes if b.box == n]
-            boxes.append(Box(n, rated[0].roi, any(b.face_visible for b in rated), _merge_eyes([list(b.eyes) for b in rated])))
+            boxes.append(Box(n, rated[0].roi, any(b.face_visible for b in rated), _merge_eyes([list(b.eyes) for b in rated]), rated[0].conditions))
         mask = next((f.mask for f in group if f.mask is not None), None)
-        out.append(Frame(image, mask, tuple(boxes), tuple(r for f in group for r in f.raters), tuple(n for f in group for n in f.lines), group[0].size))
+        out.append(Frame(image, mask, tuple(boxes), tuple(r for f in group for r in f.raters), tuple(n for f in group for n in f.lines), group[0].size, group[0].conditions))
     return tuple(out)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 from device.eyes import crop_patches, patches_to_batch
 from device.inference import Models, ModelRunner
 from device.pipeline import FastPipeline, FullResolutionPipeline, class_maps, images_to_batch, pad_to_multiple, resize_for_coarse

@@ -26,10 +26,10 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 from export.train.weights import EYE_CLASS_NAMES, NORMALISATION, load_network
 from models.eye_regressor import PATCH_SIZE, EyeRegressor
-from models.manifest import sha256_file
+from mgs_core.manifest import sha256_file
 from models.unet import CLASS_NAMES, UNet
 
 log = logging.getLogger(__name__)

@@ -35,12 +35,12 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 from device.eyes import crop_patches, patches_to_batch
 from device.pipeline import images_to_batch, pad_to_multiple, resize_for_coarse
 from export.dataset import Box, open_dataset
 from export.onnx_export import manifest_record, onnx_session, read_metadata, set_metadata
-from models.manifest import Manifest, ModelEntry, save_entry, sha256_file, verify_model_file
+from mgs_core.manifest import Manifest, ModelEntry, save_entry, sha256_file, verify_model_file
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.manifest import Manifest, ModelEntry, TensorSpec, read_verified_model
+from mgs_core.manifest import Manifest, ModelEntry, TensorSpec, read_verified_model
 
 NAMES = ("seg_coarse", "seg_fine", "eye")
 _TRITON_TYPES = {"float32": "TYPE_FP32", "uint8": "TYPE_UINT8", "int64": "TYPE_INT64", "float16": "TYPE_FP16"}

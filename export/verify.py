@@ -10,7 +10,7 @@ Two kinds of figures:
 
 GATE for INT8: end-to-end per-eye MAE within MAX_MAE_INCREASE of FP32 (per pipeline) and U-Net
 argmax agreement with FP32 >= MIN_ARGMAX_AGREEMENT (both U-Nets). A file that fails is marked
-"refused" in the manifest; the device then refuses to load it (models.manifest).
+"refused" in the manifest; the device then refuses to load it (mgs_core.manifest).
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 from device.eyes import EYES
 from device.inference import MODEL_NAMES, Models, ModelRunner, open_models
 from export.dataset import Dataset
 from export.evaluate import EvalOptions, evaluate
-from models.manifest import Manifest, ModelEntry, read_verified_model
+from mgs_core.manifest import Manifest, ModelEntry, read_verified_model
 
 MAX_MAE_INCREASE = 0.05
 MIN_ARGMAX_AGREEMENT = 0.99

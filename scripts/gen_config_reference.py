@@ -11,7 +11,7 @@ from pathlib import Path
 
 from device.config import DeviceConfig
 from device.gpu_host import GpuHostConfig
-from device.tomlconfig import reference_markdown
+from mgs_core.tomlconfig import reference_markdown
 from server.config import ServerConfig
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"

@@ -11,7 +11,7 @@ from typing import Any
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 from server import auth
 from server.request_db import get_db
 from server.dashboard import apply_change

@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, request, stream_with_context
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 from server import data_export
 from server.auth import current_user, require_role
 from server.repository import RESOLUTIONS, parse_time

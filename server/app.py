@@ -12,7 +12,7 @@ from typing import Any
 from flask import Flask, jsonify, render_template
 from werkzeug.exceptions import HTTPException
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 from server import admin, api, auth, dashboard
 from server.config import ServerConfig, secret_key
 from server.db import connect

@@ -30,8 +30,8 @@ from flask import (Blueprint, Response, abort, current_app, flash, g, jsonify, r
                    session, url_for)
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from device.errors import MessageError, MgsError
-from device.messages import validate_name
+from mgs_core.errors import MessageError, MgsError
+from mgs_core.messages import validate_name
 from server.db import transaction
 from server.repository import ROLES
 from server.request_db import get_db

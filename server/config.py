@@ -14,8 +14,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from device.errors import ConfigError
-from device.tomlconfig import fail, load_config
+from mgs_core.errors import ConfigError
+from mgs_core.tomlconfig import fail, load_config
 from server.ingest import IngestConfig
 
 log = logging.getLogger(__name__)

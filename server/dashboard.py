@@ -18,7 +18,7 @@ import plotly
 from flask import Blueprint, current_app, flash, redirect, render_template, request, send_file, url_for
 from werkzeug.wrappers import Response
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 from server.request_db import get_repo
 from server.auth import current_user, require_role
 from server.config import DashboardConfig

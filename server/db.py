@@ -21,7 +21,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 
 log = logging.getLogger(__name__)
 

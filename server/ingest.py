@@ -1,7 +1,7 @@
 """MQTT ingest: every device message validated, stored exactly once, in batches, by one writer.
 
 The network thread (paho, driven by this worker) only puts each message in a bounded inbox; one
-writer thread validates with `device.messages`, and writes each batch in a single SQLite transaction
+writer thread validates with `mgs_core.messages`, and writes each batch in a single SQLite transaction
 (windows, rollups, alerts, statuses, quarantine, rule evaluation, counters). The unique key
 (device, seq) makes a broker redelivery a no-op. A full inbox blocks the network thread, which
 stops reading the socket, so the broker holds the backlog instead of this process growing without
@@ -50,8 +50,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from device.errors import MessageError
-from device.messages import (
+from mgs_core.errors import MessageError
+from mgs_core.messages import (
     AnimalAlert,
     BoxAlert,
     DeviceStatus,
@@ -63,7 +63,7 @@ from device.messages import (
     subscriptions,
     validate_prefix,
 )
-from device.tomlconfig import fail
+from mgs_core.tomlconfig import fail
 from server.db import connect, transaction
 from server.repository import Repository
 from server.rules import RuleEngine

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from device.errors import MgsError, MessageError
-from device.messages import DEFAULT_PREFIX, validate_name, validate_prefix
+from mgs_core.errors import MgsError, MessageError
+from mgs_core.messages import DEFAULT_PREFIX, validate_name, validate_prefix
 
 Role = Literal["device", "server", "consumer"]
 ROLES: tuple[Role, ...] = ("device", "server", "consumer")
@@ -241,7 +241,7 @@ def check_device_config(text: str, source: str) -> bool:
         from device.config import DeviceConfig
     except ImportError:  # a server installed with `.[server]` only has no OpenCV/onnxruntime
         return False
-    from device.tomlconfig import from_dict
+    from mgs_core.tomlconfig import from_dict
 
     data = tomllib.loads(text)
     placeholder = {**data, "rois": {**data.get("rois", {}), "boxes": [[0, 0, 16, 16]]}}

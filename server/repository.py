@@ -24,8 +24,8 @@ from typing import Any, Literal
 
 import sqlite_utils
 
-from device.errors import MgsError
-from device.messages import MAX_BOXES, BoxAlert, DeviceStatus, ScoreWindow, parse_utc_iso, utc_iso, validate_name
+from mgs_core.errors import MgsError
+from mgs_core.messages import MAX_BOXES, BoxAlert, DeviceStatus, ScoreWindow, parse_utc_iso, utc_iso, validate_name
 from server.db import transaction
 
 Resolution = Literal["raw", "minute", "hour"]

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from device.messages import AnimalAlert, utc_iso
+from mgs_core.messages import AnimalAlert, utc_iso
 from server.repository import Repository, StoredBatch, StoredWindow
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from device.messages import ScoreWindow, score_topic, utc_iso
+from mgs_core.messages import ScoreWindow, score_topic, utc_iso
 from server.ingest import IngestConfig, IngestWorker
 from tests.conftest import wait_for
 

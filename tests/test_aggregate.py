@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from device.aggregate import WindowAggregator, quantile, summarise, trimmed_mean
-from device.messages import ScoreWindow
+from mgs_core.messages import ScoreWindow
 from device.results import BoxResult, EyeScore, FrameResult
 
 SHA = "cd" * 32

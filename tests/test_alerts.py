@@ -6,9 +6,9 @@ import pytest
 
 from device.aggregate import BoxWindow
 from device.alerts import AlertConfig, AlertTracker
-from device.errors import ConfigError
-from device.messages import BoxAlert
-from device.tomlconfig import from_dict
+from mgs_core.errors import ConfigError
+from mgs_core.messages import BoxAlert
+from mgs_core.tomlconfig import from_dict
 
 CFG = AlertConfig(threshold=6.0, min_duration_s=3.0, hysteresis=1.0, cooldown_s=10.0)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from device.errors import ConfigError
+from mgs_core.errors import ConfigError
 from server.app import create_app
 from server.config import DatabaseConfig, ServerConfig, load_server_config, secret_key
 from server.db import connect

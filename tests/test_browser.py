@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from device.messages import (AVAILABILITY_OFFLINE, AVAILABILITY_ONLINE, BoxAlert, alert_topic, availability_topic,
+from mgs_core.messages import (AVAILABILITY_OFFLINE, AVAILABILITY_ONLINE, BoxAlert, alert_topic, availability_topic,
                              status_topic, utc_iso)
 from server import auth
 from server.db import connect

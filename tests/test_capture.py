@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from device.capture import Capture, CaptureConfig
-from device.errors import ConfigError
-from device.tomlconfig import from_dict
+from mgs_core.errors import ConfigError
+from mgs_core.tomlconfig import from_dict
 from tests.conftest import wait_for
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 from export.cifar import load_cifar, pretrain_features
 from export.train.eye import EyeRecipe, new_regressor, train_eye
 from export.train.samples import EYE_REGION_HALF, EyeSamples

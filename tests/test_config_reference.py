@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from device.config import DeviceConfig
-from device.tomlconfig import describe, load_config
+from mgs_core.tomlconfig import describe, load_config
 from server.config import ServerConfig
 
 ROOT = Path(__file__).resolve().parent.parent

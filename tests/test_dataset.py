@@ -62,6 +62,16 @@ def test_raters_merge_to_mean_score_per_eye(tmp_path: Path) -> None:
     assert eye.score == 5.0 and eye.x == 21.0
 
 
+def test_conditions_travel_with_frames_and_boxes(tmp_path: Path) -> None:
+    line = _line(conditions={"light_lux": 450.0, "motion_blur": True})
+    line["boxes"][0]["conditions"] = {"fur": "albino", "box_width_px": 412}
+    data = open_dataset(make_dataset(tmp_path / "ds", [line]))
+    frame = data.frames[0]
+    assert frame.conditions == {"light_lux": 450.0, "motion_blur": True}
+    assert frame.boxes[0].conditions == {"fur": "albino", "box_width_px": 412}
+    assert frame.to_json()["boxes"][0]["conditions"]["fur"] == "albino"
+
+
 def test_unscored_eye_is_kept_but_not_a_sample(tmp_path: Path) -> None:
     line = _line()
     del line["boxes"][0]["eyes"][0]["score"]
@@ -93,6 +103,8 @@ LINE_PROBLEMS = {
     "missing mask": (_set("mask", "masks/nope.png"), "masks/nope.png: missing mask"),
     "image outside folder": (_set("image", "../a.png"), "must stay inside the dataset folder"),
     "bad visible": (_set("boxes.0.eyes.0.visible", "yes"), "visible must be true or false"),
+    "conditions not an object": (_set("conditions", ["fur"]), "conditions must be an object"),
+    "box condition value is a list": (_set("boxes.0.conditions", {"fur": ["white"]}), "string, number or bool"),
 }
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from device.errors import MgsError
-from device.messages import BoxAlert, utc_iso
+from mgs_core.errors import MgsError
+from mgs_core.messages import BoxAlert, utc_iso
 from server.db import connect, transaction
 from server.repository import QUARANTINE_MAX_ROWS, Conflict, NotFound, Repository, pick_resolution
 from tests.ingest_support import T0, window

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from models.manifest import load_manifest
+from mgs_core.manifest import load_manifest
 from tests.conftest import wait_for
 from tests.test_demo_processes import alive, descendants
 

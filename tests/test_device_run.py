@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import pytest
 
-from device.messages import DeviceStatus, ScoreWindow, availability_topic, status_topic
+from mgs_core.messages import DeviceStatus, ScoreWindow, availability_topic, status_topic
 from tests.conftest import Broker, free_port, wait_for
 from tests.test_publisher import Collector
 
@@ -282,7 +282,7 @@ def test_systemd_ready_watchdog_and_stopping(tmp_path: Path, rack_video) -> None
 
 def test_example_config_is_valid_and_every_runtime_key_is_documented() -> None:
     from device.config import DeviceConfig, load_device_config
-    from device.tomlconfig import describe
+    from mgs_core.tomlconfig import describe
 
     config = load_device_config(REPO / "device.example.toml")
     assert config.name == "rack-01" and len(config.rois.boxes) == 4

@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from device.errors import ConfigError
+from mgs_core.errors import ConfigError
 from device.eyes import EyeBlob, EyeConfig, crop_patches, find_eye_blobs, score_blobs, sharpness
-from device.tomlconfig import from_dict
+from mgs_core.tomlconfig import from_dict
 
 
 def head_map(h: int = 200, w: int = 300) -> np.ndarray:

@@ -9,10 +9,10 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from device.errors import ConfigError
-from device.messages import (AnimalAlert, BoxAlert, animal_alert_subscription, availability_topic, status_topic,
+from mgs_core.errors import ConfigError
+from mgs_core.messages import (AnimalAlert, BoxAlert, animal_alert_subscription, availability_topic, status_topic,
                              utc_iso)
-from device.tomlconfig import from_dict
+from mgs_core.tomlconfig import from_dict
 from server.db import connect
 from server.ingest import IngestConfig, IngestWorker
 from server.repository import Repository

@@ -1,4 +1,4 @@
-"""models/manifest.py: the device refuses missing, truncated and altered model files with a message
+"""mgs_core/manifest.py: the device refuses missing, truncated and altered model files with a message
 that names the file and says what to do, before onnxruntime ever parses them."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from device.errors import MgsError
-from models.manifest import (
+from mgs_core.errors import MgsError
+from mgs_core.manifest import (
     DEFAULT_MODELS_DIR,
     MANIFEST_NAME,
     MODELS_DIR_ENV,

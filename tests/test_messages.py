@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from device.errors import MessageError
-from device.messages import (
+from mgs_core.errors import MessageError
+from mgs_core.messages import (
     MAX_PAYLOAD_BYTES,
     BoxAlert,
     DeviceStatus,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 from server import db as server_db
 from server.db import Migration, applied_versions, connect, migrations
 

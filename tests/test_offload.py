@@ -10,15 +10,15 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from device.errors import ConfigError
+from mgs_core.errors import ConfigError
 from device.gpu_host import GpuHost, GpuHostConfig, load_served_models
 from device.inference import MODEL_NAMES, Models, load_models
 from device.offload import OffloadClient, OffloadConfig, OffloadError, OffloadPolicy, OffloadSwitch, encode
 from device.eyes import crop_patches, patches_to_batch
 from device.pipeline import FastPipeline, FullResolutionPipeline, PipelineConfig, images_to_batch, pad_to_multiple, resize_for_coarse
 from device.rois import Roi
-from device.tomlconfig import from_dict
-from models.manifest import sha256_file
+from mgs_core.tomlconfig import from_dict
+from mgs_core.manifest import sha256_file
 from tests.conftest import free_port, wait_for
 
 PRECISION = "int8"

@@ -20,7 +20,7 @@ from device.inference import MODEL_NAMES, Models, load_models
 from device.offload import KServeClient, OffloadClient, OffloadConfig, OffloadError, OffloadPolicy, OffloadSwitch
 from device.pipeline import FastPipeline, PipelineConfig
 from device.rois import Roi
-from models.manifest import sha256_file
+from mgs_core.manifest import sha256_file
 from tests.conftest import free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[1]

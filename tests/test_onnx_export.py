@@ -14,7 +14,7 @@ from torch import nn
 from export.cli import main as mgs_export
 from export.onnx_export import fold_batchnorm, onnx_session, random_checkpoint, read_metadata
 from models.eye_regressor import EyeRegressor
-from models.manifest import load_manifest, verify_model_file
+from mgs_core.manifest import load_manifest, verify_model_file
 
 
 @pytest.fixture(scope="module")

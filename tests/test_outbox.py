@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 from device.outbox import Outbox, Pending
 
 

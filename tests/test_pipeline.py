@@ -17,7 +17,7 @@ import pytest
 from device.inference import Models, load_models
 from device.pipeline import FastPipeline, FullResolutionPipeline, PipelineConfig
 from device.rois import Roi
-from models.manifest import load_manifest
+from mgs_core.manifest import load_manifest
 
 ROIS = [Roi(60 + i * 460, 200, 430, 600) for i in range(4)]
 EYE_BGR, EAR_BGR, ANIMAL_BGR = (255, 0, 0), (0, 255, 0), (128, 128, 128)

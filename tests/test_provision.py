@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from device.config import DeviceConfig
-from device.tomlconfig import from_dict
+from mgs_core.tomlconfig import from_dict
 from server.cli import main
 from server.ingest import IngestConfig
 from server.provision import BrokerFiles, acl_users, add_login, mosquitto_hash, set_acl

@@ -11,7 +11,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from device.aggregate import BoxWindow
-from device.messages import (
+from mgs_core.messages import (
     DeviceStatus,
     ScoreWindow,
     availability_topic,

@@ -9,11 +9,11 @@ import numpy as np
 import onnx
 import pytest
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 from export.cli import main as mgs_export
 from export.onnx_export import onnx_session, read_metadata
 from export.verify import MAX_MAE_INCREASE, int8_gate
-from models.manifest import load_manifest, verify_model_file
+from mgs_core.manifest import load_manifest, verify_model_file
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from device.cli import main as device_main
-from device.errors import ConfigError
+from mgs_core.errors import ConfigError
 from device.rois import Roi, RoiConfig, check_inside, detect_boxes
-from device.tomlconfig import from_dict
+from mgs_core.tomlconfig import from_dict
 from export.synth.rack import SESSION_FRAMES, render_frame
 
 SESSION = 3  # a camera placement of the generator (its frames share one layout)

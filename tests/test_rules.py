@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from device.errors import MessageError, MgsError
-from device.messages import AnimalAlert, animal_alert_topic
+from mgs_core.errors import MessageError, MgsError
+from mgs_core.messages import AnimalAlert, animal_alert_topic
 from server.db import connect, transaction
 from server.repository import Repository
 from server.rules import RuleEngine, RuleState, step

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 from export.cli import main
 from export.dataset import open_dataset, validate_dataset
 from export.synth.trajectory import scores

@@ -8,8 +8,8 @@ from typing import Literal
 
 import pytest
 
-from device.errors import ConfigError
-from device.tomlconfig import describe, fail, from_dict, load_config
+from mgs_core.errors import ConfigError
+from mgs_core.tomlconfig import describe, fail, from_dict, load_config
 
 
 @dataclass

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 from export.cli import main as mgs_export
 from export.dataset import open_dataset
 from export.synth.writer import write_dataset

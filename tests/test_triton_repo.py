@@ -9,7 +9,7 @@ import pytest
 from google.protobuf import text_format
 
 from export.cli import main as mgs_export
-from models.manifest import DEFAULT_MODELS_DIR, load_manifest, sha256_file
+from mgs_core.manifest import DEFAULT_MODELS_DIR, load_manifest, sha256_file
 
 
 def triton_model_config():

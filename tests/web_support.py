@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask
 from flask.testing import FlaskClient
 
-from device.messages import BoxAlert, DeviceStatus, ScoreWindow, utc_iso
+from mgs_core.messages import BoxAlert, DeviceStatus, ScoreWindow, utc_iso
 from server import auth
 from server.app import create_app
 from server.config import DashboardConfig, DatabaseConfig, ServerConfig

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from device.bench import MATCH_PX, format_table, read_truth, results_json, run_variant, truth_rois
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 from device.inference import BackendConfig, load_models
 from device.pipeline import PipelineConfig
 from device.rois import MAX_ROIS, detect_boxes, read_reference_frame

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import cv2
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 from device.rois import MAX_ROIS, Roi, detect_boxes, draw_boxes, read_reference_frame
 
 

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 from device.gpu_host import PROVIDER_NAMES, GpuHost, GpuHostConfig, ServedModel, load_served_models, serve_triton
-from device.tomlconfig import load_config
+from mgs_core.tomlconfig import load_config
 
 log = logging.getLogger(__name__)
 

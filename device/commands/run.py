@@ -16,7 +16,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from device.config import load_device_config
-    from device.errors import MgsError
+    from mgs_core.errors import MgsError
 
     if args.max_seconds is not None and args.max_seconds <= 0:
         raise MgsError("--max-seconds must be more than 0")

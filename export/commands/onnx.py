@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from device.errors import MgsError
-from models.manifest import DEFAULT_MODELS_DIR
+from mgs_core.errors import MgsError
+from mgs_core.manifest import DEFAULT_MODELS_DIR
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from export.onnx_export import NETWORKS, export_network, fp32_parity, load_checkpoint, manifest_record, random_checkpoint
-    from models.manifest import save_entry
+    from mgs_core.manifest import save_entry
 
     out = args.out or args.models
     command = f"mgs-export onnx --models {args.models} --out {out}" + (" --random-init" if args.random_init else "")

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from device.pipeline import PipelineConfig
-from models.manifest import DEFAULT_MODELS_DIR
+from mgs_core.manifest import DEFAULT_MODELS_DIR
 
 NAMES = ("seg_fine", "seg_coarse", "eye")
 
@@ -28,9 +28,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from device.errors import MgsError
+    from mgs_core.errors import MgsError
     from export.quantize import build_calibration, dataset_frames, quantize_networks, synthetic_frames
-    from models.manifest import load_manifest
+    from mgs_core.manifest import load_manifest
 
     if args.frames < 1:
         raise MgsError("--frames must be at least 1")

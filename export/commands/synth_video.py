@@ -26,7 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import cv2
 
-    from device.errors import MgsError
+    from mgs_core.errors import MgsError
     from export.synth.video import truth_path, write_video
 
     cv2.setNumThreads(1)

@@ -6,7 +6,7 @@ import argparse
 import logging
 import time
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 from export.train.options import add_common, open_data
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from models.manifest import DEFAULT_MODELS_DIR
+from mgs_core.manifest import DEFAULT_MODELS_DIR
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +18,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from export.triton_repo import write_repository
-    from models.manifest import load_manifest
+    from mgs_core.manifest import load_manifest
 
     configs = write_repository(load_manifest(args.models), args.out, args.precision, f"KIND_{args.instance_kind.upper()}")
     for config in configs:

@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from models.manifest import DEFAULT_MODELS_DIR
+from mgs_core.manifest import DEFAULT_MODELS_DIR
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from export.dataset import open_dataset
     from export.verify import manifest_metrics, table, torch_reference, verify
-    from models.manifest import load_manifest, set_status
+    from mgs_core.manifest import load_manifest, set_status
 
     dataset = open_dataset(args.data)
     if args.frames is not None:

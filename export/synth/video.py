@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 from export.dataset import Box, Eye
 from export.synth.layout import RackLayout
 from export.synth.mouse import FURS, Animal, MousePose, project

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import cv2
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 from export.dataset import FORMAT, VERSION, Frame
 from export.synth.rack import render_frame
 

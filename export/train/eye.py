@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 from export.metrics import mae
 from export.train.loop import run_epochs, scheduled_lr, set_lr
 from export.train.samples import EYE_REGION_HALF, EyeSamples

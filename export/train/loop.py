@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 from export.train.weights import rng_state, save_atomic, set_rng_state
 
 log = logging.getLogger(__name__)

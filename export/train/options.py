@@ -25,7 +25,7 @@ def open_data(args: argparse.Namespace) -> Dataset:
     """The --data dataset, cut to its first --frames frames when asked."""
     import dataclasses
 
-    from device.errors import MgsError
+    from mgs_core.errors import MgsError
     from export.dataset import open_dataset
 
     data = open_dataset(args.data)

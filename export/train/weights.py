@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 from models.eye_regressor import EyeRegressor
 from models.unet import CLASS_NAMES, UNet
 

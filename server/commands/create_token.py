@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ import argparse
 import getpass
 import sys
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 from server.repository import ROLES
 
 

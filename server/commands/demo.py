@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -12,8 +12,8 @@ import socket
 import time
 from pathlib import Path
 
-from device.errors import MgsError
-from device.messages import DEFAULT_PREFIX
+from mgs_core.errors import MgsError
+from mgs_core.messages import DEFAULT_PREFIX
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

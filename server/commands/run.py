@@ -12,7 +12,7 @@ import logging
 import signal
 from types import FrameType
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 from server.config import ServerConfig, load_server_config
 
 log = logging.getLogger("mgs-server")

@@ -15,4 +15,4 @@ class ConfigError(MgsError):
 
 
 class MessageError(MgsError):
-    """An MQTT topic or payload does not follow the wire contract in `device.messages`."""
+    """An MQTT topic or payload does not follow the wire contract in `mgs_core.messages`."""

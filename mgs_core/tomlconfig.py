@@ -17,7 +17,7 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from device.errors import ConfigError
+from mgs_core.errors import ConfigError
 
 T = TypeVar("T")
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from device.errors import MessageError
+from mgs_core.errors import MessageError
 
 SCHEMA_VERSION = 1
 DEFAULT_PREFIX = "mgs"
@@ -30,8 +30,15 @@ MAX_BOXES = 16
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_EPOCH_RE = re.compile(r"^[0-9a-f]{8,32}$")
+# Every time on the wire must fall in [EARLIEST_TIME, LATEST_TIME): the database and the dashboard
+# can represent all of it, so a message that validates can always be stored. A time far in the
+# future is still valid here; the server flags it against its own clock. 1970 stays valid: an edge
+# box without a real-time clock starts there until NTP answers, and its windows must not be lost.
+EARLIEST_TIME = 0.0
+LATEST_TIME = datetime(2100, 1, 1, tzinfo=timezone.utc).timestamp()
 
-TopicKind = Literal["availability", "status", "score", "state", "alert"]
+TopicKind = Literal["availability", "status", "score", "state", "alert", "stored"]
 AVAILABILITY_ONLINE = "online"
 AVAILABILITY_OFFLINE = "offline"
 
@@ -58,6 +65,11 @@ def availability_topic(device: str, prefix: str = DEFAULT_PREFIX) -> str:
 
 def status_topic(device: str, prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}/{validate_name(device)}/status"
+
+
+def stored_topic(device: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """Server -> device, retained: how far this device's messages are stored (see `StoredAck`)."""
+    return f"{prefix}/{validate_name(device)}/stored"
 
 
 def _box_topic(device: str, box: int, leaf: str, prefix: str) -> str:
@@ -128,7 +140,10 @@ def parse_utc_iso(value: str) -> float:
         raise MessageError(f"time {value!r} is not ISO-8601") from None
     if dt.tzinfo is None or dt.utcoffset() != timezone.utc.utcoffset(None):
         raise MessageError(f"time {value!r} must be UTC")
-    return dt.timestamp()
+    ts = dt.timestamp()
+    if not EARLIEST_TIME <= ts < LATEST_TIME:
+        raise MessageError(f"time {value!r} is outside the years 1970-2099")
+    return ts
 
 
 # --- payloads -----------------------------------------------------------------------------------
@@ -174,6 +189,11 @@ def _num(value: Any, name: str, lo: float | None = None, hi: float | None = None
         raise MessageError(f"field {name!r} = {value!r} is outside [{lo}, {hi}]")
 
 
+def _epoch(value: Any) -> None:
+    if value != "" and (not isinstance(value, str) or not _EPOCH_RE.match(value)):
+        raise MessageError(f"field 'epoch' = {value!r} must be empty or 8-32 lowercase hex digits")
+
+
 def _sha(value: Any, name: str) -> None:
     if not isinstance(value, str) or not _SHA_RE.match(value):
         raise MessageError(f"field {name!r} = {value!r} must be a lowercase hex sha256")
@@ -205,6 +225,7 @@ class ScoreWindow(_Payload):
     p90: float | None
     face_visible_fraction: float
     model_sha256: str
+    epoch: str = ""
     schema: int = SCHEMA_VERSION
 
     @property
@@ -228,6 +249,7 @@ class ScoreWindow(_Payload):
             raise MessageError("median and p90 must be null exactly when score is null (no face visible)")
         _num(self.face_visible_fraction, "face_visible_fraction", 0.0, 1.0)
         _sha(self.model_sha256, "model_sha256")
+        _epoch(self.epoch)
 
     @classmethod
     def from_json(cls, payload: bytes | str) -> ScoreWindow:
@@ -249,12 +271,14 @@ class BoxAlert(_Payload):
     threshold: float
     duration_s: float
     score: float | None
+    epoch: str = ""
     schema: int = SCHEMA_VERSION
 
     def validate(self) -> None:
         validate_name(self.device)
         _check_box(self.box)
         _num(self.seq, "seq", 0, None, integer=True)
+        _epoch(self.epoch)
         if self.event not in ("raised", "cleared"):
             raise MessageError(f"field 'event' = {self.event!r} must be 'raised' or 'cleared'")
         parse_utc_iso(self.time)
@@ -312,6 +336,33 @@ class DeviceStatus(_Payload):
     @classmethod
     def from_json(cls, payload: bytes | str) -> DeviceStatus:
         return _build(cls, _decode(payload, "status"), "status")
+
+
+@dataclass
+class StoredAck(_Payload):
+    """Server -> device on `stored_topic`, retained, QoS 1, published by the server alone (ACL).
+
+    Every message of `device` in outbox `epoch` with a seq up to and including `seq` is committed
+    to the server's database. The device deletes its outbox rows up to it, and only then: a broker
+    that crashes with messages in its queue can no longer lose windows the device has let go of.
+    An ack for another epoch (an older outbox) deletes nothing.
+    """
+
+    device: str
+    epoch: str
+    seq: int
+    time: str
+    schema: int = SCHEMA_VERSION
+
+    def validate(self) -> None:
+        validate_name(self.device)
+        _epoch(self.epoch)
+        _num(self.seq, "seq", 0, None, integer=True)
+        parse_utc_iso(self.time)
+
+    @classmethod
+    def from_json(cls, payload: bytes | str) -> StoredAck:
+        return _build(cls, _decode(payload, "stored ack"), "stored ack")
 
 
 def parse_availability(payload: bytes | str) -> str:

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 
 
 @dataclass(frozen=True)

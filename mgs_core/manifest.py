@@ -23,9 +23,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from device.errors import MgsError
+from mgs_core.errors import MgsError
 
-DEFAULT_MODELS_DIR = Path(__file__).resolve().parent
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 MANIFEST_NAME = "manifest.json"
 MODELS_DIR_ENV = "MGS_MODELS_DIR"
 FORMAT = "mgs-rack-models"
