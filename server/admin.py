@@ -8,14 +8,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
 from mgs_core.errors import MgsError
 from server import auth
 from server.request_db import get_db
 from server.dashboard import apply_change
-from server.repository import ROLES
+from server.repository import ROLES, parse_id
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -51,7 +51,15 @@ def set_role(user_id: int) -> Response:
 @bp.route("/users/<int:user_id>/password", methods=["POST"])
 @auth.require_role("admin")
 def set_password(user_id: int) -> Response:
-    return _done(lambda: auth.set_password(get_db(), user_id, request.form.get("password", "")), "Password changed.")
+    """Ends the user's sessions (a reset locks out whoever holds the old password); an admin
+    changing their own password stays logged in here."""
+    def change() -> None:
+        db = get_db()
+        auth.set_password(db, user_id, request.form.get("password", ""))
+        user = auth.get_user(db, user_id)
+        if user is not None and user_id == session.get("user_id"):
+            session["generation"] = user["session_generation"]
+    return _done(change, "Password changed; that user's other sessions are logged out.")
 
 
 @bp.route("/users/<int:user_id>/delete", methods=["POST"])
@@ -65,10 +73,10 @@ def delete_user(user_id: int) -> Response:
 def create_token() -> Any:
     db = get_db()
     try:
-        user_id = int(request.form.get("user_id", ""))
+        user_id = parse_id(request.form.get("user_id", ""), "the user the token acts for")
         token = auth.create_token(db, user_id, request.form.get("name", ""))
-    except (ValueError, MgsError) as exc:
-        flash(str(exc) if isinstance(exc, MgsError) else "choose the user the token acts for", "error")
+    except MgsError as exc:
+        flash(str(exc), "error")
         return redirect(url_for("admin.users"))
     return render_template("admin.html", title="Users & tokens", users=auth.list_users(db),
                            tokens=auth.list_tokens(db), roles=ROLES, new_token=token)

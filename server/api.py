@@ -3,26 +3,32 @@
 Every endpoint needs a login session or `Authorization: Bearer <token>`: `server.auth.identify`
 refuses anonymous requests before any view runs (401). Reading needs the viewer role; changing
 assignments, animals, rules and acknowledging alerts needs officer. Times in responses are Unix
-seconds (UTC); query parameters take Unix seconds or ISO-8601 UTC. Errors are `{"error": "..."}`
-with 400 (bad input), 403 (role), 404 (no such row) or 409 (conflicts with stored data).
+seconds (UTC); query parameters take Unix seconds or ISO-8601 UTC, in the years 1970-2099. Errors
+are `{"error": "..."}` with 400 (bad input, out-of-range time, id or limit), 403 (role), 404 (no
+such row or box), 409 (conflicts with stored data) or 413 (body over [http] max_request_kb).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
-from flask import Blueprint, Response, abort, jsonify, request, stream_with_context
+from flask import Blueprint, Response, abort, current_app, jsonify, request, stream_with_context
 
 from mgs_core.errors import MgsError
+from mgs_core.messages import EARLIEST_TIME, MAX_BOXES
 from server import data_export
 from server.auth import current_user, require_role
-from server.repository import RESOLUTIONS, parse_time
+from server.repository import RESOLUTIONS, NotFound, parse_id, parse_time
 from server.request_db import get_repo
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 DEFAULT_HISTORY_S = 24 * 3600
+MAX_LIMIT = 10_000
+# Unix seconds as people and scripts write them; ASCII only (float() also reads other scripts' digits).
+_NUMBER = re.compile(r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$")
 
 
 # --- request helpers -------------------------------------------------------------------------------
@@ -32,33 +38,49 @@ def _arg_time(name: str, default: float | None = None) -> float | None:
     if value is None or value == "":
         return default
     try:
-        return parse_time(float(value) if _is_number(value) else value, f"parameter {name!r}")
+        return parse_time(float(value) if _NUMBER.match(value) else value, f"parameter {name!r}")
     except MgsError as exc:
         abort(400, description=str(exc))
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _arg_int(name: str) -> int | None:
+def _arg_id(name: str) -> int | None:
+    """An id filter (animal_id, experiment_id): 1 to 2^63-1."""
     value = request.args.get(name)
     if value is None or value == "":
         return None
     try:
-        return int(value)
-    except ValueError:
-        abort(400, description=f"parameter {name!r} = {value!r} must be a whole number")
+        return parse_id(value, f"parameter {name!r}")
+    except MgsError as exc:
+        abort(400, description=str(exc))
+
+
+def _arg_count(name: str, lo: int, hi: int, default: int | None) -> int | None:
+    """A bounded whole number (box, limit); out of range is a 400, never clamped silently."""
+    value = request.args.get(name)
+    if value is None or value == "":
+        return default
+    if not re.fullmatch(r"[0-9]{1,9}", value) or not lo <= int(value) <= hi:
+        abort(400, description=f"parameter {name!r} = {value!r} must be a whole number from {lo} to {hi}")
+    return int(value)
+
+
+def _arg_box() -> int | None:
+    return _arg_count("box", 0, MAX_BOXES - 1, None)
+
+
+def _arg_limit(default: int) -> int:
+    return _arg_count("limit", 1, MAX_LIMIT, default)  # type: ignore[return-value]
+
+
+def _known_box(device: str, box: int) -> None:
+    if not get_repo().box_known(device, box):
+        raise NotFound(f"box {device}/{box} has never reported, been labelled or been assigned")
 
 
 def _time_range() -> tuple[float, float]:
     now = time.time()
     end = _arg_time("end", now)
-    start = _arg_time("start", end - DEFAULT_HISTORY_S)  # type: ignore[operator]
+    start = _arg_time("start", max(EARLIEST_TIME, end - DEFAULT_HISTORY_S))  # type: ignore[operator]
     if end <= start:  # type: ignore[operator]
         abort(400, description="'end' must be after 'start'")
     return start, end  # type: ignore[return-value]
@@ -90,7 +112,12 @@ def _username() -> str:
 
 @bp.get("/boxes")
 def boxes() -> Response:
-    return jsonify(boxes=get_repo().boxes(time.time()))
+    """`clock_ahead` is true for a box whose last window ends beyond the clock-skew allowance."""
+    allowance = current_app.config["MGS_CONFIG"].dashboard.clock_skew_s
+    rows = get_repo().boxes(time.time())
+    for row in rows:
+        row["clock_ahead"] = row["ahead_s"] is not None and row["ahead_s"] > allowance
+    return jsonify(boxes=rows)
 
 
 @bp.patch("/boxes/<device>/<int:box>")
@@ -104,6 +131,7 @@ def update_box(device: str, box: int) -> Response:
 
 @bp.get("/boxes/<device>/<int:box>/scores")
 def box_scores(device: str, box: int) -> Response:
+    _known_box(device, box)
     start, end = _time_range()
     result = get_repo().box_scores(device, box, start, end, _resolution())
     return jsonify(device=device, box=box, start=start, end=end, **result)
@@ -111,7 +139,13 @@ def box_scores(device: str, box: int) -> Response:
 
 @bp.get("/devices")
 def devices() -> Response:
-    return jsonify(devices=get_repo().devices())
+    """`boxes_clock_ahead`: boxes of the device whose last window ends beyond the clock-skew allowance."""
+    repo = get_repo()
+    ahead = repo.boxes_ahead(time.time(), current_app.config["MGS_CONFIG"].dashboard.clock_skew_s)
+    rows = repo.devices()
+    for row in rows:
+        row["boxes_clock_ahead"] = ahead.get(row["name"], 0)
+    return jsonify(devices=rows)
 
 
 @bp.get("/devices/<device>")
@@ -129,14 +163,14 @@ def ingest() -> Response:
 @bp.get("/quarantine")
 @require_role("officer")
 def quarantine() -> Response:
-    return jsonify(messages=get_repo().quarantine(_arg_int("limit") or 100))
+    return jsonify(messages=get_repo().quarantine(_arg_limit(100)))
 
 
 # --- animals and experiments -----------------------------------------------------------------------
 
 @bp.get("/animals")
 def animals() -> Response:
-    return jsonify(animals=get_repo().animals(experiment_id=_arg_int("experiment_id")))
+    return jsonify(animals=get_repo().animals(experiment_id=_arg_id("experiment_id")))
 
 
 @bp.post("/animals")
@@ -190,7 +224,7 @@ def create_experiment() -> tuple[Response, int]:
 def assignments() -> Response:
     active = request.args.get("active")
     return jsonify(assignments=get_repo().assignments(
-        animal_id=_arg_int("animal_id"), device=request.args.get("device") or None, box=_arg_int("box"),
+        animal_id=_arg_id("animal_id"), device=request.args.get("device") or None, box=_arg_box(),
         active_at=time.time() if active in ("1", "true", "yes") else None))
 
 
@@ -234,8 +268,8 @@ def delete_assignment(assignment_id: int) -> tuple[str, int]:
 def alerts() -> Response:
     return jsonify(alerts=get_repo().alerts(
         since=_arg_time("since"), until=_arg_time("until"), device=request.args.get("device") or None,
-        box=_arg_int("box"), animal_id=_arg_int("animal_id"),
-        unacknowledged=request.args.get("open") in ("1", "true", "yes"), limit=_arg_int("limit") or 500))
+        box=_arg_box(), animal_id=_arg_id("animal_id"),
+        unacknowledged=request.args.get("open") in ("1", "true", "yes"), limit=_arg_limit(500)))
 
 
 @bp.post("/alerts/<int:alert_id>/acknowledge")
@@ -289,9 +323,9 @@ def export() -> Response:
     if not request.args.get("start"):
         abort(400, description="give 'start' (and optionally 'end', default now) for the export")
     start, end = _time_range()
-    query: dict[str, Any] = {"start": start, "end": end, "animal_id": _arg_int("animal_id"),
-                             "experiment_id": _arg_int("experiment_id"), "device": request.args.get("device") or None,
-                             "box": _arg_int("box")}
+    query: dict[str, Any] = {"start": start, "end": end, "animal_id": _arg_id("animal_id"),
+                             "experiment_id": _arg_id("experiment_id"), "device": request.args.get("device") or None,
+                             "box": _arg_box()}
     query.update(_scope(request.args.get("scope", "")))
     repo = get_repo()
     rows = repo.iter_windows(start, end, device=query["device"], box=query["box"], animal_id=query["animal_id"],
@@ -305,7 +339,7 @@ def export() -> Response:
 
     chunks = data_export.csv_chunks(all_rows()) if fmt == "csv" else data_export.json_chunks(all_rows(), query)
     name = f"mgs-scores-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(start))}.{fmt}"
-    return Response(stream_with_context(chunks), mimetype=data_export.FORMATS[fmt],
+    return Response(stream_with_context(chunks), content_type=data_export.FORMATS[fmt],
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
@@ -313,14 +347,15 @@ def _scope(scope: str) -> dict[str, Any]:
     if not scope:
         return {}
     kind, _, value = scope.partition(":")
+    device, _, box = value.rpartition("/")
     try:
         if kind == "animal":
-            return {"animal_id": int(value)}
+            return {"animal_id": parse_id(value, "animal id")}
         if kind == "experiment":
-            return {"experiment_id": int(value)}
-        if kind == "box":
-            device, _, box = value.rpartition("/")
+            return {"experiment_id": parse_id(value, "experiment id")}
+        if kind == "box" and re.fullmatch(r"[0-9]{1,2}", box) and int(box) < MAX_BOXES:
             return {"device": device, "box": int(box)}
-    except ValueError:
+    except MgsError:
         pass
-    abort(400, description=f"scope {scope!r} must be animal:<id>, experiment:<id> or box:<device>/<box>")
+    abort(400, description=f"scope {scope!r} must be animal:<id>, experiment:<id> or box:<device>/<box> "
+                           f"(ids from 1, boxes 0-{MAX_BOXES - 1})")

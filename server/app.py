@@ -10,13 +10,14 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from flask import Flask, jsonify, render_template
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.routing import BaseConverter, ValidationError
 
 from mgs_core.errors import MgsError
 from server import admin, api, auth, dashboard
 from server.config import ServerConfig, secret_key
 from server.db import connect
-from server.repository import Conflict, NotFound
+from server.repository import MAX_ID, Conflict, NotFound
 from server.request_db import close_db, release_db
 
 
@@ -27,6 +28,7 @@ def create_app(config: ServerConfig | None = None, test_config: dict[str, Any] |
     or SECRET_KEY to avoid writing a secret file)."""
     config = config or ServerConfig()
     app = Flask(__name__)
+    app.url_map.converters["int"] = IdConverter
     app.config.update(
         MGS_CONFIG=config,
         DATABASE=str(config.database.path),
@@ -36,6 +38,9 @@ def create_app(config: ServerConfig | None = None, test_config: dict[str, Any] |
         SESSION_COOKIE_SECURE=config.http.cookie_secure,
         SESSION_COOKIE_NAME="mgs_session",
         JSON_SORT_KEYS=False,
+        # Every form and JSON body here is small: refuse big ones before they are read into memory.
+        MAX_CONTENT_LENGTH=config.http.max_request_kb * 1024,
+        MAX_FORM_MEMORY_SIZE=config.http.max_request_kb * 1024,
     )
     if test_config:
         app.config.update(test_config)
@@ -55,23 +60,52 @@ def create_app(config: ServerConfig | None = None, test_config: dict[str, Any] |
                                  current_user=auth.current_user, dashboard_config=config.dashboard)
     app.jinja_env.filters.update(utc=format_utc, iso=format_iso)
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(RequestEntityTooLarge, lambda exc: _error(
+        413, f"This request is larger than the {config.http.max_request_kb} KB the server accepts "
+             "([http] max_request_kb). Send less at a time."))
     app.register_error_handler(NotFound, lambda exc: _error(404, str(exc)))
     app.register_error_handler(Conflict, lambda exc: _error(409, str(exc)))
     app.register_error_handler(MgsError, lambda exc: _error(400, str(exc)))
     return app
 
 
+class IdConverter(BaseConverter):
+    """`<int:...>` in every route: ASCII digits up to 2^63-1 (the largest SQLite integer).
+
+    Werkzeug's own converter also takes other scripts' digits ('/animals/٣' is animal 3) and
+    numbers SQLite cannot hold (a 500 from OverflowError); both are 404 here."""
+
+    regex = r"[0-9]{1,19}"
+
+    def to_python(self, value: str) -> int:
+        number = int(value)
+        if number > MAX_ID:
+            raise ValidationError()
+        return number
+
+    def to_url(self, value: int) -> str:
+        return str(int(value))
+
+
+def _datetime(ts: float) -> datetime | None:
+    """None for a time a datetime cannot hold (a row stored before times were bounded)."""
+    try:
+        return datetime.fromtimestamp(ts, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
 def format_utc(ts: float | None) -> str:
     """Unix seconds -> 'YYYY-MM-DD HH:MM:SS UTC' (pages turn it into local time in the browser)."""
     if ts is None:
         return "–"
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    dt = _datetime(ts)
+    return f"invalid time {ts!r}" if dt is None else dt.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def format_iso(ts: float | None) -> str:
-    if ts is None:
-        return ""
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    dt = None if ts is None else _datetime(ts)
+    return "" if dt is None else dt.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _error(status: int, message: str) -> Any:
@@ -88,5 +122,6 @@ def _http_error(exc: HTTPException) -> Any:
     return _error(exc.code, exc.description or exc.name)
 
 
-_TITLES = {400: "Bad request", 403: "Not allowed", 404: "Not found", 409: "Conflict", 429: "Too many attempts"}
+_TITLES = {400: "Bad request", 403: "Not allowed", 404: "Not found", 409: "Conflict", 413: "Too large",
+           429: "Too many attempts"}
 

@@ -8,7 +8,8 @@ only a SHA-256 of each token is stored, so a stolen database does not hand out A
 
 Form posts from a browser carry a per-session CSRF token (hidden field `csrf_token` or header
 `X-CSRF-Token`); requests authenticated by a bearer token need none, because a browser never
-sends that header on its own. Failed logins are logged and, after a few in a row for one user name
+sends that header on its own. Logging out, or a password change or reset, ends every session of
+that user, also copies of its cookie (`end_sessions`). Failed logins are logged and, after a few in a row for one user name
 from one address, refused for a while.
 """
 
@@ -94,8 +95,9 @@ def list_users(db: sqlite_utils.Database) -> list[dict[str, Any]]:
 
 
 def get_user(db: sqlite_utils.Database, user_id: int) -> dict[str, Any] | None:
-    row = db.execute("SELECT id, username, role FROM users WHERE id = ?", [user_id]).fetchone()
-    return None if row is None else {"id": row[0], "username": row[1], "role": row[2]}
+    """id, username, role, session_generation (see `end_sessions`)."""
+    row = db.execute("SELECT id, username, role, session_generation FROM users WHERE id = ?", [user_id]).fetchone()
+    return None if row is None else {"id": row[0], "username": row[1], "role": row[2], "session_generation": row[3]}
 
 
 def set_role(db: sqlite_utils.Database, user_id: int, role: str) -> None:
@@ -109,7 +111,17 @@ def set_role(db: sqlite_utils.Database, user_id: int, role: str) -> None:
 def set_password(db: sqlite_utils.Database, user_id: int, password: str) -> None:
     _check_password(password)
     with transaction(db) as conn:
-        conn.execute("UPDATE users SET password_hash = ? WHERE id = ?", [generate_password_hash(password), user_id])
+        conn.execute("UPDATE users SET password_hash = ?, session_generation = session_generation + 1 WHERE id = ?",
+                     [generate_password_hash(password), user_id])
+
+
+def end_sessions(db: sqlite_utils.Database, user_id: int) -> None:
+    """Make every login session of this user invalid, including copies of its cookie.
+
+    Sessions are signed cookies that the server cannot delete, so each one carries the user's
+    session generation from the time of login, and a session with an older one is refused."""
+    with transaction(db) as conn:
+        conn.execute("UPDATE users SET session_generation = session_generation + 1 WHERE id = ?", [user_id])
 
 
 def delete_user(db: sqlite_utils.Database, user_id: int) -> None:
@@ -131,14 +143,15 @@ def _is_last_admin(conn: Any, user_id: int) -> bool:
 
 def check_login(db: sqlite_utils.Database, username: str, password: str) -> dict[str, Any] | None:
     """The user if the password matches, else None (same answer for an unknown name)."""
-    row = db.execute("SELECT id, username, role, password_hash FROM users WHERE username = ?", [username]).fetchone()
+    row = db.execute("SELECT id, username, role, password_hash, session_generation FROM users WHERE username = ?",
+                     [username]).fetchone()
     if row is None:
         # Hash anyway so a wrong name and a wrong password take the same time.
         check_password_hash(_DUMMY_HASH, password)
         return None
     if not check_password_hash(row[3], password):
         return None
-    return {"id": row[0], "username": row[1], "role": row[2]}
+    return {"id": row[0], "username": row[1], "role": row[2], "session_generation": row[4]}
 
 
 def _token_hash(token: str) -> str:
@@ -298,7 +311,9 @@ def identify() -> Response | None:
     user_id = session.get("user_id")
     if user_id is not None:
         g.user = get_user(get_db(), user_id)
-        if g.user is None:  # deleted while logged in
+        if g.user is None or g.user["session_generation"] != session.get("generation"):
+            # deleted, logged out elsewhere or password changed since this session began
+            g.user = None
             session.clear()
     if g.user is None and request.endpoint not in PUBLIC_ENDPOINTS:
         return _unauthenticated("log in or send 'Authorization: Bearer <token>'")
@@ -307,16 +322,6 @@ def identify() -> Response | None:
                     request.remote_addr)
         abort(400, description="This form has expired or lacks its security token. Reload the page and try again.")
     return None
-
-
-def login_required(view: F) -> F:
-    """Explicit form of what `identify` enforces anyway, for readers of a view."""
-    @functools.wraps(view)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        if current_user() is None:
-            return _unauthenticated("log in or send 'Authorization: Bearer <token>'")
-        return view(*args, **kwargs)
-    return wrapped  # type: ignore[return-value]
 
 
 def require_role(role: str) -> Callable[[F], F]:
@@ -344,11 +349,16 @@ def has_role(role: str) -> bool:
 
 # --- login and logout pages -----------------------------------------------------------------------
 
-def _safe_next(target: str | None) -> str:
-    """Only redirect to paths on this server after login (no open redirect)."""
-    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
+def local_path(target: str | None, default: str) -> str:
+    """`target` if it is a path on this server, else `default`: the one guard against open redirects
+    (after login, and back to the page a form came from).
+
+    Browsers read '//host' and '/\\host' as another site, and drop tabs and newlines first, so '/<tab>/host'
+    is one too: paths with a backslash or a control character are refused as well."""
+    if (target and target.startswith("/") and not target.startswith("//") and "\\" not in target
+            and target.isprintable() and not urlsplit(target).netloc):
         return target
-    return url_for("dashboard.overview")
+    return default
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -374,8 +384,9 @@ def login() -> Any:
     session.clear()  # a fresh session on login: no fixation of a pre-login session
     session.permanent = True
     session["user_id"] = user["id"]
+    session["generation"] = user["session_generation"]
     log.info("user %r logged in from %s", user["username"], address)
-    return redirect(_safe_next(request.form.get("next")))
+    return redirect(local_path(request.form.get("next"), url_for("dashboard.overview")))
 
 
 @bp.route("/logout", methods=["POST"])
@@ -383,6 +394,8 @@ def logout() -> Any:
     user = current_user()
     session.clear()
     if user:
+        if not g.via_token:
+            end_sessions(get_db(), user["id"])
         log.info("user %r logged out", user["username"])
     flash("You are logged out.", "info")
     return redirect(url_for("auth.login"))

@@ -41,12 +41,16 @@ class HttpConfig:
         "doc": "file holding the session secret; empty = 'secret_key' next to the database"})
     cookie_secure: bool = field(default=False, metadata={
         "doc": "send the session cookie over HTTPS only (set true behind an HTTPS proxy)"})
+    max_request_kb: int = field(default=1024, metadata={
+        "doc": "largest request body accepted, in KiB; larger ones are refused with 413 before being read"})
 
     def check(self) -> None:
         if not 1 <= self.port <= 65535:
             raise fail("http.port", self.port, "must be from 1 to 65535")
         if not 1 <= self.threads <= 64:
             raise fail("http.threads", self.threads, "must be from 1 to 64")
+        if not 16 <= self.max_request_kb <= 1024 * 1024:
+            raise fail("http.max_request_kb", self.max_request_kb, "must be from 16 to 1048576 KiB")
         if self.secret_key and len(self.secret_key) < SECRET_KEY_MIN_CHARS:
             raise fail("http.secret_key", "(hidden)", f"must be at least {SECRET_KEY_MIN_CHARS} characters, "
                        "or leave it empty to have one generated")
@@ -78,6 +82,9 @@ class DashboardConfig:
     plot_threshold: float = field(default=6.0, metadata={
         "doc": "threshold line drawn on history plots when no alert rule applies to the animal"})
     history_hours: float = field(default=6.0, metadata={"doc": "time range a history page opens with"})
+    clock_skew_s: float = field(default=300.0, metadata={
+        "doc": "a box whose last window ends more than this after the server's clock shows 'clock ahead', "
+               "not a current score"})
 
     def check(self) -> None:
         if not 1 <= self.refresh_s <= 600:
@@ -90,6 +97,8 @@ class DashboardConfig:
                 raise fail(f"dashboard.{key}", value, "must be on the 0-9 orbital tightening scale")
         if not 0.1 <= self.history_hours <= 24 * 365:
             raise fail("dashboard.history_hours", self.history_hours, "must be from 0.1 to 8760 hours")
+        if not 0 <= self.clock_skew_s <= 86400:
+            raise fail("dashboard.clock_skew_s", self.clock_skew_s, "must be from 0 to 86400 seconds")
 
 
 @dataclass

@@ -20,8 +20,9 @@ from werkzeug.wrappers import Response
 
 from mgs_core.errors import MgsError
 from server.request_db import get_repo
-from server.auth import current_user, require_role
+from server.auth import current_user, local_path, require_role
 from server.config import DashboardConfig
+from server.repository import parse_id
 
 bp = Blueprint("dashboard", __name__)
 
@@ -59,12 +60,15 @@ def format_age(seconds: float | None) -> str:
 # --- what a box shows -----------------------------------------------------------------------------
 
 def box_state(row: dict[str, Any], config: DashboardConfig) -> str:
-    """One word for a box tile: empty, stale, noface, alert, high or ok.
+    """One word for a box tile: empty, future, stale, noface, alert, high or ok.
 
-    Order matters: an old score is never shown as current, and "no face visible" is never shown
-    as a score; a raised alert stays visible even while the face is hidden."""
+    Order matters: an old score is never shown as current, nor is one dated ahead of the server's
+    clock (a device clock gone wrong would otherwise show "ok, 0 s ago" forever), and "no face
+    visible" is never shown as a score; a raised alert stays visible even while the face is hidden."""
     if row["last_window_end"] is None:
         return "empty"
+    if row["ahead_s"] > config.clock_skew_s:
+        return "future"
     if row["age_s"] > config.stale_after_s:
         return "stale"
     if row["alert"] == "raised":
@@ -210,20 +214,15 @@ def acknowledge(alert_id: int) -> Response:
     alert = get_repo().acknowledge_alert(alert_id, user["username"])
     flash(f"Alert {alert_id} ({alert['device']} box {alert['box']}) acknowledged by {alert['acknowledged_by']}.",
           "info")
-    return redirect(_back(url_for("dashboard.alerts")))
-
-
-def _back(default: str) -> str:
-    """Return to the page the form was on (only paths on this server)."""
-    target = request.form.get("back", "")
-    return target if target.startswith("/") and not target.startswith("//") else default
+    return redirect(local_path(request.form.get("back"), url_for("dashboard.alerts")))
 
 
 @bp.route("/devices")
 def devices() -> str:
     repo = get_repo()
-    return _page("devices.html", "_devices_table.html", devices=repo.devices(), now=time.time(),
-                 counters=repo.counters())
+    now = time.time()
+    return _page("devices.html", "_devices_table.html", devices=repo.devices(), now=now, counters=repo.counters(),
+                 boxes_ahead=repo.boxes_ahead(now, _config().clock_skew_s))
 
 
 @bp.route("/vendor/plotly.min.js")
@@ -250,10 +249,7 @@ def _form_int(name: str, what: str, optional: bool = False) -> int | None:
     value = request.form.get(name, "").strip()
     if not value and optional:
         return None
-    try:
-        return int(value)
-    except ValueError:
-        raise MgsError(f"{what} {value!r} must be a whole number") from None
+    return parse_id(value, what)
 
 
 def _form_float(name: str, what: str) -> float:
@@ -318,7 +314,7 @@ def create_assignment() -> Response:
 
     def create() -> None:
         device, _, box = request.form.get("box", "").partition("/")
-        if not box:
+        if not box.isascii() or not box.isdigit():
             raise MgsError("choose a box")
         get_repo().create_assignment(
             _form_int("animal_id", "animal"), device, int(box),  # type: ignore[arg-type]
@@ -345,12 +341,13 @@ def delete_assignment(assignment_id: int) -> Response:
 def create_rule() -> Response:
     def create() -> None:
         target, _, ident = request.form.get("target", "").partition(":")
-        if target not in ("animal", "experiment") or not ident.isdigit():
+        if target not in ("animal", "experiment"):
             raise MgsError("choose the animal or experiment the rule applies to")
+        rule_for = parse_id(ident, target)
         get_repo().create_alert_rule(
             _form_float("threshold", "threshold"), _form_float("duration_min", "duration") * 60,
-            animal_id=int(ident) if target == "animal" else None,
-            experiment_id=int(ident) if target == "experiment" else None)
+            animal_id=rule_for if target == "animal" else None,
+            experiment_id=rule_for if target == "experiment" else None)
     return _edit(create, "Alert rule created.")
 
 

@@ -25,7 +25,8 @@ from typing import Any, Literal
 import sqlite_utils
 
 from mgs_core.errors import MgsError
-from mgs_core.messages import MAX_BOXES, BoxAlert, DeviceStatus, ScoreWindow, parse_utc_iso, utc_iso, validate_name
+from mgs_core.messages import (EARLIEST_TIME, LATEST_TIME, MAX_BOXES, BoxAlert, DeviceStatus, ScoreWindow, parse_utc_iso,
+                                utc_iso, validate_name)
 from server.db import transaction
 
 Resolution = Literal["raw", "minute", "hour"]
@@ -119,14 +120,44 @@ def _box(box: Any) -> int:
     return box
 
 
+# SQLite stores integers in 64 bits: a larger id cannot exist, and Python would raise OverflowError.
+MAX_ID = 2**63 - 1
+_ASCII_DIGITS = re.compile(r"^[0-9]{1,19}$")
+_DATE_ONLY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+
+
+def parse_id(value: Any, what: str) -> int:
+    """A row id from people or scripts: a whole number from 1 to 2^63-1, as an int or as ASCII digits.
+
+    Text is held to ASCII digits because Python's int() also reads '٣', ' 3' and '1_0'."""
+    if isinstance(value, str) and _ASCII_DIGITS.match(value):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:
+        raise MgsError(f"{what} {value!r} must be a whole number from 1 to {MAX_ID}")
+    return value
+
+
+def _optional_id(value: Any, what: str) -> int | None:
+    return None if value is None else parse_id(value, what)
+
+
 def parse_time(value: Any, what: str, optional: bool = False) -> float | None:
-    """Accept Unix seconds or an ISO-8601 UTC string."""
+    """Accept Unix seconds or an ISO-8601 UTC string (a date alone is midnight UTC), within the wire
+    contract's years 1970-2099, so every stored time can be shown and compared."""
     if value is None and optional:
         return None
     if isinstance(value, str):
-        return parse_utc_iso(value)
+        if _DATE_ONLY.match(value):
+            value += "T00:00:00Z"
+        try:
+            return parse_utc_iso(value)
+        except MgsError as exc:
+            raise MgsError(f"{what}: {exc}; give Unix seconds or e.g. 2026-03-02T10:00:00Z or 2026-03-02") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise MgsError(f"{what} {value!r} must be Unix seconds or an ISO-8601 UTC time")
+    if not EARLIEST_TIME <= value < LATEST_TIME:
+        raise MgsError(f"{what} {value!r} is outside the years 1970-2099 (Unix seconds {EARLIEST_TIME:.0f} "
+                       f"to {LATEST_TIME:.0f})")
     return float(value)
 
 
@@ -193,7 +224,8 @@ class Repository:
         device, box, label, animal_id, animal_name, experiment_id, last_seq, last_score (None = no
         face in the last window), last_window_end, last_face_visible_fraction, age_s (seconds since
         the last window ended, None if never), device_online (bool), device_last_seen,
-        device_alert ('raised'/'cleared'/None), server_alert ('raised' if a server rule for the
+        device_alert ('raised'/'cleared'/None), ahead_s (seconds the last window ends after `now`: a
+        device clock running ahead; 0 normally), server_alert ('raised' if a server rule for the
         animal is raised), alert ('raised' if either is), unacknowledged_alerts (count)."""
         now = time.time() if now is None else now
         rows = self._q(
@@ -222,10 +254,23 @@ class Repository:
         )
         for r in rows:
             r["age_s"] = None if r["last_window_end"] is None else max(0.0, now - r["last_window_end"])
+            r["ahead_s"] = None if r["last_window_end"] is None else max(0.0, r["last_window_end"] - now)
             r["device_online"] = r.pop("availability") == "online"
             r["server_alert"] = "raised" if r.pop("server_raised") else None
             r["alert"] = "raised" if "raised" in (r["device_alert"], r["server_alert"]) else None
         return rows
+
+    def box_known(self, device: str, box: int) -> bool:
+        """Whether a box has ever reported, been labelled or been assigned (unknown ones are 404)."""
+        return self.db.execute(
+            "SELECT 1 FROM boxes WHERE device = ? AND box = ? UNION ALL "
+            "SELECT 1 FROM assignments WHERE device = ? AND box = ? LIMIT 1", [device, box, device, box]).fetchone() is not None
+
+    def boxes_ahead(self, now: float, allowance_s: float) -> dict[str, int]:
+        """Device -> number of its boxes whose last window ends more than `allowance_s` after `now`:
+        a device clock running ahead, whose scores would otherwise look current forever."""
+        return {device: count for device, count in self.db.execute(
+            "SELECT device, COUNT(*) FROM boxes WHERE last_window_end > ? GROUP BY device", [now + allowance_s])}
 
     # --- experiments and animals ------------------------------------------------------------
 
@@ -277,6 +322,7 @@ class Repository:
         name = _text(name, "animal name", 200, allow_empty=False)
         strain = _text(strain, "strain", 200)
         notes = _text(notes, "notes", 4000)
+        experiment_id = _optional_id(experiment_id, "experiment_id")
         with transaction(self.db) as conn:
             if experiment_id is not None and not conn.execute(
                 "SELECT 1 FROM experiments WHERE id = ?", [experiment_id]
@@ -298,7 +344,7 @@ class Repository:
             raise MgsError(f"unknown animal field(s) {sorted(unknown)}; use name, strain, notes, experiment_id")
         values = {k: _text(v, k, allowed[k], allow_empty=(k != "name")) for k, v in changes.items() if k in allowed}
         if "experiment_id" in changes:
-            values["experiment_id"] = changes["experiment_id"]
+            values["experiment_id"] = _optional_id(changes["experiment_id"], "experiment_id")
         if not values:
             return
         with transaction(self.db) as conn:
@@ -371,6 +417,7 @@ class Repository:
                           note: str = "", created_by: str = "") -> int:
         """Put an animal in a box from `start` until `end` (None = until further notice).
         Overlaps with another assignment of the same box or animal are refused (`Conflict`)."""
+        animal_id = parse_id(animal_id, "animal_id")
         device = validate_name(device)
         box = _box(box)
         start_t = parse_time(start, "assignment start")
@@ -393,6 +440,7 @@ class Repository:
         current = self.assignment(assignment_id)
         new = {k: current[k] for k in ("animal_id", "device", "box", "start_time", "end_time", "note")}
         new.update(changes)
+        new["animal_id"] = parse_id(new["animal_id"], "animal_id")
         new["device"] = validate_name(new["device"])
         new["box"] = _box(new["box"])
         new["start_time"] = parse_time(new["start_time"], "assignment start")
@@ -589,6 +637,8 @@ class Repository:
         """A server-side rule: raise when an animal's score stays >= threshold for duration_s."""
         if (animal_id is None) == (experiment_id is None):
             raise MgsError("an alert rule applies to exactly one of an animal or an experiment")
+        animal_id = _optional_id(animal_id, "animal_id")
+        experiment_id = _optional_id(experiment_id, "experiment_id")
         for name, value, hi in (("threshold", threshold, 9.0), ("duration_s", duration_s, 7 * 86400.0)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= hi:
                 raise MgsError(f"alert rule {name} {value!r} must be a number from 0 to {hi:g}")

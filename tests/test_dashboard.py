@@ -139,7 +139,7 @@ def test_officer_creates_an_alert_rule_for_an_experiment(app: Flask) -> None:
 
 def test_box_state_prefers_stale_over_an_old_score() -> None:
     config = DashboardConfig(stale_after_s=60)
-    row = {"last_window_end": 1.0, "age_s": 61.0, "alert": None, "last_score": 3.0}
+    row = {"last_window_end": 1.0, "age_s": 61.0, "ahead_s": 0.0, "alert": None, "last_score": 3.0}
     assert box_state(row, config) == "stale"
     assert box_state({**row, "age_s": 5.0}, config) == "ok"
     assert box_state({**row, "age_s": 5.0, "last_score": None}, config) == "noface"

@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     _warn_if_no_admin(config, args.config)
     try:
         server = waitress.create_server(app, host=config.http.host, port=config.http.port,
-                                        threads=config.http.threads, ident="mgs-rack")
+                                        threads=config.http.threads, ident="mgs-rack",
+                                        max_request_body_size=config.http.max_request_kb * 1024)
     except OSError as exc:
         raise MgsError(f"cannot listen on {config.http.host}:{config.http.port}: {exc.strerror}; "
                        "another program uses the port? change [http] port") from None
