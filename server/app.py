@@ -11,7 +11,8 @@ from typing import Any
 
 from flask import Flask, jsonify, render_template
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
-from werkzeug.routing import BaseConverter, ValidationError
+from werkzeug.exceptions import NotFound as HTTPNotFound
+from werkzeug.routing import BaseConverter
 
 from mgs_core.errors import MgsError
 from server import admin, api, auth, dashboard
@@ -73,14 +74,15 @@ class IdConverter(BaseConverter):
     """`<int:...>` in every route: ASCII digits up to 2^63-1 (the largest SQLite integer).
 
     Werkzeug's own converter also takes other scripts' digits ('/animals/٣' is animal 3) and
-    numbers SQLite cannot hold (a 500 from OverflowError); both are 404 here."""
+    numbers SQLite cannot hold (a 500 from OverflowError); both are 404 here. Too large is said
+    at once: rejecting the match would let another rule answer 405 for the same path."""
 
     regex = r"[0-9]{1,19}"
 
     def to_python(self, value: str) -> int:
         number = int(value)
         if number > MAX_ID:
-            raise ValidationError()
+            raise HTTPNotFound(f"id {value} is larger than any id can be ({MAX_ID}); no such row exists")
         return number
 
     def to_url(self, value: int) -> str:
