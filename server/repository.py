@@ -336,8 +336,9 @@ class Repository:
             )
             return int(cur.lastrowid)
 
-    def update_animal(self, animal_id: int, **changes: Any) -> None:
-        """Change any of name, strain, notes, experiment_id."""
+    def update_animal(self, animal_id: int, /, **changes: Any) -> None:
+        """Change any of name, strain, notes, experiment_id. (The id is positional-only, so a change
+        named `animal_id` from a request body is an unknown field, not a TypeError.)"""
         allowed = {"name": 200, "strain": 200, "notes": 4000}
         unknown = set(changes) - set(allowed) - {"experiment_id"}
         if unknown:
@@ -432,8 +433,9 @@ class Repository:
             )
             return int(cur.lastrowid)
 
-    def update_assignment(self, assignment_id: int, **changes: Any) -> None:
-        """Change any of animal_id, device, box, start_time, end_time, note (e.g. end it now)."""
+    def update_assignment(self, assignment_id: int, /, **changes: Any) -> None:
+        """Change any of animal_id, device, box, start_time, end_time, note (e.g. end it now); the
+        id is positional-only like in `update_animal`."""
         unknown = set(changes) - {"animal_id", "device", "box", "start_time", "end_time", "note"}
         if unknown:
             raise MgsError(f"unknown assignment field(s) {sorted(unknown)}")

@@ -176,6 +176,17 @@ def test_ids_in_json_bodies_must_be_whole_numbers_in_range(app: Flask, value: ob
             assert "error" in response.get_json()
 
 
+def test_a_body_field_named_like_the_path_id_is_an_unknown_field(app: Flask) -> None:
+    ids = seed(app)
+    client, headers = app.test_client(), bearer(app, "officer")
+    for url, body in ((f"/api/v1/animals/{ids['animal']}", {"animal_id": 2}),
+                      (f"/api/v1/animals/{ids['animal']}", {"self": 2}),
+                      (f"/api/v1/assignments/{ids['assignment']}", {"assignment_id": 2})):
+        response = client.patch(url, headers=headers, json=body)
+        assert response.status_code == 400, (url, body)
+        assert "unknown" in response.get_json()["error"]
+
+
 @pytest.mark.parametrize("query", ["animal_id=9223372036854775808", "animal_id=-1", "animal_id=%D9%A3",
                                    "experiment_id=1_0", "box=99999999999999999999", "box=16", "box=-1",
                                    "limit=-1", "limit=0", "limit=10001", "limit=1e3", "scope=animal:9223372036854775808",
