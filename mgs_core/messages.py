@@ -155,7 +155,7 @@ def _decode(payload: bytes | str, what: str) -> dict[str, Any]:
         raise MessageError(f"{what} payload is {len(payload)} bytes, over the {MAX_PAYLOAD_BYTES}-byte limit")
     try:
         obj = json.loads(payload)
-    except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, an integer too long, nesting too deep
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, an integer too long, nesting too deep
         raise MessageError(f"{what} payload is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise MessageError(f"{what} payload must be a JSON object, got {type(obj).__name__}")

@@ -9,8 +9,8 @@ only a SHA-256 of each token is stored, so a stolen database does not hand out A
 Form posts from a browser carry a per-session CSRF token (hidden field `csrf_token` or header
 `X-CSRF-Token`); requests authenticated by a bearer token need none, because a browser never
 sends that header on its own. Logging out, or a password change or reset, ends every session of
-that user, also copies of its cookie (`end_sessions`). Failed logins are logged and, after a few in a row for one user name
-from one address, refused for a while.
+that user, also copies of its cookie (`end_sessions`). Failed logins are logged and, after a
+few in a row for one user name from one address, refused for a while.
 """
 
 from __future__ import annotations

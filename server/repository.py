@@ -25,8 +25,8 @@ from typing import Any, Literal
 import sqlite_utils
 
 from mgs_core.errors import MgsError
-from mgs_core.messages import (EARLIEST_TIME, LATEST_TIME, MAX_BOXES, BoxAlert, DeviceStatus, ScoreWindow, parse_utc_iso,
-                                utc_iso, validate_name)
+from mgs_core.messages import (EARLIEST_TIME, LATEST_TIME, MAX_BOXES, BoxAlert, DeviceStatus, ScoreWindow,
+                                parse_utc_iso, utc_iso, validate_name)
 from server.db import transaction
 
 Resolution = Literal["raw", "minute", "hour"]
@@ -262,9 +262,10 @@ class Repository:
 
     def box_known(self, device: str, box: int) -> bool:
         """Whether a box has ever reported, been labelled or been assigned (unknown ones are 404)."""
-        return self.db.execute(
-            "SELECT 1 FROM boxes WHERE device = ? AND box = ? UNION ALL "
-            "SELECT 1 FROM assignments WHERE device = ? AND box = ? LIMIT 1", [device, box, device, box]).fetchone() is not None
+        row = self.db.execute("SELECT 1 FROM boxes WHERE device = ? AND box = ? UNION ALL "
+                              "SELECT 1 FROM assignments WHERE device = ? AND box = ? LIMIT 1",
+                              [device, box, device, box]).fetchone()
+        return row is not None
 
     def boxes_ahead(self, now: float, allowance_s: float) -> dict[str, int]:
         """Device -> number of its boxes whose last window ends more than `allowance_s` after `now`:
@@ -343,7 +344,8 @@ class Repository:
         unknown = set(changes) - set(allowed) - {"experiment_id"}
         if unknown:
             raise MgsError(f"unknown animal field(s) {sorted(unknown)}; use name, strain, notes, experiment_id")
-        values = {k: _text(v, k, allowed[k], allow_empty=(k != "name")) for k, v in changes.items() if k in allowed}
+        values: dict[str, Any] = {k: _text(v, k, allowed[k], allow_empty=(k != "name"))
+                                  for k, v in changes.items() if k in allowed}
         if "experiment_id" in changes:
             values["experiment_id"] = _optional_id(changes["experiment_id"], "experiment_id")
         if not values:

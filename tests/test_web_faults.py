@@ -161,7 +161,8 @@ def test_ids_in_json_bodies_must_be_whole_numbers_in_range(app: Flask, value: ob
     answers = [
         client.post("/api/v1/assignments", headers=headers,
                     json={"animal_id": value, "device": "rack2", "box": 1, "start_time": T0}),
-        client.post("/api/v1/alert-rules", headers=headers, json={"animal_id": value, "threshold": 5, "duration_s": 60}),
+        client.post("/api/v1/alert-rules", headers=headers,
+                    json={"animal_id": value, "threshold": 5, "duration_s": 60}),
         client.patch(f"/api/v1/assignments/{ids['assignment']}", headers=headers, json={"animal_id": value}),
     ]
     if value is not None:  # no experiment is a valid choice for an animal
@@ -189,8 +190,9 @@ def test_a_body_field_named_like_the_path_id_is_an_unknown_field(app: Flask) -> 
 
 @pytest.mark.parametrize("query", ["animal_id=9223372036854775808", "animal_id=-1", "animal_id=%D9%A3",
                                    "experiment_id=1_0", "box=99999999999999999999", "box=16", "box=-1",
-                                   "limit=-1", "limit=0", "limit=10001", "limit=1e3", "scope=animal:9223372036854775808",
-                                   "scope=box:rack1/99999999999999999999", "scope=experiment:%D9%A3"])
+                                   "limit=-1", "limit=0", "limit=10001", "limit=1e3",
+                                   "scope=animal:9223372036854775808", "scope=box:rack1/99999999999999999999",
+                                   "scope=experiment:%D9%A3"])
 def test_out_of_range_query_parameters_are_400_with_the_bound(app: Flask, query: str) -> None:
     seed(app)
     client, headers = app.test_client(), bearer(app, "officer")
