@@ -13,7 +13,7 @@ from flask import Flask, jsonify, render_template
 from werkzeug.exceptions import HTTPException
 
 from mgs_core.errors import MgsError
-from server import admin, api, auth, dashboard
+from server import admin, api, auth, dashboard, uploads
 from server.config import ServerConfig, secret_key
 from server.db import connect
 from server.repository import Conflict, NotFound
@@ -49,6 +49,7 @@ def create_app(config: ServerConfig | None = None, test_config: dict[str, Any] |
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(api.bp)
+    uploads.register(app)
     app.after_request(release_db)
     app.teardown_appcontext(close_db)
     app.jinja_env.globals.update(csrf_token=auth.csrf_token, has_role=auth.has_role,

@@ -1,0 +1,173 @@
+"""Dashboard pages for recorded videos: upload one, follow its scoring, see the result.
+
+Officers upload; anyone logged in may look. The video is scored by the server's own worker
+(`server.video_jobs`), with the code of `mgs-device score`, and its windows are imported like a
+`mgs-device score --server` run, so they also appear in the animals' histories. Imported
+recordings from either way are listed here as well.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Flask, Response, abort, current_app, flash, jsonify, redirect, render_template, request, send_file, url_for
+from werkzeug.utils import secure_filename
+
+from mgs_core.errors import MgsError
+from server.auth import current_user, require_role
+from server.request_db import get_repo
+from server.video_imports import list_imports
+from server.video_jobs import VideosConfig, VideoWorker, job, jobs, scoring_missing, submit
+
+bp = Blueprint("videos", __name__, url_prefix="/videos")
+
+BOXES = 4
+RESULT_FILES = {"plot.png": "image/png", "windows.csv": "text/csv", "result.json": "application/json"}
+
+
+def _config() -> VideosConfig:
+    return current_app.config["MGS_CONFIG"].videos
+
+
+def _worker() -> VideoWorker:
+    """The app's worker, started on first use (also after a restart, to finish queued jobs)."""
+    worker = current_app.extensions.get("mgs_videos")
+    if worker is None:
+        worker = current_app.extensions.setdefault(
+            "mgs_videos", VideoWorker(Path(current_app.config["DATABASE"]), _config()))
+    return worker
+
+
+@bp.before_request
+def _resume_queue() -> None:
+    if _config().enabled and scoring_missing() is None:
+        _worker().ensure_started()
+
+
+@bp.get("")
+def index() -> str:
+    repo = get_repo()
+    config = _config()
+    unavailable = scoring_missing() if config.enabled else "video upload is switched off on this server ([videos] enabled)"
+    return render_template("videos.html", title="Recorded videos", jobs=jobs(repo), imports=list_imports(repo),
+                           boxes=range(BOXES), max_mb=config.max_upload_mb, unavailable=unavailable)
+
+
+@bp.post("")
+@require_role("officer")
+def upload() -> Response:
+    try:
+        job_id = _accept_upload()
+    except MgsError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("videos.index"))
+    _worker().wake()
+    flash("Video uploaded; it is queued for scoring.", "info")
+    return redirect(url_for("videos.show", job_id=job_id))
+
+
+def _accept_upload() -> int:
+    config = _config()
+    if not config.enabled:
+        raise MgsError("video upload is switched off on this server ([videos] enabled = false)")
+    missing = scoring_missing()
+    if missing:
+        raise MgsError(missing)
+    limit = config.max_upload_mb * 1024 * 1024
+    if request.content_length is None or request.content_length > limit + 64 * 1024:
+        raise MgsError(f"the upload is larger than {config.max_upload_mb} MiB, the limit of this server; cut the "
+                       "video into parts, or score it on a PC with `mgs-device score --server`")
+    file = request.files.get("video")
+    if file is None or not file.filename:
+        raise MgsError("choose a video file to upload")
+    name = secure_filename(file.filename) or "video.mp4"
+    animals = {b: {"animal": request.form.get(f"animal_{b}", "").strip()[:100],
+                   "group": request.form.get("group", "").strip()[:100],
+                   "timepoint": request.form.get("timepoint", "").strip()[:100]} for b in range(BOXES)}
+    animals = {b: a for b, a in animals.items() if a["animal"]}
+    start = _start_time()
+    folder = config.resolved_folder(Path(current_app.config["DATABASE"]))
+    staging = folder / "incoming"
+    staging.mkdir(parents=True, exist_ok=True)
+    path = staging / f"{current_user()['id']}-{name}"  # type: ignore[index]
+    file.save(path)
+    size = path.stat().st_size
+    try:
+        if size > limit:
+            raise MgsError(f"the file is larger than {config.max_upload_mb} MiB, the limit of this server")
+        from device.videoscore import VideoError, probe
+
+        try:
+            probe(path)
+        except VideoError as exc:
+            raise MgsError(f"{file.filename} is not a video this server can read ({str(exc).split(': ', 1)[-1]})") from None
+        repo = get_repo()
+        job_id = submit(repo, name, path, size, animals, start, current_user()["username"])  # type: ignore[index]
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    final = folder / str(job_id) / name
+    final.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(path, final)
+    repo.db.execute("UPDATE video_jobs SET stored_path = ? WHERE id = ?", [str(final), job_id])
+    repo.db.conn.commit()
+    return job_id
+
+
+def _start_time() -> float | None:
+    value = request.form.get("start", "").strip()
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise MgsError(f"recording start {value!r} is not a time") from None
+
+
+@bp.get("/<int:job_id>")
+def show(job_id: int) -> str:
+    row = job(get_repo(), job_id)
+    return render_template("video_job.html", title=f"Video {row['filename']}", job=row, result=_result(row))
+
+
+@bp.get("/<int:job_id>/status")
+def status(job_id: int) -> Response:
+    row = job(get_repo(), job_id)
+    return jsonify(job={k: row[k] for k in ("id", "filename", "state", "frames_done", "frames_total", "message",
+                                            "position", "import_id")})
+
+
+@bp.get("/<int:job_id>/files/<name>")
+def result_file(job_id: int, name: str) -> Response:
+    row = job(get_repo(), job_id)
+    if name not in RESULT_FILES or not row["result_dir"]:
+        abort(404, description=f"no result file {name!r} for video job {job_id}")
+    path = Path(row["result_dir"]) / name
+    if not path.is_file():
+        abort(404, description=f"the result file {name} of video job {job_id} is gone from the server's folder")
+    return send_file(path, mimetype=RESULT_FILES[name], as_attachment=name != "plot.png",
+                     download_name=f"{Path(row['filename']).stem}-{name}")
+
+
+def _result(row: dict[str, Any]) -> dict[str, Any] | None:
+    if row["state"] != "done" or not row["result_dir"]:
+        return None
+    try:
+        data = json.loads((Path(row["result_dir"]) / "result.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    animals = {a["name"]: a["id"] for a in get_repo().animals()}
+    for b in data.get("boxes", []):
+        b["animal_id"] = animals.get(b.get("animal"))
+    return data
+
+
+def register(app: Flask) -> None:
+    """Add the video pages and the import API (one call from `server.app`)."""
+    from server import imports
+
+    app.register_blueprint(bp)
+    app.register_blueprint(imports.bp)
