@@ -72,6 +72,12 @@ def run(args: argparse.Namespace) -> int:
         boxes = ", ".join(f"box {b['box']} " + ("no face" if b["mean_score"] is None else f"{b['mean_score']:.2f}")
                           for b in v["boxes"])
         print(f"{v['video']}: {v['frames']} frames, {boxes} -> {v['folder']}")
+        if "import" in v:
+            answer = v["import"]
+            print(f"  imported into {args.server} as {answer['device']}: {answer['stored']} window(s) stored, "
+                  f"{answer['duplicates']} already there")
+            for warning in answer.get("warnings", []):
+                print(f"  warning: {warning}")
     print(f"summary: {args.out / 'summary.csv'}, {args.out / 'groups.csv'}, {args.out / 'summary.json'}")
     if result.failed:
         print(f"{len(result.failed)} of {len(args.videos)} video(s) FAILED and were skipped:", file=sys.stderr)
