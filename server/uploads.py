@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from server.video_jobs import VideosConfig, VideoWorker, job, jobs, scoring_miss
 bp = Blueprint("videos", __name__, url_prefix="/videos")
 
 BOXES = 4
+FORM_OVERHEAD = 64 * 1024  # the other form fields and multipart boundaries around the file
 RESULT_FILES = {"plot.png": "image/png", "windows.csv": "text/csv", "result.json": "application/json"}
 
 
@@ -77,9 +79,8 @@ def _accept_upload() -> int:
     if missing:
         raise MgsError(missing)
     limit = config.max_upload_mb * 1024 * 1024
-    if request.content_length is None or request.content_length > limit + 64 * 1024:
-        raise MgsError(f"the upload is larger than {config.max_upload_mb} MiB, the limit of this server; cut the "
-                       "video into parts, or score it on a PC with `mgs-device score --server`")
+    if request.content_length is None:
+        raise MgsError("the browser did not say how large the upload is; upload the file with a current browser")
     file = request.files.get("video")
     if file is None or not file.filename:
         raise MgsError("choose a video file to upload")
@@ -92,12 +93,12 @@ def _accept_upload() -> int:
     folder = config.resolved_folder(Path(current_app.config["DATABASE"]))
     staging = folder / "incoming"
     staging.mkdir(parents=True, exist_ok=True)
-    path = staging / f"{current_user()['id']}-{name}"  # type: ignore[index]
+    path = staging / f"{uuid.uuid4().hex}-{name}"
     file.save(path)
     size = path.stat().st_size
     try:
         if size > limit:
-            raise MgsError(f"the file is larger than {config.max_upload_mb} MiB, the limit of this server")
+            raise MgsError(_too_large_message())
         from device.videoscore import VideoError, probe
 
         try:
@@ -115,6 +116,18 @@ def _accept_upload() -> int:
     repo.db.execute("UPDATE video_jobs SET stored_path = ? WHERE id = ?", [str(final), job_id])
     repo.db.conn.commit()
     return job_id
+
+
+def _too_large_message() -> str:
+    return (f"the video is larger than {_config().max_upload_mb} MiB, the limit of this server ([videos] "
+            "max_upload_mb); cut it into parts, or score it on a PC with `mgs-device score --server`")
+
+
+@bp.errorhandler(413)
+def _too_large(exc: Exception) -> Response:
+    """The body is refused before it is read (MAX_CONTENT_LENGTH), so the message cannot wait for the view."""
+    flash(_too_large_message(), "error")
+    return redirect(url_for("videos.index"))
 
 
 def _start_time() -> float | None:
@@ -169,5 +182,8 @@ def register(app: Flask) -> None:
     """Add the video pages and the import API (one call from `server.app`)."""
     from server import imports
 
+    if app.config.get("MAX_CONTENT_LENGTH") is None:
+        # Larger bodies are refused from their Content-Length, before anything is read or stored.
+        app.config["MAX_CONTENT_LENGTH"] = app.config["MGS_CONFIG"].videos.max_upload_mb * 1024 * 1024 + FORM_OVERHEAD
     app.register_blueprint(bp)
     app.register_blueprint(imports.bp)
