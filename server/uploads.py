@@ -90,13 +90,14 @@ def _accept_upload() -> int:
                    "timepoint": request.form.get("timepoint", "").strip()[:100]} for b in range(BOXES)}
     animals = {b: a for b, a in animals.items() if a["animal"]}
     start = _start_time()
-    folder = config.resolved_folder(Path(current_app.config["DATABASE"]))
-    staging = folder / "incoming"
-    staging.mkdir(parents=True, exist_ok=True)
-    path = staging / f"{uuid.uuid4().hex}-{name}"
-    file.save(path)
-    size = path.stat().st_size
+    # Each upload gets its own folder (the results go next to the video), named before the job
+    # exists, so the worker never sees a job whose file is still being moved.
+    folder = config.resolved_folder(Path(current_app.config["DATABASE"])) / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    path = folder / name
     try:
+        file.save(path)
+        size = path.stat().st_size
         if size > limit:
             raise MgsError(_too_large_message())
         from device.videoscore import VideoError, probe
@@ -105,17 +106,10 @@ def _accept_upload() -> int:
             probe(path)
         except VideoError as exc:
             raise MgsError(f"{file.filename} is not a video this server can read ({str(exc).split(': ', 1)[-1]})") from None
-        repo = get_repo()
-        job_id = submit(repo, name, path, size, animals, start, current_user()["username"])  # type: ignore[index]
+        return submit(get_repo(), name, path, size, animals, start, current_user()["username"])  # type: ignore[index]
     except BaseException:
-        path.unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
         raise
-    final = folder / str(job_id) / name
-    final.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(path, final)
-    repo.db.execute("UPDATE video_jobs SET stored_path = ? WHERE id = ?", [str(final), job_id])
-    repo.db.conn.commit()
-    return job_id
 
 
 def _too_large_message() -> str:
