@@ -35,18 +35,7 @@ def _config() -> VideosConfig:
 
 
 def _worker() -> VideoWorker:
-    """The app's worker, started on first use (also after a restart, to finish queued jobs)."""
-    worker = current_app.extensions.get("mgs_videos")
-    if worker is None:
-        worker = current_app.extensions.setdefault(
-            "mgs_videos", VideoWorker(Path(current_app.config["DATABASE"]), _config()))
-    return worker
-
-
-@bp.before_request
-def _resume_queue() -> None:
-    if _config().enabled and scoring_missing() is None:
-        _worker().ensure_started()
+    return current_app.extensions["mgs_videos"]
 
 
 @bp.get("")
@@ -176,8 +165,13 @@ def register(app: Flask) -> None:
     """Add the video pages and the import API (one call from `server.app`)."""
     from server import imports
 
+    config: VideosConfig = app.config["MGS_CONFIG"].videos
+    worker = app.extensions["mgs_videos"] = VideoWorker(Path(app.config["DATABASE"]), config)
+    # The thread starts with the first upload, or now when videos wait from before a restart.
+    if config.enabled and worker.has_pending() and scoring_missing() is None:
+        worker.ensure_started()
     if app.config.get("MAX_CONTENT_LENGTH") is None:
         # Larger bodies are refused from their Content-Length, before anything is read or stored.
-        app.config["MAX_CONTENT_LENGTH"] = app.config["MGS_CONFIG"].videos.max_upload_mb * 1024 * 1024 + FORM_OVERHEAD
+        app.config["MAX_CONTENT_LENGTH"] = config.max_upload_mb * 1024 * 1024 + FORM_OVERHEAD
     app.register_blueprint(bp)
     app.register_blueprint(imports.bp)

@@ -1,6 +1,7 @@
 """The queue of uploaded videos and the worker thread that scores them inside the server.
 
-An upload becomes a `video_jobs` row (queued); one worker thread takes jobs in order and runs the
+An upload becomes a `video_jobs` row (queued); one worker thread (started by the first upload, or
+at server start when videos are waiting) takes jobs in order and runs the
 very code of `mgs-device score` on them (`device.score_batch.score_one`: same pipeline, models,
 quality gates and outputs), writes progress into the row as it goes, and imports the windows like
 `mgs-device score --server` does, so the session appears in the animals' histories. One job at a
@@ -8,7 +9,7 @@ time: scoring uses every core it gets, and two at once would only both be slow.
 
 Scoring needs the device extra (OpenCV, onnxruntime) on the server machine; without it uploads are
 refused with a message saying so. A job that was running when the server stopped is queued again
-at the next start of the worker.
+and scored after the restart.
 """
 
 from __future__ import annotations
@@ -122,6 +123,14 @@ class VideoWorker:
                 self._requeue_interrupted()
                 self._thread = threading.Thread(target=self._run, name="video-jobs", daemon=True)
                 self._thread.start()
+
+    def has_pending(self) -> bool:
+        """Videos queued, or interrupted by a stop, that wait for the worker."""
+        db = connect(self.db_path, migrate_schema=False)
+        try:
+            return db.execute("SELECT 1 FROM video_jobs WHERE state IN ('queued', 'running') LIMIT 1").fetchone() is not None
+        finally:
+            db.conn.close()
 
     def wake(self) -> None:
         self.ensure_started()
