@@ -16,11 +16,22 @@ import pytest
 from export.cli import main as export_main
 from server.app import create_app
 from server.config import DatabaseConfig, ServerConfig
-from server.video_jobs import VideosConfig
+from server.db import connect, transaction
+from server.repository import Repository
+from server.video_jobs import VideosConfig, job, submit
+from tests.conftest import wait_for
 from tests.test_browser import TIMEOUT_MS, browser, expect, page, screenshot, server  # noqa: F401  (fixtures)
-from tests.web_support import add_user, csrf, login
+from tests.web_support import add_user, csrf, login, make_app
 
 SCORING_TIMEOUT_MS = 120_000
+
+
+def repo_call_on(app: Any, call: Any) -> Any:
+    db = connect(app.config["DATABASE"])
+    try:
+        return call(Repository(db))
+    finally:
+        db.conn.close()
 
 
 @pytest.mark.browser
@@ -76,3 +87,24 @@ def test_uploads_over_the_limit_and_from_viewers_are_refused(tmp_path: Path) -> 
                            content_type="multipart/form-data")
     assert response.status_code == 403
     assert "Upload a video" not in viewer.get("/videos").get_data(as_text=True)
+
+
+def test_a_video_interrupted_by_a_restart_is_taken_up_again(tmp_path: Path) -> None:
+    app = make_app(tmp_path)
+    gone = tmp_path / "videos" / "x" / "lost.mp4"
+
+    def interrupted(repo: Repository) -> int:
+        job_id = submit(repo, "lost.mp4", gone, 123, {}, None, "olga")
+        with transaction(repo.db) as conn:
+            conn.execute("UPDATE video_jobs SET state = 'running' WHERE id = ?", [job_id])
+        return job_id
+
+    job_id = repo_call_on(app, interrupted)
+    restarted = make_app(tmp_path)  # as `mgs-server run` after a stop: the worker starts by itself
+
+    def state() -> dict[str, Any] | None:
+        row = repo_call_on(restarted, lambda repo: job(repo, job_id))
+        return row if row["state"] == "failed" else None
+
+    row = wait_for(state, timeout=30, what="the interrupted video to be taken up again")
+    assert "no such file" in row["message"]
