@@ -9,7 +9,6 @@ import io
 from pathlib import Path
 from typing import Any
 
-
 from server.app import create_app
 from server.config import DatabaseConfig, ServerConfig
 from server.db import connect, transaction
