@@ -161,8 +161,8 @@ class VideoWorker:
         while True:
             try:
                 claimed = self._claim()
-            except MgsError:
-                log.exception("video queue: cannot read the database")
+            except Exception:  # a locked or broken database must not end the thread: the queue would stall unseen
+                log.exception("video queue: cannot read the database; trying again in %g s", IDLE_POLL_S)
                 claimed = None
             if claimed is None:
                 self._wake.wait(IDLE_POLL_S)
