@@ -161,14 +161,13 @@ class VideoWorker:
         while True:
             try:
                 claimed = self._claim()
+                if claimed is not None:
+                    self._score(claimed)
+                    continue
             except Exception:  # a locked or broken database must not end the thread: the queue would stall unseen
-                log.exception("video queue: cannot read the database; trying again in %g s", IDLE_POLL_S)
-                claimed = None
-            if claimed is None:
-                self._wake.wait(IDLE_POLL_S)
-                self._wake.clear()
-                continue
-            self._score(claimed)
+                log.exception("video queue: database error; trying again in %g s", IDLE_POLL_S)
+            self._wake.wait(IDLE_POLL_S)
+            self._wake.clear()
 
     def _score(self, row: dict[str, Any]) -> None:
         job_id = row["id"]
