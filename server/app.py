@@ -15,7 +15,7 @@ from werkzeug.exceptions import NotFound as HTTPNotFound
 from werkzeug.routing import BaseConverter
 
 from mgs_core.errors import MgsError
-from server import admin, api, auth, dashboard
+from server import admin, api, auth, dashboard, uploads
 from server.config import ServerConfig, secret_key
 from server.db import connect
 from server.repository import MAX_ID, Conflict, NotFound
@@ -55,6 +55,7 @@ def create_app(config: ServerConfig | None = None, test_config: dict[str, Any] |
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(api.bp)
+    uploads.register(app)
     app.after_request(release_db)
     app.teardown_appcontext(close_db)
     app.jinja_env.globals.update(csrf_token=auth.csrf_token, has_role=auth.has_role,

@@ -17,6 +17,7 @@ from pathlib import Path
 from mgs_core.errors import ConfigError
 from mgs_core.tomlconfig import fail, load_config
 from server.ingest import IngestConfig
+from server.video_jobs import VideosConfig
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ class ServerConfig:
     http: HttpConfig = field(default_factory=HttpConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    videos: VideosConfig = field(default_factory=VideosConfig)
 
     def resolve_paths(self, base: Path) -> None:
         """Make relative paths relative to `base` (the config file's folder)."""

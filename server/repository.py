@@ -756,7 +756,8 @@ class Repository:
             self._update_from_new_rows(after_id, received_at)
         return StoredBatch(count, after_id)
 
-    def _update_from_new_rows(self, after_id: int, received_at: float) -> None:
+    def update_rollups(self, after_id: int) -> None:
+        """Add the score windows with an id above `after_id` to the minute and hour rollups."""
         conn = self.db.conn
         for table, size in (("rollup_minute", 60), ("rollup_hour", 3600)):
             conn.execute(
@@ -772,6 +773,10 @@ class Repository:
                 f"THEN excluded.score_max ELSE score_max END",
                 [after_id],
             )
+
+    def _update_from_new_rows(self, after_id: int, received_at: float) -> None:
+        self.update_rollups(after_id)
+        conn = self.db.conn
         conn.execute(
             "INSERT INTO boxes (device, box, last_seq, last_window_end, last_score, last_face_visible_fraction, "
             "last_received_at) "

@@ -15,7 +15,8 @@ from tests.web_support import (PASSWORD, add_token, add_user, alert, csrf, logge
 
 # Path parameters for building every URL in the app's map.
 SAMPLE_ARGS = {"device": "rack1", "box": 0, "animal_id": 1, "alert_id": 1, "assignment_id": 1, "rule_id": 1,
-               "user_id": 1, "token_id": 1, "experiment_id": 1, "filename": "style.css"}
+               "user_id": 1, "token_id": 1, "experiment_id": 1, "filename": "style.css",
+               "job_id": 1, "name": "plot.png"}
 PUBLIC = {"auth.login", "static"}
 
 

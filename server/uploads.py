@@ -1,0 +1,177 @@
+"""Dashboard pages for recorded videos: upload one, follow its scoring, see the result.
+
+Officers upload; anyone logged in may look. The video is scored by the server's own worker
+(`server.video_jobs`), with the code of `mgs-device score`, and its windows are imported like a
+`mgs-device score --server` run, so they also appear in the animals' histories. Imported
+recordings from either way are listed here as well.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Flask, Response, abort, current_app, flash, jsonify, redirect, render_template, request, send_file, url_for
+from werkzeug.utils import secure_filename
+
+from mgs_core.errors import MgsError
+from server.auth import current_user, require_role
+from server.request_db import get_repo
+from server.video_imports import list_imports
+from server.video_jobs import VideosConfig, VideoWorker, job, jobs, scoring_missing, submit
+
+bp = Blueprint("videos", __name__, url_prefix="/videos")
+
+BOXES = 4
+FORM_OVERHEAD = 64 * 1024  # the other form fields and multipart boundaries around the file
+RESULT_FILES = {"plot.png": "image/png", "windows.csv": "text/csv", "result.json": "application/json"}
+
+
+def _config() -> VideosConfig:
+    return current_app.config["MGS_CONFIG"].videos
+
+
+def _worker() -> VideoWorker:
+    return current_app.extensions["mgs_videos"]
+
+
+@bp.get("")
+def index() -> str:
+    repo = get_repo()
+    config = _config()
+    unavailable = scoring_missing() if config.enabled else "video upload is switched off on this server ([videos] enabled)"
+    return render_template("videos.html", title="Recorded videos", jobs=jobs(repo), imports=list_imports(repo),
+                           boxes=range(BOXES), max_mb=config.max_upload_mb, unavailable=unavailable)
+
+
+@bp.post("")
+@require_role("officer")
+def upload() -> Response:
+    try:
+        job_id = _accept_upload()
+    except MgsError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("videos.index"))
+    _worker().wake()
+    flash("Video uploaded; it is queued for scoring.", "info")
+    return redirect(url_for("videos.show", job_id=job_id))
+
+
+def _accept_upload() -> int:
+    config = _config()
+    if not config.enabled:
+        raise MgsError("video upload is switched off on this server ([videos] enabled = false)")
+    missing = scoring_missing()
+    if missing:
+        raise MgsError(missing)
+    limit = config.max_upload_mb * 1024 * 1024
+    if request.content_length is None:
+        raise MgsError("the browser did not say how large the upload is; upload the file with a current browser")
+    file = request.files.get("video")
+    if file is None or not file.filename:
+        raise MgsError("choose a video file to upload")
+    name = secure_filename(file.filename) or "video.mp4"
+    animals = {b: {"animal": request.form.get(f"animal_{b}", "").strip()[:100],
+                   "group": request.form.get("group", "").strip()[:100],
+                   "timepoint": request.form.get("timepoint", "").strip()[:100]} for b in range(BOXES)}
+    animals = {b: a for b, a in animals.items() if a["animal"]}
+    start = _start_time()
+    # Each upload gets its own folder (the results go next to the video), named before the job
+    # exists, so the worker never sees a job whose file is still being moved.
+    folder = config.resolved_folder(Path(current_app.config["DATABASE"])) / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    path = folder / name
+    try:
+        file.save(path)
+        size = path.stat().st_size
+        if size > limit:
+            raise MgsError(_too_large_message())
+        from device.videoscore import VideoError, probe
+
+        try:
+            probe(path)
+        except VideoError as exc:
+            raise MgsError(f"{file.filename} is not a video this server can read ({str(exc).split(': ', 1)[-1]})") from None
+        return submit(get_repo(), name, path, size, animals, start, current_user()["username"])  # type: ignore[index]
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _too_large_message() -> str:
+    return (f"the video is larger than {_config().max_upload_mb} MiB, the limit of this server ([videos] "
+            "max_upload_mb); cut it into parts, or score it on a PC with `mgs-device score --server`")
+
+
+@bp.errorhandler(413)
+def _too_large(exc: Exception) -> Response:
+    """The body is refused before it is read (MAX_CONTENT_LENGTH), so the message cannot wait for the view."""
+    flash(_too_large_message(), "error")
+    return redirect(url_for("videos.index"))
+
+
+def _start_time() -> float | None:
+    value = request.form.get("start", "").strip()
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise MgsError(f"recording start {value!r} is not a time") from None
+
+
+@bp.get("/<int:job_id>")
+def show(job_id: int) -> str:
+    row = job(get_repo(), job_id)
+    return render_template("video_job.html", title=f"Video {row['filename']}", job=row, result=_result(row))
+
+
+@bp.get("/<int:job_id>/status")
+def status(job_id: int) -> Response:
+    row = job(get_repo(), job_id)
+    return jsonify(job={k: row[k] for k in ("id", "filename", "state", "frames_done", "frames_total", "message",
+                                            "position", "import_id")})
+
+
+@bp.get("/<int:job_id>/files/<name>")
+def result_file(job_id: int, name: str) -> Response:
+    row = job(get_repo(), job_id)
+    if name not in RESULT_FILES or not row["result_dir"]:
+        abort(404, description=f"no result file {name!r} for video job {job_id}")
+    path = Path(row["result_dir"]) / name
+    if not path.is_file():
+        abort(404, description=f"the result file {name} of video job {job_id} is gone from the server's folder")
+    return send_file(path, mimetype=RESULT_FILES[name], as_attachment=name != "plot.png",
+                     download_name=f"{Path(row['filename']).stem}-{name}")
+
+
+def _result(row: dict[str, Any]) -> dict[str, Any] | None:
+    if row["state"] != "done" or not row["result_dir"]:
+        return None
+    try:
+        data = json.loads((Path(row["result_dir"]) / "result.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    animals = {a["name"]: a["id"] for a in get_repo().animals()}
+    for b in data.get("boxes", []):
+        b["animal_id"] = animals.get(b.get("animal"))
+    return data
+
+
+def register(app: Flask) -> None:
+    """Add the video pages and the import API (one call from `server.app`)."""
+    from server import imports
+
+    config: VideosConfig = app.config["MGS_CONFIG"].videos
+    worker = app.extensions["mgs_videos"] = VideoWorker(Path(app.config["DATABASE"]), config)
+    # The thread starts with the first upload, or now when videos wait from before a restart.
+    if config.enabled and worker.has_pending() and scoring_missing() is None:
+        worker.ensure_started()
+    if app.config.get("MAX_CONTENT_LENGTH") is None:
+        # Larger bodies are refused from their Content-Length, before anything is read or stored.
+        app.config["MAX_CONTENT_LENGTH"] = config.max_upload_mb * 1024 * 1024 + FORM_OVERHEAD
+    app.register_blueprint(bp)
+    app.register_blueprint(imports.bp)
