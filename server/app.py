@@ -51,6 +51,7 @@ def create_app(config: ServerConfig | None = None, test_config: dict[str, Any] |
     app.extensions["mgs_login_throttle"] = auth.LoginThrottle(
         config.auth.max_failed_logins, config.auth.lockout_minutes * 60)
 
+    app.before_request(uploads.allow_large_bodies)  # before auth's CSRF check reads the form
     app.register_blueprint(auth.bp)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(admin.bp)

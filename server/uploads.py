@@ -161,6 +161,17 @@ def _result(row: dict[str, Any]) -> dict[str, Any] | None:
     return data
 
 
+LARGE_BODY_ENDPOINTS = ("videos.upload", "imports.create")
+
+
+def allow_large_bodies() -> None:
+    """Video uploads and imports are the only large bodies: every other request keeps the small
+    `[http] max_request_kb` limit. Runs before the CSRF check reads the form, and still refuses a
+    body over `[videos] max_upload_mb` from its Content-Length, before anything is read or stored."""
+    if request.endpoint in LARGE_BODY_ENDPOINTS:
+        request.max_content_length = _config().max_upload_mb * 1024 * 1024 + FORM_OVERHEAD
+
+
 def register(app: Flask) -> None:
     """Add the video pages and the import API (one call from `server.app`)."""
     from server import imports
@@ -170,8 +181,5 @@ def register(app: Flask) -> None:
     # The thread starts with the first upload, or now when videos wait from before a restart.
     if config.enabled and worker.has_pending() and scoring_missing() is None:
         worker.ensure_started()
-    if app.config.get("MAX_CONTENT_LENGTH") is None:
-        # Larger bodies are refused from their Content-Length, before anything is read or stored.
-        app.config["MAX_CONTENT_LENGTH"] = config.max_upload_mb * 1024 * 1024 + FORM_OVERHEAD
     app.register_blueprint(bp)
     app.register_blueprint(imports.bp)
