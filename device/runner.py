@@ -30,7 +30,7 @@ from device.capture import Capture, Frame
 from device.config import DeviceConfig
 from mgs_core.errors import MgsError
 from device.inference import Models, load_models
-from device.localview import LocalView
+from device.localview import LocalView, Preview
 from mgs_core.messages import DeviceStatus, alert_topic, score_topic, utc_iso
 from device.offload import OffloadSwitch, offload_switch
 from device.outbox import Outbox, Pending
@@ -204,6 +204,14 @@ class DeviceRunner:
         with self._snapshot_lock:
             return Snapshot(self._frame, self._result, dict(self.last_windows))
 
+    def preview(self) -> Preview:
+        """The local view's picture: the latest frame with its boxes, eyes, scores and camera state."""
+        snap = self.snapshot()
+        camera = self.capture.state if self.capture else "starting"
+        note = "" if camera == "ok" else f"camera {camera}: {self.capture.message if self.capture else ''}"
+        return Preview(snap.frame.image if snap.frame else None, self.rois, snap.result, snap.windows,
+                       self.alerts.raised_boxes(), note)
+
     # --- running ------------------------------------------------------------------------------
 
     def request_stop(self, *_: object) -> None:
@@ -222,7 +230,7 @@ class DeviceRunner:
             self.publisher = Publisher(c.name, c.mqtt, self.outbox, self.status, c.status.interval_s)
             self.capture = Capture(c.camera)
             if c.http.enabled:
-                view = LocalView(self, c.http)
+                view = LocalView(self, c.name, c.http)
                 view.start()
             self.publisher.start()
             self.capture.start()
