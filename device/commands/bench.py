@@ -23,6 +23,7 @@ from mgs_core.errors import MgsError
 from device.inference import BackendConfig, load_models
 from device.pipeline import PipelineConfig
 from device.rois import MAX_ROIS, detect_boxes, read_reference_frame
+from mgs_core.tomlconfig import validate
 
 FULL_TIME_FACTOR = 3  # the slow reference gets this many times --seconds to cover the video at its stride
 
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if args.full_stride < 1:
         raise MgsError("--full-stride must be 1 or more")
     config = PipelineConfig(fine_crop=args.fine_crop, coarse_every=args.coarse_every, lost_retry=min(3, args.coarse_every))
-    config.check()
+    validate(config)
     precisions = ["int8", "fp32"] if args.precision == "both" else [args.precision]
     models = {}
     skipped_precisions = {}
