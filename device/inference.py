@@ -5,7 +5,7 @@ box (onnxruntime CPU), on a Jetson (CUDA / TensorRT execution providers) and beh
 host. The backend is chosen by the `type` of `[backend]` in the device config, Frigate-style.
 
 On a 2-core box onnxruntime's spinning worker threads fight OpenCV and the video decoder
-(PERF-BUDGET.md: 1.3-1.6x lost), so spinning is switched off and the thread count is explicit.
+(docs/device-pipeline.md), so spinning is switched off and the thread count is explicit.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Two pipelines share every step after segmentation (device.eyes):
 * `FullResolutionPipeline` runs seg_fine over each whole ROI at full resolution. Eyes are 15-25 px
   at 1080p, so this sees them best, but four ROIs take hundreds of milliseconds on a 2-core CPU. It
   is the accuracy reference for `mgs-device bench` and `mgs-export evaluate`.
-* `FastPipeline` is what the device runs. PERF-BUDGET.md showed that one U-Net pass over four
+* `FastPipeline` is what the device runs. Measurements (docs/device-pipeline.md) showed that one U-Net pass over four
   ROIs cannot be both fast and fine enough, so it splits the work: a coarse pass (seg_coarse on the
   ROIs shrunk to its small fixed input, batched) finds the heads; a fine pass (seg_fine, batched)
   looks only at small full-resolution crops around them; between coarse passes each head is
@@ -70,8 +70,8 @@ def class_maps(output: np.ndarray) -> np.ndarray:
 def resize_for_coarse(roi_image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A box image shrunk (stretched) to seg_coarse's fixed (H, W) input, as training does.
 
-    INTER_AREA (like export.train.samples) costs ~2.4 ms for four ROIs against 0.13 ms for
-    INTER_LINEAR, but it runs only on coarse frames, and a 6 px eye survives area averaging better.
+    INTER_AREA (like export.train.samples) is far slower than INTER_LINEAR (docs/device-pipeline.md),
+    but it runs only on coarse frames, and a 6 px eye survives area averaging better.
     """
     h, w = size
     return cv2.resize(roi_image, (w, h), interpolation=cv2.INTER_AREA)

@@ -1,6 +1,6 @@
 """Per-animal orbital-tightening score over a video: what a welfare officer would see.
 
-Baselines sit at 2-4 (most real frames score 2-4, see ANCHORS.md); after a painful procedure a
+Baselines sit at 2-4, where most real frames score (docs/synth.md); after a painful procedure a
 score rises above 6 and an analgesic brings it back. Times are fractions of the video, so the
 same story plays in a 2-minute demo and a 2-hour soak test, except `demo`, which is fixed in
 seconds so the first alert fires within about a minute.
