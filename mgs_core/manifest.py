@@ -1,6 +1,7 @@
 """models/manifest.json: which model files a device may run, and proof that a file is the one shipped.
 
-Standard library only: the device imports this module (and nothing else from models/). The export
+Standard library only: the device reads the manifest through this module and imports nothing from
+models/. An entry's fields are checked by their declarations, through mgs_core.tomlconfig. The export
 toolchain writes entries (`save_entry`, `set_status`); the device reads them (`load_manifest`,
 `Manifest.entry`) and checks a file's size and sha256 (`verify_model_file` / `read_verified_model`)
 BEFORE onnxruntime sees it, so a truncated download or a stale file is refused with a message that

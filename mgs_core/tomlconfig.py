@@ -7,7 +7,8 @@ the hint, `port: Annotated[int, Range(1, 65535)]`. This module walks the TOML ta
 hints, rejects unknown keys, coerces ints to floats where a float is expected, applies the rules
 and then calls the dataclass's `check()` (if present) for rules that tie several fields together.
 A message names the key from the field's place in the file, never from a string typed by hand.
-Standard library only (docs/architecture.md says why not pydantic).
+`from_dict` serves any parsed document, so mgs_core.manifest checks the model manifest's JSON
+entries the same way. Standard library only (docs/architecture.md says why not pydantic).
 """
 
 from __future__ import annotations
