@@ -280,7 +280,8 @@ class GpuHost:
         group = self._pending.pop(key)
         self._first_at.pop(key, None)
         while group:
-            taken, rows = [], 0
+            taken: list[_Request] = []
+            rows = 0
             while group and (not taken or rows + len(group[0].batch) <= self.max_batch):
                 rows += len(group[0].batch)
                 taken.append(group.pop(0))

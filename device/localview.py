@@ -41,9 +41,9 @@ def draw_preview(image: np.ndarray | None, rois: Sequence[Roi], result: FrameRes
     for the score and orange when rejected (blurred or cut). Drawn after scaling so lines stay visible.
     """
     if image is None:
-        canvas = np.full((PREVIEW_WIDTH * 9 // 16, PREVIEW_WIDTH, 3), 40, np.uint8)
-        cv2.putText(canvas, note or "waiting for the camera", (30, 60), cv2.FONT_HERSHEY_SIMPLEX, 1.0, WHITE, 2, cv2.LINE_AA)
-        return canvas
+        blank = np.full((PREVIEW_WIDTH * 9 // 16, PREVIEW_WIDTH, 3), 40, np.uint8)
+        cv2.putText(blank, note or "waiting for the camera", (30, 60), cv2.FONT_HERSHEY_SIMPLEX, 1.0, WHITE, 2, cv2.LINE_AA)
+        return blank
     scale = min(1.0, PREVIEW_WIDTH / image.shape[1])
     canvas = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image.copy()
     for b, roi in enumerate(rois):

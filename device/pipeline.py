@@ -298,7 +298,8 @@ def _body_ends(classes: np.ndarray, min_pixels: int = 12) -> list[tuple[float, f
     _, _, vt = np.linalg.svd(pts - mean, full_matrices=False)
     along = (pts - mean) @ vt[0]
     lo, hi = np.percentile(along, [8, 92])
-    return [tuple(float(c) for c in mean + t * vt[0]) for t in (hi, lo)]
+    ends = [mean + t * vt[0] for t in (hi, lo)]
+    return [(float(x), float(y)) for x, y in ends]
 
 
 def _track_centre(blobs: Sequence[EyeBlob], classes: np.ndarray, x0: int, y0: int) -> tuple[float, float] | None:

@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ import cv2
 
 from device import __version__
 from device.aggregate import BoxWindow, WindowAggregator
-from device.alerts import AlertTracker
+from device.alerts import AlertEvent, AlertTracker
 from device.capture import Capture, Frame
 from device.config import DeviceConfig
 from mgs_core.errors import MgsError
@@ -322,12 +323,11 @@ class DeviceRunner:
         name, sha, prefix = self.config.name, self.models.model_sha256, self.config.mqtt.prefix
         items: list[Pending] = []
         for w in windows:
-            items.append(Pending(score_topic(name, w.box, prefix),
-                                 lambda seq, w=w: w.to_message(name, seq, sha).to_json()))
+            items.append(Pending(score_topic(name, w.box, prefix), _window_payload(w, name, sha)))
             event = self.alerts.update(w)
             if event is not None:
                 log.warning("alert %s for box %d: score %s, threshold %g", event.event, event.box, event.score, event.threshold)
-                items.append(Pending(alert_topic(name, w.box, prefix), lambda seq, e=event: e.to_message(name, seq).to_json()))
+                items.append(Pending(alert_topic(name, w.box, prefix), _alert_payload(event, name)))
         self.outbox.enqueue(items)
         with self._snapshot_lock:
             self.last_windows.update({w.box: w for w in windows})
@@ -342,6 +342,15 @@ class DeviceRunner:
         log.info("%.1f fps (target %g), camera %s, %d skipped, outbox %d; %s", self.meter.rate(now),
                  self.config.target_fps, self.capture.state if self.capture else "-",
                  self.capture.skipped if self.capture else 0, depth, stages or "no frames yet")
+
+
+def _window_payload(window: BoxWindow, device: str, model_sha256: str) -> Callable[[int], bytes]:
+    """The outbox builds a score message once it knows the message's seq."""
+    return lambda seq: window.to_message(device, seq, model_sha256).to_json()
+
+
+def _alert_payload(event: AlertEvent, device: str) -> Callable[[int], bytes]:
+    return lambda seq: event.to_message(device, seq).to_json()
 
 
 def _window_json(w: BoxWindow | None) -> dict[str, Any]:

@@ -75,6 +75,7 @@ def test_a_good_file_loads_with_types_converted(tmp_path: Path) -> None:
     ('name = "x"\ninner = 3\n', "must be a table"),
     ('name = "x"\n[inner]\nlevel = 9\n', "'inner.level' = 9: must be at most 5"),
     ('name = "x"\nrate = true\n', "must be a number"),
+    ('name = "x"\npath = 3\n', "'path' = 3 must be a path string"),
     ('name = \n', "not valid TOML"),
 ])
 def test_mistakes_name_key_value_and_reason(tmp_path: Path, text: str, words: str) -> None:
