@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Annotated, ClassVar
 
-from mgs_core.messages import SCORE_MAX, SCORE_MIN, ScoreWindow, utc_iso
 from device.results import FrameResult
+from mgs_core.messages import SCORE_MAX, SCORE_MIN, ScoreWindow, utc_iso
 from mgs_core.tomlconfig import Range
 
 # Share of eye scores cut from each end before averaging: one misread eye (a blink scored 9, a

@@ -28,11 +28,11 @@ import numpy as np
 
 from device.aggregate import WindowAggregator
 from device.capture import Capture, CaptureConfig, Frame
-from mgs_core.errors import MgsError
 from device.inference import Models
 from device.pipeline import FastPipeline, FullResolutionPipeline, PipelineConfig
 from device.results import FrameResult
 from device.rois import Roi
+from mgs_core.errors import MgsError
 
 log = logging.getLogger(__name__)
 

@@ -16,12 +16,12 @@ from device.aggregate import AggregationConfig
 from device.alerts import AlertConfig
 from device.capture import CaptureConfig
 from device.inference import BackendConfig
-from mgs_core.messages import validate_name
 from device.offload import OffloadConfig
 from device.outbox import OutboxConfig
 from device.pipeline import PipelineConfig
 from device.publisher import MqttConfig
 from device.rois import RoiConfig
+from mgs_core.messages import validate_name
 from mgs_core.tomlconfig import Check, Range, fail, load_config
 
 

@@ -24,9 +24,9 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 
-from mgs_core.errors import MgsError
 from device.inference import MODEL_NAMES, OnnxRunner, onnx_runner
 from device.offload import decode_array, decode_header, encode
+from mgs_core.errors import MgsError
 from mgs_core.tomlconfig import Check, Range, fail
 
 log = logging.getLogger(__name__)

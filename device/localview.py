@@ -23,9 +23,9 @@ import numpy as np
 
 from device.aggregate import BoxWindow
 from device.config import HttpConfig
-from mgs_core.errors import MgsError
 from device.results import FrameResult
 from device.rois import Roi
+from mgs_core.errors import MgsError
 
 log = logging.getLogger(__name__)
 

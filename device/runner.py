@@ -29,16 +29,16 @@ from device.aggregate import BoxWindow, WindowAggregator
 from device.alerts import AlertEvent, AlertTracker
 from device.capture import Capture, Frame
 from device.config import DeviceConfig
-from mgs_core.errors import MgsError
 from device.inference import Models, load_models
 from device.localview import LocalView, Preview
-from mgs_core.messages import DeviceStatus, alert_topic, score_topic, utc_iso
 from device.offload import OffloadSwitch, offload_switch
 from device.outbox import Outbox, Pending
 from device.pipeline import build_pipeline
 from device.publisher import Publisher
 from device.results import FrameResult
+from mgs_core.errors import MgsError
 from mgs_core.manifest import resolve_models_dir, sha256_file
+from mgs_core.messages import DeviceStatus, alert_topic, score_topic, utc_iso
 
 log = logging.getLogger(__name__)
 

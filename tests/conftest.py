@@ -94,3 +94,11 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
         yield b
     finally:
         b.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start Mosquitto get the `broker` marker, so `make check` can leave them out."""
+    for item in items:
+        module = getattr(item, "module", None)
+        if "broker" in getattr(item, "fixturenames", ()) or hasattr(module, "Broker") or hasattr(module, "MOSQUITTO"):
+            item.add_marker(pytest.mark.broker)

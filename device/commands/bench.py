@@ -19,10 +19,10 @@ import tempfile
 from pathlib import Path
 
 from device.bench import MATCH_PX, Accuracy, format_table, read_truth, results_json, run_variant, truth_rois
-from mgs_core.errors import MgsError
 from device.inference import BackendConfig, Precision, load_models
 from device.pipeline import PipelineConfig
 from device.rois import MAX_ROIS, detect_boxes, read_reference_frame
+from mgs_core.errors import MgsError
 from mgs_core.tomlconfig import validate
 
 FULL_TIME_FACTOR = 3  # the slow reference gets this many times --seconds to cover the video at its stride
