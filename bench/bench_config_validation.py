@@ -48,17 +48,21 @@ print("RESULT", elapsed, rss_kb)
 def run_once(use_pydantic: bool) -> dict[str, float]:
     code = CHILD.format(example=str(ROOT / "device.example.toml"), pydantic=use_pydantic)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True,
-                          cwd=ROOT, env=env, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, check=True
+    )
     cumulative = {}
     for line in proc.stderr.splitlines():
         m = re.match(r"import time:\s+\d+ \|\s+(\d+) \| (\s*)(\S+)$", line)
         if m and m.group(3) in ("mgs_core.tomlconfig", "pydantic"):
             cumulative[m.group(3)] = int(m.group(1))
     _, elapsed, rss_kb = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT")).split()
-    return {"tomlconfig_import_us": cumulative.get("mgs_core.tomlconfig", 0),
-            "pydantic_import_us": cumulative.get("pydantic", 0),
-            "import_and_load_ms": float(elapsed) * 1000, "rss_mib": int(rss_kb) / 1024}
+    return {
+        "tomlconfig_import_us": cumulative.get("mgs_core.tomlconfig", 0),
+        "pydantic_import_us": cumulative.get("pydantic", 0),
+        "import_and_load_ms": float(elapsed) * 1000,
+        "rss_mib": int(rss_kb) / 1024,
+    }
 
 
 def main() -> None:
@@ -72,8 +76,10 @@ def main() -> None:
         results[name] = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
     print(f"{'variant':<10} {'tomlconfig import':>18} {'pydantic import':>16} {'import+load':>12} {'RSS':>9}")
     for name, r in results.items():
-        print(f"{name:<10} {r['tomlconfig_import_us'] / 1000:>15.1f} ms {r['pydantic_import_us'] / 1000:>13.1f} ms "
-              f"{r['import_and_load_ms']:>9.1f} ms {r['rss_mib']:>6.1f} MiB")
+        print(
+            f"{name:<10} {r['tomlconfig_import_us'] / 1000:>15.1f} ms {r['pydantic_import_us'] / 1000:>13.1f} ms "
+            f"{r['import_and_load_ms']:>9.1f} ms {r['rss_mib']:>6.1f} MiB"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"runs": args.runs, "python": sys.version.split()[0], "results": results}, indent=2))
     print(f"wrote {args.out}")

@@ -155,19 +155,25 @@ def load_manifest(models_dir: str | Path | None = None) -> Manifest:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise MgsError(f"model manifest {path} is missing; {RESTORE_HINT}, or point models_dir at a folder that has one") from None
+        raise MgsError(
+            f"model manifest {path} is missing; {RESTORE_HINT}, or point models_dir at a folder that has one"
+        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MgsError(f"model manifest {path} cannot be read ({exc}); {RESTORE_HINT}") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise MgsError(f"{path} is not an mgs-rack model manifest (format must be {FORMAT!r}); {RESTORE_HINT}")
     if raw.get("version") != FORMAT_VERSION:
-        raise MgsError(f"{path} has manifest version {raw.get('version')!r}, this software reads {FORMAT_VERSION}; update the software or {RESTORE_HINT}")
+        raise MgsError(
+            f"{path} has manifest version {raw.get('version')!r}, this software reads {FORMAT_VERSION}; update the software or {RESTORE_HINT}"
+        )
     models = raw.get("models", [])
     if not isinstance(models, list):
-        raise MgsError(f"{path} has a malformed model list (\"models\" must be a list); {RESTORE_HINT}")
+        raise MgsError(f'{path} has a malformed model list ("models" must be a list); {RESTORE_HINT}')
     try:
-        entries = tuple(ModelEntry.from_dict(d, directory, f"{path} has a malformed model entry", f"models[{i}]")
-                        for i, d in enumerate(models))
+        entries = tuple(
+            ModelEntry.from_dict(d, directory, f"{path} has a malformed model entry", f"models[{i}]")
+            for i, d in enumerate(models)
+        )
     except ConfigError as exc:
         raise MgsError(f"{exc}; {RESTORE_HINT}") from None
     return Manifest(models_dir=directory, entries=entries)
@@ -208,7 +214,9 @@ def read_verified_model(entry: ModelEntry) -> bytes:
     try:
         data = entry.path.read_bytes()
     except FileNotFoundError:
-        raise MgsError(f"model file {entry.path} ({entry.name}, {entry.precision}) is missing; {RESTORE_HINT}") from None
+        raise MgsError(
+            f"model file {entry.path} ({entry.name}, {entry.precision}) is missing; {RESTORE_HINT}"
+        ) from None
     except OSError as exc:
         raise MgsError(f"model file {entry.path} cannot be read ({exc.strerror}); {RESTORE_HINT}") from None
     _check(entry, data)
@@ -265,4 +273,6 @@ def set_status(models_dir: str | Path, name: str, precision: str, status: str, m
             m["metrics"] = {**m.get("metrics", {}), **metrics}
             save_entry(directory, m)
             return
-    raise MgsError(f"{directory / MANIFEST_NAME} has no entry {name}/{precision}; run `mgs-export onnx` (and `quantize`) first")
+    raise MgsError(
+        f"{directory / MANIFEST_NAME} has no entry {name}/{precision}; run `mgs-export onnx` (and `quantize`) first"
+    )

@@ -147,7 +147,9 @@ def load_config(cls: type[T], path: str | os.PathLike[str]) -> T:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist; create it (see the README's configuration reference)") from None
+        raise ConfigError(
+            f"config file {path} does not exist; create it (see the README's configuration reference)"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     try:

@@ -51,8 +51,13 @@ def imported_names(path: Path, module: str) -> set[str]:
                 base = ".".join([*anchor, base] if base else anchor)
             names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names)
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Command"
-              and len(node.args) > 1 and isinstance(node.args[1], ast.Constant)):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "Command"
+            and len(node.args) > 1
+            and isinstance(node.args[1], ast.Constant)
+        ):
             names.add(node.args[1].value)  # a CLI subcommand, imported by name when it runs
     return names
 
@@ -145,8 +150,12 @@ def test_roles_meet_only_in_mgs_core(edges: dict[str, set[str]]) -> None:
 
 def test_the_device_and_the_core_never_need_torch(edges: dict[str, set[str]]) -> None:
     modules = product_modules()
-    heavy = [m for m in modules if m.split(".")[0] in ("device", "mgs_core")
-             and any(n.split(".")[0] == "torch" for n in imported_names(modules[m], m))]
+    heavy = [
+        m
+        for m in modules
+        if m.split(".")[0] in ("device", "mgs_core")
+        and any(n.split(".")[0] == "torch" for n in imported_names(modules[m], m))
+    ]
     assert heavy == []
 
 

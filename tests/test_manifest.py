@@ -106,12 +106,15 @@ def test_refused_and_absent_entries_say_what_to_do(models_dir: Path):
     assert "seg_fine/fp32" in str(err.value)
 
 
-@pytest.mark.parametrize("content, expected", [
-    (None, "is missing"),
-    ("{not json", "cannot be read"),
-    (json.dumps({"format": "something-else"}), "not an mgs-rack model manifest"),
-    (json.dumps({"format": "mgs-rack-models", "version": 1, "models": [{"name": "eye"}]}), "malformed model entry"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (None, "is missing"),
+        ("{not json", "cannot be read"),
+        (json.dumps({"format": "something-else"}), "not an mgs-rack model manifest"),
+        (json.dumps({"format": "mgs-rack-models", "version": 1, "models": [{"name": "eye"}]}), "malformed model entry"),
+    ],
+)
 def test_bad_manifest_is_a_clear_error(tmp_path: Path, content: str | None, expected: str):
     if content is not None:
         (tmp_path / MANIFEST_NAME).write_text(content)
@@ -142,12 +145,15 @@ def test_models_dir_comes_from_argument_then_environment(monkeypatch, tmp_path: 
         load_manifest()
 
 
-@pytest.mark.parametrize("change, expected", [
-    ({"size_bytes": "big"}, "key 'models[0].size_bytes' = 'big' must be a whole number"),
-    ({"sha256": "abc"}, "key 'models[0].sha256' = 'abc': must be 64 lowercase hex digits"),
-    ({"status": "maybe"}, "key 'models[0].status' = 'maybe' must be one of 'accepted', 'unverified', 'refused'"),
-    ({"inputs": [{"name": "image", "dtype": "float32"}]}, "required key 'models[0].inputs[0].shape' is missing"),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"size_bytes": "big"}, "key 'models[0].size_bytes' = 'big' must be a whole number"),
+        ({"sha256": "abc"}, "key 'models[0].sha256' = 'abc': must be 64 lowercase hex digits"),
+        ({"status": "maybe"}, "key 'models[0].status' = 'maybe' must be one of 'accepted', 'unverified', 'refused'"),
+        ({"inputs": [{"name": "image", "dtype": "float32"}]}, "required key 'models[0].inputs[0].shape' is missing"),
+    ],
+)
 def test_a_malformed_entry_names_its_key(tmp_path: Path, change: dict, expected: str):
     raw = json.loads((DEFAULT_MODELS_DIR / MANIFEST_NAME).read_text())
     raw["models"] = [{**raw["models"][0], **change}]

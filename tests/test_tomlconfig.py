@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import typing
-
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
@@ -55,29 +54,37 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_a_good_file_loads_with_types_converted(tmp_path: Path) -> None:
-    cfg = load_config(Sample, write(tmp_path, 'name = "x"\nrate = 2\npath = "/tmp/a"\npair = [1, 2]\n'
-                                             'boxes = [[1, 2], [3, 4]]\n[inner]\nlevel = 3\n'))
+    cfg = load_config(
+        Sample,
+        write(
+            tmp_path,
+            'name = "x"\nrate = 2\npath = "/tmp/a"\npair = [1, 2]\nboxes = [[1, 2], [3, 4]]\n[inner]\nlevel = 3\n',
+        ),
+    )
     assert cfg.rate == 2.0 and isinstance(cfg.rate, float)
     assert cfg.path == Path("/tmp/a") and cfg.pair == (1, 2) and cfg.boxes == [(1, 2), (3, 4)]
     assert cfg.inner.level == 3
 
 
-@pytest.mark.parametrize("text, words", [
-    ('name = "x"\nrat = 1\n', "unknown key 'rat'"),
-    ('name = "x"\n[inner]\nlevle = 1\n', "unknown key 'inner.levle'"),
-    ('rate = 1\n', "required key 'name' is missing"),
-    ('name = 3\n', "'name' = 3 must be a string"),
-    ('name = "x"\nrate = "fast"\n', "'rate' = 'fast' must be a number"),
-    ('name = "x"\non = 1\n', "must be true or false"),
-    ('name = "x"\nmode = "c"\n', "must be one of 'a', 'b'"),
-    ('name = "x"\npair = [1]\n', "must have 2 items"),
-    ('name = "x"\nboxes = [[1, "a"]]\n', "boxes[0][1]"),
-    ('name = "x"\ninner = 3\n', "must be a table"),
-    ('name = "x"\n[inner]\nlevel = 9\n', "'inner.level' = 9: must be at most 5"),
-    ('name = "x"\nrate = true\n', "must be a number"),
-    ('name = "x"\npath = 3\n', "'path' = 3 must be a path string"),
-    ('name = \n', "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ('name = "x"\nrat = 1\n', "unknown key 'rat'"),
+        ('name = "x"\n[inner]\nlevle = 1\n', "unknown key 'inner.levle'"),
+        ("rate = 1\n", "required key 'name' is missing"),
+        ("name = 3\n", "'name' = 3 must be a string"),
+        ('name = "x"\nrate = "fast"\n', "'rate' = 'fast' must be a number"),
+        ('name = "x"\non = 1\n', "must be true or false"),
+        ('name = "x"\nmode = "c"\n', "must be one of 'a', 'b'"),
+        ('name = "x"\npair = [1]\n', "must have 2 items"),
+        ('name = "x"\nboxes = [[1, "a"]]\n', "boxes[0][1]"),
+        ('name = "x"\ninner = 3\n', "must be a table"),
+        ('name = "x"\n[inner]\nlevel = 9\n', "'inner.level' = 9: must be at most 5"),
+        ('name = "x"\nrate = true\n', "must be a number"),
+        ('name = "x"\npath = 3\n', "'path' = 3 must be a path string"),
+        ("name = \n", "not valid TOML"),
+    ],
+)
 def test_mistakes_name_key_value_and_reason(tmp_path: Path, text: str, words: str) -> None:
     with pytest.raises(ConfigError, match=words.replace("[", r"\[").replace("]", r"\]")):
         load_config(Sample, write(tmp_path, text))
@@ -119,8 +126,7 @@ class Limits:
     wait_s: Annotated[float, Range(0, unit="seconds", note="0 = never")] = 0.0
     crop: Annotated[int, Range(48), MultipleOf(8)] = 96
     name: Annotated[str, Length(1, 8, "characters")] = "a"
-    pairs: Annotated[list[Annotated[tuple[int, int], Check(_even_first)]], Length(max=2)] = field(
-        default_factory=list)
+    pairs: Annotated[list[Annotated[tuple[int, int], Check(_even_first)]], Length(max=2)] = field(default_factory=list)
     cert: Annotated[Path | None, Check(existing_file)] = None
     low: int = 1
     high: int = 2
@@ -136,18 +142,21 @@ class Outer:
     count: Annotated[int, Check(_even)] = 2
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"port": 0}, "key 'outer.limits.port' = 0: must be from 1 to 65535"),
-    ({"share": 0}, "key 'outer.limits.share' = 0.0: must be above 0 and at most 1"),
-    ({"wait_s": -1}, "key 'outer.limits.wait_s' = -1.0: must be at least 0 seconds (0 = never)"),
-    ({"crop": 40}, "key 'outer.limits.crop' = 40: must be at least 48"),
-    ({"crop": 100}, "key 'outer.limits.crop' = 100: must be a multiple of 8"),
-    ({"name": ""}, "key 'outer.limits.name' = '': must have 1 to 8 characters"),
-    ({"pairs": [[2, 0], [1, 0]]}, "key 'outer.limits.pairs[1]' = [1, 0]: must be even"),
-    ({"pairs": [[2, 0]] * 3}, "key 'outer.limits.pairs' = [[2, 0], [2, 0], [2, 0]]: must have at most 2 items"),
-    ({"cert": "/nonexistent/cert.pem"}, "key 'outer.limits.cert' = '/nonexistent/cert.pem': file does not exist"),
-    ({"low": 5, "high": 5}, "key 'outer.limits.high' = 5: must be above low (5)"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"port": 0}, "key 'outer.limits.port' = 0: must be from 1 to 65535"),
+        ({"share": 0}, "key 'outer.limits.share' = 0.0: must be above 0 and at most 1"),
+        ({"wait_s": -1}, "key 'outer.limits.wait_s' = -1.0: must be at least 0 seconds (0 = never)"),
+        ({"crop": 40}, "key 'outer.limits.crop' = 40: must be at least 48"),
+        ({"crop": 100}, "key 'outer.limits.crop' = 100: must be a multiple of 8"),
+        ({"name": ""}, "key 'outer.limits.name' = '': must have 1 to 8 characters"),
+        ({"pairs": [[2, 0], [1, 0]]}, "key 'outer.limits.pairs[1]' = [1, 0]: must be even"),
+        ({"pairs": [[2, 0]] * 3}, "key 'outer.limits.pairs' = [[2, 0], [2, 0], [2, 0]]: must have at most 2 items"),
+        ({"cert": "/nonexistent/cert.pem"}, "key 'outer.limits.cert' = '/nonexistent/cert.pem': file does not exist"),
+        ({"low": 5, "high": 5}, "key 'outer.limits.high' = 5: must be above low (5)"),
+    ],
+)
 def test_rules_on_the_type_hint_name_the_key_from_the_section(data: dict, message: str) -> None:
     with pytest.raises(ConfigError) as err:
         from_dict(Limits, data, source="x.toml")
