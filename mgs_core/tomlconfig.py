@@ -82,7 +82,8 @@ class Range(Rule):
     def problem(self, value: Any) -> str | None:
         too_low = self.min is not None and (value <= self.min if self.above else value < self.min)
         too_high = self.max is not None and value > self.max
-        return f"must be {self.describe()}" if too_low or too_high else None
+        not_a_number = value != value  # TOML allows nan, which no comparison would catch
+        return f"must be {self.describe()}" if too_low or too_high or not_a_number else None
 
 
 @dataclass(frozen=True)

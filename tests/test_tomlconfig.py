@@ -147,6 +147,7 @@ class Outer:
     [
         ({"port": 0}, "key 'outer.limits.port' = 0: must be from 1 to 65535"),
         ({"share": 0}, "key 'outer.limits.share' = 0.0: must be above 0 and at most 1"),
+        ({"share": float("nan")}, "key 'outer.limits.share' = nan: must be above 0 and at most 1"),
         ({"wait_s": -1}, "key 'outer.limits.wait_s' = -1.0: must be at least 0 seconds (0 = never)"),
         ({"crop": 40}, "key 'outer.limits.crop' = 40: must be at least 48"),
         ({"crop": 100}, "key 'outer.limits.crop' = 100: must be a multiple of 8"),
