@@ -137,8 +137,8 @@ class Check(Rule):
 
 
 def existing_file(value: str | Path) -> None:
-    """For `Check(existing_file)`: an empty path means "none" and passes."""
-    if str(value) not in ("", ".") and not Path(value).is_file():
+    """For `Check(existing_file)`: an empty string means "none" and passes (an empty Path is ".", a folder)."""
+    if value != "" and not Path(value).is_file():
         raise ValueError("file does not exist")
 
 

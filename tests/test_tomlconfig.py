@@ -155,6 +155,7 @@ class Outer:
         ({"pairs": [[2, 0], [1, 0]]}, "key 'outer.limits.pairs[1]' = [1, 0]: must be even"),
         ({"pairs": [[2, 0]] * 3}, "key 'outer.limits.pairs' = [[2, 0], [2, 0], [2, 0]]: must have at most 2 items"),
         ({"cert": "/nonexistent/cert.pem"}, "key 'outer.limits.cert' = '/nonexistent/cert.pem': file does not exist"),
+        ({"cert": ""}, "key 'outer.limits.cert' = '.': file does not exist"),
         ({"low": 5, "high": 5}, "key 'outer.limits.high' = 5: must be above low (5)"),
     ],
 )
