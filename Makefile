@@ -1,11 +1,13 @@
 # The two commands a facility technician needs: `make demo` and `make test`.
+# A developer's everyday one: `make check` (lint, types, fast tests).
 PYTHON ?= python3
 VENV := .venv
 PIP := $(VENV)/bin/pip
 PY := $(VENV)/bin/python
 APT_PACKAGES := mosquitto chromium systemd
+FAST_TESTS := not slow and not browser and not broker
 
-.PHONY: demo test system-packages clean
+.PHONY: demo test check lint system-packages clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +45,17 @@ system-packages:
 	  fi; \
 	fi
 
-test: $(VENV)/.test-installed system-packages
+# ruff (lint and format, configured in pyproject.toml) over everything, mypy on mgs_core/ and device/.
+lint: $(VENV)/.test-installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+# Lint and the tests that need no broker, browser or end-to-end run (markers in pyproject.toml).
+check: lint
+	$(PY) -m pytest -q -p no:cacheprovider -m "$(FAST_TESTS)"
+
+test: lint system-packages
 	$(PY) -m pytest -q -p no:cacheprovider
 
 clean:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Annotated, ClassVar
 
-from mgs_core.messages import SCORE_MAX, SCORE_MIN, ScoreWindow, utc_iso
 from device.results import FrameResult
-from mgs_core.tomlconfig import fail
+from mgs_core.messages import SCORE_MAX, SCORE_MIN, ScoreWindow, utc_iso
+from mgs_core.tomlconfig import Range
 
 # Share of eye scores cut from each end before averaging: one misread eye (a blink scored 9, a
 # reflection scored 0) must not move the mean of a window much.
@@ -24,11 +25,9 @@ TRIM_FRACTION = 0.1
 
 @dataclass(frozen=True)
 class AggregationConfig:
-    window_s: float = field(default=1.0, metadata={"doc": "length of one published score window in seconds"})
+    SECTION: ClassVar[str] = "aggregation"
 
-    def check(self) -> None:
-        if not (0.1 <= self.window_s <= 3600):
-            raise fail("aggregation.window_s", self.window_s, "must be between 0.1 and 3600 seconds")
+    window_s: Annotated[float, Range(0.1, 3600, unit="seconds")] = field(default=1.0, metadata={"doc": "length of one published score window in seconds"})
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,11 @@ counts only windows in which a face was seen.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated, ClassVar
 
 from device.aggregate import BoxWindow
 from mgs_core.messages import SCORE_MAX, BoxAlert, utc_iso
-from mgs_core.tomlconfig import fail
+from mgs_core.tomlconfig import Range, fail
 
 # Window lengths such as 0.1 s do not add up exactly in floating point.
 _EPS = 1e-6
@@ -25,21 +26,17 @@ _EPS = 1e-6
 
 @dataclass(frozen=True)
 class AlertConfig:
-    threshold: float = field(default=6.0, metadata={"doc": "orbital tightening (0-9) at or above which a box is in alarm"})
-    min_duration_s: float = field(default=30.0, metadata={"doc": "seconds of high (or, to clear, low) scores before an event"})
-    hysteresis: float = field(default=0.5, metadata={"doc": "an alert clears only below threshold minus this"})
-    cooldown_s: float = field(default=300.0, metadata={"doc": "after a clear, no new raise for this many seconds"})
+    SECTION: ClassVar[str] = "alerts"
+
+    threshold: Annotated[float, Range(0, SCORE_MAX, above=True)] = field(default=6.0, metadata={"doc": "orbital tightening (0-9) at or above which a box is in alarm"})
+    min_duration_s: Annotated[float, Range(0, unit="seconds")] = field(default=30.0, metadata={"doc": "seconds of high (or, to clear, low) scores before an event"})
+    hysteresis: Annotated[float, Range(0)] = field(default=0.5, metadata={"doc": "an alert clears only below threshold minus this"})
+    cooldown_s: Annotated[float, Range(0, unit="seconds")] = field(default=300.0, metadata={"doc": "after a clear, no new raise for this many seconds"})
     enabled: bool = field(default=True, metadata={"doc": "publish alert events at all"})
 
     def check(self) -> None:
-        if not (0 < self.threshold <= SCORE_MAX):
-            raise fail("alerts.threshold", self.threshold, f"must be above 0 and at most {SCORE_MAX}")
-        if self.min_duration_s < 0:
-            raise fail("alerts.min_duration_s", self.min_duration_s, "must be 0 or more seconds")
-        if not (0 <= self.hysteresis < self.threshold):
-            raise fail("alerts.hysteresis", self.hysteresis, "must be 0 or more and below the threshold")
-        if self.cooldown_s < 0:
-            raise fail("alerts.cooldown_s", self.cooldown_s, "must be 0 or more seconds")
+        if self.hysteresis >= self.threshold:
+            raise fail("hysteresis", self.hysteresis, f"must be below the threshold ({self.threshold})")
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,11 @@ import numpy as np
 
 from device.aggregate import WindowAggregator
 from device.capture import Capture, CaptureConfig, Frame
-from mgs_core.errors import MgsError
 from device.inference import Models
 from device.pipeline import FastPipeline, FullResolutionPipeline, PipelineConfig
 from device.results import FrameResult
 from device.rois import Roi
+from mgs_core.errors import MgsError
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +102,9 @@ class Accuracy:
                     self.false_eyes += 1
                     continue
                 used.add(i)
-                if true[i].score is not None:
-                    errors.append(abs(eye.score - float(true[i].score)))
+                true_score = true[i].score
+                if true_score is not None:
+                    errors.append(abs(eye.score - true_score))
         self.matched += len(errors)
         self.errors[result.frame_index] = errors
 
@@ -202,7 +203,7 @@ def run_variant(video: Path, models: Models, rois: Sequence[Roi], kind: str, pre
         if truth is not None and frame.index in truth:
             accuracy.add(result, [truth[frame.index][b] for b in range(len(rois))])
         out.frames += 1
-    out.fps = out.frames / stats["elapsed"] if stride == 1 else 1000.0 / max(np.mean(per_frame), stats["decode_ms"])
+    out.fps = out.frames / stats["elapsed"] if stride == 1 else 1000.0 / max(float(np.mean(per_frame)), stats["decode_ms"])
     out.stage_ms = {s: v / max(out.frames, 1) for s, v in totals.items()}
     out.stage_ms["decode"] = stats["decode_ms"]
     out.pipeline_ms_p95 = float(np.percentile(per_frame, 95)) if per_frame else 0.0

@@ -17,12 +17,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Annotated, ClassVar, Literal, Protocol
 
 import numpy as np
 
 from mgs_core.errors import MgsError
-from mgs_core.tomlconfig import fail
+from mgs_core.tomlconfig import Length, Range, fail
 
 log = logging.getLogger(__name__)
 
@@ -34,34 +34,28 @@ SourceKind = Literal["auto", "picamera2", "opencv", "file"]
 class CaptureConfig:
     """`[camera]`: where frames come from."""
 
-    source: str = field(default="0", metadata={"doc": "camera index (\"0\"), video file path, rtsp:// or http:// URL, or \"picamera2\" for a Raspberry Pi / Jetson CSI camera"})
+    SECTION: ClassVar[str] = "camera"
+
+    source: Annotated[str, Length(1)] = field(default="0", metadata={"doc": "camera index (\"0\"), video file path, rtsp:// or http:// URL, or \"picamera2\" for a Raspberry Pi / Jetson CSI camera"})
     kind: SourceKind = field(default="auto", metadata={"doc": "auto (decide from `source`), picamera2, opencv (index or URL) or file"})
-    width: int = field(default=1920, metadata={"doc": "frame width asked of a camera (files keep their own size)"})
-    height: int = field(default=1080, metadata={"doc": "frame height asked of a camera"})
-    fps: float = field(default=30.0, metadata={"doc": "frame rate asked of a camera (a video file always plays at its own rate)"})
+    width: Annotated[int, Range(16)] = field(default=1920, metadata={"doc": "frame width asked of a camera (files keep their own size)"})
+    height: Annotated[int, Range(16)] = field(default=1080, metadata={"doc": "frame height asked of a camera"})
+    fps: Annotated[float, Range(0)] = field(default=30.0, metadata={"doc": "frame rate asked of a camera (a video file always plays at its own rate)"})
     loop: bool = field(default=False, metadata={"doc": "play a video file again from the start when it ends (demo, soak tests)"})
     realtime: bool = field(default=True, metadata={"doc": "files only: play at the frame rate and drop frames the pipeline misses (true), or hand over every frame (false)"})
     lores_width: int = field(default=640, metadata={"doc": "picamera2 only: width of the low-resolution stream next to the main one"})
     lores_height: int = field(default=360, metadata={"doc": "picamera2 only: height of the low-resolution stream"})
     exposure_us: int = field(default=10000, metadata={"doc": "picamera2 only: fixed exposure time in microseconds (0 = automatic)"})
     colour_gains: tuple[float, float] = field(default=(0.0, 0.0), metadata={"doc": "picamera2 only: fixed red/blue white-balance gains ([0, 0] = automatic)"})
-    reconnect_initial_s: float = field(default=0.5, metadata={"doc": "first wait before reopening a source that failed"})
+    reconnect_initial_s: Annotated[float, Range(0, above=True, unit="seconds")] = field(default=0.5, metadata={"doc": "first wait before reopening a source that failed"})
     reconnect_max_s: float = field(default=30.0, metadata={"doc": "longest wait between reopen attempts (the wait doubles each time)"})
-    reconnect_attempts: int = field(default=0, metadata={"doc": "give up (state \"failed\") after this many failed reopen attempts in a row; 0 = never give up"})
+    reconnect_attempts: Annotated[int, Range(0, note="0 = never give up")] = field(default=0, metadata={"doc": "give up (state \"failed\") after this many failed reopen attempts in a row; 0 = never give up"})
 
     def check(self) -> None:
-        if not self.source:
-            raise fail("camera.source", self.source, "must name a camera index, a file, a URL or picamera2")
-        if self.width < 16 or self.height < 16:
-            raise fail("camera.width", (self.width, self.height), "width and height must be at least 16")
-        if self.fps < 0:
-            raise fail("camera.fps", self.fps, "must be 0 or more")
-        if self.reconnect_initial_s <= 0 or self.reconnect_max_s < self.reconnect_initial_s:
-            raise fail("camera.reconnect_max_s", self.reconnect_max_s, "reconnect_initial_s must be > 0 and reconnect_max_s at least as large")
-        if self.reconnect_attempts < 0:
-            raise fail("camera.reconnect_attempts", self.reconnect_attempts, "must be 0 (never give up) or more")
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise fail("reconnect_max_s", self.reconnect_max_s, f"must be at least reconnect_initial_s ({self.reconnect_initial_s})")
         if self.kind == "file" and not Path(self.source).exists():
-            raise fail("camera.source", self.source, "no such video file")
+            raise fail("source", self.source, "no such video file")
 
     def resolved_kind(self) -> SourceKind:
         if self.kind != "auto":

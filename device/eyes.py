@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Annotated, ClassVar
 
 import cv2
 import numpy as np
 
 from device.inference import ModelRunner
 from device.results import EyeScore
-from mgs_core.tomlconfig import fail
+from mgs_core.tomlconfig import Range, fail
 
 PATCH_SIZE = 50
 SCORE_MIN, SCORE_MAX = 0.0, 9.0
@@ -31,29 +32,19 @@ ANIMAL, EARS, EYES = 1, 2, 3
 class EyeConfig:
     """`[eyes]`: which class-3 blobs count as eyes and which eyes are good enough to score."""
 
-    min_area_px: int = field(default=26, metadata={"doc": "smallest eye blob in full-resolution pixels (an eye is about 15-25 px across at 1080p); chosen on the synthetic validation set for precision and recall >= 0.95"})
+    SECTION: ClassVar[str] = "pipeline.eyes"
+
+    min_area_px: Annotated[int, Range(1)] = field(default=26, metadata={"doc": "smallest eye blob in full-resolution pixels (an eye is about 15-25 px across at 1080p); chosen on the synthetic validation set for precision and recall >= 0.95"})
     max_area_px: int = field(default=2500, metadata={"doc": "largest eye blob in full-resolution pixels"})
-    max_aspect: float = field(default=20.0, metadata={"doc": "longest / shortest side of a blob's bounding box; a tight eye (score 9) is a 2-px slit, so keep this generous"})
-    context_px: int = field(default=12, metadata={"doc": "an eye needs animal or ear pixels within this many pixels of its blob"})
-    min_context_fraction: float = field(default=0.65, metadata={"doc": "share of the non-eye pixels within context_px of a blob that must be animal or ears: a dark round hole in the box (lid vents) has none around it, an eye sits in fur"})
-    min_sharpness: float = field(default=15.0, metadata={"doc": "variance of the Laplacian of the eye patch below which the eye counts as blurred"})
-    max_eyes_per_box: int = field(default=2, metadata={"doc": "keep at most this many eyes per box (largest first): one mouse per box has two eyes"})
+    max_aspect: Annotated[float, Range(1)] = field(default=20.0, metadata={"doc": "longest / shortest side of a blob's bounding box; a tight eye (score 9) is a 2-px slit, so keep this generous"})
+    context_px: Annotated[int, Range(0)] = field(default=12, metadata={"doc": "an eye needs animal or ear pixels within this many pixels of its blob"})
+    min_context_fraction: Annotated[float, Range(0, 1)] = field(default=0.65, metadata={"doc": "share of the non-eye pixels within context_px of a blob that must be animal or ears: a dark round hole in the box (lid vents) has none around it, an eye sits in fur"})
+    min_sharpness: Annotated[float, Range(0)] = field(default=15.0, metadata={"doc": "variance of the Laplacian of the eye patch below which the eye counts as blurred"})
+    max_eyes_per_box: Annotated[int, Range(1)] = field(default=2, metadata={"doc": "keep at most this many eyes per box (largest first): one mouse per box has two eyes"})
 
     def check(self) -> None:
-        if self.min_area_px < 1:
-            raise fail("pipeline.eyes.min_area_px", self.min_area_px, "must be at least 1")
         if self.max_area_px <= self.min_area_px:
-            raise fail("pipeline.eyes.max_area_px", self.max_area_px, f"must be larger than pipeline.eyes.min_area_px ({self.min_area_px})")
-        if self.max_aspect < 1:
-            raise fail("pipeline.eyes.max_aspect", self.max_aspect, "must be at least 1")
-        if self.context_px < 0:
-            raise fail("pipeline.eyes.context_px", self.context_px, "must be 0 or more")
-        if not 0 <= self.min_context_fraction <= 1:
-            raise fail("pipeline.eyes.min_context_fraction", self.min_context_fraction, "must be between 0 and 1")
-        if self.min_sharpness < 0:
-            raise fail("pipeline.eyes.min_sharpness", self.min_sharpness, "must be 0 or more")
-        if self.max_eyes_per_box < 1:
-            raise fail("pipeline.eyes.max_eyes_per_box", self.max_eyes_per_box, "must be at least 1")
+            raise fail("max_area_px", self.max_area_px, f"must be larger than min_area_px ({self.min_area_px})")
 
 
 @dataclass(frozen=True)

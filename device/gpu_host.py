@@ -20,14 +20,14 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 
-from mgs_core.errors import MgsError
 from device.inference import MODEL_NAMES, OnnxRunner, onnx_runner
 from device.offload import decode_array, decode_header, encode
-from mgs_core.tomlconfig import fail
+from mgs_core.errors import MgsError
+from mgs_core.tomlconfig import Check, Range, fail
 
 log = logging.getLogger(__name__)
 
@@ -39,32 +39,26 @@ MAX_MESSAGE_BYTES = 128 << 20
 PROVIDER_NAMES = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 
 
+def _check_providers(providers: list[str]) -> None:
+    if not providers or any(p not in PROVIDER_NAMES for p in providers):
+        raise ValueError(f"must be a non-empty list of {', '.join(PROVIDER_NAMES)}")
+
+
 @dataclass
 class GpuHostConfig:
     """`gpu-host.toml`: what the host serves and how it batches."""
 
     transport: Literal["zmq", "triton"] = field(default="zmq", metadata={"doc": "zmq (devices use tcp://HOST:5555) or triton (PyTriton; devices use http://HOST:http_port)"})
     bind: str = field(default="tcp://0.0.0.0:5555", metadata={"doc": "ZeroMQ endpoint the devices connect to (transport zmq)"})
-    http_port: int = field(default=8000, metadata={"doc": "KServe v2 HTTP port (transport triton); gRPC and metrics use the next two ports"})
+    http_port: Annotated[int, Range(1, 65533)] = field(default=8000, metadata={"doc": "KServe v2 HTTP port (transport triton); gRPC and metrics use the next two ports"})
     models_dir: Path | None = field(default=None, metadata={"doc": "folder with manifest.json and the ONNX files; empty = $MGS_MODELS_DIR, else the installed models/"})
     precision: Literal["int8", "fp32", "both"] = field(default="both", metadata={"doc": "which shipped precisions to serve; a device asks for the file it runs itself"})
-    providers: list[str] = field(default_factory=lambda: ["cuda", "cpu"], metadata={"doc": "execution providers, best first: tensorrt, cuda, cpu (those this onnxruntime lacks are skipped)"})
-    threads: int = field(default=0, metadata={"doc": "onnxruntime intra-op threads per network; 0 = all cores"})
-    max_batch: int = field(default=64, metadata={"doc": "most rows (ROIs, crops or eye patches) in one network call"})
-    max_wait_ms: float = field(default=2.0, metadata={"doc": "longest a request waits for others to share its batch"})
+    providers: Annotated[list[str], Check(_check_providers)] = field(default_factory=lambda: ["cuda", "cpu"], metadata={"doc": "execution providers, best first: tensorrt, cuda, cpu (those this onnxruntime lacks are skipped)"})
+    threads: Annotated[int, Range(0, 256, note="0 = all cores")] = field(default=0, metadata={"doc": "onnxruntime intra-op threads per network; 0 = all cores"})
+    max_batch: Annotated[int, Range(1, 4096)] = field(default=64, metadata={"doc": "most rows (ROIs, crops or eye patches) in one network call"})
+    max_wait_ms: Annotated[float, Range(0, 1000, unit="ms")] = field(default=2.0, metadata={"doc": "longest a request waits for others to share its batch"})
 
     def check(self) -> None:
-        unknown = [p for p in self.providers if p not in PROVIDER_NAMES]
-        if unknown or not self.providers:
-            raise fail("providers", self.providers, f"must be a non-empty list of {', '.join(PROVIDER_NAMES)}")
-        if not 0 <= self.threads <= 256:
-            raise fail("threads", self.threads, "must be 0-256 (0 = all cores)")
-        if not 1 <= self.max_batch <= 4096:
-            raise fail("max_batch", self.max_batch, "must be 1-4096")
-        if not 0 <= self.max_wait_ms <= 1000:
-            raise fail("max_wait_ms", self.max_wait_ms, "must be 0-1000 ms")
-        if not 1 <= self.http_port <= 65533:
-            raise fail("http_port", self.http_port, "must be 1-65533")
         if self.transport == "triton" and self.precision == "both":
             raise fail("precision", self.precision, "transport triton serves one precision (Triton names the models seg_coarse, "
                        "seg_fine, eye): choose int8 or fp32, the one the devices run")
@@ -286,7 +280,8 @@ class GpuHost:
         group = self._pending.pop(key)
         self._first_at.pop(key, None)
         while group:
-            taken, rows = [], 0
+            taken: list[_Request] = []
+            rows = 0
             while group and (not taken or rows + len(group[0].batch) <= self.max_batch):
                 rows += len(group[0].batch)
                 taken.append(group.pop(0))

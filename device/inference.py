@@ -5,7 +5,7 @@ box (onnxruntime CPU), on a Jetson (CUDA / TensorRT execution providers) and beh
 host. The backend is chosen by the `type` of `[backend]` in the device config, Frigate-style.
 
 On a 2-core box onnxruntime's spinning worker threads fight OpenCV and the video decoder
-(PERF-BUDGET.md: 1.3-1.6x lost), so spinning is switched off and the thread count is explicit.
+(docs/device-pipeline.md), so spinning is switched off and the thread count is explicit.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 
 from mgs_core.errors import MgsError
-from mgs_core.tomlconfig import fail
+from mgs_core.tomlconfig import Range
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +43,11 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
 class BackendConfig:
     """`[backend]`: where the networks run on this box."""
 
+    SECTION: ClassVar[str] = "backend"
+
     type: BackendType = field(default="cpu", metadata={"doc": "cpu (onnxruntime), cuda or tensorrt (Jetson with the GPU build of onnxruntime)"})
     precision: Precision = field(default="int8", metadata={"doc": "int8 (quantized, the default on CPUs with VNNI) or fp32"})
-    threads: int = field(default=2, metadata={"doc": "onnxruntime intra-op threads per network; the number of CPU cores is right on an edge box"})
-
-    def check(self) -> None:
-        if not 1 <= self.threads <= 64:
-            raise fail("backend.threads", self.threads, "must be between 1 and 64")
+    threads: Annotated[int, Range(1, 64)] = field(default=2, metadata={"doc": "onnxruntime intra-op threads per network; the number of CPU cores is right on an edge box"})
 
 
 class OnnxRunner:

@@ -14,20 +14,18 @@ import logging
 import math
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
 
 from device.aggregate import BoxWindow
 from device.config import HttpConfig
-from mgs_core.errors import MgsError
 from device.results import FrameResult
 from device.rois import Roi
-
-if TYPE_CHECKING:
-    from device.runner import DeviceRunner
+from mgs_core.errors import MgsError
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +41,9 @@ def draw_preview(image: np.ndarray | None, rois: Sequence[Roi], result: FrameRes
     for the score and orange when rejected (blurred or cut). Drawn after scaling so lines stay visible.
     """
     if image is None:
-        canvas = np.full((PREVIEW_WIDTH * 9 // 16, PREVIEW_WIDTH, 3), 40, np.uint8)
-        cv2.putText(canvas, note or "waiting for the camera", (30, 60), cv2.FONT_HERSHEY_SIMPLEX, 1.0, WHITE, 2, cv2.LINE_AA)
-        return canvas
+        blank = np.full((PREVIEW_WIDTH * 9 // 16, PREVIEW_WIDTH, 3), 40, np.uint8)
+        cv2.putText(blank, note or "waiting for the camera", (30, 60), cv2.FONT_HERSHEY_SIMPLEX, 1.0, WHITE, 2, cv2.LINE_AA)
+        return blank
     scale = min(1.0, PREVIEW_WIDTH / image.shape[1])
     canvas = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image.copy()
     for b, roi in enumerate(rois):
@@ -118,11 +116,32 @@ setInterval(refresh, every);
 """
 
 
+@dataclass(frozen=True)
+class Preview:
+    """Everything `draw_preview` needs, taken at one moment."""
+
+    image: np.ndarray | None
+    rois: Sequence[Roi]
+    result: FrameResult | None
+    windows: Mapping[int, BoxWindow]
+    alerts: Sequence[int]
+    note: str
+
+
+class ViewSource(Protocol):
+    """What the page shows. The runner provides it; a protocol keeps this module from importing the runner."""
+
+    def health(self) -> dict[str, Any]: ...
+
+    def preview(self) -> Preview: ...
+
+
 class LocalView:
     """The HTTP server thread; `port` is the real port (useful with port 0)."""
 
-    def __init__(self, runner: DeviceRunner, config: HttpConfig) -> None:
-        self.runner = runner
+    def __init__(self, source: ViewSource, name: str, config: HttpConfig) -> None:
+        self.source = source
+        self.name = name
         self.config = config
         try:
             self.server = ThreadingHTTPServer((config.host, config.port), self._handler())
@@ -143,17 +162,13 @@ class LocalView:
         self.server.server_close()
 
     def preview_jpeg(self) -> bytes:
-        r = self.runner
-        snap = r.snapshot()
-        camera = r.capture.state if r.capture else "starting"
-        note = "" if camera == "ok" else f"camera {camera}: {r.capture.message if r.capture else ''}"
-        image = draw_preview(snap.frame.image if snap.frame else None, r.rois, snap.result, snap.windows,
-                             r.alerts.raised_boxes(), note)
+        p = self.source.preview()
+        image = draw_preview(p.image, p.rois, p.result, p.windows, p.alerts, p.note)
         ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
         return data.tobytes() if ok else b""
 
     def page(self) -> bytes:
-        return PAGE.format(name=self.runner.config.name,
+        return PAGE.format(name=self.name,
                            interval_ms=round(self.config.preview_interval_s * 1000)).encode()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -166,7 +181,7 @@ class LocalView:
                     if path == "/":
                         self._send(200, "text/html; charset=utf-8", view.page())
                     elif path == "/health":
-                        self._send(200, "application/json", json.dumps(view.runner.health()).encode())
+                        self._send(200, "application/json", json.dumps(view.source.health()).encode())
                     elif path == "/preview.jpg":
                         self._send(200, "image/jpeg", view.preview_jpeg())
                     else:

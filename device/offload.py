@@ -28,12 +28,12 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 
 from device.inference import MODEL_NAMES, ModelRunner, Models
-from mgs_core.tomlconfig import fail
+from mgs_core.tomlconfig import Check, Range
 
 log = logging.getLogger(__name__)
 
@@ -47,27 +47,22 @@ class OffloadError(Exception):
     """The host did not answer a call in time, or answered with an error; the caller runs locally."""
 
 
+def _check_host(host: str) -> None:
+    if host and not host.startswith(("tcp://", "ipc://", "http://")):
+        raise ValueError("must be http://HOST:8000 (Triton / KServe v2) or tcp://HOST:5555 (ZeroMQ gpu-host), or empty")
+
+
 @dataclass(frozen=True)
 class OffloadConfig:
     """`[offload]`: when and where this device sends its networks' work."""
 
-    host: str = field(default="", metadata={"doc": "GPU host: http://gpu-host.lab:8000 (Triton / KServe v2) or tcp://gpu-host.lab:5555 (ZeroMQ); empty = always score locally"})
-    timeout_s: float = field(default=0.5, metadata={"doc": "longest wait for one answer of the host; after it the call runs locally and the device goes back to local scoring"})
-    switch_after_s: float = field(default=10.0, metadata={"doc": "offload when the scoring rate stayed below trigger_fraction x target_fps for this many seconds"})
-    trigger_fraction: float = field(default=0.9, metadata={"doc": "fraction of target_fps below which the device counts as too slow"})
-    retry_after_s: float = field(default=60.0, metadata={"doc": "after the host failed, wait this long before trying it again"})
+    SECTION: ClassVar[str] = "offload"
 
-    def check(self) -> None:
-        if self.host and not self.host.startswith(("tcp://", "ipc://", "http://")):
-            raise fail("offload.host", self.host, "must be http://HOST:8000 (Triton / KServe v2) or tcp://HOST:5555 (ZeroMQ gpu-host), or empty")
-        if not 0.01 <= self.timeout_s <= 30:
-            raise fail("offload.timeout_s", self.timeout_s, "must be 0.01-30 seconds")
-        if not 0 <= self.switch_after_s <= 3600:
-            raise fail("offload.switch_after_s", self.switch_after_s, "must be 0-3600 seconds")
-        if not 0 < self.trigger_fraction <= 1:
-            raise fail("offload.trigger_fraction", self.trigger_fraction, "must be above 0 and at most 1")
-        if not 0 <= self.retry_after_s <= 86400:
-            raise fail("offload.retry_after_s", self.retry_after_s, "must be 0-86400 seconds")
+    host: Annotated[str, Check(_check_host)] = field(default="", metadata={"doc": "GPU host: http://gpu-host.lab:8000 (Triton / KServe v2) or tcp://gpu-host.lab:5555 (ZeroMQ); empty = always score locally"})
+    timeout_s: Annotated[float, Range(0.01, 30, unit="seconds")] = field(default=0.5, metadata={"doc": "longest wait for one answer of the host; after it the call runs locally and the device goes back to local scoring"})
+    switch_after_s: Annotated[float, Range(0, 3600, unit="seconds")] = field(default=10.0, metadata={"doc": "offload when the scoring rate stayed below trigger_fraction x target_fps for this many seconds"})
+    trigger_fraction: Annotated[float, Range(0, 1, above=True)] = field(default=0.9, metadata={"doc": "fraction of target_fps below which the device counts as too slow"})
+    retry_after_s: Annotated[float, Range(0, 86400, unit="seconds")] = field(default=60.0, metadata={"doc": "after the host failed, wait this long before trying it again"})
 
 
 # --- wire format ----------------------------------------------------------------------------------

@@ -25,9 +25,10 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, ClassVar
 
 from mgs_core.errors import MgsError
-from mgs_core.tomlconfig import fail
+from mgs_core.tomlconfig import Range, fail
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +45,18 @@ HELD_BATCH = 32
 
 @dataclass(frozen=True)
 class OutboxConfig:
+    SECTION: ClassVar[str] = "outbox"
+
     path: Path = field(default=Path("outbox.sqlite"), metadata={
         "doc": "SQLite file of undelivered messages and the seq counter (relative to the working directory; keep it on persistent storage)"})
-    max_messages: int = field(default=1_000_000, metadata={
+    max_messages: Annotated[int, Range(100)] = field(default=1_000_000, metadata={
         "doc": "queue limit (about 3 days of 1 s windows for 4 boxes, ~450 MB); above it the oldest are dropped"})
     max_bytes: int = field(default=0, metadata={
         "doc": "hard cap on the file size in bytes (0 = none); reaching it is handled like a full disk"})
 
     def check(self) -> None:
-        if self.max_messages < 100:
-            raise fail("outbox.max_messages", self.max_messages, "must be at least 100")
         if self.max_bytes != 0 and self.max_bytes < 64 * 1024:
-            raise fail("outbox.max_bytes", self.max_bytes, "must be 0 (no cap) or at least 65536")
+            raise fail("max_bytes", self.max_bytes, "must be 0 (no cap) or at least 65536")
 
 
 @dataclass(frozen=True)

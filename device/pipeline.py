@@ -5,7 +5,7 @@ Two pipelines share every step after segmentation (device.eyes):
 * `FullResolutionPipeline` runs seg_fine over each whole ROI at full resolution. Eyes are 15-25 px
   at 1080p, so this sees them best, but four ROIs take hundreds of milliseconds on a 2-core CPU. It
   is the accuracy reference for `mgs-device bench` and `mgs-export evaluate`.
-* `FastPipeline` is what the device runs. PERF-BUDGET.md showed that one U-Net pass over four
+* `FastPipeline` is what the device runs. Measurements (docs/device-pipeline.md) showed that one U-Net pass over four
   ROIs cannot be both fast and fine enough, so it splits the work: a coarse pass (seg_coarse on the
   ROIs shrunk to its small fixed input, batched) finds the heads; a fine pass (seg_fine, batched)
   looks only at small full-resolution crops around them; between coarse passes each head is
@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, ClassVar, Literal
 
 import cv2
 import numpy as np
@@ -29,7 +29,7 @@ from device.eyes import ANIMAL, EARS, EYES, EyeBlob, EyeConfig, animal_found, fi
 from device.inference import Models
 from device.results import BoxResult, EyeScore, FrameResult
 from device.rois import Roi, check_inside
-from mgs_core.tomlconfig import fail
+from mgs_core.tomlconfig import MultipleOf, Range, fail
 
 FINE_MULTIPLE = 8
 # Two candidates closer than this (full-frame px) are the same eye seen by two overlapping crops.
@@ -40,22 +40,18 @@ SAME_EYE_PX = 8.0
 class PipelineConfig:
     """`[pipeline]`: how the device finds and scores eyes."""
 
+    SECTION: ClassVar[str] = "pipeline"
+
     kind: Literal["fast", "full"] = field(default="fast", metadata={"doc": "fast (coarse search + fine crops + tracking; what a CPU box needs) or full (full-resolution U-Net over each whole box; accuracy reference, slow)"})
-    fine_crop: int = field(default=96, metadata={"doc": "side in full-resolution pixels of the square crop around each head for the fine pass; a multiple of 8"})
-    coarse_every: int = field(default=15, metadata={"doc": "run the coarse head search on every box at least every this many frames"})
-    lost_retry: int = field(default=3, metadata={"doc": "a box whose head was lost gets a new coarse search after this many frames"})
-    max_heads_per_box: int = field(default=2, metadata={"doc": "most fine crops per box (one head; two when the coarse pass is unsure)"})
+    fine_crop: Annotated[int, Range(48), MultipleOf(FINE_MULTIPLE)] = field(default=96, metadata={"doc": "side in full-resolution pixels of the square crop around each head for the fine pass; a multiple of 8"})
+    coarse_every: Annotated[int, Range(1)] = field(default=15, metadata={"doc": "run the coarse head search on every box at least every this many frames"})
+    lost_retry: Annotated[int, Range(1)] = field(default=3, metadata={"doc": "a box whose head was lost gets a new coarse search after this many frames"})
+    max_heads_per_box: Annotated[int, Range(1, 4)] = field(default=2, metadata={"doc": "most fine crops per box (one head; two when the coarse pass is unsure)"})
     eyes: EyeConfig = field(default_factory=EyeConfig)
 
     def check(self) -> None:
-        if self.fine_crop < 48 or self.fine_crop % FINE_MULTIPLE:
-            raise fail("pipeline.fine_crop", self.fine_crop, f"must be a multiple of {FINE_MULTIPLE} and at least 48")
-        if self.coarse_every < 1:
-            raise fail("pipeline.coarse_every", self.coarse_every, "must be at least 1")
-        if not 1 <= self.lost_retry <= self.coarse_every:
-            raise fail("pipeline.lost_retry", self.lost_retry, f"must be between 1 and pipeline.coarse_every ({self.coarse_every})")
-        if not 1 <= self.max_heads_per_box <= 4:
-            raise fail("pipeline.max_heads_per_box", self.max_heads_per_box, "must be between 1 and 4")
+        if self.lost_retry > self.coarse_every:
+            raise fail("lost_retry", self.lost_retry, f"must be at most coarse_every ({self.coarse_every})")
 
 
 def images_to_batch(images: Sequence[np.ndarray]) -> np.ndarray:
@@ -74,8 +70,8 @@ def class_maps(output: np.ndarray) -> np.ndarray:
 def resize_for_coarse(roi_image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A box image shrunk (stretched) to seg_coarse's fixed (H, W) input, as training does.
 
-    INTER_AREA (like export.train.samples) costs ~2.4 ms for four ROIs against 0.13 ms for
-    INTER_LINEAR, but it runs only on coarse frames, and a 6 px eye survives area averaging better.
+    INTER_AREA (like export.train.samples) is far slower than INTER_LINEAR (docs/device-pipeline.md),
+    but it runs only on coarse frames, and a 6 px eye survives area averaging better.
     """
     h, w = size
     return cv2.resize(roi_image, (w, h), interpolation=cv2.INTER_AREA)
@@ -302,7 +298,8 @@ def _body_ends(classes: np.ndarray, min_pixels: int = 12) -> list[tuple[float, f
     _, _, vt = np.linalg.svd(pts - mean, full_matrices=False)
     along = (pts - mean) @ vt[0]
     lo, hi = np.percentile(along, [8, 92])
-    return [tuple(float(c) for c in mean + t * vt[0]) for t in (hi, lo)]
+    ends = [mean + t * vt[0] for t in (hi, lo)]
+    return [(float(x), float(y)) for x, y in ends]
 
 
 def _track_centre(blobs: Sequence[EyeBlob], classes: np.ndarray, x0: int, y0: int) -> tuple[float, float] | None:

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, ClassVar, Literal
 
 import paho.mqtt.client as mqtt
 
@@ -42,7 +42,7 @@ from mgs_core.messages import (
     validate_prefix,
 )
 from device.outbox import Outbox
-from mgs_core.tomlconfig import fail
+from mgs_core.tomlconfig import Check, Length, Range, existing_file, fail
 
 log = logging.getLogger(__name__)
 
@@ -54,54 +54,40 @@ PUMP_INTERVAL_S = 0.05
 
 @dataclass(frozen=True)
 class TlsConfig:
+    SECTION: ClassVar[str] = "mqtt.tls"
+
     enabled: bool = field(default=False, metadata={"doc": "connect with TLS (use port 8883 on the broker)"})
-    ca: Path | None = field(default=None, metadata={"doc": "CA certificate file; empty = the system's CAs"})
-    cert: Path | None = field(default=None, metadata={"doc": "client certificate file (mutual TLS)"})
-    key: Path | None = field(default=None, metadata={"doc": "client private key file (mutual TLS)"})
+    ca: Annotated[Path | None, Check(existing_file)] = field(default=None, metadata={"doc": "CA certificate file; empty = the system's CAs"})
+    cert: Annotated[Path | None, Check(existing_file)] = field(default=None, metadata={"doc": "client certificate file (mutual TLS)"})
+    key: Annotated[Path | None, Check(existing_file)] = field(default=None, metadata={"doc": "client private key file (mutual TLS)"})
     insecure: bool = field(default=False, metadata={"doc": "skip the broker host name check (testing only)"})
 
     def check(self) -> None:
-        for name in ("ca", "cert", "key"):
-            path = getattr(self, name)
-            if path is not None and not Path(path).is_file():
-                raise fail(f"mqtt.tls.{name}", str(path), "file does not exist")
         if (self.cert is None) != (self.key is None):
-            raise fail("mqtt.tls.cert", str(self.cert), "set both cert and key for a client certificate, or neither")
+            raise fail("cert", str(self.cert), "set both cert and key for a client certificate, or neither")
 
 
 @dataclass(frozen=True)
 class MqttConfig:
-    host: str = field(default="localhost", metadata={"doc": "broker host name or address"})
-    port: int = field(default=1883, metadata={"doc": "broker port (1883 plain, 8883 TLS)"})
-    prefix: str = field(default="mgs", metadata={"doc": "first topic level of every topic"})
+    SECTION: ClassVar[str] = "mqtt"
+
+    host: Annotated[str, Length(1)] = field(default="localhost", metadata={"doc": "broker host name or address"})
+    port: Annotated[int, Range(1, 65535)] = field(default=1883, metadata={"doc": "broker port (1883 plain, 8883 TLS)"})
+    prefix: Annotated[str, Check(validate_prefix)] = field(default="mgs", metadata={"doc": "first topic level of every topic"})
     username: str = field(default="", metadata={"doc": "broker user name; empty = anonymous"})
     password: str = field(default="", metadata={"doc": "broker password (prefer password_env or password_file)"})
     password_env: str = field(default="", metadata={"doc": "name of an environment variable holding the password"})
     password_file: Path | None = field(default=None, metadata={"doc": "file whose first line is the password"})
-    keepalive: int = field(default=30, metadata={"doc": "seconds between keep-alive pings; the broker declares the device offline after 1.5x"})
+    keepalive: Annotated[int, Range(5, 3600, unit="seconds")] = field(default=30, metadata={"doc": "seconds between keep-alive pings; the broker declares the device offline after 1.5x"})
     client_id: str = field(default="", metadata={"doc": "MQTT client id; empty = mgs-device-<name>"})
-    max_inflight: int = field(default=20, metadata={"doc": "messages sent but not yet acknowledged at once (drain speed after an outage)"})
-    reconnect_max_s: int = field(default=30, metadata={"doc": "longest wait between reconnect attempts"})
+    max_inflight: Annotated[int, Range(1, 1000)] = field(default=20, metadata={"doc": "messages sent but not yet acknowledged at once (drain speed after an outage)"})
+    reconnect_max_s: Annotated[int, Range(1, 3600, unit="seconds")] = field(default=30, metadata={"doc": "longest wait between reconnect attempts"})
     protocol: Literal["5", "3.1.1"] = field(default="5", metadata={"doc": "MQTT version: 5 (the broker says why it refuses a publish) or 3.1.1 (for a broker without MQTT 5)"})
     tls: TlsConfig = field(default_factory=TlsConfig)
 
     def check(self) -> None:
-        if not self.host:
-            raise fail("mqtt.host", self.host, "must name the broker")
-        if not 0 < self.port < 65536:
-            raise fail("mqtt.port", self.port, "must be 1-65535")
-        try:
-            validate_prefix(self.prefix)
-        except Exception as exc:
-            raise fail("mqtt.prefix", self.prefix, str(exc)) from None
         if sum(bool(x) for x in (self.password, self.password_env, self.password_file)) > 1:
-            raise fail("mqtt.password", "***", "set only one of password, password_env, password_file")
-        if not 5 <= self.keepalive <= 3600:
-            raise fail("mqtt.keepalive", self.keepalive, "must be 5-3600 seconds")
-        if not 1 <= self.max_inflight <= 1000:
-            raise fail("mqtt.max_inflight", self.max_inflight, "must be 1-1000")
-        if not 1 <= self.reconnect_max_s <= 3600:
-            raise fail("mqtt.reconnect_max_s", self.reconnect_max_s, "must be 1-3600 seconds")
+            raise fail("password", "***", "set only one of password, password_env, password_file")
 
     def resolve_password(self) -> str | None:
         """The password from wherever the config says it is; a missing source stops start-up."""

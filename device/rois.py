@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, ClassVar
 
 import cv2
 import numpy as np
 
 from mgs_core.errors import ConfigError, MgsError
-from mgs_core.tomlconfig import fail
+from mgs_core.tomlconfig import Check, Length, Range, fail
 
 MAX_ROIS = 4
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
@@ -50,24 +51,26 @@ class Roi:
         return inter / union if union else 0.0
 
 
+Box = tuple[int, int, int, int]
+
+
+def _check_box(box: Box) -> None:
+    x, y, w, h = box
+    if x < 0 or y < 0 or w < 16 or h < 16:
+        raise ValueError("x and y must be >= 0 and w, h at least 16 pixels")
+
+
 @dataclass
 class RoiConfig:
     """`[rois]`: where the boxes are; `mgs-device detect-boxes` rewrites this section."""
 
-    boxes: list[tuple[int, int, int, int]] = field(
+    SECTION: ClassVar[str] = "rois"
+
+    boxes: Annotated[list[Annotated[Box, Check(_check_box)]], Length(max=MAX_ROIS)] = field(
         default_factory=list,
         metadata={"doc": "up to four boxes as [x, y, w, h] in full-frame pixels, box 0 first; fill in with `mgs-device detect-boxes`"},
     )
-    expected: int = field(default=4, metadata={"doc": "how many boxes detect-boxes should find in the rack"})
-
-    def check(self) -> None:
-        if len(self.boxes) > MAX_ROIS:
-            raise fail("rois.boxes", self.boxes, f"at most {MAX_ROIS} boxes")
-        for i, (x, y, w, h) in enumerate(self.boxes):
-            if x < 0 or y < 0 or w < 16 or h < 16:
-                raise fail(f"rois.boxes[{i}]", [x, y, w, h], "x and y must be >= 0 and w, h at least 16 pixels")
-        if not 1 <= self.expected <= MAX_ROIS:
-            raise fail("rois.expected", self.expected, f"must be between 1 and {MAX_ROIS}")
+    expected: Annotated[int, Range(1, MAX_ROIS)] = field(default=4, metadata={"doc": "how many boxes detect-boxes should find in the rack"})
 
     @property
     def rois(self) -> list[Roi]:

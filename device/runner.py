@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,19 +26,19 @@ import cv2
 
 from device import __version__
 from device.aggregate import BoxWindow, WindowAggregator
-from device.alerts import AlertTracker
+from device.alerts import AlertEvent, AlertTracker
 from device.capture import Capture, Frame
 from device.config import DeviceConfig
-from mgs_core.errors import MgsError
 from device.inference import Models, load_models
-from device.localview import LocalView
-from mgs_core.messages import DeviceStatus, alert_topic, score_topic, utc_iso
+from device.localview import LocalView, Preview
 from device.offload import OffloadSwitch, offload_switch
 from device.outbox import Outbox, Pending
 from device.pipeline import build_pipeline
 from device.publisher import Publisher
 from device.results import FrameResult
+from mgs_core.errors import MgsError
 from mgs_core.manifest import resolve_models_dir, sha256_file
+from mgs_core.messages import DeviceStatus, alert_topic, score_topic, utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +205,14 @@ class DeviceRunner:
         with self._snapshot_lock:
             return Snapshot(self._frame, self._result, dict(self.last_windows))
 
+    def preview(self) -> Preview:
+        """The local view's picture: the latest frame with its boxes, eyes, scores and camera state."""
+        snap = self.snapshot()
+        camera = self.capture.state if self.capture else "starting"
+        note = "" if camera == "ok" else f"camera {camera}: {self.capture.message if self.capture else ''}"
+        return Preview(snap.frame.image if snap.frame else None, self.rois, snap.result, snap.windows,
+                       self.alerts.raised_boxes(), note)
+
     # --- running ------------------------------------------------------------------------------
 
     def request_stop(self, *_: object) -> None:
@@ -222,7 +231,7 @@ class DeviceRunner:
             self.publisher = Publisher(c.name, c.mqtt, self.outbox, self.status, c.status.interval_s)
             self.capture = Capture(c.camera)
             if c.http.enabled:
-                view = LocalView(self, c.http)
+                view = LocalView(self, c.name, c.http)
                 view.start()
             self.publisher.start()
             self.capture.start()
@@ -314,12 +323,11 @@ class DeviceRunner:
         name, sha, prefix = self.config.name, self.models.model_sha256, self.config.mqtt.prefix
         items: list[Pending] = []
         for w in windows:
-            items.append(Pending(score_topic(name, w.box, prefix),
-                                 lambda seq, w=w: w.to_message(name, seq, sha).to_json()))
+            items.append(Pending(score_topic(name, w.box, prefix), _window_payload(w, name, sha)))
             event = self.alerts.update(w)
             if event is not None:
                 log.warning("alert %s for box %d: score %s, threshold %g", event.event, event.box, event.score, event.threshold)
-                items.append(Pending(alert_topic(name, w.box, prefix), lambda seq, e=event: e.to_message(name, seq).to_json()))
+                items.append(Pending(alert_topic(name, w.box, prefix), _alert_payload(event, name)))
         self.outbox.enqueue(items)
         with self._snapshot_lock:
             self.last_windows.update({w.box: w for w in windows})
@@ -334,6 +342,15 @@ class DeviceRunner:
         log.info("%.1f fps (target %g), camera %s, %d skipped, outbox %d; %s", self.meter.rate(now),
                  self.config.target_fps, self.capture.state if self.capture else "-",
                  self.capture.skipped if self.capture else 0, depth, stages or "no frames yet")
+
+
+def _window_payload(window: BoxWindow, device: str, model_sha256: str) -> Callable[[int], bytes]:
+    """The outbox builds a score message once it knows the message's seq."""
+    return lambda seq: window.to_message(device, seq, model_sha256).to_json()
+
+
+def _alert_payload(event: AlertEvent, device: str) -> Callable[[int], bytes]:
+    return lambda seq: event.to_message(device, seq).to_json()
 
 
 def _window_json(w: BoxWindow | None) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The labelled-frame dataset format (DESIGN.md), the same for synthetic and real data.
+"""The labelled-frame dataset format (docs/dataset.md), the same for synthetic and real data.
 
 ```
 DATASET/

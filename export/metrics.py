@@ -2,7 +2,7 @@
 
 Numpy only, so the measures can be checked by hand in tests and reused by `evaluate` and
 `crossval` alike. Score agreement follows the seed paper (MAE, mean difference, Bland-Altman)
-plus Pearson r and ICC(2,1) so the figures sit next to the peers in ANCHORS.md.
+plus Pearson r and ICC(2,1), the agreement measures published grimace-scale studies report.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The device codes against the I/O contract below, not against PyTorch: U-Nets take "image" float32
 [N, 3, H, W] (BGR, [0, 1]) and return "classes" uint8 [N, H, W] with the argmax taken inside the
-graph (saves 3-13 ms of numpy argmax per frame, PERF-BUDGET.md); the eye regressor takes "patch"
+graph (which spares the device a numpy argmax per frame, docs/export.md); the eye regressor takes "patch"
 float32 [N, 3, 50, 50] and returns "score" float32 [N, 1]. Everything the device must check about a
 file (version, input size, normalisation, class names, training-data fingerprint, toolchain) is
 written into the file's `metadata_props` as well as into models/manifest.json.

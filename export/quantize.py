@@ -6,13 +6,12 @@ input, seg_fine sees full-resolution crops around heads plus a few at random pla
 sees 50x50 patches at (slightly jittered) eye centres. The set's size, source and sha256 go into the
 INT8 file's metadata and the manifest, so a result can be traced to the frames it was calibrated on.
 
-Recipe (STYLE.md, onnxruntime docs): `quant_pre_process` first, then `quantize_static` with QDQ,
-signed int8 per-channel weights and, by default, UNSIGNED int8 activations (U8S8). Measured on this
-2-core AVX-512 VNNI CPU with onnxruntime 1.32 (docs/export.md): with signed activations (S8S8) the
-CPU provider fuses only some convolutions into QLinearConv, leaves MaxPool and Concat in float and
-wraps every QLinearConv in Transposes, so a base-16 U-Net was 0.84-1.06x the FP32 speed; with U8S8
-the whole U-Net becomes QLinearConv/int8 MaxPool/QLinearConcat and runs ~1.7x faster. Signed
-activations stay available (`activations="int8"`) for execution providers that want S8S8.
+Recipe (onnxruntime's quantization guide): `quant_pre_process` first, then `quantize_static` with QDQ,
+signed int8 per-channel weights and, by default, UNSIGNED int8 activations (U8S8). With signed
+activations (S8S8) the CPU provider fuses only some convolutions into QLinearConv, leaves MaxPool and
+Concat in float and wraps every QLinearConv in Transposes, so the INT8 graph is no faster than FP32;
+with U8S8 the whole U-Net becomes QLinearConv/int8 MaxPool/QLinearConcat (docs/export.md has the
+measurements). Signed activations stay available (`activations="int8"`) for execution providers that want S8S8.
 
 What stays float is decided by measurement (`quantize_network`): a U-Net's class head is quantized
 unless the in-graph argmax then disagrees with FP32 on calibration pixels; the regressor's last
@@ -153,7 +152,7 @@ def synthetic_frames(count: int, seed: int = CALIBRATION_SEED) -> tuple[Iterator
 
 
 def dataset_frames(root: Path, count: int) -> tuple[Iterator[LabelledFrame], str]:
-    """The first `count` images of a dataset folder (DESIGN.md format), e.g. a facility's own frames."""
+    """The first `count` images of a dataset folder (docs/dataset.md format), e.g. a facility's own frames."""
     dataset = open_dataset(root)
     chosen = dataset.frames[:count]
     labels = sha256_file(Path(root) / "labels.jsonl")

@@ -1,6 +1,7 @@
 """models/manifest.json: which model files a device may run, and proof that a file is the one shipped.
 
-Standard library only: the device imports this module (and nothing else from models/). The export
+Standard library only: the device reads the manifest through this module and imports nothing from
+models/. An entry's fields are checked by their declarations, through mgs_core.tomlconfig. The export
 toolchain writes entries (`save_entry`, `set_status`); the device reads them (`load_manifest`,
 `Manifest.entry`) and checks a file's size and sha256 (`verify_model_file` / `read_verified_model`)
 BEFORE onnxruntime sees it, so a truncated download or a stale file is refused with a message that
@@ -19,18 +20,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Annotated, Literal, get_args
 
-from mgs_core.errors import MgsError
+from mgs_core.errors import ConfigError, MgsError
+from mgs_core.tomlconfig import Check, Length, Range, from_dict
 
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 MANIFEST_NAME = "manifest.json"
 MODELS_DIR_ENV = "MGS_MODELS_DIR"
 FORMAT = "mgs-rack-models"
 FORMAT_VERSION = 1
-STATUSES = ("accepted", "unverified", "refused")
+Status = Literal["accepted", "unverified", "refused"]
+STATUSES: tuple[str, ...] = get_args(Status)
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 RESTORE_HINT = (
     "re-download the models, re-run `mgs-export onnx && mgs-export quantize && mgs-export verify`, "
     "or restore models/ from git (`git checkout -- models/`)"
@@ -52,12 +58,13 @@ class TensorSpec:
     dtype: str
     shape: tuple[int | str, ...]
 
-    @classmethod
-    def from_dict(cls, d: dict) -> TensorSpec:
-        return cls(name=str(d["name"]), dtype=str(d["dtype"]), shape=tuple(d["shape"]))
-
     def to_dict(self) -> dict:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+def _check_sha256(value: str) -> None:
+    if not _SHA256_RE.match(value):
+        raise ValueError("must be 64 lowercase hex digits")
 
 
 @dataclass(frozen=True)
@@ -66,13 +73,13 @@ class ModelEntry:
 
     name: str
     precision: str
-    file: str
-    sha256: str
-    size_bytes: int
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
+    file: Annotated[str, Length(1, unit="characters")]
+    sha256: Annotated[str, Check(_check_sha256)]
+    size_bytes: Annotated[int, Range(1)]
+    inputs: Annotated[tuple[TensorSpec, ...], Length(1)]
+    outputs: Annotated[tuple[TensorSpec, ...], Length(1)]
     models_dir: Path
-    status: str = "unverified"
+    status: Status = "unverified"
     input_size: tuple[int, int] = (0, 0)
     dynamic_hw: bool = False
     class_names: tuple[str, ...] = ()
@@ -102,29 +109,14 @@ class ModelEntry:
         return self.outputs[0]
 
     @classmethod
-    def from_dict(cls, d: dict, models_dir: Path) -> ModelEntry:
-        return cls(
-            name=str(d["name"]),
-            precision=str(d["precision"]),
-            file=str(d["file"]),
-            sha256=str(d["sha256"]),
-            size_bytes=int(d["size_bytes"]),
-            inputs=tuple(TensorSpec.from_dict(t) for t in d["inputs"]),
-            outputs=tuple(TensorSpec.from_dict(t) for t in d["outputs"]),
-            models_dir=models_dir,
-            status=str(d.get("status", "unverified")),
-            input_size=tuple(d.get("input_size", (0, 0))),
-            dynamic_hw=bool(d.get("dynamic_hw", False)),
-            class_names=tuple(d.get("class_names", ())),
-            normalisation=dict(d.get("normalisation", {})),
-            data_fingerprint=str(d.get("data_fingerprint", "")),
-            model_version=str(d.get("model_version", "")),
-            network_config=dict(d.get("network_config", {})),
-            calibration=d.get("calibration"),
-            metrics=dict(d.get("metrics", {})),
-            toolchain=dict(d.get("toolchain", {})),
-            command=str(d.get("command", "")),
-        )
+    def from_dict(cls, d: dict, models_dir: Path, source: str = "model entry", key: str = "") -> ModelEntry:
+        """The entry for one record, checked by its field declarations; keys it does not declare are
+        left alone, so a manifest written by a newer toolchain still loads."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source}: [{key or 'entry'}] must be a table, got {d!r}")
+        known = {f.name for f in fields(cls)} - {"models_dir"}
+        record = {k: v for k, v in d.items() if k in known}
+        return from_dict(cls, {**record, "models_dir": str(models_dir)}, source=source, prefix=key)
 
 
 @dataclass(frozen=True)
@@ -163,17 +155,27 @@ def load_manifest(models_dir: str | Path | None = None) -> Manifest:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise MgsError(f"model manifest {path} is missing; {RESTORE_HINT}, or point models_dir at a folder that has one") from None
+        raise MgsError(
+            f"model manifest {path} is missing; {RESTORE_HINT}, or point models_dir at a folder that has one"
+        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MgsError(f"model manifest {path} cannot be read ({exc}); {RESTORE_HINT}") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise MgsError(f"{path} is not an mgs-rack model manifest (format must be {FORMAT!r}); {RESTORE_HINT}")
     if raw.get("version") != FORMAT_VERSION:
-        raise MgsError(f"{path} has manifest version {raw.get('version')!r}, this software reads {FORMAT_VERSION}; update the software or {RESTORE_HINT}")
+        raise MgsError(
+            f"{path} has manifest version {raw.get('version')!r}, this software reads {FORMAT_VERSION}; update the software or {RESTORE_HINT}"
+        )
+    models = raw.get("models", [])
+    if not isinstance(models, list):
+        raise MgsError(f'{path} has a malformed model list ("models" must be a list); {RESTORE_HINT}')
     try:
-        entries = tuple(ModelEntry.from_dict(d, directory) for d in raw.get("models", []))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise MgsError(f"{path} has a malformed model entry ({exc!r}); {RESTORE_HINT}") from None
+        entries = tuple(
+            ModelEntry.from_dict(d, directory, f"{path} has a malformed model entry", f"models[{i}]")
+            for i, d in enumerate(models)
+        )
+    except ConfigError as exc:
+        raise MgsError(f"{exc}; {RESTORE_HINT}") from None
     return Manifest(models_dir=directory, entries=entries)
 
 
@@ -212,7 +214,9 @@ def read_verified_model(entry: ModelEntry) -> bytes:
     try:
         data = entry.path.read_bytes()
     except FileNotFoundError:
-        raise MgsError(f"model file {entry.path} ({entry.name}, {entry.precision}) is missing; {RESTORE_HINT}") from None
+        raise MgsError(
+            f"model file {entry.path} ({entry.name}, {entry.precision}) is missing; {RESTORE_HINT}"
+        ) from None
     except OSError as exc:
         raise MgsError(f"model file {entry.path} cannot be read ({exc.strerror}); {RESTORE_HINT}") from None
     _check(entry, data)
@@ -250,9 +254,7 @@ def _read_raw(directory: Path) -> dict:
 def save_entry(models_dir: str | Path, record: dict) -> ModelEntry:
     """Insert or replace the (name, precision) entry; the toolchain's only way to write the manifest."""
     directory = Path(models_dir)
-    if record.get("status", "unverified") not in STATUSES:
-        raise ValueError(f"status must be one of {STATUSES}")
-    entry = ModelEntry.from_dict(record, directory)  # rejects a record the device could not read
+    entry = ModelEntry.from_dict(record, directory, "new manifest record")  # rejects a record the device could not read
     raw = _read_raw(directory)
     models = [m for m in raw["models"] if (m["name"], m["precision"]) != (entry.name, entry.precision)]
     models.append(record)
@@ -271,4 +273,6 @@ def set_status(models_dir: str | Path, name: str, precision: str, status: str, m
             m["metrics"] = {**m.get("metrics", {}), **metrics}
             save_entry(directory, m)
             return
-    raise MgsError(f"{directory / MANIFEST_NAME} has no entry {name}/{precision}; run `mgs-export onnx` (and `quantize`) first")
+    raise MgsError(
+        f"{directory / MANIFEST_NAME} has no entry {name}/{precision}; run `mgs-export onnx` (and `quantize`) first"
+    )

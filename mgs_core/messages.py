@@ -1,7 +1,7 @@
 """The MQTT wire contract: every topic and payload, validated on both ends.
 
 This module is the single definition of what a device publishes and what the server and alerting
-systems may rely on (see the MQTT contract in DESIGN.md). Standard library only, because the server
+systems may rely on (docs/architecture.md tabulates it). Standard library only, because the server
 imports it from here and an alerting script should be able to vendor it as a single file.
 
 Payloads are strict: unknown keys, wrong types, out-of-range values and a foreign schema version are

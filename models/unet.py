@@ -1,7 +1,7 @@
 """Compact U-Net for the four-class region proposal of the paper (background, animal, ears, eyes).
 
-Width (`base`) and depth are configurable because speed on a 2-core edge box is the constraint:
-PERF-BUDGET.md measured base 8 / depth 4 at 16 ms for four 128x256 ROIs. Upsampling is nearest +
+Width (`base`) and depth are configurable because speed on a 2-core edge box is the constraint
+(docs/export.md has the measured speed of the shipped base 8 / depth 4 and of base 16). Upsampling is nearest +
 conv rather than ConvTranspose so the INT8 graph stays on well-supported operators.
 
 Input: "image" float32 [N, 3, H, W], BGR channel order (OpenCV's), scaled to [0, 1];

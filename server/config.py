@@ -13,93 +13,76 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, ClassVar
 
 from mgs_core.errors import ConfigError
-from mgs_core.tomlconfig import fail, load_config
+from mgs_core.messages import SCORE_MAX, SCORE_MIN
+from mgs_core.tomlconfig import Range, fail, load_config
 from server.ingest import IngestConfig
 from server.video_jobs import VideosConfig
 
 log = logging.getLogger(__name__)
 
 SECRET_KEY_MIN_CHARS = 32
+OT_SCALE = Range(SCORE_MIN, SCORE_MAX, note="the orbital tightening scale")
 
 
 @dataclass
 class DatabaseConfig:
+    SECTION: ClassVar[str] = "database"
+
     path: Path = field(default=Path("mgs-server.sqlite"), metadata={
         "doc": "SQLite file with the score history, users and tokens (created if missing; relative to the config file)"})
 
 
 @dataclass
 class HttpConfig:
+    SECTION: ClassVar[str] = "http"
+
     host: str = field(default="127.0.0.1", metadata={
         "doc": "address the dashboard listens on (0.0.0.0 = every interface; put HTTPS in front for other hosts)"})
-    port: int = field(default=8080, metadata={"doc": "TCP port of the dashboard and the REST API"})
-    threads: int = field(default=8, metadata={"doc": "request threads of the web server"})
+    port: Annotated[int, Range(1, 65535)] = field(default=8080, metadata={"doc": "TCP port of the dashboard and the REST API"})
+    threads: Annotated[int, Range(1, 64)] = field(default=8, metadata={"doc": "request threads of the web server"})
     secret_key: str = field(default="", metadata={
         "doc": "session signing secret; empty = read or create secret_key_file"})
     secret_key_file: Path = field(default=Path(""), metadata={
         "doc": "file holding the session secret; empty = 'secret_key' next to the database"})
     cookie_secure: bool = field(default=False, metadata={
         "doc": "send the session cookie over HTTPS only (set true behind an HTTPS proxy)"})
-    max_request_kb: int = field(default=1024, metadata={
+    max_request_kb: Annotated[int, Range(16, 1024 * 1024, unit="KiB")] = field(default=1024, metadata={
         "doc": "largest request body accepted, in KiB; larger ones are refused with 413 before being read"})
 
     def check(self) -> None:
-        if not 1 <= self.port <= 65535:
-            raise fail("http.port", self.port, "must be from 1 to 65535")
-        if not 1 <= self.threads <= 64:
-            raise fail("http.threads", self.threads, "must be from 1 to 64")
-        if not 16 <= self.max_request_kb <= 1024 * 1024:
-            raise fail("http.max_request_kb", self.max_request_kb, "must be from 16 to 1048576 KiB")
         if self.secret_key and len(self.secret_key) < SECRET_KEY_MIN_CHARS:
-            raise fail("http.secret_key", "(hidden)", f"must be at least {SECRET_KEY_MIN_CHARS} characters, "
+            raise fail("secret_key", "(hidden)", f"must be at least {SECRET_KEY_MIN_CHARS} characters, "
                        "or leave it empty to have one generated")
 
 
 @dataclass
 class AuthConfig:
-    session_hours: float = field(default=12.0, metadata={
-        "doc": "a login ends after this long without any request (an open dashboard page keeps it alive)"})
-    max_failed_logins: int = field(default=5, metadata={
-        "doc": "failed logins for one user name from one address before it is locked out for a while"})
-    lockout_minutes: float = field(default=10.0, metadata={"doc": "how long such a lockout lasts"})
+    SECTION: ClassVar[str] = "auth"
 
-    def check(self) -> None:
-        if not 0.05 <= self.session_hours <= 24 * 30:
-            raise fail("auth.session_hours", self.session_hours, "must be from 0.05 to 720 hours")
-        if not 1 <= self.max_failed_logins <= 1000:
-            raise fail("auth.max_failed_logins", self.max_failed_logins, "must be from 1 to 1000")
-        if not 0 < self.lockout_minutes <= 24 * 60:
-            raise fail("auth.lockout_minutes", self.lockout_minutes, "must be more than 0 and at most 1440")
+    session_hours: Annotated[float, Range(0.05, 24 * 30, unit="hours")] = field(default=12.0, metadata={
+        "doc": "a login ends after this long without any request (an open dashboard page keeps it alive)"})
+    max_failed_logins: Annotated[int, Range(1, 1000)] = field(default=5, metadata={
+        "doc": "failed logins for one user name from one address before it is locked out for a while"})
+    lockout_minutes: Annotated[float, Range(0, 24 * 60, above=True, unit="minutes")] = field(default=10.0, metadata={"doc": "how long such a lockout lasts"})
 
 
 @dataclass
 class DashboardConfig:
-    refresh_s: float = field(default=5.0, metadata={"doc": "how often open pages fetch new data"})
-    stale_after_s: float = field(default=120.0, metadata={
+    SECTION: ClassVar[str] = "dashboard"
+
+    refresh_s: Annotated[float, Range(1, 600, unit="seconds")] = field(default=5.0, metadata={"doc": "how often open pages fetch new data"})
+    stale_after_s: Annotated[float, Range(5, 86400, unit="seconds")] = field(default=120.0, metadata={
         "doc": "a box whose last score is older than this is shown as 'no data for N min', not as a score"})
-    warn_score: float = field(default=4.0, metadata={"doc": "scores at or above this are shown in amber"})
-    plot_threshold: float = field(default=6.0, metadata={
+    warn_score: Annotated[float, OT_SCALE] = field(default=4.0, metadata={"doc": "scores at or above this are shown in amber"})
+    plot_threshold: Annotated[float, OT_SCALE] = field(default=6.0, metadata={
         "doc": "threshold line drawn on history plots when no alert rule applies to the animal"})
-    history_hours: float = field(default=6.0, metadata={"doc": "time range a history page opens with"})
-    clock_skew_s: float = field(default=300.0, metadata={
+    history_hours: Annotated[float, Range(0.1, 24 * 365, unit="hours")] = field(default=6.0, metadata={"doc": "time range a history page opens with"})
+    clock_skew_s: Annotated[float, Range(0, 86400, unit="seconds")] = field(default=300.0, metadata={
         "doc": "a box whose last window ends more than this after the server's clock shows 'clock ahead', "
                "not a current score"})
-
-    def check(self) -> None:
-        if not 1 <= self.refresh_s <= 600:
-            raise fail("dashboard.refresh_s", self.refresh_s, "must be from 1 to 600 seconds")
-        if not 5 <= self.stale_after_s <= 86400:
-            raise fail("dashboard.stale_after_s", self.stale_after_s, "must be from 5 to 86400 seconds")
-        for key in ("warn_score", "plot_threshold"):
-            value = getattr(self, key)
-            if not 0 <= value <= 9:
-                raise fail(f"dashboard.{key}", value, "must be on the 0-9 orbital tightening scale")
-        if not 0.1 <= self.history_hours <= 24 * 365:
-            raise fail("dashboard.history_hours", self.history_hours, "must be from 0.1 to 8760 hours")
-        if not 0 <= self.clock_skew_s <= 86400:
-            raise fail("dashboard.clock_skew_s", self.clock_skew_s, "must be from 0 to 86400 seconds")
 
 
 @dataclass

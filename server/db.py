@@ -2,7 +2,7 @@
 
 One file holds a facility. WAL lets the dashboard read while the ingest worker writes;
 `synchronous=NORMAL` is safe with WAL (a power cut loses at most the last transactions, never
-corrupts) and is what makes 10,000 windows/s possible on an SD-card-class disk.
+corrupts) and is what makes the ingest rates in docs/api.md possible on an SD-card-class disk.
 """
 
 from __future__ import annotations

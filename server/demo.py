@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 DEVICE_NAME = "demo-rack"
 ADMIN_USER = "admin"
 EXPERIMENT = "Demo: post-operative monitoring"
-ANIMALS = ("M01", "M02", "M03", "M04")  # box 0..3; the demo trajectory raises box 1
+ANIMALS = ("M01", "M02", "M03", "M04")  # box 0..3
 STRAIN = "C57BL/6J"
 ALERT_THRESHOLD = 6.0
 DEVICE_ALERT_S = 5.0
@@ -185,7 +185,7 @@ def demo_video(cache_dir: Path, seconds: float, fps: float, seed: int, progress:
     Rendered under a temporary name and renamed when complete, so an interrupted first run never
     leaves a half video that later runs would take for a finished one.
     """
-    from export.synth.video import truth_path, write_video
+    from export.synth.demo import truth_path, write_video
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     video = cache_dir / f"demo-{seconds:g}s-{fps:g}fps-seed{seed}.avi"
@@ -296,7 +296,7 @@ def write_server_config(workdir: Path, broker_port: int, http_port: int, protoco
 
 def write_device_config(workdir: Path, video: Path, broker_port: int, preview_port: int, protocol: str) -> Path:
     """The demo device: the rendered video as its camera, played in real time and looped."""
-    from export.synth.video import read_video_truth
+    from export.synth.demo import read_video_truth
     from server.provision import toml_str
 
     boxes = ", ".join(f"[{x}, {y}, {w}, {h}]" for x, y, w, h in read_video_truth(video).rois)
@@ -318,6 +318,7 @@ def write_device_config(workdir: Path, video: Path, broker_port: int, preview_po
 
 def seed_database(server_config: Path) -> DemoLogin:
     """The demo's admin login, an API token, four animals in the four boxes and an alert rule."""
+    from export.synth.demo import DEMO_RISING_BOX
     from server import auth
     from server.config import load_server_config
     from server.db import connect
@@ -331,8 +332,9 @@ def seed_database(server_config: Path) -> DemoLogin:
         token = auth.create_token(db, user_id, "mgs-server demo")
         repo = Repository(db)
         repo.register_device(DEVICE_NAME)
-        experiment = repo.create_experiment(EXPERIMENT, "Generated rack video: the animal in box 1 has a painful "
-                                                        "procedure and its orbital tightening rises past 6.")
+        experiment = repo.create_experiment(EXPERIMENT, f"Generated rack video: the animal in box {DEMO_RISING_BOX} has "
+                                                        f"a painful procedure and its orbital tightening rises past "
+                                                        f"{ALERT_THRESHOLD:g}.")
         start = time.time() - 60
         for box, name in enumerate(ANIMALS):
             animal = repo.create_animal(name, strain=STRAIN, experiment_id=experiment)
@@ -414,6 +416,8 @@ def run_demo(options: DemoOptions) -> int:
 
 
 def _print_banner(urls: DemoUrls, login: DemoLogin, workdir: Path, options: DemoOptions) -> None:
+    from export.synth.demo import DEMO_RISING_BOX, demo_threshold_crossing_s
+
     lines = [
         "",
         "mgs-rack demo is running: one broker, the server and one device scoring a generated rack video",
@@ -423,22 +427,13 @@ def _print_banner(urls: DemoUrls, login: DemoLogin, workdir: Path, options: Demo
         f"  device preview: {urls.preview}",
         f"  broker:         {urls.broker}",
         f"  logs:           {workdir / 'logs'}",
-        f"The animal {ANIMALS[1]} in box 1 gets worse: its score passes {ALERT_THRESHOLD:g} about "
-        f"{threshold_crossing_s(options.video_seconds):.0f} s into the video and raises an alert.",
+        f"The animal {ANIMALS[DEMO_RISING_BOX]} in box {DEMO_RISING_BOX} gets worse: its score passes "
+        f"{ALERT_THRESHOLD:g} about {demo_threshold_crossing_s(options.video_seconds, ALERT_THRESHOLD):.0f} s "
+        "into the video and raises an alert.",
         "Stop with Ctrl-C." if options.seconds is None else f"Stops by itself after {options.seconds:g} s (or Ctrl-C).",
         "",
     ]
     print("\n".join(lines), flush=True)
-
-
-def threshold_crossing_s(video_seconds: float) -> float:
-    """When the rising animal of the `demo` trajectory passes the threshold, roughly.
-
-    The trajectory ramps from its baseline (2-4) to 7.6 between min(10 s, 15 %) and min(50 s, 60 %)
-    of the video (export.synth.trajectory); 6 is reached about 60 % of the way up the S-curve.
-    """
-    start, end = min(10.0, 0.15 * video_seconds), min(50.0, 0.6 * video_seconds)
-    return start + 0.6 * (end - start)
 
 
 def _open_browser(url: str) -> None:

@@ -44,7 +44,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -63,7 +63,7 @@ from mgs_core.messages import (
     subscriptions,
     validate_prefix,
 )
-from mgs_core.tomlconfig import fail
+from mgs_core.tomlconfig import Check, Length, Range, existing_file, fail, validate
 from server.db import connect, transaction
 from server.repository import Repository
 from server.rules import RuleEngine
@@ -81,45 +81,31 @@ _SESSION_NEVER_EXPIRES = 0xFFFFFFFF
 class IngestConfig:
     """The `[ingest]` section of the server config: where the broker is and how to batch."""
 
+    SECTION: ClassVar[str] = "ingest"
+
     host: str = field(default="127.0.0.1", metadata={"doc": "MQTT broker host name or address"})
-    port: int = field(default=1883, metadata={"doc": "MQTT broker port (8883 is usual with TLS)"})
-    prefix: str = field(default="mgs", metadata={"doc": "topic prefix the devices publish under"})
+    port: Annotated[int, Range(1, 65535)] = field(default=1883, metadata={"doc": "MQTT broker port (8883 is usual with TLS)"})
+    prefix: Annotated[str, Check(validate_prefix)] = field(default="mgs", metadata={"doc": "topic prefix the devices publish under"})
     username: str = field(default="", metadata={"doc": "broker login (empty = anonymous)"})
     password: str = field(default="", metadata={"doc": "broker password"})
     tls: bool = field(default=False, metadata={"doc": "connect with TLS"})
-    ca_file: str = field(default="", metadata={"doc": "CA certificate for TLS (empty = system store)"})
-    client_id: str = field(default="mgs-server-ingest", metadata={
+    ca_file: Annotated[str, Check(existing_file)] = field(default="", metadata={"doc": "CA certificate for TLS (empty = system store)"})
+    client_id: Annotated[str, Length(1, 128, "characters")] = field(default="mgs-server-ingest", metadata={
         "doc": "fixed MQTT client id: the broker keeps this persistent session's messages while the server is down"})
-    batch_size: int = field(default=5000, metadata={"doc": "most messages written in one transaction"})
-    flush_interval_s: float = field(default=0.2, metadata={"doc": "longest a message waits before its batch is written"})
+    batch_size: Annotated[int, Range(1, 100_000)] = field(default=5000, metadata={"doc": "most messages written in one transaction"})
+    flush_interval_s: Annotated[float, Range(0.01, 60, unit="seconds")] = field(default=0.2, metadata={"doc": "longest a message waits before its batch is written"})
     queue_size: int = field(default=50_000, metadata={"doc": "messages held in memory between receiving and writing"})
     accept_unknown_devices: bool = field(default=True, metadata={
         "doc": "store messages from devices never seen before; false = only devices registered by provisioning"})
     publish_alerts: bool = field(default=True, metadata={"doc": "publish server-side alerts under <prefix>/alerts/<animal>"})
-    keepalive_s: int = field(default=30, metadata={"doc": "MQTT keep-alive interval in seconds"})
+    keepalive_s: Annotated[int, Range(5, 3600, unit="seconds")] = field(default=30, metadata={"doc": "MQTT keep-alive interval in seconds"})
     protocol: Literal["5", "3.1.1"] = field(default="5", metadata={
         "doc": "MQTT version: 5 (the broker may send up to queue_size messages before they are acknowledged) or "
                "3.1.1 (for a broker without MQTT 5; its own inflight limit then paces the ingest)"})
 
     def check(self) -> None:
-        try:
-            validate_prefix(self.prefix)
-        except MessageError as exc:
-            raise fail("ingest.prefix", self.prefix, str(exc)) from None
-        if not 1 <= self.port <= 65535:
-            raise fail("ingest.port", self.port, "must be from 1 to 65535")
-        if not 1 <= self.batch_size <= 100_000:
-            raise fail("ingest.batch_size", self.batch_size, "must be from 1 to 100000")
-        if not 0.01 <= self.flush_interval_s <= 60:
-            raise fail("ingest.flush_interval_s", self.flush_interval_s, "must be from 0.01 to 60 seconds")
         if self.queue_size < self.batch_size:
-            raise fail("ingest.queue_size", self.queue_size, f"must be at least batch_size ({self.batch_size})")
-        if not self.client_id or len(self.client_id) > 128:
-            raise fail("ingest.client_id", self.client_id, "must be 1 to 128 characters")
-        if self.ca_file and not Path(self.ca_file).is_file():
-            raise fail("ingest.ca_file", self.ca_file, "file does not exist")
-        if not 5 <= self.keepalive_s <= 3600:
-            raise fail("ingest.keepalive_s", self.keepalive_s, "must be from 5 to 3600 seconds")
+            raise fail("queue_size", self.queue_size, f"must be at least batch_size ({self.batch_size})")
 
 
 class _Inbox:
@@ -192,7 +178,7 @@ class IngestWorker:
     """Subscribes to every device topic and writes what arrives to the database at `db_path`."""
 
     def __init__(self, config: IngestConfig, db_path: str | os.PathLike[str]) -> None:
-        config.check()
+        validate(config)
         self.config = config
         self.db_path = Path(db_path)
         self._inbox = _Inbox(config.queue_size, config.batch_size)

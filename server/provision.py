@@ -18,7 +18,6 @@ import os
 import re
 import secrets
 import tempfile
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -230,23 +229,6 @@ def render_ingest_config(name: str, broker_host: str, broker_port: int, prefix: 
     """The `[ingest]` lines of server.toml for the server's own broker login."""
     return (f"[ingest]\nhost = {toml_str(broker_host)}\nport = {broker_port}\nprefix = {toml_str(prefix)}\n"
             f"username = {toml_str(name)}\npassword = {toml_str(password)}\n")
-
-
-def check_device_config(text: str, source: str) -> bool:
-    """Load the written config back through the device's own checks; False where they are not installed.
-
-    `[rois] boxes` is the one key a new config may leave empty: detect-boxes fills it on the device.
-    """
-    try:
-        from device.config import DeviceConfig
-    except ImportError:  # a server installed with `.[server]` only has no OpenCV/onnxruntime
-        return False
-    from mgs_core.tomlconfig import from_dict
-
-    data = tomllib.loads(text)
-    placeholder = {**data, "rois": {**data.get("rois", {}), "boxes": [[0, 0, 16, 16]]}}
-    from_dict(DeviceConfig, placeholder, source=source)
-    return True
 
 
 def write_private(path: Path, text: str) -> None:

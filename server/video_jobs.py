@@ -21,10 +21,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 from mgs_core.errors import MgsError
-from mgs_core.tomlconfig import fail
+from mgs_core.tomlconfig import Range
 from server.db import connect, transaction
 from server.repository import NotFound, Repository
 
@@ -39,17 +39,13 @@ STATES = ("queued", "running", "done", "failed")
 class VideosConfig:
     """`[videos]`: recorded videos uploaded on the dashboard and scored by the server."""
 
+    SECTION: ClassVar[str] = "videos"
+
     enabled: bool = field(default=True, metadata={"doc": "let officers upload recorded videos to be scored here (needs the device extra: OpenCV, onnxruntime)"})
     folder: Path = field(default=Path(""), metadata={"doc": "where uploads and their results are kept (relative to the database folder); empty = 'videos' next to the database"})
-    max_upload_mb: int = field(default=4096, metadata={"doc": "largest video file accepted, in MiB"})
+    max_upload_mb: Annotated[int, Range(1, 1024 * 1024, unit="MiB")] = field(default=4096, metadata={"doc": "largest video file accepted, in MiB"})
     models_dir: Path | None = field(default=None, metadata={"doc": "models folder for scoring; empty = $MGS_MODELS_DIR, else the installed models/"})
-    threads: int = field(default=2, metadata={"doc": "CPU threads each network may use while scoring an upload"})
-
-    def check(self) -> None:
-        if not 1 <= self.max_upload_mb <= 1024 * 1024:
-            raise fail("videos.max_upload_mb", self.max_upload_mb, "must be from 1 to 1048576 MiB")
-        if not 1 <= self.threads <= 64:
-            raise fail("videos.threads", self.threads, "must be from 1 to 64")
+    threads: Annotated[int, Range(1, 64)] = field(default=2, metadata={"doc": "CPU threads each network may use while scoring an upload"})
 
     def resolved_folder(self, database: Path) -> Path:
         if str(self.folder) in ("", "."):

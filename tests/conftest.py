@@ -94,3 +94,18 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
         yield b
     finally:
         b.stop()
+
+
+# Modules that train, export, quantize or evaluate real networks: minutes of CPU, so `make check` skips them.
+SLOW_MODULES = {"test_quantize", "test_onnx_export", "test_evaluate", "test_train", "test_cifar", "test_device_bench"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start Mosquitto get the `broker` marker and those in SLOW_MODULES `slow`, so `make check`
+    can leave them out."""
+    for item in items:
+        module = getattr(item, "module", None)
+        if "broker" in getattr(item, "fixturenames", ()) or hasattr(module, "Broker") or hasattr(module, "MOSQUITTO"):
+            item.add_marker(pytest.mark.broker)
+        if module is not None and module.__name__.rpartition(".")[2] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

@@ -131,7 +131,7 @@ def test_config_is_checked_with_key_and_reason() -> None:
         from_dict(IngestConfig, {"prefix": "mgs/#"})
     with pytest.raises(ConfigError, match="ingest.queue_size"):
         from_dict(IngestConfig, {"batch_size": 5000, "queue_size": 10})
-    with pytest.raises(ConfigError, match="unknown key 'batchsize'"):
+    with pytest.raises(ConfigError, match="unknown key 'ingest.batchsize'"):
         from_dict(IngestConfig, {"batchsize": 10})
 
 

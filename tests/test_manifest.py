@@ -106,12 +106,15 @@ def test_refused_and_absent_entries_say_what_to_do(models_dir: Path):
     assert "seg_fine/fp32" in str(err.value)
 
 
-@pytest.mark.parametrize("content, expected", [
-    (None, "is missing"),
-    ("{not json", "cannot be read"),
-    (json.dumps({"format": "something-else"}), "not an mgs-rack model manifest"),
-    (json.dumps({"format": "mgs-rack-models", "version": 1, "models": [{"name": "eye"}]}), "malformed model entry"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (None, "is missing"),
+        ("{not json", "cannot be read"),
+        (json.dumps({"format": "something-else"}), "not an mgs-rack model manifest"),
+        (json.dumps({"format": "mgs-rack-models", "version": 1, "models": [{"name": "eye"}]}), "malformed model entry"),
+    ],
+)
 def test_bad_manifest_is_a_clear_error(tmp_path: Path, content: str | None, expected: str):
     if content is not None:
         (tmp_path / MANIFEST_NAME).write_text(content)
@@ -140,3 +143,34 @@ def test_models_dir_comes_from_argument_then_environment(monkeypatch, tmp_path: 
     assert resolve_models_dir(tmp_path / "x") == tmp_path / "x"
     with pytest.raises(MgsError, match="is missing"):
         load_manifest()
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"size_bytes": "big"}, "key 'models[0].size_bytes' = 'big' must be a whole number"),
+        ({"sha256": "abc"}, "key 'models[0].sha256' = 'abc': must be 64 lowercase hex digits"),
+        ({"status": "maybe"}, "key 'models[0].status' = 'maybe' must be one of 'accepted', 'unverified', 'refused'"),
+        ({"inputs": [{"name": "image", "dtype": "float32"}]}, "required key 'models[0].inputs[0].shape' is missing"),
+    ],
+)
+def test_a_malformed_entry_names_its_key(tmp_path: Path, change: dict, expected: str):
+    raw = json.loads((DEFAULT_MODELS_DIR / MANIFEST_NAME).read_text())
+    raw["models"] = [{**raw["models"][0], **change}]
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(raw))
+    with pytest.raises(MgsError) as err:
+        load_manifest(tmp_path)
+    assert "malformed model entry" in str(err.value) and expected in str(err.value) and "re-download" in str(err.value)
+
+
+def test_keys_a_newer_toolchain_adds_are_left_alone(tmp_path: Path):
+    raw = json.loads((DEFAULT_MODELS_DIR / MANIFEST_NAME).read_text())
+    raw["models"] = [{**raw["models"][0], "written_by": "a later mgs-export"}]
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(raw))
+    assert load_manifest(tmp_path).entries[0].name == raw["models"][0]["name"]
+
+
+def test_save_entry_refuses_a_record_the_device_could_not_read(models_dir: Path):
+    record = json.loads((models_dir / MANIFEST_NAME).read_text())["models"][0]
+    with pytest.raises(MgsError, match="status"):
+        save_entry(models_dir, {**record, "status": "fine"})

@@ -18,11 +18,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from device.bench import MATCH_PX, format_table, read_truth, results_json, run_variant, truth_rois
-from mgs_core.errors import MgsError
-from device.inference import BackendConfig, load_models
+from device.bench import MATCH_PX, Accuracy, format_table, read_truth, results_json, run_variant, truth_rois
+from device.inference import BackendConfig, Precision, load_models
 from device.pipeline import PipelineConfig
 from device.rois import MAX_ROIS, detect_boxes, read_reference_frame
+from mgs_core.errors import MgsError
+from mgs_core.tomlconfig import validate
 
 FULL_TIME_FACTOR = 3  # the slow reference gets this many times --seconds to cover the video at its stride
 
@@ -53,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
     if args.full_stride < 1:
         raise MgsError("--full-stride must be 1 or more")
     config = PipelineConfig(fine_crop=args.fine_crop, coarse_every=args.coarse_every, lost_retry=min(3, args.coarse_every))
-    config.check()
-    precisions = ["int8", "fp32"] if args.precision == "both" else [args.precision]
+    validate(config)
+    precisions: list[Precision] = ["int8", "fp32"] if args.precision == "both" else [args.precision]
     models = {}
     skipped_precisions = {}
     for p in precisions:
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_full:
             plan += [("full", p, args.rois) for p in models]
         reference_frames: dict[str, set[int]] = {}
-        accuracies = {}
+        accuracies: dict[tuple[str, str, int], Accuracy] = {}
         for kind, p, n in plan:
             print(f"measuring {kind}-{p} with {n} ROI(s) ...", flush=True)
             if kind == "full":

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import cv2
 
-from mgs_core.errors import MgsError
 from device.rois import MAX_ROIS, Roi, detect_boxes, draw_boxes, read_reference_frame
-
+from mgs_core.errors import MgsError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 from device.gpu_host import PROVIDER_NAMES, GpuHost, GpuHostConfig, ServedModel, load_served_models, serve_triton
-from mgs_core.tomlconfig import load_config
+from mgs_core.tomlconfig import load_config, validate
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def host_config(args: argparse.Namespace) -> GpuHostConfig:
         "providers": [p.strip() for p in args.providers.split(",") if p.strip()] if args.providers else None,
     }
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
-    config.check()
+    validate(config)
     return config
 
 

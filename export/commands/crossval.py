@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, required=True, help="labelled dataset folder (DESIGN.md dataset format)")
+    parser.add_argument("--data", type=Path, required=True, help="labelled dataset folder (docs/dataset.md format)")
     parser.add_argument("--folds", type=int, default=5, help="K (the paper used 30; 5 is the quick default)")
     parser.add_argument("--out", type=Path, help="folder for crossval.json and crossval.png (default: print only)")
     parser.add_argument("--epochs", type=int, default=35)

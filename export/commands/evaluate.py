@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, required=True, help="labelled dataset folder (DESIGN.md dataset format)")
+    parser.add_argument("--data", type=Path, required=True, help="labelled dataset folder (docs/dataset.md format)")
     parser.add_argument("--out", type=Path, required=True, help="report folder (report.json and PNG plots)")
     parser.add_argument("--models", type=Path, default=Path(__file__).resolve().parents[2] / "models",
                         help="folder with seg_fine.pt, seg_coarse.pt, eye.pt (default: the shipped models/)")

@@ -15,7 +15,7 @@ from mgs_core.manifest import DEFAULT_MODELS_DIR
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, required=True, help="held-out labelled dataset folder (DESIGN.md format), not the training set")
+    parser.add_argument("--data", type=Path, required=True, help="held-out labelled dataset folder (docs/dataset.md format), not the training set")
     parser.add_argument("--out", type=Path, default=Path("reports/verify"), help="report folder (default reports/verify)")
     parser.add_argument("--models", type=Path, default=DEFAULT_MODELS_DIR, help="folder with manifest.json, the ONNX files and the .pt weights (default: models/)")
     parser.add_argument("--frames", type=int, default=None, help="use only the first N frames of --data (quick check)")

@@ -7,9 +7,8 @@ First line: a header with the layout (box ROIs), fps and frame count; then one l
 `{"frame": i, "t": s, "boxes": [{"box", "roi", "face_visible", "eyes": [...], "animal_score"}]}`
 (the eye records are those of the dataset format; a blinking eye is visible without a score).
 
-Codec, by file suffix: .mp4 = mp4v (recommended: decodes in about half the time of MJPG, 3 vs
-6 ms per 1080p frame, and is 6x smaller; eye patches stay within about 34 dB PSNR of the rendered
-frame, like MJPG's), .avi = MJPG at quality 90 (every frame a JPEG, easy to seek). This OpenCV
+Codec, by file suffix: .mp4 = mp4v (recommended: decodes in about half the time of MJPG and is
+much smaller, while eye patches stay as close to the rendered frame as MJPG's), .avi = MJPG at quality 90 (every frame a JPEG, easy to seek). This OpenCV
 build has no H.264 encoder. Figures: bench/bench_synth.py and docs/synth.md.
 """
 

@@ -1,10 +1,10 @@
-"""Write a synthetic dataset in the DESIGN.md format, frame by frame, with progress.
+"""Write a synthetic dataset in the docs/dataset.md format, frame by frame, with progress.
 
 Frame i of a dataset with seed S is `render_frame(S * FRAME_STRIDE + i)`: the same dataset comes
 back from the same seed, datasets with different seeds share no frame, and runs of 64 frames share
 one camera placement (see `rack.SESSION_FRAMES`). Images are JPEG (quality 95) by default: a noisy
-1080p PNG is about 4 MB, a JPEG about 0.5 MB, and the camera stream the device sees is compressed
-anyway; masks are always PNG (lossless, a few kB).
+1080p PNG is several times larger (docs/synth.md), and the camera stream the device sees is
+compressed anyway; masks are always PNG (lossless).
 """
 
 from __future__ import annotations

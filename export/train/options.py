@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
 
 def add_common(parser: argparse.ArgumentParser, default_out: str) -> None:
-    parser.add_argument("--data", type=Path, required=True, help="training dataset folder (DESIGN.md dataset format)")
+    parser.add_argument("--data", type=Path, required=True, help="training dataset folder (docs/dataset.md format)")
     parser.add_argument("--out", type=Path, default=Path(default_out), help=f"weight file to write (default {default_out}); the per-epoch checkpoint goes to OUT.ckpt")
     parser.add_argument("--val", type=Path, help="optional dataset to measure after every epoch (never trained on)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (sampling, augmentation, initialisation)")

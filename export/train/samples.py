@@ -1,4 +1,4 @@
-"""Training samples cut from a dataset in the DESIGN.md format, held in memory as uint8 arrays.
+"""Training samples cut from a dataset in the docs/dataset.md format, held in memory as uint8 arrays.
 
 Decoding a 1080x1920 PNG costs far more than a training step on a 50x50 patch or a 128x128 crop,
 so every frame is read once and what training needs is cut out up front:
