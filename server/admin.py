@@ -12,7 +12,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from mgs_core.errors import MgsError
-from server import auth
+from server import audit, auth
 from server.request_db import get_db
 from server.dashboard import apply_change
 from server.repository import ROLES
@@ -32,12 +32,27 @@ def _done(action: Callable[[], object], message: str) -> Response:
     return apply_change(action, message, url_for("admin.users"))
 
 
+def _audited(action: Callable[[], object], what: str, target: Callable[[], str], old: Any = None,
+             new: Any = None) -> Callable[[], None]:
+    """`action`, then one audit entry for it (only when it succeeded)."""
+    def run() -> None:
+        action()
+        user = auth.current_user()
+        audit.record(get_db(), user["username"] if user else "", what, target(), old, new)
+    return run
+
+
+def _user(user_id: int) -> dict[str, Any]:
+    return auth.get_user(get_db(), user_id) or {"id": user_id}
+
+
 @bp.route("/users", methods=["POST"])
 @auth.require_role("admin")
 def create_user() -> Response:
     name = request.form.get("username", "").strip()
     role = request.form.get("role", "")
-    return _done(lambda: auth.create_user(get_db(), name, request.form.get("password", ""), role),
+    return _done(_audited(lambda: auth.create_user(get_db(), name, request.form.get("password", ""), role),
+                          "create user", lambda: f"user:{name}", None, {"username": name, "role": role}),
                  f"User {name!r} created as {role}.")
 
 
@@ -45,19 +60,27 @@ def create_user() -> Response:
 @auth.require_role("admin")
 def set_role(user_id: int) -> Response:
     role = request.form.get("role", "")
-    return _done(lambda: auth.set_role(get_db(), user_id, role), f"Role changed to {role}.")
+    old = _user(user_id)
+    return _done(_audited(lambda: auth.set_role(get_db(), user_id, role), "set role",
+                          lambda: f"user:{old.get('username', user_id)}", {"role": old.get("role")}, {"role": role}),
+                 f"Role changed to {role}.")
 
 
 @bp.route("/users/<int:user_id>/password", methods=["POST"])
 @auth.require_role("admin")
 def set_password(user_id: int) -> Response:
-    return _done(lambda: auth.set_password(get_db(), user_id, request.form.get("password", "")), "Password changed.")
+    old = _user(user_id)
+    return _done(_audited(lambda: auth.set_password(get_db(), user_id, request.form.get("password", "")),
+                          "set password", lambda: f"user:{old.get('username', user_id)}"), "Password changed.")
 
 
 @bp.route("/users/<int:user_id>/delete", methods=["POST"])
 @auth.require_role("admin")
 def delete_user(user_id: int) -> Response:
-    return _done(lambda: auth.delete_user(get_db(), user_id), "User deleted (with their API tokens).")
+    old = _user(user_id)
+    return _done(_audited(lambda: auth.delete_user(get_db(), user_id), "delete user",
+                          lambda: f"user:{old.get('username', user_id)}", old, None),
+                 "User deleted (with their API tokens).")
 
 
 @bp.route("/tokens", methods=["POST"])
@@ -67,6 +90,8 @@ def create_token() -> Any:
     try:
         user_id = int(request.form.get("user_id", ""))
         token = auth.create_token(db, user_id, request.form.get("name", ""))
+        _audited(lambda: None, "create token", lambda: f"user:{_user(user_id).get('username', user_id)}", None,
+                 {"token name": request.form.get("name", "")})()
     except (ValueError, MgsError) as exc:
         flash(str(exc) if isinstance(exc, MgsError) else "choose the user the token acts for", "error")
         return redirect(url_for("admin.users"))
@@ -77,4 +102,7 @@ def create_token() -> Any:
 @bp.route("/tokens/<int:token_id>/revoke", methods=["POST"])
 @auth.require_role("admin")
 def revoke_token(token_id: int) -> Response:
-    return _done(lambda: auth.revoke_token(get_db(), token_id), f"Token {token_id} revoked; scripts using it now get 401.")
+    old = next(({"token name": t["name"], "user": t["username"]} for t in auth.list_tokens(get_db())
+                if t["id"] == token_id), None)
+    return _done(_audited(lambda: auth.revoke_token(get_db(), token_id), "revoke token", lambda: f"token:{token_id}",
+                          old, None), f"Token {token_id} revoked; scripts using it now get 401.")

@@ -13,7 +13,7 @@ from flask import Flask, jsonify, render_template
 from werkzeug.exceptions import HTTPException
 
 from mgs_core.errors import MgsError
-from server import admin, api, auth, dashboard
+from server import admin, api, auth, dashboard, exports, records
 from server.config import ServerConfig, secret_key
 from server.db import connect
 from server.repository import Conflict, NotFound
@@ -47,6 +47,8 @@ def create_app(config: ServerConfig | None = None, test_config: dict[str, Any] |
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(dashboard.bp)
+    app.register_blueprint(records.bp)
+    app.register_blueprint(exports.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(api.bp)
     app.after_request(release_db)

@@ -13,6 +13,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mgs_core.errors import ConfigError
 from mgs_core.tomlconfig import fail, load_config
@@ -78,6 +79,10 @@ class DashboardConfig:
     plot_threshold: float = field(default=6.0, metadata={
         "doc": "threshold line drawn on history plots when no alert rule applies to the animal"})
     history_hours: float = field(default=6.0, metadata={"doc": "time range a history page opens with"})
+    timezone: str = field(default="UTC", metadata={
+        "doc": "IANA time zone every page, report and export shows times in, e.g. Europe/Berlin"})
+    severity_steps: list[float] = field(default_factory=lambda: [2.0, 4.0, 6.0, 7.5], metadata={
+        "doc": "four ascending scores where the overview colour scale steps up: slight, moderate, marked, severe"})
 
     def check(self) -> None:
         if not 1 <= self.refresh_s <= 600:
@@ -90,6 +95,14 @@ class DashboardConfig:
                 raise fail(f"dashboard.{key}", value, "must be on the 0-9 orbital tightening scale")
         if not 0.1 <= self.history_hours <= 24 * 365:
             raise fail("dashboard.history_hours", self.history_hours, "must be from 0.1 to 8760 hours")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise fail("dashboard.timezone", self.timezone,
+                       "must be an IANA time zone name such as UTC or Europe/Berlin") from None
+        steps = self.severity_steps
+        if len(steps) != 4 or any(not 0 < s <= 9 for s in steps) or sorted(set(steps)) != list(steps):
+            raise fail("dashboard.severity_steps", steps, "must be four strictly ascending scores from 0 to 9")
 
 
 @dataclass

@@ -291,11 +291,12 @@ class Repository:
             return int(cur.lastrowid)
 
     def update_animal(self, animal_id: int, **changes: Any) -> None:
-        """Change any of name, strain, notes, experiment_id."""
-        allowed = {"name": 200, "strain": 200, "notes": 4000}
+        """Change any of name, strain, notes, humane_endpoint, experiment_id."""
+        allowed = {"name": 200, "strain": 200, "notes": 4000, "humane_endpoint": 4000}
         unknown = set(changes) - set(allowed) - {"experiment_id"}
         if unknown:
-            raise MgsError(f"unknown animal field(s) {sorted(unknown)}; use name, strain, notes, experiment_id")
+            raise MgsError(f"unknown animal field(s) {sorted(unknown)}; "
+                           "use name, strain, notes, humane_endpoint, experiment_id")
         values = {k: _text(v, k, allowed[k], allow_empty=(k != "name")) for k, v in changes.items() if k in allowed}
         if "experiment_id" in changes:
             values["experiment_id"] = changes["experiment_id"]
