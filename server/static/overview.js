@@ -11,6 +11,8 @@ document.addEventListener("DOMContentLoaded", () => {
   const f = { search: "search", state: "f-state", rack: "f-rack", experiment: "f-experiment" };
   for (const k in f) f[k] = document.getElementById(f[k]);
 
+  if (matchMedia("(max-width: 640px)").matches) document.getElementById("legend").open = false;  // phones: tiles first
+
   const params = new URLSearchParams(location.search);
   for (const k of ["search", "state", "rack", "experiment"]) if (params.get(k)) f[k].value = params.get(k);
 
