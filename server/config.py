@@ -75,7 +75,8 @@ class DashboardConfig:
     refresh_s: float = field(default=5.0, metadata={"doc": "how often open pages fetch new data"})
     stale_after_s: float = field(default=120.0, metadata={
         "doc": "a box whose last score is older than this is shown as 'no data for N min', not as a score"})
-    warn_score: float = field(default=4.0, metadata={"doc": "scores at or above this are shown in amber"})
+    warn_score: float = field(default=4.0, metadata={
+        "doc": "a score at or above this makes a box 'high'; the overview ranks boxes by their minutes above it"})
     plot_threshold: float = field(default=6.0, metadata={
         "doc": "threshold line drawn on history plots when no alert rule applies to the animal"})
     history_hours: float = field(default=6.0, metadata={"doc": "time range a history page opens with"})
