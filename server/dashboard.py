@@ -162,17 +162,17 @@ def overview_tiles(now: float) -> list[dict[str, Any]]:
         else:
             by_box.setdefault((e.device, e.box), e)
     minute = math.floor(now / 60) * 60
-    sparks = triage.spark_points(db, minute - SPARK_WINDOW_S, minute)
+    sparks = _minute_sparks(db, minute)
     tiles = []
     for row in repo.boxes(now):
         row["key"] = f"{row['device']}/{row['box']}"
         row["state"] = box_state(row, config)
-        points = sparks.get((row["device"], row["box"]), [])
-        row["spark"] = sparkline(points, minute - SPARK_WINDOW_S, SPARK_WINDOW_S)
+        spark = sparks.get((row["device"], row["box"]), {"line": [], "trend": None, "above": 0})
+        row["spark"] = spark["line"]
         live = row["state"] in ("ok", "high", "alert")
-        row["trend"] = trend(points, minute) if live else None
+        row["trend"] = spark["trend"] if live else None
         row["level"] = triage.level(row["last_score"], config.severity_steps) if live else None
-        row["minutes_above"] = triage.minutes_above(points, config.warn_score)
+        row["minutes_above"] = spark["above"]
         animal = animals.get(row["animal_id"]) if row["animal_id"] is not None else None
         row["experiment_name"] = animal["experiment_name"] if animal else None
         row["humane_endpoint"] = animal["humane_endpoint"] if animal else ""
@@ -181,6 +181,21 @@ def overview_tiles(now: float) -> list[dict[str, Any]]:
         tiles.append(row)
     tiles.sort(key=triage.rank)
     return tiles
+
+
+def _minute_sparks(db: Any, minute: float) -> dict[tuple[str, int], dict[str, Any]]:
+    """Sparkline, trend and minutes above `warn_score` of every box, from the completed minutes
+    before `minute`. They change once a minute, so they are computed once a minute per process
+    (windows that arrive late for an earlier minute show from the next minute on)."""
+    cached = current_app.extensions.get("mgs_minute_sparks")
+    if cached is not None and cached[0] == minute:
+        return cached[1]
+    warn = _config().warn_score
+    out = {key: {"line": sparkline(points, minute - SPARK_WINDOW_S, SPARK_WINDOW_S), "trend": trend(points, minute),
+                 "above": triage.minutes_above(points, warn)}
+           for key, points in triage.spark_points(db, minute - SPARK_WINDOW_S, minute).items()}
+    current_app.extensions["mgs_minute_sparks"] = (minute, out)
+    return out
 
 
 def _racks() -> list[dict[str, Any]]:
@@ -211,9 +226,31 @@ def _rendered(context: dict[str, Any]) -> tuple[dict[str, str], list[str], str]:
     """Each tile's HTML, the order, and the summary line, exactly as the page shows them. Tiles
     are rendered straight from the compiled template: they use no request context, and running
     Flask's context processors 500 times would cost more than the tiles themselves."""
-    template = current_app.jinja_env.get_template("_tile.html")
-    tiles = {t["key"]: template.render(b=t, now=context["now"]) for t in context["tiles"]}
+    tiles = {t["key"]: _tile_html(t, context["now"]) for t in context["tiles"]}
     return tiles, [t["key"] for t in context["tiles"]], render_template("_overview_summary.html", **context)
+
+
+# Row fields the tile template does not show; they change with every window and would defeat the cache.
+_NOT_SHOWN = ("age_s", "last_seq", "last_window_end", "last_face_visible_fraction", "device_last_seen",
+              "unacknowledged_alerts", "minutes_above")
+_TILE_CACHE_MAX = 5000
+
+
+def _tile_html(tile: dict[str, Any], now: float) -> str:
+    """One tile's HTML, re-rendered only when something it shows changed: the cache key is every
+    field the template reads, with the two time-dependent texts (how long without data, how long
+    the episode runs) in their displayed form."""
+    episode = tile["episode"]
+    key = repr([(k, v) for k, v in sorted(tile.items()) if k not in _NOT_SHOWN]) + "|" + (
+        format_age(tile["age_s"]) if tile["state"] == "stale" else "") + "|" + (
+        format_minutes(now - episode.start) if episode is not None and episode.open else "")
+    cache: dict[str, str] = current_app.extensions.setdefault("mgs_tile_html", {})
+    html = cache.get(key)
+    if html is None:
+        if len(cache) > _TILE_CACHE_MAX:
+            cache.clear()
+        html = cache[key] = current_app.jinja_env.get_template("_tile.html").render(b=tile, now=now)
+    return html
 
 
 @bp.route("/")
