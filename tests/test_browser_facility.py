@@ -189,8 +189,9 @@ def test_acknowledging_with_a_note_shows_note_and_user_in_the_episode_and_the_au
         page.context.close()
 
 
-def test_no_page_scrolls_sideways_on_a_phone(browser: Any, facility: Server) -> None:
-    page = _page(browser, facility, PHONE, user="ada")
+@pytest.mark.parametrize("width", [360, 390, 430])
+def test_no_page_scrolls_sideways_on_a_phone(browser: Any, facility: Server, width: int) -> None:
+    page = _page(browser, facility, {"width": width, "height": 800}, user="ada")
     try:
         for path in ("/", "/alerts", "/alerts?show=all", "/devices", "/assignments", "/export", "/audit",
                      "/admin/users", "/boxes/rack-17/2", "/animals/1", "/animals/1/report"):
