@@ -42,7 +42,8 @@ def entries(db: sqlite_utils.Database, target: str | None = None, since: float |
     """Newest first: id, time, username, action, target, old, new, changes [(field, old, new)].
 
     `target` matches exactly or as a prefix ending in ':' (`animal:` = every animal)."""
-    where, params = [], []
+    where: list[str] = []
+    params: list[Any] = []
     if target:
         where.append("(target = ? OR (? LIKE '%:' AND target LIKE ? || '%'))")
         params += [target, target, target]

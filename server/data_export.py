@@ -86,10 +86,8 @@ def spreadsheet_csv(rows: Iterable[list[Any]], columns: Sequence[str], european:
     writer = csv.writer(buffer, delimiter=";" if european else ",", lineterminator="\r\n")
     buffer.write(BOM)
     writer.writerow(columns)
-    n = 0
-    for row in rows:
+    for n, row in enumerate(rows, start=1):
         writer.writerow([_spreadsheet_cell(v, european) for v in row])
-        n += 1
         if n % chunk_rows == 0:
             yield buffer.getvalue()
             buffer.seek(0)

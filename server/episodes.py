@@ -163,7 +163,8 @@ def episodes(db: sqlite_utils.Database, since: float, until: float, animal_id: i
              device: str | None = None, box: int | None = None, now: float | None = None) -> list[Episode]:
     """Episodes overlapping [since, until), newest first, with peak and acknowledgements filled in."""
     now = time.time() if now is None else now
-    where, params = ["al.time >= ?", "al.time < ?"], [_fetch_start(db, since), until]
+    where = ["al.time >= ?", "al.time < ?"]
+    params: list[Any] = [_fetch_start(db, since), until]
     if animal_id is not None:
         where.append("al.animal_id = ?")
         params.append(animal_id)

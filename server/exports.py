@@ -15,10 +15,19 @@ import tempfile
 import time
 import unicodedata
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from flask import Blueprint, Response, after_this_request, current_app, request, send_file, stream_with_context
+from flask import (
+    Blueprint,
+    Response,
+    after_this_request,
+    current_app,
+    request,
+    send_file,
+    stream_with_context,
+)
 
 from mgs_core.errors import MgsError
 from mgs_core.messages import parse_utc_iso
@@ -175,7 +184,7 @@ def download() -> Response:
 
         @after_this_request
         def _remove(response: Response) -> Response:
-            response.call_on_close(lambda: os.path.exists(path) and os.unlink(path))
+            response.call_on_close(lambda: Path(path).unlink(missing_ok=True))
             return response
         data_export.write_xlsx(path, rows(repo, pieces, resolution, zone), columns, label)
         response = send_file(path, mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")

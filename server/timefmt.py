@@ -27,7 +27,7 @@ def duration(seconds: float | None) -> str:
     """'42 s', '6 min', '1 h 12 min', '2 d 3 h': exact enough to act on, short enough to scan."""
     if seconds is None:
         return "–"
-    s = max(0, int(round(seconds)))
+    s = max(0, round(seconds))
     if s < 60:
         return f"{s} s"
     if s < 3600:

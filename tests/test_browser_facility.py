@@ -16,13 +16,27 @@ from typing import Any
 
 import pytest
 
-from mgs_core.messages import AVAILABILITY_ONLINE, BoxAlert, alert_topic, availability_topic, utc_iso
+from mgs_core.messages import (
+    AVAILABILITY_ONLINE,
+    BoxAlert,
+    alert_topic,
+    availability_topic,
+    utc_iso,
+)
 from server import auth
-from server.db import connect, transaction
+from server.db import connect
 from server.repository import Repository
 from tests.conftest import MOSQUITTO, Broker, wait_for
 from tests.ingest_support import publish, score_message, window
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, Server, expect, screenshot, sync_api
+from tests.test_browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    TIMEOUT_MS,
+    Server,
+    expect,
+    screenshot,
+    sync_api,
+)
 from tests.web_support import PASSWORD
 
 pytestmark = pytest.mark.browser

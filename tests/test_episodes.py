@@ -13,7 +13,15 @@ from flask import Flask
 from server import audit, episodes
 from server.db import connect, transaction
 from server.repository import Repository
-from tests.web_support import alert, csrf, logged_in, make_app, recent_window, repo_call, store
+from tests.web_support import (
+    alert,
+    csrf,
+    logged_in,
+    make_app,
+    recent_window,
+    repo_call,
+    store,
+)
 
 
 def _row(id: int, source: str, event: str, t: float, animal: int | None = 1, device: str = "rack1", box: int = 0,
@@ -121,5 +129,5 @@ def test_a_viewer_cannot_acknowledge(app: Flask) -> None:
 def test_open_episode_on_the_tile_says_since_when_and_how_long(app: Flask) -> None:
     store(app, recent_window(score=7.5), alerts=(alert(score=7.5),))
     page = logged_in(app, "viewer").get("/").get_data(as_text=True)
-    tile = re.search(r'<a class="box [^"]*"[^>]*data-box="rack1/0".*?</a>', page, re.S)
+    tile = re.search(r'<a class="box [^"]*"[^>]*data-box="rack1/0".*?</a>', page, re.DOTALL)
     assert tile and re.search(r"ALERT</span> since \d{4}-\d\d-\d\d \d\d:\d\d UTC \(&lt; 1 min\)", tile.group(0))

@@ -15,7 +15,15 @@ from flask import Flask
 from mgs_core.errors import ConfigError
 from server.config import DashboardConfig
 from tests.ingest_support import window
-from tests.web_support import alert, csrf, logged_in, make_app, recent_window, repo_call, store
+from tests.web_support import (
+    alert,
+    csrf,
+    logged_in,
+    make_app,
+    recent_window,
+    repo_call,
+    store,
+)
 
 
 @pytest.fixture

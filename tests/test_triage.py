@@ -11,7 +11,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from server import triage
-from tests.web_support import alert, logged_in, make_app, recent_window, repo_call, store
+from tests.web_support import (
+    alert,
+    logged_in,
+    make_app,
+    recent_window,
+    repo_call,
+    store,
+)
 
 STEPS = [2.0, 4.0, 6.0, 7.5]
 
@@ -81,8 +88,8 @@ def test_tiles_carry_what_the_filters_and_search_use(app: Flask, viewer: FlaskCl
     repo_call(app, "create_assignment", animal, "rack1", 0, time.time() - 60)
     store(app, recent_window(score=3.0))
     page = viewer.get("/").get_data(as_text=True)
-    tile = re.search(r'<a class="box [^"]*"[^>]*data-box="rack1/0".*?</a>', page, re.S).group(0)  # type: ignore[union-attr]
+    tile = re.search(r'<a class="box [^"]*"[^>]*data-box="rack1/0".*?</a>', page, re.DOTALL).group(0)  # type: ignore[union-attr]
     assert 'data-rack="rack1"' in tile and 'data-experiment="Post-op"' in tile
     assert 'data-search="rack1/0 maus-ä1' in tile
     assert "humane endpoint" in tile and "euthanise" in tile
-    assert re.search(r'<select id="f-experiment".*?<option>Post-op</option>', page, re.S)
+    assert re.search(r'<select id="f-experiment".*?<option>Post-op</option>', page, re.DOTALL)
