@@ -71,6 +71,12 @@ def format_when(ts: float | None, seconds: bool = False) -> str:
     return timefmt.local_time(ts, _config().timezone, seconds)
 
 
+@bp.app_template_filter("when_short")
+def format_when_short(ts: float, now: float) -> str:
+    """The time alone for today (tiles are small), with the date otherwise."""
+    return timefmt.local_time_short(ts, _config().timezone, now)
+
+
 @bp.app_template_filter("duration")
 def format_duration(seconds: float | None) -> str:
     return timefmt.duration(seconds)
@@ -185,16 +191,18 @@ def overview_tiles(now: float) -> list[dict[str, Any]]:
 
 def _minute_sparks(db: Any, minute: float) -> dict[tuple[str, int], dict[str, Any]]:
     """Sparkline, trend and minutes above `warn_score` of every box, from the completed minutes
-    before `minute`. They change once a minute, so they are computed once a minute per process
-    (windows that arrive late for an earlier minute show from the next minute on)."""
+    before `minute`. They change when a minute completes or when windows arrive late for a
+    completed minute (a replayed outbox, a new box); both change the number of windows in those
+    minutes, so that count is the cache key and the lines are computed again only then."""
+    stamp = (minute, *triage.spark_stamp(db, minute - SPARK_WINDOW_S, minute))
     cached = current_app.extensions.get("mgs_minute_sparks")
-    if cached is not None and cached[0] == minute:
+    if cached is not None and cached[0] == stamp:
         return cached[1]
     warn = _config().warn_score
     out = {key: {"line": sparkline(points, minute - SPARK_WINDOW_S, SPARK_WINDOW_S), "trend": trend(points, minute),
                  "above": triage.minutes_above(points, warn)}
            for key, points in triage.spark_points(db, minute - SPARK_WINDOW_S, minute).items()}
-    current_app.extensions["mgs_minute_sparks"] = (minute, out)
+    current_app.extensions["mgs_minute_sparks"] = (stamp, out)
     return out
 
 
@@ -243,7 +251,7 @@ def _tile_html(tile: dict[str, Any], now: float) -> str:
     episode = tile["episode"]
     key = repr([(k, v) for k, v in sorted(tile.items()) if k not in _NOT_SHOWN]) + "|" + (
         format_age(tile["age_s"]) if tile["state"] == "stale" else "") + "|" + (
-        format_minutes(now - episode.start) if episode is not None and episode.open else "")
+        format_minutes(now - episode.start) + format_when_short(episode.start, now) if episode is not None else "")
     cache: dict[str, str] = current_app.extensions.setdefault("mgs_tile_html", {})
     html = cache.get(key)
     if html is None:

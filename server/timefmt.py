@@ -18,6 +18,14 @@ def local_time(ts: float | None, zone: str, seconds: bool = False) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S %Z" if seconds else "%Y-%m-%d %H:%M %Z")
 
 
+def local_time_short(ts: float, zone: str, now: float) -> str:
+    """'09:12 CET' on the day of `now` in the facility, else the full '2026-12-01 09:12 CET'."""
+    moment = datetime.fromtimestamp(ts, tz=ZoneInfo(zone))
+    if moment.date() == datetime.fromtimestamp(now, tz=ZoneInfo(zone)).date():
+        return moment.strftime("%H:%M %Z")
+    return moment.strftime("%Y-%m-%d %H:%M %Z")
+
+
 def local_naive(ts: float, zone: str) -> datetime:
     """The wall-clock time in `zone` without a zone attached (what a spreadsheet cell holds)."""
     return datetime.fromtimestamp(ts, tz=ZoneInfo(zone)).replace(tzinfo=None)

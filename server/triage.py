@@ -120,3 +120,12 @@ def spark_points(db: Any, start: float, end: float) -> dict[tuple[str, int], lis
     for device, box, bucket, mean in cursor.fetchall():
         out.setdefault((device, box), []).append({"t": bucket, "mean": mean})
     return out
+
+
+def spark_stamp(db: Any, start: float, end: float) -> tuple[int, float]:
+    """(buckets, windows) in the minute rollups of every box in [start, end): changes whenever
+    what `spark_points` would return changes, at a fraction of its cost."""
+    row = db.execute(
+        "SELECT COUNT(*), TOTAL(r.windows) FROM boxes b JOIN rollup_minute r ON r.device = b.device AND r.box = b.box "
+        "AND r.bucket >= ? AND r.bucket < ?", [start, end]).fetchone()
+    return int(row[0]), float(row[1])

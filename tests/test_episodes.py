@@ -130,4 +130,4 @@ def test_open_episode_on_the_tile_says_since_when_and_how_long(app: Flask) -> No
     store(app, recent_window(score=7.5), alerts=(alert(score=7.5),))
     page = logged_in(app, "viewer").get("/").get_data(as_text=True)
     tile = re.search(r'<a class="box [^"]*"[^>]*data-box="rack1/0".*?</a>', page, re.DOTALL)
-    assert tile and re.search(r"ALERT</span> since \d{4}-\d\d-\d\d \d\d:\d\d UTC \(&lt; 1 min\)", tile.group(0))
+    assert tile and re.search(r"ALERT</span> since \d\d:\d\d UTC \(&lt; 1 min\)", tile.group(0))
