@@ -162,3 +162,13 @@ def test_xlsx_download_is_a_workbook_with_the_animal(app: Flask) -> None:
 def test_a_bad_resolution_is_explained(app: Flask) -> None:
     response = logged_in(app, "viewer").get("/export/download", query_string={"start": _start(), "resolution": "week"})
     assert response.status_code == 400 and "second, minute, hour, day" in response.get_data(as_text=True)
+
+
+def test_the_api_sets_the_humane_endpoint_shown_on_the_animal_page(app: Flask) -> None:
+    animal = repo_call(app, "create_animal", "M10")
+    officer = logged_in(app, "officer")
+    response = officer.patch(f"/api/v1/animals/{animal}", json={"humane_endpoint": "no food intake for 24 h"},
+                             headers={"X-CSRF-Token": csrf(officer)})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["animal"]["humane_endpoint"] == "no food intake for 24 h"
+    assert "no food intake for 24 h" in officer.get(f"/animals/{animal}").get_data(as_text=True)

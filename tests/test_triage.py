@@ -11,6 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from server import triage
+from tests.ingest_support import window
 from tests.web_support import (
     alert,
     logged_in,
@@ -93,3 +94,15 @@ def test_tiles_carry_what_the_filters_and_search_use(app: Flask, viewer: FlaskCl
     assert 'data-search="rack1/0 maus-ä1' in tile
     assert "humane endpoint" in tile and "euthanise" in tile
     assert re.search(r'<select id="f-experiment".*?<option>Post-op</option>', page, re.DOTALL)
+
+
+def test_history_arriving_after_a_page_load_shows_in_the_sparkline_at_once(app: Flask, viewer: FlaskClient) -> None:
+    store(app, recent_window(score=3.0))
+    before = viewer.get("/").get_data(as_text=True)
+    assert "<polyline" not in before
+    now = time.time()
+    store(app, *[window("rack1", 0, 100 + i, now - 1500 + i * 70, 2.0 + i * 0.2) for i in range(20)],
+          recent_window(seq=500, score=6.0))
+    after = viewer.get("/").get_data(as_text=True)
+    assert "<polyline" in after, "late windows for completed minutes must not wait for the next minute"
+    assert ">↑<" in after, "a rising course shows a rising trend"
