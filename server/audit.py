@@ -74,7 +74,3 @@ def changes(old: Any, new: Any) -> list[tuple[str, Any, Any]]:
                 if before.get(k) != after.get(k)]
     return [] if old == new else [("value", old, new)]
 
-
-def latest_time(db: sqlite_utils.Database) -> float:
-    """When the newest entry was written (0 if none): a change to animals or assignments re-draws tiles."""
-    return float(db.execute("SELECT COALESCE(MAX(time), 0) FROM audit_log").fetchone()[0])

@@ -206,10 +206,6 @@ def _minute_sparks(db: Any, minute: float) -> dict[tuple[str, int], dict[str, An
     return out
 
 
-def _racks() -> list[dict[str, Any]]:
-    return get_repo().devices()
-
-
 # --- pages ----------------------------------------------------------------------------------------
 
 def ingest_problem() -> str | None:
@@ -225,7 +221,7 @@ def ingest_problem() -> str | None:
 def _overview_context(now: float) -> dict[str, Any]:
     tiles = overview_tiles(now)
     open_eps = [t["episode"] for t in tiles if t["episode"] is not None]
-    return {"tiles": tiles, "now": now, "devices": _racks(), "config": _config(),
+    return {"tiles": tiles, "now": now, "devices": get_repo().devices(), "config": _config(),
             "attention": len({id(e) for e in open_eps}), "ingest_problem": ingest_problem(),
             "legend": triage.legend(_config().severity_steps)}
 

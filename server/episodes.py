@@ -54,7 +54,6 @@ class Episode:
     peak: float | None = None
     acknowledgements: list[dict[str, Any]] = field(default_factory=list)
     unacknowledged: int = 0
-    changed: float = 0.0
 
     @property
     def open(self) -> bool:
@@ -120,7 +119,6 @@ def build(alerts: list[dict[str, Any]]) -> list[Episode]:
 def _add(episode: Episode, members: list[dict[str, Any]]) -> None:
     for a in members:
         episode.alert_ids.append(a["id"])
-        episode.changed = max(episode.changed, a.get("received_at") or 0.0, a.get("acknowledged_at") or 0.0)
         if (a["device"], a["box"]) not in episode.boxes:
             episode.boxes.append((a["device"], a["box"]))
         if a["event"] != "raised":
