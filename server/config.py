@@ -14,6 +14,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, ClassVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mgs_core.errors import ConfigError
 from mgs_core.messages import SCORE_MAX, SCORE_MIN
@@ -76,13 +77,28 @@ class DashboardConfig:
     refresh_s: Annotated[float, Range(1, 600, unit="seconds")] = field(default=5.0, metadata={"doc": "how often open pages fetch new data"})
     stale_after_s: Annotated[float, Range(5, 86400, unit="seconds")] = field(default=120.0, metadata={
         "doc": "a box whose last score is older than this is shown as 'no data for N min', not as a score"})
-    warn_score: Annotated[float, OT_SCALE] = field(default=4.0, metadata={"doc": "scores at or above this are shown in amber"})
+    warn_score: Annotated[float, OT_SCALE] = field(default=4.0, metadata={
+        "doc": "a score at or above this makes a box 'high'; the overview ranks boxes by their minutes above it"})
     plot_threshold: Annotated[float, OT_SCALE] = field(default=6.0, metadata={
         "doc": "threshold line drawn on history plots when no alert rule applies to the animal"})
     history_hours: Annotated[float, Range(0.1, 24 * 365, unit="hours")] = field(default=6.0, metadata={"doc": "time range a history page opens with"})
     clock_skew_s: Annotated[float, Range(0, 86400, unit="seconds")] = field(default=300.0, metadata={
         "doc": "a box whose last window ends more than this after the server's clock shows 'clock ahead', "
                "not a current score"})
+    timezone: str = field(default="UTC", metadata={
+        "doc": "IANA time zone every page, report and export shows times in, e.g. Europe/Berlin"})
+    severity_steps: list[float] = field(default_factory=lambda: [2.0, 4.0, 6.0, 7.5], metadata={
+        "doc": "four ascending scores where the overview colour scale steps up: slight, moderate, marked, severe"})
+
+    def check(self) -> None:
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise fail("timezone", self.timezone,
+                       "must be an IANA time zone name such as UTC or Europe/Berlin") from None
+        steps = self.severity_steps
+        if len(steps) != 4 or any(not 0 < s <= 9 for s in steps) or sorted(set(steps)) != list(steps):
+            raise fail("severity_steps", steps, "must be four strictly ascending scores from 0 to 9")
 
 
 @dataclass

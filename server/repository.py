@@ -338,14 +338,14 @@ class Repository:
             return int(cur.lastrowid)
 
     def update_animal(self, animal_id: int, /, **changes: Any) -> None:
-        """Change any of name, strain, notes, experiment_id. (The id is positional-only, so a change
-        named `animal_id` from a request body is an unknown field, not a TypeError.)"""
-        allowed = {"name": 200, "strain": 200, "notes": 4000}
+        """Change any of name, strain, notes, humane_endpoint, experiment_id. (The id is positional-only,
+        so a change named `animal_id` from a request body is an unknown field, not a TypeError.)"""
+        allowed = {"name": 200, "strain": 200, "notes": 4000, "humane_endpoint": 4000}
         unknown = set(changes) - set(allowed) - {"experiment_id"}
         if unknown:
-            raise MgsError(f"unknown animal field(s) {sorted(unknown)}; use name, strain, notes, experiment_id")
-        values: dict[str, Any] = {k: _text(v, k, allowed[k], allow_empty=(k != "name"))
-                                  for k, v in changes.items() if k in allowed}
+            raise MgsError(f"unknown animal field(s) {sorted(unknown)}; "
+                           "use name, strain, notes, humane_endpoint, experiment_id")
+        values: dict[str, Any] = {k: _text(v, k, allowed[k], allow_empty=(k != "name")) for k, v in changes.items() if k in allowed}
         if "experiment_id" in changes:
             values["experiment_id"] = _optional_id(changes["experiment_id"], "experiment_id")
         if not values:

@@ -57,7 +57,7 @@ def test_a_raised_device_alert_marks_the_tile(app: Flask, viewer: FlaskClient) -
     store(app, recent_window(score=7.5), alerts=(alert(score=7.5),))
     page = viewer.get("/").get_data(as_text=True)
     assert 'data-state="alert"' in _tile(page, "rack1", 0)
-    assert "1 open alert" in page
+    assert "1 alert episode open or unacknowledged" in page
 
 
 def test_the_assigned_animal_is_named_on_its_box(app: Flask, viewer: FlaskClient) -> None:
@@ -166,20 +166,21 @@ def test_acknowledging_on_a_box_history_page_returns_to_that_page(app: Flask) ->
     client = logged_in(app, "officer")
     page = client.get("/boxes/rack1/0").get_data(as_text=True)
     back = re.search(r'name="back" value="([^"]+)"', page)
-    assert back and back.group(1) == "/boxes/rack1/0?show=all"
+    assert back and back.group(1) == "/boxes/rack1/0"
     response = client.post("/alerts/1/acknowledge", data={"back": back.group(1), "csrf_token": csrf(client)})
-    assert response.headers["Location"] == "/boxes/rack1/0?show=all"
+    assert response.headers["Location"] == "/boxes/rack1/0"
 
 
-def test_export_form_fields_are_what_the_export_api_takes(app: Flask, viewer: FlaskClient) -> None:
+def test_export_form_fields_are_what_the_download_takes(app: Flask, viewer: FlaskClient) -> None:
     store(app, recent_window(score=3.5), recent_window(box=1, seq=1, score=None))
     page = viewer.get("/export").get_data(as_text=True)
     form = re.search(r'<form[^>]*action="([^"]+)"[^>]*id="export-form">(.*?)</form>', page, re.S)
-    assert form and form.group(1) == "/api/v1/export"
+    assert form and form.group(1) == "/export/download"
     names = set(re.findall(r'name="([a-z_]+)"', form.group(2)))
-    assert names == {"scope", "start", "end", "format"}
-    response = viewer.get(form.group(1), query_string={"scope": "box:rack1/1", "start": str(time.time() - 3600),
-                                                       "end": "", "format": "csv"})
+    assert names == {"scope", "start", "end", "resolution", "format"}
+    start = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() - 3600))
+    response = viewer.get(form.group(1), query_string={"scope": "box:rack1/1", "start": start, "end": "",
+                                                       "resolution": "second", "format": "csv"})
     lines = response.get_data(as_text=True).strip().splitlines()
     assert response.status_code == 200
-    assert len(lines) == 2 and lines[1].startswith("rack1,1,")
+    assert len(lines) == 2 and lines[1].split(",")[1:3] == ["rack1", "1"]

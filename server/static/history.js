@@ -1,5 +1,7 @@
 // History plot: score over time from the REST API; zooming fetches the range again, so the server
-// picks raw windows, minute or hour means to keep the plot at a few thousand points.
+// picks raw windows, minute or hour means to keep the plot at a few thousand points. Times are
+// drawn as wall-clock times of the facility's zone; alert episodes are shaded, acknowledgements
+// marked with who and the note.
 "use strict";
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -7,17 +9,29 @@ document.addEventListener("DOMContentLoaded", () => {
   const status = document.getElementById("plot-status");
   const threshold = parseFloat(div.dataset.threshold);
   const refreshMs = parseFloat(div.dataset.refresh) * 1000;
+  const episodes = JSON.parse(div.dataset.episodes || "[]");
+  const rangeButtons = [...document.querySelectorAll("#ranges button[data-seconds]")];
   let span = parseFloat(div.dataset.history);
   let range = null;        // [startSeconds, endSeconds] while zoomed; null = "last `span` seconds"
   let loading = false;
 
   const iso = (s) => new Date(s * 1000).toISOString();
+  const wall = (s) => mgs.wall(s);
   const bucket = { raw: 0, minute: 60, hour: 3600 };
+
+  function markActive() {
+    for (const b of rangeButtons) {
+      const on = !range && parseFloat(b.dataset.seconds) === span;
+      b.classList.toggle("active", on);
+      b.classList.toggle("secondary", !on);
+      b.setAttribute("aria-pressed", String(on));
+    }
+  }
 
   function traces(body) {
     const half = (bucket[body.resolution] || 0) / 2;
     const pts = body.points;
-    const x = pts.map((p) => new Date((p.t + half) * 1000));
+    const x = pts.map((p) => wall(p.t + half));
     const mean = pts.map((p) => p.mean);
     const out = [];
     if (body.resolution !== "raw") {
@@ -27,23 +41,36 @@ document.addEventListener("DOMContentLoaded", () => {
     }
     out.push({ x, y: mean, mode: pts.length > 400 ? "lines" : "lines+markers", name: "score (mean)", connectgaps: false,
                line: { color: "#2b5fab", width: 1.5 }, marker: { size: 4 },
-               hovertemplate: "%{y:.2f}<extra>%{x}</extra>" });
+               hovertemplate: `%{y:.2f}<extra>%{x} ${mgs.zone}</extra>` });
     const hidden = pts.filter((p) => p.mean === null);
-    out.push({ x: hidden.map((p) => new Date((p.t + half) * 1000)), y: hidden.map(() => -0.4), mode: "markers",
+    out.push({ x: hidden.map((p) => wall(p.t + half)), y: hidden.map(() => -0.4), mode: "markers",
                name: "no face visible", marker: { symbol: "line-ns-open", size: 8, color: "#8a8f98" },
                hovertemplate: "no face visible<extra>%{x}</extra>" });
+    const acks = episodes.flatMap((e) => e.acks);
+    if (acks.length) {
+      out.push({ x: acks.map((a) => wall(a.time)), y: acks.map(() => 8.7), mode: "markers", name: "acknowledged",
+                 marker: { symbol: "triangle-down", size: 11, color: "#1f8a4c" },
+                 text: acks.map((a) => `${a.user}${a.note ? ": " + a.note : ""}`),
+                 hovertemplate: "acknowledged by %{text}<extra>%{x}</extra>" });
+    }
     return out;
   }
 
   function layout(start, end) {
+    const now = Date.now() / 1000;
+    const shapes = [{ type: "line", xref: "paper", x0: 0, x1: 1, y0: threshold, y1: threshold, line: { color: "#c53030", width: 1.5, dash: "dash" } }];
+    for (const e of episodes) {
+      shapes.push({ type: "rect", xref: "x", yref: "paper", x0: wall(e.start), x1: wall(e.end === null ? now : e.end), y0: 0, y1: 1,
+                    fillcolor: "rgba(197,48,48,0.12)", line: { width: 0 }, layer: "below", name: "episode" });
+    }
     return {
       margin: { l: 50, r: 20, t: 10, b: 40 },
-      xaxis: { type: "date", range: [new Date(start * 1000), new Date(end * 1000)] },
+      xaxis: { type: "date", range: [wall(start), wall(end)], title: { text: mgs.zone, standoff: 4 } },
       yaxis: { title: { text: "orbital tightening (0–9)" }, range: [-0.8, 9.2], fixedrange: true, zeroline: false },
-      shapes: [{ type: "line", xref: "paper", x0: 0, x1: 1, y0: threshold, y1: threshold, line: { color: "#c53030", width: 1.5, dash: "dash" } }],
+      shapes,
       annotations: [{ xref: "paper", x: 1, xanchor: "right", y: threshold, yanchor: "bottom", showarrow: false,
                       text: div.dataset.thresholdLabel, font: { color: "#c53030", size: 11 } }],
-      legend: { orientation: "h", y: -0.15 },
+      legend: { orientation: "h", y: -0.2 },
       uirevision: "keep",
     };
   }
@@ -60,7 +87,7 @@ document.addEventListener("DOMContentLoaded", () => {
       await Plotly.react(div, traces(body), lay, { responsive: true, displaylogo: false });
       div.dataset.points = String(body.points.length);
       div.dataset.resolution = body.resolution;
-      status.textContent = `${body.points.length} points (${body.resolution === "raw" ? "every window" : body.resolution + " means"}), updated ${new Date().toLocaleTimeString()}`;
+      status.textContent = `${body.points.length} points (${body.resolution === "raw" ? "every window" : body.resolution + " means"}), updated ${mgs.clock()}`;
       status.classList.remove("error");
     } catch (err) {
       status.textContent = "not updating: " + err.message;
@@ -75,16 +102,21 @@ document.addEventListener("DOMContentLoaded", () => {
     if (!seconds) return;
     span = parseFloat(seconds);
     range = null;
+    markActive();
     Plotly.relayout(div, { "xaxis.autorange": false }).then(load);
   });
 
+  markActive();
   load().then(() => {
     div.on("plotly_relayout", (ev) => {
       if (ev["xaxis.range[0]"] !== undefined) {
-        range = [new Date(ev["xaxis.range[0]"]).getTime() / 1000, new Date(ev["xaxis.range[1]"]).getTime() / 1000];
+        const at = (v) => mgs.fromWall(String(v).replace(" ", "T").slice(0, 19));
+        range = [at(ev["xaxis.range[0]"]), at(ev["xaxis.range[1]"])];
+        markActive();
         load();
       } else if (ev["xaxis.autorange"]) {
         range = null;
+        markActive();
         load();
       }
     });
