@@ -6,7 +6,7 @@ connection (`server.request_db`).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
 from flask import Flask, jsonify, render_template
@@ -20,6 +20,7 @@ from server.config import ServerConfig, secret_key
 from server.db import connect
 from server.repository import MAX_ID, Conflict, NotFound
 from server.request_db import close_db, release_db
+from server.timefmt import moment
 
 
 def create_app(config: ServerConfig | None = None, test_config: dict[str, Any] | None = None) -> Flask:
@@ -93,24 +94,16 @@ class IdConverter(BaseConverter):
         return str(int(value))
 
 
-def _datetime(ts: float) -> datetime | None:
-    """None for a time a datetime cannot hold (a row stored before times were bounded)."""
-    try:
-        return datetime.fromtimestamp(ts, tz=timezone.utc)
-    except (OverflowError, OSError, ValueError):
-        return None
-
-
 def format_utc(ts: float | None) -> str:
     """Unix seconds -> 'YYYY-MM-DD HH:MM:SS UTC' (pages turn it into local time in the browser)."""
     if ts is None:
         return "–"
-    dt = _datetime(ts)
+    dt = moment(ts)
     return f"invalid time {ts!r}" if dt is None else dt.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def format_iso(ts: float | None) -> str:
-    dt = None if ts is None else _datetime(ts)
+    dt = None if ts is None else moment(ts)
     return "" if dt is None else dt.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 

@@ -94,11 +94,11 @@ class DashboardConfig:
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise fail("timezone", self.timezone,
+            raise fail("dashboard.timezone", self.timezone,
                        "must be an IANA time zone name such as UTC or Europe/Berlin") from None
         steps = self.severity_steps
         if len(steps) != 4 or any(not 0 < s <= 9 for s in steps) or sorted(set(steps)) != list(steps):
-            raise fail("severity_steps", steps, "must be four strictly ascending scores from 0 to 9")
+            raise fail("dashboard.severity_steps", steps, "must be four strictly ascending scores from 0 to 9")
 
 
 @dataclass

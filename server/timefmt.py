@@ -10,20 +10,33 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 
+def moment(ts: float, zone: str = "UTC") -> datetime | None:
+    """None for a time a datetime cannot hold (a row stored before times were bounded): a page
+    shows "invalid time" for it rather than failing."""
+    try:
+        return datetime.fromtimestamp(ts, tz=ZoneInfo(zone))
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
 def local_time(ts: float | None, zone: str, seconds: bool = False) -> str:
     """'2026-12-02 09:12 CET' (with ':SS' when asked); '–' for no time."""
     if ts is None:
         return "–"
-    moment = datetime.fromtimestamp(ts, tz=ZoneInfo(zone))
-    return moment.strftime("%Y-%m-%d %H:%M:%S %Z" if seconds else "%Y-%m-%d %H:%M %Z")
+    at = moment(ts, zone)
+    if at is None:
+        return f"invalid time {ts!r}"
+    return at.strftime("%Y-%m-%d %H:%M:%S %Z" if seconds else "%Y-%m-%d %H:%M %Z")
 
 
 def local_time_short(ts: float, zone: str, now: float) -> str:
     """'09:12 CET' on the day of `now` in the facility, else the full '2026-12-01 09:12 CET'."""
-    moment = datetime.fromtimestamp(ts, tz=ZoneInfo(zone))
-    if moment.date() == datetime.fromtimestamp(now, tz=ZoneInfo(zone)).date():
-        return moment.strftime("%H:%M %Z")
-    return moment.strftime("%Y-%m-%d %H:%M %Z")
+    at = moment(ts, zone)
+    if at is None:
+        return f"invalid time {ts!r}"
+    if at.date() == datetime.fromtimestamp(now, tz=ZoneInfo(zone)).date():
+        return at.strftime("%H:%M %Z")
+    return at.strftime("%Y-%m-%d %H:%M %Z")
 
 
 def local_naive(ts: float, zone: str) -> datetime:
