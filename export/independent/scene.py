@@ -25,7 +25,8 @@ from export.independent.paint import Canvas, coverage
 WIDTH, HEIGHT = 1920, 1080
 ANIMAL, EARS, EYES = 1, 2, 3
 EYE_VISIBLE_FRACTION = 0.5  # share of an eye's pixels that must stay uncovered for it to be labelled visible
-UNSCORABLE_BLUR_PX = 8.0  # motion blur longer than this: the eye is labelled but left unscored
+UNSCORABLE_BLUR_PX = 8.0
+EYE_TO_LENGTH = (0.055, 0.11)  # eye width / body length: larger-eyed than a real mouse (about 0.04), as rack images need  # motion blur longer than this: the eye is labelled but left unscored
 
 # BGR colours. Fur families: coat, its variation, skin (ears, paws, nose, tail), eye colours.
 FURS = {
@@ -320,7 +321,11 @@ class BoxPainter:
         side_on = pose in ("profile", "rearing", "sniffing")
         yaw = rng.uniform(-55, 55) if side_on else rng.uniform(-25, 25)
         width = g.x1 - g.x0
-        length = width * rng.uniform(0.6, 0.85)
+        # The eye is sized in pixels (13-27 across: what a 1080p rack camera is set up for), the body
+        # from the box; their ratio stays within what a mouse drawn larger-eyed than life can have.
+        scale = self.cam.px_per_mm(np.array([(g.x0 + g.x1) / 2, bedding_top, g.z0 + g.depth / 2]))
+        eye = rng.uniform(13, 27) / scale
+        length = float(np.clip(width * rng.uniform(0.55, 0.85), eye / EYE_TO_LENGTH[1], eye / EYE_TO_LENGTH[0]))
         reach = 0.6 * length * abs(math.cos(math.radians(yaw))) if side_on else 0.3 * length
         if 2 * reach + 20 > width:
             length *= (width - 20) / (2 * reach)
@@ -330,6 +335,7 @@ class BoxPainter:
         z = rng.uniform(z_lo, z_hi) if z_hi > z_lo else g.z0 + g.depth / 2
         self.mouse_at = np.array([rng.uniform(g.x0 + 10 + reach, g.x1 - 10 - reach), bedding_top + rng.uniform(0, 5), z])
         self.mouse_yaw, self.mouse_length = yaw, length
+        self.eye_width = min(eye, EYE_TO_LENGTH[1] * length)
         return float(z)
 
     def _mouse(self, bedding_top: float) -> None:
@@ -340,7 +346,7 @@ class BoxPainter:
         base_score = float(rng.uniform(0, 9))
         scores = tuple(round(float(np.clip(base_score + rng.uniform(-0.4, 0.4), 0, 9)), 1) for _ in range(2))
         length = self.mouse_length
-        eye_width = length * rng.uniform(0.075, 0.1)
+        eye_width = self.eye_width
         fig = mice.pose_figure(rng, self.pose, length, eye_width, scores, mirror=bool(rng.random() < 0.5))
         yaw = math.radians(self.mouse_yaw)
         axis = np.array([math.cos(yaw), 0.0, math.sin(yaw)])
