@@ -53,7 +53,7 @@ def wood_chips(rng: np.random.Generator, shape: tuple[int, int], size_px: float)
     img = np.zeros((h, w, 3), np.float32)
     img[:] = (40, 60, 80)
     n = int(h * w / max(size_px * size_px * 0.35, 1.0))
-    for _ in range(min(n, 4000)):
+    for _ in range(min(n, 1500)):
         x, y = rng.uniform(0, w), rng.uniform(0, h)
         a, b = rng.uniform(0.5, 1.0) * size_px, rng.uniform(0.15, 0.4) * size_px
         tone = rng.uniform(0.75, 1.2)
@@ -68,7 +68,7 @@ def paper_bedding(rng: np.random.Generator, shape: tuple[int, int], size_px: flo
     h, w = shape
     base = 215 + 30 * fractal_noise(rng, shape, size_px * 2, 3)
     img = np.repeat(base[..., None], 3, axis=2) * np.array([0.97, 0.99, 1.0], np.float32)
-    for _ in range(min(int(h * w / max(size_px * size_px, 1.0)), 2500)):
+    for _ in range(min(int(h * w / max(size_px * size_px, 1.0)), 1200)):
         x, y = rng.uniform(0, w), rng.uniform(0, h)
         ang = rng.uniform(0, math.pi)
         ln = rng.uniform(0.8, 2.0) * size_px
@@ -84,7 +84,7 @@ def corncob(rng: np.random.Generator, shape: tuple[int, int], size_px: float) ->
     h, w = shape
     img = np.zeros((h, w, 3), np.float32)
     img[:] = (35, 70, 100)
-    for _ in range(min(int(h * w / max(size_px * size_px * 0.5, 1.0)), 5000)):
+    for _ in range(min(int(h * w / max(size_px * size_px * 0.5, 1.0)), 2000)):
         x, y = rng.uniform(0, w), rng.uniform(0, h)
         r = max(1, int(rng.uniform(0.3, 0.6) * size_px))
         tone = rng.uniform(0.7, 1.15)
