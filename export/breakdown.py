@@ -5,7 +5,7 @@ A dataset line may carry `conditions` for the whole frame ({"lighting": "dim"}) 
 model fails: black mice in dim light, small boxes, a blurred camera. So `evaluate` keeps a tally
 per box and reports detection and score accuracy for every value of every condition key:
 strings and bools as categories, numbers with few distinct values as categories too, other
-numbers in bins of equal count.
+numbers in bins of equal count (a very common value, such as 0, in a group of its own).
 
 The style-held-out protocol (docs/generalisation.md) adds one more view: given the conditions
 a model was trained on, which boxes lie inside the training ranges ("seen") and which lie
@@ -14,6 +14,7 @@ outside on at least one key ("held_out"), with the accuracy of each, and per key
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,26 +138,39 @@ class ConditionBreakdown:
 
 
 class Grouping:
-    """How the values of one condition key are grouped: equal-count bins, or one group per value."""
+    """How the values of one condition key are grouped.
+
+    Text and bools: one group per value. Numbers: one group per value when there are few; else a
+    value shared by at least 1/NUMBER_BINS of them (motion blur 0 = a still mouse) keeps its own
+    group and the others fall into equal-count bins, so a common value does not swallow a bin.
+    """
 
     def __init__(self, values: list[Condition]) -> None:
-        numeric = all(_is_number(v) for v in values)
-        self.edges: list[float] | None = None
-        if numeric and len({float(v) for v in values}) > MAX_CATEGORIES:
-            qs = np.quantile([float(v) for v in values], np.linspace(0, 1, NUMBER_BINS + 1))
-            self.edges = sorted({float(q) for q in qs})
-            self.order = [self._bin_label(i) for i in range(len(self.edges) - 1)]
-        elif numeric:
-            self.order = [_fmt(v) for v in sorted({float(v) for v in values})]
-        else:
+        self.exact: set[float] = set()
+        self.edges: list[float] = []
+        if not all(_is_number(v) for v in values):
             self.order = sorted({_text(v) for v in values})
+            return
+        numbers = [float(v) for v in values]
+        counts = Counter(numbers)
+        if len(counts) <= MAX_CATEGORIES:
+            self.exact = set(counts)
+        else:
+            self.exact = {v for v, c in counts.items() if c >= len(numbers) / NUMBER_BINS}
+            rest = [v for v in numbers if v not in self.exact]
+            if len(set(rest)) <= MAX_CATEGORIES:
+                self.exact |= set(rest)
+            else:
+                self.edges = sorted({float(q) for q in np.quantile(rest, np.linspace(0, 1, NUMBER_BINS + 1))})
+        keyed = [(v, _fmt(v)) for v in self.exact] + [(self.edges[i], self._bin_label(i)) for i in range(len(self.edges) - 1)]
+        self.order = [label for _, label in sorted(keyed)]
 
     def _bin_label(self, i: int) -> str:
         close = "]" if i == len(self.edges) - 2 else ")"
         return f"[{_fmt(self.edges[i])}, {_fmt(self.edges[i + 1])}{close}"
 
     def label(self, value: Condition) -> str:
-        if self.edges is None:
+        if not _is_number(value) or float(value) in self.exact or len(self.edges) < 2:
             return _text(value)
         i = int(np.searchsorted(self.edges, float(value), side="right")) - 1
         return self._bin_label(min(max(i, 0), len(self.edges) - 2))

@@ -93,6 +93,9 @@ def test_many_numeric_values_fall_into_equal_count_bins() -> None:
     assert grouping.order == ["[1, 3.67)", "[3.67, 6.33)", "[6.33, 9]"]
     assert [labels.count(o) for o in grouping.order] == [3, 3, 3]
     assert Grouping([True, False, True]).order == ["false", "true"]
+    still = Grouping([0.0] * 10 + list(range(1, 10)))  # motion blur: most mice still
+    assert still.order == ["0", "[1, 3.67)", "[3.67, 6.33)", "[6.33, 9]"]
+    assert still.label(0) == "0" and still.label(2) == "[1, 3.67)" and still.label(9) == "[6.33, 9]"
 
 
 def test_style_holdout_splits_boxes_by_training_ranges(data, tmp_path: Path) -> None:
