@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def test_every_visible_eye_lies_on_eye_pixels_inside_its_box(rendered: Path) -> 
                 assert x <= eye.x < x + w and y <= eye.y < y + h
                 if eye.visible:
                     visible += 1
-                    assert mask[int(round(eye.y)), int(round(eye.x))] == 3
+                    assert mask[round(eye.y), round(eye.x)] == 3
                 else:
                     assert eye.score is None
     assert visible > 0
@@ -74,7 +75,7 @@ def test_conditions_on_every_frame_and_box(rendered: Path) -> None:
 def test_eye_aperture_shrinks_with_the_score() -> None:
     heights = [float(np.ptp(mouse.eye_outline(20.0, s, 0.0)[:, 1])) for s in range(10)]
     assert heights[0] == pytest.approx(20.0, rel=0.02)  # score 0: round
-    assert all(a > b for a, b in zip(heights, heights[1:]))
+    assert all(a > b for a, b in itertools.pairwise(heights))
     assert heights[9] < 0.15 * heights[0]  # score 9: a slit
 
 

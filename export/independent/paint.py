@@ -27,7 +27,7 @@ def coverage(shape: tuple[int, int], polys: list[np.ndarray], origin: tuple[int,
     a = np.zeros(shape, np.uint8)
     pts = [np.round((np.asarray(p, np.float64) - origin) * (1 << SUB)).astype(np.int32) for p in polys]
     if thickness > 0:
-        cv2.polylines(a, pts, closed, 255, max(1, int(round(thickness))), cv2.LINE_AA, shift=SUB)
+        cv2.polylines(a, pts, closed, 255, max(1, round(thickness)), cv2.LINE_AA, shift=SUB)
     else:
         for p in pts:
             cv2.fillPoly(a, [p], 255, cv2.LINE_AA, shift=SUB)

@@ -161,7 +161,6 @@ class BoxPainter:
 
     def paint(self) -> RenderedBox:
         rng, g = self.rng, self.g
-        h, w = self.canvas.shape
         self.canvas.paint([self._hull(g.corners())], (40, 35, 55), opacity=rng.uniform(0.15, 0.35))
         self.canvas.paint([self.faces(g.corners())["back"]], (70, 60, 80), opacity=rng.uniform(0.05, 0.15))
         bedding_top = g.y1 - rng.uniform(12, 0.2 * (g.y1 - g.y0))
@@ -358,7 +357,7 @@ class BoxPainter:
         scale = self.cam.px_per_mm(self.mouse_at)
         blur = float(rng.uniform(3, 14)) if rng.random() < 0.2 else 0.0
         self.conditions.update(fur=fur, eye_colour=eye_colour, pose=self.pose, mouse_yaw_deg=round(abs(self.mouse_yaw), 1),
-                               mouse_length_px=int(round(length * scale)), eye_width_px=round(float(eye_width * scale), 1),
+                               mouse_length_px=round(length * scale), eye_width_px=round(float(eye_width * scale), 1),
                                motion_blur_px=round(blur, 1))
         self._shadow(bedding_top, length)
         parts = [(k, to_px(p), th * scale) for k, p, th in fig.parts]
@@ -509,7 +508,7 @@ class BoxPainter:
             sl, inside = self._eye_region(e)
             area = int(inside.sum())
             left = int(np.count_nonzero((self.canvas.mask[sl] == EYES) & inside))
-            cx, cy = int(round(e.x)), int(round(e.y))
+            cx, cy = round(e.x), round(e.y)
             centre_ok = 0 <= cy < mask.shape[0] and 0 <= cx < mask.shape[1] and mask[cy, cx] == EYES
             visible = bool(centre_ok and area and left >= EYE_VISIBLE_FRACTION * area)
             out.append(Eye(round(e.x, 2), round(e.y, 2), e.score if visible else None, visible))

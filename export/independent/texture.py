@@ -15,7 +15,7 @@ import numpy as np
 def value_noise(rng: np.random.Generator, shape: tuple[int, int], cell: float) -> np.ndarray:
     """Smooth noise in [-1, 1] with features about `cell` pixels across."""
     h, w = shape
-    gh, gw = max(2, int(math.ceil(h / cell)) + 2), max(2, int(math.ceil(w / cell)) + 2)
+    gh, gw = max(2, math.ceil(h / cell) + 2), max(2, math.ceil(w / cell) + 2)
     grid = rng.uniform(-1, 1, (gh, gw)).astype(np.float32)
     big = cv2.resize(grid, (int(gw * cell), int(gh * cell)), interpolation=cv2.INTER_CUBIC)
     return np.clip(big[:h, :w], -1, 1)
@@ -41,7 +41,7 @@ def streaks(rng: np.random.Generator, shape: tuple[int, int], angle_deg: float, 
     c = k // 2
     dx, dy = math.cos(math.radians(angle_deg)), math.sin(math.radians(angle_deg))
     for t in np.linspace(-c, c, 2 * k):
-        kernel[int(round(c + t * dy)), int(round(c + t * dx))] = 1.0
+        kernel[round(c + t * dy), round(c + t * dx)] = 1.0
     kernel /= kernel.sum()
     out = cv2.filter2D(noise, -1, kernel, borderType=cv2.BORDER_REFLECT)
     return out / max(float(out.std()), 1e-6) / 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 import cv2
@@ -45,15 +46,8 @@ def write_independent(out: Path, frames: int, seed: int, progress: bool = True, 
             "source": "independent evaluation renderer (export/independent); never train on it",
             "generator": {"renderer": "export.independent", "seed": seed, "frames": frames}}
     (out / "dataset.json").write_text(json.dumps(info, indent=2) + "\n")
-    indices = range(frames)
-    with open(out / "labels.jsonl", "w", encoding="utf-8") as labels:
-        if workers == 1:
-            lines = (_write_frame(out, seed, i) for i in indices)
-            for line in tqdm(lines, total=frames, desc="render", unit="frame", disable=not progress):
-                labels.write(line + "\n")
-        else:
-            with ProcessPoolExecutor(workers) as pool:
-                lines = pool.map(_write_frame, [out] * frames, [seed] * frames, indices)
-                for line in tqdm(lines, total=frames, desc="render", unit="frame", disable=not progress):
-                    labels.write(line + "\n")
+    with open(out / "labels.jsonl", "w", encoding="utf-8") as labels, \
+            (ProcessPoolExecutor(workers) if workers > 1 else nullcontext()) as pool:
+        lines = (pool.map if pool else map)(_write_frame, [out] * frames, [seed] * frames, range(frames))
+        labels.writelines(line + "\n" for line in tqdm(lines, total=frames, desc="render", unit="frame", disable=not progress))
     return out
