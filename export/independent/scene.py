@@ -11,6 +11,7 @@ still eye pixels at the end.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
@@ -157,7 +158,7 @@ class BoxPainter:
     def faces(self, corners: np.ndarray) -> dict[str, np.ndarray]:
         p = self.px(corners)
         return {"back": p[[4, 5, 6, 7]], "left": p[[0, 4, 7, 3]], "right": p[[1, 5, 6, 2]], "top": p[[0, 1, 5, 4]],
-                "bottom": p[[3, 2, 6, 7]], "front": p[[0, 1, 2, 3]]}
+                "front": p[[0, 1, 2, 3]]}
 
     def paint(self) -> RenderedBox:
         rng, g = self.rng, self.g
@@ -214,7 +215,8 @@ class BoxPainter:
         front = [(g.x0, top, g.z0), (g.x1, top, g.z0)]
         return self.px(np.array(front + back))
 
-    def _lid_things(self) -> list[tuple[float, callable]]:
+    def _lid_things(self) -> list[tuple[float, Callable[[], None]]]:
+        """The bottle and the hopper, each with its depth and how to draw it (before or after the mouse)."""
         g, rng = self.g, self.rng
         out = []
         if rng.random() < 0.7:
