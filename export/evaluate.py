@@ -30,6 +30,7 @@ from device.eyes import crop_patches, patches_to_batch
 from device.inference import Models, ModelRunner
 from device.pipeline import FastPipeline, FullResolutionPipeline, class_maps, images_to_batch, pad_to_multiple, resize_for_coarse
 from device.rois import Roi
+from export.breakdown import ConditionBreakdown
 from export.dataset import Dataset
 from export.metrics import (confusion_matrix, iou_from_confusion, mae_per_bin, match_points, precision_recall,
                             score_agreement)
@@ -45,6 +46,7 @@ class EvalOptions:
     match_px: float = 8.0
     pipelines: tuple[str, ...] = PIPELINES
     progress: bool = True
+    seen_conditions: dict | None = None  # training ranges (export.breakdown.training_ranges) for the style-held-out view
 
 
 def torch_runners(models_dir: Path) -> tuple[Models, dict[str, Any]]:
@@ -134,6 +136,7 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
     regressor_only = _Pairs([], [])
     seconds = {p: 0.0 for p in options.pipelines}
     n_true_visible = 0
+    breakdown = ConditionBreakdown(options.pipelines)
     frames = dataset.frames
     if not frames:
         raise MgsError(f"{dataset.root} has no labelled frames; nothing to evaluate")
@@ -157,13 +160,15 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
             preds = np.clip(np.asarray(models.eye(patches_to_batch(patches)), np.float32).reshape(len(scored), -1)[:, 0], 0, 9)
             for e, p in zip(scored, preds):
                 regressor_only.add(float(p), float(e.score))
+            breakdown.regressor(frame, scored, preds)
         for kind in options.pipelines:
             pipeline = _pipeline(kind, models, rois)
             t0 = time.perf_counter()
             result = pipeline(image)
             seconds[kind] += time.perf_counter() - t0
-            for box_result, eyes in zip(result.boxes, true_eyes):
+            for box, box_result, eyes in zip(frame.boxes, result.boxes, true_eyes):
                 _score_box(box_result.eyes, eyes, options.match_px, counts[kind], end_to_end[kind])
+                _score_box(box_result.eyes, eyes, options.match_px, *breakdown.tally(kind, frame, box))
     report: dict[str, Any] = {
         "frames": len(frames),
         "true_visible_eyes": n_true_visible,
@@ -175,6 +180,7 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
         "detection": {},
         "end_to_end": {},
         "regressor_only": regressor_only.report(),
+        "by_condition": breakdown.report(options.seen_conditions),
     }
     for kind in options.pipelines:
         c = counts[kind]

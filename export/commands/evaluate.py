@@ -18,19 +18,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="full: seg_fine over whole ROIs (reference); fast: coarse head search + fine crops (the device default)")
     parser.add_argument("--match-px", type=float, default=8.0, help="a detected eye matches a true eye within this distance (full-frame px)")
     parser.add_argument("--frames", type=int, help="evaluate only the first N frames of --data; default all")
+    parser.add_argument("--train-data", type=Path,
+                        help="the dataset the models were trained on: its conditions' ranges split the report into seen and held-out styles (docs/generalisation.md)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
+    from export.breakdown import format_table, training_ranges
+    from export.dataset import open_dataset
     from export.evaluate import EvalOptions, evaluate, onnx_runners, torch_runners, write_report
 
     from export.train.options import open_data
 
     data = open_data(args)
+    seen = training_ranges(open_dataset(args.train_data)) if args.train_data else None
     models, info = torch_runners(args.models) if args.runtime == "torch" else onnx_runners(args.models, args.runtime)
     pipelines = ("full", "fast") if args.pipeline == "both" else (args.pipeline,)
     started = time.monotonic()
-    report = evaluate(data, models, EvalOptions(match_px=args.match_px, pipelines=pipelines, progress=not args.quiet))
+    report = evaluate(data, models, EvalOptions(match_px=args.match_px, pipelines=pipelines, progress=not args.quiet,
+                                             seen_conditions=seen))
     report.update(dataset=str(args.data), runtime=args.runtime, models=info, seconds=round(time.monotonic() - started, 1))
     path = write_report(report, args.out)
     seg = report["segmentation"]["seg_fine_full_resolution"]["iou"]
@@ -44,4 +50,6 @@ def run(args: argparse.Namespace) -> int:
     ro = report["regressor_only"]
     print(f"  regressor only: MAE {ro['mae'] if ro['mae'] is None else round(ro['mae'], 3)}  r {ro['pearson_r'] if ro['pearson_r'] is None else round(ro['pearson_r'], 3)}"
           f"  ICC(2,1) {ro['icc_2_1'] if ro['icc_2_1'] is None else round(ro['icc_2_1'], 3)}  (n={ro['n']})")
+    if report["by_condition"]["frame"] or report["by_condition"]["box"] or seen:
+        print(format_table(report["by_condition"], pipelines))
     return 0
