@@ -54,7 +54,11 @@ REFERENCE_BOX_W = 430.0  # the eye sizes of mouse.py / rack.EYE_WIDTH_PX belong 
 
 @dataclass(frozen=True)
 class Ranges:
-    """How wide and how often, per preset (probabilities per session, frame or box)."""
+    """How wide and how often, per preset (probabilities per session, frame or box).
+
+    `default` and `hardest` share the numeric ranges, so a model trained on `default` has seen every
+    look `hardest` can draw; `hardest` draws every level equally often and the hard cases more often.
+    """
 
     weights: dict[str, tuple[float, ...]]  # per family, over FAMILIES[family]
     size_jitter: float  # box widths within one rack differ by up to +-this
@@ -88,9 +92,9 @@ RANGES: dict[str, Ranges] = {
             "bedding": (0.4, 0.2, 0.15, 0.15, 0.1), "fur": (0.4, 0.2, 0.15, 0.15, 0.1),
             "pose": (0.3, 0.15, 0.15, 0.12, 0.07, 0.07, 0.06, 0.08), "camera": (0.4, 0.2, 0.2, 0.2),
         },
-        size_jitter=0.06, gap=(0.02, 0.2), cut_p=0.2, tilt_p=0.5, tilt_deg=3.0, keystone_px=35.0, white_on_light_p=0.08,
-        shadow_p=0.3, vignette=0.3, flicker_p=0.15, exposure_p=0.1, empty_frame_p=0.03, empty_box_p=0.08,
-        occluder_p=0.25, card_p=0.25, decoy_p=0.35, scratch_p=0.4, condensation_p=0.2, defocus_px=2.5, motion_px=12.0,
+        size_jitter=0.12, gap=(0.01, 0.35), cut_p=0.2, tilt_p=0.5, tilt_deg=6.0, keystone_px=80.0, white_on_light_p=0.08,
+        shadow_p=0.3, vignette=0.5, flicker_p=0.15, exposure_p=0.1, empty_frame_p=0.03, empty_box_p=0.08,
+        occluder_p=0.25, card_p=0.25, decoy_p=0.35, scratch_p=0.4, condensation_p=0.2, defocus_px=3.5, motion_px=18.0,
     ),
     "hardest": Ranges(
         weights={family: (1.0,) * len(levels) for family, levels in FAMILIES.items()},  # every level equally often

@@ -32,24 +32,28 @@ def white_balance(kelvin: float) -> np.ndarray:
 
 
 def _light(layout: RackLayout, rng: np.random.Generator) -> np.ndarray:
+    """Lamp fall-off, vignetting and shadows over the canvas; smooth, so computed at 1/4 size."""
     st = layout.style
     ch, cw = layout.canvas
-    p = layout.pad
-    yy, xx = np.mgrid[0:ch, 0:cw].astype(np.float32)
+    q = 4
+    p, fw, fh = layout.pad / q, layout.width / q, layout.height / q
+    yy, xx = np.mgrid[0:ch // q + 1, 0:cw // q + 1].astype(np.float32)
     lx, ly, strength = st.lamp
-    d = np.hypot((xx - p - lx * layout.width) / layout.width, (yy - p - ly * layout.height) / layout.height)
+    d = np.hypot((xx - p - lx * fw) / fw, (yy - p - ly * fh) / fh)
     light = 1.12 - strength * d
-    r2 = ((xx - p - layout.width / 2) / (layout.width / 2)) ** 2 + ((yy - p - layout.height / 2) / (layout.width / 2)) ** 2
+    r2 = ((xx - p - fw / 2) / (fw / 2)) ** 2 + ((yy - p - fh / 2) / (fw / 2)) ** 2
     light *= 1.0 - st.vignette * np.clip(r2, 0, 2) / 2
     if st.shadow != "none":  # a pole or lamp arm between lamp and rack: a dark band across the frame
-        band = np.zeros((ch, cw), np.float32)
-        x0 = rng.uniform(0, cw)
-        width = rng.uniform(40, 260)
+        band = np.zeros(light.shape, np.float32)
+        x0 = rng.uniform(0, cw / q)
+        width = rng.uniform(40, 260) / q
         slope = rng.uniform(-0.6, 0.6)
-        pts = np.array([[x0, 0], [x0 + width, 0], [x0 + width + slope * ch, ch], [x0 + slope * ch, ch]], np.int32)
+        h = light.shape[0]
+        pts = np.array([[x0, 0], [x0 + width, 0], [x0 + width + slope * h, h], [x0 + slope * h, h]], np.int32)
         cv2.fillPoly(band, [pts], 1.0)
-        band = cv2.GaussianBlur(band, (0, 0), 2.0 if st.shadow == "hard" else 45.0)
+        band = cv2.GaussianBlur(band, (0, 0), 0.5 if st.shadow == "hard" else 45.0 / q)
         light *= 1.0 - rng.uniform(0.25, 0.5) * band
+    light = cv2.resize(light, (cw, ch), interpolation=cv2.INTER_LINEAR)
     return np.clip(light, 0.2, 1.3).astype(np.float32)
 
 
