@@ -102,7 +102,7 @@ def test_randomised_frames_are_deterministic_and_truthful(seed: int) -> None:
         for eye in box.eyes:
             assert x <= eye.x < x + w and y <= eye.y < y + h
             if eye.visible:
-                cx, cy = int(round(eye.x)), int(round(eye.y))
+                cx, cy = round(eye.x), round(eye.y)
                 assert (a.mask[cy - 1:cy + 2, cx - 1:cx + 2] == 3).any(), (seed, box.box, eye)
 
 

@@ -149,8 +149,8 @@ def _to_frame(layout: RackLayout, img: np.ndarray, mask: np.ndarray, boxes: list
     for box, score in zip(boxes, scores):
         x, y, w, h = box.roi
         corners = to_frame(np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], np.float64))
-        x0, y0 = max(int(math.floor(corners[:, 0].min())), 0), max(int(math.floor(corners[:, 1].min())), 0)
-        x1, y1 = min(int(math.ceil(corners[:, 0].max())), fw), min(int(math.ceil(corners[:, 1].max())), fh)
+        x0, y0 = max(math.floor(corners[:, 0].min()), 0), max(math.floor(corners[:, 1].min()), 0)
+        x1, y1 = min(math.ceil(corners[:, 0].max()), fw), min(math.ceil(corners[:, 1].max()), fh)
         if x1 - x0 < MIN_FRAME_BOX_PX or y1 - y0 < MIN_FRAME_BOX_PX:
             continue
         eyes = []
@@ -159,8 +159,8 @@ def _to_frame(layout: RackLayout, img: np.ndarray, mask: np.ndarray, boxes: list
             if x0 <= ex < x1 and y0 <= ey < y1:
                 eyes.append(replace(e, x=round(float(ex), 2), y=round(float(ey), 2)))
         conditions = dict(box.conditions)
-        if conditions:
-            conditions["box_cut"] = bool(conditions.get("box_cut")) or (x1 - x0, y1 - y0) != (w, h) and warp is None
+        if conditions:  # cut: a corner of the box lies outside the frame (after tilt and perspective)
+            conditions["box_cut"] = bool((corners < 0).any() or (corners[:, 0] > fw).any() or (corners[:, 1] > fh).any())
         out.append(Box(len(out), (x0, y0, x1 - x0, y1 - y0), any(e.visible for e in eyes), tuple(eyes), conditions))
         kept.append(score)
     return img, mask, out, tuple(kept)

@@ -215,7 +215,7 @@ def styled_layout(session: int, r: Randomisation) -> RackLayout:
         rois.append((x, y, w, h))
         x += w + (gaps[i] if i < len(gaps) else 0.0)
     kept = [b for b in rois if _visible_enough(*b)] or [(FRAME_W / 2 - widths[0] / 2, y0, widths[0], heights[0])]
-    canvas_rois = tuple((int(round(bx)) + PAD, int(round(by)) + PAD, int(round(bw)), int(round(bh))) for bx, by, bw, bh in kept)
+    canvas_rois = tuple((round(bx) + PAD, round(by) + PAD, round(bw), round(bh)) for bx, by, bw, bh in kept)
     n = len(canvas_rois)
     tilt_deg, keystone, warp = 0.0, 0.0, None
     if _flip(rng, ranges.tilt_p):
@@ -347,7 +347,7 @@ def styled_animal(rng: np.random.Generator, r: Randomisation, layout: RackLayout
                   empty: bool) -> tuple[Animal | None, dict[str, str | float | int | bool]]:
     """A mouse for one box, or None for an empty box, and the box's conditions."""
     ranges, style = RANGES[r.preset], layout.style
-    x, y, w, h = layout.rois[box]
+    w = layout.rois[box][2]
     conditions: dict[str, str | float | int | bool] = {
         "box_width_px": w, "box_cut": style.cut[box], "occluder": style.occluders[box], "cage_card": style.cards[box],
         "decoys": style.decoys[box], "scratches": style.scratches[box], "condensation": style.condensation[box],
