@@ -24,6 +24,9 @@ from export.synth.randomise import Randomisation, frame_style, styled_animal, st
 EyeTruth = Eye
 BoxTruth = Box
 SESSION_FRAMES = 64  # consecutive seeds share a camera placement (and its cached background)
+# Randomised sessions are short: the camera placement carries most of the families (layout, light,
+# backdrop, bedding, walls), and a training set must see many of them, not a few dozen.
+STYLED_SESSION_FRAMES = 8
 EYE_WIDTH_PX = (15.0, 30.0)
 FUR_WEIGHTS = {"black": 0.7, "white": 0.15, "agouti": 0.15}
 
@@ -195,7 +198,7 @@ def render_frame(
     """
     styled = randomise is not None and randomise.active
     if layout is None:
-        layout = styled_layout(seed // SESSION_FRAMES, randomise) if styled else RackLayout.random(seed // SESSION_FRAMES)
+        layout = styled_layout(seed // STYLED_SESSION_FRAMES, randomise) if styled else RackLayout.random(seed // SESSION_FRAMES)
     elif styled and layout.style is None:
         raise ValueError("a randomised frame needs a randomised layout (randomise.styled_layout) or layout=None")
     rng = np.random.default_rng([int(seed), 0xF7A3E] + ([0xD0] if styled else []))

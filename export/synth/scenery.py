@@ -32,7 +32,8 @@ def white_balance(kelvin: float) -> np.ndarray:
 
 
 def _light(layout: RackLayout, rng: np.random.Generator) -> np.ndarray:
-    """Lamp fall-off, vignetting and shadows over the canvas; smooth, so computed at 1/4 size."""
+    """Lamp fall-off, vignetting, shadows and the backdrop's folds over the canvas; smooth, so
+    computed at 1/4 size (the folds shade whatever hangs in front of the cloth a little too)."""
     st = layout.style
     ch, cw = layout.canvas
     q = 4
@@ -53,6 +54,7 @@ def _light(layout: RackLayout, rng: np.random.Generator) -> np.ndarray:
         cv2.fillPoly(band, [pts], 1.0)
         band = cv2.GaussianBlur(band, (0, 0), 0.5 if st.shadow == "hard" else 45.0 / q)
         light *= 1.0 - rng.uniform(0.25, 0.5) * band
+    light *= 1.0 + st.folds * _smooth_noise(rng, *light.shape, int(rng.integers(120, 360)) // q)
     light = cv2.resize(light, (cw, ch), interpolation=cv2.INTER_LINEAR)
     return np.clip(light, 0.2, 1.3).astype(np.float32)
 
@@ -62,11 +64,9 @@ def styled_scene(layout: RackLayout) -> Scene:
     rng = np.random.default_rng([layout.variant, 0x5C, 0xD0])
     ch, cw = layout.canvas
     light = _light(layout, rng)
-    img = np.empty((ch, cw, 3), np.float32)
-    img[:] = np.array(BACKDROPS[st.backdrop], np.float32) * rng.uniform(0.8, 1.15, size=3).astype(np.float32)
-    img += (_smooth_noise(rng, ch, cw, 90) * 10.0)[..., None]
-    img += (rng.standard_normal((ch, cw)).astype(np.float32) * 3.0)[..., None]
-    img *= (1.0 + st.folds * _smooth_noise(rng, ch, cw, int(rng.integers(120, 360))))[..., None]
+    colour = np.array(BACKDROPS[st.backdrop], np.float32) * rng.uniform(0.8, 1.15, size=3).astype(np.float32)
+    blotches = cv2.resize(_smooth_noise(rng, ch // 4, cw // 4, 22) * 10.0, (cw, ch), interpolation=cv2.INTER_LINEAR)
+    img = cv2.merge([blotches + float(c) for c in colour])  # single-channel OpenCV work: a fresh scene every few frames
     if st.tent:
         tent = np.array([205, 208, 212], np.float32) * rng.uniform(0.85, 1.05)
         p = layout.pad
@@ -94,9 +94,9 @@ def styled_scene(layout: RackLayout) -> Scene:
         glare.append(_glare(bw, bh, st.scratches[i], st.condensation[i], rng))
         front.append(_front(bw, bh, st.occluders[i], st.cards[i], lid, rng, light[by:by + bh, bx:bx + bw], white_balance(st.colour_temp_k)))
 
-    img *= light[..., None]
-    img *= white_balance(st.colour_temp_k) * rng.uniform(0.95, 1.05, size=3).astype(np.float32)
-    return Scene(np.clip(img, 0, 255).astype(np.uint8), tuple(glare), light, tuple(front))
+    balance = white_balance(st.colour_temp_k) * rng.uniform(0.95, 1.05, size=3).astype(np.float32)
+    lit = cv2.multiply(img, cv2.merge([light * float(b) for b in balance]))
+    return Scene(cv2.convertScaleAbs(lit), tuple(glare), light, tuple(front))
 
 
 def _rack(img: np.ndarray, layout: RackLayout, rng: np.random.Generator) -> None:
