@@ -24,7 +24,7 @@ import numpy as np
 from mgs_core.errors import MgsError
 from export.synth.layout import FRAME_H, FRAME_W, RackLayout
 from export.synth.mouse import FURS, Animal, EyeLook, MousePose, fit_pose
-from export.synth.nuisance import BoxNuisance, Nuisance
+from export.synth.nuisance import NOISE_SIGMAS, BoxNuisance, Nuisance
 
 PRESETS = ("none", "default", "hardest")
 # Families a restriction can narrow, with their levels. Numeric families (tilt, gaps, noise...) are
@@ -278,12 +278,11 @@ class FrameStyle:
     conditions: dict[str, str | float | int | bool] = field(default_factory=dict)
 
 
-NOISE_LEVELS = {"clean": (0, 1), "noisy": (2, 3, 4), "blurred": (1, 2), "compressed": (1, 2)}
+NOISE_LEVELS = {"clean": (0, 1), "noisy": (2, 3, 4), "blurred": (1, 2), "compressed": (1, 2)}  # indices into NOISE_SIGMAS
 
 
 def frame_style(rng: np.random.Generator, r: Randomisation, layout: RackLayout) -> FrameStyle:
-    from export.synth.nuisance import NOISE_SIGMAS
-
+    """Exposure, flicker and camera effects of one frame, and whether the frame is empty."""
     ranges, style = RANGES[r.preset], layout.style
     camera = _choose(rng, r, "camera")
     gain = float(rng.uniform(0.88, 1.12))
