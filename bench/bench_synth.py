@@ -5,7 +5,10 @@
 Stages (each includes the ones above it):
   render + GT      render_frame(): 1080x1920 image, class mask and truth records
   + label line     the labels.jsonl line (JSON)
-  + write jpg/png  image as JPEG q95 (the dataset default) or PNG level 1, mask as PNG
+  + write jpg/png  image as JPEG q95 or PNG level 1, mask as PNG
+  randomise P      render + GT of a dataset's first frames with preset P (`mgs-export synth`
+                   uses `default`), scene builds of its camera placements included; + write jpg
+                   is what `mgs-export synth` does per frame
   synth-video      write_video(): smooth motion, encode mp4v or MJPG, truth sidecar
 and the decode cost of one 1080p frame of each video (what a device pays per frame).
 The static scene of a camera placement is built once and reported separately.
@@ -34,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from export.dataset import Frame  # noqa: E402
 from export.synth.layout import RackLayout, scene  # noqa: E402
 from export.synth.rack import render_frame  # noqa: E402
+from export.synth.randomise import Randomisation  # noqa: E402
 from export.synth.video import write_video  # noqa: E402
 
 
@@ -77,6 +81,18 @@ def main() -> int:
                 cv2.imwrite(f"{tmp}/{i}_mask.png", f.mask, [cv2.IMWRITE_PNG_COMPRESSION, 3])
 
             results[f"+ write {ext} image + png mask"] = rate(write, n)
+
+        for preset in ("default", "hardest"):
+            randomise = Randomisation(preset)
+            results[f"randomise {preset}: render + GT"] = rate(lambda i, r=randomise: render_frame(10_000_000 + i, randomise=r), n)
+
+        def write_default(i: int) -> None:
+            f = render_frame(20_000_000 + i, randomise=Randomisation("default"))
+            json.dumps(Frame("images/x.jpg", "masks/x.png", f.boxes, ("synthetic",), conditions=f.conditions).to_json())
+            cv2.imwrite(f"{tmp}/{i}.jpg", f.image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+            cv2.imwrite(f"{tmp}/{i}_mask.png", f.mask, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+
+        results["randomise default: + write jpg + png mask"] = rate(write_default, n)
 
         decode_ms = {}
         for fourcc, ext in (("mp4v", "mp4"), ("MJPG", "avi")):

@@ -34,6 +34,9 @@ from mgs_core.tomlconfig import MultipleOf, Range, fail
 FINE_MULTIPLE = 8
 # Two candidates closer than this (full-frame px) are the same eye seen by two overlapping crops.
 SAME_EYE_PX = 8.0
+# Box width (px) that fine_crop is meant for; a box seen from closer gets a proportionally larger
+# crop, so both eyes of its larger head still fit one crop.
+REFERENCE_BOX_W = 430
 
 
 @dataclass
@@ -43,7 +46,7 @@ class PipelineConfig:
     SECTION: ClassVar[str] = "pipeline"
 
     kind: Literal["fast", "full"] = field(default="fast", metadata={"doc": "fast (coarse search + fine crops + tracking; what a CPU box needs) or full (full-resolution U-Net over each whole box; accuracy reference, slow)"})
-    fine_crop: Annotated[int, Range(48), MultipleOf(FINE_MULTIPLE)] = field(default=96, metadata={"doc": "side in full-resolution pixels of the square crop around each head for the fine pass; a multiple of 8"})
+    fine_crop: Annotated[int, Range(48), MultipleOf(FINE_MULTIPLE)] = field(default=96, metadata={"doc": "side in full-resolution pixels of the square crop around each head for the fine pass, for boxes up to 430 px wide (wider boxes get a proportionally larger crop); a multiple of 8"})
     coarse_every: Annotated[int, Range(1)] = field(default=15, metadata={"doc": "run the coarse head search on every box at least every this many frames"})
     lost_retry: Annotated[int, Range(1)] = field(default=3, metadata={"doc": "a box whose head was lost gets a new coarse search after this many frames"})
     max_heads_per_box: Annotated[int, Range(1, 4)] = field(default=2, metadata={"doc": "most fine crops per box (one head; two when the coarse pass is unsure)"})
@@ -52,6 +55,12 @@ class PipelineConfig:
     def check(self) -> None:
         if self.lost_retry > self.coarse_every:
             raise fail("lost_retry", self.lost_retry, f"must be at most coarse_every ({self.coarse_every})")
+
+
+def crop_side(fine_crop: int, roi_w: int) -> int:
+    """The fine crop side for a box: fine_crop, grown with boxes wider than REFERENCE_BOX_W."""
+    grown = -(-fine_crop * roi_w // REFERENCE_BOX_W)
+    return max(fine_crop, -(-grown // FINE_MULTIPLE) * FINE_MULTIPLE)
 
 
 def images_to_batch(images: Sequence[np.ndarray]) -> np.ndarray:
@@ -158,6 +167,7 @@ class FastPipeline:
         self.rois = list(rois)
         self.config = config or PipelineConfig()
         self.tracks = [_Track() for _ in self.rois]
+        self.crop_sides = [crop_side(self.config.fine_crop, r.w) for r in self.rois]
         self.coarse_passes = 0
         self.crops_run = 0
         self._checked_shape: tuple[int, ...] | None = None
@@ -232,9 +242,9 @@ class FastPipeline:
 
     def _crops(self, watch: _Stopwatch) -> list[tuple[int, int, int, tuple[int, int, int, int]]]:
         """(box, x0, y0, valid) for every fine crop; the crop is shifted to stay inside its box."""
-        c = self.config.fine_crop
         crops = []
         for b, (roi, track) in enumerate(zip(self.rois, self.tracks)):
+            c = self.crop_sides[b]
             for cx, cy in track.centres:
                 x0 = int(round(cx)) - c // 2
                 y0 = int(round(cy)) - c // 2
@@ -250,7 +260,7 @@ class FastPipeline:
         animals = [t.animal for t in self.tracks]
         if not crops:
             return blobs_per_box, animals
-        c = self.config.fine_crop
+        c = max(self.crop_sides[b] for b, *_ in crops)  # one batch: smaller crops are padded to the largest
         images = []
         for _, x0, y0, (_, _, vw, vh) in crops:
             image = frame[y0:y0 + vh, x0:x0 + vw]

@@ -56,7 +56,7 @@ MIN_HEAD_AGREEMENT = 0.995
 
 #: A calibration frame: the BGR image and its labelled boxes (export.dataset.Box: roi, eyes).
 LabelledFrame = tuple[np.ndarray, Sequence[Box]]
-#: Synthetic calibration frames are those of `mgs-export synth --seed 900`: a dataset seed of their
+#: Synthetic calibration frames are those of `mgs-export synth --seed 900 --randomise none`: a dataset seed of their
 #: own, so they share no frame with training, validation or verification sets made with other seeds.
 CALIBRATION_SEED = 900
 
@@ -148,7 +148,7 @@ def synthetic_frames(count: int, seed: int = CALIBRATION_SEED) -> tuple[Iterator
     from export.synth.writer import frame_seed
 
     frames = ((f.image, f.boxes) for f in (render_frame(frame_seed(seed, i)) for i in range(count)))
-    return frames, f"synthetic: the first {count} frames of `mgs-export synth --seed {seed}` (rendered in memory)"
+    return frames, f"synthetic: the first {count} frames of `mgs-export synth --seed {seed} --randomise none` (rendered in memory)"
 
 
 def dataset_frames(root: Path, count: int) -> tuple[Iterator[LabelledFrame], str]:

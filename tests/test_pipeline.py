@@ -167,3 +167,16 @@ def test_fast_pipeline_looks_at_both_body_ends_when_the_coarse_map_shows_no_head
     result = FastPipeline(models, ROIS, PipelineConfig(fine_crop=96))(frame)
     (eye,) = result.boxes[1].eyes
     assert abs(eye.x - 700) < 0.5 and abs(eye.y - 450) < 0.5
+
+
+def test_fine_crops_grow_with_wide_boxes() -> None:
+    """A closer camera (wider boxes, larger heads) gets larger fine crops, so both eyes fit one."""
+    from device.pipeline import _Stopwatch
+
+    rois = [Roi(0, 100, 300, 420), Roi(320, 100, 700, 900)]
+    pipeline = FastPipeline(None, rois, PipelineConfig())  # crop placement needs no networks
+    assert pipeline.crop_sides == [96, 160]
+    pipeline.tracks[0].centres, pipeline.tracks[1].centres = [(150.0, 300.0)], [(670.0, 500.0)]
+    crops = pipeline._crops(_Stopwatch())
+    assert [(b, valid[2], valid[3]) for b, _, _, valid in crops] == [(0, 96, 96), (1, 160, 160)]
+    assert crops[1][1:3] == (670 - 80, 500 - 80)

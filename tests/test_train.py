@@ -12,6 +12,7 @@ from mgs_core.errors import MgsError
 from export.cli import main as mgs_export
 from export.dataset import open_dataset
 from export.synth.writer import write_dataset
+from export.train.augment import SEG_FINE, Augment, seg_batch, seg_sample
 from export.train.eye import EyeRecipe, augment, centre_patches, train_eye
 from export.train.samples import eye_samples, fine_crops
 from export.train.seg import SegRecipe, train_seg
@@ -45,7 +46,28 @@ def test_augmentation_keeps_the_eye_near_the_patch_centre() -> None:
         patch = augment(region, rng, 30.0)[0, :, :, 0]
         ys, xs = np.nonzero(patch > 128)
         assert abs(xs.mean() - 24.5) <= 6 and abs(ys.mean() - 24.5) <= 6  # shift of at most 5 px (+ rounding)
+    for _ in range(20):  # zoom and camera effects keep the eye there too (an occluder may sit at the patch edge)
+        patch = augment(region, rng, 30.0, camera=True)[0].astype(float).mean(axis=2)
+        assert patch[18:31, 18:31].max() > np.median(patch) + 30
     assert centre_patches(region)[0, 23:28, 23:28].min() == 255
+
+
+def test_segmentation_augmentation_moves_image_and_mask_together() -> None:
+    mask = np.zeros((96, 96), np.uint8)
+    mask[20:60, 10:50], mask[70:90, 40:80], mask[30:40, 60:90] = 1, 2, 3
+    palette = np.array([[0, 0, 0], [0, 255, 0], [255, 0, 0], [0, 0, 255]], np.uint8)
+    geometry_only = Augment(scale=(0.6, 1.6), rotate_deg=30.0, shift=0.1, photometric_p=0, blur_p=0, motion_p=0, noise_p=0, jpeg_p=0, cutout_p=0)
+    rng = np.random.default_rng(1)
+    moved = 0
+    for _ in range(10):
+        image, labels = seg_sample(palette[mask], mask, rng, geometry_only)
+        recovered = np.argmin(((image[:, :, None, :].astype(int) - palette[None, None].astype(int)) ** 2).sum(-1), axis=-1)
+        assert (recovered == labels).mean() > 0.99
+        moved += not np.array_equal(labels, mask)
+    assert moved >= 9
+    images, masks = seg_batch(np.stack([palette[mask]] * 4), np.stack([mask] * 4), np.random.default_rng(2), SEG_FINE)
+    assert images.shape == (4, 96, 96, 3) and masks.shape == (4, 96, 96) and set(np.unique(masks)) <= {0, 1, 2, 3}
+    assert not np.array_equal(images[0], images[1])  # every sample draws its own augmentation
 
 
 def test_regressor_training_lowers_the_loss(tiny: Path, tmp_path: Path) -> None:
@@ -79,16 +101,18 @@ def test_resume_continues_exactly_where_the_run_stopped(tiny: Path, tmp_path: Pa
 
 def test_train_commands_write_complete_weight_files(tiny: Path, tmp_path: Path) -> None:
     eye = tmp_path / "eye.pt"
-    assert mgs_export(["train-eye", "--data", str(tiny), "--out", str(eye), "--epochs", "1", "--batch", "4", "--quiet"]) == 0
+    assert mgs_export(["train-eye", "--data", str(tiny), "--out", str(eye), "--epochs", "1", "--batch", "4", "--quiet",
+                       "--no-augment", "--threads", "1"]) == 0
     coarse = tmp_path / "seg_coarse.pt"
     assert mgs_export(["train-seg", "--model", "coarse", "--data", str(tiny), "--out", str(coarse), "--epochs", "1",
                        "--input-size", "64x48", "--quiet"]) == 0
     record = read_record(coarse)
-    assert record["input_size"] == [64, 48] and record["kind"] == "seg_coarse"
+    assert record["input_size"] == [64, 48] and record["kind"] == "seg_coarse" and record["training"]["augment"] is True
     assert record["class_names"] == ["background", "animal", "ears", "eyes"]
     assert len(record["data_fingerprint"]) == 64 and "train-seg" in record["command"]
     assert record["normalisation"]["channel_order"] == "BGR"
     module, eye_record = load_network(eye)
     assert eye_record["training"]["optimizer"] == "sgd" and eye_record["training"]["epochs"] == 1
+    assert eye_record["training"]["augment"] is False
     assert module(torch.rand(2, 3, 50, 50)).shape == (2, 1)
     assert mgs_export(["train-seg", "--model", "fine", "--data", str(tiny), "--out", str(tmp_path / "f.pt"), "--crop", "50"]) == 2

@@ -34,9 +34,10 @@ def run(args: argparse.Namespace) -> int:
     from export.train.weights import command_line, labels_fingerprint, pick_device, save_atomic, weight_record
     from models.eye_regressor import PATCH_SIZE
 
-    device = pick_device(args.device)
+    device = pick_device(args.device, args.threads)
     recipe = EyeRecipe(epochs=args.epochs, batch=args.batch, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
-                       rotation_deg=args.rotation, balance=not args.no_balance, schedule=args.schedule, seed=args.seed)
+                       rotation_deg=args.rotation, balance=not args.no_balance, schedule=args.schedule, seed=args.seed,
+                       augment=not args.no_augment)
     started = time.monotonic()
     data = open_data(args)
     samples = eye_samples(data)

@@ -45,8 +45,9 @@ def run(args: argparse.Namespace) -> int:
     from export.train.weights import command_line, labels_fingerprint, pick_device, save_atomic, weight_record
 
     out = args.out if "<model>" not in str(args.out) else args.out.with_name(f"seg_{args.model}.pt")
-    device = pick_device(args.device)
-    recipe = SegRecipe(epochs=args.epochs, batch=args.batch, lr=args.lr, base=args.base, depth=args.depth, schedule=args.schedule, seed=args.seed)
+    device = pick_device(args.device, args.threads)
+    recipe = SegRecipe(epochs=args.epochs, batch=args.batch, lr=args.lr, base=args.base, depth=args.depth, schedule=args.schedule, seed=args.seed,
+                       augment=not args.no_augment)
     data = open_data(args)
     started = time.monotonic()
     if args.model == "fine":

@@ -26,6 +26,15 @@ class RackLayout:
     variant: int = 0  # seeds the backdrop texture and lighting of this camera placement
     width: int = FRAME_W
     height: int = FRAME_H
+    # Randomised placements (export.synth.randomise) draw on a canvas `pad` px larger on every side,
+    # so a box cut by the frame edge or a tilted view is still drawn whole; `rois` are then canvas
+    # coordinates and the frame's ROIs come from the renderer. `style` is a randomise.SceneStyle.
+    pad: int = 0
+    style: object | None = None
+
+    @property
+    def canvas(self) -> tuple[int, int]:
+        return self.height + 2 * self.pad, self.width + 2 * self.pad
 
     @classmethod
     def default(cls) -> RackLayout:
@@ -51,8 +60,12 @@ class RackLayout:
 
     def interior(self, box: int) -> tuple[int, int, int, int]:
         """Margins (left, top, right, bottom) inside the ROI where an animal may be: below the lid, inside the walls."""
-        _, _, _, h = self.rois[box]
-        return WALL_PX + 6, LID_PX + 8, WALL_PX + 6, int(h * BEDDING_FRAC * 0.4)
+        _, _, w, h = self.rois[box]
+        if self.style is None:
+            return WALL_PX + 6, LID_PX + 8, WALL_PX + 6, int(h * BEDDING_FRAC * 0.4)
+        k = w / BOX_W
+        wall, lid = round((WALL_PX + 6) * k), round((LID_PX + 8) * k)
+        return wall, lid, wall, int(h * self.style.bedding_frac * 0.4)
 
 
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: int) -> np.ndarray:
@@ -74,11 +87,18 @@ class Scene:
     background: np.ndarray  # BGR uint8, full frame
     glare: tuple[np.ndarray, ...]  # per box ROI, additive BGR uint8 reflections on the front wall
     light: np.ndarray  # float32 full-frame illumination, for shading the animals
+    # per box ROI: things in front of the animal (cage card, water bottle, food hopper), each
+    # (x0, y0, BGR uint8 picture, alpha uint8) in ROI pixels; empty for the original generator
+    front: tuple[tuple[tuple[int, int, np.ndarray, np.ndarray], ...], ...] = ()
 
 
 @lru_cache(maxsize=4)
 def scene(layout: RackLayout) -> Scene:
     """Render the static scene of a camera placement (about 0.3 s, cached)."""
+    if layout.style is not None:
+        from export.synth.scenery import styled_scene
+
+        return styled_scene(layout)
     rng = np.random.default_rng([layout.variant, 0x5C])
     h, w = layout.height, layout.width
     light = light_map(layout)

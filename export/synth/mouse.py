@@ -41,12 +41,16 @@ class Fur:
     wrinkle: tuple[int, int, int]
     nose: tuple[int, int, int]
     tail: tuple[int, int, int]
+    patches: tuple[int, int, int] | None = None  # colour of the dark patches of a mixed (piebald) coat
 
 
 FURS = {
     "black": Fur("black", (34, 31, 32), 9.0, (58, 56, 66), (92, 88, 122), (10, 8, 9), (74, 70, 78), (96, 94, 104), (95, 92, 140), (60, 60, 80)),
     "white": Fur("white", (212, 222, 228), 10.0, (170, 176, 214), (150, 150, 226), (48, 36, 150), (150, 154, 196), (150, 160, 170), (150, 140, 220), (150, 160, 210)),
     "agouti": Fur("agouti", (62, 88, 112), 14.0, (80, 96, 128), (110, 120, 170), (12, 10, 10), (96, 112, 134), (40, 56, 72), (110, 110, 170), (100, 110, 150)),
+    # Albino with pink eyes (lighter than "white"'s red ones) and a mixed coat: white with dark patches.
+    "albino": Fur("albino", (222, 230, 236), 8.0, (176, 182, 226), (160, 158, 236), (120, 110, 214), (160, 164, 210), (160, 170, 180), (160, 150, 230), (160, 170, 220)),
+    "piebald": Fur("piebald", (205, 212, 216), 11.0, (150, 150, 176), (130, 130, 200), (14, 12, 12), (120, 124, 150), (110, 116, 126), (130, 122, 190), (140, 145, 185), (40, 38, 40)),
 }
 
 
@@ -73,6 +77,23 @@ class MousePose:
     roll: float
     body_yaw: float  # body direction relative to the head yaw
     tail_bend: float
+    body_length: float = 1.0  # body shape relative to the head: long and thin, short and fat (curled)
+    body_girth: float = 1.0
+
+
+@dataclass(frozen=True)
+class EyeLook:
+    """How an eye looks apart from its score: the lamp's reflection and the shape of the lid split.
+
+    `lid_split` is the share of the opening above the eye axis; drooping upper lids (small split) and
+    puffy lower lids (large split) are the partial-closure shapes a real camera shows. None of it
+    changes the aperture, which is what the score sets.
+    """
+
+    highlight: float = 1.0  # size of the specular highlight; 0 = none (diffuse light)
+    highlight_dx: float = -0.18  # its position along the eye axis, in eye widths
+    highlight_dy: float = 0.12  # its position towards the upper lid, in aperture heights
+    lid_split: float = 0.55
 
 
 @dataclass(frozen=True)
@@ -83,6 +104,8 @@ class Animal:
     blink: bool = False  # lids shut for a blink: visible but not scorable
     tone: float = 1.0  # brightness of this coat (individual variation and local light)
     texture_seed: int | None = None  # fixed fur texture (video: fur must not shimmer); None = random
+    eye_look: EyeLook = EyeLook()
+    paws: bool = False  # fore paws raised to the muzzle (grooming)
 
 
 @dataclass(frozen=True)
@@ -175,7 +198,7 @@ def project(pose: MousePose) -> Geometry:
     body_rot = _rotation(pose.yaw + pose.body_yaw, 0.0, pose.roll)
     fb = body_rot[:, 0]
     down = body_rot[:, 2] * -1.0
-    body_axes = (1.5 * a, 0.82 * a, 0.78 * a)
+    body_axes = (1.5 * a * pose.body_length, 0.82 * a * pose.body_girth, 0.78 * a * pose.body_girth)
     body_c = -fb * (body_axes[0] * 0.8 + 0.35 * a) + down * 0.3 * a
     body = _project_ellipsoid(body_c, body_rot, body_axes)
 
@@ -237,15 +260,16 @@ def _shade(color: tuple[int, int, int], factor: float) -> tuple[int, int, int]:
     return tuple(int(min(255, max(0, c * factor))) for c in color)
 
 
-def eye_outline(cx: float, cy: float, axis: np.ndarray, up: np.ndarray, width: float, score: float, closed: bool, min_ratio: float = 0.0) -> np.ndarray:
+def eye_outline(cx: float, cy: float, axis: np.ndarray, up: np.ndarray, width: float, score: float, closed: bool, min_ratio: float = 0.0,
+                split: float = 0.55) -> np.ndarray:
     """Lid outline polygon (float px): elliptic corners when open, almond corners as the score rises."""
     ratio = max(aperture_ratio(9.0 if closed else score), min_ratio)
     h = max(ratio * width, MIN_APERTURE_PX)
     power = 0.5 + 0.45 * min(max(score, 0.0), 9.0) / 9.0
     u = np.linspace(-1.0, 1.0, 17)
     bulge = (1.0 - u**2) ** power
-    upper = np.stack([u * width / 2, 0.55 * h * bulge], axis=1)
-    lower = np.stack([u[::-1] * width / 2, -0.45 * h * bulge[::-1]], axis=1)
+    upper = np.stack([u * width / 2, split * h * bulge], axis=1)
+    lower = np.stack([u[::-1] * width / 2, -(1.0 - split) * h * bulge[::-1]], axis=1)
     pts = np.concatenate([upper, lower])
     return np.array([cx, cy]) + pts[:, :1] * axis + pts[:, 1:] * up
 
@@ -258,11 +282,12 @@ def _polyline(img: np.ndarray, pts: np.ndarray, color, thickness: int) -> None:
     cv2.polylines(img, [np.round(pts * ONE).astype(np.int32)], False, color, thickness, _line_type(color), SHIFT)
 
 
-def draw_eye(img: np.ndarray, mask: np.ndarray, fur: Fur, tone: float, cx: float, cy: float, axis: np.ndarray, up: np.ndarray, width: float, score: float, closed: bool) -> None:
+def draw_eye(img: np.ndarray, mask: np.ndarray, fur: Fur, tone: float, cx: float, cy: float, axis: np.ndarray, up: np.ndarray, width: float, score: float, closed: bool,
+             look: EyeLook = EyeLook()) -> None:
     """Lid rim, wrinkles, eyeball (also into the mask as eye class) and the reflections of the lamp."""
     s = min(max(score, 0.0), 9.0)
     tight = s / 9.0
-    outline = eye_outline(cx, cy, axis, up, width, s, closed)
+    outline = eye_outline(cx, cy, axis, up, width, s, closed, split=look.lid_split)
     centre = np.array([cx, cy])
     rim = 1.0 + (0.10 + 0.12 * tight) * 2.0  # the lid margin swells as the eye tightens
     _poly(img, centre + (outline - centre) * rim + up * 0.02 * width, _shade(fur.lid, tone))
@@ -273,11 +298,11 @@ def draw_eye(img: np.ndarray, mask: np.ndarray, fur: Fur, tone: float, cx: float
             pts = centre + (edge[3:-3] - centre) * (1.0 + 0.12 * k) + up * sign * gap
             _polyline(img, pts, _shade(fur.wrinkle, tone), 1)
     _poly(img, outline, fur.eye)
-    _poly(mask, eye_outline(cx, cy, axis, up, width, s, closed, MASK_MIN_RATIO), CLASS_EYES)
+    _poly(mask, eye_outline(cx, cy, axis, up, width, s, closed, MASK_MIN_RATIO, look.lid_split), CLASS_EYES)
     h = max(aperture_ratio(9.0 if closed else s) * width, MIN_APERTURE_PX)
-    if h > 3.0:
-        r = min(0.13 * width, 0.3 * h)
-        hl = centre - axis * 0.18 * width + up * 0.12 * h
+    if h > 3.0 and look.highlight > 0:
+        r = min(0.13 * width, 0.3 * h) * look.highlight
+        hl = centre + axis * look.highlight_dx * width + up * look.highlight_dy * h
         cv2.circle(img, (_fix(hl[0]), _fix(hl[1])), max(_fix(r), ONE), (238, 240, 242), -1, cv2.LINE_AA, SHIFT)
         lo = centre + axis * 0.12 * width - up * 0.22 * h
         cv2.circle(img, (_fix(lo[0]), _fix(lo[1])), max(_fix(r * 0.45), ONE), (120, 120, 124), -1, cv2.LINE_AA, SHIFT)
@@ -342,6 +367,8 @@ def draw_animal(img: np.ndarray, mask: np.ndarray, animal: Animal, fur_texture: 
         amp = fur.texture / 32.0
         noisy = cv2.addWeighted(sub.astype(np.int16), 1.0, tex, amp, 0.0, dtype=cv2.CV_16S)
         np.copyto(sub, np.clip(noisy, 0, 255).astype(np.uint8), where=(sil > 0)[..., None])
+    if fur.patches is not None:
+        _draw_patches(sub, sil, g, lx, ly, _shade(fur.patches, tone), rng if animal.texture_seed is None else np.random.default_rng(animal.texture_seed + 1))
 
     eyes: list[DrawnEye] = []
     if g.nose[2] > -0.2 * g.head_a:
@@ -352,12 +379,35 @@ def draw_animal(img: np.ndarray, mask: np.ndarray, animal: Animal, fur_texture: 
                 start = np.array([g.nose[0] * 0.8 + g.muzzle.cx * 0.2 + lx, g.nose[1] * 0.8 + g.muzzle.cy * 0.2 + ly])
                 end = start + np.array([math.cos(ang), math.sin(ang)]) * g.head_a * (0.9 + 0.15 * k)
                 _polyline(sub, np.stack([start, (start + end) / 2 + sgn * 2.0, end]), (150, 150, 150) if fur.name == "black" else (235, 235, 235), 1)
+    if animal.paws:  # before the eyes: a paw never hides a labelled eye
+        _draw_paws(sub, msub, g, lx, ly, _shade(fur.ear_inner, tone))
     for e in g.eyes:
         visible = e.nz > EYE_VISIBLE_NZ
         if visible:
-            draw_eye(sub, msub, fur, tone, e.x + lx, e.y + ly, e.axis, e.up, pose.eye_width * e.width_factor, animal.score, animal.blink)
+            draw_eye(sub, msub, fur, tone, e.x + lx, e.y + ly, e.axis, e.up, pose.eye_width * e.width_factor, animal.score, animal.blink, animal.eye_look)
         eyes.append(DrawnEye(e.x + ox, e.y + oy, visible))
     return eyes, (rx0, ry0, rx1, ry1)
+
+
+def _draw_patches(sub: np.ndarray, sil: np.ndarray, g: Geometry, lx: float, ly: float, color: tuple[int, int, int], rng: np.random.Generator) -> None:
+    """Dark patches of a mixed coat, inside the silhouette; drawn before the eyes, so never over them."""
+    layer = np.zeros(sil.shape, np.uint8)
+    for part in (g.body, g.body, g.cranium):
+        hx, hy = part.half_extent()
+        cx, cy = part.cx + lx + rng.uniform(-hx, hx) * 0.6, part.cy + ly + rng.uniform(-hy, hy) * 0.6
+        axes = (max(_fix(part.a * rng.uniform(0.2, 0.5)), ONE), max(_fix(part.b * rng.uniform(0.3, 0.7)), ONE))
+        cv2.ellipse(layer, (_fix(cx), _fix(cy)), axes, float(rng.uniform(0, 180)), 0, 360, 255, -1, cv2.LINE_8, SHIFT)
+    np.copyto(sub, np.array(color, np.uint8), where=((layer > 0) & (sil > 0))[..., None])
+
+
+def _draw_paws(sub: np.ndarray, msub: np.ndarray, g: Geometry, lx: float, ly: float, color: tuple[int, int, int]) -> None:
+    """Two small fore paws under the muzzle, the grooming posture; they are animal in the mask."""
+    r = max(0.16 * g.head_a, 2.0)
+    for side in (-1.0, 1.0):
+        px = g.muzzle.cx + lx + side * 0.35 * g.head_a
+        py = g.muzzle.cy + ly + 0.45 * g.head_a
+        cv2.circle(sub, (_fix(px), _fix(py)), _fix(r), color, -1, cv2.LINE_AA, SHIFT)
+        cv2.circle(msub, (_fix(px), _fix(py)), _fix(r), CLASS_ANIMAL, -1, cv2.LINE_8, SHIFT)
 
 
 def fit_pose(pose: MousePose, roi_w: int, roi_h: int, margin: tuple[int, int, int, int], rng: np.random.Generator) -> MousePose | None:

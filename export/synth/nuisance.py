@@ -16,7 +16,8 @@ import numpy as np
 from export.synth.layout import FRAME_H, FRAME_W
 
 NOISE_PAD = 64
-NOISE_SIGMAS = (0.0, 2.5, 5.0)
+NOISE_SIGMAS = (0.0, 2.5, 5.0, 8.0, 12.0)
+FLICKER_BAND_PX = 12  # rows that share one gain of the rolling-shutter flicker bands
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,11 @@ class Nuisance:
     gamma: float = 1.0
     noise: int = 1  # index into NOISE_SIGMAS
     boxes: tuple[BoxNuisance, ...] = ()
+    flicker: float = 0.0  # mains flicker: relative gain swing of the rolling-shutter bands; 0 = none
+    flicker_period: float = 120.0  # px between bright bands
+    flicker_phase: float = 0.0
+    jpeg: int = 0  # JPEG quality of the whole frame; 0 = none
+    h264: int = 0  # H.264-like loss (4:2:0 chroma, blocky low-quality luma); 0 = none
 
 
 def random_nuisance(rng: np.random.Generator, n_boxes: int) -> Nuisance:
@@ -69,10 +75,10 @@ def fur_texture(size: int = 720) -> np.ndarray:
     return np.repeat(n.astype(np.int16)[..., None], 3, axis=2)
 
 
-def tone_lut(n: Nuisance) -> np.ndarray:
+def tone_lut(n: Nuisance, gain: float = 1.0) -> np.ndarray:
     """Exposure and gamma as one table for all channels (white balance belongs to the camera placement)."""
     x = np.arange(256, dtype=np.float32) / 255.0
-    return np.clip(255.0 * n.gain * x ** n.gamma, 0, 255).astype(np.uint8).reshape(1, 256)
+    return np.clip(255.0 * n.gain * gain * x ** n.gamma, 0, 255).astype(np.uint8).reshape(1, 256)
 
 
 def apply_box(view: np.ndarray, rect: tuple[int, int, int, int] | None, b: BoxNuisance) -> None:
@@ -98,10 +104,34 @@ def apply_box(view: np.ndarray, rect: tuple[int, int, int, int] | None, b: BoxNu
 def apply_frame(img: np.ndarray, n: Nuisance, rng: np.random.Generator) -> None:
     """Exposure/white balance and sensor noise over the whole frame, in place."""
     flat = img.reshape(img.shape[0], -1)  # a one-channel LUT over all bytes is faster than a 3-channel one
-    cv2.LUT(flat, tone_lut(n), dst=flat)
+    if n.flicker > 0:  # one table per band of rows: the rolling shutter sees the lamp's 100/120 Hz swing
+        for y0 in range(0, flat.shape[0], FLICKER_BAND_PX):
+            swing = 1.0 + n.flicker * np.sin(2 * np.pi * (y0 + FLICKER_BAND_PX / 2) / n.flicker_period + n.flicker_phase)
+            band = flat[y0:y0 + FLICKER_BAND_PX]
+            cv2.LUT(band, tone_lut(n, float(swing)), dst=band)
+    else:
+        cv2.LUT(flat, tone_lut(n), dst=flat)
     if n.noise > 0:
         pos, neg = noise_field(n.noise)
         h, w = img.shape[:2]
         oy, ox = (int(v) for v in rng.integers(0, NOISE_PAD, size=2))
         cv2.add(img, pos[oy:oy + h, ox:ox + w], dst=img)
         cv2.subtract(img, neg[oy:oy + h, ox:ox + w], dst=img)
+    if n.h264 > 0:
+        _h264_like(img, n.h264)
+    elif n.jpeg > 0:
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, n.jpeg])
+        if ok:
+            img[:] = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+
+
+def _h264_like(img: np.ndarray, quality: int) -> None:
+    """What a low-bitrate H.264 stream does to a frame, without an H.264 encoder (this OpenCV has
+    none): chroma at half resolution, blocky low-quality luma, then the decoder's deblocking blur."""
+    ycc = cv2.cvtColor(img, cv2.COLOR_BGR2YCrCb)
+    h, w = img.shape[:2]
+    chroma = cv2.resize(cv2.resize(ycc[..., 1:], (w // 2, h // 2), interpolation=cv2.INTER_AREA), (w, h), interpolation=cv2.INTER_LINEAR)
+    ok, buf = cv2.imencode(".jpg", ycc[..., 0], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    luma = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE) if ok else ycc[..., 0]
+    ycc = np.dstack([cv2.GaussianBlur(luma, (3, 3), 0.6), chroma])
+    img[:] = cv2.cvtColor(ycc, cv2.COLOR_YCrCb2BGR)

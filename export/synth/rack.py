@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -19,10 +19,14 @@ from export.dataset import Box, Eye
 from export.synth.layout import RackLayout, scene
 from export.synth.mouse import FURS, Animal, MousePose, draw_animal, fit_pose
 from export.synth.nuisance import Nuisance, apply_box, apply_frame, fur_texture, random_nuisance
+from export.synth.randomise import Randomisation, frame_style, styled_animal, styled_layout
 
 EyeTruth = Eye
 BoxTruth = Box
 SESSION_FRAMES = 64  # consecutive seeds share a camera placement (and its cached background)
+# Randomised sessions are short: the camera placement carries most of the families (layout, light,
+# backdrop, bedding, walls), and a training set must see many of them, not a few dozen.
+STYLED_SESSION_FRAMES = 8
 EYE_WIDTH_PX = (15.0, 30.0)
 FUR_WEIGHTS = {"black": 0.7, "white": 0.15, "agouti": 0.15}
 
@@ -33,6 +37,7 @@ class SynthFrame:
     mask: np.ndarray  # H x W uint8: 0 background, 1 animal, 2 ears, 3 eyes
     boxes: tuple[Box, ...]
     animal_scores: tuple[float | None, ...] = ()  # true score per box; None for an empty box
+    conditions: dict = field(default_factory=dict)  # what the frame was rendered under (randomised frames)
 
 
 def random_pose(rng: np.random.Generator, away: bool) -> MousePose:
@@ -80,7 +85,8 @@ class Renderer:
         self.scene = scene(layout)
         self.texture = fur_texture()
 
-    def render(self, animals: Sequence[Animal | None], nuisance: Nuisance, rng: np.random.Generator) -> SynthFrame:
+    def render(self, animals: Sequence[Animal | None], nuisance: Nuisance, rng: np.random.Generator,
+               box_conditions: Sequence[dict] = ()) -> SynthFrame:
         img = self.scene.background.copy()
         mask = np.zeros(img.shape[:2], np.uint8)
         boxes = []
@@ -95,12 +101,72 @@ class Renderer:
                 score = None if animal.blink else round(float(animal.score), 2)
                 eyes = [Eye(round(e.x + x, 2), round(e.y + y, 2), score, True) for e in drawn if e.visible]
             cv2.add(view, self.scene.glare[i], dst=view)
+            if self.scene.front:
+                eyes = _lay_front(view, mview, self.scene.front[i], eyes, x, y)
             if i < len(nuisance.boxes):
                 apply_box(view, rect, nuisance.boxes[i])
-            boxes.append(Box(i, (x, y, w, h), bool(eyes), tuple(eyes)))
-        apply_frame(img, nuisance, rng)
+            boxes.append(Box(i, (x, y, w, h), any(e.visible for e in eyes), tuple(eyes),
+                             dict(box_conditions[i]) if i < len(box_conditions) else {}))
         scores = tuple(None if a is None else float(a.score) for a in (list(animals) + [None] * 4)[: len(self.layout.rois)])
+        if self.layout.pad or self.layout.style is not None:
+            img, mask, boxes, scores = _to_frame(self.layout, img, mask, boxes, scores)
+        apply_frame(img, nuisance, rng)
         return SynthFrame(img, mask, tuple(boxes), scores)
+
+
+def _lay_front(view: np.ndarray, mview: np.ndarray, items, eyes: list[Eye], x: int, y: int) -> list[Eye]:
+    """Lay cage cards, bottles and hoppers over the box; what they cover is no animal, and a covered eye is hidden."""
+    for x0, y0, pic, alpha in items:
+        h, w = alpha.shape
+        sub, msub = view[y0:y0 + h, x0:x0 + w], mview[y0:y0 + h, x0:x0 + w]
+        a = alpha[..., None].astype(np.float32) / 255.0
+        sub[:] = (sub * (1.0 - a) + pic * a).astype(np.uint8)
+        msub[alpha > 127] = 0
+        eyes = [replace(e, visible=False) if 0 <= e.x - x - x0 < w and 0 <= e.y - y - y0 < h
+                and alpha[int(e.y - y - y0), int(e.x - x - x0)] > 127 else e for e in eyes]
+    return eyes
+
+
+MIN_FRAME_BOX_PX = 60  # a box less wide or high than this in the frame is dropped from the labels
+
+
+def _to_frame(layout: RackLayout, img: np.ndarray, mask: np.ndarray, boxes: list[Box], scores: tuple):
+    """Canvas -> camera frame (crop, or tilt and perspective), and the truth with it: ROIs become the
+    boxes' bounding rectangles inside the frame, eyes outside the frame or their box are dropped,
+    boxes too small in the frame are dropped and the rest numbered again from the left."""
+    fw, fh = layout.width, layout.height
+    warp = getattr(layout.style, "warp", None)
+    if warp is None:
+        hom = np.array([[1.0, 0.0, -layout.pad], [0.0, 1.0, -layout.pad], [0.0, 0.0, 1.0]])
+        img = np.ascontiguousarray(img[layout.pad:layout.pad + fh, layout.pad:layout.pad + fw])
+        mask = np.ascontiguousarray(mask[layout.pad:layout.pad + fh, layout.pad:layout.pad + fw])
+    else:
+        hom = np.array(warp).reshape(3, 3)
+        img = cv2.warpPerspective(img, hom, (fw, fh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        mask = cv2.warpPerspective(mask, hom, (fw, fh), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+
+    def to_frame(points: np.ndarray) -> np.ndarray:
+        return cv2.perspectiveTransform(points.reshape(-1, 1, 2).astype(np.float64), hom).reshape(-1, 2)
+
+    out, kept = [], []
+    for box, score in zip(boxes, scores):
+        x, y, w, h = box.roi
+        corners = to_frame(np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], np.float64))
+        x0, y0 = max(math.floor(corners[:, 0].min()), 0), max(math.floor(corners[:, 1].min()), 0)
+        x1, y1 = min(math.ceil(corners[:, 0].max()), fw), min(math.ceil(corners[:, 1].max()), fh)
+        if x1 - x0 < MIN_FRAME_BOX_PX or y1 - y0 < MIN_FRAME_BOX_PX:
+            continue
+        eyes = []
+        for e in box.eyes:
+            ex, ey = to_frame(np.array([[e.x, e.y]]))[0]
+            if x0 <= ex < x1 and y0 <= ey < y1:
+                eyes.append(replace(e, x=round(float(ex), 2), y=round(float(ey), 2)))
+        conditions = dict(box.conditions)
+        if conditions:  # cut: a corner of the box lies outside the frame (after tilt and perspective)
+            conditions["box_cut"] = bool((corners < 0).any() or (corners[:, 0] > fw).any() or (corners[:, 1] > fh).any())
+        out.append(Box(len(out), (x0, y0, x1 - x0, y1 - y0), any(e.visible for e in eyes), tuple(eyes), conditions))
+        kept.append(score)
+    return img, mask, out, tuple(kept)
 
 
 _renderers: dict[RackLayout, Renderer] = {}
@@ -119,18 +185,26 @@ def render_frame(
     scores: Sequence[float | None] | None = None,
     layout: RackLayout | None = None,
     furs: Sequence[str | None] | None = None,
+    randomise: Randomisation | None = None,
 ) -> SynthFrame:
     """One random rack frame, identical for the same arguments.
 
     scores: per box (None entries, or scores=None, draw uniformly over 0-9 so training data covers
     the scale). layout: None = the camera placement of this seed's session
-    (`RackLayout.random(seed // SESSION_FRAMES)`), so consecutive seeds share a background.
-    furs: per box "black" | "white" | "agouti" | None (random, mostly black).
+    (`RackLayout.random(seed // SESSION_FRAMES)`, or `randomise.styled_layout` when randomised), so
+    consecutive seeds share a background. furs: per box, a name of `mouse.FURS` or None (random).
+    randomise: None or preset "none" = the original generator; otherwise the domain randomisation of
+    export/synth/randomise.py, and the frame and its boxes carry the conditions they were drawn under.
     """
-    layout = layout or RackLayout.random(seed // SESSION_FRAMES)
-    rng = np.random.default_rng([int(seed), 0xF7A3E])
+    styled = randomise is not None and randomise.active
+    if layout is None:
+        layout = styled_layout(seed // STYLED_SESSION_FRAMES, randomise) if styled else RackLayout.random(seed // SESSION_FRAMES)
+    elif styled and layout.style is None:
+        raise ValueError("a randomised frame needs a randomised layout (randomise.styled_layout) or layout=None")
+    rng = np.random.default_rng([int(seed), 0xF7A3E] + ([0xD0] if styled else []))
     n = len(layout.rois)
-    animals = []
+    style = frame_style(rng, randomise, layout) if styled else None
+    animals, box_conditions = [], []
     for i in range(n):
         s = scores[i] if scores is not None and i < len(scores) else None
         s = float(rng.uniform(0.0, 9.0)) if s is None else float(s)
@@ -139,5 +213,13 @@ def render_frame(
         fur = furs[i] if furs is not None and i < len(furs) else None
         if fur is not None and fur not in FURS:
             raise ValueError(f"unknown fur {fur!r} for box {i}; choose from {', '.join(FURS)}")
-        animals.append(random_animal(rng, layout, i, s, fur))
-    return renderer_for(layout).render(animals, random_nuisance(rng, n), rng)
+        if style is None:
+            animals.append(random_animal(rng, layout, i, s, fur))
+        else:
+            animal, conditions = styled_animal(rng, randomise, layout, i, s, fur, style.empty)
+            animals.append(animal)
+            box_conditions.append(conditions)
+    if style is None:
+        return renderer_for(layout).render(animals, random_nuisance(rng, n), rng)
+    frame = renderer_for(layout).render(animals, style.nuisance, rng, box_conditions)
+    return replace(frame, conditions=dict(style.conditions))

@@ -20,6 +20,7 @@ import cv2
 from mgs_core.errors import MgsError
 from export.dataset import FORMAT, VERSION, Frame
 from export.synth.rack import render_frame
+from export.synth.randomise import Randomisation
 
 FRAME_STRIDE = 10_000_000
 IMAGE_FORMATS = ("jpg", "png")
@@ -53,8 +54,13 @@ def write_dataset(
     progress: bool = True,
     image_format: str = "jpg",
     jpeg_quality: int = 95,
+    randomise: Randomisation | None = None,
 ) -> Path:
-    """Render `frames` frames into a new dataset folder; returns the folder."""
+    """Render `frames` frames into a new dataset folder; returns the folder.
+
+    randomise: None = the original generator (what the shipped models were trained on);
+    `mgs-export synth` passes the `default` preset unless told otherwise.
+    """
     if frames < 1 or frames >= FRAME_STRIDE:
         raise MgsError(f"--frames must be 1..{FRAME_STRIDE - 1}, got {frames}")
     if image_format not in IMAGE_FORMATS:
@@ -62,24 +68,25 @@ def write_dataset(
     out = Path(out_dir)
     _prepare(out)
     params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if image_format == "jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    options = (randomise or Randomisation("none")).describe()
     info = {
         "format": FORMAT,
         "version": VERSION,
         "score_scale": [0, 9],
-        "source": f"synthetic (mgs-export synth --frames {frames} --seed {seed})",
-        "generator": {"name": "export.synth", "seed": int(seed), "frames": int(frames), "image_format": image_format},
+        "source": f"synthetic (mgs-export synth --frames {frames} --seed {seed} {options})",
+        "generator": {"name": "export.synth", "seed": int(seed), "frames": int(frames), "image_format": image_format, "randomise": options},
     }
     start = time.perf_counter()
     try:
         (out / "dataset.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         with open(out / "labels.jsonl", "w", encoding="utf-8") as labels:
             for i in range(frames):
-                f = render_frame(frame_seed(seed, i))
+                f = render_frame(frame_seed(seed, i), randomise=randomise)
                 name = f"synth_{seed}_{i:06d}"
                 image, mask = f"images/{name}.{image_format}", f"masks/{name}.png"
                 _write_image(out / image, f.image, params)
                 _write_image(out / mask, f.mask, [cv2.IMWRITE_PNG_COMPRESSION, 3])
-                line = Frame(image, mask, f.boxes, ("synthetic",)).to_json()
+                line = Frame(image, mask, f.boxes, ("synthetic",), conditions=f.conditions).to_json()
                 labels.write(json.dumps(line, separators=(",", ":")) + "\n")
                 if progress and (i + 1 == frames or (i + 1) % 25 == 0):
                     rate = (i + 1) / max(time.perf_counter() - start, 1e-9)

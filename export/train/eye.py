@@ -4,6 +4,9 @@ Default = the paper: rotation +-30 deg, 60x60 sub-image at the eye centre, rando
 (shift up to 5 px, standing in for eye localisation error), sampling inversely proportional to the
 frequency of the sample's integer score, batch 32, 35 epochs, SGD lr 0.001 momentum 0.9, MSE.
 `optimizer="adam"` and `schedule="cosine"` are the measured alternatives in models/TRAINING.md.
+On top of the paper (`augment`, on by default): zoom 0.6-1.5 about the eye, since a camera further
+away or closer changes the eye's size in pixels but not its score, and the camera effects of
+export/train/augment.py, since a facility's camera is neither the generator nor the paper's.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from torch import nn
 
 from mgs_core.errors import MgsError
 from export.metrics import mae
+from export.train.augment import EYE_SCALE, eye_patch
 from export.train.loop import run_epochs, scheduled_lr, set_lr
 from export.train.samples import EYE_REGION_HALF, EyeSamples
 from export.train.weights import checkpoint_path, seed_everything
@@ -40,6 +44,7 @@ class EyeRecipe:
     balance: bool = True
     schedule: Literal["constant", "cosine"] = "constant"
     seed: int = 0
+    augment: bool = True  # zoom and camera effects on top of the paper's rotation and shift
 
     def check(self) -> None:
         if self.epochs < 1 or self.batch < 1 or self.lr <= 0:
@@ -58,21 +63,25 @@ def balanced_weights(scores: np.ndarray) -> np.ndarray:
     return w / w.sum()
 
 
-def augment(regions: np.ndarray, rng: np.random.Generator, rotation_deg: float) -> np.ndarray:
-    """Rotate about the eye centre, cut the 60x60 sub-image, then a random 50x50 inside it.
+def augment(regions: np.ndarray, rng: np.random.Generator, rotation_deg: float, camera: bool = False) -> np.ndarray:
+    """Rotate (and with `camera`, zoom) about the eye centre, cut the 60x60 sub-image, then a random
+    50x50 inside it; with `camera`, the camera effects of augment.eye_patch on the patch.
 
-    One warpAffine per sample does all three steps: the rotation matrix is shifted so its 50x50
+    One warpAffine per sample does the geometric steps: the rotation matrix is shifted so its 50x50
     output window is the chosen patch of the rotated 60x60 sub-image.
     """
     centre = float(EYE_REGION_HALF)
     margin = SUBIMAGE - PATCH_SIZE
     out = np.empty((len(regions), PATCH_SIZE, PATCH_SIZE, 3), np.uint8)
     for i, region in enumerate(regions):
-        m = cv2.getRotationMatrix2D((centre, centre), float(rng.uniform(-rotation_deg, rotation_deg)), 1.0)
+        zoom = float(rng.uniform(*EYE_SCALE)) if camera else 1.0
+        m = cv2.getRotationMatrix2D((centre, centre), float(rng.uniform(-rotation_deg, rotation_deg)), zoom)
         ox, oy = rng.integers(0, margin + 1, 2)
         m[0, 2] -= centre - SUBIMAGE / 2 + ox
         m[1, 2] -= centre - SUBIMAGE / 2 + oy
         out[i] = cv2.warpAffine(region, m, (PATCH_SIZE, PATCH_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        if camera:
+            out[i] = eye_patch(out[i], rng)
     return out
 
 
@@ -129,7 +138,7 @@ def train_eye(samples: EyeSamples, recipe: EyeRecipe, out: Path, device: torch.d
             idx = order[i:i + recipe.batch]
             if len(idx) < 2:  # BatchNorm1d needs two samples in training mode
                 continue
-            yield to_tensor(augment(samples.regions[idx], rng, recipe.rotation_deg), device), targets[idx].to(device)
+            yield to_tensor(augment(samples.regions[idx], rng, recipe.rotation_deg, recipe.augment), device), targets[idx].to(device)
 
     def batch_loss(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, y = batch

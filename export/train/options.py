@@ -18,6 +18,9 @@ def add_common(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, or cuda")
     parser.add_argument("--resume", action="store_true", help="continue from OUT.ckpt after the last finished epoch")
     parser.add_argument("--frames", type=int, help="use only the first N frames of --data (CPU time budget); default all")
+    parser.add_argument("--no-augment", action="store_true",
+                        help="turn off the training-time augmentation (zoom, rotation, camera effects, occluders; docs/training.md)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice); 1 leaves the other cores to other work")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

@@ -106,9 +106,9 @@ def fine_crops(dataset: Dataset, size: int, per_box: int, rng: np.random.Generat
             else:
                 cx, cy = int(x + rng.uniform(0, w)), int(y + rng.uniform(0, h))
             ci, cm = _crop(image, mask, cx, cy, size)
-            if ci.shape[:2] == (size, size):
-                images.append(ci)
-                masks.append(cm)
+            if ci.shape[:2] == (size, size):  # copies: a view would keep its whole frame in memory until the end
+                images.append(ci.copy())
+                masks.append(cm.copy())
     return _stack(images, masks, (size, size))
 
 

@@ -140,8 +140,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def pick_device(name: str) -> torch.device:
-    """`auto` = CUDA when present, else CPU (the default machine for this toolchain)."""
+def pick_device(name: str, threads: int | None = None) -> torch.device:
+    """`auto` = CUDA when present, else CPU (the default machine for this toolchain); `threads` caps
+    torch's CPU threads, so a long run on a shared machine takes one core and no more."""
+    if threads is not None:
+        if threads < 1:
+            raise MgsError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
