@@ -47,7 +47,7 @@ class EyeConfig:
     min_context_fraction: float = field(default=0.65, metadata={"doc": "share of the non-eye pixels within context_px of a blob that must be animal or ears: a dark round hole in the box (lid vents) has none around it, an eye sits in fur"})
     min_sharpness: float = field(default=15.0, metadata={"doc": "variance of the Laplacian of the eye patch below which the eye counts as blurred"})
     max_eyes_per_box: int = field(default=2, metadata={"doc": "keep at most this many eyes per box (largest first): one mouse per box has two eyes"})
-    min_confidence: float = field(default=0.55, metadata={"doc": "eyes whose confidence (0-1) is below this are reported as not scorable instead of scored; 0 scores every eye that passes the other checks; chosen on the synthetic validation set (docs/confidence.md)"})
+    min_confidence: float = field(default=0.6, metadata={"doc": "eyes whose confidence (0-1) is below this are reported as not scorable instead of scored; 0 scores every eye that passes the other checks; chosen on the synthetic validation set (docs/confidence.md)"})
 
     def check(self) -> None:
         if self.min_area_px < 1:
@@ -215,7 +215,7 @@ def orientation_spread(patch: np.ndarray) -> float:
 
 
 CUE_NAMES = ("log_area", "log_area_sq", "fill", "context", "ears_near", "log_sharpness", "log_sharpness_sq", "contrast",
-             "orientation_spread", "pair_gap")
+             "orientation_spread", "flip_gap", "pair_gap")
 
 
 def cue_vector(cues: EyeCues) -> np.ndarray:
@@ -223,7 +223,7 @@ def cue_vector(cues: EyeCues) -> np.ndarray:
     la = float(np.log(max(cues.area_px, 1)))
     ls = float(np.log1p(max(cues.sharpness, 0.0)))
     return np.array([la, la * la, cues.fill, cues.context, float(cues.ears_near), ls, ls * ls, cues.contrast,
-                     cues.orientation_spread, cues.pair_gap])
+                     cues.orientation_spread, cues.flip_gap, cues.pair_gap])
 
 
 @dataclass(frozen=True)
@@ -252,21 +252,25 @@ class ConfidenceModel:
 
 # Fitted by scripts/fit_confidence.py on the validation set (docs/confidence.md).
 SHIPPED_CONFIDENCE = ConfidenceModel(
-    weights=(0.39262, 0.02887, -3.70242, 9.88227, 3.31488, 0.72256, -0.04056, -0.81229, 26.48676, -5.00162),
-    bias=-37.57355, spread_full=0.894, spread_zero=0.744)
+    weights=(0.71476, 0.01585, -3.39151, 10.39805, 2.5543, 0.68499, -0.03551, -1.57657, 21.13645, -16.36704, -4.48552),
+    bias=-32.61413, spread_full=0.894, spread_zero=0.744)
 
 
 def score_blobs(frame: np.ndarray, blobs: Sequence[EyeBlob], regressor: ModelRunner, config: EyeConfig,
                 groups: Sequence[int] | None = None, model: ConfidenceModel = SHIPPED_CONFIDENCE) -> list[EyeScore]:
     """Crop, quality-check, score and judge every blob in ONE regressor call (batching is the cheap part).
 
+    The call also scores each patch's mirror image (a left eye mirrored is a right eye): the
+    published score is the patch's own, the difference between the two is a confidence cue.
     `groups` gives each blob's box (all one box when None): the two eyes of one box should agree.
     """
     if not blobs:
         return []
     patches, clipped = crop_patches(frame, [(b.x, b.y) for b in blobs])
-    scores = np.asarray(regressor(patches_to_batch(patches)), dtype=np.float32).reshape(len(blobs), -1)[:, 0]
-    scores = np.clip(np.nan_to_num(scores, nan=SCORE_MIN), SCORE_MIN, SCORE_MAX)
+    batch = patches_to_batch(patches)
+    both = np.asarray(regressor(np.concatenate([batch, batch[:, :, :, ::-1]])), dtype=np.float32).reshape(2 * len(blobs), -1)[:, 0]
+    both = np.clip(np.nan_to_num(both, nan=SCORE_MIN), SCORE_MIN, SCORE_MAX)
+    scores, mirrored = both[: len(blobs)], both[len(blobs):]
     groups = list(groups) if groups is not None else [0] * len(blobs)
     out = []
     for i, (blob, patch, clip, score) in enumerate(zip(blobs, patches, clipped, scores)):
@@ -275,6 +279,7 @@ def score_blobs(frame: np.ndarray, blobs: Sequence[EyeBlob], regressor: ModelRun
         cues = EyeCues(area_px=blob.area_px, fill=round(blob.fill, 4), context=round(blob.context, 4), ears_near=blob.ears_near,
                        sharpness=round(sharp, 2), contrast=round(eye_contrast(patch, blob.area_px), 4),
                        orientation_spread=round(orientation_spread(patch), 4),
+                       flip_gap=round(abs(float(score) - float(mirrored[i])) / SCORE_MAX, 4),
                        pair_gap=round(min(abs(float(score) - o) for o in others) / SCORE_MAX, 4) if others else 0.0)
         confidence = model(cues)
         quality = not blob.touches_border and not clip and sharp >= config.min_sharpness

@@ -19,8 +19,9 @@ class EyeCues:
     lie within a head's reach, `contrast` the ring around the blob's centre minus the centre
     (grey levels / 255), `orientation_spread` how evenly the patch's edges point in all
     directions (0-1: an eye in fur is round and textured, a corner of a drawn rectangle has two
-    directions only), `pair_gap` the score difference to the other eye of the box (0 for a lone
-    eye) divided by 9.
+    directions only), `flip_gap` the difference between the scores of the patch and of its mirror
+    image divided by 9 (a regressor that is sure of an eye scores both alike), `pair_gap` the score
+    difference to the other eye of the box (0 for a lone eye) divided by 9.
     """
 
     area_px: int
@@ -30,6 +31,7 @@ class EyeCues:
     sharpness: float
     contrast: float
     orientation_spread: float
+    flip_gap: float = 0.0
     pair_gap: float = 0.0
 
 
