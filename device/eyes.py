@@ -10,8 +10,9 @@ border of the analysed region, or a patch that leaves the frame) is still report
 `quality_ok=False`: aggregation ignores it, the preview can still show it.
 
 Every eye also gets a confidence in [0, 1]: a logistic model over cues the pipeline already has
-(blob size and shape, fur and ears around it, sharpness and darkness of the patch, agreement with
-the other eye; see `EyeCues`). A segmentation network trained on one renderer happily marks the
+(blob size and shape, fur and ears around it, sharpness, contrast and edge directions of the patch,
+agreement with its mirror image and with the other eye; see `EyeCues`), gated by how eye-like the
+patch's edges are. A segmentation network trained on one renderer happily marks the
 corners of a drawn rectangle as eyes; such a candidate passes every size and context rule, but it
 does not look like an eye on several cues at once. Eyes below `min_confidence` are abstained on:
 reported, not scored. The weights were fitted on the validation set (docs/confidence.md).
@@ -19,6 +20,7 @@ reported, not scored. The weights were fitted on the validation set (docs/confid
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -176,6 +178,12 @@ def _grey(patch: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(patch, cv2.COLOR_BGR2GRAY) if patch.ndim == 3 else patch
 
 
+@functools.lru_cache(maxsize=4)
+def _centre_distance(h: int, w: int) -> np.ndarray:
+    yy, xx = np.mgrid[:h, :w]
+    return np.hypot(xx - (w - 1) / 2, yy - (h - 1) / 2)
+
+
 def eye_contrast(patch: np.ndarray, area_px: int) -> float:
     """Mean grey of a ring around the patch centre minus the centre (the eye), in grey levels / 255.
 
@@ -185,8 +193,7 @@ def eye_contrast(patch: np.ndarray, area_px: int) -> float:
     grey = _grey(patch)
     h, w = grey.shape
     radius = float(np.clip(np.sqrt(area_px / np.pi), 2.0, min(h, w) / 5))
-    yy, xx = np.mgrid[:h, :w]
-    dist = np.hypot(xx - (w - 1) / 2, yy - (h - 1) / 2)
+    dist = _centre_distance(h, w)
     inner = grey[dist <= 0.7 * radius]
     ring = grey[(dist >= 1.6 * radius) & (dist <= 2.5 * radius)]
     return float(ring.mean() - inner.mean()) / 255.0
