@@ -286,7 +286,7 @@ def risk_coverage_axes(ax, abstention: dict[str, Any], title: str) -> None:
     twin.set_ylabel("precision / recall")
     lines = ax.get_legend_handles_labels()
     more = twin.get_legend_handles_labels()
-    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="lower left")
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="center left")
     p_txt = "-" if op["precision"] is None else f"{op['precision']:.3f}"
     r_txt = "-" if op["recall"] is None else f"{op['recall']:.3f}"
     ax.set_title(f"risk-coverage, {title}\nat the operating point: recall {r_txt}, precision {p_txt}", fontsize=9)
