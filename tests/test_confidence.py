@@ -95,7 +95,8 @@ def test_straight_edges_are_less_eye_like_than_a_round_eye_in_fur() -> None:
 
 
 def cues(**changes) -> EyeCues:
-    base = dict(area_px=120, fill=0.7, context=0.98, ears_near=True, sharpness=600.0, contrast=0.0, orientation_spread=0.97)
+    base = {"area_px": 120, "fill": 0.7, "context": 0.98, "ears_near": True, "sharpness": 600.0, "contrast": 0.0,
+            "orientation_spread": 0.97}
     return EyeCues(**{**base, **changes})
 
 
@@ -110,7 +111,7 @@ def test_confidence_falls_with_each_bad_cue_and_the_gate_closes_on_straight_edge
 def test_an_eye_below_min_confidence_is_abstained_not_scored() -> None:
     rng = np.random.default_rng(1)
     frame = (rng.random((200, 200, 3)) * 255).astype(np.uint8)
-    constant = lambda batch: np.full((len(batch), 1), 4.0, np.float32)  # noqa: E731 - a stand-in regressor
+    constant = lambda batch: np.full((len(batch), 1), 4.0, np.float32)  # a stand-in regressor
     blob = EyeBlob(100, 100, 100, False)
     (scored,) = score_blobs(frame, [blob], constant, EyeConfig(min_confidence=0.0))
     assert scored.quality_ok and not scored.abstained and 0 <= scored.confidence <= 1
