@@ -4,7 +4,9 @@ Single frames are noisy (a blink, a half-turned head), and a welfare officer rea
 device publishes one summary per box per window instead of per-frame scores. Windows are aligned to
 multiples of `window_s` on the capture clock so that windows from different devices line up on the
 server. A window in which no valid eye was seen has score None: "no face visible" is a state, never
-a healthy 0.
+a healthy 0. Eyes the pipeline abstained on (confidence below `[pipeline.eyes] min_confidence`) are
+counted in `abstained_eyes` and never enter the score: a box whose eyes were all abstained on reads
+as not scorable, exactly like a box without a face.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class BoxWindow:
     median: float | None
     p90: float | None
     face_visible_fraction: float
+    abstained_eyes: int = 0
 
     def to_message(self, device: str, seq: int, model_sha256: str) -> ScoreWindow:
         return ScoreWindow(
@@ -58,6 +61,7 @@ class BoxWindow:
             p90=_round(self.p90),
             face_visible_fraction=round(self.face_visible_fraction, 4),
             model_sha256=model_sha256,
+            abstained_eyes=self.abstained_eyes,
         )
 
 
@@ -85,16 +89,20 @@ def summarise(box: int, start: float, end: float, frames: Iterable[FrameResult])
     """Reduce the frames of one window to the published numbers for `box`."""
     n_frames = 0
     face_frames = 0
+    abstained = 0
     scores: list[float] = []
     for frame in frames:
         n_frames += 1
         result = next((b for b in frame.boxes if b.box == box), None)
-        if result is None or not result.face_visible:
+        if result is None:
+            continue
+        abstained += len(result.abstained_eyes)
+        if not result.face_visible:
             continue
         face_frames += 1
         scores.extend(min(SCORE_MAX, max(SCORE_MIN, e.score)) for e in result.valid_eyes if math.isfinite(e.score))
     if not scores:
-        return BoxWindow(box, start, end, n_frames, 0, None, None, None, face_frames / n_frames if n_frames else 0.0)
+        return BoxWindow(box, start, end, n_frames, 0, None, None, None, face_frames / n_frames if n_frames else 0.0, abstained)
     return BoxWindow(
         box=box,
         start=start,
@@ -105,6 +113,7 @@ def summarise(box: int, start: float, end: float, frames: Iterable[FrameResult])
         median=quantile(scores, 0.5),
         p90=quantile(scores, 0.9),
         face_visible_fraction=face_frames / n_frames,
+        abstained_eyes=abstained,
     )
 
 

@@ -8,10 +8,19 @@ so the fast and the full-resolution pipelines feed the regressor the same pixels
 A blurred eye (variance of the Laplacian below a threshold) or a partial one (blob cut by the
 border of the analysed region, or a patch that leaves the frame) is still reported but with
 `quality_ok=False`: aggregation ignores it, the preview can still show it.
+
+Every eye also gets a confidence in [0, 1]: a logistic model over cues the pipeline already has
+(blob size and shape, fur and ears around it, sharpness, contrast and edge directions of the patch,
+agreement with its mirror image and with the other eye; see `EyeCues`), gated by how eye-like the
+patch's edges are. A segmentation network trained on one renderer happily marks the
+corners of a drawn rectangle as eyes; such a candidate passes every size and context rule, but it
+does not look like an eye on several cues at once. Eyes below `min_confidence` are abstained on:
+reported, not scored. The weights were fitted on the validation set (docs/confidence.md).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, ClassVar
@@ -20,12 +29,14 @@ import cv2
 import numpy as np
 
 from device.inference import ModelRunner
-from device.results import EyeScore
+from device.results import EyeCues, EyeScore
 from mgs_core.tomlconfig import Range, fail
 
 PATCH_SIZE = 50
 SCORE_MIN, SCORE_MAX = 0.0, 9.0
 ANIMAL, EARS, EYES = 1, 2, 3
+# Ears are looked for within this many times `context_px` of an eye blob.
+EARS_REACH = 4.0
 
 
 @dataclass
@@ -41,6 +52,7 @@ class EyeConfig:
     min_context_fraction: Annotated[float, Range(0, 1)] = field(default=0.65, metadata={"doc": "share of the non-eye pixels within context_px of a blob that must be animal or ears: a dark round hole in the box (lid vents) has none around it, an eye sits in fur"})
     min_sharpness: Annotated[float, Range(0)] = field(default=15.0, metadata={"doc": "variance of the Laplacian of the eye patch below which the eye counts as blurred"})
     max_eyes_per_box: Annotated[int, Range(1)] = field(default=2, metadata={"doc": "keep at most this many eyes per box (largest first): one mouse per box has two eyes"})
+    min_confidence: Annotated[float, Range(0, 1)] = field(default=0.6, metadata={"doc": "eyes whose confidence (0-1) is below this are reported as not scorable instead of scored; 0 scores every eye that passes the other checks; chosen on the synthetic validation set (docs/confidence.md)"})
 
     def check(self) -> None:
         if self.max_area_px <= self.min_area_px:
@@ -55,6 +67,9 @@ class EyeBlob:
     y: float
     area_px: int
     touches_border: bool
+    fill: float = 1.0
+    context: float = 1.0
+    ears_near: bool = True
 
 
 def find_eye_blobs(classes: np.ndarray, config: EyeConfig, origin: tuple[float, float] = (0.0, 0.0),
@@ -79,22 +94,35 @@ def find_eye_blobs(classes: np.ndarray, config: EyeConfig, origin: tuple[float, 
             continue
         if max(bw * sx, bh * sy) > config.max_aspect * max(1.0, min(bw * sx, bh * sy)):
             continue
-        if not _has_context(classes, bx, by, bw, bh, config.context_px / max(sx, sy), config.min_context_fraction):
+        margin = config.context_px / max(sx, sy)
+        context = _context_fraction(classes, bx, by, bw, bh, margin)
+        if context is None or context < config.min_context_fraction:
             continue
         cu, cv = centroids[i]
         touches = bx <= x0 or by <= y0 or bx + bw >= x1 or by + bh >= y1
-        blobs.append(EyeBlob(origin[0] + (cu + 0.5) * sx - 0.5, origin[1] + (cv + 0.5) * sy - 0.5, int(round(full_area)), touches))
+        ears = _ears_near(classes, bx, by, bw, bh, EARS_REACH * margin)
+        blobs.append(EyeBlob(origin[0] + (cu + 0.5) * sx - 0.5, origin[1] + (cv + 0.5) * sy - 0.5, int(round(full_area)), touches,
+                             fill=area / (bw * bh), context=context, ears_near=ears))
     blobs.sort(key=lambda b: -b.area_px)
     return blobs[: config.max_eyes_per_box]
 
 
-def _has_context(classes: np.ndarray, bx: int, by: int, bw: int, bh: int, margin: float, min_fraction: float) -> bool:
-    """Animal or ear pixels around the blob: an eye floating in the background is a false positive."""
+def _window(classes: np.ndarray, bx: int, by: int, bw: int, bh: int, margin: float) -> np.ndarray:
     m = int(np.ceil(margin))
-    window = classes[max(0, by - m): by + bh + m, max(0, bx - m): bx + bw + m]
+    return classes[max(0, by - m): by + bh + m, max(0, bx - m): bx + bw + m]
+
+
+def _context_fraction(classes: np.ndarray, bx: int, by: int, bw: int, bh: int, margin: float) -> float | None:
+    """Share of animal or ear pixels around the blob (None: none at all); an eye floating in the background is a false positive."""
+    window = _window(classes, bx, by, bw, bh, margin)
     head = int(np.count_nonzero((window == ANIMAL) | (window == EARS)))
     around = int(np.count_nonzero(window != EYES))
-    return head > 0 and head >= min_fraction * around
+    return head / around if head else None
+
+
+def _ears_near(classes: np.ndarray, bx: int, by: int, bw: int, bh: int, margin: float) -> bool:
+    """Ear pixels within a head's reach: a real eye has an ear a few eye-widths away."""
+    return bool(np.any(_window(classes, bx, by, bw, bh, margin) == EARS))
 
 
 def animal_found(classes: np.ndarray, min_pixels: int = 1) -> bool:
@@ -135,17 +163,124 @@ def patches_to_batch(patches: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(patches.transpose(0, 3, 1, 2), dtype=np.float32) * np.float32(1.0 / 255.0)
 
 
-def score_blobs(frame: np.ndarray, blobs: Sequence[EyeBlob], regressor: ModelRunner, config: EyeConfig) -> list[EyeScore]:
-    """Crop, quality-check and score every blob in ONE regressor call (batching is the cheap part)."""
+def _grey(patch: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(patch, cv2.COLOR_BGR2GRAY) if patch.ndim == 3 else patch
+
+
+@functools.lru_cache(maxsize=4)
+def _centre_distance(h: int, w: int) -> np.ndarray:
+    yy, xx = np.mgrid[:h, :w]
+    return np.hypot(xx - (w - 1) / 2, yy - (h - 1) / 2)
+
+
+def eye_contrast(patch: np.ndarray, area_px: int) -> float:
+    """Mean grey of a ring around the patch centre minus the centre (the eye), in grey levels / 255.
+
+    Signed: how an eye differs from the fur around it depends on fur, eye colour and light, so the
+    confidence fit decides what the sign means.
+    """
+    grey = _grey(patch)
+    h, w = grey.shape
+    radius = float(np.clip(np.sqrt(area_px / np.pi), 2.0, min(h, w) / 5))
+    dist = _centre_distance(h, w)
+    inner = grey[dist <= 0.7 * radius]
+    ring = grey[(dist >= 1.6 * radius) & (dist <= 2.5 * radius)]
+    return float(ring.mean() - inner.mean()) / 255.0
+
+
+ORIENTATION_BINS = 12
+
+
+def orientation_spread(patch: np.ndarray) -> float:
+    """Entropy (0-1) of the patch's gradient directions, weighted by gradient strength.
+
+    An eye in fur has edges in every direction (near 1); straight man-made edges (a drawn
+    rectangle's corner, a cage bar, a label) put the gradient into one or two directions. This
+    holds for any renderer and any camera, unlike the colours of one generator's mice.
+    """
+    grey = _grey(patch).astype(np.float32)
+    gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0)
+    gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1)
+    angle = np.mod(np.arctan2(gy, gx), np.pi)
+    bins = np.minimum((angle * (ORIENTATION_BINS / np.pi)).astype(np.int64), ORIENTATION_BINS - 1)
+    hist = np.bincount(bins.ravel(), weights=np.hypot(gx, gy).ravel(), minlength=ORIENTATION_BINS)
+    if hist.sum() <= 0:
+        return 0.0
+    p = hist[hist > 0] / hist.sum()
+    return float(-(p * np.log(p)).sum() / np.log(ORIENTATION_BINS))
+
+
+CUE_NAMES = ("log_area", "log_area_sq", "fill", "context", "ears_near", "log_sharpness", "log_sharpness_sq", "contrast",
+             "orientation_spread", "flip_gap", "pair_gap")
+
+
+def cue_vector(cues: EyeCues) -> np.ndarray:
+    """The cues as the model's features (in CUE_NAMES order); squares let size and sharpness be too large as well as too small."""
+    la = float(np.log(max(cues.area_px, 1)))
+    ls = float(np.log1p(max(cues.sharpness, 0.0)))
+    return np.array([la, la * la, cues.fill, cues.context, float(cues.ears_near), ls, ls * ls, cues.contrast,
+                     cues.orientation_spread, cues.flip_gap, cues.pair_gap])
+
+
+@dataclass(frozen=True)
+class ConfidenceModel:
+    """P(real eye, scored within tolerance | cues): a logistic regression, gated by how eye-like the patch is.
+
+    The logistic part is fitted on candidates of the validation set, which holds few wrong ones
+    and none unlike anything the generator draws; on a patch outside everything it saw, a linear
+    model extrapolates blindly. So the confidence is also scaled down linearly from 1 at
+    `spread_full` (a low percentile of the good eyes' orientation spread on the validation set)
+    to 0 at `spread_zero`: a patch whose edges are not eye-like is not scored, however the other
+    cues look.
+    """
+
+    weights: tuple[float, ...]
+    bias: float
+    spread_full: float
+    spread_zero: float
+
+    def __call__(self, cues: EyeCues) -> float:
+        z = self.bias + float(np.dot(self.weights, cue_vector(cues)))
+        likely = 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
+        eye_like = np.clip((cues.orientation_spread - self.spread_zero) / (self.spread_full - self.spread_zero), 0.0, 1.0)
+        return float(likely * eye_like)
+
+
+# Fitted by scripts/fit_confidence.py on the validation set (docs/confidence.md).
+SHIPPED_CONFIDENCE = ConfidenceModel(
+    weights=(0.71476, 0.01585, -3.39151, 10.39805, 2.5543, 0.68499, -0.03551, -1.57657, 21.13645, -16.36704, -4.48552),
+    bias=-32.61413, spread_full=0.894, spread_zero=0.744)
+
+
+def score_blobs(frame: np.ndarray, blobs: Sequence[EyeBlob], regressor: ModelRunner, config: EyeConfig,
+                groups: Sequence[int] | None = None, model: ConfidenceModel = SHIPPED_CONFIDENCE) -> list[EyeScore]:
+    """Crop, quality-check, score and judge every blob in ONE regressor call (batching is the cheap part).
+
+    The call also scores each patch's mirror image (a left eye mirrored is a right eye): the
+    published score is the patch's own, the difference between the two is a confidence cue.
+    `groups` gives each blob's box (all one box when None): the two eyes of one box should agree.
+    """
     if not blobs:
         return []
     patches, clipped = crop_patches(frame, [(b.x, b.y) for b in blobs])
-    scores = np.asarray(regressor(patches_to_batch(patches)), dtype=np.float32).reshape(len(blobs), -1)[:, 0]
-    scores = np.clip(np.nan_to_num(scores, nan=SCORE_MIN), SCORE_MIN, SCORE_MAX)
+    batch = patches_to_batch(patches)
+    both = np.asarray(regressor(np.concatenate([batch, batch[:, :, :, ::-1]])), dtype=np.float32).reshape(2 * len(blobs), -1)[:, 0]
+    both = np.clip(np.nan_to_num(both, nan=SCORE_MIN), SCORE_MIN, SCORE_MAX)
+    scores, mirrored = both[: len(blobs)], both[len(blobs):]
+    groups = list(groups) if groups is not None else [0] * len(blobs)
     out = []
-    for blob, patch, clip, score in zip(blobs, patches, clipped, scores):
+    for i, (blob, patch, clip, score) in enumerate(zip(blobs, patches, clipped, scores)):
         sharp = sharpness(patch)
-        ok = not blob.touches_border and not clip and sharp >= config.min_sharpness
-        out.append(EyeScore(x=float(blob.x), y=float(blob.y), score=float(score), quality_ok=ok,
-                            area_px=blob.area_px, sharpness=round(sharp, 2)))
+        others = [float(s) for j, s in enumerate(scores) if j != i and groups[j] == groups[i]]
+        cues = EyeCues(area_px=blob.area_px, fill=round(blob.fill, 4), context=round(blob.context, 4), ears_near=blob.ears_near,
+                       sharpness=round(sharp, 2), contrast=round(eye_contrast(patch, blob.area_px), 4),
+                       orientation_spread=round(orientation_spread(patch), 4),
+                       flip_gap=round(abs(float(score) - float(mirrored[i])) / SCORE_MAX, 4),
+                       pair_gap=round(min(abs(float(score) - o) for o in others) / SCORE_MAX, 4) if others else 0.0)
+        confidence = model(cues)
+        quality = not blob.touches_border and not clip and sharp >= config.min_sharpness
+        abstained = quality and confidence < config.min_confidence
+        out.append(EyeScore(x=float(blob.x), y=float(blob.y), score=float(score), quality_ok=quality and not abstained,
+                            area_px=blob.area_px, sharpness=cues.sharpness, confidence=round(confidence, 4),
+                            abstained=abstained, cues=cues))
     return out

@@ -38,7 +38,7 @@ def draw_preview(image: np.ndarray | None, rois: Sequence[Roi], result: FrameRes
     """The picture the paper's GUI showed: each box, the eyes found in it and its current score.
 
     Boxes are green, red while an alert is raised, grey without a face; eyes are green when used
-    for the score and orange when rejected (blurred or cut). Drawn after scaling so lines stay visible.
+    for the score and orange when rejected (blurred or cut, or abstained on: "?" instead of a score).
     """
     if image is None:
         blank = np.full((PREVIEW_WIDTH * 9 // 16, PREVIEW_WIDTH, 3), 40, np.uint8)
@@ -62,7 +62,7 @@ def draw_preview(image: np.ndarray | None, rois: Sequence[Roi], result: FrameRes
                 centre = (round(eye.x * scale), round(eye.y * scale))
                 radius = max(5, round(math.sqrt(max(eye.area_px, 1)) * scale))
                 cv2.circle(canvas, centre, radius, GREEN if eye.quality_ok else ORANGE, 2)
-                cv2.putText(canvas, f"{eye.score:.1f}", (centre[0] + radius + 2, centre[1] + 5),
+                cv2.putText(canvas, "?" if eye.abstained else f"{eye.score:.1f}", (centre[0] + radius + 2, centre[1] + 5),
                             cv2.FONT_HERSHEY_SIMPLEX, 0.5, GREEN if eye.quality_ok else ORANGE, 1, cv2.LINE_AA)
     if note:
         cv2.putText(canvas, note, (10, canvas.shape[0] - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.6, WHITE, 1, cv2.LINE_AA)

@@ -99,7 +99,7 @@ def score_boxes(frame: np.ndarray, blobs_per_box: Sequence[Sequence[EyeBlob]], a
                 regressor, config: EyeConfig) -> tuple[BoxResult, ...]:
     """One regressor call for the eyes of all boxes, split back per box."""
     flat = [b for blobs in blobs_per_box for b in blobs]
-    scored = score_blobs(frame, flat, regressor, config)
+    scored = score_blobs(frame, flat, regressor, config, groups=[box for box, blobs in enumerate(blobs_per_box) for _ in blobs])
     out: list[BoxResult] = []
     i = 0
     for box, (blobs, animal) in enumerate(zip(blobs_per_box, animals)):

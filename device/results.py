@@ -10,11 +10,40 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
+class EyeCues:
+    """What the pipeline saw of one eye candidate, kept so a confidence can be explained and refitted.
+
+    All come from the class map and the 50x50 patch the pipeline already has (the U-Nets return
+    only the argmax, so there are no class probabilities): `fill` is the blob's share of its
+    bounding box, `context` the share of fur/ear pixels around it, `ears_near` whether ear pixels
+    lie within a head's reach, `contrast` the ring around the blob's centre minus the centre
+    (grey levels / 255), `orientation_spread` how evenly the patch's edges point in all
+    directions (0-1: an eye in fur is round and textured, a corner of a drawn rectangle has two
+    directions only), `flip_gap` the difference between the scores of the patch and of its mirror
+    image divided by 9 (a regressor that is sure of an eye scores both alike), `pair_gap` the score
+    difference to the other eye of the box (0 for a lone eye) divided by 9.
+    """
+
+    area_px: int
+    fill: float
+    context: float
+    ears_near: bool
+    sharpness: float
+    contrast: float
+    orientation_spread: float
+    flip_gap: float = 0.0
+    pair_gap: float = 0.0
+
+
+@dataclass(frozen=True)
 class EyeScore:
     """One detected eye: where it is, its orbital-tightening score, and whether to trust it.
 
-    `quality_ok` is False for a blurred or partial (cut by the patch border / half-hidden) eye;
-    aggregation counts only eyes with quality_ok.
+    `quality_ok` is False for a blurred or partial (cut by the patch border / half-hidden) eye, and
+    for an eye the pipeline abstains on: `abstained` is True when the eye passed the blur and
+    border checks but its `confidence` (0-1, how likely it is a real eye scored well) is below
+    `[pipeline.eyes] min_confidence`. Aggregation counts only eyes with quality_ok, so a model that
+    does not know reports "not scorable", never a score.
     """
 
     x: float
@@ -23,6 +52,9 @@ class EyeScore:
     quality_ok: bool = True
     area_px: int = 0
     sharpness: float = 0.0
+    confidence: float = 1.0
+    abstained: bool = False
+    cues: EyeCues | None = None
 
 
 @dataclass(frozen=True)
@@ -36,6 +68,10 @@ class BoxResult:
     @property
     def valid_eyes(self) -> tuple[EyeScore, ...]:
         return tuple(e for e in self.eyes if e.quality_ok)
+
+    @property
+    def abstained_eyes(self) -> tuple[EyeScore, ...]:
+        return tuple(e for e in self.eyes if e.abstained)
 
     @property
     def face_visible(self) -> bool:

@@ -8,7 +8,9 @@ device's own loader. So a figure in the report is a figure of what the device do
 Reported: segmentation IoU per class (seg_fine on whole ROIs at full resolution; seg_coarse at its
 input size), eye detection precision/recall on visible eyes (a detection matches a true eye within
 `match_px`), and score agreement twice: end-to-end (matched detections) and regressor-only (patches
-cut at the true eye centres, so segmentation errors do not enter).
+cut at the true eye centres, so segmentation errors do not enter). The abstention section sweeps
+the eye confidence threshold: MAE against the share of eyes kept (risk-coverage), with recall and
+precision of the scored eyes at the configured operating point.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +28,10 @@ import numpy as np
 from tqdm import tqdm
 
 from mgs_core.errors import MgsError
-from device.eyes import crop_patches, patches_to_batch
+from device.eyes import EyeConfig, crop_patches, patches_to_batch
 from device.inference import Models, ModelRunner
 from device.pipeline import FastPipeline, FullResolutionPipeline, class_maps, images_to_batch, pad_to_multiple, resize_for_coarse
+from device.results import EyeScore
 from device.rois import Roi
 from export.breakdown import ConditionBreakdown
 from export.dataset import Dataset
@@ -134,6 +137,7 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
     counts = {p: {"tp": 0, "fp": 0, "fn": 0, "detections": 0, "quality_ok": 0} for p in options.pipelines}
     end_to_end = {p: _Pairs([], []) for p in options.pipelines}
     regressor_only = _Pairs([], [])
+    candidates: dict[str, list[Candidate]] = {p: [] for p in options.pipelines}
     seconds = {p: 0.0 for p in options.pipelines}
     n_true_visible = 0
     breakdown = ConditionBreakdown(options.pipelines)
@@ -169,6 +173,7 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
             for box, box_result, eyes in zip(frame.boxes, result.boxes, true_eyes):
                 _score_box(box_result.eyes, eyes, options.match_px, counts[kind], end_to_end[kind])
                 _score_box(box_result.eyes, eyes, options.match_px, *breakdown.tally(kind, frame, box))
+                collect_candidates(box_result.eyes, eyes, options.match_px, candidates[kind])
     report: dict[str, Any] = {
         "frames": len(frames),
         "true_visible_eyes": n_true_visible,
@@ -188,6 +193,9 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
         report["detection"][kind] = {**c, "precision": precision, "recall": recall,
                                      "ms_per_frame": round(1000 * seconds[kind] / len(frames), 1)}
         report["end_to_end"][kind] = end_to_end[kind].report()
+    report["abstention"] = {kind: abstention_report(candidates[kind], n_true_visible, EyeConfig().min_confidence)
+                            for kind in options.pipelines}
+    report["_candidates"] = candidates
     report["_pairs"] = {"regressor_only": regressor_only, **{f"end_to_end_{k}": v for k, v in end_to_end.items()}}
     return report
 
@@ -213,6 +221,100 @@ def _score_box(detected, truth, match_px: float, counts: dict[str, int], pairs: 
         if t.score is not None:
             pairs.add(float(detected[i].score), float(t.score))
     counts["fn"] += sum(1 for j, t in enumerate(truth) if t.visible and j not in matched_true)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An eye that passed the blur and border checks, whether scored or abstained on, and what it really was."""
+
+    eye: EyeScore
+    hit: bool
+    true_score: float | None
+
+
+def collect_candidates(detected: Sequence[EyeScore], truth, match_px: float, out: list[Candidate]) -> None:
+    """Candidates of one box with their truth: a hit matches a visible true eye; a detection matched to a hidden eye is left out, as in `_score_box`."""
+    matches = dict(match_points([(d.x, d.y) for d in detected], [(t.x, t.y) for t in truth], match_px))
+    for i, eye in enumerate(detected):
+        if not (eye.quality_ok or eye.abstained):
+            continue
+        j = matches.get(i)
+        if j is not None and not truth[j].visible:
+            continue
+        score = truth[j].score if j is not None else None
+        out.append(Candidate(eye, j is not None, None if score is None else float(score)))
+
+
+def operating_point(candidates: Sequence[Candidate], n_true_visible: int, threshold: float) -> dict[str, Any]:
+    """What the device reports at one confidence threshold: scored eyes, their precision, recall and MAE.
+
+    `coverage` is the share of correctly found, labelled eyes that still get a score.
+    """
+    kept = [c for c in candidates if c.eye.confidence >= threshold]
+    hits = sum(c.hit for c in kept)
+    errors = [abs(c.eye.score - c.true_score) for c in kept if c.hit and c.true_score is not None]
+    labelled = sum(1 for c in candidates if c.hit and c.true_score is not None)
+    precision, recall = precision_recall(hits, len(kept) - hits, n_true_visible - hits)
+    return {"threshold": round(float(threshold), 4), "scored": len(kept), "hits": hits, "false": len(kept) - hits,
+            "precision": precision, "recall": recall, "coverage": len(errors) / labelled if labelled else None,
+            "mae": float(np.mean(errors)) if errors else None}
+
+
+def risk_coverage(candidates: Sequence[Candidate], n_true_visible: int, steps: int = 101) -> list[dict[str, Any]]:
+    """The operating point at every threshold from 0 to 1 (sweeping the confidence threshold)."""
+    return [operating_point(candidates, n_true_visible, t) for t in np.linspace(0.0, 1.0, steps)]
+
+
+def abstention_report(candidates: Sequence[Candidate], n_true_visible: int, min_confidence: float) -> dict[str, Any]:
+    """The risk-coverage curve, the scoring-everything baseline and the operating point the device uses."""
+    return {"min_confidence": min_confidence, "candidates": len(candidates),
+            "abstained_at_operating_point": sum(c.eye.confidence < min_confidence for c in candidates),
+            "all_scored": operating_point(candidates, n_true_visible, 0.0),
+            "operating_point": operating_point(candidates, n_true_visible, min_confidence),
+            "risk_coverage": risk_coverage(candidates, n_true_visible)}
+
+
+def risk_coverage_axes(ax, abstention: dict[str, Any], title: str) -> None:
+    """MAE against coverage over the threshold sweep, precision and recall on a second axis, the operating point marked."""
+    curve = [p for p in abstention["risk_coverage"] if p["mae"] is not None]
+    ax.plot([p["coverage"] for p in curve], [p["mae"] for p in curve], color="tab:blue", label="MAE of scored eyes")
+    op = abstention["operating_point"]
+    if op["mae"] is not None:
+        ax.plot([op["coverage"]], [op["mae"]], "o", color="tab:red", ms=8,
+                label=f"operating point (confidence >= {abstention['min_confidence']:g})")
+    ax.set_xlabel("coverage (share of found eyes scored)")
+    ax.set_ylabel("MAE (0-9)")
+    ax.set_xlim(0, 1.02)
+    twin = ax.twinx()
+    twin.plot([p["coverage"] for p in curve], [p["precision"] for p in curve], color="tab:green", ls="--", lw=1, label="precision")
+    twin.plot([p["coverage"] for p in curve], [p["recall"] for p in curve], color="tab:orange", ls=":", lw=1, label="recall")
+    twin.set_ylim(0, 1.02)
+    twin.set_ylabel("precision / recall")
+    lines = ax.get_legend_handles_labels()
+    more = twin.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="center left")
+    p_txt = "-" if op["precision"] is None else f"{op['precision']:.3f}"
+    r_txt = "-" if op["recall"] is None else f"{op['recall']:.3f}"
+    ax.set_title(f"risk-coverage, {title}\nat the operating point: recall {r_txt}, precision {p_txt}", fontsize=9)
+
+
+def write_risk_coverage_plot(report: dict[str, Any], out_dir: Path) -> list[str]:
+    """risk_coverage.png, one panel per pipeline; returns the file names written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = [(kind, a) for kind, a in report.get("abstention", {}).items() if any(p["mae"] is not None for p in a["risk_coverage"])]
+    if not sets:
+        return []
+    fig, axes = plt.subplots(1, len(sets), figsize=(5.5 * len(sets), 4.2), squeeze=False)
+    for ax, (kind, abstention) in zip(axes[0], sets):
+        risk_coverage_axes(ax, abstention, f"{kind} pipeline")
+    fig.tight_layout()
+    fig.savefig(out_dir / "risk_coverage.png", dpi=110)
+    plt.close(fig)
+    return ["risk_coverage.png"]
 
 
 def _iou_report(cm: np.ndarray) -> dict[str, Any]:
@@ -298,8 +400,8 @@ def write_report(report: dict[str, Any], out_dir: Path) -> Path:
     """report.json (without the raw pairs) plus the PNGs; returns the JSON path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots = write_plots(report, out_dir)
-    clean = {k: v for k, v in report.items() if k != "_pairs"}
+    plots = write_plots(report, out_dir) + write_risk_coverage_plot(report, out_dir)
+    clean = {k: v for k, v in report.items() if not k.startswith("_")}
     clean["plots"] = plots
     path = out_dir / "report.json"
     path.write_text(json.dumps(clean, indent=2) + "\n")

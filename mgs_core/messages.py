@@ -210,7 +210,9 @@ class ScoreWindow(_Payload):
     """Orbital-tightening summary of one box over one window (default 1 s).
 
     `score`, `median` and `p90` are None when no valid eye was seen in the window: "no face
-    visible" is a state of its own and must never read as a healthy 0.
+    visible" is a state of its own and must never read as a healthy 0. `abstained_eyes` (optional,
+    default 0) counts eyes found but not scored because the model was not confident enough: a
+    window with abstained eyes and no valid ones is "not scorable", still never a score.
     """
 
     device: str
@@ -227,6 +229,7 @@ class ScoreWindow(_Payload):
     model_sha256: str
     epoch: str = ""
     schema: int = SCHEMA_VERSION
+    abstained_eyes: int = 0
 
     @property
     def face_visible(self) -> bool:
@@ -241,6 +244,7 @@ class ScoreWindow(_Payload):
             raise MessageError(f"window_end {self.window_end} is before window_start {self.window_start}")
         _num(self.frames, "frames", 0, None, integer=True)
         _num(self.valid_eyes, "valid_eyes", 0, None, integer=True)
+        _num(self.abstained_eyes, "abstained_eyes", 0, None, integer=True)
         for name in ("score", "median", "p90"):
             _num(getattr(self, name), name, SCORE_MIN, SCORE_MAX, optional=True)
         if (self.score is None) != (self.valid_eyes == 0):

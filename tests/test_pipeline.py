@@ -2,8 +2,10 @@
 
 The plumbing tests (coordinates, batching, tracking, lost tracks) use a colour-coded scene and a
 deterministic colour segmenter in place of the U-Nets, so every eye position is known to the pixel
-and any difference between the pipelines is a bug, not a model's opinion. The last test runs the
-shipped ONNX models on a generated rack frame.
+and any difference between the pipelines is a bug, not a model's opinion. A flat drawn disc is not
+an eye the confidence model knows, so these tests score every eye (min_confidence 0); abstention
+has its own tests (tests/test_confidence.py). The last test runs the shipped ONNX models on a
+generated rack frame.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
+from device.eyes import EyeConfig
 from device.inference import Models, load_models
 from device.pipeline import FastPipeline, FullResolutionPipeline, PipelineConfig
 from device.rois import Roi
@@ -21,6 +24,7 @@ from mgs_core.manifest import load_manifest
 
 ROIS = [Roi(60 + i * 460, 200, 430, 600) for i in range(4)]
 EYE_BGR, EAR_BGR, ANIMAL_BGR = (255, 0, 0), (0, 255, 0), (128, 128, 128)
+SCORE_ALL = EyeConfig(min_confidence=0.0)
 
 
 def draw_scene(heads: dict[int, tuple[int, int]]) -> tuple[np.ndarray, dict[int, tuple[int, int]]]:
@@ -71,7 +75,7 @@ HEADS = {0: (200, 500), 1: (700, 450), 2: (1150, 600)}
 
 def test_full_pipeline_finds_each_eye_at_its_position() -> None:
     frame, heads = draw_scene(HEADS)
-    result = FullResolutionPipeline(colour_models(), ROIS)(frame, 7, 123.0)
+    result = FullResolutionPipeline(colour_models(), ROIS, SCORE_ALL)(frame, 7, 123.0)
     assert result.frame_index == 7 and result.capture_time == 123.0
     for box in (0, 1, 2):
         (eye,) = result.boxes[box].eyes
@@ -84,8 +88,8 @@ def test_full_pipeline_finds_each_eye_at_its_position() -> None:
 def test_fast_pipeline_agrees_with_full_resolution_and_batches_each_stage() -> None:
     frame, _ = draw_scene(HEADS)
     models = colour_models()
-    full = FullResolutionPipeline(models, ROIS)(frame)
-    fast = FastPipeline(models, ROIS, PipelineConfig(fine_crop=96))
+    full = FullResolutionPipeline(models, ROIS, SCORE_ALL)(frame)
+    fast = FastPipeline(models, ROIS, PipelineConfig(fine_crop=96, eyes=SCORE_ALL))
     result = fast(frame)
     assert eyes_of(result) == eyes_of(full)
     assert models.seg_coarse.batches == [4]  # all four ROIs in one coarse call
@@ -95,7 +99,7 @@ def test_fast_pipeline_agrees_with_full_resolution_and_batches_each_stage() -> N
 
 def test_fast_pipeline_tracks_a_moving_head_between_coarse_passes() -> None:
     models = colour_models()
-    fast = FastPipeline(models, ROIS, PipelineConfig(fine_crop=96, coarse_every=100, lost_retry=3))
+    fast = FastPipeline(models, ROIS, PipelineConfig(fine_crop=96, coarse_every=100, lost_retry=3, eyes=SCORE_ALL))
     for step in range(8):
         frame, heads = draw_scene({1: (700 + 9 * step, 450 - 5 * step)})
         (eye,) = fast(frame, step).boxes[1].eyes
@@ -105,7 +109,7 @@ def test_fast_pipeline_tracks_a_moving_head_between_coarse_passes() -> None:
 
 def test_lost_track_brings_back_the_coarse_search() -> None:
     models = colour_models()
-    fast = FastPipeline(models, ROIS, PipelineConfig(fine_crop=96, coarse_every=100, lost_retry=2))
+    fast = FastPipeline(models, ROIS, PipelineConfig(fine_crop=96, coarse_every=100, lost_retry=2, eyes=SCORE_ALL))
     frame, _ = draw_scene({0: (200, 500), 1: (700, 450), 2: (1150, 600), 3: (1600, 500)})
     assert all(b.eyes for b in fast(frame, 0).boxes)
     empty, _ = draw_scene({})
@@ -121,7 +125,7 @@ def test_lost_track_brings_back_the_coarse_search() -> None:
 
 def test_eye_at_the_box_edge_is_reported_but_not_valid() -> None:
     frame, _ = draw_scene({0: (ROIS[0].x + 3, 500)})
-    result = FullResolutionPipeline(colour_models(), ROIS)(frame)
+    result = FullResolutionPipeline(colour_models(), ROIS, SCORE_ALL)(frame)
     assert [e.quality_ok for e in result.boxes[0].eyes] == [False]
 
 
@@ -164,7 +168,7 @@ class AnimalOnlySegmenter(ColourSegmenter):
 def test_fast_pipeline_looks_at_both_body_ends_when_the_coarse_map_shows_no_head() -> None:
     models = Models(AnimalOnlySegmenter(), ColourSegmenter(), blue_fraction_score, model_sha256="0" * 64, coarse_size=(160, 112))
     frame, heads = draw_scene({1: (700, 450)})
-    result = FastPipeline(models, ROIS, PipelineConfig(fine_crop=96))(frame)
+    result = FastPipeline(models, ROIS, PipelineConfig(fine_crop=96, eyes=SCORE_ALL))(frame)
     (eye,) = result.boxes[1].eyes
     assert abs(eye.x - 700) < 0.5 and abs(eye.y - 450) < 0.5
 

@@ -47,6 +47,12 @@ def run(args: argparse.Namespace) -> int:
         e2e = report["end_to_end"][kind]
         print(f"  {kind:4s} pipeline: eye precision {p if p is None else round(p, 3)}  recall {r if r is None else round(r, 3)}"
               f"  end-to-end MAE {e2e['mae'] if e2e['mae'] is None else round(e2e['mae'], 3)} (n={e2e['n']})")
+    for kind, a in report["abstention"].items():
+        op = a["operating_point"]
+        print(f"  {kind:4s} at min_confidence {a['min_confidence']}: {a['abstained_at_operating_point']} of {a['candidates']} eyes abstained;"
+              f" scored eyes: precision {op['precision'] if op['precision'] is None else round(op['precision'], 3)}"
+              f"  recall {op['recall'] if op['recall'] is None else round(op['recall'], 3)}"
+              f"  MAE {op['mae'] if op['mae'] is None else round(op['mae'], 3)}  coverage {op['coverage'] if op['coverage'] is None else round(op['coverage'], 3)}")
     ro = report["regressor_only"]
     print(f"  regressor only: MAE {ro['mae'] if ro['mae'] is None else round(ro['mae'], 3)}  r {ro['pearson_r'] if ro['pearson_r'] is None else round(ro['pearson_r'], 3)}"
           f"  ICC(2,1) {ro['icc_2_1'] if ro['icc_2_1'] is None else round(ro['icc_2_1'], 3)}  (n={ro['n']})")
