@@ -174,12 +174,13 @@ class VideoWorker:
 
     def stop(self) -> None:
         """At server exit: no new job, and the running one is left 'running', to be queued again at the next start."""
-        self._stopping = True
+        with self._lock:
+            self._stopping = True
         self.kill_child()
 
     def kill_child(self) -> None:
-        """Stop the scoring child and its pool workers (its own process group); the job is queued again at the
-        next start. A child left running would go on scoring for nobody."""
+        """Stop the scoring child and its pool workers (its own process group) if it still runs: a child left
+        running would go on scoring for nobody."""
         child = self._child
         if child is not None and child.poll() is None:
             try:
@@ -298,7 +299,9 @@ class VideoWorker:
         """Run the scorer to its end, copying its progress file into the job's row; its exit code."""
         log.debug("video job %d: %s", job_id, " ".join(command))
         progress.unlink(missing_ok=True)
-        with log_path.open("wb") as output:
+        with self._lock, log_path.open("wb") as output:
+            if self._stopping:  # `stop` ran already: a child started now would outlive the server
+                raise MgsError("the server is stopping")
             self._child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
                                            start_new_session=True)
         copied: tuple[int, int] | None = None
