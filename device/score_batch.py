@@ -156,10 +156,16 @@ def _pool_job(index: int, video: Path, folder: Path, options: ScoreOptions) -> d
 
 
 class Progress:
-    """One line on stderr: videos done, frames, frames/s, speed against real time and time left."""
+    """One line on stderr: videos done, frames, frames/s, speed against real time and time left.
 
-    def __init__(self, total_videos: int, stream: Any = None) -> None:
+    With `json_path`, every `show` also replaces that file with the counts as JSON, for a program
+    that follows the batch (the server's video queue); the file is renamed into place, so a reader
+    never sees half of it.
+    """
+
+    def __init__(self, total_videos: int, stream: Any = None, json_path: Path | None = None) -> None:
         self.stream = stream or sys.stderr
+        self.json_path = json_path
         self.total_videos = total_videos
         self.done_videos = 0
         self.frames: dict[int, tuple[int, int]] = {}
@@ -189,12 +195,22 @@ class Progress:
                 f"{speed}{eta}")
 
     def show(self, force: bool = False) -> None:
+        if self.json_path is not None:
+            self._save_json(self.json_path)
         now = time.monotonic()
         if not force and now - self._last_print < (PROGRESS_EVERY_S if self.tty else PLAIN_PROGRESS_EVERY_S):
             return
         self._last_print = now
         self.stream.write(("\r" + self.line() + "\033[K") if self.tty else self.line() + "\n")
         self.stream.flush()
+
+    def _save_json(self, path: Path) -> None:
+        state = {"videos_done": self.done_videos, "videos_total": self.total_videos,
+                 "frames_done": sum(d for d, _ in self.frames.values()),
+                 "frames_total": sum(t for _, t in self.frames.values())}
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(json.dumps(state), encoding="utf-8")
+        os.replace(temporary, path)
 
     def finish(self) -> None:
         self.show(force=True)
@@ -208,16 +224,17 @@ def _clock(seconds: float) -> str:
 
 
 def run_batch(videos: Sequence[Path], options: ScoreOptions, jobs: int,
-              on_result: Callable[[dict[str, Any]], None] | None = None) -> BatchResult:
+              on_result: Callable[[dict[str, Any]], None] | None = None,
+              progress_json: Path | None = None) -> BatchResult:
     """Score every video (up to `jobs` at once), then write the summaries into `options.out`.
 
     `on_result` runs in this process for each scored video as it finishes (the server import); an
-    `MgsError` it raises marks that video as failed too.
+    `MgsError` it raises marks that video as failed too. `progress_json`: see `Progress`.
     """
     options.out.mkdir(parents=True, exist_ok=True)
     taken: set[str] = set()
     folders = [unique_folder(options.out, v, taken) for v in videos]
-    progress = Progress(len(videos))
+    progress = Progress(len(videos), json_path=progress_json)
     for i, video in enumerate(videos):
         progress.update(i, 0, _frame_count(video), _fps(video))
     results: dict[int, dict[str, Any]] = {}

@@ -1,9 +1,9 @@
 """Dashboard pages for recorded videos: upload one, follow its scoring, see the result.
 
 Officers upload; anyone logged in may look. The video is scored by the server's own worker
-(`server.video_jobs`), with the code of `mgs-device score`, and its windows are imported like a
-`mgs-device score --server` run, so they also appear in the animals' histories. Imported
-recordings from either way are listed here as well.
+(`server.video_jobs`), which runs `mgs-device score` in a child process, and its windows are
+imported like a `mgs-device score --server` run, so they also appear in the animals' histories.
+Imported recordings from either way are listed here as well.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from flask import Blueprint, Flask, Response, abort, current_app, flash, jsonify
 from werkzeug.utils import secure_filename
 
 from mgs_core.errors import MgsError
+from mgs_core.messages import EARLIEST_TIME, LATEST_TIME
 from server.auth import current_user, require_role
 from server.request_db import get_repo
 from server.video_imports import list_imports
-from server.video_jobs import VideosConfig, VideoWorker, job, jobs, scoring_missing, submit
+from server.video_jobs import VideosConfig, VideoWorker, job, jobs, scoring_missing, submit, video_problem
 
 bp = Blueprint("videos", __name__, url_prefix="/videos")
 
@@ -74,9 +75,8 @@ def _accept_upload() -> int:
     if file is None or not file.filename:
         raise MgsError("choose a video file to upload")
     name = secure_filename(file.filename) or "video.mp4"
-    animals = {b: {"animal": request.form.get(f"animal_{b}", "").strip()[:100],
-                   "group": request.form.get("group", "").strip()[:100],
-                   "timepoint": request.form.get("timepoint", "").strip()[:100]} for b in range(BOXES)}
+    animals = {b: {"animal": _field(f"animal_{b}"), "group": _field("group"), "timepoint": _field("timepoint")}
+               for b in range(BOXES)}
     animals = {b: a for b, a in animals.items() if a["animal"]}
     start = _start_time()
     # Each upload gets its own folder (the results go next to the video), named before the job
@@ -89,16 +89,18 @@ def _accept_upload() -> int:
         size = path.stat().st_size
         if size > limit:
             raise MgsError(_too_large_message())
-        from device.videoscore import VideoError, probe
-
-        try:
-            probe(path)
-        except VideoError as exc:
-            raise MgsError(f"{file.filename} is not a video this server can read ({str(exc).split(': ', 1)[-1]})") from None
+        problem = video_problem(path)
+        if problem is not None:
+            raise MgsError(f"{file.filename} is not a video this server can read ({problem})")
         return submit(get_repo(), name, path, size, animals, start, current_user()["username"])  # type: ignore[index]
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+def _field(name: str) -> str:
+    """A form field on one line: the scorer gets the animals as a CSV file with one row per box."""
+    return " ".join(request.form.get(name, "").split())[:100]
 
 
 def _too_large_message() -> str:
@@ -118,9 +120,12 @@ def _start_time() -> float | None:
     if not value:
         return None
     try:
-        return float(value)
+        start = float(value)
     except ValueError:
         raise MgsError(f"recording start {value!r} is not a time") from None
+    if not EARLIEST_TIME <= start < LATEST_TIME:
+        raise MgsError(f"recording start {value!r} is outside the years 1970-2099; pick the date again")
+    return start
 
 
 @bp.get("/<int:job_id>")

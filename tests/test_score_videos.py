@@ -65,8 +65,9 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "rackB_day1.avi,1,M04,saline,day1,\n")
     out = root / "out"
     code = device_main(["score", str(videos[0]), str(empty), str(corrupt), str(root / "missing.mp4"), str(videos[1]),
-                        "--out", str(out), "--animals", str(animals), "--annotate", "--per-eye", "--jobs", "2"])
-    return {"code": code, "videos": videos, "out": out}
+                        "--out", str(out), "--animals", str(animals), "--annotate", "--per-eye", "--jobs", "2",
+                        "--progress-json", str(root / "progress.json")])
+    return {"code": code, "videos": videos, "out": out, "progress": root / "progress.json"}
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -130,6 +131,23 @@ def test_unreadable_files_are_reported_and_the_batch_finishes(batch: dict[str, A
     assert "empty" in failed["empty.mp4"] and "no such file" in failed["missing.mp4"]
 
 
+def test_the_progress_file_ends_with_every_video_and_frame(batch: dict[str, Any]) -> None:
+    progress = json.loads(batch["progress"].read_text())
+    assert progress == {"videos_done": 5, "videos_total": 5, "frames_done": 2 * SECONDS * FPS,
+                        "frames_total": 2 * SECONDS * FPS}
+    assert not batch["progress"].with_name("progress.json.tmp").exists()
+
+
+def test_probe_says_which_files_are_videos(batch: dict[str, Any], capsys) -> None:
+    corrupt = batch["out"].parent / "corrupt.mp4"
+    assert device_main(["score", "--probe", str(batch["videos"][0]), str(corrupt)]) == 1
+    good, bad = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert good == {"video": str(batch["videos"][0]), "fps": FPS, "frames": SECONDS * FPS, "width": 1920,
+                    "height": 1080}
+    assert bad["video"] == str(corrupt) and "not a video OpenCV can read" in bad["error"]
+    assert device_main(["score", "--probe", str(batch["videos"][1])]) == 0
+
+
 def test_summaries_group_by_group_and_time_point(batch: dict[str, Any]) -> None:
     rows = _rows(batch["out"] / "summary.csv")
     assert len(rows) == 8
@@ -162,3 +180,9 @@ def test_bad_arguments_stop_before_any_work(tmp_path: Path, capsys) -> None:
     assert "--jobs 0" in capsys.readouterr().err
     assert device_main(["score", str(tmp_path / "a.mp4"), "--out", str(tmp_path), "--server", "http://x"]) == 2
     assert "--token" in capsys.readouterr().err
+    assert device_main(["score", str(tmp_path / "a.mp4"), "--out", str(tmp_path), "--start", "09:15"]) == 2
+    assert "--start '09:15'" in capsys.readouterr().err
+    assert device_main(["score", str(tmp_path / "a.mp4"), "--out", str(tmp_path), "--threads", "0"]) == 2
+    assert "--threads 0" in capsys.readouterr().err
+    assert device_main(["score", str(tmp_path / "a.mp4")]) == 2
+    assert "--out DIR is required" in capsys.readouterr().err
