@@ -1,6 +1,6 @@
 """MQTT publisher: drains the outbox to the broker and keeps the retained topics current.
 
-The contract (DESIGN.md, mgs_core.messages): availability with a last will `offline` and `online`
+The contract (mgs_core.messages): availability with a last will `offline` and `online`
 published in on_connect; a retained status every few seconds; per box a QoS 1 score and alert
 stream from the outbox and a retained plain-number state. paho's network thread reconnects with
 backoff by itself; this module only decides what to send when.
