@@ -110,9 +110,12 @@ def test_a_replayed_seq_with_different_content_does_not_overwrite(broker, tmp_pa
         publish(broker, [score_message(window(seq=7, t=T0, score=2.0))])
         wait_for(lambda: worker.stats().get("stored", 0) == 1, what="the original")
         publish(broker, [score_message(window(seq=7, t=T0 + 60, score=8.0))])
-        wait_for(lambda: worker.stats().get("duplicates", 0) == 1, what="the replay")
-    rows = connect(db_path).execute("SELECT seq, score, window_start FROM score_windows").fetchall()
-    assert rows == [(7, 2.0, T0)]
+        wait_for(lambda: worker.stats().get("reused_seq", 0) == 1, what="the replay")
+    db = connect(db_path)
+    assert db.execute("SELECT seq, score, window_start FROM score_windows").fetchall() == [(7, 2.0, T0)]
+    kept = db.execute("SELECT seq, reason FROM quarantine").fetchall()
+    assert len(kept) == 1 and kept[0][0] == 7 and "seq went back" in kept[0][1]
+    assert db.execute("SELECT seq_regressions FROM devices WHERE name = 'rack1'").fetchone() == (1,)
 
 
 def test_a_flood_of_garbage_does_not_grow_the_quarantine_without_bound(broker, tmp_path: Path,
