@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import cv2
@@ -146,6 +146,7 @@ class DeviceRunner:
             problems.append(self.publisher.last_error)
         if self.pipeline_errors:
             problems.append(f"pipeline failed on {self.pipeline_errors} frame(s), last: {self.last_pipeline_error}")
+        stats = self.outbox.stats() if self.outbox else None
         fps = self.meter.rate(now)
         backend = self.offload.policy.backend if self.offload else "local"
         if self.offload and self.offload.policy.reason:
@@ -159,13 +160,15 @@ class DeviceRunner:
             target_fps=self.config.target_fps,
             backend=backend,
             camera=camera,
-            queue_depth=self.outbox.stats().depth if self.outbox else 0,
+            queue_depth=stats.depth if stats else 0,
             uptime_s=round(now - self.started, 1),
             version=__version__,
             models={**self.model_files, "model_set": self.models.model_sha256} if self.models else {},
             skipped_frames=self.capture.skipped if self.capture else 0,
             boxes=len(self.rois),
             message="; ".join(p for p in problems if p)[:1024],
+            epoch=stats.epoch if stats else "",
+            first_seq=stats.first_seq if stats else 0,
         )
 
     def health(self) -> dict[str, Any]:
@@ -315,11 +318,12 @@ class DeviceRunner:
         items: list[Pending] = []
         for w in windows:
             items.append(Pending(score_topic(name, w.box, prefix),
-                                 lambda seq, w=w: w.to_message(name, seq, sha).to_json()))
+                                 lambda seq, epoch, w=w: replace(w.to_message(name, seq, sha), epoch=epoch).to_json()))
             event = self.alerts.update(w)
             if event is not None:
                 log.warning("alert %s for box %d: score %s, threshold %g", event.event, event.box, event.score, event.threshold)
-                items.append(Pending(alert_topic(name, w.box, prefix), lambda seq, e=event: e.to_message(name, seq).to_json()))
+                items.append(Pending(alert_topic(name, w.box, prefix),
+                                     lambda seq, epoch, e=event: replace(e.to_message(name, seq), epoch=epoch).to_json()))
         self.outbox.enqueue(items)
         with self._snapshot_lock:
             self.last_windows.update({w.box: w for w in windows})
