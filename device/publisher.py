@@ -225,6 +225,12 @@ class Publisher:
         self._collect_acks()
         self.outbox.flush_acks()
 
+    def broker_has_all(self) -> bool:
+        """Every row on disk has been handed to the broker and acknowledged by it (PUBACK)."""
+        self._collect_acks()
+        with self._lock:
+            return not self._inflight and self._cursor >= self.outbox.stats().last_seq
+
     def notify(self) -> None:
         """New rows are in the outbox: send them now rather than at the next pump tick."""
         self._wake.set()
