@@ -137,11 +137,12 @@ class SimDevice:
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        self.outbox = Outbox(self.outbox_path, max_bytes=self.max_bytes)
         config = MqttConfig(host=self.broker.host, port=self.broker.port, username=self.name, password=self.password,
                             reconnect_max_s=1, resend_after_s=self.resend_after_s)
-        self.publisher = Publisher(self.name, config, self.outbox, self._status, status_interval_s=0.5)
-        self.publisher.start()
+        with self._lock:
+            self.outbox = Outbox(self.outbox_path, max_bytes=self.max_bytes)
+            self.publisher = Publisher(self.name, config, self.outbox, self._status, status_interval_s=0.5)
+            self.publisher.start()
 
     def _status(self) -> DeviceStatus:
         assert self.outbox is not None
@@ -152,8 +153,9 @@ class SimDevice:
 
     def produce(self, windows: int) -> None:
         """Score `windows` more windows (box 0-3 in turn, one second apart per round)."""
-        assert self.outbox is not None and self.publisher is not None
         with self._lock:
+            if self.outbox is None or self.publisher is None:  # stopped: a camera-less device scores nothing
+                return
             items = []
             for _ in range(windows):
                 box = len(self.sent) % 4  # one round of boxes 0-3 per second of device time
@@ -164,7 +166,7 @@ class SimDevice:
                 items.append(Pending(score_topic(self.name, box), lambda seq, epoch, w=w: self._build(w, seq, epoch)))
                 self.sent[(box, start)] = None
             self.outbox.enqueue(items)
-        self.publisher.notify()
+            self.publisher.notify()
 
     def _build(self, w: BoxWindow, seq: int, epoch: str) -> bytes:
         """Called by the outbox when it numbers the window (later, if it waited for disk space)."""
@@ -176,11 +178,12 @@ class SimDevice:
         return self.outbox is not None and self.outbox.stats().depth == 0
 
     def stop(self) -> None:
-        if self.publisher is not None:
-            self.publisher.stop(drain_timeout_s=0.5)
-        if self.outbox is not None:
-            self.outbox.close()
-        self.publisher, self.outbox = None, None
+        with self._lock:
+            if self.publisher is not None:
+                self.publisher.stop(drain_timeout_s=0.5)
+            if self.outbox is not None:
+                self.outbox.close()
+            self.publisher, self.outbox = None, None
 
 
 class Producer:
@@ -196,8 +199,7 @@ class Producer:
     def _run(self) -> None:
         while not self._stop.is_set():
             for d in self.devices:
-                if d.publisher is not None:
-                    d.produce(self.per_tick)
+                d.produce(self.per_tick)
             self._stop.wait(self.interval_s)
 
     def __enter__(self) -> Producer:
