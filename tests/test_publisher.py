@@ -93,8 +93,10 @@ def enqueue_windows(outbox: Outbox, t: float, boxes=range(4), score: float | Non
 
 def status_of(outbox: Outbox, device: str = DEVICE):
     def status() -> DeviceStatus:
+        stats = outbox.stats()
         return DeviceStatus(device=device, time=utc_iso(time.time()), fps=10.0, target_fps=10.0, backend="local",
-                            camera="ok", queue_depth=outbox.stats().depth, uptime_s=1.0, version="test")
+                            camera="ok", queue_depth=stats.depth, uptime_s=1.0, version="test", epoch=stats.epoch,
+                            first_seq=stats.first_seq)
     return status
 
 
