@@ -101,7 +101,8 @@ class IngestConfig:
     tls: bool = field(default=False, metadata={"doc": "connect with TLS"})
     ca_file: str = field(default="", metadata={"doc": "CA certificate for TLS (empty = system store)"})
     client_id: str = field(default="mgs-server-ingest", metadata={
-        "doc": "fixed MQTT client id: the broker keeps this persistent session's messages while the server is down"})
+        "doc": "fixed MQTT client id: the broker keeps this persistent session's messages while the server is down "
+               "(the shipped broker config replaces it with the login, mgs-server)"})
     batch_size: int = field(default=5000, metadata={"doc": "most messages written in one transaction"})
     flush_interval_s: float = field(default=0.2, metadata={"doc": "longest a message waits before its batch is written"})
     queue_size: int = field(default=50_000, metadata={"doc": "messages held in memory between receiving and writing"})
