@@ -122,11 +122,10 @@ class SimDevice:
     """A device without camera or models: windows straight into a real outbox, sent by the real
     publisher under the device's own broker login. `sent` records every (epoch, seq, box, start)."""
 
-    def __init__(self, name: str, broker: ShippedBroker, workdir: Path, resend_after_s: float = 2.0,
+    def __init__(self, name: str, host: str, port: int, password: str, workdir: Path, resend_after_s: float = 2.0,
                  max_bytes: int = 0) -> None:
         self.name = name
-        self.broker = broker
-        self.password = broker.passwords[name]
+        self.host, self.port, self.password = host, port, password
         self.outbox_path = workdir / f"{name}.outbox.sqlite"
         self.resend_after_s = resend_after_s
         self.max_bytes = max_bytes
@@ -137,7 +136,7 @@ class SimDevice:
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        config = MqttConfig(host=self.broker.host, port=self.broker.port, username=self.name, password=self.password,
+        config = MqttConfig(host=self.host, port=self.port, username=self.name, password=self.password,
                             reconnect_max_s=1, resend_after_s=self.resend_after_s)
         with self._lock:
             self.outbox = Outbox(self.outbox_path, max_bytes=self.max_bytes)

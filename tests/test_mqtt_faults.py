@@ -43,10 +43,14 @@ def rig(tmp_path: Path) -> Iterator[tuple[ShippedBroker, ServerProcess]]:
 
 
 def devices(broker: ShippedBroker, tmp_path: Path, n: int = 2, **kw) -> list[SimDevice]:
-    out = [SimDevice(f"rack{i}", broker, tmp_path, **kw) for i in range(n)]
+    out = [sim_device(broker, f"rack{i}", tmp_path, **kw) for i in range(n)]
     for d in out:
         d.start()
     return out
+
+
+def sim_device(broker: ShippedBroker, name: str, tmp_path: Path, **kw) -> SimDevice:
+    return SimDevice(name, broker.host, broker.port, broker.passwords[name], tmp_path, **kw)
 
 
 def stop_all(devs: list[SimDevice]) -> None:
@@ -73,7 +77,7 @@ def test_a_window_the_database_cannot_store_is_quarantined_alone_and_blocks_noth
         "BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END;")
     server.start()
     devs = devices(broker, tmp_path)
-    poison = SimDevice("poison", broker, tmp_path)
+    poison = sim_device(broker, "poison", tmp_path)
     poison.start()
     attacker = raw_client(broker, "rack0", "rack0-raw")
     try:
