@@ -471,7 +471,7 @@ class IngestWorker:
                 self._count_db_error(f"database write failed: {exc}; retrying {len(items)} messages in {delay:.1f} s")
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
-            except Exception as exc:
+            except Exception as exc:  # whatever the database or a bug refuses: isolate the message
                 repo.forget_cached_ids()
                 tracker.forget()
                 if len(items) > 1:

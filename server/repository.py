@@ -731,9 +731,10 @@ class Repository:
         for w in windows:
             old = stored.get((w.device, w.epoch, w.seq))
             if old is not None and (old[0] != w.box or abs(old[1] - parse_utc_iso(w.window_start)) > 0.001):
-                reused.append((w, f"seq {w.seq} of outbox epoch {w.epoch!r} is already stored for box {old[0]} at "
-                                  f"{utc_iso(old[1])}: the device's seq went back (was its outbox restored from an "
-                                  "old copy?); kept here instead of being dropped as a duplicate"))
+                reason = (f"seq {w.seq} of outbox epoch {w.epoch!r} is already stored for box {old[0]} at "
+                          f"{utc_iso(old[1])}: the device's seq went back (was its outbox restored from an old "
+                          "copy?); kept here instead of being dropped as a duplicate")
+                reused.append((w, reason))
         return reused
 
     def _update_from_new_rows(self, after_id: int, received_at: float) -> None:

@@ -249,8 +249,8 @@ def all_stored(server: ServerProcess, devices: list[SimDevice]) -> bool:
     """Every device's outbox is confirmed stored, and the server holds as many windows as were made."""
     if not all(d.confirmed() for d in devices):
         return False
-    rows = server.query("SELECT COUNT(*) FROM score_windows WHERE device IN (%s)" % ",".join("?" * len(devices)),
-                        tuple(d.name for d in devices))
+    marks = ",".join("?" * len(devices))
+    rows = server.query(f"SELECT COUNT(*) FROM score_windows WHERE device IN ({marks})", tuple(d.name for d in devices))
     return bool(rows) and rows[0][0] >= sum(len(d.sent) for d in devices)
 
 

@@ -19,7 +19,14 @@ from mgs_core.messages import score_topic
 from server.db import connect
 from server.provision import SERVER_USER
 from tests.conftest import MOSQUITTO, wait_for
-from tests.fault_support import Producer, ServerProcess, ShippedBroker, SimDevice, Tally, wait_all_stored
+from tests.fault_support import (
+    Producer,
+    ServerProcess,
+    ShippedBroker,
+    SimDevice,
+    Tally,
+    wait_all_stored,
+)
 from tests.ingest_support import window
 
 pytestmark = pytest.mark.timeout(120)
