@@ -104,7 +104,8 @@ def test_a_window_the_database_cannot_store_is_quarantined_alone_and_blocks_noth
     assert any("outside the years" in r for (r,) in server.query("SELECT reason FROM quarantine WHERE device = 'rack0'"))
     assert server.query("SELECT COUNT(*) FROM score_windows WHERE device = 'poison'") == [(0,)]
     assert server.stop() == 0
-    Tally.of("poison message", "a window the database refuses, among 3 devices' streams; a year-9999 window",
+    Tally.of("poison message", "a device whose every window the database refuses streams next to 2 devices (counted "
+             "here; the refused ones are all quarantined and confirmed); a year-9999 window",
              server, devs, took).check()
 
 
