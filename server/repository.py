@@ -698,7 +698,7 @@ class Repository:
         The single writer makes new rows exactly those with an id above the largest id before
         the insert; rollups and box state are then computed by SQLite from those rows, and times
         are converted from ISO-8601 in SQL, because per-row Python work is the bottleneck of the
-        ingest (docs/server.md gives the rates)."""
+        ingest (bench/bench_ingest.py measures it)."""
         conn = self.db.conn
         after_id = conn.execute("SELECT COALESCE(MAX(id), 0) FROM score_windows").fetchone()[0]
         rows = [(w.device, w.box, w.epoch, w.seq, _canonical_iso(w.window_start), _canonical_iso(w.window_end),
