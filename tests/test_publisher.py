@@ -203,6 +203,8 @@ def test_broker_outage_of_30_s_loses_nothing_and_duplicates_nothing_after_dedup(
             stop.wait(0.1)
 
     producer = threading.Thread(target=produce)
+    server = running_worker(broker, tmp_path / "server.db")  # confirms what is stored; the device deletes only that
+    server.__enter__()
     producer.start()
     try:
         wait_for(lambda: len(sub.payloads("/score")) >= 20, 10, what="windows before the outage")
@@ -217,12 +219,12 @@ def test_broker_outage_of_30_s_loses_nothing_and_duplicates_nothing_after_dedup(
         wait_for(pub.connected.is_set, 30, what="the publisher to reconnect")
         stop.set()
         producer.join()
-        with running_worker(broker, tmp_path / "server.db"):
-            wait_for(lambda: outbox.stats().depth == 0, 30, what="the outbox to drain")
+        wait_for(lambda: outbox.stats().depth == 0, 60, what="the outbox to drain")
         wait_for(lambda: {w.seq for w in sub.scores()} >= set(produced), 30, what="every window at the subscriber")
     finally:
         stop.set()
         producer.join()
+        server.__exit__(None, None, None)
         pub.stop()
         outbox.close()
         sub.close()
