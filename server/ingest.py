@@ -43,7 +43,6 @@ import select
 import socket
 import sqlite3
 import ssl
-import struct
 import threading
 import time
 from collections import Counter
@@ -82,8 +81,15 @@ from server.rules import RuleEngine
 
 log = logging.getLogger(__name__)
 
-# (received_at, topic, payload, connection number, packet id to acknowledge; 0 = QoS 0, none)
-_Item = tuple[float, str, bytes, int, int]
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One message as the network thread hands it to the writer."""
+
+    received_at: float
+    topic: str
+    payload: bytes
+    connection: int  # numbers the connections: a packet id is only valid on its own
+    mid: int  # packet id to acknowledge after the commit; 0 = QoS 0, nothing to acknowledge
 
 # MQTT 5 session expiry "never": the broker's `persistent_client_expiration` still applies.
 _SESSION_NEVER_EXPIRES = 0xFFFFFFFF
@@ -146,12 +152,12 @@ class _Inbox:
     def __init__(self, capacity: int, batch_size: int) -> None:
         self.capacity = capacity
         self.batch_size = batch_size
-        self._items: list[_Item] = []
+        self._items: list[Received] = []
         self._cond = threading.Condition()
         self._closed = False
         self._flush = False
 
-    def put(self, item: _Item) -> None:
+    def put(self, item: Received) -> None:
         """Hand over one message; once closed, drop it: it is not acknowledged, so the broker keeps it."""
         with self._cond:
             while len(self._items) >= self.capacity and not self._closed:
@@ -169,7 +175,7 @@ class _Inbox:
                 self._flush = True
                 self._cond.notify_all()
 
-    def take(self, max_wait: float) -> tuple[list[_Item], bool]:
+    def take(self, max_wait: float) -> tuple[list[Received], bool]:
         """Up to batch_size items after at most `max_wait` s (less after `request_flush`); True once closed and empty."""
         with self._cond:
             if len(self._items) < self.batch_size and not self._closed and not self._flush:
@@ -340,17 +346,13 @@ class IngestWorker:
             pass
 
     def _send_acks(self, client: mqtt.Client) -> None:
-        """Acknowledge every committed message received on the current connection.
-
-        The PUBACKs of a batch go out as one buffer through paho's outgoing queue (`_packet_queue`,
-        the queue paho's own `ack()` uses, which handles partial writes). `ack()` per message costs
-        a packet object and a send() each."""
+        """Acknowledge every committed message received on the current connection, through paho's
+        public `ack()` (each PUBACK goes into paho's outgoing queue, written by this thread)."""
         with self._lock:
             committed, self._committed = self._committed, []
         mids = [mid for connection, mid in committed if connection == self._connection]
-        if mids:
-            # PUBACK: type 0x40, remaining length 2, packet id (as in 3.1.1: MQTT 5 omits a success reason code).
-            client._packet_queue(mqtt.PUBACK, struct.pack(f"!{len(mids)}I", *(0x40020000 | mid for mid in mids)), 0, 0)
+        for mid in mids:
+            client.ack(mid, 1)
         with self._lock:
             self._stats["acknowledged"] += len(mids)
         if len(mids) < len(committed):
@@ -425,9 +427,9 @@ class IngestWorker:
         self._received += 1
         try:
             topic = message.topic
-        except UnicodeDecodeError:
-            topic = repr(message._topic)
-        self._inbox.put((time.time(), topic, message.payload, self._connection, message.mid if message.qos else 0))
+        except UnicodeDecodeError:  # quarantined as an invalid topic; paho keeps the raw bytes private
+            topic = "<topic is not UTF-8>"
+        self._inbox.put(Received(time.time(), topic, message.payload, self._connection, message.mid if message.qos else 0))
 
     # --- writer thread ----------------------------------------------------------------------
 
@@ -452,7 +454,7 @@ class IngestWorker:
                     self._stats["unwritten_after_errors"] += len(items)
         db.conn.close()
 
-    def _write(self, repo: Repository, rules: RuleEngine, tracker: DeliveryTracker, items: list[_Item]) -> None:
+    def _write(self, repo: Repository, rules: RuleEngine, tracker: DeliveryTracker, items: list[Received]) -> None:
         """Write one batch. A busy or full disk (OperationalError) is retried until it works; any
         other failure means some message in the batch cannot be stored, so the batch is split and
         written message by message: a message that fails alone is quarantined with the reason and
@@ -463,7 +465,7 @@ class IngestWorker:
         while True:
             try:
                 with transaction(repo.db):
-                    events, acks = self._store(repo, rules, tracker, batch, items[-1][0])
+                    events, acks = self._store(repo, rules, tracker, batch, items[-1].received_at)
                 break
             except sqlite3.OperationalError as exc:
                 repo.forget_cached_ids()
@@ -479,17 +481,17 @@ class IngestWorker:
                     for item in items:
                         self._write(repo, rules, tracker, [item])
                     return
-                received_at, topic, payload = items[0][:3]
-                self._count_db_error(f"database refused the message on {topic!r}: {exc!r}")
+                item = items[0]
+                self._count_db_error(f"database refused the message on {item.topic!r}: {exc!r}")
                 batch = _Batch()
                 batch.counts["received"] = 1
-                self._reject(batch, received_at, topic, payload, f"database refused it: {exc!r}", "database")
+                self._reject(batch, item.received_at, item.topic, item.payload, f"database refused it: {exc!r}", "database")
                 with transaction(repo.db):
-                    events, acks = self._store(repo, rules, tracker, batch, received_at)
+                    events, acks = self._store(repo, rules, tracker, batch, item.received_at)
                 break
         with self._lock:
             self._stats.update(batch.counts)
-            self._committed.extend((connection, mid) for _, _, _, connection, mid in items if mid)
+            self._committed.extend((item.connection, item.mid) for item in items if item.mid)
         self._wake_network()
         self._publish(events)
         self._publish_acks(acks)
@@ -539,12 +541,13 @@ class IngestWorker:
         repo.add_counters(dict(batch.counts))
         return events, acks
 
-    def _parse(self, items: list[_Item], known: set[str] | None) -> _Batch:
+    def _parse(self, items: list[Received], known: set[str] | None) -> _Batch:
         """Validate every message; `known` is the set of registered devices when only those are accepted."""
         batch = _Batch()
         batch.counts["received"] = len(items)
         prefix = self.config.prefix
-        for received_at, topic, payload, _, _ in items:
+        for item in items:
+            received_at, topic, payload = item.received_at, item.topic, item.payload
             try:
                 ref = parse_topic(topic, prefix)
                 if known is not None and ref.device not in known:
