@@ -14,8 +14,8 @@ stored (`StoredAck`); the device subscribes to it in on_connect and deletes its 
 PUBACK only frees a slot for the next message (paho marks the message info as published;
 on_publish only wakes the pump, because paho calls it with its own lock held and taking ours there
 would deadlock against a concurrent publish). Rows that the broker acknowledged but the server has
-not stored (a broker that crashed with its queue, a server that quarantined nothing and never saw
-them) are sent again from the outbox on every reconnect, and whenever the ack does not advance for
+not stored (a broker that crashed with its queue, a server that was not subscribed yet) are sent
+again from the outbox on every reconnect, and whenever the ack does not advance for
 `resend_after_s` (doubling each time it still does not, so a long server outage does not flood the
 broker); the server drops the duplicates. A limited number of messages is in flight at once, so a
 long backlog drains quickly after an outage without flooding the broker or starving the live
