@@ -1,13 +1,16 @@
 """On-disk store-and-forward queue (SQLite, WAL) between the scorer and the MQTT publisher.
 
-Every score window and alert is written here first and removed only after the broker has
-acknowledged it (PUBACK), so a broker outage, a network cut or a power loss loses nothing already
-measured. Each message gets a per-device `seq` from a counter kept in the same database and bumped
-in the same transaction as the insert: seq is strictly increasing across restarts and the server
-stores every message exactly once by (device, seq) however often it is redelivered.
+Every score window and alert is written here first and removed only after the server has said it
+is stored (`StoredAck`, see `device.publisher`): a broker outage, a broker that loses its queue, a
+network cut or a power loss loses nothing already measured. Each message gets a `seq` from a
+counter kept in the same database and bumped in the same transaction as the insert, and the
+outbox's `epoch`, a random id made when the file is created: the server stores every message
+exactly once by (device, epoch, seq) however often it is redelivered, and a fresh outbox (the old
+one lost or moved aside) starts a new epoch instead of reusing seqs the server already has.
 
 Commits use `synchronous=FULL`: if a commit could vanish on power loss, the counter could roll back
-and hand out a seq the server already stored, which the server would then drop as a duplicate.
+and hand out a seq the server already stored (the server then quarantines the new message and
+counts a seq regression, see `server.delivery`).
 
 Limits: above `max_messages` the oldest rows are dropped (a last resort, counted and logged); when
 the disk is full, new messages wait in memory (bounded the same way) without a seq and are written
@@ -16,9 +19,10 @@ as soon as space returns, so the device keeps scoring and says so in its status.
 
 from __future__ import annotations
 
-import logging
-import sqlite3
 import itertools
+import logging
+import secrets
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -32,7 +36,7 @@ from mgs_core.tomlconfig import Range, fail
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # The write-ahead log is cut back to this size after checkpoints (SD cards, full disks).
 WAL_LIMIT_BYTES = 1024 * 1024
 # Warn once the queue passes this share of its limit, well before anything has to be dropped.
@@ -50,7 +54,7 @@ class OutboxConfig:
     path: Path = field(default=Path("outbox.sqlite"), metadata={
         "doc": "SQLite file of undelivered messages and the seq counter (relative to the working directory; keep it on persistent storage)"})
     max_messages: Annotated[int, Range(100)] = field(default=1_000_000, metadata={
-        "doc": "queue limit (about 3 days of 1 s windows for 4 boxes, ~450 MB); above it the oldest are dropped"})
+        "doc": "queue limit (about 3 days of 1 s windows for 4 boxes); above it the oldest are dropped"})
     max_bytes: int = field(default=0, metadata={
         "doc": "hard cap on the file size in bytes (0 = none); reaching it is handled like a full disk"})
 
@@ -61,10 +65,11 @@ class OutboxConfig:
 
 @dataclass(frozen=True)
 class Pending:
-    """A queued message that a build function turns into its payload once it has a seq."""
+    """A queued message that a build function turns into its payload once it has a seq; it gets
+    the outbox's epoch too, which every score window and alert must carry."""
 
     topic: str
-    build: Callable[[int], bytes]
+    build: Callable[[int, str], bytes]
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,8 @@ class OutboxStats:
     held_in_memory: int
     disk_full: bool
     last_seq: int
+    epoch: str
+    first_seq: int  # lowest seq still on disk, or last_seq + 1 when none is
 
     def problem(self) -> str:
         """One line for the device status, or '' when the queue is healthy."""
@@ -104,7 +111,7 @@ class Outbox:
         self.max_messages = max_messages
         self._lock = threading.Lock()
         self._held: deque[Pending] = deque()
-        self._acked: set[int] = set()
+        self._stored_through = 0  # the server has every seq up to here; deleted by `flush_acks`
         self._disk_full = False
         self._warned_limit = False
         # Drops counted while the disk was full; written to the meta table with the next commit.
@@ -122,6 +129,7 @@ class Outbox:
                 self._db.execute(f"PRAGMA max_page_count={max(16, max_bytes // page)}")
             self._migrate()
             self._rows = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+            self.epoch: str = self._db.execute("SELECT value FROM epoch").fetchone()[0]
         except sqlite3.DatabaseError as exc:
             raise MgsError(
                 f"cannot open the outbox {self.path}: {exc}. It holds undelivered scores: if it is damaged, move it "
@@ -137,21 +145,28 @@ class Outbox:
         return cls(config.path, config.max_messages, config.max_bytes)
 
     def _migrate(self) -> None:
+        """Schema 2 adds the epoch. A new file gets a random one; a schema-1 file keeps counting
+        with epoch '' (what the server files its earlier messages under), so it stays one outbox."""
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version == SCHEMA_VERSION:
             return
-        if version != 0:
+        if version not in (0, 1):
             raise MgsError(f"outbox {self.path} has schema {version}; this version reads schema {SCHEMA_VERSION}")
+        epoch = secrets.token_hex(8) if version == 0 else ""
         self._db.executescript(
-            """
+            f"""
             BEGIN;
             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
             CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL);
             INSERT OR IGNORE INTO meta VALUES ('last_seq', 0), ('dropped', 0);
-            PRAGMA user_version = 1;
+            CREATE TABLE epoch (value TEXT NOT NULL);
+            INSERT INTO epoch VALUES ('{epoch}');
+            PRAGMA user_version = {SCHEMA_VERSION};
             COMMIT;
             """
         )
+        if version == 0:
+            log.info("new outbox %s, epoch %s", self.path, epoch)
 
     def _meta(self, key: str) -> int:
         return int(self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
@@ -208,7 +223,7 @@ class Outbox:
             seqs = []
             for item in batch:
                 seq += 1
-                self._db.execute("INSERT INTO outbox VALUES (?, ?, ?)", (seq, item.topic, item.build(seq)))
+                self._db.execute("INSERT INTO outbox VALUES (?, ?, ?)", (seq, item.topic, item.build(seq, self.epoch)))
                 seqs.append(seq)
             self._db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (seq,))
             self._db.execute("COMMIT")
@@ -276,45 +291,50 @@ class Outbox:
             ).fetchall()
         return [Row(s, t, bytes(p)) for s, t, p in rows]
 
-    def ack(self, seq: int) -> None:
-        """The broker has the message: mark it for removal (written in batches by `flush_acks`)."""
+    def mark_stored(self, through: int) -> None:
+        """The server has stored every seq up to `through`: those rows may go (deleted in one
+        transaction by `flush_acks`)."""
         with self._lock:
-            self._acked.add(seq)
+            self._stored_through = max(self._stored_through, through)
+
+    def stored_through(self) -> int:
+        with self._lock:
+            return self._stored_through
 
     def flush_acks(self) -> int:
-        """Delete acknowledged rows in one transaction; an ack lost in a crash only means a redelivery."""
+        """Delete the rows the server has stored; an ack lost in a crash only means a redelivery."""
         with self._lock:
-            if not self._acked:
+            if not self._rows or self._stored_through < self._first_seq():
                 return 0
-            seqs = sorted(self._acked)
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                deleted = 0
-                for i in range(0, len(seqs), 500):
-                    chunk = seqs[i: i + 500]
-                    cur = self._db.execute(f"DELETE FROM outbox WHERE seq IN ({','.join('?' * len(chunk))})", chunk)
-                    deleted += cur.rowcount
+                deleted = self._db.execute("DELETE FROM outbox WHERE seq <= ?", (self._stored_through,)).rowcount
                 self._db.execute("COMMIT")
             except sqlite3.OperationalError as exc:
                 self._rollback()
                 if not _is_disk_full(exc):
                     raise
                 return 0
-            self._acked.clear()
             self._rows -= deleted
             self._warn_near_limit()
             return deleted
+
+    def _first_seq(self) -> int:
+        row = self._db.execute("SELECT MIN(seq) FROM outbox").fetchone()[0]
+        return self._meta("last_seq") + 1 if row is None else int(row)
 
     # --- reporting ----------------------------------------------------------------------------
 
     def stats(self) -> OutboxStats:
         with self._lock:
             return OutboxStats(
-                depth=max(0, self._rows - len(self._acked)) + len(self._held),
+                depth=self._rows + len(self._held),
                 dropped=self._meta("dropped") + self._dropped_unsaved,
                 held_in_memory=len(self._held),
                 disk_full=self._disk_full,
                 last_seq=self._meta("last_seq"),
+                epoch=self.epoch,
+                first_seq=self._first_seq(),
             )
 
     def close(self) -> None:

@@ -1,6 +1,6 @@
 """MQTT publisher: drains the outbox to the broker and keeps the retained topics current.
 
-The contract (DESIGN.md, mgs_core.messages): availability with a last will `offline` and `online`
+The contract (mgs_core.messages): availability with a last will `offline` and `online`
 published in on_connect; a retained status every few seconds; per box a QoS 1 score and alert
 stream from the outbox and a retained plain-number state. paho's network thread reconnects with
 backoff by itself; this module only decides what to send when.
@@ -8,11 +8,18 @@ backoff by itself; this module only decides what to send when.
 MQTT 5 so that a PUBACK can say "not authorized": a message the broker's ACL refuses stays in the
 outbox and is reported, instead of being acknowledged and silently dropped as under MQTT 3.1.1.
 
-Delivery is at-least-once: a message leaves the outbox only when its PUBACK arrived (paho marks
-the message info as published; on_publish only wakes the pump, because paho calls it with its own
-lock held and taking ours there would deadlock against a concurrent publish). paho resends unacknowledged QoS 1 messages after a reconnect; a limited number of
-messages is in flight at once, so a long backlog drains quickly after an outage without flooding
-the broker or starving the live windows of the other devices.
+Delivery is end to end: a message leaves the outbox only when the server says it is stored. The
+server publishes, retained on `<prefix>/<device>/stored`, the seq up to which this outbox epoch is
+stored (`StoredAck`); the device subscribes to it in on_connect and deletes its rows up to it. A
+PUBACK only frees a slot for the next message (paho marks the message info as published;
+on_publish only wakes the pump, because paho calls it with its own lock held and taking ours there
+would deadlock against a concurrent publish). Rows that the broker acknowledged but the server has
+not stored (a broker that crashed with its queue, a server that was not subscribed yet) are sent
+again from the outbox on every reconnect, and whenever the ack does not advance for
+`resend_after_s` (doubling each time it still does not, so a long server outage does not flood the
+broker); the server drops the duplicates. A limited number of messages is in flight at once, so a
+long backlog drains quickly after an outage without flooding the broker or starving the live
+windows of the other devices.
 """
 
 from __future__ import annotations
@@ -30,15 +37,17 @@ from typing import Annotated, ClassVar, Literal
 
 import paho.mqtt.client as mqtt
 
-from mgs_core.errors import ConfigError
+from mgs_core.errors import ConfigError, MessageError
 from mgs_core.messages import (
     AVAILABILITY_OFFLINE,
     AVAILABILITY_ONLINE,
     DeviceStatus,
+    StoredAck,
     availability_topic,
     format_state,
     state_topic,
     status_topic,
+    stored_topic,
     validate_prefix,
 )
 from device.outbox import Outbox
@@ -46,10 +55,9 @@ from mgs_core.tomlconfig import Check, Length, Range, existing_file, fail
 
 log = logging.getLogger(__name__)
 
-# If nothing in flight is acknowledged for this long while connected, assume paho lost the messages
-# and send them again from the outbox (the server drops the duplicates by seq).
-STALL_RESEND_S = 60.0
 PUMP_INTERVAL_S = 0.05
+# Re-publishing unconfirmed rows backs off up to this interval while the server stays silent.
+RESEND_MAX_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -79,9 +87,11 @@ class MqttConfig:
     password_env: str = field(default="", metadata={"doc": "name of an environment variable holding the password"})
     password_file: Path | None = field(default=None, metadata={"doc": "file whose first line is the password"})
     keepalive: Annotated[int, Range(5, 3600, unit="seconds")] = field(default=30, metadata={"doc": "seconds between keep-alive pings; the broker declares the device offline after 1.5x"})
-    client_id: str = field(default="", metadata={"doc": "MQTT client id; empty = mgs-device-<name>"})
+    client_id: str = field(default="", metadata={"doc": "MQTT client id; empty = mgs-device-<name> (the shipped broker config replaces it with the login)"})
     max_inflight: Annotated[int, Range(1, 1000)] = field(default=20, metadata={"doc": "messages sent but not yet acknowledged at once (drain speed after an outage)"})
     reconnect_max_s: Annotated[int, Range(1, 3600, unit="seconds")] = field(default=30, metadata={"doc": "longest wait between reconnect attempts"})
+    resend_after_s: Annotated[float, Range(1, 3600, unit="seconds")] = field(default=60.0, metadata={
+        "doc": "send unconfirmed outbox rows again when the server's stored ack has not advanced for this long (doubles while it stays silent, up to an hour)"})
     protocol: Literal["5", "3.1.1"] = field(default="5", metadata={"doc": "MQTT version: 5 (the broker says why it refuses a publish) or 3.1.1 (for a broker without MQTT 5)"})
     tls: TlsConfig = field(default_factory=TlsConfig)
 
@@ -130,13 +140,14 @@ class Publisher:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._inflight: list[tuple[mqtt.MQTTMessageInfo, int]] = []  # (paho message info, seq)
-        self._cursor = 0  # highest seq handed to paho
-        self._last_progress = time.monotonic()
+        self._cursor = outbox.stored_through()  # highest seq handed to paho
+        self._resend_at = time.monotonic() + config.resend_after_s
+        self._resend_wait = config.resend_after_s
         self._states: dict[int, float | None] = {}
         self._states_sent: dict[int, float | None] = {}
         self._status_due = 0.0
         self.last_error = ""
-        self.delivered = 0
+        self.delivered = 0  # rows the server confirmed stored
         self.refused = 0
         self._refused: dict[int, str] = {}  # mid -> reason, for PUBACKs that said no (MQTT 5)
         self._thread: threading.Thread | None = None
@@ -162,6 +173,7 @@ class Publisher:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         return client
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -197,6 +209,12 @@ class Publisher:
         self._collect_acks()
         self.outbox.flush_acks()
 
+    def broker_has_all(self) -> bool:
+        """Every row on disk has been handed to the broker and acknowledged by it (PUBACK)."""
+        self._collect_acks()
+        with self._lock:
+            return not self._inflight and self._cursor >= self.outbox.stats().last_seq
+
     def notify(self) -> None:
         """New rows are in the outbox: send them now rather than at the next pump tick."""
         self._wake.set()
@@ -218,9 +236,14 @@ class Publisher:
         log.info("connected to MQTT broker %s:%d", self.config.host, self.config.port)
         self.last_error = ""
         client.publish(availability_topic(self.device, self.config.prefix), AVAILABILITY_ONLINE, qos=1, retain=True)
+        client.subscribe(stored_topic(self.device, self.config.prefix), qos=1)
         with self._lock:
             self._states_sent.clear()
-            self._last_progress = time.monotonic()
+            # Whatever the server has not confirmed goes out again: the broker may have lost it.
+            self._inflight.clear()
+            self._cursor = self.outbox.stored_through()
+            self._resend_wait = self.config.resend_after_s
+            self._resend_at = time.monotonic() + self._resend_wait
         self._status_due = 0.0
         self.connected.set()
         self._wake.set()
@@ -250,6 +273,24 @@ class Publisher:
             self.last_error = f"disconnected from broker: {reason_code}"
             log.warning("lost the MQTT broker (%s); scores are kept in the outbox and sent after reconnecting", reason_code)
 
+    def _on_message(self, client, userdata, message) -> None:
+        """The server's stored ack; one for another epoch (an earlier outbox of this device) deletes nothing."""
+        try:
+            ack = StoredAck.from_json(message.payload)
+        except MessageError as exc:
+            log.warning("ignoring a malformed stored ack on %s: %s", message.topic, exc)
+            return
+        if ack.device != self.device or ack.epoch != self.outbox.epoch:
+            return
+        before = self.outbox.stored_through()
+        self.outbox.mark_stored(ack.seq)
+        if ack.seq > before:
+            with self._lock:
+                self.delivered += ack.seq - before
+                self._resend_wait = self.config.resend_after_s
+                self._resend_at = time.monotonic() + self._resend_wait
+            self._wake.set()
+
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         if reason_code.is_failure:
             with self._lock:
@@ -274,7 +315,7 @@ class Publisher:
         self.outbox.retry_held()
         if not self.connected.is_set():
             return
-        self._resend_if_stalled()
+        self._resend_if_unconfirmed()
         self._send_rows()
         self._send_states()
         now = time.monotonic()
@@ -285,6 +326,8 @@ class Publisher:
     def _send_rows(self) -> None:
         with self._lock:
             room = self.config.max_inflight - len(self._inflight)
+            if self._cursor <= self.outbox.stored_through():  # nothing outstanding: the wait starts now
+                self._resend_at = time.monotonic() + self._resend_wait
         if room <= 0:
             return
         for row in self.outbox.pending(self._cursor, room):
@@ -297,37 +340,36 @@ class Publisher:
                 self._cursor = row.seq
 
     def _collect_acks(self) -> None:
+        """PUBACKs free in-flight slots; the rows stay in the outbox until the server has them."""
         with self._lock:
-            done, waiting, refused = [], [], []
+            waiting, refused = [], []
             for info, seq in self._inflight:
                 if not info.is_published():
                     waiting.append((info, seq))
                 elif info.mid in self._refused:
                     refused.append((seq, self._refused.pop(info.mid)))
-                else:
-                    done.append(seq)
             self._inflight = waiting
             self._refused.clear()  # refusals of status/state messages: reported by the broker log
-            if done or refused:
-                self._last_progress = time.monotonic()
-            self.delivered += len(done)
             self.refused += len(refused)
-        for seq in done:
-            self.outbox.ack(seq)
         for seq, reason in refused:
             self.last_error = (f"broker refused message seq {seq} ({reason}); it stays in the outbox. The device name "
                                "must match its MQTT login and the broker ACL")
             log.error("%s", self.last_error)
 
-    def _resend_if_stalled(self) -> None:
+    def _resend_if_unconfirmed(self) -> None:
+        """Everything handed to the broker but still not confirmed stored after `resend_after_s`
+        goes out again, from the oldest row; the wait doubles while the server stays silent."""
         with self._lock:
-            stalled = self._inflight and time.monotonic() - self._last_progress > STALL_RESEND_S
-            if stalled:
-                log.warning("%d message(s) unacknowledged for %.0f s; sending them again from the outbox",
-                            len(self._inflight), STALL_RESEND_S)
-                self._inflight.clear()
-                self._cursor = 0
-                self._last_progress = time.monotonic()
+            now = time.monotonic()
+            stored = self.outbox.stored_through()
+            if now < self._resend_at or self._cursor <= stored:
+                return
+            log.warning("the server has not confirmed seq %d-%d for %.0f s; sending them again from the outbox",
+                        stored + 1, self._cursor, self._resend_wait)
+            self._inflight.clear()
+            self._cursor = stored
+            self._resend_wait = min(self._resend_wait * 2, RESEND_MAX_S)
+            self._resend_at = now + self._resend_wait
 
     def _send_states(self) -> None:
         with self._lock:

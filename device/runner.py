@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import cv2
@@ -147,6 +147,7 @@ class DeviceRunner:
             problems.append(self.publisher.last_error)
         if self.pipeline_errors:
             problems.append(f"pipeline failed on {self.pipeline_errors} frame(s), last: {self.last_pipeline_error}")
+        stats = self.outbox.stats() if self.outbox else None
         fps = self.meter.rate(now)
         backend = self.offload.policy.backend if self.offload else "local"
         if self.offload and self.offload.policy.reason:
@@ -160,13 +161,15 @@ class DeviceRunner:
             target_fps=self.config.target_fps,
             backend=backend,
             camera=camera,
-            queue_depth=self.outbox.stats().depth if self.outbox else 0,
+            queue_depth=stats.depth if stats else 0,
             uptime_s=round(now - self.started, 1),
             version=__version__,
             models={**self.model_files, "model_set": self.models.model_sha256} if self.models else {},
             skipped_frames=self.capture.skipped if self.capture else 0,
             boxes=len(self.rois),
             message="; ".join(p for p in problems if p)[:1024],
+            epoch=stats.epoch if stats else "",
+            first_seq=stats.first_seq if stats else 0,
         )
 
     def health(self) -> dict[str, Any]:
@@ -344,13 +347,13 @@ class DeviceRunner:
                  self.capture.skipped if self.capture else 0, depth, stages or "no frames yet")
 
 
-def _window_payload(window: BoxWindow, device: str, model_sha256: str) -> Callable[[int], bytes]:
-    """The outbox builds a score message once it knows the message's seq."""
-    return lambda seq: window.to_message(device, seq, model_sha256).to_json()
+def _window_payload(window: BoxWindow, device: str, model_sha256: str) -> Callable[[int, str], bytes]:
+    """The outbox builds a score message once it knows the message's seq and its own epoch."""
+    return lambda seq, epoch: replace(window.to_message(device, seq, model_sha256), epoch=epoch).to_json()
 
 
-def _alert_payload(event: AlertEvent, device: str) -> Callable[[int], bytes]:
-    return lambda seq: event.to_message(device, seq).to_json()
+def _alert_payload(event: AlertEvent, device: str) -> Callable[[int, str], bytes]:
+    return lambda seq, epoch: replace(event.to_message(device, seq), epoch=epoch).to_json()
 
 
 def _window_json(w: BoxWindow | None) -> dict[str, Any]:

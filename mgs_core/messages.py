@@ -27,6 +27,9 @@ SCORE_MAX = 9.0
 # A score window is a few hundred bytes; anything far larger is a broken or hostile publisher.
 MAX_PAYLOAD_BYTES = 16 * 1024
 MAX_BOXES = 16
+# Every integer on the wire (seq, frame counts, ...) must fit SQLite's signed 64-bit INTEGER, so a
+# message that validates can always be stored.
+MAX_INT = 2**63 - 1
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -185,6 +188,8 @@ def _num(value: Any, name: str, lo: float | None = None, hi: float | None = None
     ok_type = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, ok_type) or (isinstance(value, float) and not math.isfinite(value)):
         raise MessageError(f"field {name!r} = {value!r} must be a finite {'integer' if integer else 'number'}")
+    if isinstance(value, int) and abs(value) > MAX_INT:
+        raise MessageError(f"field {name!r} = {value!r} does not fit a 64-bit integer")
     if lo is not None and value < lo or hi is not None and value > hi:
         raise MessageError(f"field {name!r} = {value!r} is outside [{lo}, {hi}]")
 
@@ -312,6 +317,10 @@ class DeviceStatus(_Payload):
     skipped_frames: int = 0
     boxes: int = 4
     message: str = ""
+    # The outbox's epoch and the lowest seq still in it (0 = not reported): every seq below it is
+    # stored or was given up by the device, so the server's stored ack may pass gaps below it.
+    epoch: str = ""
+    first_seq: int = 0
     schema: int = SCHEMA_VERSION
 
     def validate(self) -> None:
@@ -327,6 +336,8 @@ class DeviceStatus(_Payload):
         _num(self.uptime_s, "uptime_s", 0, None)
         _num(self.skipped_frames, "skipped_frames", 0, None, integer=True)
         _num(self.boxes, "boxes", 0, MAX_BOXES, integer=True)
+        _epoch(self.epoch)
+        _num(self.first_seq, "first_seq", 0, None, integer=True)
         if not isinstance(self.version, str) or len(self.version) > 64:
             raise MessageError("field 'version' must be a short string")
         if not isinstance(self.message, str) or len(self.message) > 1024:

@@ -3,7 +3,7 @@
 The network thread (paho, driven by this worker) only puts each message in a bounded inbox; one
 writer thread validates with `mgs_core.messages`, and writes each batch in a single SQLite transaction
 (windows, rollups, alerts, statuses, quarantine, rule evaluation, counters). The unique key
-(device, seq) makes a broker redelivery a no-op. A full inbox blocks the network thread, which
+(device, epoch, seq) makes a redelivery a no-op. A full inbox blocks the network thread, which
 stops reading the socket, so the broker holds the backlog instead of this process growing without
 bound.
 
@@ -27,18 +27,22 @@ acknowledgements goes quiet, and the batch it is waiting for is written at once 
 `flush_interval_s`.
 
 Nothing a device sends can stop the worker: a message that fails validation is counted, logged
-with its topic, and kept (truncated) in the `quarantine` table for a person to look at.
+with its topic, and kept (truncated) in the `quarantine` table for a person to look at; a batch
+the database refuses is written message by message, so only the message that fails alone is
+quarantined. After each commit the server publishes, per device and outbox epoch touched, how far
+that outbox is stored (`server.delivery`): the device deletes its copies only then, so the broker
+is never the only copy of a window.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import select
 import socket
 import sqlite3
 import ssl
-import struct
 import threading
 import time
 from collections import Counter
@@ -52,26 +56,40 @@ from paho.mqtt.properties import Properties
 
 from mgs_core.errors import MessageError
 from mgs_core.messages import (
+    MAX_INT,
+    MAX_PAYLOAD_BYTES,
     AnimalAlert,
     BoxAlert,
     DeviceStatus,
     ScoreWindow,
+    StoredAck,
     animal_alert_topic,
     parse_availability,
     parse_state,
     parse_topic,
+    score_topic,
+    stored_topic,
     subscriptions,
+    utc_iso,
     validate_prefix,
 )
 from mgs_core.tomlconfig import Check, Length, Range, existing_file, fail, validate
 from server.db import connect, transaction
-from server.repository import Repository
+from server.delivery import DeliveryTracker
+from server.repository import Quarantined, Repository
 from server.rules import RuleEngine
 
 log = logging.getLogger(__name__)
 
-# (received_at, topic, payload, connection number, packet id to acknowledge; 0 = QoS 0, none)
-_Item = tuple[float, str, bytes, int, int]
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One message as the network thread hands it to the writer."""
+
+    received_at: float
+    topic: str
+    payload: bytes
+    connection: int  # numbers the connections: a packet id is only valid on its own
+    mid: int  # packet id to acknowledge after the commit; 0 = QoS 0, nothing to acknowledge
 
 # MQTT 5 session expiry "never": the broker's `persistent_client_expiration` still applies.
 _SESSION_NEVER_EXPIRES = 0xFFFFFFFF
@@ -91,7 +109,8 @@ class IngestConfig:
     tls: bool = field(default=False, metadata={"doc": "connect with TLS"})
     ca_file: Annotated[str, Check(existing_file)] = field(default="", metadata={"doc": "CA certificate for TLS (empty = system store)"})
     client_id: Annotated[str, Length(1, 128, "characters")] = field(default="mgs-server-ingest", metadata={
-        "doc": "fixed MQTT client id: the broker keeps this persistent session's messages while the server is down"})
+        "doc": "fixed MQTT client id: the broker keeps this persistent session's messages while the server is down "
+               "(the shipped broker config replaces it with the login, mgs-server)"})
     batch_size: Annotated[int, Range(1, 100_000)] = field(default=5000, metadata={"doc": "most messages written in one transaction"})
     flush_interval_s: Annotated[float, Range(0.01, 60, unit="seconds")] = field(default=0.2, metadata={"doc": "longest a message waits before its batch is written"})
     queue_size: int = field(default=50_000, metadata={"doc": "messages held in memory between receiving and writing"})
@@ -111,20 +130,20 @@ class IngestConfig:
 class _Inbox:
     """Bounded hand-over from the paho thread to the writer.
 
-    A `queue.Queue` wakes the writer on every message; at 10,000 messages/s that ping-pong costs
-    more than the writing. Here a message costs one uncontended lock, the writer wakes once per
+    A `queue.Queue` wakes the writer on every message; at the ingest's design rate that ping-pong
+    costs more than the writing. Here a message costs one uncontended lock, the writer wakes once per
     full batch or flush interval, and a full inbox blocks the paho thread (backpressure).
     """
 
     def __init__(self, capacity: int, batch_size: int) -> None:
         self.capacity = capacity
         self.batch_size = batch_size
-        self._items: list[_Item] = []
+        self._items: list[Received] = []
         self._cond = threading.Condition()
         self._closed = False
         self._flush = False
 
-    def put(self, item: _Item) -> None:
+    def put(self, item: Received) -> None:
         """Hand over one message; once closed, drop it: it is not acknowledged, so the broker keeps it."""
         with self._cond:
             while len(self._items) >= self.capacity and not self._closed:
@@ -142,7 +161,7 @@ class _Inbox:
                 self._flush = True
                 self._cond.notify_all()
 
-    def take(self, max_wait: float) -> tuple[list[_Item], bool]:
+    def take(self, max_wait: float) -> tuple[list[Received], bool]:
         """Up to batch_size items after at most `max_wait` s (less after `request_flush`); True once closed and empty."""
         with self._cond:
             if len(self._items) < self.batch_size and not self._closed and not self._flush:
@@ -170,7 +189,8 @@ class _Batch:
         self.alerts: list[BoxAlert] = []
         self.statuses: list[tuple[float, DeviceStatus]] = []
         self.availability: list[tuple[float, str, str]] = []
-        self.quarantine: list[tuple[float, str, bytes, str]] = []
+        self.quarantine: list[Quarantined] = []
+        self.first_seqs: list[tuple[str, str, int]] = []  # (device, epoch, lowest seq in its outbox) from statuses
         self.counts: Counter[str] = Counter()
 
 
@@ -257,10 +277,9 @@ class IngestWorker:
         """Connect, serve, and reconnect with back-off until stopped.
 
         paho's own loop thread calls select() and wakes itself through a socket pair for every
-        message. Reading every message that is available after one select() costs about 14 us of
-        CPU per message instead of 24 (measured with MQTT 3.1.1; MQTT 5 adds about 10 us for the
-        properties object paho builds for every PUBLISH, the price of Receive Maximum). PUBACKs go out
-        in bulk, one batch at a time, when the writer has committed it.
+        message; reading every message that is available after one select() costs much less CPU
+        per message (docs/server.md has the figures). PUBACKs go out in bulk, one batch at a time,
+        when the writer has committed it.
         """
         mqtt5 = self.config.protocol == "5"
         properties = None
@@ -313,17 +332,13 @@ class IngestWorker:
             pass
 
     def _send_acks(self, client: mqtt.Client) -> None:
-        """Acknowledge every committed message received on the current connection.
-
-        The PUBACKs of a batch go out as one buffer through paho's outgoing queue (`_packet_queue`,
-        the queue paho's own `ack()` uses, which handles partial writes). `ack()` per message costs
-        a packet object and a send() each: about 3 us more per message (measured)."""
+        """Acknowledge every committed message received on the current connection, through paho's
+        public `ack()` (each PUBACK goes into paho's outgoing queue, written by this thread)."""
         with self._lock:
             committed, self._committed = self._committed, []
         mids = [mid for connection, mid in committed if connection == self._connection]
-        if mids:
-            # PUBACK: type 0x40, remaining length 2, packet id (as in 3.1.1: MQTT 5 omits a success reason code).
-            client._packet_queue(mqtt.PUBACK, struct.pack(f"!{len(mids)}I", *(0x40020000 | mid for mid in mids)), 0, 0)
+        for mid in mids:
+            client.ack(mid, 1)
         with self._lock:
             self._stats["acknowledged"] += len(mids)
         if len(mids) < len(committed):
@@ -398,9 +413,9 @@ class IngestWorker:
         self._received += 1
         try:
             topic = message.topic
-        except UnicodeDecodeError:
-            topic = repr(message._topic)
-        self._inbox.put((time.time(), topic, message.payload, self._connection, message.mid if message.qos else 0))
+        except UnicodeDecodeError:  # quarantined as an invalid topic; paho keeps the raw bytes private
+            topic = "<topic is not UTF-8>"
+        self._inbox.put(Received(time.time(), topic, message.payload, self._connection, message.mid if message.qos else 0))
 
     # --- writer thread ----------------------------------------------------------------------
 
@@ -408,56 +423,64 @@ class IngestWorker:
         db = connect(self.db_path)
         repo = Repository(db)
         rules = RuleEngine(repo)
+        tracker = DeliveryTracker()
         done = False
         while not done:
             items, done = self._inbox.take(self.config.flush_interval_s)
             if not items:
                 continue
             try:
-                self._write(repo, rules, items)
+                self._write(repo, rules, tracker, items)
             except Exception:  # a bug must cost one batch, never the worker
                 log.exception("ingest writer failed on a batch of %d messages; they stay unacknowledged in the "
                               "broker, which delivers them again after the server reconnects", len(items))
                 repo.forget_cached_ids()
+                tracker.forget()
                 with self._lock:
                     self._stats["unwritten_after_errors"] += len(items)
         db.conn.close()
 
-    def _write(self, repo: Repository, rules: RuleEngine, items: list[_Item]) -> None:
-        """Write one batch. A busy or full disk (OperationalError) is retried until it works;
-        any other database error means some message in the batch is unstorable, so the batch is
-        split and written message by message, quarantining only the culprits."""
+    def _write(self, repo: Repository, rules: RuleEngine, tracker: DeliveryTracker, items: list[Received]) -> None:
+        """Write one batch. A busy or full disk (OperationalError) is retried until it works; any
+        other failure means some message in the batch cannot be stored, so the batch is split and
+        written message by message: a message that fails alone is quarantined with the reason and
+        acknowledged, and no message can hold back the others."""
         known = None if self.config.accept_unknown_devices else repo.known_devices()
         batch = self._parse(items, known)
         delay = 0.5
         while True:
             try:
                 with transaction(repo.db):
-                    events = self._store(repo, rules, batch, items[-1][0])
+                    events, acks = self._store(repo, rules, tracker, batch, items[-1].received_at)
                 break
             except sqlite3.OperationalError as exc:
                 repo.forget_cached_ids()
+                tracker.forget()
                 self._count_db_error(f"database write failed: {exc}; retrying {len(items)} messages in {delay:.1f} s")
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
-            except (sqlite3.Error, OverflowError) as exc:  # OverflowError: an integer beyond SQLite's 64 bits
+            except Exception as exc:  # whatever the database or a bug refuses: isolate the message
                 repo.forget_cached_ids()
-                if len(items) == 1:
-                    self._count_db_error(f"database refused the message on {items[0][1]!r}: {exc}")
-                    batch = _Batch()
-                    batch.counts["received"] = 1
-                    self._reject(batch, items[0][0], items[0][1], items[0][2], f"database refused it: {exc}", "database")
-                    with transaction(repo.db):
-                        events = self._store(repo, rules, batch, items[0][0])
-                    break
-                for item in items:
-                    self._write(repo, rules, [item])
-                return
+                tracker.forget()
+                if len(items) > 1:
+                    log.warning("a batch of %d messages failed (%s); writing them one by one", len(items), exc)
+                    for item in items:
+                        self._write(repo, rules, tracker, [item])
+                    return
+                item = items[0]
+                self._count_db_error(f"database refused the message on {item.topic!r}: {exc!r}")
+                batch = _Batch()
+                batch.counts["received"] = 1
+                self._reject(batch, item.received_at, item.topic, item.payload, f"database refused it: {exc!r}", "database")
+                with transaction(repo.db):
+                    events, acks = self._store(repo, rules, tracker, batch, item.received_at)
+                break
         with self._lock:
             self._stats.update(batch.counts)
-            self._committed.extend((connection, mid) for _, _, _, connection, mid in items if mid)
+            self._committed.extend((item.connection, item.mid) for item in items if item.mid)
         self._wake_network()
         self._publish(events)
+        self._publish_acks(acks)
 
     def _count_db_error(self, message: str) -> None:
         self.last_error = message
@@ -465,27 +488,52 @@ class IngestWorker:
         with self._lock:
             self._stats["db_errors"] += 1
 
-    def _store(self, repo: Repository, rules: RuleEngine, batch: _Batch, received_at: float) -> list[AnimalAlert]:
-        new = repo.store_windows(batch.windows, received_at)
+    def _store(self, repo: Repository, rules: RuleEngine, tracker: DeliveryTracker, batch: _Batch,
+               received_at: float) -> tuple[list[AnimalAlert], dict[tuple[str, str], int]]:
+        reused = repo.reused_seqs(batch.windows)
+        skipped = {id(w) for w, _ in reused}
+        windows = [w for w in batch.windows if id(w) not in skipped]
+        quarantine = batch.quarantine + [
+            Quarantined(received_at, score_topic(w.device, w.box, self.config.prefix), w.to_json(), reason,
+                        w.device, w.epoch, w.seq) for w, reason in reused]
+        for w, reason in reused:
+            log.error("device %s: %s", w.device, reason)
+            repo.record_seq_regression(w.device, reason, received_at)
+        new = repo.store_windows(windows, received_at)
         batch.counts["stored"] = new.count
-        batch.counts["duplicates"] = len(batch.windows) - new.count
+        batch.counts["duplicates"] = len(windows) - new.count
+        batch.counts["reused_seq"] = len(reused)
         batch.counts["device_alerts"] = repo.store_device_alerts(batch.alerts, received_at)
         for t, status in batch.statuses:
             repo.store_status(status, t)
         for t, device, availability in batch.availability:
             repo.store_availability(device, availability, t)
-        repo.store_quarantine(batch.quarantine)
+        repo.store_quarantine(quarantine)
+        handled: dict[tuple[str, str], list[int]] = {}
+        for msg in [*windows, *batch.alerts]:
+            handled.setdefault((msg.device, msg.epoch), []).append(msg.seq)
+        for q in quarantine:
+            if q.device is not None and q.epoch is not None and q.seq is not None:
+                handled.setdefault((q.device, q.epoch), []).append(q.seq)
+        for (device, epoch), seqs in handled.items():
+            tracker.handled(repo, device, epoch, seqs, received_at)
+        touched = set(handled)
+        for device, epoch, first_seq in batch.first_seqs:
+            if tracker.outbox_starts_at(repo, device, epoch, first_seq, received_at):
+                touched.add((device, epoch))
+        acks = tracker.commit(repo, touched, received_at)
         events = rules.evaluate(new, received_at)
         batch.counts["server_alerts"] = len(events)
         repo.add_counters(dict(batch.counts))
-        return events
+        return events, acks
 
-    def _parse(self, items: list[_Item], known: set[str] | None) -> _Batch:
+    def _parse(self, items: list[Received], known: set[str] | None) -> _Batch:
         """Validate every message; `known` is the set of registered devices when only those are accepted."""
         batch = _Batch()
         batch.counts["received"] = len(items)
         prefix = self.config.prefix
-        for received_at, topic, payload, _, _ in items:
+        for item in items:
+            received_at, topic, payload = item.received_at, item.topic, item.payload
             try:
                 ref = parse_topic(topic, prefix)
                 if known is not None and ref.device not in known:
@@ -503,6 +551,8 @@ class IngestWorker:
                     status = DeviceStatus.from_json(payload)
                     _same_source(ref.device, None, status.device, None)
                     batch.statuses.append((received_at, status))
+                    if status.first_seq:
+                        batch.first_seqs.append((status.device, status.epoch, status.first_seq))
                 elif ref.kind == "availability":
                     batch.availability.append((received_at, ref.device, parse_availability(payload)))
                 else:
@@ -517,9 +567,22 @@ class IngestWorker:
 
     def _reject(self, batch: _Batch, received_at: float, topic: str, payload: bytes, reason: str, kind: str) -> None:
         log.warning("rejected message on %r (%d bytes): %s", topic[:200], len(payload), reason)
-        batch.quarantine.append((received_at, topic, payload, reason))
+        batch.quarantine.append(Quarantined(received_at, topic, payload, reason,
+                                            *_claimed_seq(topic, payload, self.config.prefix)))
         batch.counts["rejected"] += 1
         batch.counts[f"rejected.{kind}"] += 1
+
+    def _publish_acks(self, acks: dict[tuple[str, str], int]) -> None:
+        """Tell each device how far its outbox is stored (retained: a device that reconnects learns
+        it at once). Sent after the commit, so an ack never runs ahead of the database."""
+        if not acks or self._client is None:
+            return
+        now = utc_iso(time.time())
+        for (device, epoch), seq in acks.items():
+            ack = StoredAck(device=device, epoch=epoch, seq=seq, time=now)
+            self._client.publish(stored_topic(device, self.config.prefix), ack.to_json(), qos=1, retain=True)
+        with self._lock:
+            self._stats["stored_acks_published"] += len(acks)
 
     def _publish(self, events: list[AnimalAlert]) -> None:
         if not events or not self.config.publish_alerts or self._client is None:
@@ -536,6 +599,24 @@ def _same_source(topic_device: str, topic_box: int | None, device: str, box: int
         where = topic_device if topic_box is None else f"{topic_device}/box/{topic_box}"
         what = device if box is None else f"{device}/box/{box}"
         raise MessageError(f"payload is from {what} but was published on {where}'s topic")
+
+
+def _claimed_seq(topic: str, payload: bytes, prefix: str) -> tuple[str | None, str | None, int | None]:
+    """(device, epoch, seq) that a refused score or alert message claims, or Nones when it names
+    none readable: the device's outbox counts the message as handled only when the server knows
+    which one it was. The device is the topic's (the broker ACL authenticates topics)."""
+    try:
+        ref = parse_topic(topic, prefix)
+        obj = json.loads(payload) if ref.kind in ("score", "alert") and len(payload) <= MAX_PAYLOAD_BYTES else None
+    except (MessageError, ValueError):
+        return None, None, None
+    if not isinstance(obj, dict):
+        return None, None, None
+    seq, epoch = obj.get("seq"), obj.get("epoch", "")
+    if (isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_INT
+            or not isinstance(epoch, str) or len(epoch) > 32):
+        return None, None, None
+    return ref.device, epoch, seq
 
 
 def _kind(topic: str, prefix: str) -> str:

@@ -1,8 +1,11 @@
 """Broker logins and ACL entries for the facility's MQTT clients, and a ready config per device.
 
 Every client of the broker logs in with its own password and may use only its own topics: a device
-writes under `<prefix>/<device>/#` and nowhere else, so a misconfigured or compromised edge box
-cannot publish scores in another device's name. The files are Mosquitto's own formats (the
+writes its availability, status and box topics under `<prefix>/<device>/` and nowhere else, and
+reads only `<prefix>/<device>/stored`, which only the server may write, so a misconfigured or
+compromised edge box can neither publish scores in another device's name nor tell any device that
+its windows are stored. The shipped broker config makes the login the client id, so no client can
+take over another's session. The files are Mosquitto's own formats (the
 PBKDF2-SHA512 password file of `mosquitto_passwd` and a `user`/`topic` ACL file), written here in
 Python so provisioning needs neither `mosquitto_passwd` nor root on the machine that runs it; the
 broker picks up changes on `systemctl reload mosquitto`.
@@ -55,9 +58,10 @@ def mosquitto_hash(password: str, salt: bytes | None = None, iterations: int = _
 def acl_rules(name: str, role: Role, prefix: str = DEFAULT_PREFIX) -> list[str]:
     """The ACL `topic` lines a login of `role` gets."""
     if role == "device":
-        return [f"topic readwrite {prefix}/{name}/#"]
+        return [f"topic write {prefix}/{name}/availability", f"topic write {prefix}/{name}/status",
+                f"topic write {prefix}/{name}/box/#", f"topic read {prefix}/{name}/stored"]
     if role == "server":
-        return [f"topic read {prefix}/#", f"topic write {prefix}/{ALERTS_LEVEL}/#"]
+        return [f"topic read {prefix}/#", f"topic write {prefix}/{ALERTS_LEVEL}/#", f"topic write {prefix}/+/stored"]
     return [f"topic read {prefix}/#"]
 
 

@@ -1,8 +1,8 @@
 """Every query the server runs against its SQLite file, behind one class.
 
 The dashboard, the REST API, the exporter, the ingest worker and the alert rules all go through
-`Repository`, so the SQL lives in one place and a later PostgreSQL/TimescaleDB back end (the scale
-path in DESIGN.md) replaces one module. Users and API tokens are the exception: `server.auth` owns
+`Repository`, so the SQL lives in one place and a later PostgreSQL/TimescaleDB back end replaces
+one module. Users and API tokens are the exception: `server.auth` owns
 that logic against the `users` and `api_tokens` tables.
 
 Conventions: times are Unix seconds (float, UTC) in and out; rows come back as plain dicts whose
@@ -68,6 +68,20 @@ class StoredWindow:
     window_start: float
     window_end: float
     score: float | None
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """A message the ingest refused, kept for a person; device, epoch and seq are what it claimed
+    (None when unreadable), so a refused message of a device's outbox still counts as handled."""
+
+    received_at: float
+    topic: str
+    payload: bytes
+    reason: str
+    device: str | None = None
+    epoch: str | None = None
+    seq: int | None = None
 
 
 @dataclass(frozen=True)
@@ -731,30 +745,51 @@ class Repository:
         self._model_ids.clear()
 
     def store_windows(self, windows: Sequence[ScoreWindow], received_at: float) -> StoredBatch:
-        """Insert score windows not stored before (by device and seq) and update the rollups,
+        """Insert score windows not stored before (by device, epoch and seq) and update the rollups,
         the boxes' current state and the devices' last-seen times from the new rows only, so a
         broker redelivery changes nothing, not even the rollups.
 
         The single writer makes new rows exactly those with an id above the largest id before
         the insert; rollups and box state are then computed by SQLite from those rows, and times
-        are converted from ISO-8601 in SQL: at 10,000 windows/s, per-row Python work is the
-        bottleneck."""
+        are converted from ISO-8601 in SQL, because per-row Python work is the bottleneck of the
+        ingest (bench/bench_ingest.py measures it)."""
         conn = self.db.conn
         after_id = conn.execute("SELECT COALESCE(MAX(id), 0) FROM score_windows").fetchone()[0]
-        rows = [(w.device, w.box, w.seq, _canonical_iso(w.window_start), _canonical_iso(w.window_end), w.frames,
-                 w.valid_eyes, w.score, w.median, w.p90, w.face_visible_fraction, self._model_id(w.model_sha256),
-                 received_at) for w in windows]
+        rows = [(w.device, w.box, w.epoch, w.seq, _canonical_iso(w.window_start), _canonical_iso(w.window_end),
+                 w.frames, w.valid_eyes, w.score, w.median, w.p90, w.face_visible_fraction,
+                 self._model_id(w.model_sha256), received_at) for w in windows]
         before = conn.total_changes
         conn.executemany(
-            "INSERT OR IGNORE INTO score_windows (device, box, seq, window_start, window_end, frames, valid_eyes, "
-            "score, median, p90, face_visible_fraction, model_id, received_at) "
-            f"VALUES (?, ?, ?, {_EPOCH_SQL}, {_EPOCH_SQL}, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO score_windows (device, box, epoch, seq, window_start, window_end, frames, "
+            "valid_eyes, score, median, p90, face_visible_fraction, model_id, received_at) "
+            f"VALUES (?, ?, ?, ?, {_EPOCH_SQL}, {_EPOCH_SQL}, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
         count = conn.total_changes - before
         if count:
             self._update_from_new_rows(after_id, received_at)
         return StoredBatch(count, after_id)
+
+    def reused_seqs(self, windows: Sequence[ScoreWindow]) -> list[tuple[ScoreWindow, str]]:
+        """Windows whose (device, epoch, seq) is already stored with another box or start time, each
+        with the reason: the device's seq counter went back (an old copy of its outbox), so storing
+        it would be mistaken for a redelivery and lose the window."""
+        if not windows:
+            return []
+        keys = json.dumps([[w.device, w.epoch, w.seq] for w in windows])
+        stored = {(d, e, q): (b, t) for d, e, q, b, t in self.db.conn.execute(
+            "SELECT w.device, w.epoch, w.seq, w.box, w.window_start FROM json_each(?) j JOIN score_windows w "
+            "ON w.device = json_extract(j.value, '$[0]') AND w.epoch = json_extract(j.value, '$[1]') "
+            "AND w.seq = json_extract(j.value, '$[2]')", [keys])}
+        reused = []
+        for w in windows:
+            old = stored.get((w.device, w.epoch, w.seq))
+            if old is not None and (old[0] != w.box or abs(old[1] - parse_utc_iso(w.window_start)) > 0.001):
+                reason = (f"seq {w.seq} of outbox epoch {w.epoch!r} is already stored for box {old[0]} at "
+                          f"{utc_iso(old[1])}: the device's seq went back (was its outbox restored from an old "
+                          "copy?); kept here instead of being dropped as a duplicate")
+                reused.append((w, reason))
+        return reused
 
     def update_rollups(self, after_id: int) -> None:
         """Add the score windows with an id above `after_id` to the minute and hour rollups."""
@@ -777,17 +812,18 @@ class Repository:
     def _update_from_new_rows(self, after_id: int, received_at: float) -> None:
         self.update_rollups(after_id)
         conn = self.db.conn
+        # The newest window by its end time: seqs restart with a new outbox epoch, times do not.
+        # (SQLite takes the bare columns from the row that holds the MAX.)
         conn.execute(
             "INSERT INTO boxes (device, box, last_seq, last_window_end, last_score, last_face_visible_fraction, "
             "last_received_at) "
-            "SELECT w.device, w.box, w.seq, w.window_end, w.score, w.face_visible_fraction, w.received_at "
-            "FROM score_windows w JOIN (SELECT device, box, MAX(seq) AS seq FROM score_windows WHERE id > ? "
-            "GROUP BY device, box) n ON n.device = w.device AND n.seq = w.seq WHERE true "
+            "SELECT device, box, seq, MAX(window_end), score, face_visible_fraction, received_at "
+            "FROM score_windows WHERE id > ? GROUP BY device, box "
             "ON CONFLICT(device, box) DO UPDATE SET "
             "last_seq = excluded.last_seq, last_window_end = excluded.last_window_end, "
             "last_score = excluded.last_score, last_face_visible_fraction = excluded.last_face_visible_fraction, "
             "last_received_at = excluded.last_received_at "
-            "WHERE boxes.last_seq IS NULL OR excluded.last_seq > boxes.last_seq",
+            "WHERE boxes.last_window_end IS NULL OR excluded.last_window_end >= boxes.last_window_end",
             [after_id],
         )
         conn.execute(
@@ -806,16 +842,16 @@ class Repository:
         return [StoredWindow(*row) for row in rows]
 
     def store_device_alerts(self, alerts: Sequence[BoxAlert], received_at: float) -> int:
-        """Insert device alerts once per (device, seq); update the box's alert state. Returns the
-        number of new rows."""
+        """Insert device alerts once per (device, epoch, seq); update the box's alert state. Returns
+        the number of new rows."""
         conn = self.db.conn
         stored = 0
         for a in alerts:
             t = parse_utc_iso(a.time)
             cur = conn.execute(
-                "INSERT OR IGNORE INTO alerts (source, event, device, box, seq, animal_id, time, threshold, "
-                "duration_s, score, received_at) VALUES ('device', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [a.event, a.device, a.box, a.seq, self.animal_at(a.device, a.box, t), t, a.threshold,
+                "INSERT OR IGNORE INTO alerts (source, event, device, box, epoch, seq, animal_id, time, threshold, "
+                "duration_s, score, received_at) VALUES ('device', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [a.event, a.device, a.box, a.epoch, a.seq, self.animal_at(a.device, a.box, t), t, a.threshold,
                  a.duration_s, a.score, received_at],
             )
             if cur.rowcount:
@@ -852,18 +888,54 @@ class Repository:
             [device, received_at, received_at, availability, received_at],
         )
 
-    def store_quarantine(self, items: Sequence[tuple[float, str, bytes, str]]) -> None:
-        """Keep rejected messages (received_at, topic, payload, reason) for a person to inspect;
-        payloads are truncated and the table is capped at QUARANTINE_MAX_ROWS, newest kept."""
+    def store_quarantine(self, items: Sequence[Quarantined]) -> None:
+        """Keep rejected messages for a person to inspect; payloads are truncated and the table is
+        capped at QUARANTINE_MAX_ROWS, newest kept."""
         if not items:
             return
         conn = self.db.conn
         conn.executemany(
-            "INSERT INTO quarantine (received_at, topic, payload, payload_bytes, reason) VALUES (?, ?, ?, ?, ?)",
-            [(t, topic[:512], payload[:QUARANTINE_PAYLOAD_CHARS].decode("utf-8", errors="replace"), len(payload),
-              reason[:1000]) for t, topic, payload, reason in items],
+            "INSERT INTO quarantine (received_at, topic, payload, payload_bytes, reason, device, epoch, seq) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(q.received_at, q.topic[:512], q.payload[:QUARANTINE_PAYLOAD_CHARS].decode("utf-8", errors="replace"),
+              len(q.payload), q.reason[:1000], q.device, q.epoch, q.seq) for q in items],
         )
         conn.execute("DELETE FROM quarantine WHERE id <= (SELECT MAX(id) FROM quarantine) - ?", [QUARANTINE_MAX_ROWS])
+
+    def delivery(self, device: str, epoch: str) -> tuple[int, int] | None:
+        """(stored_through, highest_seq) of a device's outbox epoch, or None if never seen."""
+        row = self.db.conn.execute("SELECT stored_through, highest_seq FROM delivery WHERE device = ? AND epoch = ?",
+                                   [device, epoch]).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def latest_epoch(self, device: str) -> tuple[str, int] | None:
+        """The (epoch, highest seq) this device stored last, or None for a device never seen."""
+        row = self.db.conn.execute("SELECT epoch, highest_seq FROM delivery WHERE device = ? "
+                                   "ORDER BY last_seen DESC LIMIT 1", [device]).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def handled_seqs(self, device: str, epoch: str, above: int) -> set[int]:
+        """Seqs above `above` of a device's epoch that are stored (windows, alerts) or quarantined."""
+        params = [device, epoch, above]
+        return {row[0] for row in self.db.conn.execute(
+            "SELECT seq FROM score_windows WHERE device = ? AND epoch = ? AND seq > ? "
+            "UNION SELECT seq FROM alerts WHERE device = ? AND epoch = ? AND seq > ? "
+            "UNION SELECT seq FROM quarantine WHERE device = ? AND epoch = ? AND seq > ?", params * 3)}
+
+    def record_delivery(self, device: str, epoch: str, stored_through: int, highest_seq: int, now: float) -> None:
+        self.db.conn.execute(
+            "INSERT INTO delivery (device, epoch, stored_through, highest_seq, first_seen, last_seen) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(device, epoch) DO UPDATE SET "
+            "stored_through = excluded.stored_through, highest_seq = MAX(highest_seq, excluded.highest_seq), "
+            "last_seen = excluded.last_seen", [device, epoch, stored_through, highest_seq, now, now])
+
+    def record_seq_regression(self, device: str, what: str, now: float) -> None:
+        """Count a seq that went back for this device, with one line saying how (devices page)."""
+        self.db.conn.execute(
+            "INSERT INTO devices (name, first_seen, last_seen, seq_regressions, last_regression, last_regression_at) "
+            "VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT(name) DO UPDATE SET seq_regressions = seq_regressions + 1, "
+            "last_regression = excluded.last_regression, last_regression_at = excluded.last_regression_at",
+            [device, now, now, what[:500], now])
 
     def add_counters(self, deltas: dict[str, int]) -> None:
         self.db.conn.executemany(

@@ -44,24 +44,30 @@ class SecuredBroker(Broker):
 class Client:
     """A paho MQTT v5 client that records what it receives and the broker's answers to publishes."""
 
-    def __init__(self, broker: Broker, user: str, password: str) -> None:
+    def __init__(self, broker: Broker, user: str, password: str, client_id: str = "") -> None:
         self.received: list[tuple[str, bytes]] = []
+        self.disconnects = 0
         self.puback: dict[int, ReasonCode] = {}
         self.connect_rc: ReasonCode | None = None
         self.subscribed = threading.Event()
         self.lock = threading.Lock()
-        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{user}-{next(_client_ids)}", protocol=mqtt.MQTTv5)
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"test-{user}-{next(_client_ids)}",
+                               protocol=mqtt.MQTTv5)
         self.c.username_pw_set(user, password)
         self.c.on_connect = self._on_connect
         self.c.on_message = self._on_message
         self.c.on_publish = self._on_publish
         self.c.on_subscribe = lambda *a: self.subscribed.set()
+        self.c.on_disconnect = self._on_disconnect
         self.c.connect(broker.host, broker.port)
         self.c.loop_start()
         wait_for(lambda: self.connect_rc is not None, timeout=10, what=f"CONNACK for {user}")
 
     def _on_connect(self, client, userdata, flags, rc, props=None) -> None:
         self.connect_rc = rc
+
+    def _on_disconnect(self, client, userdata, flags, rc, props=None) -> None:
+        self.disconnects += 1
 
     def _on_message(self, client, userdata, msg) -> None:
         with self.lock:
@@ -149,10 +155,11 @@ def test_device_cannot_read_other_devices(connect) -> None:
     spy = connect("rack-a")
     spy.subscribe("mgs/#")
     connect("rack-b").publish("mgs/rack-b/box/1/score", b"private")
-    # PUBACK above means the broker has handled rack-b's message before it sees this marker.
-    connect("rack-a").publish("mgs/rack-a/box/1/state", b"marker")
-    wait_for(lambda: spy.received, what="rack-a to receive its own marker")
-    assert spy.topics() == ["mgs/rack-a/box/1/state"]
+    # PUBACK above means the broker has handled rack-b's message before it sees this marker. The
+    # marker comes from the server's login: a second rack-a connection would replace the spy's.
+    connect(SERVER_USER).publish("mgs/rack-a/stored", b"marker")
+    wait_for(lambda: spy.received, what="rack-a to receive the marker on its stored topic")
+    assert spy.topics() == ["mgs/rack-a/stored"]
 
 
 def test_wrong_password_is_refused_at_connect(facility) -> None:
@@ -196,3 +203,44 @@ def test_server_writes_alerts_only(connect) -> None:
     assert not server.publish("mgs/alerts/rack-a/0", b"raised").is_failure
     wait_for(lambda: consumer.received, what="the consumer to receive the server's alert")
     assert consumer.topics() == ["mgs/alerts/rack-a/0"]
+
+
+def test_only_the_server_writes_stored_acks_and_a_device_reads_only_its_own(connect) -> None:
+    rack_a, rack_b = connect("rack-a"), connect("rack-b")
+    rack_a.subscribe("mgs/rack-a/stored")
+    rack_b.subscribe("mgs/rack-a/stored")  # another device's acks: never delivered
+    rack_b.subscribe("mgs/rack-b/stored")
+    for device, topic in ((rack_a, "mgs/rack-a/stored"), (rack_b, "mgs/rack-a/stored"), (rack_a, "mgs/rack-b/stored")):
+        assert device.publish(topic, b"forged ack").getName() == "Not authorized", topic
+    server = connect(SERVER_USER)
+    assert not server.publish("mgs/rack-a/stored", b"ack a").is_failure
+    assert not server.publish("mgs/rack-b/stored", b"ack b").is_failure
+    wait_for(lambda: rack_a.received and rack_b.received, what="each device's own ack")
+    assert rack_a.received == [("mgs/rack-a/stored", b"ack a")]
+    assert rack_b.received == [("mgs/rack-b/stored", b"ack b")]
+
+
+def test_the_login_is_the_client_id_so_no_device_can_take_another_clients_session(facility) -> None:
+    """A device connecting with the server's (or another device's) client id gets its own login as
+    client id: the server and the other device stay connected."""
+    broker, passwords = facility
+    server = Client(broker, SERVER_USER, passwords[SERVER_USER], client_id="mgs-server-ingest")
+    server.subscribe("mgs/#")
+    rack_b = Client(broker, "rack-b", passwords["rack-b"], client_id="rack-b")
+    for stolen in ("mgs-server-ingest", SERVER_USER, "rack-b"):
+        thief = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=stolen, protocol=mqtt.MQTTv5)
+        thief.username_pw_set("rack-a", passwords["rack-a"])
+        thief.connect(broker.host, broker.port)
+        thief.loop_start()
+        try:
+            wait_for(thief.is_connected, what=f"rack-a to connect as {stolen!r}")
+            thief.publish("mgs/rack-a/box/0/state", stolen.encode(), qos=1).wait_for_publish(10)
+        finally:
+            thief.disconnect()
+            thief.loop_stop()
+    assert not rack_b.publish("mgs/rack-b/box/0/state", b"still here").is_failure
+    wait_for(lambda: ("mgs/rack-b/box/0/state", b"still here") in server.received, what="rack-b's marker at the server")
+    assert (server.disconnects, rack_b.disconnects) == (0, 0)
+    assert [p for t, p in server.received if t == "mgs/rack-a/box/0/state"] == [b"mgs-server-ingest", b"mgs-server", b"rack-b"]
+    server.close()
+    rack_b.close()

@@ -100,7 +100,7 @@ def test_bad_messages_are_quarantined_and_good_ones_kept(broker, tmp_path: Path)
     reasons = " | ".join(q["reason"] for q in quarantined)
     for expected in ("not valid JSON", "schema 2", "unknown field", "must be a finite number", "outside [0.0, 9.0]",
                      "over the 16384-byte limit", "published on rack1/box/0's topic", "not part of the mgs contract",
-                     "must be 'online' or 'offline'", "invalid device name", "database refused it"):
+                     "must be 'online' or 'offline'", "invalid device name", "does not fit a 64-bit integer"):
         assert expected in reasons, expected
 
 
@@ -110,9 +110,12 @@ def test_a_replayed_seq_with_different_content_does_not_overwrite(broker, tmp_pa
         publish(broker, [score_message(window(seq=7, t=T0, score=2.0))])
         wait_for(lambda: worker.stats().get("stored", 0) == 1, what="the original")
         publish(broker, [score_message(window(seq=7, t=T0 + 60, score=8.0))])
-        wait_for(lambda: worker.stats().get("duplicates", 0) == 1, what="the replay")
-    rows = connect(db_path).execute("SELECT seq, score, window_start FROM score_windows").fetchall()
-    assert rows == [(7, 2.0, T0)]
+        wait_for(lambda: worker.stats().get("reused_seq", 0) == 1, what="the replay")
+    db = connect(db_path)
+    assert db.execute("SELECT seq, score, window_start FROM score_windows").fetchall() == [(7, 2.0, T0)]
+    kept = db.execute("SELECT seq, reason FROM quarantine").fetchall()
+    assert len(kept) == 1 and kept[0][0] == 7 and "seq went back" in kept[0][1]
+    assert db.execute("SELECT seq_regressions FROM devices WHERE name = 'rack1'").fetchone() == (1,)
 
 
 def test_a_flood_of_garbage_does_not_grow_the_quarantine_without_bound(broker, tmp_path: Path,

@@ -12,6 +12,8 @@ from flask.testing import FlaskClient
 
 from server.dashboard import PLOTLY_JS, box_state, sparkline, trend
 from server.config import DashboardConfig
+from server.db import connect, transaction
+from server.repository import Repository
 from tests.web_support import alert, csrf, logged_in, make_app, recent_window, repo_call, status, store
 
 
@@ -105,6 +107,20 @@ def test_devices_page_shows_health_from_the_status_message(app: Flask, viewer: F
     assert "17.2 / 20 fps" in row.group(0)
     assert "<td>42</td>" in row.group(0)
     assert "online" in row.group(0)
+
+
+def test_devices_page_shows_a_seq_regression(app: Flask, viewer: FlaskClient) -> None:
+    store(app, recent_window(score=3.0), recent_window(device="rack2", score=3.0))
+    db = connect(app.config["DATABASE"])
+    with transaction(db):
+        Repository(db).record_seq_regression("rack1", "new outbox epoch 'ab12cd34ef56ab78' after epoch '' reached seq 9",
+                                             time.time())
+    db.conn.close()
+    page = viewer.get("/devices").get_data(as_text=True)
+    rack1 = re.search(r'<tr data-device="rack1">.*?</tr>', page, re.S).group(0)
+    rack2 = re.search(r'<tr data-device="rack2">.*?</tr>', page, re.S).group(0)
+    assert "seq went back 1×" in rack1 and "ab12cd34ef56ab78" in rack1
+    assert "seq went back" not in rack2
 
 
 def test_officer_assigns_an_animal_to_a_box_from_the_form(app: Flask) -> None:

@@ -10,7 +10,7 @@ import pytest
 from mgs_core.errors import MgsError
 from mgs_core.messages import BoxAlert, utc_iso
 from server.db import connect, transaction
-from server.repository import QUARANTINE_MAX_ROWS, Conflict, NotFound, Repository, pick_resolution
+from server.repository import QUARANTINE_MAX_ROWS, Conflict, NotFound, Quarantined, Repository, pick_resolution
 from tests.ingest_support import T0, window
 
 
@@ -149,11 +149,11 @@ def test_device_alerts_are_stored_once_and_acknowledged(repo: Repository) -> Non
 
 def test_quarantine_is_truncated_and_capped(repo: Repository) -> None:
     with transaction(repo.db):
-        repo.store_quarantine([(T0, "mgs/x/status", b"x" * 100_000, "too big")])
+        repo.store_quarantine([Quarantined(T0, "mgs/x/status", b"x" * 100_000, "too big")])
     [row] = repo.quarantine()
     assert row["payload_bytes"] == 100_000 and len(row["payload"]) < 5000
     with transaction(repo.db):
-        repo.store_quarantine([(T0, "mgs/x/status", b"{}", f"bad {i}") for i in range(QUARANTINE_MAX_ROWS + 50)])
+        repo.store_quarantine([Quarantined(T0, "mgs/x/status", b"{}", f"bad {i}") for i in range(QUARANTINE_MAX_ROWS + 50)])
     assert repo.db.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0] == QUARANTINE_MAX_ROWS
     assert repo.quarantine(1)[0]["reason"] == f"bad {QUARANTINE_MAX_ROWS + 49}"
 

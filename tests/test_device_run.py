@@ -24,6 +24,7 @@ import pytest
 
 from mgs_core.messages import DeviceStatus, ScoreWindow, availability_topic, status_topic
 from tests.conftest import Broker, free_port, wait_for
+from tests.ingest_support import running_worker
 from tests.test_publisher import Collector
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,32 +86,33 @@ def test_scores_status_local_view_and_clean_sigterm(broker: Broker, tmp_path: Pa
     video, rois = rack_video
     sub = Collector(broker.host, broker.port)
     http = free_port()
-    proc = start(write_config(tmp_path, broker.port, video, rois, http_port=http))
-    try:
-        wait_for(lambda: len(sub.payloads("/score")) >= 8 or proc.poll() is not None, 60, what="8 score windows")
-        assert proc.poll() is None, (tmp_path / "device.log").read_text()
-        windows = sub.scores()
-        assert {w.box for w in windows} == {0, 1, 2, 3}
-        assert all(w.device == DEVICE and w.frames > 0 for w in windows)
-        assert all((w.score is None) == (w.valid_eyes == 0) for w in windows)
-        wait_for(lambda: sub.last(status_topic(DEVICE)), 10, what="status")
-        status = DeviceStatus.from_json(sub.last(status_topic(DEVICE)))
-        assert status.backend == "local" and status.target_fps == 5 and status.boxes == 4
-        assert status.models["model_set"] == windows[0].model_sha256
-        assert set(status.models) >= {"seg_coarse", "seg_fine", "eye"}
-        assert sub.last(availability_topic(DEVICE)) == b"online"
+    with running_worker(broker, tmp_path / "server.db"):  # the device deletes only what the server stored
+        proc = start(write_config(tmp_path, broker.port, video, rois, http_port=http))
+        try:
+            wait_for(lambda: len(sub.payloads("/score")) >= 8 or proc.poll() is not None, 60, what="8 score windows")
+            assert proc.poll() is None, (tmp_path / "device.log").read_text()
+            windows = sub.scores()
+            assert {w.box for w in windows} == {0, 1, 2, 3}
+            assert all(w.device == DEVICE and w.frames > 0 for w in windows)
+            assert all((w.score is None) == (w.valid_eyes == 0) for w in windows)
+            wait_for(lambda: sub.last(status_topic(DEVICE)), 10, what="status")
+            status = DeviceStatus.from_json(sub.last(status_topic(DEVICE)))
+            assert status.backend == "local" and status.target_fps == 5 and status.boxes == 4
+            assert status.models["model_set"] == windows[0].model_sha256
+            assert set(status.models) >= {"seg_coarse", "seg_fine", "eye"}
+            assert sub.last(availability_topic(DEVICE)) == b"online"
 
-        health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{http}/health", timeout=5).read())
-        assert health["camera"] == "ok" and health["model_sha256"] == windows[0].model_sha256
-        assert len(health["boxes"]) == 4 and health["boxes"][2]["roi"] == rois[2]
-        assert health["frames_scored"] > 0 and "last_seq" in health
-        jpeg = urllib.request.urlopen(f"http://127.0.0.1:{http}/preview.jpg", timeout=5).read()
-        picture = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-        assert picture is not None and picture.shape[1] == 960
-        page = urllib.request.urlopen(f"http://127.0.0.1:{http}/", timeout=5).read().decode()
-        assert "preview.jpg" in page and "http" not in page.split("<script>")[1].split("</script>")[0]
-    finally:
-        code = finish(proc)
+            health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{http}/health", timeout=5).read())
+            assert health["camera"] == "ok" and health["model_sha256"] == windows[0].model_sha256
+            assert len(health["boxes"]) == 4 and health["boxes"][2]["roi"] == rois[2]
+            assert health["frames_scored"] > 0 and "last_seq" in health
+            jpeg = urllib.request.urlopen(f"http://127.0.0.1:{http}/preview.jpg", timeout=5).read()
+            picture = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+            assert picture is not None and picture.shape[1] == 960
+            page = urllib.request.urlopen(f"http://127.0.0.1:{http}/", timeout=5).read().decode()
+            assert "preview.jpg" in page and "http" not in page.split("<script>")[1].split("</script>")[0]
+        finally:
+            code = finish(proc)
     assert code == 0, (tmp_path / "device.log").read_text()
     wait_for(lambda: sub.last(availability_topic(DEVICE)) == b"offline", 10, what="'offline' after SIGTERM")
     seqs = sorted({w.seq for w in sub.scores()})
@@ -135,14 +137,15 @@ def test_sigkill_and_restart_continue_seq_and_drain_the_outbox(tmp_path: Path, r
     assert queued == list(range(1, len(queued) + 1))
     broker.start()
     sub = Collector(broker.host, broker.port)
-    proc = start(config)
-    try:
-        wait_for(lambda: max((w.seq for w in sub.scores()), default=0) > len(queued) + 4, 60,
-                 what="new windows after the restart")
-        wait_for(lambda: set(queued) <= {w.seq for w in sub.scores()}, 30, what="the old outbox to drain")
-    finally:
-        assert finish(proc) == 0
-        broker.stop()
+    with running_worker(broker, tmp_path / "server.db"):
+        proc = start(config)
+        try:
+            wait_for(lambda: max((w.seq for w in sub.scores()), default=0) > len(queued) + 4, 60,
+                     what="new windows after the restart")
+            wait_for(lambda: set(queued) <= {w.seq for w in sub.scores()}, 30, what="the old outbox to drain")
+        finally:
+            assert finish(proc) == 0
+            broker.stop()
     seqs = sorted({w.seq for w in sub.scores()})
     assert seqs == list(range(1, seqs[-1] + 1))  # strictly increasing across the kill, no gap, nothing lost
     assert outbox_rows(tmp_path) == 0

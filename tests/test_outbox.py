@@ -1,9 +1,10 @@
-"""The SQLite outbox: seq across restarts, PUBACK-gated removal, size limit, full disk."""
+"""The SQLite outbox: seq and epoch across restarts, removal only of what the server stored, size limit, full disk."""
 
 from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from device.outbox import Outbox, Pending
 
 
 def item(n: int = 0, size: int = 50) -> Pending:
-    return Pending(f"mgs/r/box/{n % 4}/score", lambda seq: json.dumps({"seq": seq, "pad": "x" * size}).encode())
+    return Pending(f"mgs/r/box/{n % 4}/score", lambda seq, epoch: json.dumps({"seq": seq, "epoch": epoch, "pad": "x" * size}).encode())
 
 
 def seqs_in(payloads) -> list[int]:
@@ -25,8 +26,7 @@ def test_seq_is_strictly_increasing_across_restarts_even_when_empty(tmp_path: Pa
     path = tmp_path / "o.sqlite"
     box = Outbox(path)
     assert box.enqueue([item(i) for i in range(3)]) == [1, 2, 3]
-    for r in box.pending():
-        box.ack(r.seq)
+    box.mark_stored(3)
     box.flush_acks()
     assert box.stats().depth == 0
     box.close()
@@ -45,19 +45,40 @@ def test_payload_carries_its_seq_and_rows_come_oldest_first(tmp_path: Path) -> N
     box.close()
 
 
-def test_only_acknowledged_rows_leave_and_the_rest_survive_a_restart(tmp_path: Path) -> None:
+def test_only_rows_the_server_stored_leave_and_the_rest_survive_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "o.sqlite"
     box = Outbox(path)
+    epoch = box.epoch
     box.enqueue([item(i) for i in range(6)])
-    for seq in (1, 2, 4):
-        box.ack(seq)
+    assert box.stats().first_seq == 1
+    box.mark_stored(3)
     assert box.flush_acks() == 3
-    box.ack(2)  # a duplicate PUBACK (redelivery) is harmless
-    box.flush_acks()
+    box.mark_stored(2)  # an older ack (a redelivered retained message) changes nothing
+    assert box.flush_acks() == 0
     box.close()
     box = Outbox(path)
-    assert [r.seq for r in box.pending()] == [3, 5, 6]
-    assert box.stats().depth == 3 and box.stats().last_seq == 6
+    assert [r.seq for r in box.pending()] == [4, 5, 6]
+    assert {json.loads(r.payload)["epoch"] for r in box.pending()} == {epoch} == {box.epoch}
+    stats = box.stats()
+    assert stats.depth == 3 and stats.last_seq == 6 and stats.first_seq == 4
+    box.close()
+
+
+def test_a_new_outbox_gets_a_new_epoch_and_an_old_one_keeps_counting_under_the_empty_epoch(tmp_path: Path) -> None:
+    first, second = Outbox(tmp_path / "a.sqlite"), Outbox(tmp_path / "b.sqlite")
+    assert first.epoch != second.epoch and len(first.epoch) == 16
+    first.close()
+    second.close()
+    legacy = tmp_path / "legacy.sqlite"
+    with sqlite3.connect(legacy) as conn:  # an outbox written before epochs existed (schema 1)
+        conn.executescript(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+            "CREATE TABLE outbox (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL);"
+            "INSERT INTO meta VALUES ('last_seq', 41), ('dropped', 0);"
+            "INSERT INTO outbox VALUES (41, 'mgs/r/box/0/score', x'7b7d');"
+            "PRAGMA user_version = 1;")
+    box = Outbox(legacy)
+    assert box.epoch == "" and box.enqueue([item()]) == [42] and [r.seq for r in box.pending()] == [41, 42]
     box.close()
 
 
@@ -77,11 +98,11 @@ def test_limit_drops_oldest_counts_and_warns(tmp_path: Path, caplog: pytest.LogC
 
 
 def drain(box: Outbox, delivered: list[int]) -> None:
-    """What the publisher does: send what is newer than the last sent, acknowledge, delete."""
+    """What the publisher and the server do: send what is newer than the last sent, store it, delete."""
     rows = box.pending(after_seq=delivered[-1] if delivered else 0, limit=10_000)
     delivered.extend(seqs_in(rows))
-    for r in rows:
-        box.ack(r.seq)
+    if rows:
+        box.mark_stored(rows[-1].seq)
     box.flush_acks()
 
 

@@ -59,7 +59,8 @@ def test_provision_writes_login_acl_and_a_loadable_device_config(tmp_path: Path,
     assert len(password) >= 24 and _verify(tmp_path / "mgs.passwd", "rack-a", password)
     assert stat.S_IMODE((out / "mqtt-password").stat().st_mode) == 0o600
     assert acl_users(tmp_path / "mgs.acl") == ["mgs-server", "mgs-alerts", "rack-a"]
-    assert "user rack-a\ntopic readwrite mgs/rack-a/#\n" in (tmp_path / "mgs.acl").read_text()
+    assert ("user rack-a\ntopic write mgs/rack-a/availability\ntopic write mgs/rack-a/status\n"
+            "topic write mgs/rack-a/box/#\ntopic read mgs/rack-a/stored\n") in (tmp_path / "mgs.acl").read_text()
 
     data = tomllib.loads((out / "device.toml").read_text())
     assert data["rois"]["boxes"] == []  # detect-boxes fills these in on the device
@@ -80,7 +81,7 @@ def test_provisioning_again_rotates_the_password_and_keeps_one_entry(tmp_path: P
     assert not _verify(files.password_file, "rack-a", first) and _verify(files.password_file, "rack-a", second)
     assert [line.split(":")[0] for line in files.password_file.read_text().splitlines()] == ["rack-b", "rack-a"]
     assert acl_users(files.acl_file) == ["rack-a", "rack-b"]
-    assert files.acl_file.read_text().count("topic readwrite mgs/rack-a/#") == 1
+    assert files.acl_file.read_text().count("topic write mgs/rack-a/box/#") == 1
 
 
 def test_acl_block_is_replaced_not_appended(tmp_path: Path) -> None:

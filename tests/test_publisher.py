@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -14,17 +15,20 @@ from device.aggregate import BoxWindow
 from mgs_core.messages import (
     DeviceStatus,
     ScoreWindow,
+    StoredAck,
     availability_topic,
     parse_state,
     score_topic,
     state_topic,
     status_topic,
+    stored_topic,
     subscriptions,
     utc_iso,
 )
 from device.outbox import Outbox, Pending
 from device.publisher import MqttConfig, Publisher
 from tests.conftest import Broker, wait_for
+from tests.ingest_support import running_worker
 
 SHA = "ab" * 32
 DEVICE = "rack-7"
@@ -82,15 +86,17 @@ def window(box: int, t: float, score: float | None = 3.0) -> BoxWindow:
 
 
 def enqueue_windows(outbox: Outbox, t: float, boxes=range(4), score: float | None = 3.0, device: str = DEVICE) -> list[int]:
-    items = [Pending(score_topic(device, b), lambda seq, w=window(b, t, score): w.to_message(device, seq, SHA).to_json())
-             for b in boxes]
+    items = [Pending(score_topic(device, b), lambda seq, epoch, w=window(b, t, score):
+                     replace(w.to_message(device, seq, SHA), epoch=epoch).to_json()) for b in boxes]
     return outbox.enqueue(items)
 
 
 def status_of(outbox: Outbox, device: str = DEVICE):
     def status() -> DeviceStatus:
+        stats = outbox.stats()
         return DeviceStatus(device=device, time=utc_iso(time.time()), fps=10.0, target_fps=10.0, backend="local",
-                            camera="ok", queue_depth=outbox.stats().depth, uptime_s=1.0, version="test")
+                            camera="ok", queue_depth=stats.depth, uptime_s=1.0, version="test", epoch=stats.epoch,
+                            first_seq=stats.first_seq)
     return status
 
 
@@ -104,7 +110,7 @@ def test_scores_status_state_and_availability_arrive_as_the_contract_says(broker
                                                                          protocol: str) -> None:
     sub = Collector(broker.host, broker.port)
     outbox = Outbox(tmp_path / "outbox.sqlite")
-    pub = make_publisher(broker, outbox, protocol=protocol)
+    pub = make_publisher(broker, outbox, protocol=protocol, resend_after_s=1)
     pub.start()
     try:
         wait_for(pub.connected.is_set, 10, what="publisher to connect")
@@ -112,9 +118,10 @@ def test_scores_status_state_and_availability_arrive_as_the_contract_says(broker
         pub.publish_state(0, 3.0)
         pub.publish_state(1, None)
         pub.notify()
-        wait_for(lambda: len(sub.payloads("/score")) == 8, 10, what="8 score windows")
+        wait_for(lambda: len(sub.payloads("/score")) >= 8, 10, what="8 score windows")
         got = sub.scores()
-        assert sorted(w.seq for w in got) == seqs == list(range(1, 9))
+        assert sorted({w.seq for w in got}) == seqs == list(range(1, 9))
+        assert all(w.epoch == outbox.epoch for w in got)
         assert {w.box for w in got} == {0, 1, 2, 3}
         assert all(w.device == DEVICE and w.model_sha256 == SHA for w in got)
         no_face = [w for w in got if w.window_start == utc_iso(1_700_000_001.0)]
@@ -125,7 +132,11 @@ def test_scores_status_state_and_availability_arrive_as_the_contract_says(broker
         wait_for(lambda: sub.last(state_topic(DEVICE, 1)) is not None, 5, what="state of box 1")
         assert parse_state(sub.last(state_topic(DEVICE, 0))) == 3.0
         assert parse_state(sub.last(state_topic(DEVICE, 1))) is None
-        wait_for(lambda: outbox.stats().depth == 0, 5, what="outbox to be empty after PUBACKs")
+        assert outbox.stats().depth == 8, "a PUBACK alone deletes nothing: only the server's stored ack does"
+        # The server starts after the broker took the windows: they reach it when the device sends them again.
+        with running_worker(broker, tmp_path / "server.db"):
+            wait_for(lambda: outbox.stats().depth == 0, 10, what="outbox to be empty after the server stored it")
+        assert pub.delivered == 8
     finally:
         pub.stop()
         outbox.close()
@@ -192,6 +203,8 @@ def test_broker_outage_of_30_s_loses_nothing_and_duplicates_nothing_after_dedup(
             stop.wait(0.1)
 
     producer = threading.Thread(target=produce)
+    server = running_worker(broker, tmp_path / "server.db")  # confirms what is stored; the device deletes only that
+    server.__enter__()
     producer.start()
     try:
         wait_for(lambda: len(sub.payloads("/score")) >= 20, 10, what="windows before the outage")
@@ -206,11 +219,12 @@ def test_broker_outage_of_30_s_loses_nothing_and_duplicates_nothing_after_dedup(
         wait_for(pub.connected.is_set, 30, what="the publisher to reconnect")
         stop.set()
         producer.join()
-        wait_for(lambda: outbox.stats().depth == 0, 30, what="the outbox to drain")
+        wait_for(lambda: outbox.stats().depth == 0, 60, what="the outbox to drain")
         wait_for(lambda: {w.seq for w in sub.scores()} >= set(produced), 30, what="every window at the subscriber")
     finally:
         stop.set()
         producer.join()
+        server.__exit__(None, None, None)
         pub.stop()
         outbox.close()
         sub.close()
@@ -223,3 +237,29 @@ def test_broker_outage_of_30_s_loses_nothing_and_duplicates_nothing_after_dedup(
     for p in sub.payloads("/score"):
         by_seq[ScoreWindow.from_json(p).seq].add(p)
     assert all(len(by_seq[s]) == 1 for s in dups)
+
+
+def test_unconfirmed_rows_go_out_again_and_only_this_epochs_ack_deletes(broker: Broker, tmp_path: Path) -> None:
+    """No server: the broker PUBACKs every window, none is confirmed stored, so after
+    `resend_after_s` the device sends them again; an ack for another outbox epoch deletes
+    nothing, one for its own epoch deletes exactly up to its seq."""
+    sub = Collector(broker.host, broker.port)
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    pub = make_publisher(broker, outbox, resend_after_s=1)
+    pub.start()
+    acker = Collector(broker.host, broker.port)
+    try:
+        wait_for(pub.connected.is_set, 10, what="publisher to connect")
+        enqueue_windows(outbox, 1_700_000_000.0)
+        pub.notify()
+        wait_for(lambda: Counter(w.seq for w in sub.scores()) == Counter({1: 2, 2: 2, 3: 2, 4: 2}), 15,
+                 what="every window sent a second time")
+        for epoch, seq in (("0" * 16, 4), (outbox.epoch, 2)):
+            ack = StoredAck(device=DEVICE, epoch=epoch, seq=seq, time=utc_iso(time.time()))
+            acker.client.publish(stored_topic(DEVICE), ack.to_json(), qos=1, retain=True).wait_for_publish(5)
+        wait_for(lambda: [r.seq for r in outbox.pending()] == [3, 4], 10, what="rows 1-2 deleted, 3-4 kept")
+    finally:
+        pub.stop()
+        outbox.close()
+        sub.close()
+        acker.close()

@@ -12,8 +12,10 @@ import pytest
 
 from device.outbox import Outbox
 from device.publisher import MqttConfig, Publisher, TlsConfig
-from server.provision import SERVER_USER
+from server.db import connect as connect_db
+from server.provision import CONSUMER_USER, SERVER_USER
 from tests.conftest import Broker, wait_for
+from tests.ingest_support import running_worker
 from tests.test_acl_broker import connect, facility  # noqa: F401  (fixtures: the secured broker and its logins)
 from tests.test_publisher import enqueue_windows, status_of
 
@@ -27,34 +29,40 @@ def publisher(broker, outbox: Outbox, **kw) -> Publisher:
 
 def test_device_login_from_password_file_publishes_everything_within_its_acl(facility, connect, tmp_path: Path) -> None:  # noqa: F811
     broker, passwords = facility
-    server = connect(SERVER_USER)
-    server.subscribe("mgs/#")
+    consumer = connect(CONSUMER_USER)  # reads every device topic, as the server does
+    consumer.subscribe("mgs/#")
     secret = tmp_path / "mqtt-password"
     secret.write_text(passwords[DEVICE] + "\n")
     outbox = Outbox(tmp_path / "outbox.sqlite")
     pub = publisher(broker, outbox, password_file=secret)
     pub.start()
+    db = tmp_path / "server.db"
     try:
-        wait_for(pub.connected.is_set, 10, what="the device to log in")
-        enqueue_windows(outbox, 1_700_000_000.0, device=DEVICE)
-        pub.publish_state(0, 2.5)
-        pub.notify()
-        expected = {f"mgs/{DEVICE}/availability", f"mgs/{DEVICE}/status", f"mgs/{DEVICE}/box/0/state"} | {
-            f"mgs/{DEVICE}/box/{b}/score" for b in range(4)}
-        wait_for(lambda: expected <= set(server.topics()), 10, what="every device topic at the server")
-        wait_for(lambda: outbox.stats().depth == 0, 5, what="the outbox to drain")
-        enqueue_windows(outbox, 1_700_000_001.0, device="rack-b")  # another device's name: the ACL refuses it
-        enqueue_windows(outbox, 1_700_000_002.0, device=DEVICE)
-        pub.notify()
-        wait_for(lambda: len([t for t in server.topics() if t.endswith("/score")]) == 8, 10, what="the next own windows")
-        wait_for(lambda: pub.refused == 4, 5, what="four refusals")
-        assert not any("rack-b" in t for t in server.topics())
-        assert "refused" in pub.last_error and "MQTT login" in pub.last_error
-        wait_for(lambda: outbox.stats().depth == 4, 5, what="only the refused rows left")  # kept, not lost
-        assert [json.loads(r.payload)["device"] for r in outbox.pending()] == ["rack-b"] * 4
+        with running_worker(broker, db, username=SERVER_USER, password=passwords[SERVER_USER]):
+            wait_for(pub.connected.is_set, 10, what="the device to log in")
+            enqueue_windows(outbox, 1_700_000_000.0, device=DEVICE)
+            pub.publish_state(0, 2.5)
+            pub.notify()
+            expected = {f"mgs/{DEVICE}/availability", f"mgs/{DEVICE}/status", f"mgs/{DEVICE}/box/0/state"} | {
+                f"mgs/{DEVICE}/box/{b}/score" for b in range(4)}
+            wait_for(lambda: expected <= set(consumer.topics()), 10, what="every device topic at the consumer")
+            wait_for(lambda: outbox.stats().depth == 0, 10, what="the outbox to drain once the server stored it")
+            enqueue_windows(outbox, 1_700_000_001.0, device="rack-b")  # another device's name: the ACL refuses it
+            enqueue_windows(outbox, 1_700_000_002.0, device=DEVICE)
+            pub.notify()
+            wait_for(lambda: len([t for t in consumer.topics() if t.endswith("/score")]) == 8, 10,
+                     what="the next own windows")
+            wait_for(lambda: pub.refused == 4, 5, what="four refusals")
+            assert not any("rack-b" in t for t in consumer.topics())
+            assert "refused" in pub.last_error and "MQTT login" in pub.last_error
+            # Kept, not lost; the own windows behind them stay too, since the server's ack covers
+            # only what it has without a gap.
+            assert [json.loads(r.payload)["device"] for r in outbox.pending()] == ["rack-b"] * 4 + [DEVICE] * 4
     finally:
         pub.stop()
         outbox.close()
+    stored = connect_db(db).execute("SELECT seq FROM score_windows ORDER BY seq").fetchall()
+    assert [s for (s,) in stored] == [1, 2, 3, 4, 9, 10, 11, 12]
 
 
 def test_wrong_password_is_reported_and_nothing_is_lost(facility, tmp_path: Path, monkeypatch) -> None:  # noqa: F811
@@ -102,8 +110,9 @@ def test_tls_with_the_facility_ca(tmp_path: Path) -> None:
                     outbox, status_of(outbox, DEVICE))
     pub.start()
     try:
-        enqueue_windows(outbox, 1_700_000_000.0, device=DEVICE)
-        wait_for(lambda: outbox.stats().depth == 0, 15, what="windows acknowledged over TLS")
+        with running_worker(broker, tmp_path / "server.db", tls=True, ca_file=str(certs["ca"])):
+            enqueue_windows(outbox, 1_700_000_000.0, device=DEVICE)
+            wait_for(lambda: outbox.stats().depth == 0, 15, what="windows stored and confirmed over TLS")
     finally:
         pub.stop()
         outbox.close()
