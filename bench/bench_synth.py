@@ -35,7 +35,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from export.dataset import Frame  # noqa: E402
-from export.synth.layout import RackLayout, scene  # noqa: E402
+from export.synth.layout import RackLayout
+from export.synth.scenery import scene  # noqa: E402
 from export.synth.rack import render_frame  # noqa: E402
 from export.synth.randomise import Randomisation  # noqa: E402
 from export.synth.video import write_video  # noqa: E402

@@ -22,7 +22,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("mgs_core", "device", "server", "export", "models")
-DEVICE_SCORING = {"device.pipeline", "device.eyes", "device.inference", "device.rois"}
+DEVICE_SCORING = {"device.pipeline", "device.eyes", "device.inference", "device.rois", "device.results"}
 DEMO_ENTRY = "export.synth.demo"
 
 

@@ -92,13 +92,9 @@ class Scene:
     front: tuple[tuple[tuple[int, int, np.ndarray, np.ndarray], ...], ...] = ()
 
 
-@lru_cache(maxsize=4)
-def scene(layout: RackLayout) -> Scene:
-    """Render the static scene of a camera placement (about 0.3 s, cached)."""
-    if layout.style is not None:
-        from export.synth.scenery import styled_scene
-
-        return styled_scene(layout)
+def plain_scene(layout: RackLayout) -> Scene:
+    """The original generator's static scene (red backdrop, tent, rack); `scenery.scene` picks it
+    for layouts without a style."""
     rng = np.random.default_rng([layout.variant, 0x5C])
     h, w = layout.height, layout.width
     light = light_map(layout)

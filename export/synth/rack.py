@@ -16,7 +16,8 @@ import cv2
 import numpy as np
 
 from export.dataset import Box, Eye
-from export.synth.layout import RackLayout, scene
+from export.synth.layout import RackLayout
+from export.synth.scenery import scene
 from export.synth.mouse import FURS, Animal, MousePose, draw_animal, fit_pose
 from export.synth.nuisance import Nuisance, apply_box, apply_frame, fur_texture, random_nuisance
 from export.synth.randomise import Randomisation, frame_style, styled_animal, styled_layout

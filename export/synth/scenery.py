@@ -1,6 +1,6 @@
 """The static scene of a randomised camera placement (`randomise.SceneStyle`), drawn on the canvas.
 
-Same parts as `layout.scene` (backdrop, rack, boxes with bedding and glare) with every look taken
+Same parts as `layout.plain_scene` (backdrop, rack, boxes with bedding and glare) with every look taken
 from the style: backdrop shade and folds, lamp position and colour temperature, hard or soft
 shadows, vignetting, bedding kind, scratched or misted walls, marks on the walls that look like
 eyes to a careless network (rectangles, tape corners, dots), and things in front of the animal
@@ -9,10 +9,12 @@ eyes to a careless network (rectangles, tape corners, dots), and things in front
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import cv2
 import numpy as np
 
-from export.synth.layout import BOX_W, LID_PX, WALL_PX, RackLayout, Scene, _smooth_noise
+from export.synth.layout import BOX_W, LID_PX, WALL_PX, RackLayout, Scene, _smooth_noise, plain_scene
 
 BACKDROPS = {"red": (38, 34, 172), "dark": (32, 30, 34), "grey": (128, 126, 124), "white": (214, 216, 212),
              "blue": (150, 96, 44), "green": (62, 122, 56)}
@@ -57,6 +59,12 @@ def _light(layout: RackLayout, rng: np.random.Generator) -> np.ndarray:
     light *= 1.0 + st.folds * _smooth_noise(rng, *light.shape, int(rng.integers(120, 360)) // q)
     light = cv2.resize(light, (cw, ch), interpolation=cv2.INTER_LINEAR)
     return np.clip(light, 0.2, 1.3).astype(np.float32)
+
+
+@lru_cache(maxsize=4)
+def scene(layout: RackLayout) -> Scene:
+    """Render the static scene of a camera placement (cached: frames of one placement share it)."""
+    return plain_scene(layout) if layout.style is None else styled_scene(layout)
 
 
 def styled_scene(layout: RackLayout) -> Scene:
