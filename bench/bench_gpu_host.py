@@ -52,13 +52,33 @@ def start_host(args: argparse.Namespace) -> tuple[subprocess.Popen | None, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    common = ["--precision", args.precision, "--providers", args.providers, "--threads", str(args.host_threads),
-              "--max-wait-ms", str(args.max_wait_ms)]
+    common = [
+        "--precision",
+        args.precision,
+        "--providers",
+        args.providers,
+        "--threads",
+        str(args.host_threads),
+        "--max-wait-ms",
+        str(args.max_wait_ms),
+    ]
     if args.transport == "triton":
         if not args.host_python:
-            raise SystemExit("--transport triton needs --host-python: the Python of an environment with nvidia-pytriton")
+            raise SystemExit(
+                "--transport triton needs --host-python: the Python of an environment with nvidia-pytriton"
+            )
         endpoint = f"http://127.0.0.1:{port}"
-        cmd = [args.host_python, "-m", "device.cli", "gpu-host", "--transport", "triton", "--http-port", str(port), *common]
+        cmd = [
+            args.host_python,
+            "-m",
+            "device.cli",
+            "gpu-host",
+            "--transport",
+            "triton",
+            "--http-port",
+            str(port),
+            *common,
+        ]
     else:
         endpoint = f"tcp://127.0.0.1:{port}"
         cmd = [sys.executable, "-m", "device.cli", "gpu-host", "--bind", endpoint, *common]
@@ -75,7 +95,9 @@ def wait_for_host(endpoint: str, process: subprocess.Popen | None, timeout_s: fl
                 return client.hello()
             except OffloadError:
                 if process is not None and process.poll() is not None:
-                    raise SystemExit(f"the gpu-host process exited with {process.returncode}; run it by hand to see why")
+                    raise SystemExit(
+                        f"the gpu-host process exited with {process.returncode}; run it by hand to see why"
+                    )
                 if time.monotonic() > deadline:
                     raise SystemExit(f"no gpu-host answered on {endpoint} within {timeout_s:g} s") from None
                 time.sleep(0.2)
@@ -107,11 +129,13 @@ def network_batches(models: Models, frame, rng: np.random.Generator) -> dict[str
     import cv2
 
     h, w = models.coarse_size
-    coarse = images_to_batch([cv2.resize(frame.image[r.y:r.y1, r.x:r.x1], (w, h), interpolation=cv2.INTER_AREA) for r in rois])
+    coarse = images_to_batch(
+        [cv2.resize(frame.image[r.y : r.y1, r.x : r.x1], (w, h), interpolation=cv2.INTER_AREA) for r in rois]
+    )
     ys = rng.integers(0, frame.image.shape[0] - FINE_CROP, CALL_BATCHES["seg_fine"])
     xs = rng.integers(0, frame.image.shape[1] - FINE_CROP, CALL_BATCHES["seg_fine"])
-    fine = images_to_batch([frame.image[y:y + FINE_CROP, x:x + FINE_CROP] for x, y in zip(xs, ys)])
-    eye = images_to_batch([frame.image[y:y + 50, x:x + 50] for x, y in zip(xs.repeat(2), ys.repeat(2))])
+    fine = images_to_batch([frame.image[y : y + FINE_CROP, x : x + FINE_CROP] for x, y in zip(xs, ys)])
+    eye = images_to_batch([frame.image[y : y + 50, x : x + 50] for x, y in zip(xs.repeat(2), ys.repeat(2))])
     return {"seg_coarse": coarse, "seg_fine": fine, "eye": eye}
 
 
@@ -130,9 +154,17 @@ def time_calls(local: Models, switch: OffloadSwitch, batches: dict[str, np.ndarr
                 runner(batch)
                 if i >= 2:  # the first calls warm up sessions and the connection
                     out.append((time.perf_counter() - t) * 1000.0)
-        rows.append({"network": name, "batch": list(batch.shape), "payload_kb": round(batch.nbytes / 1024, 1),
-                     "local_ms_median": round(statistics.median(local_ms), 2), "local_ms_p90": round(percentile(local_ms, 90), 2),
-                     "offload_ms_median": round(statistics.median(offload_ms), 2), "offload_ms_p90": round(percentile(offload_ms, 90), 2)})
+        rows.append(
+            {
+                "network": name,
+                "batch": list(batch.shape),
+                "payload_kb": round(batch.nbytes / 1024, 1),
+                "local_ms_median": round(statistics.median(local_ms), 2),
+                "local_ms_p90": round(percentile(local_ms, 90), 2),
+                "offload_ms_median": round(statistics.median(offload_ms), 2),
+                "offload_ms_p90": round(percentile(offload_ms, 90), 2),
+            }
+        )
     return rows
 
 
@@ -173,36 +205,54 @@ def many_clients(endpoint: str, sha: str, batch: np.ndarray, clients: int, secon
     elapsed = time.perf_counter() - start
     after = host_counters(endpoint)
     rows, batches = (after[0] - before[0], after[1] - before[1]) if before and after else (None, None)
-    return {"clients": clients, "calls_per_s": round(sum(counts) / elapsed, 1), "crops_per_s": round(sum(counts) * len(batch) / elapsed, 1),
-            "host_batches": batches, "rows_per_host_batch": round(rows / max(batches, 1), 1) if rows is not None else None,
-            "errors": errors[:3]}
+    return {
+        "clients": clients,
+        "calls_per_s": round(sum(counts) / elapsed, 1),
+        "crops_per_s": round(sum(counts) * len(batch) / elapsed, 1),
+        "host_batches": batches,
+        "rows_per_host_batch": round(rows / max(batches, 1), 1) if rows is not None else None,
+        "errors": errors[:3],
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds per throughput pass (default 5)")
     parser.add_argument("--calls", type=int, default=30, help="timed calls per network and path (default 30)")
-    parser.add_argument("--precision", choices=("int8", "fp32"), default="int8", help="model precision on both sides (default int8)")
-    parser.add_argument("--providers", default="cuda,cpu", help="host execution providers, best first (default cuda,cpu)")
-    parser.add_argument("--threads", type=int, default=BackendConfig.threads, help="local onnxruntime threads (default 2, the edge box)")
+    parser.add_argument(
+        "--precision", choices=("int8", "fp32"), default="int8", help="model precision on both sides (default int8)"
+    )
+    parser.add_argument(
+        "--providers", default="cuda,cpu", help="host execution providers, best first (default cuda,cpu)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=BackendConfig.threads, help="local onnxruntime threads (default 2, the edge box)"
+    )
     parser.add_argument("--host-threads", type=int, default=2, help="host onnxruntime threads (default 2)")
     parser.add_argument("--max-wait-ms", type=float, default=2.0, help="host batching wait (default 2)")
     parser.add_argument("--clients", type=int, default=2, help="devices sending at once in pass 3 (default 2)")
-    parser.add_argument("--endpoint", help="use a running host at this endpoint (tcp://... gpu-host, http://... Triton) instead of starting one")
-    parser.add_argument("--transport", choices=("zmq", "triton"), default="zmq", help="host to start here (default zmq)")
+    parser.add_argument(
+        "--endpoint",
+        help="use a running host at this endpoint (tcp://... gpu-host, http://... Triton) instead of starting one",
+    )
+    parser.add_argument(
+        "--transport", choices=("zmq", "triton"), default="zmq", help="host to start here (default zmq)"
+    )
     parser.add_argument("--host-python", help="--transport triton: Python of an environment with nvidia-pytriton")
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
     args = parser.parse_args()
 
-    from export.synth.rack import render_frame
-
     import cv2
+
+    from export.synth.rack import render_frame
 
     cv2.setNumThreads(1)
     process, endpoint = start_host(args)
     try:
         info = wait_for_host(endpoint, process)
-        local = load_models(precision=args.precision, backend=BackendConfig(precision=args.precision, threads=args.threads))
+        local = load_models(
+            precision=args.precision, backend=BackendConfig(precision=args.precision, threads=args.threads)
+        )
         shas = {name: sha256_file(local.files[name]) for name in MODEL_NAMES}
         policy = OffloadPolicy(OffloadConfig(host=endpoint, timeout_s=30.0, switch_after_s=0.0), target_fps=1.0)
         switch = OffloadSwitch(local, shas, connect(endpoint, 30.0), policy)
@@ -215,7 +265,9 @@ def main() -> int:
         for kind, seconds in (("fast", args.seconds), ("full", args.seconds)):
             local_fps = pipeline_fps(kind, local, frames, seconds)
             offload_fps = pipeline_fps(kind, switch.models, frames, seconds)
-            throughput.append({"pipeline": kind, "local_fps": round(local_fps, 2), "offload_fps": round(offload_fps, 2)})
+            throughput.append(
+                {"pipeline": kind, "local_fps": round(local_fps, 2), "offload_fps": round(offload_fps, 2)}
+            )
         fine = network_batches(local, frames[0], np.random.default_rng(1))["seg_fine"]
         shared = [many_clients(endpoint, shas["seg_fine"], fine, n, args.seconds) for n in sorted({1, args.clients})]
         if switch.local_calls:
@@ -231,22 +283,36 @@ def main() -> int:
 
     report = {
         "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
-        "host": {"endpoint": endpoint, "transport": "triton" if endpoint.startswith("http://") else "zmq", "providers": info["providers"], "started_here": process is not None,
-                 "threads": args.host_threads, "max_wait_ms": args.max_wait_ms},
+        "host": {
+            "endpoint": endpoint,
+            "transport": "triton" if endpoint.startswith("http://") else "zmq",
+            "providers": info["providers"],
+            "started_here": process is not None,
+            "threads": args.host_threads,
+            "max_wait_ms": args.max_wait_ms,
+        },
         "device": {"precision": args.precision, "threads": args.threads},
-        "calls": calls, "pipelines": throughput, "clients": shared,
+        "calls": calls,
+        "pipelines": throughput,
+        "clients": shared,
     }
-    print(f"host {endpoint}: {', '.join(info['providers'])}; CPU {report['machine']['cpu']} ({os.cpu_count()} cores); {args.precision}")
+    print(
+        f"host {endpoint}: {', '.join(info['providers'])}; CPU {report['machine']['cpu']} ({os.cpu_count()} cores); {args.precision}"
+    )
     print(f"\n{'network':<11}{'batch':<18}{'KiB':>8}{'local ms':>10}{'p90':>8}{'offload ms':>12}{'p90':>8}")
     for r in calls:
-        print(f"{r['network']:<11}{'x'.join(map(str, r['batch'])):<18}{r['payload_kb']:>8}{r['local_ms_median']:>10}"
-              f"{r['local_ms_p90']:>8}{r['offload_ms_median']:>12}{r['offload_ms_p90']:>8}")
+        print(
+            f"{r['network']:<11}{'x'.join(map(str, r['batch'])):<18}{r['payload_kb']:>8}{r['local_ms_median']:>10}"
+            f"{r['local_ms_p90']:>8}{r['offload_ms_median']:>12}{r['offload_ms_p90']:>8}"
+        )
     print(f"\n{'pipeline':<11}{'local fps':>10}{'offload fps':>13}")
     for r in throughput:
         print(f"{r['pipeline']:<11}{r['local_fps']:>10}{r['offload_fps']:>13}")
     print(f"\n{'devices':<9}{'calls/s':>9}{'crops/s':>9}{'rows/host batch':>17}")
     for r in shared:
-        print(f"{r['clients']:<9}{r['calls_per_s']:>9}{r['crops_per_s']:>9}{str(r['rows_per_host_batch'] or 'n/a'):>17}")
+        print(
+            f"{r['clients']:<9}{r['calls_per_s']:>9}{r['crops_per_s']:>9}{str(r['rows_per_host_batch'] or 'n/a'):>17}"
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

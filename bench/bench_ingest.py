@@ -47,9 +47,20 @@ def _payloads(device: str, count: int, boxes: int, t0: float) -> list[tuple[str,
         box = seq % boxes
         t = t0 + seq // boxes
         score = None if seq % 17 == 0 else round((seq * 7 % 90) / 10, 2)
-        w = ScoreWindow(device=device, box=box, seq=seq, window_start=utc_iso(t), window_end=utc_iso(t + 1),
-                        frames=12, valid_eyes=0 if score is None else 2, score=score, median=score,
-                        p90=score, face_visible_fraction=0.0 if score is None else 0.9, model_sha256=SHA)
+        w = ScoreWindow(
+            device=device,
+            box=box,
+            seq=seq,
+            window_start=utc_iso(t),
+            window_end=utc_iso(t + 1),
+            frames=12,
+            valid_eyes=0 if score is None else 2,
+            score=score,
+            median=score,
+            p90=score,
+            face_visible_fraction=0.0 if score is None else 0.9,
+            model_sha256=SHA,
+        )
         out.append((score_topic(device, box), w.to_json()))
     return out
 
@@ -84,8 +95,9 @@ class RawPublisher:
 
     def __init__(self, host: str, port: int, client_id: str) -> None:
         self.sock = socket.create_connection((host, port))
-        self.sock.sendall(_packet(0x10, _string(b"MQTT") + bytes([4, 0x02]) + (60).to_bytes(2, "big")
-                                  + _string(client_id.encode())))
+        self.sock.sendall(
+            _packet(0x10, _string(b"MQTT") + bytes([4, 0x02]) + (60).to_bytes(2, "big") + _string(client_id.encode()))
+        )
         connack = self._recv_exactly(4)
         if connack[0] != 0x20 or connack[3] != 0:
             raise RuntimeError(f"broker refused the bench publisher: {connack!r}")
@@ -102,15 +114,17 @@ class RawPublisher:
 
     @staticmethod
     def encode(messages: list[tuple[str, bytes]]) -> list[bytes]:
-        return [_packet(0x32, _string(topic.encode()) + ((i % 65535) + 1).to_bytes(2, "big") + payload)
-                for i, (topic, payload) in enumerate(messages)]
+        return [
+            _packet(0x32, _string(topic.encode()) + ((i % 65535) + 1).to_bytes(2, "big") + payload)
+            for i, (topic, payload) in enumerate(messages)
+        ]
 
     def _read_acks(self) -> int:
         data = self._pending + self.sock.recv(1 << 16)
         count, rest = divmod(len(data), 4)
         if any(data[i] != 0x40 for i in range(0, count * 4, 4)):
             raise RuntimeError("expected only PUBACK packets from the broker")
-        self._pending = data[count * 4:] if rest else b""
+        self._pending = data[count * 4 :] if rest else b""
         return count
 
     def publish_all(self, packets: list[bytes]) -> int:
@@ -119,7 +133,7 @@ class RawPublisher:
         while sent < len(packets):
             room = min(self.CHUNK, self.WINDOW - (sent - acked), len(packets) - sent)
             if room > 0:
-                self.sock.sendall(b"".join(packets[sent:sent + room]))
+                self.sock.sendall(b"".join(packets[sent : sent + room]))
                 sent += room
             if sent - acked >= self.WINDOW - self.CHUNK or sent == len(packets):
                 acked += self._read_acks()
@@ -152,8 +166,10 @@ def bench_ingest(messages: int, publishers: int, workdir: Path, backlog: bool) -
     total = per * publishers
     ctx = mp.get_context("spawn")
     ready, start, acked = ctx.Queue(), ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_publisher, args=(broker.host, broker.port, f"bench{i}", per, ready, start, acked))
-             for i in range(publishers)]
+    procs = [
+        ctx.Process(target=_publisher, args=(broker.host, broker.port, f"bench{i}", per, ready, start, acked))
+        for i in range(publishers)
+    ]
     try:
         worker.start()
         wait_for(worker.connected.is_set, timeout=10, what="ingest to subscribe")
@@ -171,8 +187,12 @@ def bench_ingest(messages: int, publishers: int, workdir: Path, backlog: bool) -
         else:
             t0, cpu0 = time.perf_counter(), time.process_time()
             start.set()
-        wait_for(lambda: worker.stats().get("stored", 0) + worker.stats().get("rejected", 0) >= total,
-                 timeout=600, interval=0.01, what=f"{total} windows stored")
+        wait_for(
+            lambda: worker.stats().get("stored", 0) + worker.stats().get("rejected", 0) >= total,
+            timeout=600,
+            interval=0.01,
+            what=f"{total} windows stored",
+        )
         elapsed = time.perf_counter() - t0
         cpu = time.process_time() - cpu0
         if not backlog:
@@ -191,15 +211,26 @@ def bench_ingest(messages: int, publishers: int, workdir: Path, backlog: bool) -
         "SELECT device, COUNT(*), COUNT(DISTINCT seq), MIN(seq), MAX(seq) FROM score_windows GROUP BY device"
     ).fetchall()
     complete = len(per_device) == publishers and all(
-        n == per and distinct == per and lo == 0 and hi == per - 1 for _, n, distinct, lo, hi in per_device)
+        n == per and distinct == per and lo == 0 and hi == per - 1 for _, n, distinct, lo, hi in per_device
+    )
     stored = sum(n for _, n, *_ in per_device)
     db.conn.close()
-    return {"mode": "backlog" if backlog else "live", "messages": total, "publishers": publishers,
-            "acknowledged_by_broker": acknowledged,
-            "stored": stored, "lost": total - stored, "duplicates_rejected": stats.get("duplicates", 0),
-            "rejected": stats.get("rejected", 0), "complete_by_seq": complete, "seconds": round(elapsed, 3),
-            "windows_per_s": round(stored / elapsed, 1), "ingest_cpu_us_per_window": round(cpu / total * 1e6, 1),
-            "ingest_windows_per_cpu_s": round(total / cpu, 1), "load_average": os.getloadavg()[0]}
+    return {
+        "mode": "backlog" if backlog else "live",
+        "messages": total,
+        "publishers": publishers,
+        "acknowledged_by_broker": acknowledged,
+        "stored": stored,
+        "lost": total - stored,
+        "duplicates_rejected": stats.get("duplicates", 0),
+        "rejected": stats.get("rejected", 0),
+        "complete_by_seq": complete,
+        "seconds": round(elapsed, 3),
+        "windows_per_s": round(stored / elapsed, 1),
+        "ingest_cpu_us_per_window": round(cpu / total * 1e6, 1),
+        "ingest_windows_per_cpu_s": round(total / cpu, 1),
+        "load_average": os.getloadavg()[0],
+    }
 
 
 def build_history(path: Path, boxes: int, days: int) -> float:
@@ -269,12 +300,23 @@ def bench_history(boxes: int, days: int, repeats: int, cache: Path = CACHE) -> d
     raw_ms = (time.perf_counter() - t) * 1000
     db.conn.close()
     api_ms, points = _time_api(path, device, box, HISTORY_START, end, repeats)
-    return {"boxes": boxes, "days": days, "rows": rows, "db_bytes": path.stat().st_size,
-            "built_s": None if built_s is None else round(built_s, 1), "cached": built_s is None,
-            "resolution": result["resolution"], "points": len(result["points"]),
-            "history_ms_median": round(statistics.median(repo_ms), 2), "history_ms_max": round(max(repo_ms), 2),
-            "api_ms_median": round(statistics.median(api_ms), 2), "api_ms_max": round(max(api_ms), 2),
-            "api_points": points, "last_hour_raw_ms": round(raw_ms, 2), "last_hour_points": len(raw_hour["points"])}
+    return {
+        "boxes": boxes,
+        "days": days,
+        "rows": rows,
+        "db_bytes": path.stat().st_size,
+        "built_s": None if built_s is None else round(built_s, 1),
+        "cached": built_s is None,
+        "resolution": result["resolution"],
+        "points": len(result["points"]),
+        "history_ms_median": round(statistics.median(repo_ms), 2),
+        "history_ms_max": round(max(repo_ms), 2),
+        "api_ms_median": round(statistics.median(api_ms), 2),
+        "api_ms_max": round(max(api_ms), 2),
+        "api_points": points,
+        "last_hour_raw_ms": round(raw_ms, 2),
+        "last_hour_points": len(raw_hour["points"]),
+    }
 
 
 def _time_api(path: Path, device: str, box: int, start: float, end: float, repeats: int) -> tuple[list[float], int]:
@@ -343,27 +385,45 @@ def print_table(report: dict[str, Any]) -> None:
         if f"ingest_{mode}" not in report:
             continue
         i = report[f"ingest_{mode}"]
-        rows += [(f"ingest {mode}: windows published (QoS 1)", f"{i['messages']:,} from {i['publishers']} publishers"),
-                 (f"ingest {mode}: windows stored", f"{i['stored']:,} (lost {i['lost']}, complete by seq: "
-                                                   f"{i['complete_by_seq']})"),
-                 (f"ingest {mode}: rate {what}", f"{i['windows_per_s']:,.0f} windows/s over {i['seconds']:.1f} s "
-                                                f"(load average {i['load_average']:.1f})"),
-                 (f"ingest {mode}: ingest process CPU", f"{i['ingest_cpu_us_per_window']:.0f} us/window = "
-                                                        f"{i['ingest_windows_per_cpu_s']:,.0f} windows per CPU-second")]
+        rows += [
+            (f"ingest {mode}: windows published (QoS 1)", f"{i['messages']:,} from {i['publishers']} publishers"),
+            (
+                f"ingest {mode}: windows stored",
+                f"{i['stored']:,} (lost {i['lost']}, complete by seq: {i['complete_by_seq']})",
+            ),
+            (
+                f"ingest {mode}: rate {what}",
+                f"{i['windows_per_s']:,.0f} windows/s over {i['seconds']:.1f} s (load average {i['load_average']:.1f})",
+            ),
+            (
+                f"ingest {mode}: ingest process CPU",
+                f"{i['ingest_cpu_us_per_window']:.0f} us/window = "
+                f"{i['ingest_windows_per_cpu_s']:,.0f} windows per CPU-second",
+            ),
+        ]
     if any(k.startswith("ingest") for k in report):
         rows.append(("ingest: requirement", ">= 10,000 windows/s, no loss"))
     if "history" in report:
         h = report["history"]
         built = "cached" if h["cached"] else f"built in {h['built_s']:.0f} s"
-        rows += [("history: database", f"{h['boxes']} boxes x {h['days']} days = {h['rows']:,} windows, "
-                                       f"{h['db_bytes'] / 1e9:.2f} GB ({built})"),
-                 (f"history: {h['days']}-day request, one box (repository)",
-                  f"{h['history_ms_median']:.1f} ms median, {h['history_ms_max']:.1f} ms max "
-                  f"({h['resolution']}, {h['points']} points)"),
-                 (f"history: {h['days']}-day request, one box (HTTP API)",
-                  f"{h['api_ms_median']:.1f} ms median, {h['api_ms_max']:.1f} ms max ({h['api_points']} points)"),
-                 ("history: last hour, raw", f"{h['last_hour_raw_ms']:.1f} ms ({h['last_hour_points']} points)"),
-                 ("history: requirement", "< 300 ms")]
+        rows += [
+            (
+                "history: database",
+                f"{h['boxes']} boxes x {h['days']} days = {h['rows']:,} windows, "
+                f"{h['db_bytes'] / 1e9:.2f} GB ({built})",
+            ),
+            (
+                f"history: {h['days']}-day request, one box (repository)",
+                f"{h['history_ms_median']:.1f} ms median, {h['history_ms_max']:.1f} ms max "
+                f"({h['resolution']}, {h['points']} points)",
+            ),
+            (
+                f"history: {h['days']}-day request, one box (HTTP API)",
+                f"{h['api_ms_median']:.1f} ms median, {h['api_ms_max']:.1f} ms max ({h['api_points']} points)",
+            ),
+            ("history: last hour, raw", f"{h['last_hour_raw_ms']:.1f} ms ({h['last_hour_points']} points)"),
+            ("history: requirement", "< 300 ms"),
+        ]
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")

@@ -68,13 +68,22 @@ def measure(runners: dict[str, OnnxRunner], x: np.ndarray, runs: int, warmup: in
 def stats(ms: list[float], batch: int) -> dict[str, float]:
     a = np.asarray(ms)
     median = float(np.median(a))
-    return {"median_ms": round(median, 3), "p95_ms": round(float(np.percentile(a, 95)), 3),
-            "items_per_s": round(batch * 1000.0 / median, 1), "runs": len(ms)}
+    return {
+        "median_ms": round(median, 3),
+        "p95_ms": round(float(np.percentile(a, 95)), 3),
+        "items_per_s": round(batch * 1000.0 / median, 1),
+        "runs": len(ms),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=30, help="timed runs per case and precision (default 30; whole-ROI case uses a third)")
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=30,
+        help="timed runs per case and precision (default 30; whole-ROI case uses a third)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here as JSON")
     parser.add_argument("--models", type=Path, default=DEFAULT_MODELS_DIR, help="models folder with manifest.json")
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads (default 2, the edge box)")
@@ -84,8 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     manifest = load_manifest(args.models)
     # Speed is measured whatever `mgs-export verify` decided, so entries are taken by status-blind lookup.
     entries = {(e.name, e.precision): e for e in manifest.entries}
-    runners = {n: {p: OnnxRunner(entries[n, p].path, threads=args.threads, data=read_verified_model(entries[n, p]))
-                   for p in ("fp32", "int8")} for n in NAMES}
+    runners = {
+        n: {
+            p: OnnxRunner(entries[n, p].path, threads=args.threads, data=read_verified_model(entries[n, p]))
+            for p in ("fp32", "int8")
+        }
+        for n in NAMES
+    }
     coarse_hw = tuple(entries["seg_coarse", "fp32"].input_size)
     rng = np.random.default_rng(0)
     results = []
@@ -96,26 +110,53 @@ def main(argv: list[str] | None = None) -> int:
         times = measure(runners[case.model], x, runs)
         f, i = stats(times["fp32"], case.shape[0]), stats(times["int8"], case.shape[0])
         ratio = i["median_ms"] / f["median_ms"]
-        results.append({"case": case.name, "model": case.model, "shape": list(case.shape), "fp32": f, "int8": i,
-                        "int8_over_fp32": round(ratio, 3), "speedup": round(1 / ratio, 2)})
-        print(f"{case.name:<36} {f['median_ms']:>9.2f} {f['p95_ms']:>7.2f} {i['median_ms']:>9.2f} {i['p95_ms']:>7.2f} "
-              f"{ratio:>9.2f} {1 / ratio:>7.2f}x")
+        results.append(
+            {
+                "case": case.name,
+                "model": case.model,
+                "shape": list(case.shape),
+                "fp32": f,
+                "int8": i,
+                "int8_over_fp32": round(ratio, 3),
+                "speedup": round(1 / ratio, 2),
+            }
+        )
+        print(
+            f"{case.name:<36} {f['median_ms']:>9.2f} {f['p95_ms']:>7.2f} {i['median_ms']:>9.2f} {i['p95_ms']:>7.2f} "
+            f"{ratio:>9.2f} {1 / ratio:>7.2f}x"
+        )
     import onnxruntime
 
     report = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "load_avg": list(os.getloadavg()), "onnxruntime": onnxruntime.__version__},
-        "threads": args.threads, "allow_spinning": 0,
-        "models": {n: {p: {"sha256": entries[n, p].sha256, "model_version": entries[n, p].model_version,
-                           "network_config": entries[n, p].network_config, "status": entries[n, p].status}
-                       for p in ("fp32", "int8")} for n in NAMES},
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "load_avg": list(os.getloadavg()),
+            "onnxruntime": onnxruntime.__version__,
+        },
+        "threads": args.threads,
+        "allow_spinning": 0,
+        "models": {
+            n: {
+                p: {
+                    "sha256": entries[n, p].sha256,
+                    "model_version": entries[n, p].model_version,
+                    "network_config": entries[n, p].network_config,
+                    "status": entries[n, p].status,
+                }
+                for p in ("fp32", "int8")
+            }
+            for n in NAMES
+        },
         "results": results,
     }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {args.json}")
-    print(f"load average during the run: {', '.join(f'{v:.2f}' for v in os.getloadavg())} (other processes slow both precisions alike)")
+    print(
+        f"load average during the run: {', '.join(f'{v:.2f}' for v in os.getloadavg())} (other processes slow both precisions alike)"
+    )
     return 0
 
 

@@ -53,9 +53,20 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 
 def _window(device: str, box: int, seq: int, t: float, score: float | None) -> ScoreWindow:
-    return ScoreWindow(device=device, box=box, seq=seq, window_start=utc_iso(t), window_end=utc_iso(t + 1.0),
-                       frames=12, valid_eyes=0 if score is None else 2, score=score, median=score, p90=score,
-                       face_visible_fraction=0.0 if score is None else 0.9, model_sha256=SHA)
+    return ScoreWindow(
+        device=device,
+        box=box,
+        seq=seq,
+        window_start=utc_iso(t),
+        window_end=utc_iso(t + 1.0),
+        frames=12,
+        valid_eyes=0 if score is None else 2,
+        score=score,
+        median=score,
+        p90=score,
+        face_visible_fraction=0.0 if score is None else 0.9,
+        model_sha256=SHA,
+    )
 
 
 def _score(rack: int, box: int, i: int) -> float | None:
@@ -84,8 +95,19 @@ def build(path: Path, boxes: int) -> tuple[list[tuple[str, int]], dict[str, int]
             batch.append(_window(device, box, seq, float(t), _score(int(device[5:]), box, step)))
         with transaction(db):
             repo.store_windows(batch, time.time())
-    alerts = [BoxAlert(device=d, box=b, seq=10_000_000 + i, event="raised", time=utc_iso(now - 300), threshold=6.0,
-                       duration_s=60.0, score=7.0) for i, (d, b) in enumerate(keys[::max(1, boxes // 8)])]
+    alerts = [
+        BoxAlert(
+            device=d,
+            box=b,
+            seq=10_000_000 + i,
+            event="raised",
+            time=utc_iso(now - 300),
+            threshold=6.0,
+            duration_s=60.0,
+            score=7.0,
+        )
+        for i, (d, b) in enumerate(keys[:: max(1, boxes // 8)])
+    ]
     with transaction(db):
         repo.store_device_alerts(alerts, time.time())
         for device in {d for d, _ in keys}:
@@ -121,8 +143,12 @@ def get(url: str, token: str) -> tuple[float, bytes, int]:
 
 def timed(url: str, token: str, repeat: int) -> dict[str, Any]:
     runs = [get(url, token) for _ in range(repeat)]
-    return {"median_s": statistics.median(r[0] for r in runs), "max_s": max(r[0] for r in runs),
-            "bytes": len(runs[-1][1]), "wire_bytes": runs[-1][2]}
+    return {
+        "median_s": statistics.median(r[0] for r in runs),
+        "max_s": max(r[0] for r in runs),
+        "bytes": len(runs[-1][1]),
+        "wire_bytes": runs[-1][2],
+    }
 
 
 def browser_load(base: str, token: str, boxes: int) -> dict[str, Any]:
@@ -146,8 +172,12 @@ def browser_load(base: str, token: str, boxes: int) -> dict[str, Any]:
                 context.close()
         finally:
             b.close()
-    return {"median_s": statistics.median(runs), "max_s": max(runs), "response_end_s": statistics.median(server),
-            "dom_content_loaded_s": statistics.median(parsed)}
+    return {
+        "median_s": statistics.median(runs),
+        "max_s": max(runs),
+        "response_end_s": statistics.median(server),
+        "dom_content_loaded_s": statistics.median(parsed),
+    }
 
 
 def run(boxes: int, repeat: int, browser: bool) -> dict[str, Any]:
@@ -161,8 +191,10 @@ def run(boxes: int, repeat: int, browser: bool) -> dict[str, Any]:
     db.conn.close()
     import waitress
 
-    app = create_app(ServerConfig(database=DatabaseConfig(path=db_path), dashboard=DashboardConfig()),
-                     {"SECRET_KEY": "bench-" + "x" * 32})
+    app = create_app(
+        ServerConfig(database=DatabaseConfig(path=db_path), dashboard=DashboardConfig()),
+        {"SECRET_KEY": "bench-" + "x" * 32},
+    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -183,9 +215,15 @@ def run(boxes: int, repeat: int, browser: bool) -> dict[str, Any]:
         every["tiles"] = len(json.loads(get(f"{base}/overview/delta?v={version}", token)[1])["tiles"])
         fragment = timed(base + "/?fragment=1", token, repeat)
         result: dict[str, Any] = {
-            "boxes": boxes, "windows_stored": boxes * (HISTORY_S // STEP_S), "build_s": round(build_s, 1),
-            "page": page, "delta_unchanged": unchanged, "delta_10_boxes": ten, "delta_every_box": every,
-            "fragment_refresh": fragment, "repeat": repeat,
+            "boxes": boxes,
+            "windows_stored": boxes * (HISTORY_S // STEP_S),
+            "build_s": round(build_s, 1),
+            "page": page,
+            "delta_unchanged": unchanged,
+            "delta_10_boxes": ten,
+            "delta_every_box": every,
+            "fragment_refresh": fragment,
+            "repeat": repeat,
             "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()},
         }
         if browser:
@@ -196,21 +234,29 @@ def run(boxes: int, repeat: int, browser: bool) -> dict[str, Any]:
 
 
 def print_table(r: dict[str, Any]) -> None:
-    print(f"overview with {r['boxes']} boxes ({r['windows_stored']:,} windows stored in {r['build_s']} s), "
-          f"median of {r['repeat']}")
+    print(
+        f"overview with {r['boxes']} boxes ({r['windows_stored']:,} windows stored in {r['build_s']} s), "
+        f"median of {r['repeat']}"
+    )
     print(f"{'request':<52} {'median':>9} {'max':>9} {'bytes':>10} {'on wire':>9}")
-    rows = [("full page GET /", r["page"]),
-            ("refresh, nothing changed (delta)", r["delta_unchanged"]),
-            (f"refresh, 10 boxes changed (delta, {r['delta_10_boxes']['tiles']} tiles)", r["delta_10_boxes"]),
-            (f"refresh, every box changed (delta, {r['delta_every_box']['tiles']} tiles)", r["delta_every_box"]),
-            ("old refresh: whole fragment GET /?fragment=1", r["fragment_refresh"])]
+    rows = [
+        ("full page GET /", r["page"]),
+        ("refresh, nothing changed (delta)", r["delta_unchanged"]),
+        (f"refresh, 10 boxes changed (delta, {r['delta_10_boxes']['tiles']} tiles)", r["delta_10_boxes"]),
+        (f"refresh, every box changed (delta, {r['delta_every_box']['tiles']} tiles)", r["delta_every_box"]),
+        ("old refresh: whole fragment GET /?fragment=1", r["fragment_refresh"]),
+    ]
     for name, m in rows:
-        print(f"{name:<52} {m['median_s'] * 1000:>6.0f} ms {m['max_s'] * 1000:>6.0f} ms {m['bytes']:>10,} "
-              f"{m['wire_bytes']:>9,}")
+        print(
+            f"{name:<52} {m['median_s'] * 1000:>6.0f} ms {m['max_s'] * 1000:>6.0f} ms {m['bytes']:>10,} "
+            f"{m['wire_bytes']:>9,}"
+        )
     if "browser_load" in r:
         b = r["browser_load"]
-        print(f"{'page load in Chromium (load event, navigation timing)':<52} {b['median_s'] * 1000:>6.0f} ms "
-              f"{b['max_s'] * 1000:>6.0f} ms")
+        print(
+            f"{'page load in Chromium (load event, navigation timing)':<52} {b['median_s'] * 1000:>6.0f} ms "
+            f"{b['max_s'] * 1000:>6.0f} ms"
+        )
         print(f"{'  of which: page received (responseEnd)':<52} {b['response_end_s'] * 1000:>6.0f} ms")
         print(f"{'  DOMContentLoaded':<52} {b['dom_content_loaded_s'] * 1000:>6.0f} ms")
 

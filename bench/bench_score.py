@@ -33,8 +33,24 @@ def make_videos(folder: Path, count: int, seconds: float, fps: float) -> list[Pa
     videos = []
     for i in range(count):
         path = folder / f"rack{i}.mp4"
-        if export_main(["synth-video", "--seconds", str(seconds), "--fps", str(fps), "--out", str(path),
-                        "--seed", str(100 + i), "--quiet", "--force"]) != 0:
+        if (
+            export_main(
+                [
+                    "synth-video",
+                    "--seconds",
+                    str(seconds),
+                    "--fps",
+                    str(fps),
+                    "--out",
+                    str(path),
+                    "--seed",
+                    str(100 + i),
+                    "--quiet",
+                    "--force",
+                ]
+            )
+            != 0
+        ):
             raise SystemExit(f"could not generate {path}")
         videos.append(path)
     return videos
@@ -58,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"generating {args.videos} x {args.seconds:g} s of 1080p {args.fps:g} fps video ...", file=sys.stderr)
         videos = make_videos(folder, args.videos, args.seconds, args.fps)
         video_s = args.videos * args.seconds
-        print(f"{'jobs':>4} {'threads':>7} {'videos':>6} {'video s':>8} {'wall s':>7} {'frames/s':>9} {'x real time':>11}")
+        print(
+            f"{'jobs':>4} {'threads':>7} {'videos':>6} {'video s':>8} {'wall s':>7} {'frames/s':>9} {'x real time':>11}"
+        )
         for jobs in jobs_list:
             options = ScoreOptions(out=folder / f"out-{jobs}")
             threads = max(1, cores // min(jobs, len(videos)))
@@ -69,24 +87,42 @@ def main(argv: list[str] | None = None) -> int:
             if result.failed:
                 raise SystemExit(f"scoring failed: {result.failed}")
             frames = sum(v["frames"] for v in result.videos)
-            row = {"jobs": jobs, "threads_per_process": threads, "videos": len(videos), "video_s": video_s,
-                   "frames": frames, "wall_s": round(wall, 2), "frames_per_s": round(frames / wall, 2),
-                   "x_real_time": round(video_s / wall, 3)}
+            row = {
+                "jobs": jobs,
+                "threads_per_process": threads,
+                "videos": len(videos),
+                "video_s": video_s,
+                "frames": frames,
+                "wall_s": round(wall, 2),
+                "frames_per_s": round(frames / wall, 2),
+                "x_real_time": round(video_s / wall, 3),
+            }
             rows.append(row)
-            print(f"{jobs:>4} {threads:>7} {len(videos):>6} {video_s:>8.0f} {wall:>7.1f} {row['frames_per_s']:>9.1f} "
-                  f"{row['x_real_time']:>10.2f}x")
+            print(
+                f"{jobs:>4} {threads:>7} {len(videos):>6} {video_s:>8.0f} {wall:>7.1f} {row['frames_per_s']:>9.1f} "
+                f"{row['x_real_time']:>10.2f}x"
+            )
     report = {
-        "format": "mgs-bench-score", "version": 1,
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": cores, "load_avg": list(os.getloadavg())},
+        "format": "mgs-bench-score",
+        "version": 1,
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": cores,
+            "load_avg": list(os.getloadavg()),
+        },
         "video": {"width": 1920, "height": 1080, "fps": args.fps, "seconds": args.seconds, "codec": "mp4v"},
-        "pipeline": "fast", "precision": "int8", "results": rows,
+        "pipeline": "fast",
+        "precision": "int8",
+        "results": rows,
     }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {args.json}")
-    print(f"load average during the run: {', '.join(f'{v:.2f}' for v in os.getloadavg())} "
-          "(other processes on this machine slow every row)")
+    print(
+        f"load average during the run: {', '.join(f'{v:.2f}' for v in os.getloadavg())} "
+        "(other processes on this machine slow every row)"
+    )
     return 0
 
 

@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from export.dataset import Frame  # noqa: E402
 from export.synth.layout import RackLayout
-from export.synth.scenery import scene  # noqa: E402
 from export.synth.rack import render_frame  # noqa: E402
 from export.synth.randomise import Randomisation  # noqa: E402
+from export.synth.scenery import scene  # noqa: E402
 from export.synth.video import write_video  # noqa: E402
 
 
@@ -75,6 +75,7 @@ def main() -> int:
     results["+ label line"] = rate(with_label, n)
     with tempfile.TemporaryDirectory() as tmp:
         for ext, params in (("jpg", [cv2.IMWRITE_JPEG_QUALITY, 95]), ("png", [cv2.IMWRITE_PNG_COMPRESSION, 1])):
+
             def write(i: int, ext: str = ext, params: list[int] = params) -> None:
                 f = render_frame(i, layout=layout)
                 json.dumps(Frame("images/x.jpg", "masks/x.png", f.boxes, ("synthetic",)).to_json())
@@ -85,7 +86,9 @@ def main() -> int:
 
         for preset in ("default", "hardest"):
             randomise = Randomisation(preset)
-            results[f"randomise {preset}: render + GT"] = rate(lambda i, r=randomise: render_frame(10_000_000 + i, randomise=r), n)
+            results[f"randomise {preset}: render + GT"] = rate(
+                lambda i, r=randomise: render_frame(10_000_000 + i, randomise=r), n
+            )
 
         def write_default(i: int) -> None:
             f = render_frame(20_000_000 + i, randomise=Randomisation("default"))
@@ -112,7 +115,9 @@ def main() -> int:
             decode_ms[fourcc] = 1000 * float(np.median(times))
             results[f"video {fourcc} MB per minute at 30 fps"] = path.stat().st_size / 1e6 / n * 1800
 
-    print(f"synthetic rack generator, 1080x1920, one core ({platform.processor() or platform.machine()}), {n} frames per stage")
+    print(
+        f"synthetic rack generator, 1080x1920, one core ({platform.processor() or platform.machine()}), {n} frames per stage"
+    )
     print(f"  scene build (once per camera placement): {scene_s * 1000:.0f} ms")
     print(f"  {'stage (CPU time of one core)':<40} {'frames/s':>9} {'ms/frame':>9}")
     for k, v in results.items():
@@ -120,11 +125,19 @@ def main() -> int:
             continue
         print(f"  {k:<40} {v:>9.1f} {1000 / v:>9.1f}")
     for fourcc, ms in decode_ms.items():
-        print(f"  decode one 1080p {fourcc} frame: {ms:.2f} ms; {results[f'video {fourcc} MB per minute at 30 fps']:.0f} MB per minute at 30 fps")
+        print(
+            f"  decode one 1080p {fourcc} frame: {ms:.2f} ms; {results[f'video {fourcc} MB per minute at 30 fps']:.0f} MB per minute at 30 fps"
+        )
     if args.json:
-        payload = {"frames": n, "scene_build_ms": scene_s * 1000, "frames_per_s": {k: v for k, v in results.items() if not k.startswith("video")},
-                   "decode_ms": decode_ms, "video_mb_per_min_30fps": {f: results[f"video {f} MB per minute at 30 fps"] for f in decode_ms},
-                   "cv2": cv2.__version__, "machine": platform.machine()}
+        payload = {
+            "frames": n,
+            "scene_build_ms": scene_s * 1000,
+            "frames_per_s": {k: v for k, v in results.items() if not k.startswith("video")},
+            "decode_ms": decode_ms,
+            "video_mb_per_min_30fps": {f: results[f"video {f} MB per minute at 30 fps"] for f in decode_ms},
+            "cv2": cv2.__version__,
+            "machine": platform.machine(),
+        }
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
     return 0
 

@@ -91,8 +91,20 @@ def main() -> int:
     assert server.proc is not None
     children = {}
     for name in names:
-        cmd = [sys.executable, "-m", "bench.soak", "--rate", str(args.rate), "--child", str(workdir), str(broker.port),
-               broker.passwords[name], name, str(args.minutes * 60), str(workdir / f"{name}.sent.json")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.soak",
+            "--rate",
+            str(args.rate),
+            "--child",
+            str(workdir),
+            str(broker.port),
+            broker.passwords[name],
+            name,
+            str(args.minutes * 60),
+            str(workdir / f"{name}.sent.json"),
+        ]
         children[name] = subprocess.Popen(cmd, stdout=open(workdir / f"{name}.log", "ab"), stderr=subprocess.STDOUT)
     started = time.monotonic()
     peak = {"server": 0.0, **{n: 0.0 for n in names}}
@@ -111,23 +123,33 @@ def main() -> int:
         for name in names:
             rows = json.loads((workdir / f"{name}.sent.json").read_text())
             devices.append(Sent(name, {(b, t): (e, s) if s >= 0 else None for b, t, e, s in rows}))
-        tally = Tally.of("soak", f"{args.devices} devices x {args.rate:g} windows/s for {args.minutes:g} min",
-                         server, devices)  # type: ignore[arg-type]
+        tally = Tally.of(
+            "soak", f"{args.devices} devices x {args.rate:g} windows/s for {args.minutes:g} min", server, devices
+        )  # type: ignore[arg-type]
         counters = dict(server.query("SELECT name, value FROM counters"))
     finally:
         server.stop()
         broker.stop()
-    result = {"devices": args.devices, "minutes": args.minutes, "rate_per_device": args.rate,
-              "elapsed_s": round(elapsed, 1), **asdict(tally), "server_rss_mb": round(peak["server"], 1),
-              "device_rss_mb": {n: round(peak[n], 1) for n in names}, "ingest_counters": counters,
-              "workdir": str(workdir)}
+    result = {
+        "devices": args.devices,
+        "minutes": args.minutes,
+        "rate_per_device": args.rate,
+        "elapsed_s": round(elapsed, 1),
+        **asdict(tally),
+        "server_rss_mb": round(peak["server"], 1),
+        "device_rss_mb": {n: round(peak[n], 1) for n in names},
+        "ingest_counters": counters,
+        "workdir": str(workdir),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     device_rss = sorted(result["device_rss_mb"].values())
     print("| devices | minutes | sent | stored | lost | duplicated | server RSS (MB) | device RSS (MB, min-max) |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    print(f"| {args.devices} | {args.minutes:g} | {tally.sent} | {tally.stored} | {tally.lost} | {tally.duplicated} | "
-          f"{peak['server']:.0f} | {device_rss[0]:.0f}-{device_rss[-1]:.0f} |")
+    print(
+        f"| {args.devices} | {args.minutes:g} | {tally.sent} | {tally.stored} | {tally.lost} | {tally.duplicated} | "
+        f"{peak['server']:.0f} | {device_rss[0]:.0f}-{device_rss[-1]:.0f} |"
+    )
     print(f"duplicates received and dropped by the server: {counters.get('duplicates', 0)}; JSON: {args.out}")
     return 0 if (tally.lost, tally.duplicated) == (0, 0) else 1
 

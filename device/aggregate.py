@@ -29,7 +29,9 @@ TRIM_FRACTION = 0.1
 class AggregationConfig:
     SECTION: ClassVar[str] = "aggregation"
 
-    window_s: Annotated[float, Range(0.1, 3600, unit="seconds")] = field(default=1.0, metadata={"doc": "length of one published score window in seconds"})
+    window_s: Annotated[float, Range(0.1, 3600, unit="seconds")] = field(
+        default=1.0, metadata={"doc": "length of one published score window in seconds"}
+    )
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ def trimmed_mean(values: list[float], trim: float = TRIM_FRACTION) -> float:
     """Mean after cutting `trim` of the values from each end (none cut below 1/trim values)."""
     ordered = sorted(values)
     cut = int(len(ordered) * trim)
-    kept = ordered[cut: len(ordered) - cut] if cut else ordered
+    kept = ordered[cut : len(ordered) - cut] if cut else ordered
     return sum(kept) / len(kept)
 
 
@@ -102,7 +104,9 @@ def summarise(box: int, start: float, end: float, frames: Iterable[FrameResult])
         face_frames += 1
         scores.extend(min(SCORE_MAX, max(SCORE_MIN, e.score)) for e in result.valid_eyes if math.isfinite(e.score))
     if not scores:
-        return BoxWindow(box, start, end, n_frames, 0, None, None, None, face_frames / n_frames if n_frames else 0.0, abstained)
+        return BoxWindow(
+            box, start, end, n_frames, 0, None, None, None, face_frames / n_frames if n_frames else 0.0, abstained
+        )
     return BoxWindow(
         box=box,
         start=start,

@@ -28,10 +28,18 @@ _EPS = 1e-6
 class AlertConfig:
     SECTION: ClassVar[str] = "alerts"
 
-    threshold: Annotated[float, Range(0, SCORE_MAX, above=True)] = field(default=6.0, metadata={"doc": "orbital tightening (0-9) at or above which a box is in alarm"})
-    min_duration_s: Annotated[float, Range(0, unit="seconds")] = field(default=30.0, metadata={"doc": "seconds of high (or, to clear, low) scores before an event"})
-    hysteresis: Annotated[float, Range(0)] = field(default=0.5, metadata={"doc": "an alert clears only below threshold minus this"})
-    cooldown_s: Annotated[float, Range(0, unit="seconds")] = field(default=300.0, metadata={"doc": "after a clear, no new raise for this many seconds"})
+    threshold: Annotated[float, Range(0, SCORE_MAX, above=True)] = field(
+        default=6.0, metadata={"doc": "orbital tightening (0-9) at or above which a box is in alarm"}
+    )
+    min_duration_s: Annotated[float, Range(0, unit="seconds")] = field(
+        default=30.0, metadata={"doc": "seconds of high (or, to clear, low) scores before an event"}
+    )
+    hysteresis: Annotated[float, Range(0)] = field(
+        default=0.5, metadata={"doc": "an alert clears only below threshold minus this"}
+    )
+    cooldown_s: Annotated[float, Range(0, unit="seconds")] = field(
+        default=300.0, metadata={"doc": "after a clear, no new raise for this many seconds"}
+    )
     enabled: bool = field(default=True, metadata={"doc": "publish alert events at all"})
 
     def check(self) -> None:

@@ -64,7 +64,9 @@ def read_truth(video: Path) -> dict[int, list[list[TrueEye]]] | None:
                 for b in d["boxes"]
             ]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise MgsError(f"cannot read the ground truth {path} ({exc}); regenerate the video with `mgs-export synth-video`") from None
+        raise MgsError(
+            f"cannot read the ground truth {path} ({exc}); regenerate the video with `mgs-export synth-video`"
+        ) from None
     return truth
 
 
@@ -139,13 +141,37 @@ class VariantResult:
     def row(self) -> list[str]:
         def f(v: float | None, fmt: str) -> str:
             return "-" if v is None else format(v, fmt)
-        return [self.name, str(self.rois), str(self.frames), f(self.fps, ".1f"), f(self.crops_per_frame, ".1f"),
-                *(f(self.stage_ms.get(s), ".1f") for s in STAGES),
-                f(self.latency_ms_p95, ".0f"), f(self.skipped, "d"),
-                f(self.mae, ".3f"), f(self.mae_on_reference_frames, ".3f"), f(self.recall, ".2f"), str(self.false_eyes)]
+
+        return [
+            self.name,
+            str(self.rois),
+            str(self.frames),
+            f(self.fps, ".1f"),
+            f(self.crops_per_frame, ".1f"),
+            *(f(self.stage_ms.get(s), ".1f") for s in STAGES),
+            f(self.latency_ms_p95, ".0f"),
+            f(self.skipped, "d"),
+            f(self.mae, ".3f"),
+            f(self.mae_on_reference_frames, ".3f"),
+            f(self.recall, ".2f"),
+            str(self.false_eyes),
+        ]
 
 
-HEADER = ["variant", "rois", "frames", "fps", "crops", *STAGES, "lat p95", "skipped", "MAE", "MAE ref", "recall", "false"]
+HEADER = [
+    "variant",
+    "rois",
+    "frames",
+    "fps",
+    "crops",
+    *STAGES,
+    "lat p95",
+    "skipped",
+    "MAE",
+    "MAE ref",
+    "recall",
+    "false",
+]
 
 
 def make_pipeline(kind: str, models: Models, rois: Sequence[Roi], config: PipelineConfig):
@@ -167,9 +193,18 @@ class _Publisher:
             self.seq += 1
 
 
-def run_variant(video: Path, models: Models, rois: Sequence[Roi], kind: str, precision: str, config: PipelineConfig,
-                seconds: float, truth: dict[int, list[list[TrueEye]]] | None, realtime: bool = True,
-                stride: int = 1) -> tuple[VariantResult, Accuracy]:
+def run_variant(
+    video: Path,
+    models: Models,
+    rois: Sequence[Roi],
+    kind: str,
+    precision: str,
+    config: PipelineConfig,
+    seconds: float,
+    truth: dict[int, list[list[TrueEye]]] | None,
+    realtime: bool = True,
+    stride: int = 1,
+) -> tuple[VariantResult, Accuracy]:
     """Offline pass (throughput, stages, accuracy) and, if asked, a realtime pass (latency, skipped).
 
     `stride` > 1 analyses every stride-th frame only (the slow reference: its frames then spread over
@@ -203,7 +238,9 @@ def run_variant(video: Path, models: Models, rois: Sequence[Roi], kind: str, pre
         if truth is not None and frame.index in truth:
             accuracy.add(result, [truth[frame.index][b] for b in range(len(rois))])
         out.frames += 1
-    out.fps = out.frames / stats["elapsed"] if stride == 1 else 1000.0 / max(float(np.mean(per_frame)), stats["decode_ms"])
+    out.fps = (
+        out.frames / stats["elapsed"] if stride == 1 else 1000.0 / max(float(np.mean(per_frame)), stats["decode_ms"])
+    )
     out.stage_ms = {s: v / max(out.frames, 1) for s, v in totals.items()}
     out.stage_ms["decode"] = stats["decode_ms"]
     out.pipeline_ms_p95 = float(np.percentile(per_frame, 95)) if per_frame else 0.0
@@ -218,8 +255,15 @@ def run_variant(video: Path, models: Models, rois: Sequence[Roi], kind: str, pre
     return out, accuracy
 
 
-def _realtime_pass(video: Path, models: Models, rois: Sequence[Roi], kind: str, config: PipelineConfig,
-                   seconds: float, out: VariantResult) -> None:
+def _realtime_pass(
+    video: Path,
+    models: Models,
+    rois: Sequence[Roi],
+    kind: str,
+    config: PipelineConfig,
+    seconds: float,
+    out: VariantResult,
+) -> None:
     pipeline = make_pipeline(kind, models, rois, config)
     publish = _Publisher(len(rois), models.model_sha256)
     latencies: list[float] = []

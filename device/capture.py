@@ -36,24 +36,59 @@ class CaptureConfig:
 
     SECTION: ClassVar[str] = "camera"
 
-    source: Annotated[str, Length(1)] = field(default="0", metadata={"doc": "camera index (\"0\"), video file path, rtsp:// or http:// URL, or \"picamera2\" for a Raspberry Pi / Jetson CSI camera"})
-    kind: SourceKind = field(default="auto", metadata={"doc": "auto (decide from `source`), picamera2, opencv (index or URL) or file"})
-    width: Annotated[int, Range(16)] = field(default=1920, metadata={"doc": "frame width asked of a camera (files keep their own size)"})
+    source: Annotated[str, Length(1)] = field(
+        default="0",
+        metadata={
+            "doc": 'camera index ("0"), video file path, rtsp:// or http:// URL, or "picamera2" for a Raspberry Pi / Jetson CSI camera'
+        },
+    )
+    kind: SourceKind = field(
+        default="auto", metadata={"doc": "auto (decide from `source`), picamera2, opencv (index or URL) or file"}
+    )
+    width: Annotated[int, Range(16)] = field(
+        default=1920, metadata={"doc": "frame width asked of a camera (files keep their own size)"}
+    )
     height: Annotated[int, Range(16)] = field(default=1080, metadata={"doc": "frame height asked of a camera"})
-    fps: Annotated[float, Range(0)] = field(default=30.0, metadata={"doc": "frame rate asked of a camera (a video file always plays at its own rate)"})
-    loop: bool = field(default=False, metadata={"doc": "play a video file again from the start when it ends (demo, soak tests)"})
-    realtime: bool = field(default=True, metadata={"doc": "files only: play at the frame rate and drop frames the pipeline misses (true), or hand over every frame (false)"})
-    lores_width: int = field(default=640, metadata={"doc": "picamera2 only: width of the low-resolution stream next to the main one"})
+    fps: Annotated[float, Range(0)] = field(
+        default=30.0, metadata={"doc": "frame rate asked of a camera (a video file always plays at its own rate)"}
+    )
+    loop: bool = field(
+        default=False, metadata={"doc": "play a video file again from the start when it ends (demo, soak tests)"}
+    )
+    realtime: bool = field(
+        default=True,
+        metadata={
+            "doc": "files only: play at the frame rate and drop frames the pipeline misses (true), or hand over every frame (false)"
+        },
+    )
+    lores_width: int = field(
+        default=640, metadata={"doc": "picamera2 only: width of the low-resolution stream next to the main one"}
+    )
     lores_height: int = field(default=360, metadata={"doc": "picamera2 only: height of the low-resolution stream"})
-    exposure_us: int = field(default=10000, metadata={"doc": "picamera2 only: fixed exposure time in microseconds (0 = automatic)"})
-    colour_gains: tuple[float, float] = field(default=(0.0, 0.0), metadata={"doc": "picamera2 only: fixed red/blue white-balance gains ([0, 0] = automatic)"})
-    reconnect_initial_s: Annotated[float, Range(0, above=True, unit="seconds")] = field(default=0.5, metadata={"doc": "first wait before reopening a source that failed"})
-    reconnect_max_s: float = field(default=30.0, metadata={"doc": "longest wait between reopen attempts (the wait doubles each time)"})
-    reconnect_attempts: Annotated[int, Range(0, note="0 = never give up")] = field(default=0, metadata={"doc": "give up (state \"failed\") after this many failed reopen attempts in a row; 0 = never give up"})
+    exposure_us: int = field(
+        default=10000, metadata={"doc": "picamera2 only: fixed exposure time in microseconds (0 = automatic)"}
+    )
+    colour_gains: tuple[float, float] = field(
+        default=(0.0, 0.0), metadata={"doc": "picamera2 only: fixed red/blue white-balance gains ([0, 0] = automatic)"}
+    )
+    reconnect_initial_s: Annotated[float, Range(0, above=True, unit="seconds")] = field(
+        default=0.5, metadata={"doc": "first wait before reopening a source that failed"}
+    )
+    reconnect_max_s: float = field(
+        default=30.0, metadata={"doc": "longest wait between reopen attempts (the wait doubles each time)"}
+    )
+    reconnect_attempts: Annotated[int, Range(0, note="0 = never give up")] = field(
+        default=0,
+        metadata={"doc": 'give up (state "failed") after this many failed reopen attempts in a row; 0 = never give up'},
+    )
 
     def check(self) -> None:
         if self.reconnect_max_s < self.reconnect_initial_s:
-            raise fail("reconnect_max_s", self.reconnect_max_s, f"must be at least reconnect_initial_s ({self.reconnect_initial_s})")
+            raise fail(
+                "reconnect_max_s",
+                self.reconnect_max_s,
+                f"must be at least reconnect_initial_s ({self.reconnect_initial_s})",
+            )
         if self.kind == "file" and not Path(self.source).exists():
             raise fail("source", self.source, "no such video file")
 
@@ -101,8 +136,14 @@ class OpenCVSource:
         target: int | str = int(config.source) if config.source.isdigit() else config.source
         self.cap = cv2.VideoCapture(target)
         if not self.cap.isOpened():
-            what = f"camera index {target}" if isinstance(target, int) else f"{'stream' if self.live else 'video file'} {target}"
-            raise SourceError(f"cannot open {what}; check that it is connected/exists and that no other program uses it")
+            what = (
+                f"camera index {target}"
+                if isinstance(target, int)
+                else f"{'stream' if self.live else 'video file'} {target}"
+            )
+            raise SourceError(
+                f"cannot open {what}; check that it is connected/exists and that no other program uses it"
+            )
         if isinstance(target, int):
             self.cap.set(cv2.CAP_PROP_FRAME_WIDTH, config.width)
             self.cap.set(cv2.CAP_PROP_FRAME_HEIGHT, config.height)
@@ -130,8 +171,10 @@ class Picamera2Source:
         try:
             from picamera2 import Picamera2  # only on the camera board itself
         except ImportError:
-            raise SourceError("camera.source = \"picamera2\" but the picamera2 package is not installed "
-                              "(on Raspberry Pi OS: sudo apt install python3-picamera2)") from None
+            raise SourceError(
+                'camera.source = "picamera2" but the picamera2 package is not installed '
+                "(on Raspberry Pi OS: sudo apt install python3-picamera2)"
+            ) from None
         self.live = True
         self.fps = config.fps or 30.0
         self.cam = Picamera2()
@@ -229,8 +272,12 @@ class Capture:
 
     def _set_state(self, state: CameraState, message: str = "") -> None:
         if state != self.state or message != self.message:
-            log.log(logging.WARNING if state in ("reconnecting", "failed") else logging.INFO,
-                    "camera %s%s", state, f": {message}" if message else "")
+            log.log(
+                logging.WARNING if state in ("reconnecting", "failed") else logging.INFO,
+                "camera %s%s",
+                state,
+                f": {message}" if message else "",
+            )
         with self._cond:
             self.state = state
             self.message = message

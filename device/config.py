@@ -29,15 +29,21 @@ from mgs_core.tomlconfig import Check, Range, fail, load_config
 class ModelsConfig:
     SECTION: ClassVar[str] = "models"
 
-    dir: Path | None = field(default=None, metadata={
-        "doc": "folder with manifest.json and the ONNX files; empty = $MGS_MODELS_DIR, else the installed models/"})
+    dir: Path | None = field(
+        default=None,
+        metadata={
+            "doc": "folder with manifest.json and the ONNX files; empty = $MGS_MODELS_DIR, else the installed models/"
+        },
+    )
 
 
 @dataclass(frozen=True)
 class StatusConfig:
     SECTION: ClassVar[str] = "status"
 
-    interval_s: Annotated[float, Range(1, 3600, unit="seconds")] = field(default=10.0, metadata={"doc": "seconds between retained status messages"})
+    interval_s: Annotated[float, Range(1, 3600, unit="seconds")] = field(
+        default=10.0, metadata={"doc": "seconds between retained status messages"}
+    )
 
 
 @dataclass(frozen=True)
@@ -45,17 +51,28 @@ class HttpConfig:
     SECTION: ClassVar[str] = "http"
 
     enabled: bool = field(default=True, metadata={"doc": "serve the local health page and camera preview"})
-    host: str = field(default="0.0.0.0", metadata={"doc": "address to listen on (127.0.0.1 = only on the device itself)"})
-    port: Annotated[int, Range(0, 65535, note="0 = any free port")] = field(default=8080, metadata={"doc": "port of the local page (http://DEVICE:8080/)"})
-    preview_interval_s: Annotated[float, Range(0.1, 60, unit="seconds")] = field(default=1.0, metadata={"doc": "how often the preview page reloads the picture"})
+    host: str = field(
+        default="0.0.0.0", metadata={"doc": "address to listen on (127.0.0.1 = only on the device itself)"}
+    )
+    port: Annotated[int, Range(0, 65535, note="0 = any free port")] = field(
+        default=8080, metadata={"doc": "port of the local page (http://DEVICE:8080/)"}
+    )
+    preview_interval_s: Annotated[float, Range(0.1, 60, unit="seconds")] = field(
+        default=1.0, metadata={"doc": "how often the preview page reloads the picture"}
+    )
 
 
 @dataclass
 class DeviceConfig:
     """`device.toml`; see device.example.toml for a commented example."""
 
-    name: Annotated[str, Check(validate_name)] = field(metadata={"doc": "device name: a topic level and the server's key for this rack (letters, digits, _ - .)"})
-    target_fps: Annotated[float, Range(0, 120, above=True)] = field(default=10.0, metadata={"doc": "frames per second the device should score; status shows it next to the measured rate"})
+    name: Annotated[str, Check(validate_name)] = field(
+        metadata={"doc": "device name: a topic level and the server's key for this rack (letters, digits, _ - .)"}
+    )
+    target_fps: Annotated[float, Range(0, 120, above=True)] = field(
+        default=10.0,
+        metadata={"doc": "frames per second the device should score; status shows it next to the measured rate"},
+    )
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     camera: CaptureConfig = field(default_factory=CaptureConfig)
     rois: RoiConfig = field(default_factory=RoiConfig)
@@ -71,8 +88,11 @@ class DeviceConfig:
 
     def check(self) -> None:
         if not self.rois.boxes:
-            raise fail("rois.boxes", self.rois.boxes,
-                       "no boxes configured; run `mgs-device detect-boxes --config FILE` or type them in as [x, y, w, h]")
+            raise fail(
+                "rois.boxes",
+                self.rois.boxes,
+                "no boxes configured; run `mgs-device detect-boxes --config FILE` or type them in as [x, y, w, h]",
+            )
 
 
 def load_device_config(path: str | os.PathLike[str]) -> DeviceConfig:

@@ -45,14 +45,42 @@ class EyeConfig:
 
     SECTION: ClassVar[str] = "pipeline.eyes"
 
-    min_area_px: Annotated[int, Range(1)] = field(default=26, metadata={"doc": "smallest eye blob in full-resolution pixels (an eye is about 15-25 px across at 1080p); chosen on the synthetic validation set for precision and recall >= 0.95"})
+    min_area_px: Annotated[int, Range(1)] = field(
+        default=26,
+        metadata={
+            "doc": "smallest eye blob in full-resolution pixels (an eye is about 15-25 px across at 1080p); chosen on the synthetic validation set for precision and recall >= 0.95"
+        },
+    )
     max_area_px: int = field(default=2500, metadata={"doc": "largest eye blob in full-resolution pixels"})
-    max_aspect: Annotated[float, Range(1)] = field(default=20.0, metadata={"doc": "longest / shortest side of a blob's bounding box; a tight eye (score 9) is a 2-px slit, so keep this generous"})
-    context_px: Annotated[int, Range(0)] = field(default=12, metadata={"doc": "an eye needs animal or ear pixels within this many pixels of its blob"})
-    min_context_fraction: Annotated[float, Range(0, 1)] = field(default=0.65, metadata={"doc": "share of the non-eye pixels within context_px of a blob that must be animal or ears: a dark round hole in the box (lid vents) has none around it, an eye sits in fur"})
-    min_sharpness: Annotated[float, Range(0)] = field(default=15.0, metadata={"doc": "variance of the Laplacian of the eye patch below which the eye counts as blurred"})
-    max_eyes_per_box: Annotated[int, Range(1)] = field(default=2, metadata={"doc": "keep at most this many eyes per box (largest first): one mouse per box has two eyes"})
-    min_confidence: Annotated[float, Range(0, 1)] = field(default=0.6, metadata={"doc": "eyes whose confidence (0-1) is below this are reported as not scorable instead of scored; 0 scores every eye that passes the other checks; chosen on the synthetic validation set (docs/confidence.md)"})
+    max_aspect: Annotated[float, Range(1)] = field(
+        default=20.0,
+        metadata={
+            "doc": "longest / shortest side of a blob's bounding box; a tight eye (score 9) is a 2-px slit, so keep this generous"
+        },
+    )
+    context_px: Annotated[int, Range(0)] = field(
+        default=12, metadata={"doc": "an eye needs animal or ear pixels within this many pixels of its blob"}
+    )
+    min_context_fraction: Annotated[float, Range(0, 1)] = field(
+        default=0.65,
+        metadata={
+            "doc": "share of the non-eye pixels within context_px of a blob that must be animal or ears: a dark round hole in the box (lid vents) has none around it, an eye sits in fur"
+        },
+    )
+    min_sharpness: Annotated[float, Range(0)] = field(
+        default=15.0,
+        metadata={"doc": "variance of the Laplacian of the eye patch below which the eye counts as blurred"},
+    )
+    max_eyes_per_box: Annotated[int, Range(1)] = field(
+        default=2,
+        metadata={"doc": "keep at most this many eyes per box (largest first): one mouse per box has two eyes"},
+    )
+    min_confidence: Annotated[float, Range(0, 1)] = field(
+        default=0.6,
+        metadata={
+            "doc": "eyes whose confidence (0-1) is below this are reported as not scorable instead of scored; 0 scores every eye that passes the other checks; chosen on the synthetic validation set (docs/confidence.md)"
+        },
+    )
 
     def check(self) -> None:
         if self.max_area_px <= self.min_area_px:
@@ -72,8 +100,13 @@ class EyeBlob:
     ears_near: bool = True
 
 
-def find_eye_blobs(classes: np.ndarray, config: EyeConfig, origin: tuple[float, float] = (0.0, 0.0),
-                   scale: tuple[float, float] = (1.0, 1.0), valid: tuple[int, int, int, int] | None = None) -> list[EyeBlob]:
+def find_eye_blobs(
+    classes: np.ndarray,
+    config: EyeConfig,
+    origin: tuple[float, float] = (0.0, 0.0),
+    scale: tuple[float, float] = (1.0, 1.0),
+    valid: tuple[int, int, int, int] | None = None,
+) -> list[EyeBlob]:
     """Eye blobs of one class map, in full-frame pixels.
 
     `classes` is [H, W] uint8 (0 background, 1 animal, 2 ears, 3 eyes); map pixel (u, v) is frame
@@ -101,15 +134,24 @@ def find_eye_blobs(classes: np.ndarray, config: EyeConfig, origin: tuple[float, 
         cu, cv = centroids[i]
         touches = bx <= x0 or by <= y0 or bx + bw >= x1 or by + bh >= y1
         ears = _ears_near(classes, bx, by, bw, bh, EARS_REACH * margin)
-        blobs.append(EyeBlob(origin[0] + (cu + 0.5) * sx - 0.5, origin[1] + (cv + 0.5) * sy - 0.5, int(round(full_area)), touches,
-                             fill=area / (bw * bh), context=context, ears_near=ears))
+        blobs.append(
+            EyeBlob(
+                origin[0] + (cu + 0.5) * sx - 0.5,
+                origin[1] + (cv + 0.5) * sy - 0.5,
+                int(round(full_area)),
+                touches,
+                fill=area / (bw * bh),
+                context=context,
+                ears_near=ears,
+            )
+        )
     blobs.sort(key=lambda b: -b.area_px)
     return blobs[: config.max_eyes_per_box]
 
 
 def _window(classes: np.ndarray, bx: int, by: int, bw: int, bh: int, margin: float) -> np.ndarray:
     m = int(np.ceil(margin))
-    return classes[max(0, by - m): by + bh + m, max(0, bx - m): bx + bw + m]
+    return classes[max(0, by - m) : by + bh + m, max(0, bx - m) : bx + bw + m]
 
 
 def _context_fraction(classes: np.ndarray, bx: int, by: int, bw: int, bh: int, margin: float) -> float | None:
@@ -129,7 +171,9 @@ def animal_found(classes: np.ndarray, min_pixels: int = 1) -> bool:
     return int(np.count_nonzero(classes == ANIMAL)) >= min_pixels
 
 
-def crop_patches(frame: np.ndarray, centres: Sequence[tuple[float, float]], size: int = PATCH_SIZE) -> tuple[np.ndarray, np.ndarray]:
+def crop_patches(
+    frame: np.ndarray, centres: Sequence[tuple[float, float]], size: int = PATCH_SIZE
+) -> tuple[np.ndarray, np.ndarray]:
     """size x size patches centred on each (x, y) of the full frame, edge-padded where they leave it.
 
     Returns (patches [N, size, size, 3] uint8, clipped [N] bool: the patch needed padding).
@@ -210,16 +254,40 @@ def orientation_spread(patch: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum() / np.log(ORIENTATION_BINS))
 
 
-CUE_NAMES = ("log_area", "log_area_sq", "fill", "context", "ears_near", "log_sharpness", "log_sharpness_sq", "contrast",
-             "orientation_spread", "flip_gap", "pair_gap")
+CUE_NAMES = (
+    "log_area",
+    "log_area_sq",
+    "fill",
+    "context",
+    "ears_near",
+    "log_sharpness",
+    "log_sharpness_sq",
+    "contrast",
+    "orientation_spread",
+    "flip_gap",
+    "pair_gap",
+)
 
 
 def cue_vector(cues: EyeCues) -> np.ndarray:
     """The cues as the model's features (in CUE_NAMES order); squares let size and sharpness be too large as well as too small."""
     la = float(np.log(max(cues.area_px, 1)))
     ls = float(np.log1p(max(cues.sharpness, 0.0)))
-    return np.array([la, la * la, cues.fill, cues.context, float(cues.ears_near), ls, ls * ls, cues.contrast,
-                     cues.orientation_spread, cues.flip_gap, cues.pair_gap])
+    return np.array(
+        [
+            la,
+            la * la,
+            cues.fill,
+            cues.context,
+            float(cues.ears_near),
+            ls,
+            ls * ls,
+            cues.contrast,
+            cues.orientation_spread,
+            cues.flip_gap,
+            cues.pair_gap,
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -242,18 +310,29 @@ class ConfidenceModel:
     def __call__(self, cues: EyeCues) -> float:
         z = self.bias + float(np.dot(self.weights, cue_vector(cues)))
         likely = 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
-        eye_like = np.clip((cues.orientation_spread - self.spread_zero) / (self.spread_full - self.spread_zero), 0.0, 1.0)
+        eye_like = np.clip(
+            (cues.orientation_spread - self.spread_zero) / (self.spread_full - self.spread_zero), 0.0, 1.0
+        )
         return float(likely * eye_like)
 
 
 # Fitted by scripts/fit_confidence.py on the validation set (docs/confidence.md).
 SHIPPED_CONFIDENCE = ConfidenceModel(
     weights=(0.71476, 0.01585, -3.39151, 10.39805, 2.5543, 0.68499, -0.03551, -1.57657, 21.13645, -16.36704, -4.48552),
-    bias=-32.61413, spread_full=0.894, spread_zero=0.744)
+    bias=-32.61413,
+    spread_full=0.894,
+    spread_zero=0.744,
+)
 
 
-def score_blobs(frame: np.ndarray, blobs: Sequence[EyeBlob], regressor: ModelRunner, config: EyeConfig,
-                groups: Sequence[int] | None = None, model: ConfidenceModel = SHIPPED_CONFIDENCE) -> list[EyeScore]:
+def score_blobs(
+    frame: np.ndarray,
+    blobs: Sequence[EyeBlob],
+    regressor: ModelRunner,
+    config: EyeConfig,
+    groups: Sequence[int] | None = None,
+    model: ConfidenceModel = SHIPPED_CONFIDENCE,
+) -> list[EyeScore]:
     """Crop, quality-check, score and judge every blob in ONE regressor call (batching is the cheap part).
 
     The call also scores each patch's mirror image (a left eye mirrored is a right eye): the
@@ -264,23 +343,41 @@ def score_blobs(frame: np.ndarray, blobs: Sequence[EyeBlob], regressor: ModelRun
         return []
     patches, clipped = crop_patches(frame, [(b.x, b.y) for b in blobs])
     batch = patches_to_batch(patches)
-    both = np.asarray(regressor(np.concatenate([batch, batch[:, :, :, ::-1]])), dtype=np.float32).reshape(2 * len(blobs), -1)[:, 0]
+    both = np.asarray(regressor(np.concatenate([batch, batch[:, :, :, ::-1]])), dtype=np.float32).reshape(
+        2 * len(blobs), -1
+    )[:, 0]
     both = np.clip(np.nan_to_num(both, nan=SCORE_MIN), SCORE_MIN, SCORE_MAX)
-    scores, mirrored = both[: len(blobs)], both[len(blobs):]
+    scores, mirrored = both[: len(blobs)], both[len(blobs) :]
     groups = list(groups) if groups is not None else [0] * len(blobs)
     out = []
     for i, (blob, patch, clip, score) in enumerate(zip(blobs, patches, clipped, scores)):
         sharp = sharpness(patch)
         others = [float(s) for j, s in enumerate(scores) if j != i and groups[j] == groups[i]]
-        cues = EyeCues(area_px=blob.area_px, fill=round(blob.fill, 4), context=round(blob.context, 4), ears_near=blob.ears_near,
-                       sharpness=round(sharp, 2), contrast=round(eye_contrast(patch, blob.area_px), 4),
-                       orientation_spread=round(orientation_spread(patch), 4),
-                       flip_gap=round(abs(float(score) - float(mirrored[i])) / SCORE_MAX, 4),
-                       pair_gap=round(min(abs(float(score) - o) for o in others) / SCORE_MAX, 4) if others else 0.0)
+        cues = EyeCues(
+            area_px=blob.area_px,
+            fill=round(blob.fill, 4),
+            context=round(blob.context, 4),
+            ears_near=blob.ears_near,
+            sharpness=round(sharp, 2),
+            contrast=round(eye_contrast(patch, blob.area_px), 4),
+            orientation_spread=round(orientation_spread(patch), 4),
+            flip_gap=round(abs(float(score) - float(mirrored[i])) / SCORE_MAX, 4),
+            pair_gap=round(min(abs(float(score) - o) for o in others) / SCORE_MAX, 4) if others else 0.0,
+        )
         confidence = model(cues)
         quality = not blob.touches_border and not clip and sharp >= config.min_sharpness
         abstained = quality and confidence < config.min_confidence
-        out.append(EyeScore(x=float(blob.x), y=float(blob.y), score=float(score), quality_ok=quality and not abstained,
-                            area_px=blob.area_px, sharpness=cues.sharpness, confidence=round(confidence, 4),
-                            abstained=abstained, cues=cues))
+        out.append(
+            EyeScore(
+                x=float(blob.x),
+                y=float(blob.y),
+                score=float(score),
+                quality_ok=quality and not abstained,
+                area_px=blob.area_px,
+                sharpness=cues.sharpness,
+                confidence=round(confidence, 4),
+                abstained=abstained,
+                cues=cues,
+            )
+        )
     return out

@@ -36,7 +36,11 @@ log = logging.getLogger(__name__)
 #: that connection inside ZeroMQ before anything is allocated for it.
 MAX_MESSAGE_BYTES = 128 << 20
 
-PROVIDER_NAMES = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+PROVIDER_NAMES = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
 
 
 def _check_providers(providers: list[str]) -> None:
@@ -48,20 +52,50 @@ def _check_providers(providers: list[str]) -> None:
 class GpuHostConfig:
     """`gpu-host.toml`: what the host serves and how it batches."""
 
-    transport: Literal["zmq", "triton"] = field(default="zmq", metadata={"doc": "zmq (devices use tcp://HOST:5555) or triton (PyTriton; devices use http://HOST:http_port)"})
-    bind: str = field(default="tcp://0.0.0.0:5555", metadata={"doc": "ZeroMQ endpoint the devices connect to (transport zmq)"})
-    http_port: Annotated[int, Range(1, 65533)] = field(default=8000, metadata={"doc": "KServe v2 HTTP port (transport triton); gRPC and metrics use the next two ports"})
-    models_dir: Path | None = field(default=None, metadata={"doc": "folder with manifest.json and the ONNX files; empty = $MGS_MODELS_DIR, else the installed models/"})
-    precision: Literal["int8", "fp32", "both"] = field(default="both", metadata={"doc": "which shipped precisions to serve; a device asks for the file it runs itself"})
-    providers: Annotated[list[str], Check(_check_providers)] = field(default_factory=lambda: ["cuda", "cpu"], metadata={"doc": "execution providers, best first: tensorrt, cuda, cpu (those this onnxruntime lacks are skipped)"})
-    threads: Annotated[int, Range(0, 256, note="0 = all cores")] = field(default=0, metadata={"doc": "onnxruntime intra-op threads per network; 0 = all cores"})
-    max_batch: Annotated[int, Range(1, 4096)] = field(default=64, metadata={"doc": "most rows (ROIs, crops or eye patches) in one network call"})
-    max_wait_ms: Annotated[float, Range(0, 1000, unit="ms")] = field(default=2.0, metadata={"doc": "longest a request waits for others to share its batch"})
+    transport: Literal["zmq", "triton"] = field(
+        default="zmq",
+        metadata={"doc": "zmq (devices use tcp://HOST:5555) or triton (PyTriton; devices use http://HOST:http_port)"},
+    )
+    bind: str = field(
+        default="tcp://0.0.0.0:5555", metadata={"doc": "ZeroMQ endpoint the devices connect to (transport zmq)"}
+    )
+    http_port: Annotated[int, Range(1, 65533)] = field(
+        default=8000,
+        metadata={"doc": "KServe v2 HTTP port (transport triton); gRPC and metrics use the next two ports"},
+    )
+    models_dir: Path | None = field(
+        default=None,
+        metadata={
+            "doc": "folder with manifest.json and the ONNX files; empty = $MGS_MODELS_DIR, else the installed models/"
+        },
+    )
+    precision: Literal["int8", "fp32", "both"] = field(
+        default="both", metadata={"doc": "which shipped precisions to serve; a device asks for the file it runs itself"}
+    )
+    providers: Annotated[list[str], Check(_check_providers)] = field(
+        default_factory=lambda: ["cuda", "cpu"],
+        metadata={
+            "doc": "execution providers, best first: tensorrt, cuda, cpu (those this onnxruntime lacks are skipped)"
+        },
+    )
+    threads: Annotated[int, Range(0, 256, note="0 = all cores")] = field(
+        default=0, metadata={"doc": "onnxruntime intra-op threads per network; 0 = all cores"}
+    )
+    max_batch: Annotated[int, Range(1, 4096)] = field(
+        default=64, metadata={"doc": "most rows (ROIs, crops or eye patches) in one network call"}
+    )
+    max_wait_ms: Annotated[float, Range(0, 1000, unit="ms")] = field(
+        default=2.0, metadata={"doc": "longest a request waits for others to share its batch"}
+    )
 
     def check(self) -> None:
         if self.transport == "triton" and self.precision == "both":
-            raise fail("precision", self.precision, "transport triton serves one precision (Triton names the models seg_coarse, "
-                       "seg_fine, eye): choose int8 or fp32, the one the devices run")
+            raise fail(
+                "precision",
+                self.precision,
+                "transport triton serves one precision (Triton names the models seg_coarse, "
+                "seg_fine, eye): choose int8 or fp32, the one the devices run",
+            )
 
 
 @dataclass
@@ -95,11 +129,16 @@ def resolve_providers(names: list[str]) -> tuple[str, ...]:
     chosen = tuple(p for p in wanted if p in available)
     missing = [p for p in wanted if p not in available]
     if not chosen:
-        raise MgsError(f"none of the providers {', '.join(wanted)} is in this onnxruntime ({', '.join(sorted(available))}); "
-                       "install onnxruntime-gpu on the GPU host or add cpu to providers")
+        raise MgsError(
+            f"none of the providers {', '.join(wanted)} is in this onnxruntime ({', '.join(sorted(available))}); "
+            "install onnxruntime-gpu on the GPU host or add cpu to providers"
+        )
     if missing:
-        log.warning("%s not available in this onnxruntime (install onnxruntime-gpu with a matching CUDA for the GPU); serving with %s",
-                    ", ".join(missing), ", ".join(chosen))
+        log.warning(
+            "%s not available in this onnxruntime (install onnxruntime-gpu with a matching CUDA for the GPU); serving with %s",
+            ", ".join(missing),
+            ", ".join(chosen),
+        )
     return chosen
 
 
@@ -148,8 +187,14 @@ class HostStats:
 class GpuHost:
     """Binds at construction (so a busy port fails at start-up), serves in `serve()` or a thread."""
 
-    def __init__(self, models: dict[str, ServedModel], bind: str, max_batch: int = 64, max_wait_ms: float = 2.0,
-                 context: Any = None) -> None:
+    def __init__(
+        self,
+        models: dict[str, ServedModel],
+        bind: str,
+        max_batch: int = 64,
+        max_wait_ms: float = 2.0,
+        context: Any = None,
+    ) -> None:
         import zmq
 
         self._zmq = zmq
@@ -171,7 +216,9 @@ class GpuHost:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         providers = sorted({p for m in models.values() for p in m.runner.session.get_providers()})
-        self.providers = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider") if p in providers]
+        self.providers = [
+            p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider") if p in providers
+        ]
 
     # --- running --------------------------------------------------------------------------------
 
@@ -198,9 +245,13 @@ class GpuHost:
 
     def describe(self) -> dict[str, Any]:
         s = self.stats
-        return {"models": {sha: f"{m.name} {m.precision}" for sha, m in self.models.items()}, "providers": self.providers,
-                "max_batch": self.max_batch, "max_wait_ms": self.max_wait_s * 1000.0,
-                "stats": {"requests": s.requests, "rejected": s.rejected, "batches": s.batches, "rows": s.rows}}
+        return {
+            "models": {sha: f"{m.name} {m.precision}" for sha, m in self.models.items()},
+            "providers": self.providers,
+            "max_batch": self.max_batch,
+            "max_wait_ms": self.max_wait_s * 1000.0,
+            "stats": {"requests": s.requests, "rejected": s.rejected, "batches": s.batches, "rows": s.rows},
+        }
 
     # --- steps (public so a test can drive batching deterministically) --------------------------
 
@@ -225,7 +276,11 @@ class GpuHost:
         """Run every group that is full or has waited long enough (all of them with `force`)."""
         for key in list(self._pending):
             group = self._pending[key]
-            if force or sum(len(r.batch) for r in group) >= self.max_batch or now - self._first_at[key] >= self.max_wait_s:
+            if (
+                force
+                or sum(len(r.batch) for r in group) >= self.max_batch
+                or now - self._first_at[key] >= self.max_wait_s
+            ):
                 self._run_group(key)
 
     # --- inside ---------------------------------------------------------------------------------
@@ -272,8 +327,10 @@ class GpuHost:
         model = self.models.get(sha) if isinstance(sha, str) else None
         if model is None or model.name != name:
             have = ", ".join(f"{m.precision} {m.sha256[:12]}" for m in self.models.values() if m.name == name) or "none"
-            raise ValueError(f"model {name} with sha256 {str(sha)[:12]} is not served here (this host has {name}: {have}); "
-                             "install the same models/ release on the device and the GPU host")
+            raise ValueError(
+                f"model {name} with sha256 {str(sha)[:12]} is not served here (this host has {name}: {have}); "
+                "install the same models/ release on the device and the GPU host"
+            )
         return model
 
     def _run_group(self, key: tuple) -> None:
@@ -297,7 +354,9 @@ class GpuHost:
         except Exception as exc:  # onnxruntime's errors are untyped; every waiting device must hear about it
             log.error("%s failed on a batch of %d rows: %s", model.name, rows, exc)
             for r in requests:
-                self._send(r.identity, {"id": r.request_id, "ok": False, "error": f"{model.name} failed on the host: {exc}"})
+                self._send(
+                    r.identity, {"id": r.request_id, "ok": False, "error": f"{model.name} failed on the host: {exc}"}
+                )
             return
         self.stats.batches += 1
         self.stats.rows += rows
@@ -306,23 +365,34 @@ class GpuHost:
         start = 0
         for r in requests:
             n = len(r.batch)
-            self._send(r.identity, {"id": r.request_id, "ok": True}, out[start:start + n])
+            self._send(r.identity, {"id": r.request_id, "ok": True}, out[start : start + n])
             start += n
 
     def _send(self, identity: bytes, header: dict[str, Any], array: np.ndarray | None = None) -> None:
         try:
             self._socket.send_multipart([identity, *encode(header, array)], flags=self._zmq.NOBLOCK)
-        except self._zmq.ZMQError as exc:  # the device went away or its queue is full: its call times out and runs locally
+        except (
+            self._zmq.ZMQError
+        ) as exc:  # the device went away or its queue is full: its call times out and runs locally
             log.info("cannot answer %s: %s", identity.hex(), exc)
 
 
-_ORT_TYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int64)": np.int64, "tensor(float16)": np.float16}
+_ORT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(uint8)": np.uint8,
+    "tensor(int64)": np.int64,
+    "tensor(float16)": np.float16,
+}
 
 
 def _triton_tensor(node: Any) -> Any:
     from pytriton.model_config import Tensor
 
-    return Tensor(name=node.name, dtype=_ORT_TYPES[node.type], shape=tuple(d if isinstance(d, int) else -1 for d in node.shape[1:]))
+    return Tensor(
+        name=node.name,
+        dtype=_ORT_TYPES[node.type],
+        shape=tuple(d if isinstance(d, int) else -1 for d in node.shape[1:]),
+    )
 
 
 def serve_triton(models: dict[str, ServedModel], config: GpuHostConfig, stop: threading.Event) -> None:
@@ -336,8 +406,10 @@ def serve_triton(models: dict[str, ServedModel], config: GpuHostConfig, stop: th
         from pytriton.model_config import DynamicBatcher, ModelConfig
         from pytriton.triton import Triton, TritonConfig
     except ImportError:
-        raise MgsError("transport triton needs PyTriton on the GPU host: pip install nvidia-pytriton (it needs numpy<2, "
-                       "so use a separate environment; see docs/offload.md), or use transport zmq") from None
+        raise MgsError(
+            "transport triton needs PyTriton on the GPU host: pip install nvidia-pytriton (it needs numpy<2, "
+            "so use a separate environment; see docs/offload.md), or use transport zmq"
+        ) from None
 
     def infer_function(model: ServedModel):
         session = model.runner.session
@@ -349,16 +421,24 @@ def serve_triton(models: dict[str, ServedModel], config: GpuHostConfig, stop: th
 
         return infer
 
-    triton_config = TritonConfig(http_port=config.http_port, grpc_port=config.http_port + 1, metrics_port=config.http_port + 2)
+    triton_config = TritonConfig(
+        http_port=config.http_port, grpc_port=config.http_port + 1, metrics_port=config.http_port + 2
+    )
     triton = Triton(config=triton_config)  # not entered yet: bound models load at run(), with the sha256 in place
     try:
         for model in models.values():
             session = model.runner.session
-            triton.bind(model_name=model.name, infer_func=infer_function(model), inputs=[_triton_tensor(session.get_inputs()[0])],
-                        outputs=[_triton_tensor(session.get_outputs()[0])],
-                        config=ModelConfig(max_batch_size=config.max_batch,
-                                           batcher=DynamicBatcher(max_queue_delay_microseconds=int(config.max_wait_ms * 1000))),
-                        strict=True)
+            triton.bind(
+                model_name=model.name,
+                infer_func=infer_function(model),
+                inputs=[_triton_tensor(session.get_inputs()[0])],
+                outputs=[_triton_tensor(session.get_outputs()[0])],
+                config=ModelConfig(
+                    max_batch_size=config.max_batch,
+                    batcher=DynamicBatcher(max_queue_delay_microseconds=int(config.max_wait_ms * 1000)),
+                ),
+                strict=True,
+            )
             _publish_sha256(triton, model)
         triton.run()
         stop.wait()
@@ -380,4 +460,6 @@ def _publish_sha256(triton: Any, model: ServedModel) -> None:
         if manager._model_store_path is not None:
             bound.generate_model(manager._model_store_path)
     except (AttributeError, StopIteration, TypeError) as exc:
-        log.error("this PyTriton does not let the host publish the sha256 of %s (%s); devices will refuse it", model.name, exc)
+        log.error(
+            "this PyTriton does not let the host publish the sha256 of %s (%s); devices will refuse it", model.name, exc
+        )

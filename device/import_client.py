@@ -30,19 +30,33 @@ class ImportClient:
     def send(self, result: dict[str, Any]) -> dict[str, Any]:
         """Import one result.json; returns the server's answer (stored and duplicate counts)."""
         body = json.dumps({k: v for k, v in result.items() if k not in ("path", "folder")}).encode()
-        request = urllib.request.Request(self.url, data=body, method="POST", headers={
-            "Content-Type": "application/json", "Authorization": f"Bearer {self.token}"})
+        request = urllib.request.Request(
+            self.url,
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.token}"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
                 answer = json.loads(response.read())
         except urllib.error.HTTPError as exc:
-            raise MgsError(f"{result['video']}: the server refused the import ({exc.code}: {_error(exc)}); "
-                           "the local results are kept, fix that and run again") from None
+            raise MgsError(
+                f"{result['video']}: the server refused the import ({exc.code}: {_error(exc)}); "
+                "the local results are kept, fix that and run again"
+            ) from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise MgsError(f"{result['video']}: cannot reach {self.url} ({exc}); the local results are kept, "
-                           "run again when the server answers (nothing is stored twice)") from None
-        log.info("%s: imported into %s as %s: %d window(s) stored, %d already there", result["video"], self.url,
-                 answer.get("device"), answer.get("stored", 0), answer.get("duplicates", 0))
+            raise MgsError(
+                f"{result['video']}: cannot reach {self.url} ({exc}); the local results are kept, "
+                "run again when the server answers (nothing is stored twice)"
+            ) from None
+        log.info(
+            "%s: imported into %s as %s: %d window(s) stored, %d already there",
+            result["video"],
+            self.url,
+            answer.get("device"),
+            answer.get("stored", 0),
+            answer.get("duplicates", 0),
+        )
         result["import"] = answer
         return answer
 

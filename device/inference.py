@@ -45,16 +45,29 @@ class BackendConfig:
 
     SECTION: ClassVar[str] = "backend"
 
-    type: BackendType = field(default="cpu", metadata={"doc": "cpu (onnxruntime), cuda or tensorrt (Jetson with the GPU build of onnxruntime)"})
-    precision: Precision = field(default="int8", metadata={"doc": "int8 (quantized, the default on CPUs with VNNI) or fp32"})
-    threads: Annotated[int, Range(1, 64)] = field(default=2, metadata={"doc": "onnxruntime intra-op threads per network; the number of CPU cores is right on an edge box"})
+    type: BackendType = field(
+        default="cpu",
+        metadata={"doc": "cpu (onnxruntime), cuda or tensorrt (Jetson with the GPU build of onnxruntime)"},
+    )
+    precision: Precision = field(
+        default="int8", metadata={"doc": "int8 (quantized, the default on CPUs with VNNI) or fp32"}
+    )
+    threads: Annotated[int, Range(1, 64)] = field(
+        default=2,
+        metadata={"doc": "onnxruntime intra-op threads per network; the number of CPU cores is right on an edge box"},
+    )
 
 
 class OnnxRunner:
     """One onnxruntime session with a single input and a single output."""
 
-    def __init__(self, path: Path, providers: tuple[str, ...] = ("CPUExecutionProvider",), threads: int = 2,
-                 data: bytes | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        providers: tuple[str, ...] = ("CPUExecutionProvider",),
+        threads: int = 2,
+        data: bytes | None = None,
+    ) -> None:
         """`data`, when given, are the file's already verified bytes: what was checked is what runs."""
         import onnxruntime as ort
 
@@ -65,7 +78,9 @@ class OnnxRunner:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(data if data is not None else str(path), sess_options=opts, providers=list(providers))
+            self.session = ort.InferenceSession(
+                data if data is not None else str(path), sess_options=opts, providers=list(providers)
+            )
         except Exception as exc:  # onnxruntime raises its own untyped errors for unreadable graphs
             raise MgsError(f"cannot load model {path}: {exc}; reinstall the models folder from a release") from None
         self.path = Path(path)
@@ -84,8 +99,9 @@ class OnnxRunner:
         return self.session.run([self.output_name], {self.input_name: batch})[0]
 
 
-def onnx_runner(path: Path, providers: tuple[str, ...] = ("CPUExecutionProvider",), threads: int = 2,
-                data: bytes | None = None) -> OnnxRunner:
+def onnx_runner(
+    path: Path, providers: tuple[str, ...] = ("CPUExecutionProvider",), threads: int = 2, data: bytes | None = None
+) -> OnnxRunner:
     return OnnxRunner(path, providers, threads, data)
 
 
@@ -99,7 +115,7 @@ def providers_for(backend: BackendType) -> tuple[str, ...]:
         raise MgsError(
             f"backend type {backend!r} needs onnxruntime's {wanted[0]}, but this onnxruntime offers only "
             f"{', '.join(sorted(available))}; install the GPU build of onnxruntime for this board "
-            "(e.g. onnxruntime-gpu from the Jetson Zoo) or set [backend] type = \"cpu\""
+            '(e.g. onnxruntime-gpu from the Jetson Zoo) or set [backend] type = "cpu"'
         )
     return tuple(p for p in wanted if p in available)
 
@@ -125,7 +141,9 @@ def model_set_sha256(file_shas: dict[str, str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def load_models(models_dir: Path | None = None, precision: Precision | None = None, backend: BackendConfig | None = None) -> Models:
+def load_models(
+    models_dir: Path | None = None, precision: Precision | None = None, backend: BackendConfig | None = None
+) -> Models:
     """Verify the shipped files against models/manifest.json and open them on the chosen backend.
 
     `precision` overrides the backend config's; `models_dir` None means $MGS_MODELS_DIR or models/.
@@ -141,20 +159,33 @@ def load_models(models_dir: Path | None = None, precision: Precision | None = No
     for name in MODEL_NAMES:
         entry = manifest.entry(name, precision)
         if not entry.accepted:
-            log.warning("model %s (%s) is %s: run `mgs-export verify` before relying on its scores", entry.file, precision, entry.status)
+            log.warning(
+                "model %s (%s) is %s: run `mgs-export verify` before relying on its scores",
+                entry.file,
+                precision,
+                entry.status,
+            )
         data[name] = read_verified_model(entry)
         paths[name] = entry.path
     return open_models(paths, providers, backend.threads, data)
 
 
-def open_models(paths: dict[str, Path], providers: tuple[str, ...] = ("CPUExecutionProvider",), threads: int = 2,
-                data: dict[str, bytes] | None = None) -> Models:
+def open_models(
+    paths: dict[str, Path],
+    providers: tuple[str, ...] = ("CPUExecutionProvider",),
+    threads: int = 2,
+    data: dict[str, bytes] | None = None,
+) -> Models:
     """Open three ONNX files; `data` are their bytes already checked against the manifest, if any."""
     data = data or {name: Path(paths[name]).read_bytes() for name in MODEL_NAMES}
     runners = {name: onnx_runner(paths[name], providers, threads, data[name]) for name in MODEL_NAMES}
     model_sha256 = model_set_sha256({name: hashlib.sha256(data[name]).hexdigest() for name in MODEL_NAMES})
     coarse_size = runners["seg_coarse"].input_hw
     if coarse_size is None:
-        raise MgsError(f"{paths['seg_coarse']}: seg_coarse must have a fixed input size; re-export it with `mgs-export`")
-    log.info("models: %s on %s, %d threads", ", ".join(f"{n}={p.name}" for n, p in paths.items()), providers[0], threads)
+        raise MgsError(
+            f"{paths['seg_coarse']}: seg_coarse must have a fixed input size; re-export it with `mgs-export`"
+        )
+    log.info(
+        "models: %s on %s, %d threads", ", ".join(f"{n}={p.name}" for n, p in paths.items()), providers[0], threads
+    )
     return Models(runners["seg_coarse"], runners["seg_fine"], runners["eye"], model_sha256, coarse_size, dict(paths))

@@ -33,8 +33,14 @@ PREVIEW_WIDTH = 960
 GREEN, ORANGE, RED, GREY, WHITE = (60, 200, 60), (0, 160, 255), (40, 40, 230), (150, 150, 150), (255, 255, 255)
 
 
-def draw_preview(image: np.ndarray | None, rois: Sequence[Roi], result: FrameResult | None,
-                 windows: Mapping[int, BoxWindow], alerts: Sequence[int] = (), note: str = "") -> np.ndarray:
+def draw_preview(
+    image: np.ndarray | None,
+    rois: Sequence[Roi],
+    result: FrameResult | None,
+    windows: Mapping[int, BoxWindow],
+    alerts: Sequence[int] = (),
+    note: str = "",
+) -> np.ndarray:
     """The picture the paper's GUI showed: each box, the eyes found in it and its current score.
 
     Boxes are green, red while an alert is raised, grey without a face; eyes are green when used
@@ -42,7 +48,9 @@ def draw_preview(image: np.ndarray | None, rois: Sequence[Roi], result: FrameRes
     """
     if image is None:
         blank = np.full((PREVIEW_WIDTH * 9 // 16, PREVIEW_WIDTH, 3), 40, np.uint8)
-        cv2.putText(blank, note or "waiting for the camera", (30, 60), cv2.FONT_HERSHEY_SIMPLEX, 1.0, WHITE, 2, cv2.LINE_AA)
+        cv2.putText(
+            blank, note or "waiting for the camera", (30, 60), cv2.FONT_HERSHEY_SIMPLEX, 1.0, WHITE, 2, cv2.LINE_AA
+        )
         return blank
     scale = min(1.0, PREVIEW_WIDTH / image.shape[1])
     canvas = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image.copy()
@@ -62,8 +70,16 @@ def draw_preview(image: np.ndarray | None, rois: Sequence[Roi], result: FrameRes
                 centre = (round(eye.x * scale), round(eye.y * scale))
                 radius = max(5, round(math.sqrt(max(eye.area_px, 1)) * scale))
                 cv2.circle(canvas, centre, radius, GREEN if eye.quality_ok else ORANGE, 2)
-                cv2.putText(canvas, "?" if eye.abstained else f"{eye.score:.1f}", (centre[0] + radius + 2, centre[1] + 5),
-                            cv2.FONT_HERSHEY_SIMPLEX, 0.5, GREEN if eye.quality_ok else ORANGE, 1, cv2.LINE_AA)
+                cv2.putText(
+                    canvas,
+                    "?" if eye.abstained else f"{eye.score:.1f}",
+                    (centre[0] + radius + 2, centre[1] + 5),
+                    cv2.FONT_HERSHEY_SIMPLEX,
+                    0.5,
+                    GREEN if eye.quality_ok else ORANGE,
+                    1,
+                    cv2.LINE_AA,
+                )
     if note:
         cv2.putText(canvas, note, (10, canvas.shape[0] - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.6, WHITE, 1, cv2.LINE_AA)
     return canvas
@@ -146,8 +162,10 @@ class LocalView:
         try:
             self.server = ThreadingHTTPServer((config.host, config.port), self._handler())
         except OSError as exc:
-            raise MgsError(f"cannot serve the local page on {config.host}:{config.port} ({exc.strerror}); set [http] port "
-                           "to a free port, or [http] enabled = false") from None
+            raise MgsError(
+                f"cannot serve the local page on {config.host}:{config.port} ({exc.strerror}); set [http] port "
+                "to a free port, or [http] enabled = false"
+            ) from None
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self._thread: threading.Thread | None = None
@@ -168,8 +186,7 @@ class LocalView:
         return data.tobytes() if ok else b""
 
     def page(self) -> bytes:
-        return PAGE.format(name=self.name,
-                           interval_ms=round(self.config.preview_interval_s * 1000)).encode()
+        return PAGE.format(name=self.name, interval_ms=round(self.config.preview_interval_s * 1000)).encode()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         view = self

@@ -58,14 +58,34 @@ class OffloadConfig:
 
     SECTION: ClassVar[str] = "offload"
 
-    host: Annotated[str, Check(_check_host)] = field(default="", metadata={"doc": "GPU host: http://gpu-host.lab:8000 (Triton / KServe v2) or tcp://gpu-host.lab:5555 (ZeroMQ); empty = always score locally"})
-    timeout_s: Annotated[float, Range(0.01, 30, unit="seconds")] = field(default=0.5, metadata={"doc": "longest wait for one answer of the host; after it the call runs locally and the device goes back to local scoring"})
-    switch_after_s: Annotated[float, Range(0, 3600, unit="seconds")] = field(default=10.0, metadata={"doc": "offload when the scoring rate stayed below trigger_fraction x target_fps for this many seconds"})
-    trigger_fraction: Annotated[float, Range(0, 1, above=True)] = field(default=0.9, metadata={"doc": "fraction of target_fps below which the device counts as too slow"})
-    retry_after_s: Annotated[float, Range(0, 86400, unit="seconds")] = field(default=60.0, metadata={"doc": "after the host failed, wait this long before trying it again"})
+    host: Annotated[str, Check(_check_host)] = field(
+        default="",
+        metadata={
+            "doc": "GPU host: http://gpu-host.lab:8000 (Triton / KServe v2) or tcp://gpu-host.lab:5555 (ZeroMQ); empty = always score locally"
+        },
+    )
+    timeout_s: Annotated[float, Range(0.01, 30, unit="seconds")] = field(
+        default=0.5,
+        metadata={
+            "doc": "longest wait for one answer of the host; after it the call runs locally and the device goes back to local scoring"
+        },
+    )
+    switch_after_s: Annotated[float, Range(0, 3600, unit="seconds")] = field(
+        default=10.0,
+        metadata={
+            "doc": "offload when the scoring rate stayed below trigger_fraction x target_fps for this many seconds"
+        },
+    )
+    trigger_fraction: Annotated[float, Range(0, 1, above=True)] = field(
+        default=0.9, metadata={"doc": "fraction of target_fps below which the device counts as too slow"}
+    )
+    retry_after_s: Annotated[float, Range(0, 86400, unit="seconds")] = field(
+        default=60.0, metadata={"doc": "after the host failed, wait this long before trying it again"}
+    )
 
 
 # --- wire format ----------------------------------------------------------------------------------
+
 
 def encode(header: dict[str, Any], array: np.ndarray | None = None) -> list[bytes]:
     """One message: JSON header (+ dtype/shape of the array) and the array's raw bytes."""
@@ -86,7 +106,9 @@ def decode_header(frame: bytes) -> dict[str, Any]:
     if not isinstance(header, dict):
         raise ValueError("the header must be a JSON object")
     if header.get("v") != PROTOCOL_VERSION:
-        raise ValueError(f"protocol version {header.get('v')!r} is not {PROTOCOL_VERSION}; update mgs-rack on the device and the host to the same release")
+        raise ValueError(
+            f"protocol version {header.get('v')!r} is not {PROTOCOL_VERSION}; update mgs-rack on the device and the host to the same release"
+        )
     return header
 
 
@@ -95,7 +117,11 @@ def decode_array(header: dict[str, Any], data: bytes, max_elements: int = 1 << 2
     dtype, shape = header.get("dtype"), header.get("shape")
     if dtype not in WIRE_DTYPES:
         raise ValueError(f"dtype {dtype!r} is not one of {', '.join(WIRE_DTYPES)}")
-    if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    ):
         raise ValueError(f"shape {shape!r} must be a non-empty list of non-negative integers")
     count = int(np.prod(shape, dtype=np.int64))
     if count > max_elements:
@@ -107,6 +133,7 @@ def decode_array(header: dict[str, Any], data: bytes, max_elements: int = 1 << 2
 
 
 # --- client ---------------------------------------------------------------------------------------
+
 
 class OffloadClient:
     """One device's connection to a GPU host. Used from one thread (the pipeline's)."""
@@ -146,7 +173,9 @@ class OffloadClient:
         request_id = self._next_id
         deadline = time.monotonic() + self.timeout_s
         if not self._socket.poll(self._ms_left(deadline), zmq.POLLOUT):
-            raise OffloadError(f"host {self.endpoint} not reachable within {self.timeout_s:g} s (is `mgs-device gpu-host` running there?)")
+            raise OffloadError(
+                f"host {self.endpoint} not reachable within {self.timeout_s:g} s (is `mgs-device gpu-host` running there?)"
+            )
         try:
             self._socket.send_multipart(encode({**header, "id": request_id}, array), flags=zmq.NOBLOCK)
         except zmq.Again:
@@ -184,8 +213,9 @@ class KServeClient:
         self._http = triton_http
         self.endpoint = endpoint
         self.timeout_s = timeout_s
-        self._client = triton_http.InferenceServerClient(endpoint.removeprefix("http://"), connection_timeout=timeout_s,
-                                                         network_timeout=timeout_s)
+        self._client = triton_http.InferenceServerClient(
+            endpoint.removeprefix("http://"), connection_timeout=timeout_s, network_timeout=timeout_s
+        )
         self._io: dict[str, tuple[str, str]] = {}
 
     def close(self) -> None:
@@ -200,8 +230,10 @@ class KServeClient:
                 config = self._client.get_model_config(name)
                 sha = config.get("parameters", {}).get("sha256", {}).get("string_value", "")
                 if not sha:
-                    raise OffloadError(f"Triton host {self.endpoint}: model {name} has no sha256 parameter; serve the "
-                                       "repository written by `mgs-export triton-repo`")
+                    raise OffloadError(
+                        f"Triton host {self.endpoint}: model {name} has no sha256 parameter; serve the "
+                        "repository written by `mgs-export triton-repo`"
+                    )
                 models[sha] = name
                 self._io[name] = (config["input"][0]["name"], config["output"][0]["name"])
         except (InferenceServerException, OSError) as exc:
@@ -217,7 +249,9 @@ class KServeClient:
         tensor = self._http.InferInput(input_name, list(batch.shape), np_to_triton_dtype(batch.dtype))
         tensor.set_data_from_numpy(np.ascontiguousarray(batch), binary_data=True)
         try:
-            result = self._client.infer(model, [tensor], outputs=[self._http.InferRequestedOutput(output_name, binary_data=True)])
+            result = self._client.infer(
+                model, [tensor], outputs=[self._http.InferRequestedOutput(output_name, binary_data=True)]
+            )
         except (InferenceServerException, OSError) as exc:
             raise OffloadError(f"Triton host {self.endpoint}: {model} failed: {exc}") from None
         return result.as_numpy(output_name)
@@ -231,6 +265,7 @@ def connect(endpoint: str, timeout_s: float) -> OffloadClient | KServeClient:
 
 
 # --- when to offload ------------------------------------------------------------------------------
+
 
 class OffloadPolicy:
     """Local or offload, and why. Pure logic over the measured rate and the host's failures.
@@ -263,8 +298,10 @@ class OffloadPolicy:
     def offloaded(self, fps: float, detail: str = "") -> None:
         self.backend = "offload"
         self._slow_since = None
-        self.reason = (f"offloading to {self.config.host}: local scoring ran {fps:.1f} fps, below the target of "
-                       f"{self.target_fps:g}" + (f" ({detail})" if detail else ""))
+        self.reason = (
+            f"offloading to {self.config.host}: local scoring ran {fps:.1f} fps, below the target of "
+            f"{self.target_fps:g}" + (f" ({detail})" if detail else "")
+        )
         log.warning("%s", self.reason)
 
     def host_failed(self, now: float, error: str) -> None:
@@ -306,7 +343,9 @@ class OffloadSwitch:
     whether it serves exactly these model files, so a mismatch is refused before any frame.
     """
 
-    def __init__(self, local: Models, file_sha256: dict[str, str], client: OffloadClient | KServeClient, policy: OffloadPolicy) -> None:
+    def __init__(
+        self, local: Models, file_sha256: dict[str, str], client: OffloadClient | KServeClient, policy: OffloadPolicy
+    ) -> None:
         self.local = local
         self.client = client
         self.policy = policy
@@ -315,8 +354,14 @@ class OffloadSwitch:
         self.local_calls = 0
         self.host_providers: list[str] = []
         runners = {name: OffloadRunner(self, name, file_sha256[name], getattr(local, name)) for name in MODEL_NAMES}
-        self.models = Models(runners["seg_coarse"], runners["seg_fine"], runners["eye"], local.model_sha256,
-                             local.coarse_size, dict(local.files))
+        self.models = Models(
+            runners["seg_coarse"],
+            runners["seg_fine"],
+            runners["eye"],
+            local.model_sha256,
+            local.coarse_size,
+            dict(local.files),
+        )
 
     def observe(self, fps: float, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
@@ -335,14 +380,20 @@ class OffloadSwitch:
     def _check_host(self) -> None:
         info = self.client.hello()
         served = info.get("models", {})
-        missing = [f"{name} {sha[:12]}" for name, sha in self.file_sha256.items() if name in MODEL_NAMES and sha not in served]
+        missing = [
+            f"{name} {sha[:12]}" for name, sha in self.file_sha256.items() if name in MODEL_NAMES and sha not in served
+        ]
         if missing:
-            raise OffloadError(f"host {self.client.endpoint} does not serve this device's model files ({', '.join(missing)}); "
-                               "install the same models/ release on the device and the GPU host")
+            raise OffloadError(
+                f"host {self.client.endpoint} does not serve this device's model files ({', '.join(missing)}); "
+                "install the same models/ release on the device and the GPU host"
+            )
         self.host_providers = list(info.get("providers", []))
 
 
-def offload_switch(local: Models, file_sha256: dict[str, str], config: OffloadConfig, target_fps: float) -> OffloadSwitch | None:
+def offload_switch(
+    local: Models, file_sha256: dict[str, str], config: OffloadConfig, target_fps: float
+) -> OffloadSwitch | None:
     """The switch for a device config, or None when no host is configured."""
     if not config.host:
         return None

@@ -51,12 +51,20 @@ HELD_BATCH = 32
 class OutboxConfig:
     SECTION: ClassVar[str] = "outbox"
 
-    path: Path = field(default=Path("outbox.sqlite"), metadata={
-        "doc": "SQLite file of undelivered messages and the seq counter (relative to the working directory; keep it on persistent storage)"})
-    max_messages: Annotated[int, Range(100)] = field(default=1_000_000, metadata={
-        "doc": "queue limit (about 3 days of 1 s windows for 4 boxes); above it the oldest are dropped"})
-    max_bytes: int = field(default=0, metadata={
-        "doc": "hard cap on the file size in bytes (0 = none); reaching it is handled like a full disk"})
+    path: Path = field(
+        default=Path("outbox.sqlite"),
+        metadata={
+            "doc": "SQLite file of undelivered messages and the seq counter (relative to the working directory; keep it on persistent storage)"
+        },
+    )
+    max_messages: Annotated[int, Range(100)] = field(
+        default=1_000_000,
+        metadata={"doc": "queue limit (about 3 days of 1 s windows for 4 boxes); above it the oldest are dropped"},
+    )
+    max_bytes: int = field(
+        default=0,
+        metadata={"doc": "hard cap on the file size in bytes (0 = none); reaching it is handled like a full disk"},
+    )
 
     def check(self) -> None:
         if self.max_bytes != 0 and self.max_bytes < 64 * 1024:
@@ -256,7 +264,10 @@ class Outbox:
             log.error(
                 "outbox %s is at its limit of %d messages (the broker has been unreachable for long): dropped the %d "
                 "oldest undelivered message(s) since the last report. Fix the broker connection or raise "
-                "[outbox] max_messages", self.path, self.max_messages, self._drops_since_log,
+                "[outbox] max_messages",
+                self.path,
+                self.max_messages,
+                self._drops_since_log,
             )
             self._last_drop_log, self._drops_since_log = now, 0
 
@@ -268,7 +279,10 @@ class Outbox:
         if not self._disk_full:
             log.error(
                 "outbox %s: %s. Scoring continues; new messages are kept in memory (up to %d) until space "
-                "returns. Free disk space on the device", self.path, exc, self.max_messages,
+                "returns. Free disk space on the device",
+                self.path,
+                exc,
+                self.max_messages,
             )
         self._disk_full = True
 
@@ -277,7 +291,10 @@ class Outbox:
         if near and not self._warned_limit:
             log.warning(
                 "outbox %s holds %d of at most %d messages: the broker has not acknowledged messages for a long "
-                "time; the oldest will be dropped when the limit is reached", self.path, self._rows, self.max_messages,
+                "time; the oldest will be dropped when the limit is reached",
+                self.path,
+                self._rows,
+                self.max_messages,
             )
         self._warned_limit = near
 

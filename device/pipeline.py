@@ -45,11 +45,27 @@ class PipelineConfig:
 
     SECTION: ClassVar[str] = "pipeline"
 
-    kind: Literal["fast", "full"] = field(default="fast", metadata={"doc": "fast (coarse search + fine crops + tracking; what a CPU box needs) or full (full-resolution U-Net over each whole box; accuracy reference, slow)"})
-    fine_crop: Annotated[int, Range(48), MultipleOf(FINE_MULTIPLE)] = field(default=96, metadata={"doc": "side in full-resolution pixels of the square crop around each head for the fine pass, for boxes up to 430 px wide (wider boxes get a proportionally larger crop); a multiple of 8"})
-    coarse_every: Annotated[int, Range(1)] = field(default=15, metadata={"doc": "run the coarse head search on every box at least every this many frames"})
-    lost_retry: Annotated[int, Range(1)] = field(default=3, metadata={"doc": "a box whose head was lost gets a new coarse search after this many frames"})
-    max_heads_per_box: Annotated[int, Range(1, 4)] = field(default=2, metadata={"doc": "most fine crops per box (one head; two when the coarse pass is unsure)"})
+    kind: Literal["fast", "full"] = field(
+        default="fast",
+        metadata={
+            "doc": "fast (coarse search + fine crops + tracking; what a CPU box needs) or full (full-resolution U-Net over each whole box; accuracy reference, slow)"
+        },
+    )
+    fine_crop: Annotated[int, Range(48), MultipleOf(FINE_MULTIPLE)] = field(
+        default=96,
+        metadata={
+            "doc": "side in full-resolution pixels of the square crop around each head for the fine pass, for boxes up to 430 px wide (wider boxes get a proportionally larger crop); a multiple of 8"
+        },
+    )
+    coarse_every: Annotated[int, Range(1)] = field(
+        default=15, metadata={"doc": "run the coarse head search on every box at least every this many frames"}
+    )
+    lost_retry: Annotated[int, Range(1)] = field(
+        default=3, metadata={"doc": "a box whose head was lost gets a new coarse search after this many frames"}
+    )
+    max_heads_per_box: Annotated[int, Range(1, 4)] = field(
+        default=2, metadata={"doc": "most fine crops per box (one head; two when the coarse pass is unsure)"}
+    )
     eyes: EyeConfig = field(default_factory=EyeConfig)
 
     def check(self) -> None:
@@ -95,15 +111,18 @@ def pad_to_multiple(image: np.ndarray, multiple: int = FINE_MULTIPLE) -> np.ndar
     return cv2.copyMakeBorder(image, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
 
 
-def score_boxes(frame: np.ndarray, blobs_per_box: Sequence[Sequence[EyeBlob]], animals: Sequence[bool],
-                regressor, config: EyeConfig) -> tuple[BoxResult, ...]:
+def score_boxes(
+    frame: np.ndarray, blobs_per_box: Sequence[Sequence[EyeBlob]], animals: Sequence[bool], regressor, config: EyeConfig
+) -> tuple[BoxResult, ...]:
     """One regressor call for the eyes of all boxes, split back per box."""
     flat = [b for blobs in blobs_per_box for b in blobs]
-    scored = score_blobs(frame, flat, regressor, config, groups=[box for box, blobs in enumerate(blobs_per_box) for _ in blobs])
+    scored = score_blobs(
+        frame, flat, regressor, config, groups=[box for box, blobs in enumerate(blobs_per_box) for _ in blobs]
+    )
     out: list[BoxResult] = []
     i = 0
     for box, (blobs, animal) in enumerate(zip(blobs_per_box, animals)):
-        eyes: tuple[EyeScore, ...] = tuple(scored[i: i + len(blobs)])
+        eyes: tuple[EyeScore, ...] = tuple(scored[i : i + len(blobs)])
         i += len(blobs)
         out.append(BoxResult(box=box, eyes=eyes, animal_found=animal or bool(eyes)))
     return tuple(out)
@@ -137,7 +156,7 @@ class FullResolutionPipeline:
         blobs_per_box: list[list[EyeBlob]] = []
         animals: list[bool] = []
         for roi in self.rois:
-            image = frame[roi.y:roi.y1, roi.x:roi.x1]
+            image = frame[roi.y : roi.y1, roi.x : roi.x1]
             batch = images_to_batch([pad_to_multiple(image)])
             watch.lap("resize")
             classes = class_maps(self.models.seg_fine(batch))[0, : roi.h, : roi.w]
@@ -183,9 +202,13 @@ class FastPipeline:
         every = self.config.coarse_every
         # Scheduled searches are staggered over the boxes (box b at frames b*every/boxes + k*every), so
         # no frame pays for four coarse ROIs at once: that keeps the latency p95 flat.
-        due = [b for b, t in enumerate(self.tracks)
-               if (n + b * every // len(self.tracks)) % every == 0 and n - t.last_coarse >= every // 2
-               or (not t.centres and n - t.last_coarse >= self.config.lost_retry)]
+        due = [
+            b
+            for b, t in enumerate(self.tracks)
+            if (n + b * every // len(self.tracks)) % every == 0
+            and n - t.last_coarse >= every // 2
+            or (not t.centres and n - t.last_coarse >= self.config.lost_retry)
+        ]
         if due:
             self._coarse(frame, due, n, watch)
         crops = self._crops(watch)
@@ -196,7 +219,7 @@ class FastPipeline:
 
     def _coarse(self, frame: np.ndarray, due: list[int], n: int, watch: _Stopwatch) -> None:
         size = self.models.coarse_size
-        images = [resize_for_coarse(frame[r.y:r.y1, r.x:r.x1], size) for r in (self.rois[b] for b in due)]
+        images = [resize_for_coarse(frame[r.y : r.y1, r.x : r.x1], size) for r in (self.rois[b] for b in due)]
         batch = images_to_batch(images)
         watch.lap("resize")
         maps = class_maps(self.models.seg_coarse(batch))
@@ -227,7 +250,13 @@ class FastPipeline:
                 u, v = float(xs.mean()), float(ys.mean())
             else:
                 u, v = (float(c) for c in centroids[i])
-            found.append((weight * 1000 + int(stats[i, cv2.CC_STAT_AREA]), roi.x + (u + 0.5) * scale[0], roi.y + (v + 0.5) * scale[1]))
+            found.append(
+                (
+                    weight * 1000 + int(stats[i, cv2.CC_STAT_AREA]),
+                    roi.x + (u + 0.5) * scale[0],
+                    roi.y + (v + 0.5) * scale[1],
+                )
+            )
         found.sort(reverse=True)
         if not found:
             found = [(0, roi.x + (u + 0.5) * scale[0], roi.y + (v + 0.5) * scale[1]) for u, v in _body_ends(classes)]
@@ -263,7 +292,7 @@ class FastPipeline:
         c = max(self.crop_sides[b] for b, *_ in crops)  # one batch: smaller crops are padded to the largest
         images = []
         for _, x0, y0, (_, _, vw, vh) in crops:
-            image = frame[y0:y0 + vh, x0:x0 + vw]
+            image = frame[y0 : y0 + vh, x0 : x0 + vw]
             if vw < c or vh < c:
                 image = cv2.copyMakeBorder(image, 0, c - vh, 0, c - vw, cv2.BORDER_REPLICATE)
             images.append(image)

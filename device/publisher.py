@@ -37,6 +37,7 @@ from typing import Annotated, ClassVar, Literal
 
 import paho.mqtt.client as mqtt
 
+from device.outbox import Outbox
 from mgs_core.errors import ConfigError, MessageError
 from mgs_core.messages import (
     AVAILABILITY_OFFLINE,
@@ -50,7 +51,6 @@ from mgs_core.messages import (
     stored_topic,
     validate_prefix,
 )
-from device.outbox import Outbox
 from mgs_core.tomlconfig import Check, Length, Range, existing_file, fail
 
 log = logging.getLogger(__name__)
@@ -65,9 +65,15 @@ class TlsConfig:
     SECTION: ClassVar[str] = "mqtt.tls"
 
     enabled: bool = field(default=False, metadata={"doc": "connect with TLS (use port 8883 on the broker)"})
-    ca: Annotated[Path | None, Check(existing_file)] = field(default=None, metadata={"doc": "CA certificate file; empty = the system's CAs"})
-    cert: Annotated[Path | None, Check(existing_file)] = field(default=None, metadata={"doc": "client certificate file (mutual TLS)"})
-    key: Annotated[Path | None, Check(existing_file)] = field(default=None, metadata={"doc": "client private key file (mutual TLS)"})
+    ca: Annotated[Path | None, Check(existing_file)] = field(
+        default=None, metadata={"doc": "CA certificate file; empty = the system's CAs"}
+    )
+    cert: Annotated[Path | None, Check(existing_file)] = field(
+        default=None, metadata={"doc": "client certificate file (mutual TLS)"}
+    )
+    key: Annotated[Path | None, Check(existing_file)] = field(
+        default=None, metadata={"doc": "client private key file (mutual TLS)"}
+    )
     insecure: bool = field(default=False, metadata={"doc": "skip the broker host name check (testing only)"})
 
     def check(self) -> None:
@@ -81,18 +87,41 @@ class MqttConfig:
 
     host: Annotated[str, Length(1)] = field(default="localhost", metadata={"doc": "broker host name or address"})
     port: Annotated[int, Range(1, 65535)] = field(default=1883, metadata={"doc": "broker port (1883 plain, 8883 TLS)"})
-    prefix: Annotated[str, Check(validate_prefix)] = field(default="mgs", metadata={"doc": "first topic level of every topic"})
+    prefix: Annotated[str, Check(validate_prefix)] = field(
+        default="mgs", metadata={"doc": "first topic level of every topic"}
+    )
     username: str = field(default="", metadata={"doc": "broker user name; empty = anonymous"})
     password: str = field(default="", metadata={"doc": "broker password (prefer password_env or password_file)"})
     password_env: str = field(default="", metadata={"doc": "name of an environment variable holding the password"})
     password_file: Path | None = field(default=None, metadata={"doc": "file whose first line is the password"})
-    keepalive: Annotated[int, Range(5, 3600, unit="seconds")] = field(default=30, metadata={"doc": "seconds between keep-alive pings; the broker declares the device offline after 1.5x"})
-    client_id: str = field(default="", metadata={"doc": "MQTT client id; empty = mgs-device-<name> (the shipped broker config replaces it with the login)"})
-    max_inflight: Annotated[int, Range(1, 1000)] = field(default=20, metadata={"doc": "messages sent but not yet acknowledged at once (drain speed after an outage)"})
-    reconnect_max_s: Annotated[int, Range(1, 3600, unit="seconds")] = field(default=30, metadata={"doc": "longest wait between reconnect attempts"})
-    resend_after_s: Annotated[float, Range(1, 3600, unit="seconds")] = field(default=60.0, metadata={
-        "doc": "send unconfirmed outbox rows again when the server's stored ack has not advanced for this long (doubles while it stays silent, up to an hour)"})
-    protocol: Literal["5", "3.1.1"] = field(default="5", metadata={"doc": "MQTT version: 5 (the broker says why it refuses a publish) or 3.1.1 (for a broker without MQTT 5)"})
+    keepalive: Annotated[int, Range(5, 3600, unit="seconds")] = field(
+        default=30,
+        metadata={"doc": "seconds between keep-alive pings; the broker declares the device offline after 1.5x"},
+    )
+    client_id: str = field(
+        default="",
+        metadata={
+            "doc": "MQTT client id; empty = mgs-device-<name> (the shipped broker config replaces it with the login)"
+        },
+    )
+    max_inflight: Annotated[int, Range(1, 1000)] = field(
+        default=20, metadata={"doc": "messages sent but not yet acknowledged at once (drain speed after an outage)"}
+    )
+    reconnect_max_s: Annotated[int, Range(1, 3600, unit="seconds")] = field(
+        default=30, metadata={"doc": "longest wait between reconnect attempts"}
+    )
+    resend_after_s: Annotated[float, Range(1, 3600, unit="seconds")] = field(
+        default=60.0,
+        metadata={
+            "doc": "send unconfirmed outbox rows again when the server's stored ack has not advanced for this long (doubles while it stays silent, up to an hour)"
+        },
+    )
+    protocol: Literal["5", "3.1.1"] = field(
+        default="5",
+        metadata={
+            "doc": "MQTT version: 5 (the broker says why it refuses a publish) or 3.1.1 (for a broker without MQTT 5)"
+        },
+    )
     tls: TlsConfig = field(default_factory=TlsConfig)
 
     def check(self) -> None:
@@ -104,13 +133,17 @@ class MqttConfig:
         if self.password_env:
             value = os.environ.get(self.password_env)
             if value is None:
-                raise ConfigError(f"key 'mqtt.password_env' = {self.password_env!r}: that environment variable is not set")
+                raise ConfigError(
+                    f"key 'mqtt.password_env' = {self.password_env!r}: that environment variable is not set"
+                )
             return value
         if self.password_file is not None:
             try:
                 return Path(self.password_file).read_text(encoding="utf-8").splitlines()[0]
             except (OSError, IndexError) as exc:
-                raise ConfigError(f"key 'mqtt.password_file' = '{self.password_file}': cannot read a password ({exc})") from None
+                raise ConfigError(
+                    f"key 'mqtt.password_file' = '{self.password_file}': cannot read a password ({exc})"
+                ) from None
         return self.password or None
 
 
@@ -128,8 +161,14 @@ def tls_context(tls: TlsConfig) -> ssl.SSLContext:
 class Publisher:
     """Owns the paho client and a pump thread that moves outbox rows, states and status to it."""
 
-    def __init__(self, device: str, config: MqttConfig, outbox: Outbox,
-                 status: Callable[[], DeviceStatus], status_interval_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        device: str,
+        config: MqttConfig,
+        outbox: Outbox,
+        status: Callable[[], DeviceStatus],
+        status_interval_s: float = 10.0,
+    ) -> None:
         self.device = device
         self.config = config
         self.outbox = outbox
@@ -198,8 +237,9 @@ class Publisher:
             self._thread.join(timeout=5)
         self.outbox.flush_acks()
         if self.connected.is_set():
-            info = self.client.publish(availability_topic(self.device, self.config.prefix), AVAILABILITY_OFFLINE,
-                                       qos=1, retain=True)
+            info = self.client.publish(
+                availability_topic(self.device, self.config.prefix), AVAILABILITY_OFFLINE, qos=1, retain=True
+            )
             try:
                 info.wait_for_publish(timeout=max(0.5, deadline - time.monotonic()))
             except (RuntimeError, ValueError):
@@ -230,8 +270,12 @@ class Publisher:
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             self.last_error = f"broker refused the connection: {reason_code}"
-            log.error("MQTT broker %s:%d refused the connection: %s (check [mqtt] username/password and the broker ACL)",
-                      self.config.host, self.config.port, reason_code)
+            log.error(
+                "MQTT broker %s:%d refused the connection: %s (check [mqtt] username/password and the broker ACL)",
+                self.config.host,
+                self.config.port,
+                reason_code,
+            )
             return
         log.info("connected to MQTT broker %s:%d", self.config.host, self.config.port)
         self.last_error = ""
@@ -271,7 +315,9 @@ class Publisher:
         self.connected.clear()
         if was and not self._stopping.is_set():
             self.last_error = f"disconnected from broker: {reason_code}"
-            log.warning("lost the MQTT broker (%s); scores are kept in the outbox and sent after reconnecting", reason_code)
+            log.warning(
+                "lost the MQTT broker (%s); scores are kept in the outbox and sent after reconnecting", reason_code
+            )
 
     def _on_message(self, client, userdata, message) -> None:
         """The server's stored ack; one for another epoch (an earlier outbox of this device) deletes nothing."""
@@ -321,7 +367,9 @@ class Publisher:
         now = time.monotonic()
         if now >= self._status_due:
             self._status_due = now + self.status_interval_s
-            self.client.publish(status_topic(self.device, self.config.prefix), self.status().to_json(), qos=1, retain=True)
+            self.client.publish(
+                status_topic(self.device, self.config.prefix), self.status().to_json(), qos=1, retain=True
+            )
 
     def _send_rows(self) -> None:
         with self._lock:
@@ -352,8 +400,10 @@ class Publisher:
             self._refused.clear()  # refusals of status/state messages: reported by the broker log
             self.refused += len(refused)
         for seq, reason in refused:
-            self.last_error = (f"broker refused message seq {seq} ({reason}); it stays in the outbox. The device name "
-                               "must match its MQTT login and the broker ACL")
+            self.last_error = (
+                f"broker refused message seq {seq} ({reason}); it stays in the outbox. The device name "
+                "must match its MQTT login and the broker ACL"
+            )
             log.error("%s", self.last_error)
 
     def _resend_if_unconfirmed(self) -> None:
@@ -364,8 +414,12 @@ class Publisher:
             stored = self.outbox.stored_through()
             if now < self._resend_at or self._cursor <= stored:
                 return
-            log.warning("the server has not confirmed seq %d-%d for %.0f s; sending them again from the outbox",
-                        stored + 1, self._cursor, self._resend_wait)
+            log.warning(
+                "the server has not confirmed seq %d-%d for %.0f s; sending them again from the outbox",
+                stored + 1,
+                self._cursor,
+                self._resend_wait,
+            )
             self._inflight.clear()
             self._cursor = stored
             self._resend_wait = min(self._resend_wait * 2, RESEND_MAX_S)
@@ -376,4 +430,6 @@ class Publisher:
             changed = {b: s for b, s in self._states.items() if b not in self._states_sent or self._states_sent[b] != s}
             self._states_sent.update(changed)
         for box, score in changed.items():
-            self.client.publish(state_topic(self.device, box, self.config.prefix), format_state(score), qos=1, retain=True)
+            self.client.publish(
+                state_topic(self.device, box, self.config.prefix), format_state(score), qos=1, retain=True
+            )

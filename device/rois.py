@@ -68,9 +68,13 @@ class RoiConfig:
 
     boxes: Annotated[list[Annotated[Box, Check(_check_box)]], Length(max=MAX_ROIS)] = field(
         default_factory=list,
-        metadata={"doc": "up to four boxes as [x, y, w, h] in full-frame pixels, box 0 first; fill in with `mgs-device detect-boxes`"},
+        metadata={
+            "doc": "up to four boxes as [x, y, w, h] in full-frame pixels, box 0 first; fill in with `mgs-device detect-boxes`"
+        },
     )
-    expected: Annotated[int, Range(1, MAX_ROIS)] = field(default=4, metadata={"doc": "how many boxes detect-boxes should find in the rack"})
+    expected: Annotated[int, Range(1, MAX_ROIS)] = field(
+        default=4, metadata={"doc": "how many boxes detect-boxes should find in the rack"}
+    )
 
     @property
     def rois(self) -> list[Roi]:
@@ -81,10 +85,16 @@ def check_inside(rois: Sequence[Roi], frame_shape: tuple[int, ...]) -> None:
     """Every box must lie inside the frame the camera actually delivers."""
     h, w = frame_shape[:2]
     if not rois:
-        raise ConfigError("no boxes configured in [rois] boxes; run `mgs-device detect-boxes --config ... --source ...` or type them in")
+        raise ConfigError(
+            "no boxes configured in [rois] boxes; run `mgs-device detect-boxes --config ... --source ...` or type them in"
+        )
     for i, r in enumerate(rois):
         if r.x1 > w or r.y1 > h:
-            raise fail(f"rois.boxes[{i}]", r.as_list(), f"reaches outside the {w}x{h} camera frame; run `mgs-device detect-boxes` again")
+            raise fail(
+                f"rois.boxes[{i}]",
+                r.as_list(),
+                f"reaches outside the {w}x{h} camera frame; run `mgs-device detect-boxes` again",
+            )
 
 
 # --- automatic box detection -------------------------------------------------------------------
@@ -145,8 +155,8 @@ def _grow_over_frame(red: np.ndarray, x: int, y: int, w: int, h: int) -> Roi:
     is nearly all non-red (wall, lid or bedding), then follow the frame while it stays so.
     """
     fh, fw = red.shape
-    col_red = red[y:y + h].mean(axis=0)
-    row_red = red[:, x:x + w].mean(axis=1)
+    col_red = red[y : y + h].mean(axis=0)
+    row_red = red[:, x : x + w].mean(axis=1)
     left = _frame_edge(col_red, x, -1, int(MAX_FRAME_GROWTH * w))
     right = _frame_edge(col_red, x + w - 1, +1, int(MAX_FRAME_GROWTH * w))
     top = _frame_edge(row_red, y, -1, int(MAX_FRAME_GROWTH * h))

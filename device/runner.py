@@ -213,8 +213,14 @@ class DeviceRunner:
         snap = self.snapshot()
         camera = self.capture.state if self.capture else "starting"
         note = "" if camera == "ok" else f"camera {camera}: {self.capture.message if self.capture else ''}"
-        return Preview(snap.frame.image if snap.frame else None, self.rois, snap.result, snap.windows,
-                       self.alerts.raised_boxes(), note)
+        return Preview(
+            snap.frame.image if snap.frame else None,
+            self.rois,
+            snap.result,
+            snap.windows,
+            self.alerts.raised_boxes(),
+            note,
+        )
 
     # --- running ------------------------------------------------------------------------------
 
@@ -240,8 +246,13 @@ class DeviceRunner:
             self.capture.start()
             self._install_signal_handlers()
             sd_notify("READY=1")
-            log.info("device %s running: %d box(es), models %s, target %g fps", c.name, len(self.rois),
-                     self.models.model_sha256[:12], c.target_fps)
+            log.info(
+                "device %s running: %d box(es), models %s, target %g fps",
+                c.name,
+                len(self.rois),
+                self.models.model_sha256[:12],
+                c.target_fps,
+            )
             self._loop(pipeline)
         finally:
             sd_notify("STOPPING=1")
@@ -256,8 +267,12 @@ class DeviceRunner:
                 self.offload.client.close()
             left = self.outbox.stats().depth
             self.outbox.close()
-        log.info("device %s stopped after %d frame(s); %d message(s) wait in the outbox for the next start",
-                 c.name, self.frames, left)
+        log.info(
+            "device %s stopped after %d frame(s); %d message(s) wait in the outbox for the next start",
+            c.name,
+            self.frames,
+            left,
+        )
         if self.capture.state == "failed":
             raise MgsError(f"camera failed: {self.capture.message}")
         return 0
@@ -317,8 +332,11 @@ class DeviceRunner:
         now = time.monotonic()
         if now - self._last_error_log >= 60:
             self._last_error_log = now
-            log.exception("pipeline failed on frame %d (%d failure(s) so far); skipping the frame",
-                          frame.index, self.pipeline_errors)
+            log.exception(
+                "pipeline failed on frame %d (%d failure(s) so far); skipping the frame",
+                frame.index,
+                self.pipeline_errors,
+            )
 
     def _emit(self, windows: list[BoxWindow]) -> None:
         if not windows or self.outbox is None or self.models is None:
@@ -329,7 +347,9 @@ class DeviceRunner:
             items.append(Pending(score_topic(name, w.box, prefix), _window_payload(w, name, sha)))
             event = self.alerts.update(w)
             if event is not None:
-                log.warning("alert %s for box %d: score %s, threshold %g", event.event, event.box, event.score, event.threshold)
+                log.warning(
+                    "alert %s for box %d: score %s, threshold %g", event.event, event.box, event.score, event.threshold
+                )
                 items.append(Pending(alert_topic(name, w.box, prefix), _alert_payload(event, name)))
         self.outbox.enqueue(items)
         with self._snapshot_lock:
@@ -342,9 +362,15 @@ class DeviceRunner:
     def _log_rates(self, now: float) -> None:
         stages = ", ".join(f"{k} {v:.1f} ms" for k, v in self.stage_ms.items())
         depth = self.outbox.stats().depth if self.outbox else 0
-        log.info("%.1f fps (target %g), camera %s, %d skipped, outbox %d; %s", self.meter.rate(now),
-                 self.config.target_fps, self.capture.state if self.capture else "-",
-                 self.capture.skipped if self.capture else 0, depth, stages or "no frames yet")
+        log.info(
+            "%.1f fps (target %g), camera %s, %d skipped, outbox %d; %s",
+            self.meter.rate(now),
+            self.config.target_fps,
+            self.capture.state if self.capture else "-",
+            self.capture.skipped if self.capture else 0,
+            depth,
+            stages or "no frames yet",
+        )
 
 
 def _window_payload(window: BoxWindow, device: str, model_sha256: str) -> Callable[[int, str], bytes]:
@@ -359,8 +385,12 @@ def _alert_payload(event: AlertEvent, device: str) -> Callable[[int, str], bytes
 def _window_json(w: BoxWindow | None) -> dict[str, Any]:
     if w is None:
         return {"score": None, "face_visible_fraction": None, "window_end": None, "valid_eyes": 0}
-    return {"score": None if w.score is None else round(w.score, 2), "face_visible_fraction": round(w.face_visible_fraction, 3),
-            "window_end": utc_iso(w.end), "valid_eyes": w.valid_eyes}
+    return {
+        "score": None if w.score is None else round(w.score, 2),
+        "face_visible_fraction": round(w.face_visible_fraction, 3),
+        "window_end": utc_iso(w.end),
+        "valid_eyes": w.valid_eyes,
+    }
 
 
 def _file_shas(models: Models) -> dict[str, str]:

@@ -31,8 +31,15 @@ from device.inference import BackendConfig, Models, load_models
 from device.pipeline import PipelineConfig
 from device.results import FrameResult
 from device.rois import MAX_ROIS, Roi
-from device.score_outputs import (AnnotatedVideo, EyeRows, result_json, summarise_box, unique_folder,
-                                  write_summaries, write_windows_csv)
+from device.score_outputs import (
+    AnnotatedVideo,
+    EyeRows,
+    result_json,
+    summarise_box,
+    unique_folder,
+    write_summaries,
+    write_windows_csv,
+)
 from device.score_plot import draw_plot
 from device.sidecar import EMPTY, Sidecar
 from device.videoscore import VideoError, find_rois, probe, score_video
@@ -80,8 +87,9 @@ def worker_models(options: ScoreOptions) -> Models:
     return _models[key]
 
 
-def score_one(video: Path, folder: Path, options: ScoreOptions,
-              progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+def score_one(
+    video: Path, folder: Path, options: ScoreOptions, progress: Callable[[int, int], None] | None = None
+) -> dict[str, Any]:
     """Score `video` into `folder` and return its result.json content (`VideoError` if unreadable)."""
     cv2.setNumThreads(1)
     info = probe(video)
@@ -99,8 +107,16 @@ def score_one(video: Path, folder: Path, options: ScoreOptions,
             hook(image, result, closed)
 
     try:
-        result = score_video(video, models, rois, options.pipeline, options.aggregation,
-                             "config" if options.rois else "detected", on_frame if hooks else None, progress)
+        result = score_video(
+            video,
+            models,
+            rois,
+            options.pipeline,
+            options.aggregation,
+            "config" if options.rois else "detected",
+            on_frame if hooks else None,
+            progress,
+        )
     finally:
         for hook in hooks:
             hook.close()
@@ -110,8 +126,14 @@ def score_one(video: Path, folder: Path, options: ScoreOptions,
     summaries = [summarise_box(b, result.windows, threshold, options.sidecar, video) for b in range(len(rois))]
     write_windows_csv(folder / "windows.csv", result, options.sidecar, start)
     labels = {s.box: f"box {s.box}: {s.animal}" if s.animal else f"box {s.box}" for s in summaries}
-    plot = draw_plot(f"{video.name}  (MGS orbital tightening, {result.window_s:g} s windows)", result.windows,
-                     len(rois), duration, threshold, labels)
+    plot = draw_plot(
+        f"{video.name}  (MGS orbital tightening, {result.window_s:g} s windows)",
+        result.windows,
+        len(rois),
+        duration,
+        threshold,
+        labels,
+    )
     if not cv2.imwrite(str(folder / "plot.png"), plot):
         raise MgsError(f"cannot write {folder / 'plot.png'}; check the --out folder")
     data = result_json(result, summaries, start, start_from, threshold)
@@ -191,8 +213,7 @@ class Progress:
         video_fps = statistics.fmean(self.fps_of.values()) if self.fps_of else 0.0
         speed = f"  {rate / video_fps:.2f}x real time" if video_fps else ""
         eta = f"  {_clock(left)} left" if left is not None and done else ""
-        return (f"[{self.done_videos}/{self.total_videos} videos] {done}/{known} frames  {rate:.1f} frames/s"
-                f"{speed}{eta}")
+        return f"[{self.done_videos}/{self.total_videos} videos] {done}/{known} frames  {rate:.1f} frames/s{speed}{eta}"
 
     def show(self, force: bool = False) -> None:
         if self.json_path is not None:
@@ -205,9 +226,12 @@ class Progress:
         self.stream.flush()
 
     def _save_json(self, path: Path) -> None:
-        state = {"videos_done": self.done_videos, "videos_total": self.total_videos,
-                 "frames_done": sum(d for d, _ in self.frames.values()),
-                 "frames_total": sum(t for _, t in self.frames.values())}
+        state = {
+            "videos_done": self.done_videos,
+            "videos_total": self.total_videos,
+            "frames_done": sum(d for d, _ in self.frames.values()),
+            "frames_total": sum(t for _, t in self.frames.values()),
+        }
         temporary = path.with_name(path.name + ".tmp")
         temporary.write_text(json.dumps(state), encoding="utf-8")
         os.replace(temporary, path)
@@ -219,13 +243,17 @@ class Progress:
 
 
 def _clock(seconds: float) -> str:
-    s = round((seconds))
+    s = round(seconds)
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
-def run_batch(videos: Sequence[Path], options: ScoreOptions, jobs: int,
-              on_result: Callable[[dict[str, Any]], None] | None = None,
-              progress_json: Path | None = None) -> BatchResult:
+def run_batch(
+    videos: Sequence[Path],
+    options: ScoreOptions,
+    jobs: int,
+    on_result: Callable[[dict[str, Any]], object] | None = None,
+    progress_json: Path | None = None,
+) -> BatchResult:
     """Score every video (up to `jobs` at once), then write the summaries into `options.out`.
 
     `on_result` runs in this process for each scored video as it finishes (the server import); an
@@ -242,10 +270,15 @@ def run_batch(videos: Sequence[Path], options: ScoreOptions, jobs: int,
     ctx = multiprocessing.get_context("spawn")
     with ctx.Manager() as manager:
         queue = manager.Queue()
-        with ProcessPoolExecutor(max_workers=max(1, min(jobs, len(videos))), mp_context=ctx, initializer=_init_worker,
-                                 initargs=(queue, logging.getLogger().level or logging.WARNING)) as pool:
+        with ProcessPoolExecutor(
+            max_workers=max(1, min(jobs, len(videos))),
+            mp_context=ctx,
+            initializer=_init_worker,
+            initargs=(queue, logging.getLogger().level or logging.WARNING),
+        ) as pool:
             pending: dict[Future[dict[str, Any]], int] = {
-                pool.submit(_pool_job, i, v, f, options): i for i, (v, f) in enumerate(zip(videos, folders))}
+                pool.submit(_pool_job, i, v, f, options): i for i, (v, f) in enumerate(zip(videos, folders))
+            }
             while pending:
                 finished, _ = wait(pending, timeout=PROGRESS_EVERY_S, return_when=FIRST_COMPLETED)
                 _drain(queue, progress, videos)

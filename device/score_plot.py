@@ -19,12 +19,25 @@ from mgs_core.messages import SCORE_MAX
 WIDTH = 1200
 PANEL_H = 220
 LEFT, RIGHT, TOP, BOTTOM = 70, 20, 34, 36
-BLACK, GREY, LIGHT, RED, LINE, FACE = (0, 0, 0), (120, 120, 120), (225, 225, 225), (40, 40, 220), (150, 60, 0), (245, 215, 170)
+BLACK, GREY, LIGHT, RED, LINE, FACE = (
+    (0, 0, 0),
+    (120, 120, 120),
+    (225, 225, 225),
+    (40, 40, 220),
+    (150, 60, 0),
+    (245, 215, 170),
+)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
-def draw_plot(title: str, windows: Sequence[BoxWindow], boxes: int, duration_s: float, threshold: float,
-              labels: Mapping[int, str] | None = None) -> np.ndarray:
+def draw_plot(
+    title: str,
+    windows: Sequence[BoxWindow],
+    boxes: int,
+    duration_s: float,
+    threshold: float,
+    labels: Mapping[int, str] | None = None,
+) -> np.ndarray:
     """A BGR image: the title, then one panel per box."""
     labels = labels or {}
     header = 40
@@ -37,15 +50,17 @@ def draw_plot(title: str, windows: Sequence[BoxWindow], boxes: int, duration_s: 
     return canvas
 
 
-def _panel(canvas: np.ndarray, y0: int, windows: Sequence[BoxWindow], span: float, threshold: float, label: str) -> None:
+def _panel(
+    canvas: np.ndarray, y0: int, windows: Sequence[BoxWindow], span: float, threshold: float, label: str
+) -> None:
     x_lo, x_hi = LEFT, WIDTH - RIGHT
     y_lo, y_hi = y0 + PANEL_H - BOTTOM, y0 + TOP
 
     def px(t: float) -> int:
-        return round((x_lo + (x_hi - x_lo) * t / span))
+        return round(x_lo + (x_hi - x_lo) * t / span)
 
     def py(score: float) -> int:
-        return round((y_lo + (y_hi - y_lo) * score / SCORE_MAX))
+        return round(y_lo + (y_hi - y_lo) * score / SCORE_MAX)
 
     for w in windows:
         if w.face_visible_fraction > 0:
@@ -82,5 +97,5 @@ def _ticks(span: float) -> list[float]:
 
 
 def _clock(t: float) -> str:
-    t = round((t))
+    t = round(t)
     return f"{t // 3600}:{t // 60 % 60:02d}:{t % 60:02d}" if t >= 3600 else f"{t // 60}:{t % 60:02d}"

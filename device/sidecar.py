@@ -62,8 +62,10 @@ def load_sidecar(path: Path) -> Sidecar:
     missing = [c for c in REQUIRED if c not in header]
     unknown = [c for c in header if c not in COLUMNS]
     if missing or unknown:
-        raise MgsError(f"{path}: the header must name the columns {', '.join(COLUMNS)} (video, box and animal "
-                       f"required); missing {missing}, unknown {unknown}")
+        raise MgsError(
+            f"{path}: the header must name the columns {', '.join(COLUMNS)} (video, box and animal "
+            f"required); missing {missing}, unknown {unknown}"
+        )
     animals: dict[tuple[str, int], BoxAnimal] = {}
     starts: dict[str, float] = {}
     for n, row in enumerate(reader, start=2):

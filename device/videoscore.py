@@ -97,8 +97,10 @@ def probe(path: Path) -> VideoInfo:
     try:
         ok, image = cap.read() if cap.isOpened() else (False, None)
         if not ok or image is None:
-            raise VideoError(f"{path}: not a video OpenCV can read (or corrupt); convert it to MP4 or AVI, "
-                             "e.g. `ffmpeg -i IN -c:v mpeg4 OUT.mp4`")
+            raise VideoError(
+                f"{path}: not a video OpenCV can read (or corrupt); convert it to MP4 or AVI, "
+                "e.g. `ffmpeg -i IN -c:v mpeg4 OUT.mp4`"
+            )
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     finally:
@@ -116,14 +118,22 @@ def find_rois(path: Path, expected: int = MAX_ROIS) -> list[Roi]:
         raise VideoError(str(exc)) from None
     rois = detect_boxes(frame, expected)
     if not rois:
-        raise VideoError(f"{path}: no boxes found in the picture; give them with --config (see "
-                         "`mgs-device detect-boxes`)")
+        raise VideoError(
+            f"{path}: no boxes found in the picture; give them with --config (see `mgs-device detect-boxes`)"
+        )
     return rois
 
 
-def score_video(path: Path, models: Models, rois: Sequence[Roi], pipeline: PipelineConfig,
-                aggregation: AggregationConfig, boxes_from: str = "config", on_frame: FrameHook | None = None,
-                on_progress: ProgressHook | None = None) -> VideoScore:
+def score_video(
+    path: Path,
+    models: Models,
+    rois: Sequence[Roi],
+    pipeline: PipelineConfig,
+    aggregation: AggregationConfig,
+    boxes_from: str = "config",
+    on_frame: FrameHook | None = None,
+    on_progress: ProgressHook | None = None,
+) -> VideoScore:
     """Score every frame of `path` in the boxes `rois` (from the config, or `find_rois`).
 
     `on_frame(image, result, closed_windows)` sees every frame (annotated video, per-eye rows);
@@ -140,9 +150,18 @@ def score_video(path: Path, models: Models, rois: Sequence[Roi], pipeline: Pipel
         source.close()
 
 
-def _score(path: Path, info: VideoInfo, source: OpenCVSource, models: Models, rois: list[Roi], boxes_from: str,
-           pipeline_config: PipelineConfig, aggregation: AggregationConfig, on_frame: FrameHook | None,
-           on_progress: ProgressHook | None) -> VideoScore:
+def _score(
+    path: Path,
+    info: VideoInfo,
+    source: OpenCVSource,
+    models: Models,
+    rois: list[Roi],
+    boxes_from: str,
+    pipeline_config: PipelineConfig,
+    aggregation: AggregationConfig,
+    on_frame: FrameHook | None,
+    on_progress: ProgressHook | None,
+) -> VideoScore:
     pipeline = build_pipeline(models, rois, pipeline_config)
     aggregator = WindowAggregator(range(len(rois)), aggregation.window_s)
     windows: list[BoxWindow] = []
@@ -168,11 +187,19 @@ def _score(path: Path, info: VideoInfo, source: OpenCVSource, models: Models, ro
     if info.frame_count and index < TRUNCATED_SHARE * info.frame_count:
         warnings.append(f"read {index} of the {info.frame_count} frames the file announces: it may be cut short")
         log.warning("%s: %s", path, warnings[-1])
-    return VideoScore(info=info, rois=rois, boxes_from=boxes_from, windows=windows, frames=index,
-                      model_sha256=models.model_sha256, fingerprint=fingerprint(path),
-                      window_s=aggregation.window_s, warnings=warnings)
+    return VideoScore(
+        info=info,
+        rois=rois,
+        boxes_from=boxes_from,
+        windows=windows,
+        frames=index,
+        model_sha256=models.model_sha256,
+        fingerprint=fingerprint(path),
+        window_s=aggregation.window_s,
+        warnings=warnings,
+    )
 
 
 def window_index(window: BoxWindow, window_s: float) -> int:
     """The window's position in the video (0 = the first `window_s` seconds): part of its import key."""
-    return math.floor((window.start / window_s + 1e-6))
+    return math.floor(window.start / window_s + 1e-6)

@@ -68,9 +68,13 @@ class ConditionBreakdown:
     def _tally(self, frame: Frame, box: Box) -> BoxTally:
         key = (frame.image, box.box)
         if key not in self.tallies:
-            self.tallies[key] = BoxTally(frame.image, {"frame": dict(frame.conditions), "box": dict(box.conditions)},
-                                         sum(e.visible for e in box.eyes),
-                                         {k: _new_counts() for k in self.pipelines}, {k: PairList() for k in self.pipelines})
+            self.tallies[key] = BoxTally(
+                frame.image,
+                {"frame": dict(frame.conditions), "box": dict(box.conditions)},
+                sum(e.visible for e in box.eyes),
+                {k: _new_counts() for k in self.pipelines},
+                {k: PairList() for k in self.pipelines},
+            )
         return self.tallies[key]
 
     def tally(self, pipeline: str, frame: Frame, box: Box) -> tuple[dict[str, int], PairList]:
@@ -109,14 +113,23 @@ class ConditionBreakdown:
 
     def metrics(self, tallies: list[BoxTally]) -> dict[str, Any]:
         """Detection and score accuracy summed over the given boxes."""
-        out: dict[str, Any] = {"frames": len({t.image for t in tallies}), "boxes": len(tallies),
-                               "true_visible_eyes": sum(t.true_visible_eyes for t in tallies)}
+        out: dict[str, Any] = {
+            "frames": len({t.image for t in tallies}),
+            "boxes": len(tallies),
+            "true_visible_eyes": sum(t.true_visible_eyes for t in tallies),
+        }
         for kind in self.pipelines:
             c = {k: sum(t.counts[kind][k] for t in tallies) for k in ("tp", "fp", "fn")}
             precision, recall = precision_recall(c["tp"], c["fp"], c["fn"])
             pred = [p for t in tallies for p in t.pairs[kind].pred]
             true = [v for t in tallies for v in t.pairs[kind].true]
-            out[kind] = {**c, "precision": precision, "recall": recall, "n": len(pred), "mae": mae(pred, true) if pred else None}
+            out[kind] = {
+                **c,
+                "precision": precision,
+                "recall": recall,
+                "n": len(pred),
+                "mae": mae(pred, true) if pred else None,
+            }
         pred = [p for t in tallies for p in t.regressor.pred]
         true = [v for t in tallies for v in t.regressor.true]
         out["regressor_only"] = {"n": len(pred), "mae": mae(pred, true) if pred else None}
@@ -128,13 +141,21 @@ class ConditionBreakdown:
         held: list[BoxTally] = []
         inside: list[BoxTally] = []
         for t in tallies:
-            off = [f"{level}.{key}" for level in LEVELS for key, rng in seen.get(level, {}).items()
-                   if key in t.conditions[level] and not in_range(t.conditions[level][key], rng)]
+            off = [
+                f"{level}.{key}"
+                for level in LEVELS
+                for key, rng in seen.get(level, {}).items()
+                if key in t.conditions[level] and not in_range(t.conditions[level][key], rng)
+            ]
             for k in off:
                 outside.setdefault(k, []).append(t)
             (held if off else inside).append(t)
-        return {"ranges": seen, "seen": self.metrics(inside), "held_out": self.metrics(held),
-                "outside_by_key": {k: self.metrics(v) for k, v in sorted(outside.items())}}
+        return {
+            "ranges": seen,
+            "seen": self.metrics(inside),
+            "held_out": self.metrics(held),
+            "outside_by_key": {k: self.metrics(v) for k, v in sorted(outside.items())},
+        }
 
 
 class Grouping:
@@ -162,7 +183,9 @@ class Grouping:
                 self.exact |= set(rest)
             else:
                 self.edges = sorted({float(q) for q in np.quantile(rest, np.linspace(0, 1, NUMBER_BINS + 1))})
-        keyed = [(v, _fmt(v)) for v in self.exact] + [(self.edges[i], self._bin_label(i)) for i in range(len(self.edges) - 1)]
+        keyed = [(v, _fmt(v)) for v in self.exact] + [
+            (self.edges[i], self._bin_label(i)) for i in range(len(self.edges) - 1)
+        ]
         self.order = [label for _, label in sorted(keyed)]
 
     def _bin_label(self, i: int) -> str:
@@ -208,8 +231,10 @@ def training_ranges(dataset: Dataset) -> dict[str, dict[str, dict]]:
             for key, v in box.conditions.items():
                 values["box"].setdefault(key, []).append(v)
     if not any(values.values()):
-        raise MgsError(f"{dataset.root} has no conditions on its labels, so there is no training range to compare with; "
-                       "pass the training set as rendered with its conditions (docs/generalisation.md)")
+        raise MgsError(
+            f"{dataset.root} has no conditions on its labels, so there is no training range to compare with; "
+            "pass the training set as rendered with its conditions (docs/generalisation.md)"
+        )
     out: dict[str, dict[str, dict]] = {level: {} for level in LEVELS}
     for level, keys in values.items():
         for key, vs in keys.items():

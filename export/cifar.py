@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from mgs_core.errors import MgsError
 from export.train.weights import seed_everything
+from mgs_core.errors import MgsError
 from models.eye_regressor import EyeRegressor
 
 CIFAR_SIDE = 32
@@ -29,7 +29,9 @@ def batch_files(path: Path) -> list[Path]:
     path = Path(path)
     files = [path] if path.is_file() else sorted(path.glob("data_batch_*"))
     if not files:
-        raise MgsError(f"no CIFAR-10 batches at {path}: pass the cifar-10-batches-py folder (with data_batch_1..5) or one batch file")
+        raise MgsError(
+            f"no CIFAR-10 batches at {path}: pass the cifar-10-batches-py folder (with data_batch_1..5) or one batch file"
+        )
     return files
 
 
@@ -43,7 +45,9 @@ def load_cifar(path: Path) -> tuple[np.ndarray, np.ndarray]:
             data = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, CIFAR_SIDE, CIFAR_SIDE)
             lab = np.asarray(d[b"labels"], dtype=np.int64)
         except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError) as exc:
-            raise MgsError(f"{f} is not a CIFAR-10 python batch ({exc}); use the 'python version' of CIFAR-10") from None
+            raise MgsError(
+                f"{f} is not a CIFAR-10 python batch ({exc}); use the 'python version' of CIFAR-10"
+            ) from None
         if len(lab) != len(data) or (len(lab) and (lab.min() < 0 or lab.max() >= CIFAR_CLASSES)):
             raise MgsError(f"{f}: labels do not match the images or are outside 0-9")
         images.append(data[:, ::-1].transpose(0, 2, 3, 1))
@@ -51,8 +55,15 @@ def load_cifar(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels)
 
 
-def pretrain_features(path: Path, device: torch.device, epochs: int = 5, batch: int = 64, lr: float = 0.001,
-                      seed: int = 0, progress: bool = True) -> tuple[dict[str, torch.Tensor], list[float]]:
+def pretrain_features(
+    path: Path,
+    device: torch.device,
+    epochs: int = 5,
+    batch: int = 64,
+    lr: float = 0.001,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[dict[str, torch.Tensor], list[float]]:
     """Classify CIFAR-10 with the Table 1 net; return its conv-layer weights and per-epoch loss."""
     images, labels = load_cifar(path)
     seed_everything(seed)
@@ -67,8 +78,10 @@ def pretrain_features(path: Path, device: torch.device, epochs: int = 5, batch: 
         net.train()
         order = torch.randperm(len(labels), generator=gen)
         total, count = 0.0, 0
-        for i in tqdm(range(0, len(order) - 1, batch), desc=f"cifar epoch {epoch + 1}/{epochs}", disable=not progress, leave=False):
-            idx = order[i:i + batch]
+        for i in tqdm(
+            range(0, len(order) - 1, batch), desc=f"cifar epoch {epoch + 1}/{epochs}", disable=not progress, leave=False
+        ):
+            idx = order[i : i + batch]
             if len(idx) < 2:
                 continue
             optimizer.zero_grad(set_to_none=True)

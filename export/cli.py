@@ -8,8 +8,14 @@ from mgs_core.clitools import Command, dispatch
 
 COMMANDS = [
     Command("synth", "export.commands.synth", "generate a labelled synthetic rack dataset"),
-    Command("synth-video", "export.commands.synth_video", "generate a rack video with score trajectories and ground truth"),
-    Command("render-independent", "export.commands.render_independent", "render evaluation-only rack frames with the independent renderer"),
+    Command(
+        "synth-video", "export.commands.synth_video", "generate a rack video with score trajectories and ground truth"
+    ),
+    Command(
+        "render-independent",
+        "export.commands.render_independent",
+        "render evaluation-only rack frames with the independent renderer",
+    ),
     Command("validate", "export.commands.validate", "check a dataset folder against the dataset format"),
     Command("train-seg", "export.commands.train_seg", "train the segmentation U-Net(s)"),
     Command("train-eye", "export.commands.train_eye", "train the orbital-tightening eye regressor"),

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from mgs_core.errors import MgsError
 from export.metrics import mae, mae_per_bin, score_agreement
 from export.train.eye import EyeRecipe, centre_patches, predict, train_eye
 from export.train.samples import EyeSamples
+from mgs_core.errors import MgsError
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +34,29 @@ def image_folds(image_ids: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
     return [np.sort(f) for f in np.array_split(rng.permutation(images), k)]
 
 
-def crossval(samples: EyeSamples, k: int, recipe: EyeRecipe, device: torch.device, work_dir: Path,
-             progress: bool = True) -> dict[str, Any]:
+def crossval(
+    samples: EyeSamples, k: int, recipe: EyeRecipe, device: torch.device, work_dir: Path, progress: bool = True
+) -> dict[str, Any]:
     """Train K regressors, each tested on its held-out images; returns the pooled report."""
     pred = np.full(len(samples), np.nan, np.float32)
     fold_of = np.full(len(samples), -1)
     folds = []
     for f, held_out in enumerate(image_folds(samples.image_ids, k, recipe.seed)):
         test = np.isin(samples.image_ids, held_out)
-        module, history = train_eye(samples.subset(np.flatnonzero(~test)), recipe, work_dir / f"fold{f}.pt", device, progress=progress)
+        module, history = train_eye(
+            samples.subset(np.flatnonzero(~test)), recipe, work_dir / f"fold{f}.pt", device, progress=progress
+        )
         pred[test] = np.clip(predict(module, centre_patches(samples.regions[test]), device), 0, 9)
         fold_of[test] = f
-        folds.append({"fold": f, "test_images": int(len(held_out)), "test_eyes": int(test.sum()),
-                      "mae": mae(pred[test], samples.scores[test]), "final_train_loss": history[-1]["loss"]})
+        folds.append(
+            {
+                "fold": f,
+                "test_images": int(len(held_out)),
+                "test_eyes": int(test.sum()),
+                "mae": mae(pred[test], samples.scores[test]),
+                "final_train_loss": history[-1]["loss"],
+            }
+        )
         log.info("fold %d/%d: %d eyes, MAE %.3f", f + 1, k, test.sum(), folds[-1]["mae"])
     return {
         "folds": k,

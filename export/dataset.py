@@ -80,7 +80,12 @@ class Box:
     conditions: dict[str, Condition] = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        d = {"box": self.box, "roi": list(self.roi), "face_visible": self.face_visible, "eyes": [e.to_json() for e in self.eyes]}
+        d = {
+            "box": self.box,
+            "roi": list(self.roi),
+            "face_visible": self.face_visible,
+            "eyes": [e.to_json() for e in self.eyes],
+        }
         if self.conditions:
             d["conditions"] = dict(self.conditions)
         return d
@@ -99,7 +104,12 @@ class Frame:
     conditions: dict[str, Condition] = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        d = {"image": self.image, "mask": self.mask, "rater": self.raters[0] if self.raters else "", "boxes": [b.to_json() for b in self.boxes]}
+        d = {
+            "image": self.image,
+            "mask": self.mask,
+            "rater": self.raters[0] if self.raters else "",
+            "boxes": [b.to_json() for b in self.boxes],
+        }
         if self.conditions:
             d["conditions"] = dict(self.conditions)
         return d
@@ -135,7 +145,9 @@ class Dataset:
 
         img = cv2.imread(str(self.root / frame.image), cv2.IMREAD_COLOR)
         if img is None:
-            raise MgsError(f"{self.root / frame.image}: cannot decode the image; replace the file or remove its lines from labels.jsonl")
+            raise MgsError(
+                f"{self.root / frame.image}: cannot decode the image; replace the file or remove its lines from labels.jsonl"
+            )
         return img
 
     def read_mask(self, frame: Frame) -> np.ndarray | None:
@@ -145,7 +157,9 @@ class Dataset:
 
         mask = cv2.imread(str(self.root / frame.mask), cv2.IMREAD_UNCHANGED)
         if mask is None or mask.ndim != 2:
-            raise MgsError(f"{self.root / frame.mask}: not a single-channel mask; write class ids 0-3 as an 8-bit grey PNG")
+            raise MgsError(
+                f"{self.root / frame.mask}: not a single-channel mask; write class ids 0-3 as an 8-bit grey PNG"
+            )
         return mask
 
     def eye_samples(self) -> Iterator[EyeSample]:
@@ -239,7 +253,9 @@ class _Checker:
         path = self.root / "dataset.json"
         where = str(path)
         if not path.is_file():
-            self.add(where, f"missing; create it with {{\"format\": \"{FORMAT}\", \"version\": {VERSION}, \"score_scale\": [0, 9]}}")
+            self.add(
+                where, f'missing; create it with {{"format": "{FORMAT}", "version": {VERSION}, "score_scale": [0, 9]}}'
+            )
             return {}
         try:
             info = json.loads(path.read_text(encoding="utf-8"))
@@ -308,7 +324,9 @@ class _Checker:
             return None
         bad = [k for k, v in d.items() if not _NAME_RE.match(k) or not (isinstance(v, (str, bool)) or _number(v))]
         if bad:
-            self.add(where, f"conditions {bad} need a short name (letters, digits, '_') and a string, number or bool value")
+            self.add(
+                where, f"conditions {bad} need a short name (letters, digits, '_') and a string, number or bool value"
+            )
             return None
         return dict(d)
 
@@ -375,7 +393,15 @@ class _Checker:
         conditions = self.conditions(where, d.get("conditions", {}))
         if image is None or conditions is None or any(b is None for b in parsed):
             return None
-        return Frame(image, mask, tuple(parsed), (rater if isinstance(rater, str) else "",), (lineno,), size or (0, 0), conditions)
+        return Frame(
+            image,
+            mask,
+            tuple(parsed),
+            (rater if isinstance(rater, str) else "",),
+            (lineno,),
+            size or (0, 0),
+            conditions,
+        )
 
     def labels(self) -> list[Frame]:
         path = self.root / "labels.jsonl"
@@ -422,12 +448,14 @@ def _merge_eyes(groups: list[list[Eye]]) -> tuple[Eye, ...]:
     merged = []
     for c in clusters:
         scores = [e.score for e in c if e.score is not None]
-        merged.append(Eye(
-            round(sum(e.x for e in c) / len(c), 2),
-            round(sum(e.y for e in c) / len(c), 2),
-            round(sum(scores) / len(scores), 3) if scores else None,
-            any(e.visible for e in c),
-        ))
+        merged.append(
+            Eye(
+                round(sum(e.x for e in c) / len(c), 2),
+                round(sum(e.y for e in c) / len(c), 2),
+                round(sum(scores) / len(scores), 3) if scores else None,
+                any(e.visible for e in c),
+            )
+        )
     return tuple(merged)
 
 
@@ -445,9 +473,27 @@ def merge_raters(labels: list[Frame] | tuple[Frame, ...]) -> tuple[Frame, ...]:
         boxes = []
         for n in numbers:
             rated = [b for f in group for b in f.boxes if b.box == n]
-            boxes.append(Box(n, rated[0].roi, any(b.face_visible for b in rated), _merge_eyes([list(b.eyes) for b in rated]), rated[0].conditions))
+            boxes.append(
+                Box(
+                    n,
+                    rated[0].roi,
+                    any(b.face_visible for b in rated),
+                    _merge_eyes([list(b.eyes) for b in rated]),
+                    rated[0].conditions,
+                )
+            )
         mask = next((f.mask for f in group if f.mask is not None), None)
-        out.append(Frame(image, mask, tuple(boxes), tuple(r for f in group for r in f.raters), tuple(n for f in group for n in f.lines), group[0].size, group[0].conditions))
+        out.append(
+            Frame(
+                image,
+                mask,
+                tuple(boxes),
+                tuple(r for f in group for r in f.raters),
+                tuple(n for f in group for n in f.lines),
+                group[0].size,
+                group[0].conditions,
+            )
+        )
     return tuple(out)
 
 

@@ -27,17 +27,30 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from mgs_core.errors import MgsError
 from device.eyes import EyeConfig, crop_patches, patches_to_batch
-from device.inference import Models, ModelRunner
-from device.pipeline import FastPipeline, FullResolutionPipeline, class_maps, images_to_batch, pad_to_multiple, resize_for_coarse
+from device.inference import ModelRunner, Models
+from device.pipeline import (
+    FastPipeline,
+    FullResolutionPipeline,
+    class_maps,
+    images_to_batch,
+    pad_to_multiple,
+    resize_for_coarse,
+)
 from device.results import EyeScore
 from device.rois import Roi
 from export.breakdown import ConditionBreakdown
 from export.dataset import Dataset
-from export.metrics import (confusion_matrix, iou_from_confusion, mae_per_bin, match_points, precision_recall,
-                            score_agreement)
+from export.metrics import (
+    confusion_matrix,
+    iou_from_confusion,
+    mae_per_bin,
+    match_points,
+    precision_recall,
+    score_agreement,
+)
 from export.train.samples import resize_mask
+from mgs_core.errors import MgsError
 from models.unet import CLASS_NAMES
 
 MODEL_FILES = {"seg_coarse": "seg_coarse.pt", "seg_fine": "seg_fine.pt", "eye": "eye.pt"}
@@ -49,7 +62,9 @@ class EvalOptions:
     match_px: float = 8.0
     pipelines: tuple[str, ...] = PIPELINES
     progress: bool = True
-    seen_conditions: dict | None = None  # training ranges (export.breakdown.training_ranges) for the style-held-out view
+    seen_conditions: dict | None = (
+        None  # training ranges (export.breakdown.training_ranges) for the style-held-out view
+    )
 
 
 def torch_runners(models_dir: Path) -> tuple[Models, dict[str, Any]]:
@@ -64,13 +79,23 @@ def torch_runners(models_dir: Path) -> tuple[Models, dict[str, Any]]:
         path = Path(models_dir) / filename
         module, record = load_network(path)
         module.to(device)
-        info[name] = {"path": str(path), "data_fingerprint": record.get("data_fingerprint"), "command": record.get("command"),
-                      "config": record.get("config"), "input_size": record.get("input_size")}
+        info[name] = {
+            "path": str(path),
+            "data_fingerprint": record.get("data_fingerprint"),
+            "command": record.get("command"),
+            "config": record.get("config"),
+            "input_size": record.get("input_size"),
+        }
         if name == "seg_coarse":
             coarse_size = tuple(record["input_size"])
         runners[name] = _torch_runner(module, device, argmax=name != "eye")
-    return Models(seg_coarse=runners["seg_coarse"], seg_fine=runners["seg_fine"], eye=runners["eye"],
-                  model_sha256="torch-weights", coarse_size=coarse_size), info
+    return Models(
+        seg_coarse=runners["seg_coarse"],
+        seg_fine=runners["seg_fine"],
+        eye=runners["eye"],
+        model_sha256="torch-weights",
+        coarse_size=coarse_size,
+    ), info
 
 
 def _torch_runner(module, device, argmax: bool) -> ModelRunner:
@@ -82,6 +107,7 @@ def _torch_runner(module, device, argmax: bool) -> ModelRunner:
             out = module(torch.from_numpy(np.ascontiguousarray(batch)).to(device))
             out = out.argmax(1).to(torch.uint8) if argmax else out
             return out.cpu().numpy()
+
     return run
 
 
@@ -124,8 +150,10 @@ class _Pairs:
         self.true.append(t)
 
     def report(self) -> dict[str, Any]:
-        return {**score_agreement(np.array(self.pred), np.array(self.true)),
-                "per_true_score": mae_per_bin(np.array(self.pred), np.array(self.true))}
+        return {
+            **score_agreement(np.array(self.pred), np.array(self.true)),
+            "per_true_score": mae_per_bin(np.array(self.pred), np.array(self.true)),
+        }
 
 
 def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str, Any]:
@@ -150,18 +178,22 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
         mask = dataset.read_mask(frame) if frame.mask is not None else None
         if mask is not None:
             for roi in rois:
-                crop = image[roi.y:roi.y1, roi.x:roi.x1]
-                truth = mask[roi.y:roi.y1, roi.x:roi.x1]
-                fine = class_maps(models.seg_fine(images_to_batch([pad_to_multiple(crop)])))[0, :roi.h, :roi.w]
+                crop = image[roi.y : roi.y1, roi.x : roi.x1]
+                truth = mask[roi.y : roi.y1, roi.x : roi.x1]
+                fine = class_maps(models.seg_fine(images_to_batch([pad_to_multiple(crop)])))[0, : roi.h, : roi.w]
                 cm_fine += confusion_matrix(fine, truth, n)
-                coarse = class_maps(models.seg_coarse(images_to_batch([resize_for_coarse(crop, models.coarse_size)])))[0]
+                coarse = class_maps(models.seg_coarse(images_to_batch([resize_for_coarse(crop, models.coarse_size)])))[
+                    0
+                ]
                 cm_coarse += confusion_matrix(coarse, resize_mask(truth, models.coarse_size), n)
         true_eyes = [[e for e in b.eyes] for b in frame.boxes]
         n_true_visible += sum(e.visible for eyes in true_eyes for e in eyes)
         scored = [e for eyes in true_eyes for e in eyes if e.visible and e.score is not None]
         if scored:
             patches, _ = crop_patches(image, [(e.x, e.y) for e in scored])
-            preds = np.clip(np.asarray(models.eye(patches_to_batch(patches)), np.float32).reshape(len(scored), -1)[:, 0], 0, 9)
+            preds = np.clip(
+                np.asarray(models.eye(patches_to_batch(patches)), np.float32).reshape(len(scored), -1)[:, 0], 0, 9
+            )
             for e, p in zip(scored, preds):
                 regressor_only.add(float(p), float(e.score))
             breakdown.regressor(frame, scored, preds)
@@ -190,11 +222,17 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
     for kind in options.pipelines:
         c = counts[kind]
         precision, recall = precision_recall(c["tp"], c["fp"], c["fn"])
-        report["detection"][kind] = {**c, "precision": precision, "recall": recall,
-                                     "ms_per_frame": round(1000 * seconds[kind] / len(frames), 1)}
+        report["detection"][kind] = {
+            **c,
+            "precision": precision,
+            "recall": recall,
+            "ms_per_frame": round(1000 * seconds[kind] / len(frames), 1),
+        }
         report["end_to_end"][kind] = end_to_end[kind].report()
-    report["abstention"] = {kind: abstention_report(candidates[kind], n_true_visible, EyeConfig().min_confidence)
-                            for kind in options.pipelines}
+    report["abstention"] = {
+        kind: abstention_report(candidates[kind], n_true_visible, EyeConfig().min_confidence)
+        for kind in options.pipelines
+    }
     report["_candidates"] = candidates
     report["_pairs"] = {"regressor_only": regressor_only, **{f"end_to_end_{k}": v for k, v in end_to_end.items()}}
     return report
@@ -255,9 +293,16 @@ def operating_point(candidates: Sequence[Candidate], n_true_visible: int, thresh
     errors = [abs(c.eye.score - c.true_score) for c in kept if c.hit and c.true_score is not None]
     labelled = sum(1 for c in candidates if c.hit and c.true_score is not None)
     precision, recall = precision_recall(hits, len(kept) - hits, n_true_visible - hits)
-    return {"threshold": round(float(threshold), 4), "scored": len(kept), "hits": hits, "false": len(kept) - hits,
-            "precision": precision, "recall": recall, "coverage": len(errors) / labelled if labelled else None,
-            "mae": float(np.mean(errors)) if errors else None}
+    return {
+        "threshold": round(float(threshold), 4),
+        "scored": len(kept),
+        "hits": hits,
+        "false": len(kept) - hits,
+        "precision": precision,
+        "recall": recall,
+        "coverage": len(errors) / labelled if labelled else None,
+        "mae": float(np.mean(errors)) if errors else None,
+    }
 
 
 def risk_coverage(candidates: Sequence[Candidate], n_true_visible: int, steps: int = 101) -> list[dict[str, Any]]:
@@ -267,11 +312,14 @@ def risk_coverage(candidates: Sequence[Candidate], n_true_visible: int, steps: i
 
 def abstention_report(candidates: Sequence[Candidate], n_true_visible: int, min_confidence: float) -> dict[str, Any]:
     """The risk-coverage curve, the scoring-everything baseline and the operating point the device uses."""
-    return {"min_confidence": min_confidence, "candidates": len(candidates),
-            "abstained_at_operating_point": sum(c.eye.confidence < min_confidence for c in candidates),
-            "all_scored": operating_point(candidates, n_true_visible, 0.0),
-            "operating_point": operating_point(candidates, n_true_visible, min_confidence),
-            "risk_coverage": risk_coverage(candidates, n_true_visible)}
+    return {
+        "min_confidence": min_confidence,
+        "candidates": len(candidates),
+        "abstained_at_operating_point": sum(c.eye.confidence < min_confidence for c in candidates),
+        "all_scored": operating_point(candidates, n_true_visible, 0.0),
+        "operating_point": operating_point(candidates, n_true_visible, min_confidence),
+        "risk_coverage": risk_coverage(candidates, n_true_visible),
+    }
 
 
 def risk_coverage_axes(ax, abstention: dict[str, Any], title: str) -> None:
@@ -280,14 +328,29 @@ def risk_coverage_axes(ax, abstention: dict[str, Any], title: str) -> None:
     ax.plot([p["coverage"] for p in curve], [p["mae"] for p in curve], color="tab:blue", label="MAE of scored eyes")
     op = abstention["operating_point"]
     if op["mae"] is not None:
-        ax.plot([op["coverage"]], [op["mae"]], "o", color="tab:red", ms=8,
-                label=f"operating point (confidence >= {abstention['min_confidence']:g})")
+        ax.plot(
+            [op["coverage"]],
+            [op["mae"]],
+            "o",
+            color="tab:red",
+            ms=8,
+            label=f"operating point (confidence >= {abstention['min_confidence']:g})",
+        )
     ax.set_xlabel("coverage (share of found eyes scored)")
     ax.set_ylabel("MAE (0-9)")
     ax.set_xlim(0, 1.02)
     twin = ax.twinx()
-    twin.plot([p["coverage"] for p in curve], [p["precision"] for p in curve], color="tab:green", ls="--", lw=1, label="precision")
-    twin.plot([p["coverage"] for p in curve], [p["recall"] for p in curve], color="tab:orange", ls=":", lw=1, label="recall")
+    twin.plot(
+        [p["coverage"] for p in curve],
+        [p["precision"] for p in curve],
+        color="tab:green",
+        ls="--",
+        lw=1,
+        label="precision",
+    )
+    twin.plot(
+        [p["coverage"] for p in curve], [p["recall"] for p in curve], color="tab:orange", ls=":", lw=1, label="recall"
+    )
     twin.set_ylim(0, 1.02)
     twin.set_ylabel("precision / recall")
     lines = ax.get_legend_handles_labels()
@@ -305,7 +368,11 @@ def write_risk_coverage_plot(report: dict[str, Any], out_dir: Path) -> list[str]
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sets = [(kind, a) for kind, a in report.get("abstention", {}).items() if any(p["mae"] is not None for p in a["risk_coverage"])]
+    sets = [
+        (kind, a)
+        for kind, a in report.get("abstention", {}).items()
+        if any(p["mae"] is not None for p in a["risk_coverage"])
+    ]
     if not sets:
         return []
     fig, axes = plt.subplots(1, len(sets), figsize=(5.5 * len(sets), 4.2), squeeze=False)
@@ -320,8 +387,11 @@ def write_risk_coverage_plot(report: dict[str, Any], out_dir: Path) -> list[str]
 def _iou_report(cm: np.ndarray) -> dict[str, Any]:
     iou = iou_from_confusion(cm)
     present = [v for v in iou if v is not None]
-    return {"iou": dict(zip(CLASS_NAMES, iou)), "mean_iou": float(np.mean(present)) if present else None,
-            "pixels": int(cm.sum())}
+    return {
+        "iou": dict(zip(CLASS_NAMES, iou)),
+        "mean_iou": float(np.mean(present)) if present else None,
+        "pixels": int(cm.sum()),
+    }
 
 
 def write_plots(report: dict[str, Any], out_dir: Path) -> list[str]:
@@ -335,7 +405,10 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[str]:
     pairs: dict[str, _Pairs] = report["_pairs"]
     sets = [(name, p) for name, p in pairs.items() if p.pred]
     if sets:
-        for filename, draw, height in (("bland_altman.png", bland_altman_axes, 4.2), ("pred_vs_true.png", pred_vs_true_axes, 4.6)):
+        for filename, draw, height in (
+            ("bland_altman.png", bland_altman_axes, 4.2),
+            ("pred_vs_true.png", pred_vs_true_axes, 4.6),
+        ):
             fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), height), squeeze=False)
             for ax, (name, p) in zip(axes[0], sets):
                 draw(ax, np.array(p.pred), np.array(p.true), name.replace("_", " "))
@@ -383,7 +456,9 @@ def bland_altman_axes(ax, pred: np.ndarray, true: np.ndarray, title: str) -> Non
         ax.axhline(y, color="tab:red", ls=style, lw=1)
     ax.set_xlabel("mean of predicted and true score")
     ax.set_ylabel("predicted - true")
-    ax.set_title(f"Bland-Altman, {title}\nmean diff {m:+.2f}, LoA [{m - 1.96 * sd:.2f}, {m + 1.96 * sd:.2f}]", fontsize=9)
+    ax.set_title(
+        f"Bland-Altman, {title}\nmean diff {m:+.2f}, LoA [{m - 1.96 * sd:.2f}, {m + 1.96 * sd:.2f}]", fontsize=9
+    )
 
 
 def pred_vs_true_axes(ax, pred: np.ndarray, true: np.ndarray, title: str) -> None:

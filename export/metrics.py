@@ -28,7 +28,9 @@ def iou_from_confusion(cm: np.ndarray) -> list[float | None]:
     return [float(i / u) if u else None for i, u in zip(inter, union)]
 
 
-def match_points(pred: Sequence[tuple[float, float]], true: Sequence[tuple[float, float]], max_dist: float) -> list[tuple[int, int]]:
+def match_points(
+    pred: Sequence[tuple[float, float]], true: Sequence[tuple[float, float]], max_dist: float
+) -> list[tuple[int, int]]:
     """Pairs (pred index, true index), closest pairs first, each point used once, within max_dist.
 
     Greedy closest-first is optimal here in practice: eyes of one animal are far apart compared
@@ -121,8 +123,16 @@ def score_agreement(pred: np.ndarray, true: np.ndarray) -> dict[str, float | int
     pred = np.asarray(pred, float)
     true = np.asarray(true, float)
     if pred.size == 0:
-        return {"n": 0, "mae": None, "mean_difference": None, "pearson_r": None, "icc_2_1": None,
-                "sd_difference": None, "loa_lower": None, "loa_upper": None}
+        return {
+            "n": 0,
+            "mae": None,
+            "mean_difference": None,
+            "pearson_r": None,
+            "icc_2_1": None,
+            "sd_difference": None,
+            "loa_lower": None,
+            "loa_upper": None,
+        }
     ba = bland_altman(pred, true)
     return {
         "n": int(pred.size),
@@ -145,6 +155,9 @@ def mae_per_bin(pred: np.ndarray, true: np.ndarray, lo: int = 0, hi: int = 9) ->
     for b in range(lo, hi + 1):
         sel = bins == b
         if sel.any():
-            out[str(b)] = {"n": int(sel.sum()), "mae": mae(pred[sel], true[sel]),
-                           "mean_difference": mean_difference(pred[sel], true[sel])}
+            out[str(b)] = {
+                "n": int(sel.sum()),
+                "mae": mae(pred[sel], true[sel]),
+                "mean_difference": mean_difference(pred[sel], true[sel]),
+            }
     return out

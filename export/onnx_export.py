@@ -26,10 +26,10 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from mgs_core.errors import MgsError
 from export.train.weights import EYE_CLASS_NAMES, NORMALISATION, load_network
-from models.eye_regressor import PATCH_SIZE, EyeRegressor
+from mgs_core.errors import MgsError
 from mgs_core.manifest import sha256_file
+from models.eye_regressor import PATCH_SIZE, EyeRegressor
 from models.unet import CLASS_NAMES, UNet
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,9 @@ def load_checkpoint(name: str, path: Path) -> Checkpoint:
     module, record = load_network(path)
     expected = EyeRegressor if NETWORKS[name].kind == "eye" else UNet
     if not isinstance(module, expected):
-        raise MgsError(f"{path} holds a {type(module).__name__}, but {name} must be a {expected.__name__}; check --models")
+        raise MgsError(
+            f"{path} holds a {type(module).__name__}, but {name} must be a {expected.__name__}; check --models"
+        )
     return Checkpoint(
         name=name,
         module=module.eval(),
@@ -312,10 +314,13 @@ def fp32_parity(ckpt: Checkpoint, path: Path, batch: int = 4) -> dict[str, float
         else:
             diff = float(np.abs(ref.numpy() - got).max())
             metrics["onnx_vs_torch_max_abs_diff"] = max(diff, metrics.get("onnx_vs_torch_max_abs_diff", 0.0))
-    if metrics.get("onnx_vs_torch_class_agreement", 1.0) < MIN_CLASS_AGREEMENT or metrics.get(
-        "onnx_vs_torch_max_abs_diff", 0.0
-    ) > MAX_SCORE_DIFF:
-        raise MgsError(f"{path} does not reproduce the PyTorch model ({metrics}); the export is broken, please report it")
+    if (
+        metrics.get("onnx_vs_torch_class_agreement", 1.0) < MIN_CLASS_AGREEMENT
+        or metrics.get("onnx_vs_torch_max_abs_diff", 0.0) > MAX_SCORE_DIFF
+    ):
+        raise MgsError(
+            f"{path} does not reproduce the PyTorch model ({metrics}); the export is broken, please report it"
+        )
     return metrics
 
 

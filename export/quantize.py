@@ -34,11 +34,11 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from mgs_core.errors import MgsError
 from device.eyes import crop_patches, patches_to_batch
 from device.pipeline import images_to_batch, pad_to_multiple, resize_for_coarse
 from export.dataset import Box, open_dataset
 from export.onnx_export import manifest_record, onnx_session, read_metadata, set_metadata
+from mgs_core.errors import MgsError
 from mgs_core.manifest import Manifest, ModelEntry, save_entry, sha256_file, verify_model_file
 
 log = logging.getLogger(__name__)
@@ -102,14 +102,20 @@ def _clamped_crop(frame: np.ndarray, roi: tuple[int, int, int, int], cx: float, 
     y0 = int(round(cy - side / 2))
     x0 = min(max(x0, x), max(x, x + w - side))
     y0 = min(max(y0, y), max(y, y + h - side))
-    crop = frame[y0:y0 + side, x0:x0 + side]
+    crop = frame[y0 : y0 + side, x0 : x0 + side]
     if crop.shape[:2] != (side, side):
         crop = np.pad(crop, ((0, side - crop.shape[0]), (0, side - crop.shape[1]), (0, 0)), mode="edge")
     return crop
 
 
-def build_calibration(frames: Iterable[LabelledFrame], coarse_size: tuple[int, int], fine_crop: int,
-                      whole_roi_every: int = 4, seed: int = 0, source: str = "") -> CalibrationSet:
+def build_calibration(
+    frames: Iterable[LabelledFrame],
+    coarse_size: tuple[int, int],
+    fine_crop: int,
+    whole_roi_every: int = 4,
+    seed: int = 0,
+    source: str = "",
+) -> CalibrationSet:
     """Device-preprocessed inputs for all three networks from labelled frames.
 
     seg_fine runs on crops and (FullResolutionPipeline) on whole boxes; whole boxes are big, so only
@@ -121,19 +127,23 @@ def build_calibration(frames: Iterable[LabelledFrame], coarse_size: tuple[int, i
     for n, (img, boxes) in enumerate(frames, start=1):
         for box in boxes:
             x, y, w, h = (int(round(v)) for v in box.roi)
-            coarse.append(resize_for_coarse(img[y:y + h, x:x + w], coarse_size))
+            coarse.append(resize_for_coarse(img[y : y + h, x : x + w], coarse_size))
             centres = [(e.x, e.y) for e in box.eyes if e.visible]
             if centres:
                 hx, hy = np.mean(centres, axis=0)
                 fine.append(_clamped_crop(img, (x, y, w, h), hx, hy, fine_crop))
                 jitter = rng.uniform(-4, 4, size=(len(centres), 2))
-                patches.extend(crop_patches(img, [(cx + dx, cy + dy) for (cx, cy), (dx, dy) in zip(centres, jitter)])[0])
+                patches.extend(
+                    crop_patches(img, [(cx + dx, cy + dy) for (cx, cy), (dx, dy) in zip(centres, jitter)])[0]
+                )
             fine.append(_clamped_crop(img, (x, y, w, h), x + rng.uniform(0, w), y + rng.uniform(0, h), fine_crop))
         if boxes and n % whole_roi_every == 1:
             x, y, w, h = (int(round(v)) for v in boxes[0].roi)
-            whole.append(images_to_batch([pad_to_multiple(img[y:y + h, x:x + w])]))
+            whole.append(images_to_batch([pad_to_multiple(img[y : y + h, x : x + w])]))
     if not coarse or not patches:
-        raise MgsError(f"the calibration frames ({source}) have no labelled boxes with eyes; use frames with animals in view")
+        raise MgsError(
+            f"the calibration frames ({source}) have no labelled boxes with eyes; use frames with animals in view"
+        )
     inputs = {
         "seg_coarse": images_to_batch(coarse),
         "seg_fine": images_to_batch(fine),
@@ -148,7 +158,10 @@ def synthetic_frames(count: int, seed: int = CALIBRATION_SEED) -> tuple[Iterator
     from export.synth.writer import frame_seed
 
     frames = ((f.image, f.boxes) for f in (render_frame(frame_seed(seed, i)) for i in range(count)))
-    return frames, f"synthetic: the first {count} frames of `mgs-export synth --seed {seed} --randomise none` (rendered in memory)"
+    return (
+        frames,
+        f"synthetic: the first {count} frames of `mgs-export synth --seed {seed} --randomise none` (rendered in memory)",
+    )
 
 
 def dataset_frames(root: Path, count: int) -> tuple[Iterator[LabelledFrame], str]:
@@ -156,14 +169,18 @@ def dataset_frames(root: Path, count: int) -> tuple[Iterator[LabelledFrame], str
     dataset = open_dataset(root)
     chosen = dataset.frames[:count]
     labels = sha256_file(Path(root) / "labels.jsonl")
-    return ((dataset.read_image(f), f.boxes) for f in chosen), f"dataset: {root} (labels.jsonl sha256 {labels[:12]}), first {len(chosen)} images"
+    return (
+        (dataset.read_image(f), f.boxes) for f in chosen
+    ), f"dataset: {root} (labels.jsonl sha256 {labels[:12]}), first {len(chosen)} images"
 
 
 class ArrayReader(CalibrationDataReader):
     """Feeds fixed-shape arrays in batches, then any extra (differently shaped) batches one by one."""
 
-    def __init__(self, input_name: str, data: np.ndarray, extra: Sequence[np.ndarray] = (), batch: int = CALIBRATION_BATCH) -> None:
-        self._batches = [data[i:i + batch] for i in range(0, len(data), batch)] + list(extra)
+    def __init__(
+        self, input_name: str, data: np.ndarray, extra: Sequence[np.ndarray] = (), batch: int = CALIBRATION_BATCH
+    ) -> None:
+        self._batches = [data[i : i + batch] for i in range(0, len(data), batch)] + list(extra)
         self._name = input_name
         self._next = 0
 
@@ -200,8 +217,15 @@ def answer_nodes(model: onnx.ModelProto) -> AnswerNodes:
 ACTIVATION_TYPES = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
 
 
-def quantize_file(fp32: Path, int8: Path, reader: ArrayReader, calibration: dict, quantize_head: bool,
-                  extra_float: Sequence[str] = (), activations: str = "uint8") -> list[str]:
+def quantize_file(
+    fp32: Path,
+    int8: Path,
+    reader: ArrayReader,
+    calibration: dict,
+    quantize_head: bool,
+    extra_float: Sequence[str] = (),
+    activations: str = "uint8",
+) -> list[str]:
     """FP32 ONNX -> INT8 QDQ ONNX with metadata; returns the nodes kept in float."""
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
@@ -222,9 +246,18 @@ def quantize_file(fp32: Path, int8: Path, reader: ArrayReader, calibration: dict
         )
     meta = read_metadata(onnx.load(fp32))
     quantized = onnx.load(int8)
-    meta.update(precision="int8", calibration_set=calibration, kept_float=excluded, quantized_from=fp32.name,
-                quantization={"format": "QDQ", "activations": activations, "weights": "int8 per-channel symmetric",
-                              "method": "static MinMax"})
+    meta.update(
+        precision="int8",
+        calibration_set=calibration,
+        kept_float=excluded,
+        quantized_from=fp32.name,
+        quantization={
+            "format": "QDQ",
+            "activations": activations,
+            "weights": "int8 per-channel symmetric",
+            "method": "static MinMax",
+        },
+    )
     set_metadata(quantized, meta)
     onnx.checker.check_model(quantized)
     onnx.save(quantized, int8)
@@ -263,8 +296,12 @@ def summarise_layer_errors(errors: dict[str, float]) -> dict:
     if not errors:
         return {}
     worst = min(errors, key=errors.get)
-    return {"layers": len(errors), "min_sqnr_db": round(errors[worst], 2), "worst_layer": worst,
-            "median_sqnr_db": round(float(np.median(list(errors.values()))), 2)}
+    return {
+        "layers": len(errors),
+        "min_sqnr_db": round(errors[worst], 2),
+        "worst_layer": worst,
+        "median_sqnr_db": round(float(np.median(list(errors.values()))), 2),
+    }
 
 
 def calibration_agreement(fp32: Path, int8: Path, data: np.ndarray) -> dict[str, float]:
@@ -272,11 +309,18 @@ def calibration_agreement(fp32: Path, int8: Path, data: np.ndarray) -> dict[str,
     a = onnx_session(fp32)
     b = onnx_session(int8)
     name = a.get_inputs()[0].name
-    ref = np.concatenate([a.run(None, {name: data[i:i + CALIBRATION_BATCH]})[0] for i in range(0, len(data), CALIBRATION_BATCH)])
-    got = np.concatenate([b.run(None, {name: data[i:i + CALIBRATION_BATCH]})[0] for i in range(0, len(data), CALIBRATION_BATCH)])
+    ref = np.concatenate(
+        [a.run(None, {name: data[i : i + CALIBRATION_BATCH]})[0] for i in range(0, len(data), CALIBRATION_BATCH)]
+    )
+    got = np.concatenate(
+        [b.run(None, {name: data[i : i + CALIBRATION_BATCH]})[0] for i in range(0, len(data), CALIBRATION_BATCH)]
+    )
     if ref.dtype == np.uint8:
         return {"calibration_class_agreement": float(np.mean(ref == got))}
-    return {"calibration_max_abs_diff": float(np.abs(ref - got).max()), "calibration_mean_abs_diff": float(np.abs(ref - got).mean())}
+    return {
+        "calibration_max_abs_diff": float(np.abs(ref - got).max()),
+        "calibration_mean_abs_diff": float(np.abs(ref - got).mean()),
+    }
 
 
 def quantize_network(entry: ModelEntry, calibration: CalibrationSet, activations: str = "uint8") -> dict:
@@ -303,7 +347,9 @@ def quantize_network(entry: ModelEntry, calibration: CalibrationSet, activations
     agreement = calibration_agreement(fp32, int8, data)
     head_agreement = agreement.get("calibration_class_agreement")
     if segmentation and head_agreement < MIN_HEAD_AGREEMENT:
-        log.info("%s: argmax agreement %.4f with a quantized head, keeping the head in float", entry.name, head_agreement)
+        log.info(
+            "%s: argmax agreement %.4f with a quantized head, keeping the head in float", entry.name, head_agreement
+        )
         quantize_head = False
         kept = quantize_file(fp32, int8, reader, describe, quantize_head, activations=activations)
         agreement = calibration_agreement(fp32, int8, data)
@@ -314,23 +360,40 @@ def quantize_network(entry: ModelEntry, calibration: CalibrationSet, activations
         kept = quantize_file(fp32, int8, reader, describe, quantize_head, weak, activations)
         per_layer = layer_errors(fp32, int8, sample)
         agreement = calibration_agreement(fp32, int8, data)
-    return {"path": int8, "kept_float": kept,
-            "metrics": {"layer_sqnr": summarise_layer_errors(per_layer), "head_quantized": quantize_head,
-                        "head_quantized_agreement": head_agreement, "kept_float_for_sqnr": weak, **agreement}}
+    return {
+        "path": int8,
+        "kept_float": kept,
+        "metrics": {
+            "layer_sqnr": summarise_layer_errors(per_layer),
+            "head_quantized": quantize_head,
+            "head_quantized_agreement": head_agreement,
+            "kept_float_for_sqnr": weak,
+            **agreement,
+        },
+    }
 
 
-def quantize_networks(manifest: Manifest, calibration: CalibrationSet, names: Sequence[str], command: str,
-                      activations: str = "uint8") -> list[dict]:
+def quantize_networks(
+    manifest: Manifest, calibration: CalibrationSet, names: Sequence[str], command: str, activations: str = "uint8"
+) -> list[dict]:
     """Quantize each named FP32 entry, record its INT8 entry as "unverified"; rows for the CLI table."""
     rows = []
     for name in names:
         result = quantize_network(manifest.entry(name, "fp32"), calibration, activations)
         metrics = result["metrics"]
-        save_entry(manifest.models_dir, manifest_record(result["path"], manifest.models_dir, "unverified", metrics, command))
+        save_entry(
+            manifest.models_dir, manifest_record(result["path"], manifest.models_dir, "unverified", metrics, command)
+        )
         agreement = metrics.get("calibration_class_agreement")
-        rows.append({
-            "name": name, "samples": len(calibration.inputs[name]), "kept_float": result["kept_float"],
-            "min_sqnr_db": metrics["layer_sqnr"].get("min_sqnr_db"),
-            "agreement": f"{agreement:.4f}" if agreement is not None else f"max|d|={metrics['calibration_max_abs_diff']:.3g}",
-        })
+        rows.append(
+            {
+                "name": name,
+                "samples": len(calibration.inputs[name]),
+                "kept_float": result["kept_float"],
+                "min_sqnr_db": metrics["layer_sqnr"].get("min_sqnr_db"),
+                "agreement": f"{agreement:.4f}"
+                if agreement is not None
+                else f"max|d|={metrics['calibration_max_abs_diff']:.3g}",
+            }
+        )
     return rows

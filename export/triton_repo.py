@@ -50,8 +50,12 @@ def _tensor(spec: TensorSpec) -> str:
 
 def config_pbtxt(entry: ModelEntry, batching: Batching, instance_kind: str = "KIND_GPU", instances: int = 1) -> str:
     preferred = ", ".join(str(b) for b in batching.preferred)
-    params = {"sha256": entry.sha256, "model_version": entry.model_version, "precision": entry.precision,
-              "class_names": json.dumps(list(entry.class_names))}
+    params = {
+        "sha256": entry.sha256,
+        "model_version": entry.model_version,
+        "precision": entry.precision,
+        "class_names": json.dumps(list(entry.class_names)),
+    }
     parameters = "".join(
         f'parameters {{\n  key: "{k}"\n  value: {{ string_value: {json.dumps(v)} }}\n}}\n' for k, v in params.items()
     )
@@ -65,13 +69,17 @@ def config_pbtxt(entry: ModelEntry, batching: Batching, instance_kind: str = "KI
         f"  preferred_batch_size: [ {preferred} ]\n"
         f"  max_queue_delay_microseconds: {batching.max_queue_delay_us}\n"
         "}\n"
-        f"instance_group [\n  {{\n    count: {instances}\n    kind: {instance_kind}\n  }}\n]\n"
-        + parameters
+        f"instance_group [\n  {{\n    count: {instances}\n    kind: {instance_kind}\n  }}\n]\n" + parameters
     )
 
 
-def write_repository(manifest: Manifest, out: Path, precision: str = "fp32", instance_kind: str = "KIND_GPU",
-                     names: tuple[str, ...] = NAMES) -> list[Path]:
+def write_repository(
+    manifest: Manifest,
+    out: Path,
+    precision: str = "fp32",
+    instance_kind: str = "KIND_GPU",
+    names: tuple[str, ...] = NAMES,
+) -> list[Path]:
     """Write one Triton model per network; returns the config paths.
 
     Every file is hash-checked before anything is written, so a bad file leaves no half-made repository.

@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from mgs_core.errors import MgsError
 from device.eyes import EYES
-from device.inference import MODEL_NAMES, Models, ModelRunner, open_models
+from device.inference import MODEL_NAMES, ModelRunner, Models, open_models
 from export.dataset import Dataset
 from export.evaluate import EvalOptions, evaluate
+from mgs_core.errors import MgsError
 from mgs_core.manifest import Manifest, ModelEntry, read_verified_model
 
 MAX_MAE_INCREASE = 0.05
@@ -61,10 +61,18 @@ class Agreement:
 
     def report(self) -> dict[str, Any]:
         if self.pixels:
-            return {"calls": self.calls, "pixels": self.pixels, "argmax_agreement": self.agree / self.pixels,
-                    "eye_iou": self.eye_inter / self.eye_union if self.eye_union else None}
-        return {"calls": self.calls, "scores": self.scores, "score_max_abs_diff": self.abs_max,
-                "score_mean_abs_diff": self.abs_sum / self.scores if self.scores else None}
+            return {
+                "calls": self.calls,
+                "pixels": self.pixels,
+                "argmax_agreement": self.agree / self.pixels,
+                "eye_iou": self.eye_inter / self.eye_union if self.eye_union else None,
+            }
+        return {
+            "calls": self.calls,
+            "scores": self.scores,
+            "score_max_abs_diff": self.abs_max,
+            "score_mean_abs_diff": self.abs_sum / self.scores if self.scores else None,
+        }
 
 
 @dataclass
@@ -87,8 +95,14 @@ class ComparingRunner:
 
 def comparing(models: Models, reference: Models) -> tuple[Models, dict[str, Agreement]]:
     runners = {n: ComparingRunner(getattr(models, n), getattr(reference, n)) for n in MODEL_NAMES}
-    wrapped = Models(seg_coarse=runners["seg_coarse"], seg_fine=runners["seg_fine"], eye=runners["eye"],
-                     model_sha256=models.model_sha256, coarse_size=models.coarse_size, files=models.files)
+    wrapped = Models(
+        seg_coarse=runners["seg_coarse"],
+        seg_fine=runners["seg_fine"],
+        eye=runners["eye"],
+        model_sha256=models.model_sha256,
+        coarse_size=models.coarse_size,
+        files=models.files,
+    )
     return wrapped, {n: r.agreement for n, r in runners.items()}
 
 
@@ -112,12 +126,19 @@ def _public(report: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in report.items() if not k.startswith("_")}
 
 
-def verify(dataset: Dataset, manifest: Manifest, torch_models: Models | None, pipelines: tuple[str, ...]) -> dict[str, Any]:
+def verify(
+    dataset: Dataset, manifest: Manifest, torch_models: Models | None, pipelines: tuple[str, ...]
+) -> dict[str, Any]:
     """Evaluate each runtime and compare them on identical inputs; returns the verification report."""
     options = EvalOptions(pipelines=pipelines, progress=False)
     fp32 = open_precision(manifest, "fp32")
     int8 = open_precision(manifest, "int8")
-    report: dict[str, Any] = {"frames": len(dataset.frames), "pipelines": list(pipelines), "accuracy": {}, "agreement": {}}
+    report: dict[str, Any] = {
+        "frames": len(dataset.frames),
+        "pipelines": list(pipelines),
+        "accuracy": {},
+        "agreement": {},
+    }
     if torch_models is not None:
         report["accuracy"]["torch"] = _public(evaluate(dataset, torch_models, options))
         wrapped, agreement = comparing(fp32, torch_models)
@@ -141,20 +162,30 @@ def int8_gate(report: dict[str, Any]) -> dict[str, Any]:
         if value is None:
             reasons.append(f"{name} was never called on these frames")
         elif value < MIN_ARGMAX_AGREEMENT:
-            reasons.append(f"{name} INT8 argmax agrees with FP32 on {value:.2%} of pixels (< {MIN_ARGMAX_AGREEMENT:.0%})")
+            reasons.append(
+                f"{name} INT8 argmax agrees with FP32 on {value:.2%} of pixels (< {MIN_ARGMAX_AGREEMENT:.0%})"
+            )
     mae_delta = {}
     for kind in report["pipelines"]:
         f = report["accuracy"]["fp32"]["end_to_end"][kind]["mae"]
         i = report["accuracy"]["int8"]["end_to_end"][kind]["mae"]
         if f is None or i is None:
-            reasons.append(f"{kind} pipeline scored no eye end-to-end (fp32 n={report['accuracy']['fp32']['end_to_end'][kind]['n']}, "
-                           f"int8 n={report['accuracy']['int8']['end_to_end'][kind]['n']}): nothing to compare; untrained networks?")
+            reasons.append(
+                f"{kind} pipeline scored no eye end-to-end (fp32 n={report['accuracy']['fp32']['end_to_end'][kind]['n']}, "
+                f"int8 n={report['accuracy']['int8']['end_to_end'][kind]['n']}): nothing to compare; untrained networks?"
+            )
             continue
         mae_delta[kind] = i - f
         if i - f > MAX_MAE_INCREASE:
-            reasons.append(f"{kind} pipeline: INT8 end-to-end MAE {i:.3f} vs FP32 {f:.3f} (+{i - f:.3f} > {MAX_MAE_INCREASE})")
-    return {"passed": not reasons, "reasons": reasons, "mae_increase": mae_delta,
-            "rules": {"max_mae_increase": MAX_MAE_INCREASE, "min_argmax_agreement": MIN_ARGMAX_AGREEMENT}}
+            reasons.append(
+                f"{kind} pipeline: INT8 end-to-end MAE {i:.3f} vs FP32 {f:.3f} (+{i - f:.3f} > {MAX_MAE_INCREASE})"
+            )
+    return {
+        "passed": not reasons,
+        "reasons": reasons,
+        "mae_increase": mae_delta,
+        "rules": {"max_mae_increase": MAX_MAE_INCREASE, "min_argmax_agreement": MIN_ARGMAX_AGREEMENT},
+    }
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -170,14 +201,20 @@ def table(report: dict[str, Any]) -> str:
         seg = acc["segmentation"]["seg_fine_full_resolution"]
         for kind in report["pipelines"]:
             e2e = acc["end_to_end"][kind]
-            lines.append(f"{runtime:<8} {kind:<8} {_fmt(e2e['mae']):>8} {e2e['n']:>5} {_fmt(acc['regressor_only']['mae']):>9} "
-                         f"{_fmt(seg['mean_iou']):>9} {_fmt(seg['iou'].get('eyes')):>8}")
+            lines.append(
+                f"{runtime:<8} {kind:<8} {_fmt(e2e['mae']):>8} {e2e['n']:>5} {_fmt(acc['regressor_only']['mae']):>9} "
+                f"{_fmt(seg['mean_iou']):>9} {_fmt(seg['iou'].get('eyes')):>8}"
+            )
     lines.append("")
-    lines.append(f"{'compared':<14} {'network':<11} {'calls':>6} {'argmax agree':>12} {'eye IoU':>8} {'score max|d|':>12} {'mean|d|':>8}")
+    lines.append(
+        f"{'compared':<14} {'network':<11} {'calls':>6} {'argmax agree':>12} {'eye IoU':>8} {'score max|d|':>12} {'mean|d|':>8}"
+    )
     for pair, per_net in report["agreement"].items():
         for name, a in per_net.items():
-            lines.append(f"{pair:<14} {name:<11} {a['calls']:>6} {_fmt(a.get('argmax_agreement'), 4):>12} {_fmt(a.get('eye_iou'), 4):>8} "
-                         f"{_fmt(a.get('score_max_abs_diff'), 4):>12} {_fmt(a.get('score_mean_abs_diff'), 4):>8}")
+            lines.append(
+                f"{pair:<14} {name:<11} {a['calls']:>6} {_fmt(a.get('argmax_agreement'), 4):>12} {_fmt(a.get('eye_iou'), 4):>8} "
+                f"{_fmt(a.get('score_max_abs_diff'), 4):>12} {_fmt(a.get('score_mean_abs_diff'), 4):>8}"
+            )
     gate = report["gate"]
     lines.append("")
     lines.append("INT8 gate: " + ("PASSED" if gate["passed"] else "FAILED\n  " + "\n  ".join(gate["reasons"])))

@@ -15,7 +15,7 @@ import json
 import math
 import re
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from mgs_core.errors import MessageError
@@ -39,7 +39,7 @@ _EPOCH_RE = re.compile(r"^[0-9a-f]{8,32}$")
 # future is still valid here; the server flags it against its own clock. 1970 stays valid: an edge
 # box without a real-time clock starts there until NTP answers, and its windows must not be lost.
 EARLIEST_TIME = 0.0
-LATEST_TIME = datetime(2100, 1, 1, tzinfo=timezone.utc).timestamp()
+LATEST_TIME = datetime(2100, 1, 1, tzinfo=UTC).timestamp()
 
 TopicKind = Literal["availability", "status", "score", "state", "alert", "stored"]
 AVAILABILITY_ONLINE = "online"
@@ -110,7 +110,7 @@ def parse_topic(topic: str, prefix: str = DEFAULT_PREFIX) -> TopicRef:
     pre = prefix.split("/")
     if parts[: len(pre)] != pre:
         raise MessageError(f"topic {topic!r} is not under prefix {prefix!r}")
-    rest = parts[len(pre):]
+    rest = parts[len(pre) :]
     if len(rest) == 2 and rest[1] in ("availability", "status"):
         return TopicRef(rest[1], validate_name(rest[0]))  # type: ignore[arg-type]
     if len(rest) == 4 and rest[1] == "box" and rest[3] in ("score", "state", "alert"):
@@ -130,7 +130,7 @@ def _check_box(box: int) -> None:
 
 def utc_iso(ts: float) -> str:
     """Unix seconds -> ISO-8601 UTC with milliseconds and a 'Z', the only time format on the wire."""
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_utc_iso(value: str) -> float:
@@ -141,7 +141,7 @@ def parse_utc_iso(value: str) -> float:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise MessageError(f"time {value!r} is not ISO-8601") from None
-    if dt.tzinfo is None or dt.utcoffset() != timezone.utc.utcoffset(None):
+    if dt.tzinfo is None or dt.utcoffset() != UTC.utcoffset(None):
         raise MessageError(f"time {value!r} must be UTC")
     ts = dt.timestamp()
     if not EARLIEST_TIME <= ts < LATEST_TIME:
@@ -150,6 +150,7 @@ def parse_utc_iso(value: str) -> float:
 
 
 # --- payloads -----------------------------------------------------------------------------------
+
 
 def _decode(payload: bytes | str, what: str) -> dict[str, Any]:
     if isinstance(payload, str):
@@ -181,12 +182,22 @@ def _build(cls: type, obj: dict[str, Any], what: str) -> Any:
     return msg
 
 
-def _num(value: Any, name: str, lo: float | None = None, hi: float | None = None,
-         integer: bool = False, optional: bool = False) -> None:
+def _num(
+    value: Any,
+    name: str,
+    lo: float | None = None,
+    hi: float | None = None,
+    integer: bool = False,
+    optional: bool = False,
+) -> None:
     if value is None and optional:
         return
     ok_type = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, ok_type) or (isinstance(value, float) and not math.isfinite(value)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, ok_type)
+        or (isinstance(value, float) and not math.isfinite(value))
+    ):
         raise MessageError(f"field {name!r} = {value!r} must be a finite {'integer' if integer else 'number'}")
     if isinstance(value, int) and abs(value) > MAX_INT:
         raise MessageError(f"field {name!r} = {value!r} does not fit a 64-bit integer")

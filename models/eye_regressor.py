@@ -52,14 +52,23 @@ class EyeRegressor(nn.Module):
         super().__init__()
         self.config = {"in_channels": in_channels, "patch": patch, "outputs": outputs}
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 6, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(6, 16, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(in_channels, 6, 5),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
         )
         self.pool = MatmulAdaptiveAvgPool(feature_size(patch), 5)
         self.head = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(16 * 5 * 5, 120), nn.BatchNorm1d(120), nn.ReLU(inplace=True), nn.Dropout(0.25),
-            nn.Linear(120, 84), nn.BatchNorm1d(84), nn.ReLU(inplace=True),
+            nn.Linear(16 * 5 * 5, 120),
+            nn.BatchNorm1d(120),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.25),
+            nn.Linear(120, 84),
+            nn.BatchNorm1d(84),
+            nn.ReLU(inplace=True),
             nn.Linear(84, outputs),
         )
 

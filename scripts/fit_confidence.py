@@ -27,10 +27,14 @@ from export.evaluate import Candidate, EvalOptions, evaluate, onnx_runners
 
 
 def labels(candidates: list[Candidate], tolerance: float) -> np.ndarray:
-    return np.array([c.hit and (c.true_score is None or abs(c.eye.score - c.true_score) <= tolerance) for c in candidates], float)
+    return np.array(
+        [c.hit and (c.true_score is None or abs(c.eye.score - c.true_score) <= tolerance) for c in candidates], float
+    )
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int = 50) -> tuple[tuple[float, ...], float]:
+def fit_logistic(
+    x: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int = 50
+) -> tuple[tuple[float, ...], float]:
     """Newton's method on standardised features with an L2 penalty, folded back to raw-feature (weights, bias)."""
     mean, std = x.mean(axis=0), x.std(axis=0)
     std[std == 0] = 1.0
@@ -61,12 +65,25 @@ def choose_threshold(confidence: np.ndarray, good: np.ndarray, keep: float) -> f
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="validation dataset (mgs-export synth --frames 100 --seed 5000)")
-    parser.add_argument("--models", type=Path, default=Path("models"), help="folder with manifest.json and the ONNX files")
+    parser.add_argument(
+        "--data", type=Path, required=True, help="validation dataset (mgs-export synth --frames 100 --seed 5000)"
+    )
+    parser.add_argument(
+        "--models", type=Path, default=Path("models"), help="folder with manifest.json and the ONNX files"
+    )
     parser.add_argument("--runtime", choices=["int8", "fp32"], default="int8")
-    parser.add_argument("--tolerance", type=float, default=1.5, help="a good eye is scored within this many points of the truth")
-    parser.add_argument("--keep", type=float, default=0.98, help="share of the good eyes the chosen threshold must still score")
-    parser.add_argument("--spread-percentile", type=float, default=1.0, help="the gate is fully open above this percentile of the good eyes' orientation spread")
+    parser.add_argument(
+        "--tolerance", type=float, default=1.5, help="a good eye is scored within this many points of the truth"
+    )
+    parser.add_argument(
+        "--keep", type=float, default=0.98, help="share of the good eyes the chosen threshold must still score"
+    )
+    parser.add_argument(
+        "--spread-percentile",
+        type=float,
+        default=1.0,
+        help="the gate is fully open above this percentile of the good eyes' orientation spread",
+    )
     parser.add_argument("--spread-width", type=float, default=0.15, help="the gate closes this far below")
     args = parser.parse_args()
     models, _ = onnx_runners(args.models, args.runtime)
@@ -75,15 +92,33 @@ def main() -> int:
     x = np.stack([cue_vector(c.eye.cues) for c in candidates])
     y = labels(candidates, args.tolerance)
     weights, bias = fit_logistic(x, y)
-    spread_full = round(float(np.percentile([c.eye.cues.orientation_spread for c, good in zip(candidates, y) if good], args.spread_percentile)), 3)
+    spread_full = round(
+        float(
+            np.percentile(
+                [c.eye.cues.orientation_spread for c, good in zip(candidates, y) if good], args.spread_percentile
+            )
+        ),
+        3,
+    )
     model = ConfidenceModel(weights, bias, spread_full, round(spread_full - args.spread_width, 3))
     fast = report["_candidates"]["fast"]
     y_fast = labels(fast, args.tolerance)
     confidence = np.array([model(c.eye.cues) for c in fast])
     threshold = choose_threshold(confidence, y_fast, args.keep)
-    print(json.dumps({"candidates": len(candidates), "good": int(y.sum()), "cues": CUE_NAMES, "model": repr(model),
-                      "min_confidence": threshold, "fast_false_kept": int(((1 - y_fast) * (confidence >= threshold)).sum()),
-                      "fast_false": int((1 - y_fast).sum())}, indent=1))
+    print(
+        json.dumps(
+            {
+                "candidates": len(candidates),
+                "good": int(y.sum()),
+                "cues": CUE_NAMES,
+                "model": repr(model),
+                "min_confidence": threshold,
+                "fast_false_kept": int(((1 - y_fast) * (confidence >= threshold)).sum()),
+                "fast_false": int((1 - y_fast).sum()),
+            },
+            indent=1,
+        )
+    )
     return 0
 
 

@@ -33,6 +33,7 @@ _NUMBER = re.compile(r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$")
 
 # --- request helpers -------------------------------------------------------------------------------
 
+
 def _arg_time(name: str, default: float | None = None) -> float | None:
     value = request.args.get(name)
     if value is None or value == "":
@@ -110,6 +111,7 @@ def _username() -> str:
 
 # --- boxes, devices, scores ------------------------------------------------------------------------
 
+
 @bp.get("/boxes")
 def boxes() -> Response:
     """`clock_ahead` is true for a box whose last window ends beyond the clock-skew allowance."""
@@ -168,6 +170,7 @@ def quarantine() -> Response:
 
 # --- animals and experiments -----------------------------------------------------------------------
 
+
 @bp.get("/animals")
 def animals() -> Response:
     return jsonify(animals=get_repo().animals(experiment_id=_arg_id("experiment_id")))
@@ -178,8 +181,9 @@ def animals() -> Response:
 def create_animal() -> tuple[Response, int]:
     body = _body("name")
     repo = get_repo()
-    animal_id = repo.create_animal(body["name"], body.get("strain", ""), body.get("notes", ""),
-                                   body.get("experiment_id"))
+    animal_id = repo.create_animal(
+        body["name"], body.get("strain", ""), body.get("notes", ""), body.get("experiment_id")
+    )
     return jsonify(animal=repo.animal(animal_id)), 201
 
 
@@ -220,12 +224,18 @@ def create_experiment() -> tuple[Response, int]:
 
 # --- assignments -----------------------------------------------------------------------------------
 
+
 @bp.get("/assignments")
 def assignments() -> Response:
     active = request.args.get("active")
-    return jsonify(assignments=get_repo().assignments(
-        animal_id=_arg_id("animal_id"), device=request.args.get("device") or None, box=_arg_box(),
-        active_at=time.time() if active in ("1", "true", "yes") else None))
+    return jsonify(
+        assignments=get_repo().assignments(
+            animal_id=_arg_id("animal_id"),
+            device=request.args.get("device") or None,
+            box=_arg_box(),
+            active_at=time.time() if active in ("1", "true", "yes") else None,
+        )
+    )
 
 
 @bp.post("/assignments")
@@ -234,8 +244,14 @@ def create_assignment() -> tuple[Response, int]:
     body = _body("animal_id", "device", "box")
     repo = get_repo()
     assignment_id = repo.create_assignment(
-        body["animal_id"], body["device"], body["box"], body.get("start_time", time.time()), body.get("end_time"),
-        body.get("note", ""), _username())
+        body["animal_id"],
+        body["device"],
+        body["box"],
+        body.get("start_time", time.time()),
+        body.get("end_time"),
+        body.get("note", ""),
+        _username(),
+    )
     return jsonify(assignment=repo.assignment(assignment_id)), 201
 
 
@@ -264,12 +280,20 @@ def delete_assignment(assignment_id: int) -> tuple[str, int]:
 
 # --- alerts and rules ------------------------------------------------------------------------------
 
+
 @bp.get("/alerts")
 def alerts() -> Response:
-    return jsonify(alerts=get_repo().alerts(
-        since=_arg_time("since"), until=_arg_time("until"), device=request.args.get("device") or None,
-        box=_arg_box(), animal_id=_arg_id("animal_id"),
-        unacknowledged=request.args.get("open") in ("1", "true", "yes"), limit=_arg_limit(500)))
+    return jsonify(
+        alerts=get_repo().alerts(
+            since=_arg_time("since"),
+            until=_arg_time("until"),
+            device=request.args.get("device") or None,
+            box=_arg_box(),
+            animal_id=_arg_id("animal_id"),
+            unacknowledged=request.args.get("open") in ("1", "true", "yes"),
+            limit=_arg_limit(500),
+        )
+    )
 
 
 @bp.post("/alerts/<int:alert_id>/acknowledge")
@@ -288,8 +312,13 @@ def alert_rules() -> Response:
 def create_alert_rule() -> tuple[Response, int]:
     body = _body("threshold", "duration_s")
     repo = get_repo()
-    rule_id = repo.create_alert_rule(body["threshold"], body["duration_s"], body.get("animal_id"),
-                                     body.get("experiment_id"), body.get("enabled", True))
+    rule_id = repo.create_alert_rule(
+        body["threshold"],
+        body["duration_s"],
+        body.get("animal_id"),
+        body.get("experiment_id"),
+        body.get("enabled", True),
+    )
     return jsonify(rule=repo.alert_rule(rule_id)), 201
 
 
@@ -313,6 +342,7 @@ def delete_alert_rule(rule_id: int) -> tuple[str, int]:
 
 # --- export ------------------------------------------------------------------------------------------
 
+
 @bp.get("/export")
 def export() -> Response:
     """Raw windows as CSV or JSON. Choose what with `scope` (`animal:<id>`, `experiment:<id>`,
@@ -323,13 +353,24 @@ def export() -> Response:
     if not request.args.get("start"):
         abort(400, description="give 'start' (and optionally 'end', default now) for the export")
     start, end = _time_range()
-    query: dict[str, Any] = {"start": start, "end": end, "animal_id": _arg_id("animal_id"),
-                             "experiment_id": _arg_id("experiment_id"), "device": request.args.get("device") or None,
-                             "box": _arg_box()}
+    query: dict[str, Any] = {
+        "start": start,
+        "end": end,
+        "animal_id": _arg_id("animal_id"),
+        "experiment_id": _arg_id("experiment_id"),
+        "device": request.args.get("device") or None,
+        "box": _arg_box(),
+    }
     query.update(_scope(request.args.get("scope", "")))
     repo = get_repo()
-    rows = repo.iter_windows(start, end, device=query["device"], box=query["box"], animal_id=query["animal_id"],
-                             experiment_id=query["experiment_id"])
+    rows = repo.iter_windows(
+        start,
+        end,
+        device=query["device"],
+        box=query["box"],
+        animal_id=query["animal_id"],
+        experiment_id=query["experiment_id"],
+    )
     first = next(rows, None)  # runs the checks (unknown animal -> 404) before the response starts
 
     def all_rows() -> Any:
@@ -339,8 +380,11 @@ def export() -> Response:
 
     chunks = data_export.csv_chunks(all_rows()) if fmt == "csv" else data_export.json_chunks(all_rows(), query)
     name = f"mgs-scores-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(start))}.{fmt}"
-    return Response(stream_with_context(chunks), content_type=data_export.FORMATS[fmt],
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return Response(
+        stream_with_context(chunks),
+        content_type=data_export.FORMATS[fmt],
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
 
 
 def _scope(scope: str) -> dict[str, Any]:
@@ -357,5 +401,8 @@ def _scope(scope: str) -> dict[str, Any]:
             return {"device": device, "box": int(box)}
     except MgsError:
         pass
-    abort(400, description=f"scope {scope!r} must be animal:<id>, experiment:<id> or box:<device>/<box> "
-                           f"(ids from 1, boxes 0-{MAX_BOXES - 1})")
+    abort(
+        400,
+        description=f"scope {scope!r} must be animal:<id>, experiment:<id> or box:<device>/<box> "
+        f"(ids from 1, boxes 0-{MAX_BOXES - 1})",
+    )

@@ -50,7 +50,8 @@ def create_app(config: ServerConfig | None = None, test_config: dict[str, Any] |
         app.config["SECRET_KEY"] = secret_key(config)
     connect(app.config["DATABASE"]).conn.close()
     app.extensions["mgs_login_throttle"] = auth.LoginThrottle(
-        config.auth.max_failed_logins, config.auth.lockout_minutes * 60)
+        config.auth.max_failed_logins, config.auth.lockout_minutes * 60
+    )
 
     app.before_request(uploads.allow_large_bodies)  # before auth's CSRF check reads the form
     app.register_blueprint(auth.bp)
@@ -62,13 +63,22 @@ def create_app(config: ServerConfig | None = None, test_config: dict[str, Any] |
     uploads.register(app)
     app.after_request(release_db)
     app.teardown_appcontext(close_db)
-    app.jinja_env.globals.update(csrf_token=auth.csrf_token, has_role=auth.has_role,
-                                 current_user=auth.current_user, dashboard_config=config.dashboard)
+    app.jinja_env.globals.update(
+        csrf_token=auth.csrf_token,
+        has_role=auth.has_role,
+        current_user=auth.current_user,
+        dashboard_config=config.dashboard,
+    )
     app.jinja_env.filters.update(utc=format_utc, iso=format_iso)
     app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(RequestEntityTooLarge, lambda exc: _error(
-        413, f"This request is larger than the {config.http.max_request_kb} KB the server accepts "
-             "([http] max_request_kb). Send less at a time."))
+    app.register_error_handler(
+        RequestEntityTooLarge,
+        lambda exc: _error(
+            413,
+            f"This request is larger than the {config.http.max_request_kb} KB the server accepts "
+            "([http] max_request_kb). Send less at a time.",
+        ),
+    )
     app.register_error_handler(NotFound, lambda exc: _error(404, str(exc)))
     app.register_error_handler(Conflict, lambda exc: _error(409, str(exc)))
     app.register_error_handler(MgsError, lambda exc: _error(400, str(exc)))
@@ -121,6 +131,11 @@ def _http_error(exc: HTTPException) -> Any:
     return _error(exc.code, exc.description or exc.name)
 
 
-_TITLES = {400: "Bad request", 403: "Not allowed", 404: "Not found", 409: "Conflict", 413: "Too large",
-           429: "Too many attempts"}
-
+_TITLES = {
+    400: "Bad request",
+    403: "Not allowed",
+    404: "Not found",
+    409: "Conflict",
+    413: "Too large",
+    429: "Too many attempts",
+}

@@ -19,26 +19,44 @@ from server.db import transaction
 LIMIT_MAX = 5000
 
 
-def record(db: sqlite_utils.Database, username: str, action: str, target: str, old: Any = None, new: Any = None,
-           now: float | None = None) -> None:
+def record(
+    db: sqlite_utils.Database,
+    username: str,
+    action: str,
+    target: str,
+    old: Any = None,
+    new: Any = None,
+    now: float | None = None,
+) -> None:
     """Append one entry in its own transaction."""
     with transaction(db) as conn:
         record_in(conn, username, action, target, old, new, now)
 
 
-def record_in(conn: Any, username: str, action: str, target: str, old: Any = None, new: Any = None,
-              now: float | None = None) -> None:
+def record_in(
+    conn: Any, username: str, action: str, target: str, old: Any = None, new: Any = None, now: float | None = None
+) -> None:
     """Append one entry inside the caller's transaction (so the change and its entry commit together)."""
     conn.execute(
         "INSERT INTO audit_log (time, username, action, target, old_json, new_json) VALUES (?, ?, ?, ?, ?, ?)",
-        [time.time() if now is None else now, username, action, target,
-         None if old is None else json.dumps(old, default=str, sort_keys=True),
-         None if new is None else json.dumps(new, default=str, sort_keys=True)],
+        [
+            time.time() if now is None else now,
+            username,
+            action,
+            target,
+            None if old is None else json.dumps(old, default=str, sort_keys=True),
+            None if new is None else json.dumps(new, default=str, sort_keys=True),
+        ],
     )
 
 
-def entries(db: sqlite_utils.Database, target: str | None = None, since: float | None = None,
-            until: float | None = None, limit: int = 500) -> list[dict[str, Any]]:
+def entries(
+    db: sqlite_utils.Database,
+    target: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    limit: int = 500,
+) -> list[dict[str, Any]]:
     """Newest first: id, time, username, action, target, old, new, changes [(field, old, new)].
 
     `target` matches exactly or as a prefix ending in ':' (`animal:` = every animal)."""
@@ -70,7 +88,7 @@ def changes(old: Any, new: Any) -> list[tuple[str, Any, Any]]:
     """The fields that differ, for an 'old -> new' column; a created or deleted thing lists all."""
     if isinstance(old, dict) or isinstance(new, dict):
         before, after = old or {}, new or {}
-        return [(k, before.get(k), after.get(k)) for k in sorted(set(before) | set(after))
-                if before.get(k) != after.get(k)]
+        return [
+            (k, before.get(k), after.get(k)) for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)
+        ]
     return [] if old == new else [("value", old, new)]
-

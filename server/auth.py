@@ -27,8 +27,20 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import sqlite_utils
-from flask import (Blueprint, Response, abort, current_app, flash, g, jsonify, redirect, render_template, request,
-                   session, url_for)
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from mgs_core.errors import MessageError, MgsError
@@ -52,6 +64,7 @@ PUBLIC_ENDPOINTS = frozenset({"auth.login", "static"})
 
 
 # --- users and tokens in the database -------------------------------------------------------------
+
 
 def role_rank(role: str) -> int:
     """viewer < officer < admin."""
@@ -89,9 +102,12 @@ def create_user(db: sqlite_utils.Database, username: str, password: str, role: s
 
 def list_users(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     """id, username, role, created, tokens (count of API tokens)."""
-    return list(db.query(
-        "SELECT u.id, u.username, u.role, u.created, "
-        "(SELECT COUNT(*) FROM api_tokens t WHERE t.user_id = u.id) AS tokens FROM users u ORDER BY u.username"))
+    return list(
+        db.query(
+            "SELECT u.id, u.username, u.role, u.created, "
+            "(SELECT COUNT(*) FROM api_tokens t WHERE t.user_id = u.id) AS tokens FROM users u ORDER BY u.username"
+        )
+    )
 
 
 def get_user(db: sqlite_utils.Database, user_id: int) -> dict[str, Any] | None:
@@ -111,8 +127,10 @@ def set_role(db: sqlite_utils.Database, user_id: int, role: str) -> None:
 def set_password(db: sqlite_utils.Database, user_id: int, password: str) -> None:
     _check_password(password)
     with transaction(db) as conn:
-        conn.execute("UPDATE users SET password_hash = ?, session_generation = session_generation + 1 WHERE id = ?",
-                     [generate_password_hash(password), user_id])
+        conn.execute(
+            "UPDATE users SET password_hash = ?, session_generation = session_generation + 1 WHERE id = ?",
+            [generate_password_hash(password), user_id],
+        )
 
 
 def end_sessions(db: sqlite_utils.Database, user_id: int) -> None:
@@ -143,8 +161,9 @@ def _is_last_admin(conn: Any, user_id: int) -> bool:
 
 def check_login(db: sqlite_utils.Database, username: str, password: str) -> dict[str, Any] | None:
     """The user if the password matches, else None (same answer for an unknown name)."""
-    row = db.execute("SELECT id, username, role, password_hash, session_generation FROM users WHERE username = ?",
-                     [username]).fetchone()
+    row = db.execute(
+        "SELECT id, username, role, password_hash, session_generation FROM users WHERE username = ?", [username]
+    ).fetchone()
     if row is None:
         # Hash anyway so a wrong name and a wrong password take the same time.
         check_password_hash(_DUMMY_HASH, password)
@@ -167,16 +186,21 @@ def create_token(db: sqlite_utils.Database, user_id: int, name: str) -> str:
         raise MgsError(f"user {user_id} does not exist")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with transaction(db) as conn:
-        conn.execute("INSERT INTO api_tokens (token_hash, user_id, name, created) VALUES (?, ?, ?, ?)",
-                     [_token_hash(token), user_id, name.strip(), time.time()])
+        conn.execute(
+            "INSERT INTO api_tokens (token_hash, user_id, name, created) VALUES (?, ?, ?, ?)",
+            [_token_hash(token), user_id, name.strip(), time.time()],
+        )
     return token
 
 
 def list_tokens(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     """id, name, user_id, username, role, created, last_used."""
-    return list(db.query(
-        "SELECT t.id, t.name, t.user_id, u.username, u.role, t.created, t.last_used "
-        "FROM api_tokens t JOIN users u ON u.id = t.user_id ORDER BY u.username, t.id"))
+    return list(
+        db.query(
+            "SELECT t.id, t.name, t.user_id, u.username, u.role, t.created, t.last_used "
+            "FROM api_tokens t JOIN users u ON u.id = t.user_id ORDER BY u.username, t.id"
+        )
+    )
 
 
 def revoke_token(db: sqlite_utils.Database, token_id: int) -> None:
@@ -190,7 +214,9 @@ def user_for_token(db: sqlite_utils.Database, token: str) -> dict[str, Any] | No
     once a minute, so a script polling every second does not add a write per request."""
     row = db.execute(
         "SELECT u.id, u.username, u.role, t.id, t.last_used FROM api_tokens t JOIN users u ON u.id = t.user_id "
-        "WHERE t.token_hash = ?", [_token_hash(token)]).fetchone()
+        "WHERE t.token_hash = ?",
+        [_token_hash(token)],
+    ).fetchone()
     if row is None:
         return None
     now = time.time()
@@ -204,6 +230,7 @@ _DUMMY_HASH = generate_password_hash("not a real password")
 
 
 # --- failed-login throttle ------------------------------------------------------------------------
+
 
 class LoginThrottle:
     """Counts recent failed logins per (user name, address); refuses after `limit` within `window_s`.
@@ -247,10 +274,10 @@ class LoginThrottle:
 
 # --- per-request identity, CSRF and decorators ----------------------------------------------------
 
+
 def wants_json() -> bool:
     """API callers get JSON errors; people in a browser get pages and redirects."""
-    return (request.blueprint == "api" or request.path.startswith("/api/")
-            or "Authorization" in request.headers)
+    return request.blueprint == "api" or request.path.startswith("/api/") or "Authorization" in request.headers
 
 
 def current_user() -> dict[str, Any] | None:
@@ -284,8 +311,10 @@ def _unauthenticated(reason: str) -> Response:
 
 def _forbidden(needed: str) -> Response:
     user = current_user() or {}
-    message = (f"this needs the {needed} role; you are logged in as {user.get('username')} "
-               f"({user.get('role')}). Ask an administrator if you need it.")
+    message = (
+        f"this needs the {needed} role; you are logged in as {user.get('username')} "
+        f"({user.get('role')}). Ask an administrator if you need it."
+    )
     if wants_json():
         response = jsonify(error=message)
     else:
@@ -318,8 +347,9 @@ def identify() -> Response | None:
     if g.user is None and request.endpoint not in PUBLIC_ENDPOINTS:
         return _unauthenticated("log in or send 'Authorization: Bearer <token>'")
     if request.method not in SAFE_METHODS and not _csrf_ok():
-        log.warning("refused %s %s from %s: missing or wrong CSRF token", request.method, request.path,
-                    request.remote_addr)
+        log.warning(
+            "refused %s %s from %s: missing or wrong CSRF token", request.method, request.path, request.remote_addr
+        )
         abort(400, description="This form has expired or lacks its security token. Reload the page and try again.")
     return None
 
@@ -337,7 +367,9 @@ def require_role(role: str) -> Callable[[F], F]:
             if role_rank(user["role"]) < needed:
                 return _forbidden(role)
             return view(*args, **kwargs)
+
         return wrapped  # type: ignore[return-value]
+
     return decorate
 
 
@@ -349,14 +381,21 @@ def has_role(role: str) -> bool:
 
 # --- login and logout pages -----------------------------------------------------------------------
 
+
 def local_path(target: str | None, default: str) -> str:
     """`target` if it is a path on this server, else `default`: the one guard against open redirects
     (after login, and back to the page a form came from).
 
     Browsers read '//host' and '/\\host' as another site, and drop tabs and newlines first, so '/<tab>/host'
     is one too: paths with a backslash or a control character are refused as well."""
-    if (target and target.startswith("/") and not target.startswith("//") and "\\" not in target
-            and target.isprintable() and not urlsplit(target).netloc):
+    if (
+        target
+        and target.startswith("/")
+        and not target.startswith("//")
+        and "\\" not in target
+        and target.isprintable()
+        and not urlsplit(target).netloc
+    ):
         return target
     return default
 

@@ -10,8 +10,14 @@ COMMANDS = [
     Command("run", "server.commands.run", "run the ingest worker and the dashboard"),
     Command("create-user", "server.commands.create_user", "create a dashboard login (viewer, officer or admin)"),
     Command("create-token", "server.commands.create_token", "create an API token for scripts"),
-    Command("provision-device", "server.commands.provision_device", "create broker credentials and a config for a new device"),
-    Command("demo", "server.commands.demo", "run broker, server and one device on a generated rack video on this machine"),
+    Command(
+        "provision-device",
+        "server.commands.provision_device",
+        "create broker credentials and a config for a new device",
+    ),
+    Command(
+        "demo", "server.commands.demo", "run broker, server and one device on a generated rack video on this machine"
+    ),
 ]
 
 

@@ -32,70 +32,116 @@ OT_SCALE = Range(SCORE_MIN, SCORE_MAX, note="the orbital tightening scale")
 class DatabaseConfig:
     SECTION: ClassVar[str] = "database"
 
-    path: Path = field(default=Path("mgs-server.sqlite"), metadata={
-        "doc": "SQLite file with the score history, users and tokens (created if missing; relative to the config file)"})
+    path: Path = field(
+        default=Path("mgs-server.sqlite"),
+        metadata={
+            "doc": "SQLite file with the score history, users and tokens (created if missing; relative to the config file)"
+        },
+    )
 
 
 @dataclass
 class HttpConfig:
     SECTION: ClassVar[str] = "http"
 
-    host: str = field(default="127.0.0.1", metadata={
-        "doc": "address the dashboard listens on (0.0.0.0 = every interface; put HTTPS in front for other hosts)"})
-    port: Annotated[int, Range(1, 65535)] = field(default=8080, metadata={"doc": "TCP port of the dashboard and the REST API"})
+    host: str = field(
+        default="127.0.0.1",
+        metadata={
+            "doc": "address the dashboard listens on (0.0.0.0 = every interface; put HTTPS in front for other hosts)"
+        },
+    )
+    port: Annotated[int, Range(1, 65535)] = field(
+        default=8080, metadata={"doc": "TCP port of the dashboard and the REST API"}
+    )
     threads: Annotated[int, Range(1, 64)] = field(default=8, metadata={"doc": "request threads of the web server"})
-    secret_key: str = field(default="", metadata={
-        "doc": "session signing secret; empty = read or create secret_key_file"})
-    secret_key_file: Path = field(default=Path(""), metadata={
-        "doc": "file holding the session secret; empty = 'secret_key' next to the database"})
-    cookie_secure: bool = field(default=False, metadata={
-        "doc": "send the session cookie over HTTPS only (set true behind an HTTPS proxy)"})
-    max_request_kb: Annotated[int, Range(16, 1024 * 1024, unit="KiB")] = field(default=1024, metadata={
-        "doc": "largest request body accepted, in KiB; larger ones are refused with 413 before being read"})
+    secret_key: str = field(
+        default="", metadata={"doc": "session signing secret; empty = read or create secret_key_file"}
+    )
+    secret_key_file: Path = field(
+        default=Path(""), metadata={"doc": "file holding the session secret; empty = 'secret_key' next to the database"}
+    )
+    cookie_secure: bool = field(
+        default=False, metadata={"doc": "send the session cookie over HTTPS only (set true behind an HTTPS proxy)"}
+    )
+    max_request_kb: Annotated[int, Range(16, 1024 * 1024, unit="KiB")] = field(
+        default=1024,
+        metadata={"doc": "largest request body accepted, in KiB; larger ones are refused with 413 before being read"},
+    )
 
     def check(self) -> None:
         if self.secret_key and len(self.secret_key) < SECRET_KEY_MIN_CHARS:
-            raise fail("secret_key", "(hidden)", f"must be at least {SECRET_KEY_MIN_CHARS} characters, "
-                       "or leave it empty to have one generated")
+            raise fail(
+                "secret_key",
+                "(hidden)",
+                f"must be at least {SECRET_KEY_MIN_CHARS} characters, or leave it empty to have one generated",
+            )
 
 
 @dataclass
 class AuthConfig:
     SECTION: ClassVar[str] = "auth"
 
-    session_hours: Annotated[float, Range(0.05, 24 * 30, unit="hours")] = field(default=12.0, metadata={
-        "doc": "a login ends after this long without any request (an open dashboard page keeps it alive)"})
-    max_failed_logins: Annotated[int, Range(1, 1000)] = field(default=5, metadata={
-        "doc": "failed logins for one user name from one address before it is locked out for a while"})
-    lockout_minutes: Annotated[float, Range(0, 24 * 60, above=True, unit="minutes")] = field(default=10.0, metadata={"doc": "how long such a lockout lasts"})
+    session_hours: Annotated[float, Range(0.05, 24 * 30, unit="hours")] = field(
+        default=12.0,
+        metadata={"doc": "a login ends after this long without any request (an open dashboard page keeps it alive)"},
+    )
+    max_failed_logins: Annotated[int, Range(1, 1000)] = field(
+        default=5,
+        metadata={"doc": "failed logins for one user name from one address before it is locked out for a while"},
+    )
+    lockout_minutes: Annotated[float, Range(0, 24 * 60, above=True, unit="minutes")] = field(
+        default=10.0, metadata={"doc": "how long such a lockout lasts"}
+    )
 
 
 @dataclass
 class DashboardConfig:
     SECTION: ClassVar[str] = "dashboard"
 
-    refresh_s: Annotated[float, Range(1, 600, unit="seconds")] = field(default=5.0, metadata={"doc": "how often open pages fetch new data"})
-    stale_after_s: Annotated[float, Range(5, 86400, unit="seconds")] = field(default=120.0, metadata={
-        "doc": "a box whose last score is older than this is shown as 'no data for N min', not as a score"})
-    warn_score: Annotated[float, OT_SCALE] = field(default=4.0, metadata={
-        "doc": "a score at or above this makes a box 'high'; the overview ranks boxes by their minutes above it"})
-    plot_threshold: Annotated[float, OT_SCALE] = field(default=6.0, metadata={
-        "doc": "threshold line drawn on history plots when no alert rule applies to the animal"})
-    history_hours: Annotated[float, Range(0.1, 24 * 365, unit="hours")] = field(default=6.0, metadata={"doc": "time range a history page opens with"})
-    clock_skew_s: Annotated[float, Range(0, 86400, unit="seconds")] = field(default=300.0, metadata={
-        "doc": "a box whose last window ends more than this after the server's clock shows 'clock ahead', "
-               "not a current score"})
-    timezone: str = field(default="UTC", metadata={
-        "doc": "IANA time zone every page, report and export shows times in, e.g. Europe/Berlin"})
-    severity_steps: list[float] = field(default_factory=lambda: [2.0, 4.0, 6.0, 7.5], metadata={
-        "doc": "four ascending scores where the overview colour scale steps up: slight, moderate, marked, severe"})
+    refresh_s: Annotated[float, Range(1, 600, unit="seconds")] = field(
+        default=5.0, metadata={"doc": "how often open pages fetch new data"}
+    )
+    stale_after_s: Annotated[float, Range(5, 86400, unit="seconds")] = field(
+        default=120.0,
+        metadata={"doc": "a box whose last score is older than this is shown as 'no data for N min', not as a score"},
+    )
+    warn_score: Annotated[float, OT_SCALE] = field(
+        default=4.0,
+        metadata={
+            "doc": "a score at or above this makes a box 'high'; the overview ranks boxes by their minutes above it"
+        },
+    )
+    plot_threshold: Annotated[float, OT_SCALE] = field(
+        default=6.0, metadata={"doc": "threshold line drawn on history plots when no alert rule applies to the animal"}
+    )
+    history_hours: Annotated[float, Range(0.1, 24 * 365, unit="hours")] = field(
+        default=6.0, metadata={"doc": "time range a history page opens with"}
+    )
+    clock_skew_s: Annotated[float, Range(0, 86400, unit="seconds")] = field(
+        default=300.0,
+        metadata={
+            "doc": "a box whose last window ends more than this after the server's clock shows 'clock ahead', "
+            "not a current score"
+        },
+    )
+    timezone: str = field(
+        default="UTC",
+        metadata={"doc": "IANA time zone every page, report and export shows times in, e.g. Europe/Berlin"},
+    )
+    severity_steps: list[float] = field(
+        default_factory=lambda: [2.0, 4.0, 6.0, 7.5],
+        metadata={
+            "doc": "four ascending scores where the overview colour scale steps up: slight, moderate, marked, severe"
+        },
+    )
 
     def check(self) -> None:
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise fail("dashboard.timezone", self.timezone,
-                       "must be an IANA time zone name such as UTC or Europe/Berlin") from None
+            raise fail(
+                "dashboard.timezone", self.timezone, "must be an IANA time zone name such as UTC or Europe/Berlin"
+            ) from None
         steps = self.severity_steps
         if len(steps) != 4 or any(not 0 < s <= 9 for s in steps) or sorted(set(steps)) != list(steps):
             raise fail("dashboard.severity_steps", steps, "must be four strictly ascending scores from 0 to 9")
@@ -143,8 +189,10 @@ def secret_key(config: ServerConfig) -> str:
     except FileExistsError:  # another process created it first: use theirs
         return _read_secret(path) or key
     except OSError as exc:
-        raise ConfigError(f"cannot create the session secret {path}: {exc.strerror}; make its folder writable "
-                          "or set [http] secret_key") from None
+        raise ConfigError(
+            f"cannot create the session secret {path}: {exc.strerror}; make its folder writable "
+            "or set [http] secret_key"
+        ) from None
     log.info("generated a new session secret in %s", path)
     return key
 
@@ -155,9 +203,12 @@ def _read_secret(path: Path) -> str | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise ConfigError(f"cannot read the session secret {path}: {exc.strerror}; fix its permissions "
-                          "or set [http] secret_key") from None
+        raise ConfigError(
+            f"cannot read the session secret {path}: {exc.strerror}; fix its permissions or set [http] secret_key"
+        ) from None
     if len(existing) < SECRET_KEY_MIN_CHARS:
-        raise ConfigError(f"session secret file {path} holds fewer than {SECRET_KEY_MIN_CHARS} characters; "
-                          "delete it to have a new one generated (everyone will have to log in again)")
+        raise ConfigError(
+            f"session secret file {path} holds fewer than {SECRET_KEY_MIN_CHARS} characters; "
+            "delete it to have a new one generated (everyone will have to log in again)"
+        )
     return existing

@@ -23,11 +23,11 @@ from werkzeug.wrappers import Response
 
 from mgs_core.errors import MgsError
 from server import audit, episodes, exports, timefmt, triage
-from server.request_db import get_db, get_repo
 from server.auth import current_user, local_path, require_role
 from server.config import DashboardConfig
 from server.episodes import Episode
 from server.repository import parse_id
+from server.request_db import get_db, get_repo
 
 bp = Blueprint("dashboard", __name__)
 
@@ -96,12 +96,21 @@ def _facility() -> dict[str, Any]:
 
 def plot_episodes(found: list[Episode]) -> list[dict[str, Any]]:
     """What the history chart draws: a shaded span per episode and a marker per acknowledgement."""
-    return [{"id": e.id, "start": e.start, "end": e.end, "peak": e.peak, "sources": e.sources,
-             "acks": [{"time": n["time"], "user": n["username"], "note": n["note"]} for n in e.acknowledgements]}
-            for e in found]
+    return [
+        {
+            "id": e.id,
+            "start": e.start,
+            "end": e.end,
+            "peak": e.peak,
+            "sources": e.sources,
+            "acks": [{"time": n["time"], "user": n["username"], "note": n["note"]} for n in e.acknowledgements],
+        }
+        for e in found
+    ]
 
 
 # --- what a box shows -----------------------------------------------------------------------------
+
 
 def box_state(row: dict[str, Any], config: DashboardConfig) -> str:
     """One word for a box tile: empty, future, stale, noface, alert, high or ok.
@@ -203,14 +212,20 @@ def _minute_sparks(db: Any, minute: float) -> dict[tuple[str, int], dict[str, An
     if cached is not None and cached[0] == stamp:
         return cached[1]
     warn = _config().warn_score
-    out = {key: {"line": sparkline(points, minute - SPARK_WINDOW_S, SPARK_WINDOW_S), "trend": trend(points, minute),
-                 "above": triage.minutes_above(points, warn)}
-           for key, points in triage.spark_points(db, minute - SPARK_WINDOW_S, minute).items()}
+    out = {
+        key: {
+            "line": sparkline(points, minute - SPARK_WINDOW_S, SPARK_WINDOW_S),
+            "trend": trend(points, minute),
+            "above": triage.minutes_above(points, warn),
+        }
+        for key, points in triage.spark_points(db, minute - SPARK_WINDOW_S, minute).items()
+    }
     current_app.extensions["mgs_minute_sparks"] = (stamp, out)
     return out
 
 
 # --- pages ----------------------------------------------------------------------------------------
+
 
 def ingest_problem() -> str | None:
     """Why no new data can arrive, when the ingest worker of this process is not connected."""
@@ -218,16 +233,24 @@ def ingest_problem() -> str | None:
     if worker is None or worker.connected.is_set():
         return None
     config = worker.config
-    return (f"The server is not receiving data: no connection to the MQTT broker at {config.host}:{config.port}"
-            f"{' (' + worker.last_error + ')' if worker.last_error else ''}. Scores shown are the last ones received.")
+    return (
+        f"The server is not receiving data: no connection to the MQTT broker at {config.host}:{config.port}"
+        f"{' (' + worker.last_error + ')' if worker.last_error else ''}. Scores shown are the last ones received."
+    )
 
 
 def _overview_context(now: float) -> dict[str, Any]:
     tiles = overview_tiles(now)
     open_eps = [t["episode"] for t in tiles if t["episode"] is not None]
-    return {"tiles": tiles, "now": now, "devices": get_repo().devices(), "config": _config(),
-            "attention": len({id(e) for e in open_eps}), "ingest_problem": ingest_problem(),
-            "legend": triage.legend(_config().severity_steps)}
+    return {
+        "tiles": tiles,
+        "now": now,
+        "devices": get_repo().devices(),
+        "config": _config(),
+        "attention": len({id(e) for e in open_eps}),
+        "ingest_problem": ingest_problem(),
+        "legend": triage.legend(_config().severity_steps),
+    }
 
 
 def _rendered(context: dict[str, Any]) -> tuple[dict[str, str], list[str], str]:
@@ -239,8 +262,15 @@ def _rendered(context: dict[str, Any]) -> tuple[dict[str, str], list[str], str]:
 
 
 # Row fields the tile template does not show; they change with every window and would defeat the cache.
-_NOT_SHOWN = ("age_s", "last_seq", "last_window_end", "last_face_visible_fraction", "device_last_seen",
-              "unacknowledged_alerts", "minutes_above")
+_NOT_SHOWN = (
+    "age_s",
+    "last_seq",
+    "last_window_end",
+    "last_face_visible_fraction",
+    "device_last_seen",
+    "unacknowledged_alerts",
+    "minutes_above",
+)
 _TILE_CACHE_MAX = 5000
 
 
@@ -249,9 +279,13 @@ def _tile_html(tile: dict[str, Any], now: float) -> str:
     field the template reads, with the two time-dependent texts (how long without data, how long
     the episode runs) in their displayed form."""
     episode = tile["episode"]
-    key = repr([(k, v) for k, v in sorted(tile.items()) if k not in _NOT_SHOWN]) + "|" + (
-        format_age(tile["age_s"]) if tile["state"] == "stale" else "") + "|" + (
-        format_minutes(now - episode.start) + format_when_short(episode.start, now) if episode is not None else "")
+    key = (
+        repr([(k, v) for k, v in sorted(tile.items()) if k not in _NOT_SHOWN])
+        + "|"
+        + (format_age(tile["age_s"]) if tile["state"] == "stale" else "")
+        + "|"
+        + (format_minutes(now - episode.start) + format_when_short(episode.start, now) if episode is not None else "")
+    )
     cache: dict[str, str] = current_app.extensions.setdefault("mgs_tile_html", {})
     html = cache.get(key)
     if html is None:
@@ -268,8 +302,16 @@ def overview() -> str:
     version = _snapshots().put(tiles, order, summary)
     experiments = sorted({t["experiment_name"] for t in context["tiles"] if t["experiment_name"]})
     racks = sorted({t["device"] for t in context["tiles"]})
-    return _page("overview.html", "_overview_tiles.html", rendered=[tiles[k] for k in order], summary=summary,
-                 version=version, experiments=experiments, racks=racks, **context)
+    return _page(
+        "overview.html",
+        "_overview_tiles.html",
+        rendered=[tiles[k] for k in order],
+        summary=summary,
+        version=version,
+        experiments=experiments,
+        racks=racks,
+        **context,
+    )
 
 
 @bp.route("/overview/delta")
@@ -291,9 +333,13 @@ def overview_delta() -> Response:
 def _compress(response: Response) -> Response:
     """gzip pages and JSON for browsers that accept it: tile HTML is repetitive and shrinks several-fold,
     which is what makes a 500-box overview light on a facility's Wi-Fi."""
-    if (response.direct_passthrough or response.status_code != 200 or "Content-Encoding" in response.headers
-            or response.mimetype not in ("text/html", "application/json")
-            or "gzip" not in request.headers.get("Accept-Encoding", "")):
+    if (
+        response.direct_passthrough
+        or response.status_code != 200
+        or "Content-Encoding" in response.headers
+        or response.mimetype not in ("text/html", "application/json")
+        or "gzip" not in request.headers.get("Accept-Encoding", "")
+    ):
         return response
     body = response.get_data()
     if len(body) < GZIP_MIN_BYTES:
@@ -316,15 +362,26 @@ def box_history(device: str, box: int) -> str:
     repo = get_repo()
     now = time.time()
     assignments = repo.assignments(device=device, box=box)
-    current = next((a for a in assignments if a["start_time"] <= now and (a["end_time"] is None or a["end_time"] > now)),
-                   None)
+    current = next(
+        (a for a in assignments if a["start_time"] <= now and (a["end_time"] is None or a["end_time"] > now)), None
+    )
     threshold = _threshold_for([current["animal_id"]] if current else [])
     return render_template(
-        "history.html", title=f"{device} box {box}", subject={"kind": "box", "device": device, "box": box},
-        data_url=url_for("api.box_scores", device=device, box=box), assignments=assignments, current=current,
-        animal=repo.animal(current["animal_id"]) if current else None, threshold=threshold,
+        "history.html",
+        title=f"{device} box {box}",
+        subject={"kind": "box", "device": device, "box": box},
+        data_url=url_for("api.box_scores", device=device, box=box),
+        assignments=assignments,
+        current=current,
+        animal=repo.animal(current["animal_id"]) if current else None,
+        threshold=threshold,
         episodes=episodes.episodes(get_db(), now - HISTORY_EPISODES_S, now + 1, device=device, box=box, now=now),
-        ranges=HISTORY_RANGES, history_s=_config().history_hours * 3600, config=_config(), now=now, back=request.path)
+        ranges=HISTORY_RANGES,
+        history_s=_config().history_hours * 3600,
+        config=_config(),
+        now=now,
+        back=request.path,
+    )
 
 
 @bp.route("/animals/<int:animal_id>")
@@ -333,11 +390,21 @@ def animal_history(animal_id: int) -> str:
     now = time.time()
     animal = repo.animal(animal_id)
     return render_template(
-        "history.html", title=f"Animal {animal['name']}", subject={"kind": "animal", "animal": animal},
-        data_url=url_for("api.animal_scores", animal_id=animal_id), assignments=repo.assignments(animal_id=animal_id),
-        current=None, animal=animal, threshold=_threshold_for([animal_id]),
+        "history.html",
+        title=f"Animal {animal['name']}",
+        subject={"kind": "animal", "animal": animal},
+        data_url=url_for("api.animal_scores", animal_id=animal_id),
+        assignments=repo.assignments(animal_id=animal_id),
+        current=None,
+        animal=animal,
+        threshold=_threshold_for([animal_id]),
         episodes=episodes.episodes(get_db(), now - HISTORY_EPISODES_S, now + 1, animal_id=animal_id, now=now),
-        ranges=HISTORY_RANGES, history_s=_config().history_hours * 3600, config=_config(), now=now, back=request.path)
+        ranges=HISTORY_RANGES,
+        history_s=_config().history_hours * 3600,
+        config=_config(),
+        now=now,
+        back=request.path,
+    )
 
 
 def _threshold_for(animal_ids: list[int]) -> dict[str, Any]:
@@ -345,8 +412,10 @@ def _threshold_for(animal_ids: list[int]) -> dict[str, Any]:
     rules = [r for rs in get_repo().rules_for_animals(animal_ids).values() for r in rs]
     if rules:
         rule = min(rules, key=lambda r: r["threshold"])
-        return {"value": rule["threshold"], "label": f"alert rule: ≥ {rule['threshold']:g} for "
-                                                      f"{timefmt.duration(rule['duration_s'])}"}
+        return {
+            "value": rule["threshold"],
+            "label": f"alert rule: ≥ {rule['threshold']:g} for {timefmt.duration(rule['duration_s'])}",
+        }
     return {"value": _config().plot_threshold, "label": f"reference {_config().plot_threshold:g}"}
 
 
@@ -356,10 +425,19 @@ def alerts() -> str:
     show = request.args.get("show", "open")
     now = time.time()
     db = get_db()
-    rows = (episodes.open_episodes(db, now) if show == "open"
-            else episodes.episodes(db, now - ALL_EPISODES_S, now + 1, now=now)[:EPISODES_MAX])
-    return _page("alerts.html", "_episodes_table.html", episodes=rows, show=show, now=now,
-                 back=url_for("dashboard.alerts", show=show))
+    rows = (
+        episodes.open_episodes(db, now)
+        if show == "open"
+        else episodes.episodes(db, now - ALL_EPISODES_S, now + 1, now=now)[:EPISODES_MAX]
+    )
+    return _page(
+        "alerts.html",
+        "_episodes_table.html",
+        episodes=rows,
+        show=show,
+        now=now,
+        back=url_for("dashboard.alerts", show=show),
+    )
 
 
 @bp.route("/alerts/<int:alert_id>/acknowledge", methods=["POST"])
@@ -373,8 +451,10 @@ def acknowledge(alert_id: int) -> Response:
     def ack() -> None:
         episode = episodes.find(db, alert_id)
         episodes.acknowledge(db, [episode], user["username"], request.form.get("note", ""))
-    return apply_change(ack, f"Alert episode {alert_id} acknowledged by {user['username']}.",
-                        _back(url_for("dashboard.alerts")))
+
+    return apply_change(
+        ack, f"Alert episode {alert_id} acknowledged by {user['username']}.", _back(url_for("dashboard.alerts"))
+    )
 
 
 @bp.route("/animals/<int:animal_id>/acknowledge", methods=["POST"])
@@ -391,8 +471,12 @@ def acknowledge_animal(animal_id: int) -> Response:
         if not found:
             raise MgsError(f"animal {name} has no open alert episode to acknowledge")
         episodes.acknowledge(db, found, user["username"], request.form.get("note", ""))
-    return apply_change(ack, f"{len(found)} alert episode(s) of {name} acknowledged by {user['username']}.",
-                        _back(url_for("dashboard.animal_history", animal_id=animal_id)))
+
+    return apply_change(
+        ack,
+        f"{len(found)} alert episode(s) of {name} acknowledged by {user['username']}.",
+        _back(url_for("dashboard.animal_history", animal_id=animal_id)),
+    )
 
 
 def _back(default: str) -> str:
@@ -404,8 +488,14 @@ def _back(default: str) -> str:
 def devices() -> str:
     repo = get_repo()
     now = time.time()
-    return _page("devices.html", "_devices_table.html", devices=repo.devices(), now=now, counters=repo.counters(),
-                 boxes_ahead=repo.boxes_ahead(now, _config().clock_skew_s))
+    return _page(
+        "devices.html",
+        "_devices_table.html",
+        devices=repo.devices(),
+        now=now,
+        counters=repo.counters(),
+        boxes_ahead=repo.boxes_ahead(now, _config().clock_skew_s),
+    )
 
 
 @bp.route("/vendor/plotly.min.js")
@@ -416,16 +506,23 @@ def plotly_js() -> Response:
 
 # --- animals, experiments, assignments and rules --------------------------------------------------
 
+
 @bp.route("/assignments")
 def assignments() -> str:
     repo = get_repo()
     now = time.time()
     rows = repo.assignments()
     return render_template(
-        "assignments.html", title="Animals & boxes", animals=repo.animals(), experiments=repo.experiments(),
+        "assignments.html",
+        title="Animals & boxes",
+        animals=repo.animals(),
+        experiments=repo.experiments(),
         current=[a for a in rows if a["end_time"] is None or a["end_time"] > now],
         past=[a for a in rows if a["end_time"] is not None and a["end_time"] <= now][::-1],
-        boxes=repo.boxes(now), rules=repo.alert_rules(), now=now)
+        boxes=repo.boxes(now),
+        rules=repo.alert_rules(),
+        now=now,
+    )
 
 
 def _form_int(name: str, what: str, optional: bool = False) -> int | None:
@@ -495,6 +592,7 @@ def create_experiment() -> Response:
         description = request.form.get("description", "")
         experiment_id = get_repo().create_experiment(name, description)
         _audit("create experiment", f"experiment:{experiment_id}", None, {"name": name, "description": description})
+
     return _edit(create, f"Experiment {name!r} created.")
 
 
@@ -505,10 +603,15 @@ def create_animal() -> Response:
 
     def create() -> None:
         repo = get_repo()
-        animal_id = repo.create_animal(name, request.form.get("strain", ""), request.form.get("notes", ""),
-                                       _form_int("experiment_id", "experiment", optional=True))
+        animal_id = repo.create_animal(
+            name,
+            request.form.get("strain", ""),
+            request.form.get("notes", ""),
+            _form_int("experiment_id", "experiment", optional=True),
+        )
         repo.update_animal(animal_id, humane_endpoint=request.form.get("humane_endpoint", ""))
         _audit("create animal", f"animal:{animal_id}", None, _pick(repo.animal(animal_id), _ANIMAL_FIELDS))
+
     return _edit(create, f"Animal {name!r} added.")
 
 
@@ -519,14 +622,17 @@ _ANIMAL_FIELDS = ("name", "strain", "notes", "humane_endpoint", "experiment_name
 @require_role("officer")
 def update_animal_records(animal_id: int) -> Response:
     """Notes and humane-endpoint criteria, kept with the animal and shown wherever it appears."""
+
     def update() -> None:
         repo = get_repo()
         old = _pick(repo.animal(animal_id), _ANIMAL_FIELDS)
-        repo.update_animal(animal_id, notes=request.form.get("notes", ""),
-                           humane_endpoint=request.form.get("humane_endpoint", ""))
+        repo.update_animal(
+            animal_id, notes=request.form.get("notes", ""), humane_endpoint=request.form.get("humane_endpoint", "")
+        )
         new = _pick(repo.animal(animal_id), _ANIMAL_FIELDS)
         if new != old:
             _audit("update animal", f"animal:{animal_id}", old, new)
+
     return apply_change(update, "Notes saved.", url_for("dashboard.animal_history", animal_id=animal_id))
 
 
@@ -542,11 +648,21 @@ def create_assignment() -> Response:
             raise MgsError("choose a box")
         repo = get_repo()
         assignment_id = repo.create_assignment(
-            _form_int("animal_id", "animal"), device, int(box),  # type: ignore[arg-type]
-            _form_time("start", "start", optional=True) or time.time(), _form_time("end", "end", optional=True),
-            request.form.get("note", ""), created_by=user["username"])
-        _audit("create assignment", f"assignment:{assignment_id}", None,
-               _pick(repo.assignment(assignment_id), _ASSIGNMENT_FIELDS))
+            _form_int("animal_id", "animal"),
+            device,
+            int(box),  # type: ignore[arg-type]
+            _form_time("start", "start", optional=True) or time.time(),
+            _form_time("end", "end", optional=True),
+            request.form.get("note", ""),
+            created_by=user["username"],
+        )
+        _audit(
+            "create assignment",
+            f"assignment:{assignment_id}",
+            None,
+            _pick(repo.assignment(assignment_id), _ASSIGNMENT_FIELDS),
+        )
+
     return _edit(create, "Assignment saved.")
 
 
@@ -557,8 +673,13 @@ def end_assignment(assignment_id: int) -> Response:
         repo = get_repo()
         old = _pick(repo.assignment(assignment_id), _ASSIGNMENT_FIELDS)
         repo.update_assignment(assignment_id, end_time=time.time())
-        _audit("end assignment", f"assignment:{assignment_id}", old,
-               _pick(repo.assignment(assignment_id), _ASSIGNMENT_FIELDS))
+        _audit(
+            "end assignment",
+            f"assignment:{assignment_id}",
+            old,
+            _pick(repo.assignment(assignment_id), _ASSIGNMENT_FIELDS),
+        )
+
     return _edit(end, f"Assignment {assignment_id} ended now.")
 
 
@@ -570,6 +691,7 @@ def delete_assignment(assignment_id: int) -> Response:
         old = _pick(repo.assignment(assignment_id), _ASSIGNMENT_FIELDS)
         repo.delete_assignment(assignment_id)
         _audit("delete assignment", f"assignment:{assignment_id}", old, None)
+
     return _edit(delete, f"Assignment {assignment_id} deleted.")
 
 
@@ -583,10 +705,13 @@ def create_rule() -> Response:
         rule_for = parse_id(ident, target)
         repo = get_repo()
         rule_id = repo.create_alert_rule(
-            _form_float("threshold", "threshold"), _form_float("duration_min", "duration") * 60,
+            _form_float("threshold", "threshold"),
+            _form_float("duration_min", "duration") * 60,
             animal_id=rule_for if target == "animal" else None,
-            experiment_id=rule_for if target == "experiment" else None)
+            experiment_id=rule_for if target == "experiment" else None,
+        )
         _audit("create rule", f"rule:{rule_id}", None, _pick(repo.alert_rule(rule_id), _RULE_FIELDS))
+
     return _edit(create, "Alert rule created.")
 
 
@@ -599,8 +724,13 @@ def set_rule_enabled(rule_id: int) -> Response:
         repo = get_repo()
         old = _pick(repo.alert_rule(rule_id), _RULE_FIELDS)
         repo.set_alert_rule_enabled(rule_id, enabled)
-        _audit("enable rule" if enabled else "disable rule", f"rule:{rule_id}", old,
-               _pick(repo.alert_rule(rule_id), _RULE_FIELDS))
+        _audit(
+            "enable rule" if enabled else "disable rule",
+            f"rule:{rule_id}",
+            old,
+            _pick(repo.alert_rule(rule_id), _RULE_FIELDS),
+        )
+
     return _edit(change, f"Alert rule {rule_id} {'enabled' if enabled else 'disabled'}.")
 
 
@@ -612,13 +742,22 @@ def delete_rule(rule_id: int) -> Response:
         old = _pick(repo.alert_rule(rule_id), _RULE_FIELDS)
         repo.delete_alert_rule(rule_id)
         _audit("delete rule", f"rule:{rule_id}", old, None)
+
     return _edit(delete, f"Alert rule {rule_id} deleted.")
 
 
 # --- export ---------------------------------------------------------------------------------------
 
+
 @bp.route("/export")
 def export() -> str:
     repo = get_repo()
-    return render_template("export.html", title="Export", animals=repo.animals(), experiments=repo.experiments(),
-                           boxes=repo.boxes(), export_url=url_for("api.export"), formats=exports.FORMATS)
+    return render_template(
+        "export.html",
+        title="Export",
+        animals=repo.animals(),
+        experiments=repo.experiments(),
+        boxes=repo.boxes(),
+        export_url=url_for("api.export"),
+        formats=exports.FORMATS,
+    )

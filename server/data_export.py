@@ -21,8 +21,23 @@ from typing import Any
 
 from mgs_core.errors import MgsError
 
-COLUMNS = ("device", "box", "seq", "window_start", "window_end", "frames", "valid_eyes", "score", "median", "p90",
-           "face_visible_fraction", "model_sha256", "received_at", "animal_id", "animal_name")
+COLUMNS = (
+    "device",
+    "box",
+    "seq",
+    "window_start",
+    "window_end",
+    "frames",
+    "valid_eyes",
+    "score",
+    "median",
+    "p90",
+    "face_visible_fraction",
+    "model_sha256",
+    "received_at",
+    "animal_id",
+    "animal_name",
+)
 FORMATS = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -78,8 +93,9 @@ def local_columns(zone: str, resolution: str) -> tuple[str, ...]:
     return (f"period start ({zone})", "period_start_utc", *SUMMARY_COLUMNS)
 
 
-def spreadsheet_csv(rows: Iterable[list[Any]], columns: Sequence[str], european: bool,
-                    chunk_rows: int = 2000) -> Iterator[str]:
+def spreadsheet_csv(
+    rows: Iterable[list[Any]], columns: Sequence[str], european: bool, chunk_rows: int = 2000
+) -> Iterator[str]:
     """CSV that Excel opens cleanly: a UTF-8 BOM (so 'Maus-Ä1' is not garbled), and for a
     European-locale Excel ';' between cells and a decimal comma."""
     buffer = io.StringIO()
@@ -108,8 +124,7 @@ def write_xlsx(path: str, rows: Iterable[list[Any]], columns: Sequence[str], she
     Local times are real date cells; more rows than a sheet holds is an error that says what to do."""
     import xlsxwriter
 
-    book = xlsxwriter.Workbook(path, {"constant_memory": True, "strings_to_formulas": False,
-                                      "strings_to_urls": False})
+    book = xlsxwriter.Workbook(path, {"constant_memory": True, "strings_to_formulas": False, "strings_to_urls": False})
     try:
         ws = book.add_worksheet(sheet[:31])
         bold = book.add_format({"bold": True})
@@ -120,8 +135,10 @@ def write_xlsx(path: str, rows: Iterable[list[Any]], columns: Sequence[str], she
         n = 0
         for n, row in enumerate(rows, start=1):
             if n > XLSX_MAX_ROWS:
-                raise MgsError(f"more than {XLSX_MAX_ROWS:,} rows do not fit in one Excel sheet; "
-                               "choose a coarser resolution (minute, hour, day) or a shorter period")
+                raise MgsError(
+                    f"more than {XLSX_MAX_ROWS:,} rows do not fit in one Excel sheet; "
+                    "choose a coarser resolution (minute, hour, day) or a shorter period"
+                )
             for c, value in enumerate(row):
                 if isinstance(value, datetime):
                     ws.write_datetime(n, c, value, stamp)

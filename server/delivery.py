@@ -67,8 +67,10 @@ class DeliveryTracker:
         if stored is None:
             latest = repo.latest_epoch(device)
             if latest is not None:
-                what = (f"new outbox epoch {epoch or '(none)'!r} after epoch {latest[0] or '(none)'!r} reached seq "
-                        f"{latest[1]}: the device's outbox was replaced, its seq restarts")
+                what = (
+                    f"new outbox epoch {epoch or '(none)'!r} after epoch {latest[0] or '(none)'!r} reached seq "
+                    f"{latest[1]}: the device's outbox was replaced, its seq restarts"
+                )
                 log.warning("device %s: %s", device, what)
                 repo.record_seq_regression(device, what, now)
             stored = (0, 0)

@@ -129,9 +129,14 @@ class Facility:
         log_path = self.workdir / "logs" / f"{name}.log"
         with open(log_path, "ab") as out:
             proc = subprocess.Popen(
-                list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir,
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
                 env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-                start_new_session=True, preexec_fn=_die_with_parent,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         child = Child(name, proc, log_path)
         self.children.append(child)
@@ -141,8 +146,10 @@ class Facility:
         deadline = time.monotonic() + timeout
         while not ready():
             if not child.alive():
-                raise MgsError(f"{child.name} exited with status {child.proc.returncode} while starting; its log "
-                               f"({child.log_path}) ends with:\n{child.log_tail()}")
+                raise MgsError(
+                    f"{child.name} exited with status {child.proc.returncode} while starting; its log "
+                    f"({child.log_path}) ends with:\n{child.log_tail()}"
+                )
             if time.monotonic() > deadline:
                 raise MgsError(f"{child.name} did not {what} within {timeout:.0f} s; see {child.log_path}")
             time.sleep(0.1)
@@ -150,8 +157,10 @@ class Facility:
     def check_running(self) -> None:
         for child in self.children:
             if not child.alive():
-                raise MgsError(f"{child.name} stopped unexpectedly (status {child.proc.returncode}); its log "
-                               f"({child.log_path}) ends with:\n{child.log_tail()}")
+                raise MgsError(
+                    f"{child.name} stopped unexpectedly (status {child.proc.returncode}); its log "
+                    f"({child.log_path}) ends with:\n{child.log_tail()}"
+                )
 
     def stop(self) -> None:
         for child in reversed(self.children):
@@ -159,6 +168,7 @@ class Facility:
 
 
 # --- pieces ---------------------------------------------------------------------------------------
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -237,12 +247,16 @@ def choose_broker(wanted: str) -> BrokerChoice:
     if mosquitto:
         return BrokerChoice("mosquitto", mosquitto)
     if wanted == "mosquitto":
-        raise MgsError("--broker mosquitto: Mosquitto is not installed: run `sudo apt-get install mosquitto` "
-                       "(Debian/Ubuntu), or leave out --broker to use the embedded amqtt broker")
+        raise MgsError(
+            "--broker mosquitto: Mosquitto is not installed: run `sudo apt-get install mosquitto` "
+            "(Debian/Ubuntu), or leave out --broker to use the embedded amqtt broker"
+        )
     if amqtt_installed():
         return BrokerChoice("amqtt")
-    raise MgsError("the demo needs an MQTT broker: install Mosquitto (`sudo apt-get install mosquitto`) or the "
-                   "embedded one with the server extra (`pip install -e '.[server]'`), then start the demo again")
+    raise MgsError(
+        "the demo needs an MQTT broker: install Mosquitto (`sudo apt-get install mosquitto`) or the "
+        "embedded one with the server extra (`pip install -e '.[server]'`), then start the demo again"
+    )
 
 
 def start_broker(facility: Facility, choice: BrokerChoice) -> tuple[Child, int]:
@@ -259,8 +273,10 @@ def start_amqtt(facility: Facility) -> tuple[Child, int]:
     disconnected would be lost at the broker instead of waiting in the server's session."""
     port = free_port()
     conf = facility.workdir / "amqtt.yaml"
-    conf.write_text(f"listeners:\n  default:\n    type: tcp\n    bind: 127.0.0.1:{port}\n"
-                    "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: false\n")
+    conf.write_text(
+        f"listeners:\n  default:\n    type: tcp\n    bind: 127.0.0.1:{port}\n"
+        "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: false\n"
+    )
     child = facility.spawn("broker", [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(conf)])
     facility.wait_ready(child, lambda: port_open(port), f"listen on port {port}")
     return child, port
@@ -271,9 +287,11 @@ def start_mosquitto(facility: Facility, mosquitto: str) -> tuple[Child, int]:
     port = free_port()
     conf = facility.workdir / "mosquitto.conf"
     # `user` keeps a root-started Mosquitto from switching user, which would clear its PDEATHSIG.
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    f"user {getpass.getuser()}\n"
-                    "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n")
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        f"user {getpass.getuser()}\n"
+        "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n"
+    )
     child = facility.spawn("broker", [mosquitto, "-c", str(conf)])
     facility.wait_ready(child, lambda: port_open(port), f"listen on port {port}")
     return child, port
@@ -283,11 +301,11 @@ def write_server_config(workdir: Path, broker_port: int, http_port: int, protoco
     path = workdir / "server.toml"
     path.write_text(
         "# mgs-server demo: everything on this machine, nothing reachable from outside.\n"
-        "[database]\npath = \"mgs-server.sqlite\"\n\n"
-        f"[ingest]\nhost = \"127.0.0.1\"\nport = {broker_port}\nclient_id = \"mgs-demo-server\"\n"
-        "username = \"mgs-demo-server\"\n"
-        f"protocol = \"{protocol}\"\n\n"
-        f"[http]\nhost = \"127.0.0.1\"\nport = {http_port}\n\n"
+        '[database]\npath = "mgs-server.sqlite"\n\n'
+        f'[ingest]\nhost = "127.0.0.1"\nport = {broker_port}\nclient_id = "mgs-demo-server"\n'
+        'username = "mgs-demo-server"\n'
+        f'protocol = "{protocol}"\n\n'
+        f'[http]\nhost = "127.0.0.1"\nport = {http_port}\n\n'
         "[dashboard]\nrefresh_s = 2.0\nhistory_hours = 0.25\n"
         f"plot_threshold = {ALERT_THRESHOLD}\n"
     )
@@ -304,14 +322,14 @@ def write_device_config(workdir: Path, video: Path, broker_port: int, preview_po
     path.write_text(
         "# mgs-server demo device: a generated rack video stands in for the camera.\n"
         f"name = {toml_str(DEVICE_NAME)}\n\n"
-        f"[mqtt]\nhost = \"127.0.0.1\"\nport = {broker_port}\nusername = {toml_str(DEVICE_NAME)}\n"
-        f"protocol = \"{protocol}\"\n\n"
-        f"[camera]\nsource = {toml_str(str(video))}\nkind = \"file\"\nloop = true\nrealtime = true\n\n"
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {broker_port}\nusername = {toml_str(DEVICE_NAME)}\n'
+        f'protocol = "{protocol}"\n\n'
+        f'[camera]\nsource = {toml_str(str(video))}\nkind = "file"\nloop = true\nrealtime = true\n\n'
         f"[rois]\nboxes = [{boxes}]\n\n"
         f"[alerts]\nthreshold = {ALERT_THRESHOLD}\nmin_duration_s = {DEVICE_ALERT_S}\ncooldown_s = 30.0\n\n"
-        "[outbox]\npath = \"outbox.sqlite\"\n\n"
+        '[outbox]\npath = "outbox.sqlite"\n\n'
         "[status]\ninterval_s = 5.0\n\n"
-        f"[http]\nhost = \"127.0.0.1\"\nport = {preview_port}\n"
+        f'[http]\nhost = "127.0.0.1"\nport = {preview_port}\n'
     )
     return path
 
@@ -332,9 +350,12 @@ def seed_database(server_config: Path) -> DemoLogin:
         token = auth.create_token(db, user_id, "mgs-server demo")
         repo = Repository(db)
         repo.register_device(DEVICE_NAME)
-        experiment = repo.create_experiment(EXPERIMENT, f"Generated rack video: the animal in box {DEMO_RISING_BOX} has "
-                                                        f"a painful procedure and its orbital tightening rises past "
-                                                        f"{ALERT_THRESHOLD:g}.")
+        experiment = repo.create_experiment(
+            EXPERIMENT,
+            f"Generated rack video: the animal in box {DEMO_RISING_BOX} has "
+            f"a painful procedure and its orbital tightening rises past "
+            f"{ALERT_THRESHOLD:g}.",
+        )
         start = time.time() - 60
         for box, name in enumerate(ANIMALS):
             animal = repo.create_animal(name, strain=STRAIN, experiment_id=experiment)
@@ -346,6 +367,7 @@ def seed_database(server_config: Path) -> DemoLogin:
 
 
 # --- the demo -------------------------------------------------------------------------------------
+
 
 @dataclass
 class DemoUrls:
@@ -381,14 +403,21 @@ def run_demo(options: DemoOptions) -> int:
             _, broker_port = start_broker(facility, broker)
             server_config = write_server_config(workdir, broker_port, http_port, broker.protocol)
             login = seed_database(server_config)
-            server = facility.spawn("server", [sys.executable, "-m", "server.cli", "run", "--config", str(server_config)])
+            server = facility.spawn(
+                "server", [sys.executable, "-m", "server.cli", "run", "--config", str(server_config)]
+            )
             facility.wait_ready(server, lambda: port_open(http_port), f"serve the dashboard on port {http_port}")
             preview_port = free_port()
             device_config = write_device_config(workdir, video, broker_port, preview_port, broker.protocol)
-            device = facility.spawn("device", [sys.executable, "-m", "device.cli", "run", "--config", str(device_config)])
+            device = facility.spawn(
+                "device", [sys.executable, "-m", "device.cli", "run", "--config", str(device_config)]
+            )
             facility.wait_ready(device, lambda: port_open(preview_port), f"serve its preview on port {preview_port}")
-            urls = DemoUrls(f"http://127.0.0.1:{http_port}/", f"http://127.0.0.1:{preview_port}/",
-                            f"{broker.kind} on 127.0.0.1:{broker_port} (MQTT {broker.protocol})")
+            urls = DemoUrls(
+                f"http://127.0.0.1:{http_port}/",
+                f"http://127.0.0.1:{preview_port}/",
+                f"{broker.kind} on 127.0.0.1:{broker_port} (MQTT {broker.protocol})",
+            )
             _print_banner(urls, login, workdir, options)
             if not options.headless:
                 _open_browser(urls.dashboard)

@@ -95,8 +95,9 @@ def build(alerts: list[dict[str, Any]]) -> list[Episode]:
     by_subject: dict[Any, list[tuple[float, float | None, list[dict[str, Any]]]]] = defaultdict(list)
     for interval in intervals:
         first = interval[2][0]
-        subject = ("animal", first["animal_id"]) if first["animal_id"] is not None else ("box", first["device"],
-                                                                                         first["box"])
+        subject = (
+            ("animal", first["animal_id"]) if first["animal_id"] is not None else ("box", first["device"], first["box"])
+        )
         by_subject[subject].append(interval)
     episodes: list[Episode] = []
     for parts in by_subject.values():
@@ -108,8 +109,15 @@ def build(alerts: list[dict[str, Any]]) -> list[Episode]:
                 _add(current, members)
                 continue
             first = members[0]
-            current = Episode(id=first["id"], animal_id=first["animal_id"], animal_name=first.get("animal_name"),
-                              device=first["device"], box=first["box"], start=start, end=end)
+            current = Episode(
+                id=first["id"],
+                animal_id=first["animal_id"],
+                animal_name=first.get("animal_name"),
+                device=first["device"],
+                box=first["box"],
+                start=start,
+                end=end,
+            )
             _add(current, members)
             episodes.append(current)
     episodes.sort(key=lambda e: (e.start, e.id))
@@ -136,9 +144,11 @@ def _add(episode: Episode, members: list[dict[str, Any]]) -> None:
             episode.peak = a["score"] if episode.peak is None else max(episode.peak, a["score"])
 
 
-_ALERT_COLUMNS = ("al.id, al.source, al.event, al.device, al.box, al.animal_id, an.name AS animal_name, al.rule_id, "
-                  "al.time, al.threshold, al.duration_s, al.score, al.received_at, al.acknowledged_by, "
-                  "al.acknowledged_at")
+_ALERT_COLUMNS = (
+    "al.id, al.source, al.event, al.device, al.box, al.animal_id, an.name AS animal_name, al.rule_id, "
+    "al.time, al.threshold, al.duration_s, al.score, al.received_at, al.acknowledged_by, "
+    "al.acknowledged_at"
+)
 
 
 def _rows(db: sqlite_utils.Database, sql: str, params: Any) -> list[dict[str, Any]]:
@@ -152,13 +162,22 @@ def _fetch_start(db: sqlite_utils.Database, since: float) -> float:
     row = db.execute(
         "SELECT MIN(t) FROM (SELECT event, MAX(time) AS t FROM alerts WHERE time < ? GROUP BY source, "
         "CASE source WHEN 'device' THEN device || '/' || box ELSE rule_id || ':' || animal_id END) "
-        "WHERE event = 'raised'", [since]).fetchone()
+        "WHERE event = 'raised'",
+        [since],
+    ).fetchone()
     earliest_open = row[0] if row and row[0] is not None else math.inf
     return min(since - LOOKBACK_S, earliest_open)
 
 
-def episodes(db: sqlite_utils.Database, since: float, until: float, animal_id: int | None = None,
-             device: str | None = None, box: int | None = None, now: float | None = None) -> list[Episode]:
+def episodes(
+    db: sqlite_utils.Database,
+    since: float,
+    until: float,
+    animal_id: int | None = None,
+    device: str | None = None,
+    box: int | None = None,
+    now: float | None = None,
+) -> list[Episode]:
     """Episodes overlapping [since, until), newest first, with peak and acknowledgements filled in."""
     now = time.time() if now is None else now
     where = ["al.time >= ?", "al.time < ?"]
@@ -172,8 +191,12 @@ def episodes(db: sqlite_utils.Database, since: float, until: float, animal_id: i
     if box is not None:
         where.append("al.box = ?")
         params.append(box)
-    alerts = _rows(db, f"SELECT {_ALERT_COLUMNS} FROM alerts al LEFT JOIN animals an ON an.id = al.animal_id "
-                       f"WHERE {' AND '.join(where)}", params)
+    alerts = _rows(
+        db,
+        f"SELECT {_ALERT_COLUMNS} FROM alerts al LEFT JOIN animals an ON an.id = al.animal_id "
+        f"WHERE {' AND '.join(where)}",
+        params,
+    )
     found = [e for e in build(alerts) if e.start < until and (e.end is None or e.end >= since)]
     _fill(db, found, now)
     return found[::-1]
@@ -190,19 +213,29 @@ def _fill(db: sqlite_utils.Database, found: list[Episode], now: float) -> None:
     for e in found:
         end = now if e.end is None else e.end
         for dev, bx in e.boxes:
-            row = db.execute("SELECT MAX(score_max) FROM rollup_minute WHERE device = ? AND box = ? AND bucket >= ? "
-                             "AND bucket < ?", [dev, bx, math.floor(e.start / 60) * 60, end]).fetchone()
+            row = db.execute(
+                "SELECT MAX(score_max) FROM rollup_minute WHERE device = ? AND box = ? AND bucket >= ? AND bucket < ?",
+                [dev, bx, math.floor(e.start / 60) * 60, end],
+            ).fetchone()
             if row[0] is not None:
                 e.peak = row[0] if e.peak is None else max(e.peak, row[0])
     ids = [i for e in found for i in e.raised_ids]
     if not ids:
         return
     notes: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for row in _rows(db, "SELECT alert_id, username, time, note FROM acknowledgements WHERE alert_id IN "
-                         "(SELECT value FROM json_each(?)) ORDER BY time, id", [_json(ids)]):
+    for row in _rows(
+        db,
+        "SELECT alert_id, username, time, note FROM acknowledgements WHERE alert_id IN "
+        "(SELECT value FROM json_each(?)) ORDER BY time, id",
+        [_json(ids)],
+    ):
         notes[row["alert_id"]].append(row)
-    plain = _rows(db, "SELECT id, acknowledged_by, acknowledged_at FROM alerts WHERE acknowledged_at IS NOT NULL "
-                      "AND id IN (SELECT value FROM json_each(?))", [_json(ids)])
+    plain = _rows(
+        db,
+        "SELECT id, acknowledged_by, acknowledged_at FROM alerts WHERE acknowledged_at IS NOT NULL "
+        "AND id IN (SELECT value FROM json_each(?))",
+        [_json(ids)],
+    )
     for row in plain:  # acknowledged through the REST API, without a note
         if not notes[row["id"]]:
             notes[row["id"]].append({"username": row["acknowledged_by"], "time": row["acknowledged_at"], "note": ""})
@@ -235,8 +268,9 @@ def find(db: sqlite_utils.Database, episode_id: int, now: float | None = None) -
     raise NotFound(f"alert episode {episode_id} does not exist")
 
 
-def acknowledge(db: sqlite_utils.Database, found: list[Episode], username: str, note: str,
-                now: float | None = None) -> int:
+def acknowledge(
+    db: sqlite_utils.Database, found: list[Episode], username: str, note: str, now: float | None = None
+) -> int:
     """Acknowledge episodes (again, to add a note) for `username`; returns how many. One audit entry each."""
     now = time.time() if now is None else now
     if not isinstance(note, str) or len(note) > NOTE_MAX_CHARS:
@@ -244,12 +278,22 @@ def acknowledge(db: sqlite_utils.Database, found: list[Episode], username: str, 
     with transaction(db) as conn:
         for e in found:
             for alert_id in e.raised_ids:
-                conn.execute("UPDATE alerts SET acknowledged_by = ?, acknowledged_at = ? WHERE id = ? "
-                             "AND acknowledged_at IS NULL", [username, now, alert_id])
-                conn.execute("INSERT INTO acknowledgements (alert_id, username, time, note) VALUES (?, ?, ?, ?)",
-                             [alert_id, username, now, note.strip()])
-            audit.record_in(conn, username, "acknowledge episode", f"episode:{e.id}",
-                            {"acknowledged": e.acknowledged},
-                            {"acknowledged": True, "note": note.strip(), "animal": e.animal_name,
-                             "box": f"{e.device}/{e.box}"}, now)
+                conn.execute(
+                    "UPDATE alerts SET acknowledged_by = ?, acknowledged_at = ? WHERE id = ? "
+                    "AND acknowledged_at IS NULL",
+                    [username, now, alert_id],
+                )
+                conn.execute(
+                    "INSERT INTO acknowledgements (alert_id, username, time, note) VALUES (?, ?, ?, ?)",
+                    [alert_id, username, now, note.strip()],
+                )
+            audit.record_in(
+                conn,
+                username,
+                "acknowledge episode",
+                f"episode:{e.id}",
+                {"acknowledged": e.acknowledged},
+                {"acknowledged": True, "note": note.strip(), "animal": e.animal_name, "box": f"{e.device}/{e.box}"},
+                now,
+            )
     return len(found)

@@ -120,9 +120,19 @@ def rows(repo: Repository, pieces: list[dict[str, Any]], resolution: str, zone: 
             continue
         for p in _summaries(repo, piece, resolution, zone):
             a = fixed or _animal_at(by_box[key], p["t"])
-            yield [local_naive(p["t"], zone), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(p["t"])),
-                   piece["device"], piece["box"], a["animal_id"] if a else None, a["animal_name"] if a else None,
-                   p["windows"], p["face_windows"], p["mean"], p["min"], p["max"]]
+            yield [
+                local_naive(p["t"], zone),
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(p["t"])),
+                piece["device"],
+                piece["box"],
+                a["animal_id"] if a else None,
+                a["animal_name"] if a else None,
+                p["windows"],
+                p["face_windows"],
+                p["mean"],
+                p["min"],
+                p["max"],
+            ]
 
 
 def _summaries(repo: Repository, piece: dict[str, Any], resolution: str, zone: str) -> list[dict[str, Any]]:
@@ -135,8 +145,17 @@ def _summaries(repo: Repository, piece: dict[str, Any], resolution: str, zone: s
     days: dict[Any, dict[str, Any]] = {}
     for p in points:
         day = local_naive(p["t"], zone).date()
-        d = days.setdefault(day, {"t": parse_local(day.isoformat() + "T00:00", zone), "windows": 0,
-                                  "face_windows": 0, "sum": 0.0, "min": None, "max": None})
+        d = days.setdefault(
+            day,
+            {
+                "t": parse_local(day.isoformat() + "T00:00", zone),
+                "windows": 0,
+                "face_windows": 0,
+                "sum": 0.0,
+                "min": None,
+                "max": None,
+            },
+        )
         d["windows"] += p["windows"]
         d["face_windows"] += p["face_windows"]
         if p["mean"] is not None:
@@ -186,6 +205,7 @@ def download() -> Response:
         def _remove(response: Response) -> Response:
             response.call_on_close(lambda: Path(path).unlink(missing_ok=True))
             return response
+
         data_export.write_xlsx(path, rows(repo, pieces, resolution, zone), columns, label)
         response = send_file(path, mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
     else:

@@ -81,6 +81,7 @@ from server.rules import RuleEngine
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True, slots=True)
 class Received:
     """One message as the network thread hands it to the writer."""
@@ -90,6 +91,7 @@ class Received:
     payload: bytes
     connection: int  # numbers the connections: a packet id is only valid on its own
     mid: int  # packet id to acknowledge after the commit; 0 = QoS 0, nothing to acknowledge
+
 
 # MQTT 5 session expiry "never": the broker's `persistent_client_expiration` still applies.
 _SESSION_NEVER_EXPIRES = 0xFFFFFFFF
@@ -102,25 +104,51 @@ class IngestConfig:
     SECTION: ClassVar[str] = "ingest"
 
     host: str = field(default="127.0.0.1", metadata={"doc": "MQTT broker host name or address"})
-    port: Annotated[int, Range(1, 65535)] = field(default=1883, metadata={"doc": "MQTT broker port (8883 is usual with TLS)"})
-    prefix: Annotated[str, Check(validate_prefix)] = field(default="mgs", metadata={"doc": "topic prefix the devices publish under"})
+    port: Annotated[int, Range(1, 65535)] = field(
+        default=1883, metadata={"doc": "MQTT broker port (8883 is usual with TLS)"}
+    )
+    prefix: Annotated[str, Check(validate_prefix)] = field(
+        default="mgs", metadata={"doc": "topic prefix the devices publish under"}
+    )
     username: str = field(default="", metadata={"doc": "broker login (empty = anonymous)"})
     password: str = field(default="", metadata={"doc": "broker password"})
     tls: bool = field(default=False, metadata={"doc": "connect with TLS"})
-    ca_file: Annotated[str, Check(existing_file)] = field(default="", metadata={"doc": "CA certificate for TLS (empty = system store)"})
-    client_id: Annotated[str, Length(1, 128, "characters")] = field(default="mgs-server-ingest", metadata={
-        "doc": "fixed MQTT client id: the broker keeps this persistent session's messages while the server is down "
-               "(the shipped broker config replaces it with the login, mgs-server)"})
-    batch_size: Annotated[int, Range(1, 100_000)] = field(default=5000, metadata={"doc": "most messages written in one transaction"})
-    flush_interval_s: Annotated[float, Range(0.01, 60, unit="seconds")] = field(default=0.2, metadata={"doc": "longest a message waits before its batch is written"})
+    ca_file: Annotated[str, Check(existing_file)] = field(
+        default="", metadata={"doc": "CA certificate for TLS (empty = system store)"}
+    )
+    client_id: Annotated[str, Length(1, 128, "characters")] = field(
+        default="mgs-server-ingest",
+        metadata={
+            "doc": "fixed MQTT client id: the broker keeps this persistent session's messages while the server is down "
+            "(the shipped broker config replaces it with the login, mgs-server)"
+        },
+    )
+    batch_size: Annotated[int, Range(1, 100_000)] = field(
+        default=5000, metadata={"doc": "most messages written in one transaction"}
+    )
+    flush_interval_s: Annotated[float, Range(0.01, 60, unit="seconds")] = field(
+        default=0.2, metadata={"doc": "longest a message waits before its batch is written"}
+    )
     queue_size: int = field(default=50_000, metadata={"doc": "messages held in memory between receiving and writing"})
-    accept_unknown_devices: bool = field(default=True, metadata={
-        "doc": "store messages from devices never seen before; false = only devices registered by provisioning"})
-    publish_alerts: bool = field(default=True, metadata={"doc": "publish server-side alerts under <prefix>/alerts/<animal>"})
-    keepalive_s: Annotated[int, Range(5, 3600, unit="seconds")] = field(default=30, metadata={"doc": "MQTT keep-alive interval in seconds"})
-    protocol: Literal["5", "3.1.1"] = field(default="5", metadata={
-        "doc": "MQTT version: 5 (the broker may send up to queue_size messages before they are acknowledged) or "
-               "3.1.1 (for a broker without MQTT 5; its own inflight limit then paces the ingest)"})
+    accept_unknown_devices: bool = field(
+        default=True,
+        metadata={
+            "doc": "store messages from devices never seen before; false = only devices registered by provisioning"
+        },
+    )
+    publish_alerts: bool = field(
+        default=True, metadata={"doc": "publish server-side alerts under <prefix>/alerts/<animal>"}
+    )
+    keepalive_s: Annotated[int, Range(5, 3600, unit="seconds")] = field(
+        default=30, metadata={"doc": "MQTT keep-alive interval in seconds"}
+    )
+    protocol: Literal["5", "3.1.1"] = field(
+        default="5",
+        metadata={
+            "doc": "MQTT version: 5 (the broker may send up to queue_size messages before they are acknowledged) or "
+            "3.1.1 (for a broker without MQTT 5; its own inflight limit then paces the ingest)"
+        },
+    )
 
     def check(self) -> None:
         if self.queue_size < self.batch_size:
@@ -228,8 +256,9 @@ class IngestWorker:
         self._writer = threading.Thread(target=self._write_loop, name="mgs-ingest-writer", daemon=True)
         self._writer.start()
         self._client = self._new_client()
-        self._network = threading.Thread(target=self._network_loop, args=(self._client,), name="mgs-ingest-mqtt",
-                                         daemon=True)
+        self._network = threading.Thread(
+            target=self._network_loop, args=(self._client,), name="mgs-ingest-mqtt", daemon=True
+        )
         self._network.start()
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -243,8 +272,12 @@ class IngestWorker:
             self._inbox.close()
             self._writer.join(timeout)
             if self._writer.is_alive():
-                log.error("ingest writer did not finish within %.0f s; %d messages unwritten (the broker "
-                          "delivers them again after the next start)", timeout, len(self._inbox))
+                log.error(
+                    "ingest writer did not finish within %.0f s; %d messages unwritten (the broker "
+                    "delivers them again after the next start)",
+                    timeout,
+                    len(self._inbox),
+                )
         self._stopping.set()
         self._wake_network()
         if self._network is not None:
@@ -255,9 +288,13 @@ class IngestWorker:
         self.connected.clear()
 
     def _new_client(self) -> mqtt.Client:
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.config.client_id,
-                             protocol=mqtt.MQTTv5 if self.config.protocol == "5" else mqtt.MQTTv311,
-                             clean_session=None if self.config.protocol == "5" else False, manual_ack=True)
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=self.config.client_id,
+            protocol=mqtt.MQTTv5 if self.config.protocol == "5" else mqtt.MQTTv311,
+            clean_session=None if self.config.protocol == "5" else False,
+            manual_ack=True,
+        )
         if self.config.username:
             client.username_pw_set(self.config.username, self.config.password or None)
         if self.config.tls:
@@ -290,9 +327,13 @@ class IngestWorker:
         delay = 1.0
         while not self._stop_reading.is_set():
             try:
-                client.connect(self.config.host, self.config.port, keepalive=self.config.keepalive_s,
-                               clean_start=False if mqtt5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
-                               properties=properties)
+                client.connect(
+                    self.config.host,
+                    self.config.port,
+                    keepalive=self.config.keepalive_s,
+                    clean_start=False if mqtt5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+                    properties=properties,
+                )
             except OSError as exc:
                 self.last_error = f"cannot reach the MQTT broker at {self.config.host}:{self.config.port}: {exc}"
                 log.warning("%s; retrying in %.0f s", self.last_error, delay)
@@ -342,8 +383,11 @@ class IngestWorker:
         with self._lock:
             self._stats["acknowledged"] += len(mids)
         if len(mids) < len(committed):
-            log.info("%d stored messages arrived on an earlier connection; the broker delivers them again "
-                     "and they are counted as duplicates", len(committed) - len(mids))
+            log.info(
+                "%d stored messages arrived on an earlier connection; the broker delivers them again "
+                "and they are counted as duplicates",
+                len(committed) - len(mids),
+            )
 
     def _serve(self, client: mqtt.Client) -> None:
         """Read, acknowledge what the writer committed, and keep alive until the connection drops or
@@ -356,8 +400,12 @@ class IngestWorker:
                 return
             reading = not self._stop_reading.is_set()
             pending = sock.pending() if reading and isinstance(sock, ssl.SSLSocket) else 0
-            readable, _, _ = select.select([sock, self._wake_reader] if reading else [self._wake_reader],
-                                           [sock] if client.want_write() else [], [], 0 if pending else 0.2)
+            readable, _, _ = select.select(
+                [sock, self._wake_reader] if reading else [self._wake_reader],
+                [sock] if client.want_write() else [],
+                [],
+                0 if pending else 0.2,
+            )
             if self._wake_reader in readable:
                 self._wake_reader.recv(4096)
                 self._send_acks(client)
@@ -391,8 +439,9 @@ class IngestWorker:
             return
         client.subscribe([(topic, 1) for topic in subscriptions(self.config.prefix)])
         self.last_error = ""
-        log.info("ingest connected to %s:%d (session present: %s)", self.config.host, self.config.port,
-                 flags.session_present)
+        log.info(
+            "ingest connected to %s:%d (session present: %s)", self.config.host, self.config.port, flags.session_present
+        )
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
         failed = [str(r) for r in reasons if r.is_failure]
@@ -415,7 +464,9 @@ class IngestWorker:
             topic = message.topic
         except UnicodeDecodeError:  # quarantined as an invalid topic; paho keeps the raw bytes private
             topic = "<topic is not UTF-8>"
-        self._inbox.put(Received(time.time(), topic, message.payload, self._connection, message.mid if message.qos else 0))
+        self._inbox.put(
+            Received(time.time(), topic, message.payload, self._connection, message.mid if message.qos else 0)
+        )
 
     # --- writer thread ----------------------------------------------------------------------
 
@@ -432,8 +483,11 @@ class IngestWorker:
             try:
                 self._write(repo, rules, tracker, items)
             except Exception:  # a bug must cost one batch, never the worker
-                log.exception("ingest writer failed on a batch of %d messages; they stay unacknowledged in the "
-                              "broker, which delivers them again after the server reconnects", len(items))
+                log.exception(
+                    "ingest writer failed on a batch of %d messages; they stay unacknowledged in the "
+                    "broker, which delivers them again after the server reconnects",
+                    len(items),
+                )
                 repo.forget_cached_ids()
                 tracker.forget()
                 with self._lock:
@@ -471,7 +525,9 @@ class IngestWorker:
                 self._count_db_error(f"database refused the message on {item.topic!r}: {exc!r}")
                 batch = _Batch()
                 batch.counts["received"] = 1
-                self._reject(batch, item.received_at, item.topic, item.payload, f"database refused it: {exc!r}", "database")
+                self._reject(
+                    batch, item.received_at, item.topic, item.payload, f"database refused it: {exc!r}", "database"
+                )
                 with transaction(repo.db):
                     events, acks = self._store(repo, rules, tracker, batch, item.received_at)
                 break
@@ -488,14 +544,24 @@ class IngestWorker:
         with self._lock:
             self._stats["db_errors"] += 1
 
-    def _store(self, repo: Repository, rules: RuleEngine, tracker: DeliveryTracker, batch: _Batch,
-               received_at: float) -> tuple[list[AnimalAlert], dict[tuple[str, str], int]]:
+    def _store(
+        self, repo: Repository, rules: RuleEngine, tracker: DeliveryTracker, batch: _Batch, received_at: float
+    ) -> tuple[list[AnimalAlert], dict[tuple[str, str], int]]:
         reused = repo.reused_seqs(batch.windows)
         skipped = {id(w) for w, _ in reused}
         windows = [w for w in batch.windows if id(w) not in skipped]
         quarantine = batch.quarantine + [
-            Quarantined(received_at, score_topic(w.device, w.box, self.config.prefix), w.to_json(), reason,
-                        w.device, w.epoch, w.seq) for w, reason in reused]
+            Quarantined(
+                received_at,
+                score_topic(w.device, w.box, self.config.prefix),
+                w.to_json(),
+                reason,
+                w.device,
+                w.epoch,
+                w.seq,
+            )
+            for w, reason in reused
+        ]
         for w, reason in reused:
             log.error("device %s: %s", w.device, reason)
             repo.record_seq_regression(w.device, reason, received_at)
@@ -537,8 +603,10 @@ class IngestWorker:
             try:
                 ref = parse_topic(topic, prefix)
                 if known is not None and ref.device not in known:
-                    raise MessageError(f"device {ref.device!r} is not registered; provision it with "
-                                       "`mgs-server provision-device` or set [ingest] accept_unknown_devices")
+                    raise MessageError(
+                        f"device {ref.device!r} is not registered; provision it with "
+                        "`mgs-server provision-device` or set [ingest] accept_unknown_devices"
+                    )
                 if ref.kind == "score":
                     window = ScoreWindow.from_json(payload)
                     _same_source(ref.device, ref.box, window.device, window.box)
@@ -567,8 +635,9 @@ class IngestWorker:
 
     def _reject(self, batch: _Batch, received_at: float, topic: str, payload: bytes, reason: str, kind: str) -> None:
         log.warning("rejected message on %r (%d bytes): %s", topic[:200], len(payload), reason)
-        batch.quarantine.append(Quarantined(received_at, topic, payload, reason,
-                                            *_claimed_seq(topic, payload, self.config.prefix)))
+        batch.quarantine.append(
+            Quarantined(received_at, topic, payload, reason, *_claimed_seq(topic, payload, self.config.prefix))
+        )
         batch.counts["rejected"] += 1
         batch.counts[f"rejected.{kind}"] += 1
 
@@ -613,8 +682,13 @@ def _claimed_seq(topic: str, payload: bytes, prefix: str) -> tuple[str | None, s
     if not isinstance(obj, dict):
         return None, None, None
     seq, epoch = obj.get("seq"), obj.get("epoch", "")
-    if (isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_INT
-            or not isinstance(epoch, str) or len(epoch) > 32):
+    if (
+        isinstance(seq, bool)
+        or not isinstance(seq, int)
+        or not 0 <= seq <= MAX_INT
+        or not isinstance(epoch, str)
+        or len(epoch) > 32
+    ):
         return None, None, None
     return ref.device, epoch, seq
 
@@ -625,4 +699,3 @@ def _kind(topic: str, prefix: str) -> str:
         return parse_topic(topic, prefix).kind
     except MessageError:
         return "topic"
-

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from mgs_core.errors import MgsError, MessageError
+from mgs_core.errors import MessageError, MgsError
 from mgs_core.messages import DEFAULT_PREFIX, validate_name, validate_prefix
 
 Role = Literal["device", "server", "consumer"]
@@ -58,8 +58,12 @@ def mosquitto_hash(password: str, salt: bytes | None = None, iterations: int = _
 def acl_rules(name: str, role: Role, prefix: str = DEFAULT_PREFIX) -> list[str]:
     """The ACL `topic` lines a login of `role` gets."""
     if role == "device":
-        return [f"topic write {prefix}/{name}/availability", f"topic write {prefix}/{name}/status",
-                f"topic write {prefix}/{name}/box/#", f"topic read {prefix}/{name}/stored"]
+        return [
+            f"topic write {prefix}/{name}/availability",
+            f"topic write {prefix}/{name}/status",
+            f"topic write {prefix}/{name}/box/#",
+            f"topic read {prefix}/{name}/stored",
+        ]
     if role == "server":
         return [f"topic read {prefix}/#", f"topic write {prefix}/{ALERTS_LEVEL}/#", f"topic write {prefix}/+/stored"]
     return [f"topic read {prefix}/#"]
@@ -119,8 +123,9 @@ class BrokerFiles:
     acl_file: Path = Path("/etc/mosquitto/mgs.acl")
 
 
-def add_login(files: BrokerFiles, name: str, role: Role, prefix: str = DEFAULT_PREFIX,
-              password: str | None = None) -> str:
+def add_login(
+    files: BrokerFiles, name: str, role: Role, prefix: str = DEFAULT_PREFIX, password: str | None = None
+) -> str:
     """Create or renew the broker login `name` with the rights of `role`; returns its password."""
     check_login_name(name, role)
     try:
@@ -139,7 +144,9 @@ def _read_lines(path: Path) -> list[str]:
     except FileNotFoundError:
         return []
     except OSError as exc:
-        raise MgsError(f"cannot read {path}: {exc.strerror}; run as a user that may edit the broker's files (e.g. with sudo)") from None
+        raise MgsError(
+            f"cannot read {path}: {exc.strerror}; run as a user that may edit the broker's files (e.g. with sudo)"
+        ) from None
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -196,17 +203,24 @@ def toml_str(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def render_device_config(name: str, broker_host: str, broker_port: int, prefix: str, camera: str,
-                         config_dir: Path = DEVICE_CONFIG_DIR, created: str = "") -> str:
+def render_device_config(
+    name: str,
+    broker_host: str,
+    broker_port: int,
+    prefix: str,
+    camera: str,
+    config_dir: Path = DEVICE_CONFIG_DIR,
+    created: str = "",
+) -> str:
     """A `device.toml` for a new edge box: broker login filled in, boxes left for detect-boxes.
 
     Everything not written here keeps the defaults of `device.config.DeviceConfig` (docs/device-pipeline.md).
     """
     return f"""# device.toml for the edge box {name!r}, written by `mgs-server provision-device`{created}.
-# Install on the edge box as {config_dir / 'device.toml'} (mode 0640, group mgs) next to
+# Install on the edge box as {config_dir / "device.toml"} (mode 0640, group mgs) next to
 # {config_dir / PASSWORD_FILE_NAME}, then let the device find the boxes of its rack:
 #   sudo systemctl stop mgs-device
-#   sudo -u mgs mgs-device detect-boxes --config {config_dir / 'device.toml'} --source {camera}
+#   sudo -u mgs mgs-device detect-boxes --config {config_dir / "device.toml"} --source {camera}
 # and start it: sudo systemctl enable --now mgs-device (see docs/install.md).
 name = {toml_str(name)}
 
@@ -225,14 +239,16 @@ expected = 4
 boxes = []
 
 [outbox]
-path = {toml_str(str(DEVICE_STATE_DIR / 'outbox.sqlite'))}
+path = {toml_str(str(DEVICE_STATE_DIR / "outbox.sqlite"))}
 """
 
 
 def render_ingest_config(name: str, broker_host: str, broker_port: int, prefix: str, password: str) -> str:
     """The `[ingest]` lines of server.toml for the server's own broker login."""
-    return (f"[ingest]\nhost = {toml_str(broker_host)}\nport = {broker_port}\nprefix = {toml_str(prefix)}\n"
-            f"username = {toml_str(name)}\npassword = {toml_str(password)}\n")
+    return (
+        f"[ingest]\nhost = {toml_str(broker_host)}\nport = {broker_port}\nprefix = {toml_str(prefix)}\n"
+        f"username = {toml_str(name)}\npassword = {toml_str(password)}\n"
+    )
 
 
 def write_private(path: Path, text: str) -> None:

@@ -48,8 +48,9 @@ def audit_value(field: str, value: Any) -> str:
 @require_role("officer")
 def audit_log() -> str:
     target = request.args.get("target", "").strip() or None
-    return render_template("audit.html", title="Audit log", entries=audit.entries(get_db(), target=target),
-                           target=target or "")
+    return render_template(
+        "audit.html", title="Audit log", entries=audit.entries(get_db(), target=target), target=target or ""
+    )
 
 
 def report_period(start_text: str, end_text: str, zone: str, now: float) -> tuple[float, float, str, str]:
@@ -69,14 +70,14 @@ def report_period(start_text: str, end_text: str, zone: str, now: float) -> tupl
     return start, end, first.isoformat(), last.isoformat()
 
 
-def course(points: list[dict[str, Any]], start: float, end: float,
-           spans: list[tuple[float, float]]) -> dict[str, Any]:
+def course(points: list[dict[str, Any]], start: float, end: float, spans: list[tuple[float, float]]) -> dict[str, Any]:
     """Chart geometry in a CHART_W x CHART_H box: mean lines (broken where no face was seen),
     a min-max band and the episodes as shaded spans."""
     sx = CHART_W / (end - start)
 
     def y(v: float) -> float:
         return round(CHART_H - v / 9 * CHART_H, 1)
+
     lines: list[str] = []
     current: list[str] = []
     band_top: list[str] = []
@@ -93,10 +94,18 @@ def course(points: list[dict[str, Any]], start: float, end: float,
         band_bottom.append(f"{x},{y(p['min'])}")
     if current:
         lines.append(" ".join(current))
-    shaded = [{"x": round((max(a, start) - start) * sx, 1), "w": max(1.0, round((min(b, end) - max(a, start)) * sx, 1))}
-              for a, b in spans]
-    return {"lines": lines, "band": " ".join(band_top + band_bottom[::-1]), "episodes": shaded,
-            "w": CHART_W, "h": CHART_H, "grid": [{"y": y(v), "v": v} for v in (0, 3, 6, 9)]}
+    shaded = [
+        {"x": round((max(a, start) - start) * sx, 1), "w": max(1.0, round((min(b, end) - max(a, start)) * sx, 1))}
+        for a, b in spans
+    ]
+    return {
+        "lines": lines,
+        "band": " ".join(band_top + band_bottom[::-1]),
+        "episodes": shaded,
+        "w": CHART_W,
+        "h": CHART_H,
+        "grid": [{"y": y(v), "v": v} for v in (0, 3, 6, 9)],
+    }
 
 
 @bp.route("/animals/<int:animal_id>/report")
@@ -113,18 +122,44 @@ def animal_report(animal_id: int) -> str:
     face = [p for p in scores if p["mean"] is not None]
     summary = {
         "mean": sum(p["mean"] * p["face_windows"] for p in face) / max(1, sum(p["face_windows"] for p in face))
-        if face else None,
+        if face
+        else None,
         "max": max((p["max"] for p in face), default=None),
         "windows": sum(p["windows"] for p in scores),
         "face_windows": sum(p["face_windows"] for p in scores),
     }
-    assignments = [a for a in repo.assignments(animal_id=animal_id)
-                   if a["start_time"] < end and (a["end_time"] is None or a["end_time"] > start)]
-    rules = [r for r in repo.alert_rules() if r["animal_id"] == animal_id
-             or (r["experiment_id"] is not None and r["experiment_id"] == animal["experiment_id"])]
-    entries = [e for e in audit.entries(get_db(), since=start, until=end, limit=audit.LIMIT_MAX)
-               if e["target"] == f"animal:{animal_id}" or (e["new"] or e["old"] or {}).get("animal") == animal["name"]
-               or (e["new"] or e["old"] or {}).get("animal_name") == animal["name"]]
-    return render_template("report.html", title=f"Report {animal['name']}", animal=animal, start=start, end=end,
-                           first=first, last=last, chart=chart, episodes=found, summary=summary,
-                           resolution=resolution, assignments=assignments, rules=rules, entries=entries, now=now)
+    assignments = [
+        a
+        for a in repo.assignments(animal_id=animal_id)
+        if a["start_time"] < end and (a["end_time"] is None or a["end_time"] > start)
+    ]
+    rules = [
+        r
+        for r in repo.alert_rules()
+        if r["animal_id"] == animal_id
+        or (r["experiment_id"] is not None and r["experiment_id"] == animal["experiment_id"])
+    ]
+    entries = [
+        e
+        for e in audit.entries(get_db(), since=start, until=end, limit=audit.LIMIT_MAX)
+        if e["target"] == f"animal:{animal_id}"
+        or (e["new"] or e["old"] or {}).get("animal") == animal["name"]
+        or (e["new"] or e["old"] or {}).get("animal_name") == animal["name"]
+    ]
+    return render_template(
+        "report.html",
+        title=f"Report {animal['name']}",
+        animal=animal,
+        start=start,
+        end=end,
+        first=first,
+        last=last,
+        chart=chart,
+        episodes=found,
+        summary=summary,
+        resolution=resolution,
+        assignments=assignments,
+        rules=rules,
+        entries=entries,
+        now=now,
+    )

@@ -25,8 +25,17 @@ from typing import Any, Literal
 import sqlite_utils
 
 from mgs_core.errors import MgsError
-from mgs_core.messages import (EARLIEST_TIME, LATEST_TIME, MAX_BOXES, BoxAlert, DeviceStatus, ScoreWindow,
-                                parse_utc_iso, utc_iso, validate_name)
+from mgs_core.messages import (
+    EARLIEST_TIME,
+    LATEST_TIME,
+    MAX_BOXES,
+    BoxAlert,
+    DeviceStatus,
+    ScoreWindow,
+    parse_utc_iso,
+    utc_iso,
+    validate_name,
+)
 from server.db import transaction
 
 Resolution = Literal["raw", "minute", "hour"]
@@ -170,8 +179,9 @@ def parse_time(value: Any, what: str, optional: bool = False) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise MgsError(f"{what} {value!r} must be Unix seconds or an ISO-8601 UTC time")
     if not EARLIEST_TIME <= value < LATEST_TIME:
-        raise MgsError(f"{what} {value!r} is outside the years 1970-2099 (Unix seconds {EARLIEST_TIME:.0f} "
-                       f"to {LATEST_TIME:.0f})")
+        raise MgsError(
+            f"{what} {value!r} is outside the years 1970-2099 (Unix seconds {EARLIEST_TIME:.0f} to {LATEST_TIME:.0f})"
+        )
     return float(value)
 
 
@@ -276,16 +286,22 @@ class Repository:
 
     def box_known(self, device: str, box: int) -> bool:
         """Whether a box has ever reported, been labelled or been assigned (unknown ones are 404)."""
-        row = self.db.execute("SELECT 1 FROM boxes WHERE device = ? AND box = ? UNION ALL "
-                              "SELECT 1 FROM assignments WHERE device = ? AND box = ? LIMIT 1",
-                              [device, box, device, box]).fetchone()
+        row = self.db.execute(
+            "SELECT 1 FROM boxes WHERE device = ? AND box = ? UNION ALL "
+            "SELECT 1 FROM assignments WHERE device = ? AND box = ? LIMIT 1",
+            [device, box, device, box],
+        ).fetchone()
         return row is not None
 
     def boxes_ahead(self, now: float, allowance_s: float) -> dict[str, int]:
         """Device -> number of its boxes whose last window ends more than `allowance_s` after `now`:
         a device clock running ahead, whose scores would otherwise look current forever."""
-        return {device: count for device, count in self.db.execute(
-            "SELECT device, COUNT(*) FROM boxes WHERE last_window_end > ? GROUP BY device", [now + allowance_s])}
+        return {
+            device: count
+            for device, count in self.db.execute(
+                "SELECT device, COUNT(*) FROM boxes WHERE last_window_end > ? GROUP BY device", [now + allowance_s]
+            )
+        }
 
     # --- experiments and animals ------------------------------------------------------------
 
@@ -297,7 +313,9 @@ class Repository:
         )
 
     def experiment(self, experiment_id: int) -> dict[str, Any]:
-        return _one(self.db.execute("SELECT * FROM experiments WHERE id = ?", [experiment_id]), f"experiment {experiment_id}")
+        return _one(
+            self.db.execute("SELECT * FROM experiments WHERE id = ?", [experiment_id]), f"experiment {experiment_id}"
+        )
 
     def create_experiment(self, name: str, description: str = "") -> int:
         name = _text(name, "experiment name", 200, allow_empty=False)
@@ -306,7 +324,8 @@ class Repository:
             if conn.execute("SELECT 1 FROM experiments WHERE name = ?", [name]).fetchone():
                 raise Conflict(f"an experiment named {name!r} already exists")
             cur = conn.execute(
-                "INSERT INTO experiments (name, description, created) VALUES (?, ?, ?)", [name, description, time.time()]
+                "INSERT INTO experiments (name, description, created) VALUES (?, ?, ?)",
+                [name, description, time.time()],
             )
             return int(cur.lastrowid)
 
@@ -328,8 +347,11 @@ class Repository:
         return self._q(sql + " ORDER BY an.name", params)
 
     def animal(self, animal_id: int) -> dict[str, Any]:
-        for a in self._q("SELECT an.*, e.name AS experiment_name FROM animals an "
-                         "LEFT JOIN experiments e ON e.id = an.experiment_id WHERE an.id = ?", [animal_id]):
+        for a in self._q(
+            "SELECT an.*, e.name AS experiment_name FROM animals an "
+            "LEFT JOIN experiments e ON e.id = an.experiment_id WHERE an.id = ?",
+            [animal_id],
+        ):
             return a
         raise NotFound(f"animal {animal_id}")
 
@@ -339,9 +361,10 @@ class Repository:
         notes = _text(notes, "notes", 4000)
         experiment_id = _optional_id(experiment_id, "experiment_id")
         with transaction(self.db) as conn:
-            if experiment_id is not None and not conn.execute(
-                "SELECT 1 FROM experiments WHERE id = ?", [experiment_id]
-            ).fetchone():
+            if (
+                experiment_id is not None
+                and not conn.execute("SELECT 1 FROM experiments WHERE id = ?", [experiment_id]).fetchone()
+            ):
                 raise NotFound(f"experiment {experiment_id}")
             if conn.execute("SELECT 1 FROM animals WHERE name = ?", [name]).fetchone():
                 raise Conflict(f"an animal named {name!r} already exists")
@@ -357,9 +380,12 @@ class Repository:
         allowed = {"name": 200, "strain": 200, "notes": 4000, "humane_endpoint": 4000}
         unknown = set(changes) - set(allowed) - {"experiment_id"}
         if unknown:
-            raise MgsError(f"unknown animal field(s) {sorted(unknown)}; "
-                           "use name, strain, notes, humane_endpoint, experiment_id")
-        values: dict[str, Any] = {k: _text(v, k, allowed[k], allow_empty=(k != "name")) for k, v in changes.items() if k in allowed}
+            raise MgsError(
+                f"unknown animal field(s) {sorted(unknown)}; use name, strain, notes, humane_endpoint, experiment_id"
+            )
+        values: dict[str, Any] = {
+            k: _text(v, k, allowed[k], allow_empty=(k != "name")) for k, v in changes.items() if k in allowed
+        }
         if "experiment_id" in changes:
             values["experiment_id"] = _optional_id(changes["experiment_id"], "experiment_id")
         if not values:
@@ -367,21 +393,30 @@ class Repository:
         with transaction(self.db) as conn:
             if not conn.execute("SELECT 1 FROM animals WHERE id = ?", [animal_id]).fetchone():
                 raise NotFound(f"animal {animal_id}")
-            if values.get("experiment_id") is not None and not conn.execute(
-                "SELECT 1 FROM experiments WHERE id = ?", [values["experiment_id"]]
-            ).fetchone():
+            if (
+                values.get("experiment_id") is not None
+                and not conn.execute("SELECT 1 FROM experiments WHERE id = ?", [values["experiment_id"]]).fetchone()
+            ):
                 raise NotFound(f"experiment {values['experiment_id']}")
-            if "name" in values and conn.execute(
-                "SELECT 1 FROM animals WHERE name = ? AND id <> ?", [values["name"], animal_id]
-            ).fetchone():
+            if (
+                "name" in values
+                and conn.execute(
+                    "SELECT 1 FROM animals WHERE name = ? AND id <> ?", [values["name"], animal_id]
+                ).fetchone()
+            ):
                 raise Conflict(f"an animal named {values['name']!r} already exists")
             sets = ", ".join(f"{k} = :{k}" for k in values)
             conn.execute(f"UPDATE animals SET {sets} WHERE id = :id", {**values, "id": animal_id})
 
     # --- assignments ------------------------------------------------------------------------
 
-    def assignments(self, animal_id: int | None = None, device: str | None = None, box: int | None = None,
-                    active_at: float | None = None) -> list[dict[str, Any]]:
+    def assignments(
+        self,
+        animal_id: int | None = None,
+        device: str | None = None,
+        box: int | None = None,
+        active_at: float | None = None,
+    ) -> list[dict[str, Any]]:
         """id, animal_id, animal_name, device, box, start_time, end_time (None = open), note,
         created_by, created."""
         where, params = [], {}
@@ -403,12 +438,18 @@ class Repository:
         return self._q(sql + " ORDER BY a.start_time, a.id", params)
 
     def assignment(self, assignment_id: int) -> dict[str, Any]:
-        return _one(self.db.execute(
-            "SELECT a.*, an.name AS animal_name FROM assignments a JOIN animals an ON an.id = a.animal_id "
-            "WHERE a.id = ?", [assignment_id]), f"assignment {assignment_id}")
+        return _one(
+            self.db.execute(
+                "SELECT a.*, an.name AS animal_name FROM assignments a JOIN animals an ON an.id = a.animal_id "
+                "WHERE a.id = ?",
+                [assignment_id],
+            ),
+            f"assignment {assignment_id}",
+        )
 
-    def _check_assignment(self, conn: Any, animal_id: int, device: str, box: int, start: float,
-                          end: float | None, ignore_id: int | None) -> None:
+    def _check_assignment(
+        self, conn: Any, animal_id: int, device: str, box: int, start: float, end: float | None, ignore_id: int | None
+    ) -> None:
         if end is not None and end <= start:
             raise MgsError(f"assignment end {utc_iso(end)} must be after its start {utc_iso(start)}")
         if not conn.execute("SELECT 1 FROM animals WHERE id = ?", [animal_id]).fetchone():
@@ -419,19 +460,30 @@ class Repository:
               AND a.start_time < :end AND (a.end_time IS NULL OR a.end_time > :start)
             LIMIT 1
         """
-        params = {"ignore": ignore_id, "device": device, "box": box, "animal": animal_id,
-                  "start": start, "end": math.inf if end is None else end}
+        params = {
+            "ignore": ignore_id,
+            "device": device,
+            "box": box,
+            "animal": animal_id,
+            "start": start,
+            "end": math.inf if end is None else end,
+        }
         clash = conn.execute(overlap.format(who="a.device = :device AND a.box = :box"), params).fetchone()
         if clash:
-            raise Conflict(f"box {device}/{box} is already assigned to animal {clash[1]!r} in that time "
-                           f"(assignment {clash[0]}); end that assignment first")
+            raise Conflict(
+                f"box {device}/{box} is already assigned to animal {clash[1]!r} in that time "
+                f"(assignment {clash[0]}); end that assignment first"
+            )
         clash = conn.execute(overlap.format(who="a.animal_id = :animal"), params).fetchone()
         if clash:
-            raise Conflict(f"animal {clash[1]!r} is already in box {clash[2]}/{clash[3]} in that time "
-                           f"(assignment {clash[0]}); end that assignment first")
+            raise Conflict(
+                f"animal {clash[1]!r} is already in box {clash[2]}/{clash[3]} in that time "
+                f"(assignment {clash[0]}); end that assignment first"
+            )
 
-    def create_assignment(self, animal_id: int, device: str, box: int, start: Any, end: Any = None,
-                          note: str = "", created_by: str = "") -> int:
+    def create_assignment(
+        self, animal_id: int, device: str, box: int, start: Any, end: Any = None, note: str = "", created_by: str = ""
+    ) -> int:
         """Put an animal in a box from `start` until `end` (None = until further notice).
         Overlaps with another assignment of the same box or animal are refused (`Conflict`)."""
         animal_id = parse_id(animal_id, "animal_id")
@@ -465,8 +517,9 @@ class Repository:
         new["end_time"] = parse_time(new["end_time"], "assignment end", optional=True)
         new["note"] = _text(new["note"], "note", 1000)
         with transaction(self.db) as conn:
-            self._check_assignment(conn, new["animal_id"], new["device"], new["box"], new["start_time"],
-                                   new["end_time"], assignment_id)
+            self._check_assignment(
+                conn, new["animal_id"], new["device"], new["box"], new["start_time"], new["end_time"], assignment_id
+            )
             conn.execute(
                 "UPDATE assignments SET animal_id = :animal_id, device = :device, box = :box, "
                 "start_time = :start_time, end_time = :end_time, note = :note WHERE id = :id",
@@ -489,8 +542,7 @@ class Repository:
 
     # --- score history ----------------------------------------------------------------------
 
-    def box_scores(self, device: str, box: int, start: float, end: float,
-                   resolution: str = "auto") -> dict[str, Any]:
+    def box_scores(self, device: str, box: int, start: float, end: float, resolution: str = "auto") -> dict[str, Any]:
         """Score history of one box in [start, end).
 
         Returns {"resolution": "raw"|"minute"|"hour", "points": [...]} where each point has
@@ -540,9 +592,16 @@ class Repository:
         points.sort(key=lambda p: p["t"])
         return {"resolution": chosen, "points": points}
 
-    def iter_windows(self, start: float, end: float, device: str | None = None, box: int | None = None,
-                     animal_id: int | None = None, experiment_id: int | None = None,
-                     batch: int = 5000) -> Iterator[dict[str, Any]]:
+    def iter_windows(
+        self,
+        start: float,
+        end: float,
+        device: str | None = None,
+        box: int | None = None,
+        animal_id: int | None = None,
+        experiment_id: int | None = None,
+        batch: int = 5000,
+    ) -> Iterator[dict[str, Any]]:
         """Raw windows for export, streamed in time order per box. Filter by box, animal or
         experiment (via assignments); every row carries animal_id/animal_name where assigned.
         Keys: device, box, seq, window_start, window_end (ISO), frames, valid_eyes, score, median,
@@ -571,8 +630,16 @@ class Repository:
                             row["animal_id"], row["animal_name"] = a["animal_id"], a["animal_name"]
                     yield row
 
-    def _windows(self, device: str, box: int, start: float, end: float, batch: int,
-                 animal_id: int | None, animal_name: str | None) -> Iterator[dict[str, Any]]:
+    def _windows(
+        self,
+        device: str,
+        box: int,
+        start: float,
+        end: float,
+        batch: int,
+        animal_id: int | None,
+        animal_name: str | None,
+    ) -> Iterator[dict[str, Any]]:
         cursor = self.db.execute(
             "SELECT w.device, w.box, w.seq, w.window_start_iso AS window_start, w.window_end_iso AS window_end, "
             "w.frames, w.valid_eyes, w.score, w.median, w.p90, w.face_visible_fraction, m.sha256 AS model_sha256, "
@@ -593,32 +660,50 @@ class Repository:
 
     # --- alerts -----------------------------------------------------------------------------
 
-    def alerts(self, since: float | None = None, until: float | None = None, device: str | None = None,
-               box: int | None = None, animal_id: int | None = None, unacknowledged: bool = False,
-               limit: int = 500) -> list[dict[str, Any]]:
+    def alerts(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        device: str | None = None,
+        box: int | None = None,
+        animal_id: int | None = None,
+        unacknowledged: bool = False,
+        limit: int = 500,
+    ) -> list[dict[str, Any]]:
         """Newest first: id, source ('device'|'server'), event ('raised'|'cleared'), device, box,
         seq, animal_id, animal_name, rule_id, time, threshold, duration_s, score, received_at,
         acknowledged_by, acknowledged_at."""
         where, params = [], {"limit": max(1, min(int(limit), 10_000))}
-        for cond, key, value in (("al.time >= :since", "since", since), ("al.time < :until", "until", until),
-                                 ("al.device = :device", "device", device), ("al.box = :box", "box", box),
-                                 ("al.animal_id = :animal", "animal", animal_id)):
+        for cond, key, value in (
+            ("al.time >= :since", "since", since),
+            ("al.time < :until", "until", until),
+            ("al.device = :device", "device", device),
+            ("al.box = :box", "box", box),
+            ("al.animal_id = :animal", "animal", animal_id),
+        ):
             if value is not None:
                 where.append(cond)
                 params[key] = value
         if unacknowledged:
             where.append("al.event = 'raised' AND al.acknowledged_at IS NULL")
-        sql = ("SELECT al.id, al.source, al.event, al.device, al.box, al.seq, al.animal_id, an.name AS animal_name, "
-               "al.rule_id, al.time, al.threshold, al.duration_s, al.score, al.received_at, al.acknowledged_by, "
-               "al.acknowledged_at FROM alerts al LEFT JOIN animals an ON an.id = al.animal_id")
+        sql = (
+            "SELECT al.id, al.source, al.event, al.device, al.box, al.seq, al.animal_id, an.name AS animal_name, "
+            "al.rule_id, al.time, al.threshold, al.duration_s, al.score, al.received_at, al.acknowledged_by, "
+            "al.acknowledged_at FROM alerts al LEFT JOIN animals an ON an.id = al.animal_id"
+        )
         if where:
             sql += " WHERE " + " AND ".join(where)
         return self._q(sql + " ORDER BY al.time DESC, al.id DESC LIMIT :limit", params)
 
     def alert(self, alert_id: int) -> dict[str, Any]:
-        return _one(self.db.execute(
-            "SELECT al.*, an.name AS animal_name FROM alerts al LEFT JOIN animals an ON an.id = al.animal_id "
-            "WHERE al.id = ?", [alert_id]), f"alert {alert_id}")
+        return _one(
+            self.db.execute(
+                "SELECT al.*, an.name AS animal_name FROM alerts al LEFT JOIN animals an ON an.id = al.animal_id "
+                "WHERE al.id = ?",
+                [alert_id],
+            ),
+            f"alert {alert_id}",
+        )
 
     def acknowledge_alert(self, alert_id: int, username: str, now: float | None = None) -> dict[str, Any]:
         """Mark a raised alert as seen by `username`; acknowledging twice keeps the first."""
@@ -650,8 +735,14 @@ class Repository:
                 return rule
         raise NotFound(f"alert rule {rule_id}")
 
-    def create_alert_rule(self, threshold: float, duration_s: float, animal_id: int | None = None,
-                          experiment_id: int | None = None, enabled: bool = True) -> int:
+    def create_alert_rule(
+        self,
+        threshold: float,
+        duration_s: float,
+        animal_id: int | None = None,
+        experiment_id: int | None = None,
+        enabled: bool = True,
+    ) -> int:
         """A server-side rule: raise when an animal's score stays >= threshold for duration_s."""
         if (animal_id is None) == (experiment_id is None):
             raise MgsError("an alert rule applies to exactly one of an animal or an experiment")
@@ -720,8 +811,19 @@ class Repository:
             [(k[0], k[1], s["above_since"], s["below_since"], int(s["raised"])) for k, s in states.items()],
         )
 
-    def record_server_alert(self, event: str, device: str, box: int, animal_id: int, rule_id: int, t: float,
-                            threshold: float, duration_s: float, score: float | None, received_at: float) -> int:
+    def record_server_alert(
+        self,
+        event: str,
+        device: str,
+        box: int,
+        animal_id: int,
+        rule_id: int,
+        t: float,
+        threshold: float,
+        duration_s: float,
+        score: float | None,
+        received_at: float,
+    ) -> int:
         cur = self.db.conn.execute(
             "INSERT INTO alerts (source, event, device, box, animal_id, rule_id, time, threshold, duration_s, "
             "score, received_at) VALUES ('server', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -755,9 +857,25 @@ class Repository:
         ingest (bench/bench_ingest.py measures it)."""
         conn = self.db.conn
         after_id = conn.execute("SELECT COALESCE(MAX(id), 0) FROM score_windows").fetchone()[0]
-        rows = [(w.device, w.box, w.epoch, w.seq, _canonical_iso(w.window_start), _canonical_iso(w.window_end),
-                 w.frames, w.valid_eyes, w.score, w.median, w.p90, w.face_visible_fraction,
-                 self._model_id(w.model_sha256), received_at) for w in windows]
+        rows = [
+            (
+                w.device,
+                w.box,
+                w.epoch,
+                w.seq,
+                _canonical_iso(w.window_start),
+                _canonical_iso(w.window_end),
+                w.frames,
+                w.valid_eyes,
+                w.score,
+                w.median,
+                w.p90,
+                w.face_visible_fraction,
+                self._model_id(w.model_sha256),
+                received_at,
+            )
+            for w in windows
+        ]
         before = conn.total_changes
         conn.executemany(
             "INSERT OR IGNORE INTO score_windows (device, box, epoch, seq, window_start, window_end, frames, "
@@ -777,17 +895,24 @@ class Repository:
         if not windows:
             return []
         keys = json.dumps([[w.device, w.epoch, w.seq] for w in windows])
-        stored = {(d, e, q): (b, t) for d, e, q, b, t in self.db.conn.execute(
-            "SELECT w.device, w.epoch, w.seq, w.box, w.window_start FROM json_each(?) j JOIN score_windows w "
-            "ON w.device = json_extract(j.value, '$[0]') AND w.epoch = json_extract(j.value, '$[1]') "
-            "AND w.seq = json_extract(j.value, '$[2]')", [keys])}
+        stored = {
+            (d, e, q): (b, t)
+            for d, e, q, b, t in self.db.conn.execute(
+                "SELECT w.device, w.epoch, w.seq, w.box, w.window_start FROM json_each(?) j JOIN score_windows w "
+                "ON w.device = json_extract(j.value, '$[0]') AND w.epoch = json_extract(j.value, '$[1]') "
+                "AND w.seq = json_extract(j.value, '$[2]')",
+                [keys],
+            )
+        }
         reused = []
         for w in windows:
             old = stored.get((w.device, w.epoch, w.seq))
             if old is not None and (old[0] != w.box or abs(old[1] - parse_utc_iso(w.window_start)) > 0.001):
-                reason = (f"seq {w.seq} of outbox epoch {w.epoch!r} is already stored for box {old[0]} at "
-                          f"{utc_iso(old[1])}: the device's seq went back (was its outbox restored from an old "
-                          "copy?); kept here instead of being dropped as a duplicate")
+                reason = (
+                    f"seq {w.seq} of outbox epoch {w.epoch!r} is already stored for box {old[0]} at "
+                    f"{utc_iso(old[1])}: the device's seq went back (was its outbox restored from an old "
+                    "copy?); kept here instead of being dropped as a duplicate"
+                )
                 reused.append((w, reason))
         return reused
 
@@ -851,8 +976,19 @@ class Repository:
             cur = conn.execute(
                 "INSERT OR IGNORE INTO alerts (source, event, device, box, epoch, seq, animal_id, time, threshold, "
                 "duration_s, score, received_at) VALUES ('device', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [a.event, a.device, a.box, a.epoch, a.seq, self.animal_at(a.device, a.box, t), t, a.threshold,
-                 a.duration_s, a.score, received_at],
+                [
+                    a.event,
+                    a.device,
+                    a.box,
+                    a.epoch,
+                    a.seq,
+                    self.animal_at(a.device, a.box, t),
+                    t,
+                    a.threshold,
+                    a.duration_s,
+                    a.score,
+                    received_at,
+                ],
             )
             if cur.rowcount:
                 stored += 1
@@ -872,11 +1008,22 @@ class Repository:
             "status_json = :json, status_time = :time, fps = :fps, target_fps = :target_fps, backend = :backend, "
             "camera = :camera, outbox_depth = :depth, skipped_frames = :skipped, uptime_s = :uptime, "
             "version = :version, models_json = :models, message = :message",
-            {"name": status.device, "now": received_at, "json": status.to_json().decode(),
-             "time": parse_utc_iso(status.time), "fps": status.fps, "target_fps": status.target_fps,
-             "backend": status.backend, "camera": status.camera, "depth": status.queue_depth,
-             "skipped": status.skipped_frames, "uptime": status.uptime_s, "version": status.version,
-             "models": json.dumps(status.models), "message": status.message},
+            {
+                "name": status.device,
+                "now": received_at,
+                "json": status.to_json().decode(),
+                "time": parse_utc_iso(status.time),
+                "fps": status.fps,
+                "target_fps": status.target_fps,
+                "backend": status.backend,
+                "camera": status.camera,
+                "depth": status.queue_depth,
+                "skipped": status.skipped_frames,
+                "uptime": status.uptime_s,
+                "version": status.version,
+                "models": json.dumps(status.models),
+                "message": status.message,
+            },
         )
 
     def store_availability(self, device: str, availability: str, received_at: float) -> None:
@@ -897,37 +1044,57 @@ class Repository:
         conn.executemany(
             "INSERT INTO quarantine (received_at, topic, payload, payload_bytes, reason, device, epoch, seq) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(q.received_at, q.topic[:512], q.payload[:QUARANTINE_PAYLOAD_CHARS].decode("utf-8", errors="replace"),
-              len(q.payload), q.reason[:1000], q.device, q.epoch, q.seq) for q in items],
+            [
+                (
+                    q.received_at,
+                    q.topic[:512],
+                    q.payload[:QUARANTINE_PAYLOAD_CHARS].decode("utf-8", errors="replace"),
+                    len(q.payload),
+                    q.reason[:1000],
+                    q.device,
+                    q.epoch,
+                    q.seq,
+                )
+                for q in items
+            ],
         )
         conn.execute("DELETE FROM quarantine WHERE id <= (SELECT MAX(id) FROM quarantine) - ?", [QUARANTINE_MAX_ROWS])
 
     def delivery(self, device: str, epoch: str) -> tuple[int, int] | None:
         """(stored_through, highest_seq) of a device's outbox epoch, or None if never seen."""
-        row = self.db.conn.execute("SELECT stored_through, highest_seq FROM delivery WHERE device = ? AND epoch = ?",
-                                   [device, epoch]).fetchone()
+        row = self.db.conn.execute(
+            "SELECT stored_through, highest_seq FROM delivery WHERE device = ? AND epoch = ?", [device, epoch]
+        ).fetchone()
         return None if row is None else (row[0], row[1])
 
     def latest_epoch(self, device: str) -> tuple[str, int] | None:
         """The (epoch, highest seq) this device stored last, or None for a device never seen."""
-        row = self.db.conn.execute("SELECT epoch, highest_seq FROM delivery WHERE device = ? "
-                                   "ORDER BY last_seen DESC LIMIT 1", [device]).fetchone()
+        row = self.db.conn.execute(
+            "SELECT epoch, highest_seq FROM delivery WHERE device = ? ORDER BY last_seen DESC LIMIT 1", [device]
+        ).fetchone()
         return None if row is None else (row[0], row[1])
 
     def handled_seqs(self, device: str, epoch: str, above: int) -> set[int]:
         """Seqs above `above` of a device's epoch that are stored (windows, alerts) or quarantined."""
         params = [device, epoch, above]
-        return {row[0] for row in self.db.conn.execute(
-            "SELECT seq FROM score_windows WHERE device = ? AND epoch = ? AND seq > ? "
-            "UNION SELECT seq FROM alerts WHERE device = ? AND epoch = ? AND seq > ? "
-            "UNION SELECT seq FROM quarantine WHERE device = ? AND epoch = ? AND seq > ?", params * 3)}
+        return {
+            row[0]
+            for row in self.db.conn.execute(
+                "SELECT seq FROM score_windows WHERE device = ? AND epoch = ? AND seq > ? "
+                "UNION SELECT seq FROM alerts WHERE device = ? AND epoch = ? AND seq > ? "
+                "UNION SELECT seq FROM quarantine WHERE device = ? AND epoch = ? AND seq > ?",
+                params * 3,
+            )
+        }
 
     def record_delivery(self, device: str, epoch: str, stored_through: int, highest_seq: int, now: float) -> None:
         self.db.conn.execute(
             "INSERT INTO delivery (device, epoch, stored_through, highest_seq, first_seen, last_seen) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(device, epoch) DO UPDATE SET "
             "stored_through = excluded.stored_through, highest_seq = MAX(highest_seq, excluded.highest_seq), "
-            "last_seen = excluded.last_seen", [device, epoch, stored_through, highest_seq, now, now])
+            "last_seen = excluded.last_seen",
+            [device, epoch, stored_through, highest_seq, now, now],
+        )
 
     def record_seq_regression(self, device: str, what: str, now: float) -> None:
         """Count a seq that went back for this device, with one line saying how (devices page)."""
@@ -935,7 +1102,8 @@ class Repository:
             "INSERT INTO devices (name, first_seen, last_seen, seq_regressions, last_regression, last_regression_at) "
             "VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT(name) DO UPDATE SET seq_regressions = seq_regressions + 1, "
             "last_regression = excluded.last_regression, last_regression_at = excluded.last_regression_at",
-            [device, now, now, what[:500], now])
+            [device, now, now, what[:500], now],
+        )
 
     def add_counters(self, deltas: dict[str, int]) -> None:
         self.db.conn.executemany(

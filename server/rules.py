@@ -30,8 +30,9 @@ class RuleState:
     raised: bool = False
 
 
-def step(state: RuleState, threshold: float, duration_s: float, start: float, end: float,
-         score: float | None) -> tuple[RuleState, str | None]:
+def step(
+    state: RuleState, threshold: float, duration_s: float, start: float, end: float, score: float | None
+) -> tuple[RuleState, str | None]:
     """Advance one (rule, animal) state by one window; return the new state and the event, if any."""
     if score is None:
         return state, None
@@ -72,19 +73,43 @@ class RuleEngine:
                 key = (rule["rule_id"], animal)
                 state = states.get(key, RuleState())
                 for w in by_animal[animal]:
-                    state, event = step(state, rule["threshold"], rule["duration_s"], w.window_start,
-                                        w.window_end, w.score)
+                    state, event = step(
+                        state, rule["threshold"], rule["duration_s"], w.window_start, w.window_end, w.score
+                    )
                     if event:
                         alert_id = self.repo.record_server_alert(
-                            event, w.device, w.box, animal, rule["rule_id"], w.window_end, rule["threshold"],
-                            rule["duration_s"], w.score, received_at)
-                        events.append(AnimalAlert(
-                            alert_id=alert_id, animal_id=animal, animal=names[animal], event=event,
-                            time=utc_iso(w.window_end), device=w.device, box=w.box, rule_id=rule["rule_id"],
-                            threshold=rule["threshold"], duration_s=rule["duration_s"], score=w.score))
+                            event,
+                            w.device,
+                            w.box,
+                            animal,
+                            rule["rule_id"],
+                            w.window_end,
+                            rule["threshold"],
+                            rule["duration_s"],
+                            w.score,
+                            received_at,
+                        )
+                        events.append(
+                            AnimalAlert(
+                                alert_id=alert_id,
+                                animal_id=animal,
+                                animal=names[animal],
+                                event=event,
+                                time=utc_iso(w.window_end),
+                                device=w.device,
+                                box=w.box,
+                                rule_id=rule["rule_id"],
+                                threshold=rule["threshold"],
+                                duration_s=rule["duration_s"],
+                                score=w.score,
+                            )
+                        )
                 if state != states.get(key, RuleState()):
-                    changed[key] = {"above_since": state.above_since, "below_since": state.below_since,
-                                    "raised": state.raised}
+                    changed[key] = {
+                        "above_since": state.above_since,
+                        "below_since": state.below_since,
+                        "raised": state.raised,
+                    }
         self.repo.record_rule_states(changed)
         return events
 

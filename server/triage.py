@@ -46,8 +46,9 @@ def legend(steps: Sequence[float]) -> list[dict[str, Any]]:
     rows = []
     for i, name in enumerate(LEVEL_NAMES):
         hi = f"< {bounds[i + 1]:g}" if i < len(LEVEL_NAMES) - 1 else f"– {bounds[i + 1]:g}"
-        rows.append({"level": i, "name": name, "range": f"{bounds[i]:g} {hi}" if i else f"{hi}",
-                     "meaning": LEVEL_MEANINGS[i]})
+        rows.append(
+            {"level": i, "name": name, "range": f"{bounds[i]:g} {hi}" if i else f"{hi}", "meaning": LEVEL_MEANINGS[i]}
+        )
     return rows
 
 
@@ -106,8 +107,12 @@ def delta(before: Snapshot | None, tiles: dict[str, str], order: Sequence[str]) 
     if before is None:
         return {"full": True, "tiles": tiles, "removed": [], "order": list(order)}
     changed = {k: html for k, html in tiles.items() if before.digests.get(k) != digest(html)}
-    return {"full": False, "tiles": changed, "removed": [k for k in before.order if k not in tiles],
-            "order": list(order) if tuple(order) != before.order else None}
+    return {
+        "full": False,
+        "tiles": changed,
+        "removed": [k for k in before.order if k not in tiles],
+        "order": list(order) if tuple(order) != before.order else None,
+    }
 
 
 def spark_points(db: Any, start: float, end: float) -> dict[tuple[str, int], list[dict[str, Any]]]:
@@ -115,7 +120,9 @@ def spark_points(db: Any, start: float, end: float) -> dict[tuple[str, int], lis
     cursor = db.execute(
         "SELECT r.device, r.box, r.bucket, CASE WHEN r.face_windows > 0 THEN r.score_sum / r.face_windows END "
         "FROM boxes b JOIN rollup_minute r ON r.device = b.device AND r.box = b.box AND r.bucket >= ? "
-        "AND r.bucket < ? ORDER BY r.device, r.box, r.bucket", [start, end])
+        "AND r.bucket < ? ORDER BY r.device, r.box, r.bucket",
+        [start, end],
+    )
     out: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for device, box, bucket, mean in cursor.fetchall():
         out.setdefault((device, box), []).append({"t": bucket, "mean": mean})
@@ -127,5 +134,7 @@ def spark_stamp(db: Any, start: float, end: float) -> tuple[int, float]:
     what `spark_points` would return changes, at a fraction of its cost."""
     row = db.execute(
         "SELECT COUNT(*), TOTAL(r.windows) FROM boxes b JOIN rollup_minute r ON r.device = b.device AND r.box = b.box "
-        "AND r.bucket >= ? AND r.bucket < ?", [start, end]).fetchone()
+        "AND r.bucket >= ? AND r.bucket < ?",
+        [start, end],
+    ).fetchone()
     return int(row[0]), float(row[1])

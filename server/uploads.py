@@ -14,7 +14,20 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Flask, Response, abort, current_app, flash, jsonify, redirect, render_template, request, send_file, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
 from werkzeug.utils import secure_filename
 
 from mgs_core.errors import MgsError
@@ -43,9 +56,18 @@ def _worker() -> VideoWorker:
 def index() -> str:
     repo = get_repo()
     config = _config()
-    unavailable = scoring_missing() if config.enabled else "video upload is switched off on this server ([videos] enabled)"
-    return render_template("videos.html", title="Recorded videos", jobs=jobs(repo), imports=list_imports(repo),
-                           boxes=range(BOXES), max_mb=config.max_upload_mb, unavailable=unavailable)
+    unavailable = (
+        scoring_missing() if config.enabled else "video upload is switched off on this server ([videos] enabled)"
+    )
+    return render_template(
+        "videos.html",
+        title="Recorded videos",
+        jobs=jobs(repo),
+        imports=list_imports(repo),
+        boxes=range(BOXES),
+        max_mb=config.max_upload_mb,
+        unavailable=unavailable,
+    )
 
 
 @bp.post("")
@@ -75,8 +97,10 @@ def _accept_upload() -> int:
     if file is None or not file.filename:
         raise MgsError("choose a video file to upload")
     name = secure_filename(file.filename) or "video.mp4"
-    animals = {b: {"animal": _field(f"animal_{b}"), "group": _field("group"), "timepoint": _field("timepoint")}
-               for b in range(BOXES)}
+    animals = {
+        b: {"animal": _field(f"animal_{b}"), "group": _field("group"), "timepoint": _field("timepoint")}
+        for b in range(BOXES)
+    }
     animals = {b: a for b, a in animals.items() if a["animal"]}
     start = _start_time()
     # Each upload gets its own folder (the results go next to the video), named before the job
@@ -104,8 +128,10 @@ def _field(name: str) -> str:
 
 
 def _too_large_message() -> str:
-    return (f"the video is larger than {_config().max_upload_mb} MiB, the limit of this server ([videos] "
-            "max_upload_mb); cut it into parts, or score it on a PC with `mgs-device score --server`")
+    return (
+        f"the video is larger than {_config().max_upload_mb} MiB, the limit of this server ([videos] "
+        "max_upload_mb); cut it into parts, or score it on a PC with `mgs-device score --server`"
+    )
 
 
 @bp.errorhandler(413)
@@ -137,8 +163,12 @@ def show(job_id: int) -> str:
 @bp.get("/<int:job_id>/status")
 def status(job_id: int) -> Response:
     row = job(get_repo(), job_id)
-    return jsonify(job={k: row[k] for k in ("id", "filename", "state", "frames_done", "frames_total", "message",
-                                            "position", "import_id")})
+    return jsonify(
+        job={
+            k: row[k]
+            for k in ("id", "filename", "state", "frames_done", "frames_total", "message", "position", "import_id")
+        }
+    )
 
 
 @bp.get("/<int:job_id>/files/<name>")
@@ -149,8 +179,12 @@ def result_file(job_id: int, name: str) -> Response:
     path = Path(row["result_dir"]) / name
     if not path.is_file():
         abort(404, description=f"the result file {name} of video job {job_id} is gone from the server's folder")
-    return send_file(path, mimetype=RESULT_FILES[name], as_attachment=name != "plot.png",
-                     download_name=f"{Path(row['filename']).stem}-{name}")
+    return send_file(
+        path,
+        mimetype=RESULT_FILES[name],
+        as_attachment=name != "plot.png",
+        download_name=f"{Path(row['filename']).stem}-{name}",
+    )
 
 
 def _result(row: dict[str, Any]) -> dict[str, Any] | None:

@@ -45,15 +45,23 @@ class ImportOutcome:
     warnings: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
-        return {"import_id": self.import_id, "device": self.device, "stored": self.stored,
-                "duplicates": self.duplicates, "assignments": self.assignments, "warnings": self.warnings}
+        return {
+            "import_id": self.import_id,
+            "device": self.device,
+            "stored": self.stored,
+            "duplicates": self.duplicates,
+            "assignments": self.assignments,
+            "warnings": self.warnings,
+        }
 
 
 def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
     value = body.get(name)
     if isinstance(value, bool) or not isinstance(value, kind):
-        raise MgsError(f"field {name!r} = {value!r} is missing or of the wrong type; send a result.json "
-                       "written by `mgs-device score`")
+        raise MgsError(
+            f"field {name!r} = {value!r} is missing or of the wrong type; send a result.json "
+            "written by `mgs-device score`"
+        )
     return value
 
 
@@ -81,10 +89,19 @@ def parse_import(body: dict[str, Any]) -> tuple[dict[str, Any], list[ScoreWindow
             if index < 0 or not 0 <= box < MAX_BOXES:
                 raise MgsError(f"windows[{n}]: index must be >= 0 and box 0-{MAX_BOXES - 1}")
             window = ScoreWindow(
-                device=device, box=box, seq=index * MAX_BOXES + box,
-                window_start=utc_iso(start + float(w["t_start_s"])), window_end=utc_iso(start + float(w["t_end_s"])),
-                frames=w["frames"], valid_eyes=w["valid_eyes"], score=w["score"], median=w["median"], p90=w["p90"],
-                face_visible_fraction=w["face_visible_fraction"], model_sha256=sha)
+                device=device,
+                box=box,
+                seq=index * MAX_BOXES + box,
+                window_start=utc_iso(start + float(w["t_start_s"])),
+                window_end=utc_iso(start + float(w["t_end_s"])),
+                frames=w["frames"],
+                valid_eyes=w["valid_eyes"],
+                score=w["score"],
+                median=w["median"],
+                p90=w["p90"],
+                face_visible_fraction=w["face_visible_fraction"],
+                model_sha256=sha,
+            )
             window.validate()
         except (KeyError, TypeError, ValueError, MessageError) as exc:
             raise MgsError(f"windows[{n}] is not a valid score window: {exc}") from None
@@ -93,10 +110,18 @@ def parse_import(body: dict[str, Any]) -> tuple[dict[str, Any], list[ScoreWindow
     if not isinstance(boxes, list) or not all(isinstance(b, dict) and isinstance(b.get("box"), int) for b in boxes):
         raise MgsError("'boxes' must be a list of objects with a box number")
     duration = float(body.get("duration_s") or max((w.get("t_end_s", 0) for w in raw), default=0.0))
-    meta = {"fingerprint": fingerprint, "device": device, "video": str(body.get("video") or "video")[:200],
-            "start": start, "end": start + max(duration, window_s), "start_from": str(body.get("start_from") or "")[:100],
-            "window_s": window_s, "model_sha256": sha, "version": str(body.get("software_version") or "")[:50],
-            "boxes": boxes}
+    meta = {
+        "fingerprint": fingerprint,
+        "device": device,
+        "video": str(body.get("video") or "video")[:200],
+        "start": start,
+        "end": start + max(duration, window_s),
+        "start_from": str(body.get("start_from") or "")[:100],
+        "window_s": window_s,
+        "model_sha256": sha,
+        "version": str(body.get("software_version") or "")[:50],
+        "boxes": boxes,
+    }
     return meta, windows
 
 
@@ -112,16 +137,48 @@ def store_import(repo: Repository, body: dict[str, Any], username: str, source: 
             "INSERT INTO video_imports (fingerprint, device, video_name, recorded_start, recorded_end, start_from, "
             "window_s, model_id, software_version, source, imported_by, imported_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(fingerprint) DO NOTHING",
-            [meta["fingerprint"], meta["device"], meta["video"], meta["start"], meta["end"], meta["start_from"],
-             meta["window_s"], model_id, meta["version"], source, username, now])
-        import_id = conn.execute("SELECT id FROM video_imports WHERE fingerprint = ?", [meta["fingerprint"]]).fetchone()[0]
+            [
+                meta["fingerprint"],
+                meta["device"],
+                meta["video"],
+                meta["start"],
+                meta["end"],
+                meta["start_from"],
+                meta["window_s"],
+                model_id,
+                meta["version"],
+                source,
+                username,
+                now,
+            ],
+        )
+        import_id = conn.execute(
+            "SELECT id FROM video_imports WHERE fingerprint = ?", [meta["fingerprint"]]
+        ).fetchone()[0]
         after_id = conn.execute("SELECT COALESCE(MAX(id), 0) FROM score_windows").fetchone()[0]
         before = conn.total_changes
         conn.executemany(
             "INSERT OR IGNORE INTO score_windows (device, box, seq, window_start, window_end, frames, valid_eyes, "
             "score, median, p90, face_visible_fraction, model_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(w.device, w.box, w.seq, parse_utc_iso(w.window_start), parse_utc_iso(w.window_end), w.frames,
-              w.valid_eyes, w.score, w.median, w.p90, w.face_visible_fraction, model_id, now) for w in windows])
+            [
+                (
+                    w.device,
+                    w.box,
+                    w.seq,
+                    parse_utc_iso(w.window_start),
+                    parse_utc_iso(w.window_end),
+                    w.frames,
+                    w.valid_eyes,
+                    w.score,
+                    w.median,
+                    w.p90,
+                    w.face_visible_fraction,
+                    model_id,
+                    now,
+                )
+                for w in windows
+            ],
+        )
         stored = conn.total_changes - before
         if stored:
             repo.update_rollups(after_id)
@@ -131,12 +188,15 @@ def store_import(repo: Repository, body: dict[str, Any], username: str, source: 
     return outcome
 
 
-def _link_box(repo: Repository, outcome: ImportOutcome, meta: dict[str, Any], box: dict[str, Any], username: str) -> None:
+def _link_box(
+    repo: Repository, outcome: ImportOutcome, meta: dict[str, Any], box: dict[str, Any], username: str
+) -> None:
     """Record the box's animal, group and time point; put the animal in the box for the recording's span."""
     number = box["box"]
     name = str(box.get("animal") or "").strip()
-    row = repo.db.execute("SELECT assignment_id FROM video_import_boxes WHERE import_id = ? AND box = ?",
-                          [outcome.import_id, number]).fetchone()
+    row = repo.db.execute(
+        "SELECT assignment_id FROM video_import_boxes WHERE import_id = ? AND box = ?", [outcome.import_id, number]
+    ).fetchone()
     assignment_id = row[0] if row else None
     animal_id = None
     if name:
@@ -144,8 +204,14 @@ def _link_box(repo: Repository, outcome: ImportOutcome, meta: dict[str, Any], bo
         if assignment_id is None:
             try:
                 assignment_id = repo.create_assignment(
-                    animal_id, meta["device"], number, meta["start"], meta["end"],
-                    f"imported recording {meta['video']}", username)
+                    animal_id,
+                    meta["device"],
+                    number,
+                    meta["start"],
+                    meta["end"],
+                    f"imported recording {meta['video']}",
+                    username,
+                )
                 outcome.assignments.append(assignment_id)
             except Conflict as exc:
                 outcome.warnings.append(f"box {number}: windows stored, but not filed under animal {name!r}: {exc}")
@@ -155,12 +221,25 @@ def _link_box(repo: Repository, outcome: ImportOutcome, meta: dict[str, Any], bo
             "mean_score, coverage) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(import_id, box) DO UPDATE SET "
             "animal_id = excluded.animal_id, group_name = excluded.group_name, timepoint = excluded.timepoint, "
             "assignment_id = excluded.assignment_id, mean_score = excluded.mean_score, coverage = excluded.coverage",
-            [outcome.import_id, number, animal_id, str(box.get("group") or "")[:100], str(box.get("timepoint") or "")[:100],
-             assignment_id, _finite(box.get("mean_score")), _finite(box.get("coverage"))])
+            [
+                outcome.import_id,
+                number,
+                animal_id,
+                str(box.get("group") or "")[:100],
+                str(box.get("timepoint") or "")[:100],
+                assignment_id,
+                _finite(box.get("mean_score")),
+                _finite(box.get("coverage")),
+            ],
+        )
 
 
 def _finite(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+    return (
+        float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        else None
+    )
 
 
 def _animal_id(repo: Repository, name: str) -> int:
@@ -177,10 +256,13 @@ def list_imports(repo: Repository) -> list[dict[str, Any]]:
         "SELECT i.id, i.fingerprint, i.device, i.video_name, i.recorded_start, i.recorded_end, i.start_from, "
         "i.window_s, m.sha256 AS model_sha256, i.software_version, i.source, i.imported_by, i.imported_at, "
         "(SELECT COUNT(*) FROM score_windows w WHERE w.device = i.device) AS windows "
-        "FROM video_imports i JOIN models m ON m.id = i.model_id ORDER BY i.imported_at DESC, i.id DESC")
-    boxes = repo._q("SELECT b.import_id, b.box, b.animal_id, a.name AS animal_name, b.group_name, b.timepoint, "
-                    "b.assignment_id, b.mean_score, b.coverage FROM video_import_boxes b "
-                    "LEFT JOIN animals a ON a.id = b.animal_id ORDER BY b.import_id, b.box")
+        "FROM video_imports i JOIN models m ON m.id = i.model_id ORDER BY i.imported_at DESC, i.id DESC"
+    )
+    boxes = repo._q(
+        "SELECT b.import_id, b.box, b.animal_id, a.name AS animal_name, b.group_name, b.timepoint, "
+        "b.assignment_id, b.mean_score, b.coverage FROM video_import_boxes b "
+        "LEFT JOIN animals a ON a.id = b.animal_id ORDER BY b.import_id, b.box"
+    )
     for i in imports:
         i["boxes"] = [b for b in boxes if b["import_id"] == i["id"]]
     return imports

@@ -56,11 +56,27 @@ class VideosConfig:
 
     SECTION: ClassVar[str] = "videos"
 
-    enabled: bool = field(default=True, metadata={"doc": "let officers upload recorded videos to be scored here (needs the device extra: OpenCV, onnxruntime)"})
-    folder: Path = field(default=Path(""), metadata={"doc": "where uploads and their results are kept (relative to the database folder); empty = 'videos' next to the database"})
-    max_upload_mb: Annotated[int, Range(1, 1024 * 1024, unit="MiB")] = field(default=4096, metadata={"doc": "largest video file accepted, in MiB"})
-    models_dir: Path | None = field(default=None, metadata={"doc": "models folder for scoring; empty = $MGS_MODELS_DIR, else the installed models/"})
-    threads: Annotated[int, Range(1, 64)] = field(default=2, metadata={"doc": "CPU threads each network may use while scoring an upload"})
+    enabled: bool = field(
+        default=True,
+        metadata={
+            "doc": "let officers upload recorded videos to be scored here (needs the device extra: OpenCV, onnxruntime)"
+        },
+    )
+    folder: Path = field(
+        default=Path(""),
+        metadata={
+            "doc": "where uploads and their results are kept (relative to the database folder); empty = 'videos' next to the database"
+        },
+    )
+    max_upload_mb: Annotated[int, Range(1, 1024 * 1024, unit="MiB")] = field(
+        default=4096, metadata={"doc": "largest video file accepted, in MiB"}
+    )
+    models_dir: Path | None = field(
+        default=None, metadata={"doc": "models folder for scoring; empty = $MGS_MODELS_DIR, else the installed models/"}
+    )
+    threads: Annotated[int, Range(1, 64)] = field(
+        default=2, metadata={"doc": "CPU threads each network may use while scoring an upload"}
+    )
 
     def resolved_folder(self, database: Path) -> Path:
         if str(self.folder) in ("", "."):
@@ -76,9 +92,11 @@ def scoring_missing() -> str | None:
         except ModuleNotFoundError:  # the parent package of a dotted name is missing
             found = False
         if not found:
-            return (f"this server cannot score videos: {what} ({module}) is not installed. Install the device extra "
-                    "on the server machine (pip install 'mgs-rack[device]') or score on a PC with "
-                    "`mgs-device score --server`")
+            return (
+                f"this server cannot score videos: {what} ({module}) is not installed. Install the device extra "
+                "on the server machine (pip install 'mgs-rack[device]') or score on a PC with "
+                "`mgs-device score --server`"
+            )
     return None
 
 
@@ -94,8 +112,13 @@ def video_problem(path: Path) -> str | None:
     the job reports what the scorer finds, rather than refusing a video that may be fine.
     """
     try:
-        done = subprocess.run(scorer_command("--probe", str(path)), stdin=subprocess.DEVNULL, capture_output=True,
-                              text=True, timeout=PROBE_TIMEOUT_S)
+        done = subprocess.run(
+            scorer_command("--probe", str(path)),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT_S,
+        )
     except subprocess.TimeoutExpired:
         log.warning("checking the upload %s took over %g s; accepted unchecked", path, PROBE_TIMEOUT_S)
         return None
@@ -108,21 +131,41 @@ def video_problem(path: Path) -> str | None:
             return str(answer["error"])
         if isinstance(answer, dict) and "frames" in answer:
             return None
-    log.warning("checking the upload %s failed (exit code %s); accepted unchecked: %s", path, done.returncode,
-                done.stderr.strip()[-2000:])
+    log.warning(
+        "checking the upload %s failed (exit code %s); accepted unchecked: %s",
+        path,
+        done.returncode,
+        done.stderr.strip()[-2000:],
+    )
     return None
 
 
 # --- the queue (rows of video_jobs) ----------------------------------------------------------------
 
-def submit(repo: Repository, filename: str, stored_path: Path, size: int, animals: dict[int, dict[str, str]],
-           start: float | None, username: str) -> int:
+
+def submit(
+    repo: Repository,
+    filename: str,
+    stored_path: Path,
+    size: int,
+    animals: dict[int, dict[str, str]],
+    start: float | None,
+    username: str,
+) -> int:
     with transaction(repo.db) as conn:
         cur = conn.execute(
             "INSERT INTO video_jobs (filename, stored_path, size_bytes, state, animals_json, start_time, submitted_by, "
             "submitted_at) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?)",
-            [filename, str(stored_path), size, json.dumps({str(k): v for k, v in animals.items()}), start, username,
-             time.time()])
+            [
+                filename,
+                str(stored_path),
+                size,
+                json.dumps({str(k): v for k, v in animals.items()}),
+                start,
+                username,
+                time.time(),
+            ],
+        )
         return int(cur.lastrowid)
 
 
@@ -135,8 +178,11 @@ def job(repo: Repository, job_id: int) -> dict[str, Any]:
     if not rows:
         raise NotFound(f"video job {job_id}")
     row = rows[0]
-    row["position"] = repo.db.execute("SELECT COUNT(*) FROM video_jobs WHERE state = 'queued' AND id < ?",
-                                      [job_id]).fetchone()[0] if row["state"] == "queued" else 0
+    row["position"] = (
+        repo.db.execute("SELECT COUNT(*) FROM video_jobs WHERE state = 'queued' AND id < ?", [job_id]).fetchone()[0]
+        if row["state"] == "queued"
+        else 0
+    )
     return row
 
 
@@ -151,6 +197,7 @@ def _update(db_path: Path, job_id: int, **values: Any) -> None:
 
 
 # --- the worker ------------------------------------------------------------------------------------
+
 
 class VideoWorker:
     """One daemon thread scoring queued jobs in order; `wake()` after a new upload."""
@@ -193,7 +240,10 @@ class VideoWorker:
         """Videos queued, or interrupted by a stop, that wait for the worker."""
         db = connect(self.db_path, migrate_schema=False)
         try:
-            return db.execute("SELECT 1 FROM video_jobs WHERE state IN ('queued', 'running') LIMIT 1").fetchone() is not None
+            return (
+                db.execute("SELECT 1 FROM video_jobs WHERE state IN ('queued', 'running') LIMIT 1").fetchone()
+                is not None
+            )
         finally:
             db.conn.close()
 
@@ -205,8 +255,10 @@ class VideoWorker:
         db = connect(self.db_path, migrate_schema=False)
         try:
             with transaction(db) as conn:
-                conn.execute("UPDATE video_jobs SET state = 'queued', frames_done = 0, message = "
-                             "'queued again: the server stopped while it was being scored' WHERE state = 'running'")
+                conn.execute(
+                    "UPDATE video_jobs SET state = 'queued', frames_done = 0, message = "
+                    "'queued again: the server stopped while it was being scored' WHERE state = 'running'"
+                )
         finally:
             db.conn.close()
 
@@ -217,7 +269,9 @@ class VideoWorker:
                 row = conn.execute("SELECT id FROM video_jobs WHERE state = 'queued' ORDER BY id LIMIT 1").fetchone()
                 if row is None:
                     return None
-                conn.execute("UPDATE video_jobs SET state = 'running', started_at = ? WHERE id = ?", [time.time(), row[0]])
+                conn.execute(
+                    "UPDATE video_jobs SET state = 'running', started_at = ? WHERE id = ?", [time.time(), row[0]]
+                )
             return job(Repository(db), row[0])
         finally:
             db.conn.close()
@@ -249,8 +303,16 @@ class VideoWorker:
             finally:
                 db.conn.close()
             message = "; ".join(data.get("warnings", []) + outcome.warnings)
-            _update(self.db_path, job_id, state="done", finished_at=time.time(), import_id=outcome.import_id,
-                    frames_done=data["frames"], frames_total=data["frames"], message=message)
+            _update(
+                self.db_path,
+                job_id,
+                state="done",
+                finished_at=time.time(),
+                import_id=outcome.import_id,
+                frames_done=data["frames"],
+                frames_total=data["frames"],
+                message=message,
+            )
             log.info("video job %d done: %d windows stored", job_id, outcome.stored)
         except MgsError as exc:
             if self._stopping:
@@ -260,8 +322,13 @@ class VideoWorker:
             _update(self.db_path, job_id, state="failed", finished_at=time.time(), message=str(exc))
         except Exception as exc:  # a bug must not kill the queue: the job says what happened, the next one runs
             log.exception("video job %d failed", job_id)
-            _update(self.db_path, job_id, state="failed", finished_at=time.time(),
-                    message=f"internal error ({type(exc).__name__}: {exc}); see the server log")
+            _update(
+                self.db_path,
+                job_id,
+                state="failed",
+                finished_at=time.time(),
+                message=f"internal error ({type(exc).__name__}: {exc}); see the server log",
+            )
 
     def _score_video(self, row: dict[str, Any]) -> dict[str, Any]:
         """Run `mgs-device score` on the job's video and return its result.json content."""
@@ -274,8 +341,17 @@ class VideoWorker:
         out.mkdir()
         progress = video.parent / "progress.json"
         log_path = video.parent / "scoring.log"
-        args = [str(video), "--out", str(out), "--jobs", "1", "--threads", str(self.config.threads),
-                "--progress-json", str(progress)]
+        args = [
+            str(video),
+            "--out",
+            str(out),
+            "--jobs",
+            "1",
+            "--threads",
+            str(self.config.threads),
+            "--progress-json",
+            str(progress),
+        ]
         if self.config.models_dir is not None:
             args += ["--models", str(self.config.models_dir)]
         animals = _write_animals(video, json.loads(row["animals_json"] or "{}"))
@@ -302,8 +378,9 @@ class VideoWorker:
         with self._lock, log_path.open("wb") as output:
             if self._stopping:  # `stop` ran already: a child started now would outlive the server
                 raise MgsError("the server is stopping")
-            self._child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                                           start_new_session=True)
+            self._child = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+            )
         copied: tuple[int, int] | None = None
         try:
             while True:
@@ -322,8 +399,17 @@ class VideoWorker:
 
 def _write_animals(video: Path, animals: dict[str, dict[str, str]]) -> Path | None:
     """The upload form's animals as the `--animals` CSV of `mgs-device score`, next to the video."""
-    rows = [{"video": video.name, "box": box, "animal": a["animal"], "group": a.get("group", ""),
-             "timepoint": a.get("timepoint", "")} for box, a in sorted(animals.items()) if a.get("animal")]
+    rows = [
+        {
+            "video": video.name,
+            "box": box,
+            "animal": a["animal"],
+            "group": a.get("group", ""),
+            "timepoint": a.get("timepoint", ""),
+        }
+        for box, a in sorted(animals.items())
+        if a.get("animal")
+    ]
     if not rows:
         return None
     path = video.parent / "animals.csv"

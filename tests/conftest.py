@@ -24,7 +24,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> object:
+def wait_for(
+    predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02, what: str = "condition"
+) -> object:
     """Poll `predicate` until it returns something truthy; fail the test with `what` after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
@@ -59,8 +61,7 @@ class Broker:
             "max_queued_messages 100000\n"
             "log_dest stderr\n"
             "log_type error\n"
-            "log_type warning\n"
-            + extra_config
+            "log_type warning\n" + extra_config
         )
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -57,8 +57,10 @@ class ShippedBroker(Broker):
         conf = re.sub(r"^acl_file .*$", f"acl_file {self.files.acl_file}", conf, flags=re.M)
         conf = re.sub(r"^listener 1883$", f"listener {self.port} 127.0.0.1", conf, flags=re.M)
         # `user` keeps a broker started by root (CI) able to read files in pytest's private tmp dir.
-        self.config.write_text(conf + f"persistence_location {workdir / 'mosquitto-data'}/\n"
-                               f"user {getpass.getuser()}\nlog_dest stderr\nlog_type error\nlog_type warning\n")
+        self.config.write_text(
+            conf + f"persistence_location {workdir / 'mosquitto-data'}/\n"
+            f"user {getpass.getuser()}\nlog_dest stderr\nlog_type error\nlog_type warning\n"
+        )
 
     def kill(self) -> None:
         """SIGKILL: whatever the broker has not saved yet (its queue, retained messages) is gone."""
@@ -88,12 +90,17 @@ class ServerProcess:
         """Start and return once the ingest is connected and subscribed."""
         connections = self.log.read_text().count("ingest connected") if self.log.exists() else 0
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "server.cli", "run", "--config", str(self.config)],
-                                         stdout=out, stderr=out, cwd=self.workdir)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "server.cli", "run", "--config", str(self.config)],
+                stdout=out,
+                stderr=out,
+                cwd=self.workdir,
+            )
 
         def connected() -> bool:
             assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-3000:]
             return self.log.read_text().count("ingest connected") > connections
+
         wait_for(connected, timeout=60, interval=0.1, what="the server to connect to the broker")
 
     def kill(self) -> None:
@@ -122,8 +129,16 @@ class SimDevice:
     """A device without camera or models: windows straight into a real outbox, sent by the real
     publisher under the device's own broker login. `sent` records every (epoch, seq, box, start)."""
 
-    def __init__(self, name: str, host: str, port: int, password: str, workdir: Path, resend_after_s: float = 2.0,
-                 max_bytes: int = 0) -> None:
+    def __init__(
+        self,
+        name: str,
+        host: str,
+        port: int,
+        password: str,
+        workdir: Path,
+        resend_after_s: float = 2.0,
+        max_bytes: int = 0,
+    ) -> None:
         self.name = name
         self.host, self.port, self.password = host, port, password
         self.outbox_path = workdir / f"{name}.outbox.sqlite"
@@ -136,8 +151,14 @@ class SimDevice:
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        config = MqttConfig(host=self.host, port=self.port, username=self.name, password=self.password,
-                            reconnect_max_s=1, resend_after_s=self.resend_after_s)
+        config = MqttConfig(
+            host=self.host,
+            port=self.port,
+            username=self.name,
+            password=self.password,
+            reconnect_max_s=1,
+            resend_after_s=self.resend_after_s,
+        )
         with self._lock:
             self.outbox = Outbox(self.outbox_path, max_bytes=self.max_bytes)
             self.publisher = Publisher(self.name, config, self.outbox, self._status, status_interval_s=0.5)
@@ -146,9 +167,19 @@ class SimDevice:
     def _status(self) -> DeviceStatus:
         assert self.outbox is not None
         stats = self.outbox.stats()
-        return DeviceStatus(device=self.name, time=utc_iso(time.time()), fps=5.0, target_fps=5.0, backend="local",
-                            camera="ok", queue_depth=stats.depth, uptime_s=1.0, version="fault-run",
-                            epoch=stats.epoch, first_seq=stats.first_seq)
+        return DeviceStatus(
+            device=self.name,
+            time=utc_iso(time.time()),
+            fps=5.0,
+            target_fps=5.0,
+            backend="local",
+            camera="ok",
+            queue_depth=stats.depth,
+            uptime_s=1.0,
+            version="fault-run",
+            epoch=stats.epoch,
+            first_seq=stats.first_seq,
+        )
 
     def produce(self, windows: int) -> None:
         """Score `windows` more windows (box 0-3 in turn, one second apart per round)."""
@@ -223,8 +254,9 @@ class Tally:
     recovery_s: float = 0.0
 
     @classmethod
-    def of(cls, fault: str, action: str, server: ServerProcess, devices: list[SimDevice],
-           recovery_s: float = 0.0) -> Tally:
+    def of(
+        cls, fault: str, action: str, server: ServerProcess, devices: list[SimDevice], recovery_s: float = 0.0
+    ) -> Tally:
         tally = cls(fault, action, recovery_s=round(recovery_s, 1))
         for d in devices:
             produced = set(d.sent.values())
@@ -257,8 +289,12 @@ def all_stored(server: ServerProcess, devices: list[SimDevice]) -> bool:
 def wait_all_stored(server: ServerProcess, devices: list[SimDevice], timeout: float = 60) -> float:
     """Wait until everything is stored and confirmed; returns how long that took."""
     started = time.monotonic()
-    wait_for(lambda: all_stored(server, devices), timeout=timeout, interval=0.1,
-             what="every window stored and confirmed to its device")
+    wait_for(
+        lambda: all_stored(server, devices),
+        timeout=timeout,
+        interval=0.1,
+        what="every window stored and confirmed to its device",
+    )
     return time.monotonic() - started
 
 
@@ -270,11 +306,15 @@ def _report(tally: Tally) -> None:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| fault | what was done | sent | stored | lost | duplicated | recovery (s) |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| fault | what was done | sent | stored | lost | duplicated | recovery (s) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['fault']} | {r['action']} | {r['sent']} | {r['stored']} | {r['lost']} | "
-                     f"{r['duplicated']} | {r['recovery_s']:.1f} |")
+        lines.append(
+            f"| {r['fault']} | {r['action']} | {r['sent']} | {r['stored']} | {r['lost']} | "
+            f"{r['duplicated']} | {r['recovery_s']:.1f} |"
+        )
     return "\n".join(lines)
 
 

@@ -14,8 +14,12 @@ import os
 from hypothesis import HealthCheck, settings
 
 PROFILE_ENV = "MGS_FUZZ_PROFILE"
-_COMMON = {"deadline": None, "database": None, "print_blob": True,
-           "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
+_COMMON = {
+    "deadline": None,
+    "database": None,
+    "print_blob": True,
+    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
+}
 
 settings.register_profile("default", max_examples=100, **_COMMON)
 settings.register_profile("long", max_examples=10_000, **_COMMON)

@@ -19,10 +19,20 @@ T0 = 1_750_000_000.0
 
 def window(device: str = "rack1", box: int = 0, seq: int = 0, t: float = T0, score: float | None = 3.0) -> ScoreWindow:
     face = score is not None
-    return ScoreWindow(device=device, box=box, seq=seq, window_start=utc_iso(t), window_end=utc_iso(t + 1.0),
-                       frames=10, valid_eyes=2 if face else 0, score=score, median=score,
-                       p90=None if score is None else min(9.0, score + 0.5),
-                       face_visible_fraction=0.9 if face else 0.0, model_sha256=SHA)
+    return ScoreWindow(
+        device=device,
+        box=box,
+        seq=seq,
+        window_start=utc_iso(t),
+        window_end=utc_iso(t + 1.0),
+        frames=10,
+        valid_eyes=2 if face else 0,
+        score=score,
+        median=score,
+        p90=None if score is None else min(9.0, score + 0.5),
+        face_visible_fraction=0.9 if face else 0.0,
+        model_sha256=SHA,
+    )
 
 
 def score_message(w: ScoreWindow, prefix: str = "mgs") -> tuple[str, bytes]:

@@ -51,8 +51,9 @@ class Client:
         self.connect_rc: ReasonCode | None = None
         self.subscribed = threading.Event()
         self.lock = threading.Lock()
-        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"test-{user}-{next(_client_ids)}",
-                               protocol=mqtt.MQTTv5)
+        self.c = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id or f"test-{user}-{next(_client_ids)}", protocol=mqtt.MQTTv5
+        )
         self.c.username_pw_set(user, password)
         self.c.on_connect = self._on_connect
         self.c.on_message = self._on_message
@@ -241,6 +242,10 @@ def test_the_login_is_the_client_id_so_no_device_can_take_another_clients_sessio
     assert not rack_b.publish("mgs/rack-b/box/0/state", b"still here").is_failure
     wait_for(lambda: ("mgs/rack-b/box/0/state", b"still here") in server.received, what="rack-b's marker at the server")
     assert (server.disconnects, rack_b.disconnects) == (0, 0)
-    assert [p for t, p in server.received if t == "mgs/rack-a/box/0/state"] == [b"mgs-server-ingest", b"mgs-server", b"rack-b"]
+    assert [p for t, p in server.received if t == "mgs/rack-a/box/0/state"] == [
+        b"mgs-server-ingest",
+        b"mgs-server",
+        b"rack-b",
+    ]
     server.close()
     rack_b.close()

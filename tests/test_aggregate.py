@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from device.aggregate import WindowAggregator, quantile, summarise, trimmed_mean
-from mgs_core.messages import ScoreWindow
 from device.results import BoxResult, EyeScore, FrameResult
+from mgs_core.messages import ScoreWindow
 
 SHA = "cd" * 32
 
@@ -14,8 +14,12 @@ SHA = "cd" * 32
 def frame(i: int, t: float, per_box: dict[int, list[float]], bad: dict[int, list[float]] | None = None) -> FrameResult:
     bad = bad or {}
     boxes = tuple(
-        BoxResult(box=b, eyes=tuple(EyeScore(10.0, 10.0, s) for s in per_box.get(b, []))
-                  + tuple(EyeScore(20.0, 20.0, s, quality_ok=False) for s in bad.get(b, [])), animal_found=True)
+        BoxResult(
+            box=b,
+            eyes=tuple(EyeScore(10.0, 10.0, s) for s in per_box.get(b, []))
+            + tuple(EyeScore(20.0, 20.0, s, quality_ok=False) for s in bad.get(b, [])),
+            animal_found=True,
+        )
         for b in range(4)
     )
     return FrameResult(frame_index=i, capture_time=t, boxes=boxes)

@@ -66,13 +66,16 @@ def test_disabled_alerts_emit_nothing() -> None:
     assert run(AlertTracker(AlertConfig(enabled=False, min_duration_s=0)), [9] * 5) == []
 
 
-@pytest.mark.parametrize("values, key", [
-    ({"threshold": 0}, "alerts.threshold"),
-    ({"threshold": 10}, "alerts.threshold"),
-    ({"hysteresis": 7}, "alerts.hysteresis"),
-    ({"min_duration_s": -1}, "alerts.min_duration_s"),
-    ({"cooldown_s": -5}, "alerts.cooldown_s"),
-])
+@pytest.mark.parametrize(
+    "values, key",
+    [
+        ({"threshold": 0}, "alerts.threshold"),
+        ({"threshold": 10}, "alerts.threshold"),
+        ({"hysteresis": 7}, "alerts.hysteresis"),
+        ({"min_duration_s": -1}, "alerts.min_duration_s"),
+        ({"cooldown_s": -5}, "alerts.cooldown_s"),
+    ],
+)
 def test_bad_alert_settings_are_refused(values: dict, key: str) -> None:
     with pytest.raises(ConfigError, match=key):
         from_dict(AlertConfig, values)

@@ -11,7 +11,18 @@ import pytest
 from flask import Flask
 
 from tests.ingest_support import T0, window
-from tests.web_support import add_token, add_user, alert, csrf, logged_in, make_app, recent_window, repo_call, status, store
+from tests.web_support import (
+    add_token,
+    add_user,
+    alert,
+    csrf,
+    logged_in,
+    make_app,
+    recent_window,
+    repo_call,
+    status,
+    store,
+)
 
 
 @pytest.fixture
@@ -26,11 +37,21 @@ def bearer(app: Flask, role: str) -> dict[str, str]:
 def test_boxes_show_score_animal_alert_and_health(app: Flask) -> None:
     mouse = repo_call(app, "create_animal", "M-1")
     repo_call(app, "create_assignment", mouse, "rack1", 0, time.time() - 3600)
-    store(app, recent_window(seq=1, age_s=4.0, score=6.5), recent_window(box=1, seq=2, score=None),
-          alerts=(alert(box=0),), statuses=(status(),))
+    store(
+        app,
+        recent_window(seq=1, age_s=4.0, score=6.5),
+        recent_window(box=1, seq=2, score=None),
+        alerts=(alert(box=0),),
+        statuses=(status(),),
+    )
     body = app.test_client().get("/api/v1/boxes", headers=bearer(app, "viewer")).get_json()
     box0, box1 = body["boxes"]
-    assert (box0["animal_name"], box0["last_score"], box0["alert"], box0["device_online"]) == ("M-1", 6.5, "raised", True)
+    assert (box0["animal_name"], box0["last_score"], box0["alert"], box0["device_online"]) == (
+        "M-1",
+        6.5,
+        "raised",
+        True,
+    )
     assert 3.0 < box0["age_s"] < 60
     assert (box1["last_score"], box1["animal_id"], box1["alert"]) == (None, None, None)
 
@@ -45,8 +66,11 @@ def test_scores_pick_a_resolution_and_accept_iso_or_seconds(app: Flask) -> None:
     assert (hour["resolution"], len(hour["points"]), hour["start"]) == ("raw", 120, T0)
     forced = client.get(f"{url}?start={T0}&end={T0 + 2 * 86400}&resolution=hour", headers=headers).get_json()
     assert (forced["resolution"], sum(p["windows"] for p in forced["points"])) == ("hour", 5760)
-    for query, message in (("resolution=weekly", "resolution"), (f"start={T0}&end={T0 - 5}", "after"),
-                           ("start=yesterday", "ISO-8601")):
+    for query, message in (
+        ("resolution=weekly", "resolution"),
+        (f"start={T0}&end={T0 - 5}", "after"),
+        ("start=yesterday", "ISO-8601"),
+    ):
         response = client.get(f"{url}?{query}", headers=headers)
         assert response.status_code == 400 and message in response.get_json()["error"], query
 
@@ -108,14 +132,17 @@ def test_alerts_are_listed_and_acknowledged_by_officers(app: Flask) -> None:
 def test_alert_rules_crud(app: Flask) -> None:
     mouse = repo_call(app, "create_animal", "M-1")
     client, officer = app.test_client(), bearer(app, "officer")
-    created = client.post("/api/v1/alert-rules", json={"animal_id": mouse, "threshold": 4.5, "duration_s": 600},
-                          headers=officer)
+    created = client.post(
+        "/api/v1/alert-rules", json={"animal_id": mouse, "threshold": 4.5, "duration_s": 600}, headers=officer
+    )
     assert created.status_code == 201
     rule = created.get_json()["rule"]
     assert (rule["animal_name"], rule["enabled"]) == ("M-1", 1)
     off = client.patch(f"/api/v1/alert-rules/{rule['id']}", json={"enabled": False}, headers=officer).get_json()
     assert off["rule"]["enabled"] == 0
-    assert client.post("/api/v1/alert-rules", json={"threshold": 4, "duration_s": 1}, headers=officer).status_code == 400
+    assert (
+        client.post("/api/v1/alert-rules", json={"threshold": 4, "duration_s": 1}, headers=officer).status_code == 400
+    )
     assert client.delete(f"/api/v1/alert-rules/{rule['id']}", headers=officer).status_code == 204
 
 
@@ -133,7 +160,7 @@ def test_devices_and_ingest_counters(app: Flask) -> None:
 
 
 def test_export_csv_and_json_for_an_animal(app: Flask) -> None:
-    mouse = repo_call(app, "create_animal", "=HYPERLINK(\"http://evil\")")
+    mouse = repo_call(app, "create_animal", '=HYPERLINK("http://evil")')
     repo_call(app, "create_assignment", mouse, "rack1", 0, T0 + 10, T0 + 20)
     store(app, *[window(seq=i, t=T0 + i, score=None if i == 12 else 2.0) for i in range(30)])
     client, viewer = app.test_client(), bearer(app, "viewer")
@@ -146,7 +173,7 @@ def test_export_csv_and_json_for_an_animal(app: Flask) -> None:
     body = client.get(f"/api/v1/export?animal_id={mouse}&start={T0}&end={T0 + 100}&format=json", headers=viewer)
     data = body.get_json()
     assert len(data["windows"]) == 10 and data["windows"][2]["score"] is None
-    assert data["windows"][0]["animal_name"] == "=HYPERLINK(\"http://evil\")"
+    assert data["windows"][0]["animal_name"] == '=HYPERLINK("http://evil")'
     everything = client.get(f"/api/v1/export?start={T0}&format=json", headers=viewer).get_json()
     assert len(everything["windows"]) == 30
     assert client.get(f"/api/v1/export?scope=animal:999&start={T0}", headers=viewer).status_code == 404
@@ -157,7 +184,10 @@ def test_export_csv_and_json_for_an_animal(app: Flask) -> None:
 
 def test_officers_label_boxes(app: Flask) -> None:
     client, officer = app.test_client(), bearer(app, "officer")
-    assert client.patch("/api/v1/boxes/rack1/3", json={"label": "cage 12"}, headers=bearer(app, "viewer")).status_code == 403
+    assert (
+        client.patch("/api/v1/boxes/rack1/3", json={"label": "cage 12"}, headers=bearer(app, "viewer")).status_code
+        == 403
+    )
     labelled = client.patch("/api/v1/boxes/rack1/3", json={"label": "cage 12"}, headers=officer)
     assert labelled.get_json()["box"]["label"] == "cage 12"
     assert client.patch("/api/v1/boxes/rack1/99", json={"label": "x"}, headers=officer).status_code == 400

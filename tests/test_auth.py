@@ -10,13 +10,23 @@ from flask import Flask, url_for
 
 from server import auth
 from server.db import connect
-from tests.web_support import (PASSWORD, add_token, add_user, alert, csrf, logged_in, login, make_app, repo_call,
-                               store)
+from tests.web_support import PASSWORD, add_token, add_user, alert, csrf, logged_in, login, make_app, repo_call, store
 
 # Path parameters for building every URL in the app's map.
-SAMPLE_ARGS = {"device": "rack1", "box": 0, "animal_id": 1, "alert_id": 1, "assignment_id": 1, "rule_id": 1,
-               "user_id": 1, "token_id": 1, "experiment_id": 1, "filename": "style.css",
-               "job_id": 1, "name": "plot.png"}
+SAMPLE_ARGS = {
+    "device": "rack1",
+    "box": 0,
+    "animal_id": 1,
+    "alert_id": 1,
+    "assignment_id": 1,
+    "rule_id": 1,
+    "user_id": 1,
+    "token_id": 1,
+    "experiment_id": 1,
+    "filename": "style.css",
+    "job_id": 1,
+    "name": "plot.png",
+}
 PUBLIC = {"auth.login", "static"}
 
 
@@ -79,8 +89,9 @@ def test_right_password_logs_in_and_returns_to_the_requested_page(app: Flask) ->
     add_user(app, "alice", "viewer")
     client = app.test_client()
     token = csrf(client)
-    response = client.post("/login", data={"username": "alice", "password": PASSWORD, "csrf_token": token,
-                                           "next": "/devices"})
+    response = client.post(
+        "/login", data={"username": "alice", "password": PASSWORD, "csrf_token": token, "next": "/devices"}
+    )
     assert response.status_code == 302
     assert response.headers["Location"] == "/devices"
     assert client.get("/devices").status_code == 200
@@ -123,8 +134,10 @@ def test_failed_logins_are_logged_with_name_and_address(app: Flask, caplog: pyte
 def test_login_does_not_redirect_to_another_site(app: Flask) -> None:
     add_user(app, "alice", "viewer")
     client = app.test_client()
-    response = client.post("/login", data={"username": "alice", "password": PASSWORD, "csrf_token": csrf(client),
-                                           "next": "//evil.example/phish"})
+    response = client.post(
+        "/login",
+        data={"username": "alice", "password": PASSWORD, "csrf_token": csrf(client), "next": "//evil.example/phish"},
+    )
     assert response.headers["Location"] == "/"
 
 
@@ -198,16 +211,19 @@ def test_officer_cannot_open_user_administration(app: Flask) -> None:
 
 def test_admin_creates_a_user_who_can_then_log_in(app: Flask) -> None:
     client = logged_in(app, "admin")
-    client.post("/admin/users", data={"username": "vera", "password": "long enough", "role": "viewer",
-                                      "csrf_token": csrf(client)})
+    client.post(
+        "/admin/users",
+        data={"username": "vera", "password": "long enough", "role": "viewer", "csrf_token": csrf(client)},
+    )
     assert login(app.test_client(), "vera", "long enough").status_code == 302
 
 
 def test_the_last_admin_cannot_be_demoted(app: Flask) -> None:
     client = logged_in(app, "admin")
     admin_id = [u for u in auth.list_users(connect(app.config["DATABASE"])) if u["username"] == "admin"][0]["id"]
-    response = client.post(f"/admin/users/{admin_id}/role", data={"role": "viewer", "csrf_token": csrf(client)},
-                           follow_redirects=True)
+    response = client.post(
+        f"/admin/users/{admin_id}/role", data={"role": "viewer", "csrf_token": csrf(client)}, follow_redirects=True
+    )
     assert "last admin" in response.get_data(as_text=True)
     assert logged_in(app, "officer", name="o2").get("/").status_code == 200
     assert client.get("/admin/users").status_code == 200
@@ -242,7 +258,7 @@ def test_only_a_hash_of_the_token_is_stored(app: Flask) -> None:
     token = add_token(app, add_user(app, "script", "viewer"))
     dump = "\n".join(connect(app.config["DATABASE"]).conn.iterdump())
     assert token not in dump
-    assert token[len(auth.TOKEN_PREFIX):] not in dump
+    assert token[len(auth.TOKEN_PREFIX) :] not in dump
 
 
 def test_viewer_token_cannot_do_what_a_viewer_cannot(app: Flask) -> None:

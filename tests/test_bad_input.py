@@ -63,9 +63,22 @@ BAD = {
     "bad availability": ("mgs/rack1/availability", b"maybe"),
     "bad state": ("mgs/rack1/box/0/state", b"high"),
     "status wrong types": ("mgs/rack1/status", json.dumps({"schema": 1, "device": "rack1", "fps": "fast"}).encode()),
-    "alert bad event": ("mgs/rack1/box/0/alert", json.dumps(
-        {"schema": 1, "device": "rack1", "box": 0, "seq": 1, "event": "panic", "time": "2025-06-15T15:06:40.000Z",
-         "threshold": 5, "duration_s": 1, "score": 6}).encode()),
+    "alert bad event": (
+        "mgs/rack1/box/0/alert",
+        json.dumps(
+            {
+                "schema": 1,
+                "device": "rack1",
+                "box": 0,
+                "seq": 1,
+                "event": "panic",
+                "time": "2025-06-15T15:06:40.000Z",
+                "threshold": 5,
+                "duration_s": 1,
+                "score": 6,
+            }
+        ).encode(),
+    ),
 }
 
 
@@ -78,8 +91,10 @@ def test_bad_messages_are_quarantined_and_good_ones_kept(broker, tmp_path: Path)
     with running_worker(broker, db_path) as worker:
         publish(broker, messages)
         wait_for(lambda: worker.stats().get("received", 0) >= len(messages), timeout=20, what="every message")
-        wait_for(lambda: worker.stats().get("rejected", 0) + worker.stats().get("stored", 0) >= len(messages),
-                 what="every message written or rejected")
+        wait_for(
+            lambda: worker.stats().get("rejected", 0) + worker.stats().get("stored", 0) >= len(messages),
+            what="every message written or rejected",
+        )
         publish(broker, [good(999)])
         wait_for(lambda: worker.stats().get("stored", 0) == len(good_seqs) + 1, what="the worker to go on storing")
         stats = worker.stats()
@@ -98,9 +113,19 @@ def test_bad_messages_are_quarantined_and_good_ones_kept(broker, tmp_path: Path)
     assert max(q["payload_bytes"] for q in quarantined) > 2_000_000
     assert max(len(q["payload"]) for q in quarantined) <= 2048
     reasons = " | ".join(q["reason"] for q in quarantined)
-    for expected in ("not valid JSON", "schema 2", "unknown field", "must be a finite number", "outside [0.0, 9.0]",
-                     "over the 16384-byte limit", "published on rack1/box/0's topic", "not part of the mgs contract",
-                     "must be 'online' or 'offline'", "invalid device name", "does not fit a 64-bit integer"):
+    for expected in (
+        "not valid JSON",
+        "schema 2",
+        "unknown field",
+        "must be a finite number",
+        "outside [0.0, 9.0]",
+        "over the 16384-byte limit",
+        "published on rack1/box/0's topic",
+        "not part of the mgs contract",
+        "must be 'online' or 'offline'",
+        "invalid device name",
+        "does not fit a 64-bit integer",
+    ):
         assert expected in reasons, expected
 
 
@@ -118,15 +143,18 @@ def test_a_replayed_seq_with_different_content_does_not_overwrite(broker, tmp_pa
     assert db.execute("SELECT seq_regressions FROM devices WHERE name = 'rack1'").fetchone() == (1,)
 
 
-def test_a_flood_of_garbage_does_not_grow_the_quarantine_without_bound(broker, tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_flood_of_garbage_does_not_grow_the_quarantine_without_bound(
+    broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     db_path = tmp_path / "server.db"
     count = 300
     monkeypatch.setattr(repository, "QUARANTINE_MAX_ROWS", 100)
     with running_worker(broker, db_path) as worker:
         publish(broker, [(TOPIC, b"garbage %d" % i) for i in range(count)] + [good(1)])
-        wait_for(lambda: worker.stats().get("rejected", 0) == count and worker.stats().get("stored", 0) == 1,
-                 what="the flood to be handled")
+        wait_for(
+            lambda: worker.stats().get("rejected", 0) == count and worker.stats().get("stored", 0) == 1,
+            what="the flood to be handled",
+        )
     db = connect(db_path)
     assert db.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0] == 100
     assert db.execute("SELECT payload FROM quarantine ORDER BY id DESC LIMIT 1").fetchone()[0] == f"garbage {count - 1}"

@@ -33,30 +33,45 @@ def _write(root: Path, lines: list[dict]) -> Path:
 
 
 def _box(n: int, x: int, fur: str, width: int, eyes: list[dict]) -> dict:
-    return {"box": n, "roi": [x, 0, 40, 40], "face_visible": bool(eyes), "eyes": eyes,
-            "conditions": {"fur": fur, "box_width_px": width}}
+    return {
+        "box": n,
+        "roi": [x, 0, 40, 40],
+        "face_visible": bool(eyes),
+        "eyes": eyes,
+        "conditions": {"fur": fur, "box_width_px": width},
+    }
 
 
 @pytest.fixture
 def data(tmp_path: Path):
-    a = {"image": "images/a.png", "conditions": {"lighting": "dim", "blur_px": 1.0},
-         "boxes": [_box(0, 0, "albino", 100, [_eye(10, 2), _eye(30, 4)]), _box(1, 60, "black", 200, [_eye(70, 6)])]}
-    b = {"image": "images/b.png", "conditions": {"lighting": "even", "blur_px": 2.0},
-         "boxes": [_box(0, 0, "albino", 300, [_eye(10, 8)]), _box(1, 60, "black", 400, [])]}
+    a = {
+        "image": "images/a.png",
+        "conditions": {"lighting": "dim", "blur_px": 1.0},
+        "boxes": [_box(0, 0, "albino", 100, [_eye(10, 2), _eye(30, 4)]), _box(1, 60, "black", 200, [_eye(70, 6)])],
+    }
+    b = {
+        "image": "images/b.png",
+        "conditions": {"lighting": "even", "blur_px": 2.0},
+        "boxes": [_box(0, 0, "albino", 300, [_eye(10, 8)]), _box(1, 60, "black", 400, [])],
+    }
     return open_dataset(_write(tmp_path / "eval", [a, b]))
 
 
 def _run(data) -> ConditionBreakdown:
     """Detections: frame a finds eye 1 (score 3) and eye 3 (score 6) plus a false eye, misses eye 2;
     frame b finds eye 4 (score 5) and a false eye in the empty box. Regressor: 2.5, 4, 6, 8."""
-    detections = {("images/a.png", 0): [EyeScore(10, 11, 3.0)],
-                  ("images/a.png", 1): [EyeScore(70, 10, 6.0), EyeScore(100, 30, 1.0)],
-                  ("images/b.png", 0): [EyeScore(10, 10, 5.0)],
-                  ("images/b.png", 1): [EyeScore(80, 20, 2.0)]}
+    detections = {
+        ("images/a.png", 0): [EyeScore(10, 11, 3.0)],
+        ("images/a.png", 1): [EyeScore(70, 10, 6.0), EyeScore(100, 30, 1.0)],
+        ("images/b.png", 0): [EyeScore(10, 10, 5.0)],
+        ("images/b.png", 1): [EyeScore(80, 20, 2.0)],
+    }
     breakdown = ConditionBreakdown(["fast"])
     for frame in data.frames:
         for box in frame.boxes:
-            _score_box(detections[(frame.image, box.box)], list(box.eyes), MATCH_PX, *breakdown.tally("fast", frame, box))
+            _score_box(
+                detections[(frame.image, box.box)], list(box.eyes), MATCH_PX, *breakdown.tally("fast", frame, box)
+            )
         eyes = [e for b in frame.boxes for e in b.eyes]
         breakdown.regressor(frame, eyes, [REGRESSOR[e.score] for e in eyes])
     return breakdown
@@ -68,19 +83,34 @@ def _group(report: dict, level: str, key: str, value: str) -> dict:
 
 def test_breakdown_by_box_and_frame_conditions(data) -> None:
     report = _run(data).report()
-    assert report["all"]["fast"] == {"tp": 3, "fp": 2, "fn": 1, "precision": 0.6, "recall": 0.75, "n": 3,
-                                          "mae": pytest.approx(4 / 3)}
+    assert report["all"]["fast"] == {
+        "tp": 3,
+        "fp": 2,
+        "fn": 1,
+        "precision": 0.6,
+        "recall": 0.75,
+        "n": 3,
+        "mae": pytest.approx(4 / 3),
+    }
     albino = _group(report, "box", "fur", "albino")
     assert (albino["boxes"], albino["frames"], albino["true_visible_eyes"]) == (2, 2, 3)
     assert albino["fast"]["precision"] == 1.0 and albino["fast"]["recall"] == pytest.approx(2 / 3)
     assert albino["fast"]["mae"] == pytest.approx(2.0)
     assert albino["regressor_only"] == {"n": 3, "mae": pytest.approx(0.5 / 3)}
     black = _group(report, "box", "fur", "black")
-    assert black["fast"]["precision"] == pytest.approx(1 / 3) and black["fast"]["recall"] == 1.0 and black["fast"]["mae"] == 0.0
+    assert (
+        black["fast"]["precision"] == pytest.approx(1 / 3)
+        and black["fast"]["recall"] == 1.0
+        and black["fast"]["mae"] == 0.0
+    )
     dim = _group(report, "frame", "lighting", "dim")
-    assert (dim["fast"]["tp"], dim["fast"]["fp"], dim["fast"]["fn"]) == (2, 1, 1) and dim["fast"]["mae"] == pytest.approx(0.5)
+    assert (dim["fast"]["tp"], dim["fast"]["fp"], dim["fast"]["fn"]) == (2, 1, 1) and dim["fast"][
+        "mae"
+    ] == pytest.approx(0.5)
     even = _group(report, "frame", "lighting", "even")
-    assert even["fast"]["recall"] == 1.0 and even["fast"]["precision"] == 0.5 and even["fast"]["mae"] == pytest.approx(3.0)
+    assert (
+        even["fast"]["recall"] == 1.0 and even["fast"]["precision"] == 0.5 and even["fast"]["mae"] == pytest.approx(3.0)
+    )
     assert [g["value"] for g in report["box"]["box_width_px"]] == ["100", "200", "300", "400"]
     assert [g["value"] for g in report["frame"]["blur_px"]] == ["1", "2"]
     table = format_table(report, ["fast"])
@@ -99,8 +129,11 @@ def test_many_numeric_values_fall_into_equal_count_bins() -> None:
 
 
 def test_style_holdout_splits_boxes_by_training_ranges(data, tmp_path: Path) -> None:
-    train = {"image": "images/t.png", "conditions": {"lighting": "dim"},
-             "boxes": [_box(0, 0, "albino", 100, []), _box(1, 60, "albino", 250, [])]}
+    train = {
+        "image": "images/t.png",
+        "conditions": {"lighting": "dim"},
+        "boxes": [_box(0, 0, "albino", 100, []), _box(1, 60, "albino", 250, [])],
+    }
     seen = training_ranges(open_dataset(_write(tmp_path / "train", [train])))
     assert seen["box"] == {"fur": {"values": ["albino"]}, "box_width_px": {"min": 100.0, "max": 250.0}}
     holdout = _run(data).report(seen)["style_holdout"]
@@ -117,14 +150,33 @@ def test_training_set_without_conditions_is_refused(tmp_path: Path) -> None:
         training_ranges(plain)
 
 
-def test_evaluate_reports_the_breakdown_consistent_with_its_totals(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_evaluate_reports_the_breakdown_consistent_with_its_totals(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     from export.cli import main as mgs_export
 
     frames = tmp_path / "frames"
     assert mgs_export(["render-independent", "--out", str(frames), "--frames", "1", "--seed", "3", "--quiet"]) == 0
     out = tmp_path / "report"
-    assert mgs_export(["evaluate", "--data", str(frames), "--out", str(out), "--runtime", "int8", "--pipeline", "fast",
-                       "--train-data", str(frames), "--quiet"]) == 0
+    assert (
+        mgs_export(
+            [
+                "evaluate",
+                "--data",
+                str(frames),
+                "--out",
+                str(out),
+                "--runtime",
+                "int8",
+                "--pipeline",
+                "fast",
+                "--train-data",
+                str(frames),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "box.fur" in capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
     by = report["by_condition"]

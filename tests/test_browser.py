@@ -19,8 +19,15 @@ from typing import Any
 
 import pytest
 
-from mgs_core.messages import (AVAILABILITY_OFFLINE, AVAILABILITY_ONLINE, BoxAlert, alert_topic, availability_topic,
-                             status_topic, utc_iso)
+from mgs_core.messages import (
+    AVAILABILITY_OFFLINE,
+    AVAILABILITY_ONLINE,
+    BoxAlert,
+    alert_topic,
+    availability_topic,
+    status_topic,
+    utc_iso,
+)
 from server import auth
 from server.db import connect
 from server.repository import Repository
@@ -32,13 +39,22 @@ from tests.web_support import PASSWORD, status
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TIMEOUT_MS = 20_000
 
 if not CHROMIUM.exists():
-    pytest.skip("/usr/bin/chromium is missing (Debian package 'chromium'); browser tests need it",
-                allow_module_level=True)
+    pytest.skip(
+        "/usr/bin/chromium is missing (Debian package 'chromium'); browser tests need it", allow_module_level=True
+    )
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install .[dev])")
 expect = sync_api.expect
 
@@ -58,10 +74,16 @@ class Server:
         finally:
             db.conn.close()
         self.log = open(tmp_path / "server.log", "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "server.cli", "run", "--config", str(self.config)],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for(lambda: http_status(f"{self.url}/login") == 200 or self.proc.poll() is not None, timeout=30,
-                 what="the server to answer")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "run", "--config", str(self.config)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(
+            lambda: http_status(f"{self.url}/login") == 200 or self.proc.poll() is not None,
+            timeout=30,
+            what="the server to answer",
+        )
         assert self.proc.poll() is None, (tmp_path / "server.log").read_text()
 
     def repo_call(self, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -148,15 +170,32 @@ def publish_facility(server: Server) -> None:
         ]
         if i > 40:
             messages += [score_message(window("rack-B", b, next(seq), t, 2.4 + b * 0.3)) for b in range(2)]
-    rising = BoxAlert(device="rack-A", box=2, seq=next(seq), event="raised", time=utc_iso(now - 300), threshold=6.0,
-                      duration_s=300.0, score=6.4)
+    rising = BoxAlert(
+        device="rack-A",
+        box=2,
+        seq=next(seq),
+        event="raised",
+        time=utc_iso(now - 300),
+        threshold=6.0,
+        duration_s=300.0,
+        score=6.4,
+    )
     messages.append((alert_topic("rack-A", 2), rising.to_json()))
     messages.append((status_topic("rack-A"), status(device="rack-A").to_json()))
     publish(server.broker, messages)
-    publish(server.broker, [(availability_topic("rack-A"), AVAILABILITY_ONLINE.encode()),
-                            (availability_topic("rack-B"), AVAILABILITY_OFFLINE.encode())], retain=True)
-    wait_for(lambda: len(server.repo_call("alerts")) == 1 and len(server.repo_call("boxes")) == 6, timeout=20,
-             what="the facility's messages to be stored")
+    publish(
+        server.broker,
+        [
+            (availability_topic("rack-A"), AVAILABILITY_ONLINE.encode()),
+            (availability_topic("rack-B"), AVAILABILITY_OFFLINE.encode()),
+        ],
+        retain=True,
+    )
+    wait_for(
+        lambda: len(server.repo_call("alerts")) == 1 and len(server.repo_call("boxes")) == 6,
+        timeout=20,
+        what="the facility's messages to be stored",
+    )
 
 
 def test_overview_updates_without_reload(page: Any, server: Server, tmp_path: Path) -> None:
@@ -191,10 +230,15 @@ def test_no_face_replaces_a_score_live(page: Any, server: Server) -> None:
 
 def test_history_plot_renders_the_published_points(page: Any, server: Server, tmp_path: Path) -> None:
     now = time.time()
-    publish(server.broker, [score_message(window("rack-A", 0, i, now - 600 + i * 10, 2.0 + (i % 20) * 0.25))
-                            for i in range(60)])
-    wait_for(lambda: len(server.repo_call("box_scores", "rack-A", 0, now - 700, now)["points"]) == 60, timeout=20,
-             what="60 windows stored")
+    publish(
+        server.broker,
+        [score_message(window("rack-A", 0, i, now - 600 + i * 10, 2.0 + (i % 20) * 0.25)) for i in range(60)],
+    )
+    wait_for(
+        lambda: len(server.repo_call("box_scores", "rack-A", 0, now - 700, now)["points"]) == 60,
+        timeout=20,
+        what="60 windows stored",
+    )
     page.goto(server.url + "/boxes/rack-A/0")
     page.wait_for_function("document.getElementById('plot').dataset.resolution === 'minute'")  # 6 h by default
     page.get_by_role("button", name="last 1 h").click()
@@ -206,10 +250,17 @@ def test_history_plot_renders_the_published_points(page: Any, server: Server, tm
     screenshot(page, tmp_path, "history.png")
 
 
-def test_alert_is_acknowledged_in_the_browser_with_who_and_when(page: Any, server: Server,
-                                                                tmp_path: Path) -> None:
-    raised = BoxAlert(device="rack-A", box=1, seq=7, event="raised", time=utc_iso(time.time()), threshold=6.0,
-                      duration_s=120.0, score=6.8)
+def test_alert_is_acknowledged_in_the_browser_with_who_and_when(page: Any, server: Server, tmp_path: Path) -> None:
+    raised = BoxAlert(
+        device="rack-A",
+        box=1,
+        seq=7,
+        event="raised",
+        time=utc_iso(time.time()),
+        threshold=6.0,
+        duration_s=120.0,
+        score=6.8,
+    )
     page.goto(server.url + "/alerts")
     publish(server.broker, [(alert_topic("rack-A", 1), raised.to_json())])
     row = page.locator("#episodes-table tr[data-episode]").first

@@ -86,10 +86,16 @@ def facility(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                     seq += 1
                     messages.append(score_message(window(device, b, seq, now - 90 + i * 30, score)))
         publish(broker, messages)
-        publish(broker, [(availability_topic(f"rack-{r:02d}"), AVAILABILITY_ONLINE.encode()) for r in range(RACKS)],
-                retain=True)
-        wait_for(lambda: sum(1 for b in server.repo_call("boxes") if b["last_seq"] is not None) == RACKS * BOXES,
-                 timeout=60, what="200 boxes stored by the real ingest")
+        publish(
+            broker,
+            [(availability_topic(f"rack-{r:02d}"), AVAILABILITY_ONLINE.encode()) for r in range(RACKS)],
+            retain=True,
+        )
+        wait_for(
+            lambda: sum(1 for b in server.repo_call("boxes") if b["last_seq"] is not None) == RACKS * BOXES,
+            timeout=60,
+            what="200 boxes stored by the real ingest",
+        )
         yield server
     finally:
         server.stop()
@@ -122,12 +128,15 @@ def _page(browser: Any, server: Server, viewport: dict[str, int], user: str = "o
 
 def _no_horizontal_scroll(page: Any, what: str) -> None:
     width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= page.viewport_size["width"], f"{what} is {width} px wide on a {page.viewport_size['width']} px phone"
+    assert width <= page.viewport_size["width"], (
+        f"{what} is {width} px wide on a {page.viewport_size['width']} px phone"
+    )
 
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
-def test_the_three_highest_scores_come_first(browser: Any, facility: Server, viewport: dict[str, int],
-                                             tmp_path: Path) -> None:
+def test_the_three_highest_scores_come_first(
+    browser: Any, facility: Server, viewport: dict[str, int], tmp_path: Path
+) -> None:
     page = _page(browser, facility, viewport)
     try:
         page.goto(facility.url + "/")
@@ -153,22 +162,51 @@ def test_an_episode_shows_its_duration_and_updates_the_open_page(browser: Any, f
         page.goto(facility.url + "/")
         version = page.locator("#tiles").get_attribute("data-version")
         now = time.time()
-        raised = BoxAlert(device="rack-08", box=3, seq=900_001, event="raised", time=utc_iso(now - 725), threshold=6.0,
-                          duration_s=300.0, score=6.9)
-        cleared = BoxAlert(device="rack-08", box=3, seq=900_002, event="cleared", time=utc_iso(now - 5), threshold=6.0,
-                           duration_s=300.0, score=3.1)
-        again = BoxAlert(device="rack-22", box=1, seq=900_003, event="raised", time=utc_iso(now - 400), threshold=6.0,
-                         duration_s=300.0, score=7.1)
-        publish(facility.broker, [(alert_topic("rack-08", 3), raised.to_json()),
-                                  (alert_topic("rack-08", 3), cleared.to_json()),
-                                  (alert_topic("rack-22", 1), again.to_json())])
+        raised = BoxAlert(
+            device="rack-08",
+            box=3,
+            seq=900_001,
+            event="raised",
+            time=utc_iso(now - 725),
+            threshold=6.0,
+            duration_s=300.0,
+            score=6.9,
+        )
+        cleared = BoxAlert(
+            device="rack-08",
+            box=3,
+            seq=900_002,
+            event="cleared",
+            time=utc_iso(now - 5),
+            threshold=6.0,
+            duration_s=300.0,
+            score=3.1,
+        )
+        again = BoxAlert(
+            device="rack-22",
+            box=1,
+            seq=900_003,
+            event="raised",
+            time=utc_iso(now - 400),
+            threshold=6.0,
+            duration_s=300.0,
+            score=7.1,
+        )
+        publish(
+            facility.broker,
+            [
+                (alert_topic("rack-08", 3), raised.to_json()),
+                (alert_topic("rack-08", 3), cleared.to_json()),
+                (alert_topic("rack-22", 1), again.to_json()),
+            ],
+        )
         first = page.locator("#tiles [data-box]").first
         expect(first).to_have_attribute("data-box", "rack-22/1")  # patched in place: attention first
         expect(first.locator(".episode")).to_contain_text("since")
         expect(first.locator(".episode")).to_contain_text("(6 min)")
         assert page.locator("#tiles").get_attribute("data-version") != version
         page.goto(facility.url + "/alerts?show=all")
-        row = page.locator('#episodes-table tr[data-episode]', has_text="M08-3")
+        row = page.locator("#episodes-table tr[data-episode]", has_text="M08-3")
         expect(row.locator(".duration")).to_have_text("12 min")
         expect(row).to_contain_text("ended")
         expect(page.locator("header .tz")).to_have_text("UTC")
@@ -177,19 +215,30 @@ def test_an_episode_shows_its_duration_and_updates_the_open_page(browser: Any, f
 
 
 def test_acknowledging_with_a_note_shows_note_and_user_in_the_episode_and_the_audit_log(
-        browser: Any, facility: Server, tmp_path: Path) -> None:
-    raised = BoxAlert(device="rack-30", box=2, seq=900_010, event="raised", time=utc_iso(time.time() - 60),
-                      threshold=6.0, duration_s=60.0, score=6.6)
+    browser: Any, facility: Server, tmp_path: Path
+) -> None:
+    raised = BoxAlert(
+        device="rack-30",
+        box=2,
+        seq=900_010,
+        event="raised",
+        time=utc_iso(time.time() - 60),
+        threshold=6.0,
+        duration_s=60.0,
+        score=6.6,
+    )
     publish(facility.broker, [(alert_topic("rack-30", 2), raised.to_json())])
-    wait_for(lambda: any(a["seq"] == 900_010 for a in facility.repo_call("alerts")), timeout=20, what="the alert stored")
+    wait_for(
+        lambda: any(a["seq"] == 900_010 for a in facility.repo_call("alerts")), timeout=20, what="the alert stored"
+    )
     page = _page(browser, facility, PHONE)
     try:
         page.goto(facility.url + "/alerts")
-        row = page.locator('#episodes-table tr[data-episode]', has_text="M30-2")
+        row = page.locator("#episodes-table tr[data-episode]", has_text="M30-2")
         row.locator("input[name=note]").fill("analgesia given, vet informed")
         row.get_by_role("button", name="Acknowledge").click()
         expect(page.locator(".flash.info")).to_contain_text("acknowledged by olga")
-        row = page.locator('#episodes-table tr[data-episode]', has_text="M30-2")
+        row = page.locator("#episodes-table tr[data-episode]", has_text="M30-2")
         expect(row.locator(".ack-note")).to_contain_text("olga")
         expect(row.locator(".ack-note")).to_contain_text("analgesia given, vet informed")
         _no_horizontal_scroll(page, "the alerts page")
@@ -207,8 +256,19 @@ def test_acknowledging_with_a_note_shows_note_and_user_in_the_episode_and_the_au
 def test_no_page_scrolls_sideways_on_a_phone(browser: Any, facility: Server, width: int) -> None:
     page = _page(browser, facility, {"width": width, "height": 800}, user="ada")
     try:
-        for path in ("/", "/alerts", "/alerts?show=all", "/devices", "/assignments", "/export", "/audit",
-                     "/admin/users", "/boxes/rack-17/2", "/animals/1", "/animals/1/report"):
+        for path in (
+            "/",
+            "/alerts",
+            "/alerts?show=all",
+            "/devices",
+            "/assignments",
+            "/export",
+            "/audit",
+            "/admin/users",
+            "/boxes/rack-17/2",
+            "/animals/1",
+            "/animals/1/report",
+        ):
             page.goto(facility.url + path)
             page.wait_for_load_state("load")
             _no_horizontal_scroll(page, path)

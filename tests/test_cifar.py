@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from mgs_core.errors import MgsError
 from export.cifar import load_cifar, pretrain_features
 from export.train.eye import EyeRecipe, new_regressor, train_eye
 from export.train.samples import EYE_REGION_HALF, EyeSamples
+from mgs_core.errors import MgsError
 
 
 def write_fake_batch(path: Path, n: int = 64, seed: int = 0) -> None:
@@ -45,9 +45,17 @@ def test_pretraining_transfers_conv_weights_into_the_regressor(tmp_path: Path) -
     assert regressor.head[-1].out_features == 1
     rng = np.random.default_rng(1)
     side = 2 * EYE_REGION_HALF
-    samples = EyeSamples(rng.integers(0, 255, (8, side, side, 3)).astype(np.uint8), rng.uniform(0, 9, 8).astype(np.float32), np.arange(8))
-    trained, _ = train_eye(samples, EyeRecipe(epochs=1, batch=4, lr=1e-6), tmp_path / "eye.pt", torch.device("cpu"),
-                           pretrained_features=features, progress=False)
+    samples = EyeSamples(
+        rng.integers(0, 255, (8, side, side, 3)).astype(np.uint8), rng.uniform(0, 9, 8).astype(np.float32), np.arange(8)
+    )
+    trained, _ = train_eye(
+        samples,
+        EyeRecipe(epochs=1, batch=4, lr=1e-6),
+        tmp_path / "eye.pt",
+        torch.device("cpu"),
+        pretrained_features=features,
+        progress=False,
+    )
     assert torch.allclose(trained.features[0].weight, features["0.weight"], atol=1e-3)
     assert not torch.allclose(new_regressor().features[0].weight, features["0.weight"], atol=1e-3)
 

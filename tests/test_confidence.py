@@ -95,15 +95,28 @@ def test_straight_edges_are_less_eye_like_than_a_round_eye_in_fur() -> None:
 
 
 def cues(**changes) -> EyeCues:
-    base = {"area_px": 120, "fill": 0.7, "context": 0.98, "ears_near": True, "sharpness": 600.0, "contrast": 0.0,
-            "orientation_spread": 0.97}
+    base = {
+        "area_px": 120,
+        "fill": 0.7,
+        "context": 0.98,
+        "ears_near": True,
+        "sharpness": 600.0,
+        "contrast": 0.0,
+        "orientation_spread": 0.97,
+    }
     return EyeCues(**{**base, **changes})
 
 
 def test_confidence_falls_with_each_bad_cue_and_the_gate_closes_on_straight_edges() -> None:
     good = SHIPPED_CONFIDENCE(cues())
     assert 0.8 < good <= 1.0
-    for change in ({"context": 0.7}, {"ears_near": False}, {"flip_gap": 0.2}, {"pair_gap": 0.5}, {"orientation_spread": 0.8}):
+    for change in (
+        {"context": 0.7},
+        {"ears_near": False},
+        {"flip_gap": 0.2},
+        {"pair_gap": 0.5},
+        {"orientation_spread": 0.8},
+    ):
         assert SHIPPED_CONFIDENCE(cues(**change)) < good, change
     assert SHIPPED_CONFIDENCE(cues(orientation_spread=SHIPPED_CONFIDENCE.spread_zero)) == 0.0
 
@@ -111,7 +124,10 @@ def test_confidence_falls_with_each_bad_cue_and_the_gate_closes_on_straight_edge
 def test_an_eye_below_min_confidence_is_abstained_not_scored() -> None:
     rng = np.random.default_rng(1)
     frame = (rng.random((200, 200, 3)) * 255).astype(np.uint8)
-    constant = lambda batch: np.full((len(batch), 1), 4.0, np.float32)  # a stand-in regressor
+
+    def constant(batch: np.ndarray) -> np.ndarray:  # a stand-in regressor
+        return np.full((len(batch), 1), 4.0, np.float32)
+
     blob = EyeBlob(100, 100, 100, False)
     (scored,) = score_blobs(frame, [blob], constant, EyeConfig(min_confidence=0.0))
     assert scored.quality_ok and not scored.abstained and 0 <= scored.confidence <= 1
@@ -123,8 +139,12 @@ def test_an_eye_below_min_confidence_is_abstained_not_scored() -> None:
 
 def test_a_box_whose_eyes_were_all_abstained_on_is_not_scorable_and_says_so() -> None:
     abstained = EyeScore(10.0, 10.0, 8.1, quality_ok=False, confidence=0.1, abstained=True)
-    frames = [FrameResult(i, i / 10, (BoxResult(0, (abstained, abstained), True), BoxResult(1, (EyeScore(5.0, 5.0, 3.0),), True)))
-              for i in range(10)]
+    frames = [
+        FrameResult(
+            i, i / 10, (BoxResult(0, (abstained, abstained), True), BoxResult(1, (EyeScore(5.0, 5.0, 3.0),), True))
+        )
+        for i in range(10)
+    ]
     silent = summarise(0, 0.0, 1.0, frames)
     assert silent.score is None and silent.valid_eyes == 0 and silent.abstained_eyes == 20
     assert silent.face_visible_fraction == 0.0
@@ -149,8 +169,13 @@ def candidate(confidence: float, hit: bool, error: float | None) -> Candidate:
 
 
 def test_risk_coverage_trades_coverage_for_mae_and_reports_the_operating_point(tmp_path) -> None:
-    candidates = [candidate(0.9, True, 0.2), candidate(0.8, True, 0.4), candidate(0.6, True, 1.0),
-                  candidate(0.3, True, 3.0), candidate(0.2, False, None)]
+    candidates = [
+        candidate(0.9, True, 0.2),
+        candidate(0.8, True, 0.4),
+        candidate(0.6, True, 1.0),
+        candidate(0.3, True, 3.0),
+        candidate(0.2, False, None),
+    ]
     everything = operating_point(candidates, 5, 0.0)
     assert everything["coverage"] == 1.0 and everything["mae"] == pytest.approx(1.15)
     assert everything["precision"] == pytest.approx(0.8) and everything["recall"] == pytest.approx(0.8)
@@ -162,7 +187,12 @@ def test_risk_coverage_trades_coverage_for_mae_and_reports_the_operating_point(t
     maes = [p["mae"] for p in report["risk_coverage"] if p["mae"] is not None]
     assert maes[0] > maes[-1] and all(not math.isnan(m) for m in maes)
     segmentation = {"seg_fine_full_resolution": {"iou": dict.fromkeys(CLASS_NAMES, 0.5)}}
-    full_report = {"abstention": {"fast": report}, "_pairs": {}, "segmentation": segmentation, "regressor_only": {"per_true_score": {}}}
+    full_report = {
+        "abstention": {"fast": report},
+        "_pairs": {},
+        "segmentation": segmentation,
+        "regressor_only": {"per_true_score": {}},
+    }
     path = write_report(full_report, tmp_path)
     written = json.loads(path.read_text())
     assert "risk_coverage.png" in written["plots"] and (tmp_path / "risk_coverage.png").stat().st_size > 1000

@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_generated_reference_is_up_to_date() -> None:
     result = subprocess.run([sys.executable, "scripts/gen_config_reference.py", "--check"], cwd=ROOT)
-    assert result.returncode == 0, "docs/configuration.md is stale: run .venv/bin/python scripts/gen_config_reference.py"
+    assert result.returncode == 0, (
+        "docs/configuration.md is stale: run .venv/bin/python scripts/gen_config_reference.py"
+    )
 
 
 def test_reference_walks_sections_and_lists_of_sections() -> None:

@@ -10,8 +10,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from server.dashboard import PLOTLY_JS, box_state, sparkline, trend
 from server.config import DashboardConfig
+from server.dashboard import PLOTLY_JS, box_state, sparkline, trend
 from server.db import connect, transaction
 from server.repository import Repository
 from tests.web_support import alert, csrf, logged_in, make_app, recent_window, repo_call, status, store
@@ -113,8 +113,9 @@ def test_devices_page_shows_a_seq_regression(app: Flask, viewer: FlaskClient) ->
     store(app, recent_window(score=3.0), recent_window(device="rack2", score=3.0))
     db = connect(app.config["DATABASE"])
     with transaction(db):
-        Repository(db).record_seq_regression("rack1", "new outbox epoch 'ab12cd34ef56ab78' after epoch '' reached seq 9",
-                                             time.time())
+        Repository(db).record_seq_regression(
+            "rack1", "new outbox epoch 'ab12cd34ef56ab78' after epoch '' reached seq 9", time.time()
+        )
     db.conn.close()
     page = viewer.get("/devices").get_data(as_text=True)
     rack1 = re.search(r'<tr data-device="rack1">.*?</tr>', page, re.S).group(0)
@@ -127,10 +128,21 @@ def test_officer_assigns_an_animal_to_a_box_from_the_form(app: Flask) -> None:
     store(app, recent_window(score=3.0))
     animal = repo_call(app, "create_animal", "M02")
     client = logged_in(app, "officer", name="olga")
-    client.post("/assignments", data={"animal_id": str(animal), "box": "rack1/0", "start": "", "end": "",
-                                      "note": "after surgery", "csrf_token": csrf(client)})
+    client.post(
+        "/assignments",
+        data={
+            "animal_id": str(animal),
+            "box": "rack1/0",
+            "start": "",
+            "end": "",
+            "note": "after surgery",
+            "csrf_token": csrf(client),
+        },
+    )
     rows = repo_call(app, "assignments", animal_id=animal)
-    assert [(r["device"], r["box"], r["created_by"], r["note"]) for r in rows] == [("rack1", 0, "olga", "after surgery")]
+    assert [(r["device"], r["box"], r["created_by"], r["note"]) for r in rows] == [
+        ("rack1", 0, "olga", "after surgery")
+    ]
 
 
 def test_an_overlapping_assignment_is_refused_with_the_reason_on_the_page(app: Flask) -> None:
@@ -138,8 +150,11 @@ def test_an_overlapping_assignment_is_refused_with_the_reason_on_the_page(app: F
     first, second = repo_call(app, "create_animal", "M01"), repo_call(app, "create_animal", "M02")
     repo_call(app, "create_assignment", first, "rack1", 0, time.time() - 60)
     client = logged_in(app, "officer")
-    page = client.post("/assignments", data={"animal_id": str(second), "box": "rack1/0", "csrf_token": csrf(client)},
-                       follow_redirects=True).get_data(as_text=True)
+    page = client.post(
+        "/assignments",
+        data={"animal_id": str(second), "box": "rack1/0", "csrf_token": csrf(client)},
+        follow_redirects=True,
+    ).get_data(as_text=True)
     assert 'class="flash error"' in page
     assert len(repo_call(app, "assignments")) == 1
 
@@ -147,8 +162,10 @@ def test_an_overlapping_assignment_is_refused_with_the_reason_on_the_page(app: F
 def test_officer_creates_an_alert_rule_for_an_experiment(app: Flask) -> None:
     experiment = repo_call(app, "create_experiment", "Surgery")
     client = logged_in(app, "officer")
-    client.post("/rules", data={"target": f"experiment:{experiment}", "threshold": "6", "duration_min": "10",
-                                "csrf_token": csrf(client)})
+    client.post(
+        "/rules",
+        data={"target": f"experiment:{experiment}", "threshold": "6", "duration_min": "10", "csrf_token": csrf(client)},
+    )
     rules = repo_call(app, "alert_rules")
     assert [(r["experiment_id"], r["threshold"], r["duration_s"]) for r in rules] == [(experiment, 6.0, 600.0)]
 
@@ -195,8 +212,10 @@ def test_export_form_fields_are_what_the_download_takes(app: Flask, viewer: Flas
     names = set(re.findall(r'name="([a-z_]+)"', form.group(2)))
     assert names == {"scope", "start", "end", "resolution", "format"}
     start = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() - 3600))
-    response = viewer.get(form.group(1), query_string={"scope": "box:rack1/1", "start": start, "end": "",
-                                                       "resolution": "second", "format": "csv"})
+    response = viewer.get(
+        form.group(1),
+        query_string={"scope": "box:rack1/1", "start": start, "end": "", "resolution": "second", "format": "csv"},
+    )
     lines = response.get_data(as_text=True).strip().splitlines()
     assert response.status_code == 200
     assert len(lines) == 2 and lines[1].split(",")[1:3] == ["rack1", "1"]

@@ -10,13 +10,15 @@ import cv2
 import numpy as np
 import pytest
 
-from export.dataset import DatasetError, image_size, open_dataset, validate_dataset
 from export.cli import main
+from export.dataset import DatasetError, image_size, open_dataset, validate_dataset
 
 H, W = 48, 64
 
 
-def _line(image: str = "images/a.png", mask: str | None = "masks/a.png", score: float = 4.0, rater: str = "ann", **extra) -> dict:
+def _line(
+    image: str = "images/a.png", mask: str | None = "masks/a.png", score: float = 4.0, rater: str = "ann", **extra
+) -> dict:
     eye = {"x": 20.0, "y": 12.5, "score": score, "visible": True}
     box = {"box": 0, "roi": [2, 2, 40, 40], "face_visible": True, "eyes": [eye]}
     return {"image": image, "mask": mask, "rater": rater, "boxes": [box], **extra}
@@ -25,7 +27,9 @@ def _line(image: str = "images/a.png", mask: str | None = "masks/a.png", score: 
 def make_dataset(root: Path, lines: list[dict] | None = None) -> Path:
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
-    (root / "dataset.json").write_text(json.dumps({"format": "mgs-rack-dataset", "version": 1, "score_scale": [0, 9], "source": "test"}))
+    (root / "dataset.json").write_text(
+        json.dumps({"format": "mgs-rack-dataset", "version": 1, "score_scale": [0, 9], "source": "test"})
+    )
     image = np.full((H, W, 3), 90, np.uint8)
     mask = np.zeros((H, W), np.uint8)
     mask[10:16, 17:24] = 3
@@ -134,10 +138,15 @@ def test_mask_size_and_values(tmp_path: Path) -> None:
     root = make_dataset(tmp_path / "ds")
     cv2.imwrite(str(root / "masks" / "a.png"), np.full((H, W), 7, np.uint8))
     problems, _ = validate_dataset(root)
-    assert any(p.endswith("masks/a.png: mask values [7] outside 0-3 (0 background, 1 animal, 2 ears, 3 eyes)") for p in problems), problems
+    assert any(
+        p.endswith("masks/a.png: mask values [7] outside 0-3 (0 background, 1 animal, 2 ears, 3 eyes)")
+        for p in problems
+    ), problems
     cv2.imwrite(str(root / "masks" / "a.png"), np.zeros((H, W + 1), np.uint8))
     problems, _ = validate_dataset(root)
-    assert any("labels.jsonl:1: masks/a.png: mask is 65x48 but the image images/a.png is 64x48" in p for p in problems), problems
+    assert any(
+        "labels.jsonl:1: masks/a.png: mask is 65x48 but the image images/a.png is 64x48" in p for p in problems
+    ), problems
 
 
 @pytest.mark.parametrize(

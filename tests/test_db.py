@@ -109,8 +109,11 @@ def test_animal_history_follows_the_animal_between_boxes(repo: Repository) -> No
     mouse = repo.create_animal("M-01")
     repo.create_assignment(mouse, "rack1", 0, T0, T0 + 10)
     repo.create_assignment(mouse, "rack2", 3, T0 + 10, None)
-    store(repo, [window("rack1", 0, i, T0 + i, 1.0) for i in range(20)]
-          + [window("rack2", 3, i, T0 + i, 2.0) for i in range(20)])
+    store(
+        repo,
+        [window("rack1", 0, i, T0 + i, 1.0) for i in range(20)]
+        + [window("rack2", 3, i, T0 + i, 2.0) for i in range(20)],
+    )
     points = repo.animal_scores(mouse, T0, T0 + 20, "raw")["points"]
     assert [(p["device"], p["mean"]) for p in points] == [("rack1", 1.0)] * 10 + [("rack2", 2.0)] * 10
 
@@ -130,8 +133,9 @@ def test_names_that_look_like_sql_are_stored_verbatim(repo: Repository) -> None:
 
 
 def test_device_alerts_are_stored_once_and_acknowledged(repo: Repository) -> None:
-    alert = BoxAlert(device="rack1", box=2, seq=77, event="raised", time=utc_iso(T0), threshold=5.0,
-                     duration_s=60.0, score=6.5)
+    alert = BoxAlert(
+        device="rack1", box=2, seq=77, event="raised", time=utc_iso(T0), threshold=5.0, duration_s=60.0, score=6.5
+    )
     with transaction(repo.db):
         assert repo.store_device_alerts([alert, alert], T0) == 1
     with transaction(repo.db):
@@ -153,7 +157,9 @@ def test_quarantine_is_truncated_and_capped(repo: Repository) -> None:
     [row] = repo.quarantine()
     assert row["payload_bytes"] == 100_000 and len(row["payload"]) < 5000
     with transaction(repo.db):
-        repo.store_quarantine([Quarantined(T0, "mgs/x/status", b"{}", f"bad {i}") for i in range(QUARANTINE_MAX_ROWS + 50)])
+        repo.store_quarantine(
+            [Quarantined(T0, "mgs/x/status", b"{}", f"bad {i}") for i in range(QUARANTINE_MAX_ROWS + 50)]
+        )
     assert repo.db.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0] == QUARANTINE_MAX_ROWS
     assert repo.quarantine(1)[0]["reason"] == f"bad {QUARANTINE_MAX_ROWS + 49}"
 

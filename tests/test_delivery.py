@@ -9,8 +9,9 @@ from server.delivery import DeliveryTracker
 from server.repository import Repository
 
 
-def step(repo: Repository, tracker: DeliveryTracker, device: str, epoch: str, seqs: list[int],
-         first_seq: int = 0) -> int:
+def step(
+    repo: Repository, tracker: DeliveryTracker, device: str, epoch: str, seqs: list[int], first_seq: int = 0
+) -> int:
     """One ingest batch: these seqs stored, maybe a status naming the outbox's lowest seq."""
     with transaction(repo.db):
         touched = set()
@@ -39,4 +40,7 @@ def test_the_watermark_survives_a_restart_and_a_new_epoch_is_a_regression(tmp_pa
     assert repo.db.execute("SELECT seq_regressions FROM devices").fetchall() == []
     assert step(repo, fresh, "rack1", "cc33dd44", [1]) == 1
     device = repo.device("rack1")
-    assert device["seq_regressions"] == 1 and "'cc33dd44' after epoch 'aa11bb22' reached seq 4" in device["last_regression"]
+    assert (
+        device["seq_regressions"] == 1
+        and "'cc33dd44' after epoch 'aa11bb22' reached seq 4" in device["last_regression"]
+    )

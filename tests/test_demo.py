@@ -60,8 +60,9 @@ class Demo:
 
 
 def _api(base: str, token: str, path: str) -> dict:
-    request = urllib.request.Request(base.rstrip("/") + path, headers={"Authorization": f"Bearer {token}",
-                                                                       "Accept": "application/json"})
+    request = urllib.request.Request(
+        base.rstrip("/") + path, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
@@ -76,13 +77,17 @@ def video_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def no_torch(tmp_path: Path) -> Path:
     stub = tmp_path / "no-torch" / "torch"
     stub.mkdir(parents=True)
-    (stub / "__init__.py").write_text('raise ImportError("the demo must not import torch (make demo installs no torch)")\n')
+    (stub / "__init__.py").write_text(
+        'raise ImportError("the demo must not import torch (make demo installs no torch)")\n'
+    )
     return stub.parent
 
 
 def _diagnostics(demo: Demo, workdir: Path) -> str:
-    logs = "".join(f"\n--- {log.name} ---\n{log.read_text(errors='replace')[-3000:]}"
-                   for log in sorted((workdir / "logs").glob("*.log")))
+    logs = "".join(
+        f"\n--- {log.name} ---\n{log.read_text(errors='replace')[-3000:]}"
+        for log in sorted((workdir / "logs").glob("*.log"))
+    )
     return f"--- demo output ---\n{demo.output()}{logs}"
 
 
@@ -110,7 +115,9 @@ class RunningDemo:
         self.base, self.token = demo.value("dashboard"), demo.value("API token")
         assert self.base and self.base.startswith("http://127.0.0.1:") and self.token
         assert demo.value("device preview")
-        self.broker = next((line.split(":", 1)[1].strip() for line in demo.lines if line.strip().startswith("broker:")), None)
+        self.broker = next(
+            (line.split(":", 1)[1].strip() for line in demo.lines if line.strip().startswith("broker:")), None
+        )
 
     def boxes(self) -> list[dict]:
         return [b for b in _api(self.base, self.token, "/api/v1/boxes")["boxes"] if b["device"] == "demo-rack"]
@@ -119,8 +126,12 @@ class RunningDemo:
         return [a for a in _api(self.base, self.token, "/api/v1/alerts")["alerts"] if a["event"] == "raised"]
 
     def wait_for_windows_of_all_boxes(self) -> None:
-        wait_for(lambda: len([b for b in self.boxes() if b["last_window_end"] is not None]) == 4,
-                 timeout=SCORES_TIMEOUT_S, interval=1.0, what="score windows of all four boxes in the API")
+        wait_for(
+            lambda: len([b for b in self.boxes() if b["last_window_end"] is not None]) == 4,
+            timeout=SCORES_TIMEOUT_S,
+            interval=1.0,
+            what="score windows of all four boxes in the API",
+        )
         assert {b["animal_name"] for b in self.boxes()} == {"M01", "M02", "M03", "M04"}
 
 
@@ -129,13 +140,37 @@ def running_demo(tmp_path: Path, no_torch: Path, cache: Path, *extra: str) -> It
     """Start the demo headless; afterwards stop it with SIGINT and check that nothing is left running."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(no_torch), os.environ.get("PYTHONPATH")]))}
     workdir = tmp_path / "work"
-    demo = Demo([sys.executable, "-m", "server.cli", "demo", "--headless", "--port", "0", "--seconds", "170",
-                 "--video-seconds", VIDEO_SECONDS, "--video-fps", VIDEO_FPS,
-                 "--cache-dir", str(cache), "--workdir", str(workdir), *extra], env)
+    demo = Demo(
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "demo",
+            "--headless",
+            "--port",
+            "0",
+            "--seconds",
+            "170",
+            "--video-seconds",
+            VIDEO_SECONDS,
+            "--video-fps",
+            VIDEO_FPS,
+            "--cache-dir",
+            str(cache),
+            "--workdir",
+            str(workdir),
+            *extra,
+        ],
+        env,
+    )
     children: set[int] = set()
     try:
-        wait_for(lambda: demo.value("API token") or demo.proc.poll() is not None, timeout=START_TIMEOUT_S,
-                 interval=0.2, what="the demo to print its URLs")
+        wait_for(
+            lambda: demo.value("API token") or demo.proc.poll() is not None,
+            timeout=START_TIMEOUT_S,
+            interval=0.2,
+            what="the demo to print its URLs",
+        )
         assert demo.proc.poll() is None, "the demo exited early"
         children = descendants(demo.proc.pid)
         assert len(children) >= 3, f"expected broker, server and device under the demo, found {children}"
@@ -156,13 +191,21 @@ def test_demo_scores_raises_an_alert_and_stops_cleanly(tmp_path: Path, no_torch:
     with running_demo(tmp_path, no_torch, video_cache) as demo:
         demo.wait_for_windows_of_all_boxes()
         if not untrained:
-            wait_for(lambda: any(b["last_score"] is not None for b in demo.boxes()), timeout=SCORES_TIMEOUT_S,
-                     interval=1.0, what="a window with a face and a score")
-            alerts = wait_for(demo.raised_alerts, timeout=ALERT_TIMEOUT_S, interval=1.0, what="a raised alert in the API")
+            wait_for(
+                lambda: any(b["last_score"] is not None for b in demo.boxes()),
+                timeout=SCORES_TIMEOUT_S,
+                interval=1.0,
+                what="a window with a face and a score",
+            )
+            alerts = wait_for(
+                demo.raised_alerts, timeout=ALERT_TIMEOUT_S, interval=1.0, what="a raised alert in the API"
+            )
             assert any(a["box"] == 1 for a in alerts), alerts  # the animal whose score rises sits in box 1
     if untrained:
-        pytest.skip("the shipped models are untrained stand-ins (manifest data_fingerprint 'untrained'): they find no "
-                    "eyes, so scores and the alert were not checked; start-up, windows and clean stop passed")
+        pytest.skip(
+            "the shipped models are untrained stand-ins (manifest data_fingerprint 'untrained'): they find no "
+            "eyes, so scores and the alert were not checked; start-up, windows and clean stop passed"
+        )
 
 
 @pytest.mark.slow
@@ -173,5 +216,9 @@ def test_demo_with_the_embedded_amqtt_broker_reaches_scores(tmp_path: Path, no_t
         assert "amqtt on 127.0.0.1:" in (demo.broker or "")
         demo.wait_for_windows_of_all_boxes()
         if not _shipped_models_untrained():
-            wait_for(lambda: any(b["last_score"] is not None for b in demo.boxes()), timeout=SCORES_TIMEOUT_S,
-                     interval=1.0, what="a window with a face and a score")
+            wait_for(
+                lambda: any(b["last_score"] is not None for b in demo.boxes()),
+                timeout=SCORES_TIMEOUT_S,
+                interval=1.0,
+                what="a window with a face and a score",
+            )

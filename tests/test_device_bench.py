@@ -13,7 +13,21 @@ def test_bench_cli_writes_table_and_json(tmp_path: Path, capsys) -> None:
     video = tmp_path / "rack.avi"
     assert export_main(["synth-video", "--seconds", "0.5", "--out", str(video), "--seed", "3", "--quiet"]) == 0
     out_json = tmp_path / "bench.json"
-    code = device_main(["bench", "--video", str(video), "--rois", "2", "--seconds", "0.4", "--precision", "fp32", "--json", str(out_json)])
+    code = device_main(
+        [
+            "bench",
+            "--video",
+            str(video),
+            "--rois",
+            "2",
+            "--seconds",
+            "0.4",
+            "--precision",
+            "fp32",
+            "--json",
+            str(out_json),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "fast-fp32" in printed and "full-fp32" in printed and "lat p95" in printed

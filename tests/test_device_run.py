@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mgs_core.messages import DeviceStatus, ScoreWindow, availability_topic, status_topic
+from mgs_core.messages import DeviceStatus, availability_topic, status_topic
 from tests.conftest import Broker, free_port, wait_for
 from tests.ingest_support import running_worker
 from tests.test_publisher import Collector
@@ -35,32 +35,64 @@ DEVICE = "rack-t"
 def rack_video(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[list[int]]]:
     """A 3 s generated rack video (10 fps) and its four boxes from the truth sidecar."""
     out = tmp_path_factory.mktemp("video") / "rack.mp4"
-    subprocess.run([sys.executable, "-m", "export.cli", "synth-video", "--seconds", "3", "--fps", "10", "--out", str(out),
-                    "--seed", "5", "--trajectory", "demo", "--quiet"], check=True, cwd=REPO, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "export.cli",
+            "synth-video",
+            "--seconds",
+            "3",
+            "--fps",
+            "10",
+            "--out",
+            str(out),
+            "--seed",
+            "5",
+            "--trajectory",
+            "demo",
+            "--quiet",
+        ],
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+    )
     header = json.loads(Path(f"{out}.truth.jsonl").read_text().splitlines()[0])
     return out, header["rois"]
 
 
-def write_config(tmp_path: Path, port: int, video: Path, rois, extra: str = "", camera: str = "", http_port: int = 0,
-                 name: str = DEVICE) -> Path:
+def write_config(
+    tmp_path: Path,
+    port: int,
+    video: Path,
+    rois,
+    extra: str = "",
+    camera: str = "",
+    http_port: int = 0,
+    name: str = DEVICE,
+) -> Path:
     path = tmp_path / "device.toml"
     path.write_text(
         f'name = "{name}"\ntarget_fps = 5\n'
         f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nreconnect_max_s = 1\n'
-        f'[camera]\n{camera or f"source = {json.dumps(str(video))}" + chr(10) + "loop = true"}\n'
+        f"[camera]\n{camera or f'source = {json.dumps(str(video))}' + chr(10) + 'loop = true'}\n"
         f"[rois]\nboxes = {json.dumps(rois)}\n"
         f'[outbox]\npath = "{tmp_path / "outbox.sqlite"}"\n'
         f"[status]\ninterval_s = 1\n"
-        f'[http]\nenabled = {"true" if http_port else "false"}\nhost = "127.0.0.1"\nport = {http_port}\n'
-        + extra
+        f'[http]\nenabled = {"true" if http_port else "false"}\nhost = "127.0.0.1"\nport = {http_port}\n' + extra
     )
     return path
 
 
 def start(config: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
     log = open(config.parent / "device.log", "ab")
-    return subprocess.Popen([sys.executable, "-m", "device.cli", "run", "--config", str(config), *args],
-                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, "-m", "device.cli", "run", "--config", str(config), *args],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def finish(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
@@ -70,8 +102,13 @@ def finish(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 2
 
 
 def run_to_end(config: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "device.cli", "run", "--config", str(config), *args],
-                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "device.cli", "run", "--config", str(config), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def outbox_rows(tmp_path: Path) -> int:
@@ -140,8 +177,11 @@ def test_sigkill_and_restart_continue_seq_and_drain_the_outbox(tmp_path: Path, r
     with running_worker(broker, tmp_path / "server.db"):
         proc = start(config)
         try:
-            wait_for(lambda: max((w.seq for w in sub.scores()), default=0) > len(queued) + 4, 60,
-                     what="new windows after the restart")
+            wait_for(
+                lambda: max((w.seq for w in sub.scores()), default=0) > len(queued) + 4,
+                60,
+                what="new windows after the restart",
+            )
             wait_for(lambda: set(queued) <= {w.seq for w in sub.scores()}, 30, what="the old outbox to drain")
         finally:
             assert finish(proc) == 0
@@ -179,11 +219,14 @@ def test_video_that_ends_stops_with_success_after_flushing(broker: Broker, tmp_p
     sub.close()
 
 
-@pytest.mark.parametrize("extra, words", [
-    ("[alerts]\nthreshold = 12\n", "'alerts.threshold' = 12.0"),
-    ("[mqtt.tls]\nenabled = true\nca = \"/nonexistent/ca.pem\"\n", "'mqtt.tls.ca'"),
-    ("[outbox]\nmax_message = 5\n", "unknown key 'outbox.max_message'"),
-])
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        ("[alerts]\nthreshold = 12\n", "'alerts.threshold' = 12.0"),
+        ('[mqtt.tls]\nenabled = true\nca = "/nonexistent/ca.pem"\n', "'mqtt.tls.ca'"),
+        ("[outbox]\nmax_message = 5\n", "unknown key 'outbox.max_message'"),
+    ],
+)
 def test_bad_config_gives_one_line_and_exit_2(tmp_path: Path, rack_video, extra: str, words: str) -> None:
     video, rois = rack_video
     config = write_config(tmp_path, 1, video, rois)
@@ -215,8 +258,13 @@ def test_missing_or_corrupt_model_names_the_file(tmp_path: Path, rack_video) -> 
     models = tmp_path / "models"
     shutil.copytree(REPO / "models", models, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
     victim = sorted(models.glob("seg_fine.*.onnx"))[0]
-    config = write_config(tmp_path, 1, video, rois,
-                          extra=f'[models]\ndir = "{models}"\n[backend]\nprecision = "{victim.name.split(".")[1]}"\n')
+    config = write_config(
+        tmp_path,
+        1,
+        video,
+        rois,
+        extra=f'[models]\ndir = "{models}"\n[backend]\nprecision = "{victim.name.split(".")[1]}"\n',
+    )
     victim.unlink()
     done = run_to_end(config)
     assert done.returncode == 2 and victim.name in done.stderr and "Traceback" not in done.stderr
@@ -242,15 +290,19 @@ def test_missing_video_file_is_a_config_error(tmp_path: Path, rack_video) -> Non
     assert done.returncode == 2 and "/nonexistent/rack.mp4" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_absent_camera_reconnects_and_says_so_then_gives_up_when_told(broker: Broker, tmp_path: Path, rack_video) -> None:
+def test_absent_camera_reconnects_and_says_so_then_gives_up_when_told(
+    broker: Broker, tmp_path: Path, rack_video
+) -> None:
     video, rois = rack_video
     sub = Collector(broker.host, broker.port)
     camera = 'source = "9"\nreconnect_initial_s = 0.2\nreconnect_max_s = 0.5'
     proc = start(write_config(tmp_path, broker.port, video, rois, camera=camera))
     try:
+
         def reconnecting():
             raw = sub.last(status_topic(DEVICE))
             return raw and DeviceStatus.from_json(raw).camera == "reconnecting"
+
         wait_for(reconnecting, 30, what="status camera=reconnecting")
         status = DeviceStatus.from_json(sub.last(status_topic(DEVICE)))
         assert "camera index 9" in status.message
@@ -300,8 +352,25 @@ def test_offload_to_a_gpu_host_and_back_never_stops_the_windows(broker: Broker, 
     video, rois = rack_video
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     host_log = open(tmp_path / "gpu-host.log", "ab")
-    host = subprocess.Popen([sys.executable, "-m", "device.cli", "gpu-host", "--bind", endpoint, "--providers", "cpu",
-                             "--threads", "1", "--precision", "int8"], cwd=REPO, stdout=host_log, stderr=subprocess.STDOUT)
+    host = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "device.cli",
+            "gpu-host",
+            "--bind",
+            endpoint,
+            "--providers",
+            "cpu",
+            "--threads",
+            "1",
+            "--precision",
+            "int8",
+        ],
+        cwd=REPO,
+        stdout=host_log,
+        stderr=subprocess.STDOUT,
+    )
     sub = Collector(broker.host, broker.port)
     # A target no CPU reaches, so the device offloads after 1 s of measuring.
     extra = f'[offload]\nhost = "{endpoint}"\nswitch_after_s = 1\ntimeout_s = 2\nretry_after_s = 600\n'
@@ -319,8 +388,11 @@ def test_offload_to_a_gpu_host_and_back_never_stops_the_windows(broker: Broker, 
         before = len(sub.payloads("/score"))
         host.kill()  # the GPU host dies: the device scores locally again and keeps publishing
         host.wait(timeout=10)
-        wait_for(lambda: (s := status()) and s.backend == "local" and "offload host failed" in s.message, 60,
-                 what="status back to local after the host died")
+        wait_for(
+            lambda: (s := status()) and s.backend == "local" and "offload host failed" in s.message,
+            60,
+            what="status back to local after the host died",
+        )
         wait_for(lambda: len(sub.payloads("/score")) >= before + 8, 30, what="windows after the fallback")
         assert proc.poll() is None
     finally:

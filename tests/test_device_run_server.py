@@ -42,7 +42,9 @@ def test_broker_restart_and_device_kill_still_store_every_window_once(tmp_path: 
                 seq_at_outage = last_seq(tmp_path)
                 wait_for(lambda: last_seq(tmp_path) >= seq_at_outage + 8, 30, what="windows queued during the outage")
                 broker.start()
-                wait_for(lambda: len(stored(db)) >= last_seq(tmp_path) - 4, 60, what="the backlog stored after the restart")
+                wait_for(
+                    lambda: len(stored(db)) >= last_seq(tmp_path) - 4, 60, what="the backlog stored after the restart"
+                )
             finally:
                 device.kill()
                 device.wait(timeout=10)

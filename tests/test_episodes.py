@@ -24,11 +24,33 @@ from tests.web_support import (
 )
 
 
-def _row(id: int, source: str, event: str, t: float, animal: int | None = 1, device: str = "rack1", box: int = 0,
-         rule: int | None = None, score: float | None = 7.0) -> dict[str, Any]:
-    return {"id": id, "source": source, "event": event, "time": t, "animal_id": animal, "animal_name": "M1",
-            "device": device, "box": box, "rule_id": rule, "threshold": 6.0, "duration_s": 300.0, "score": score,
-            "received_at": t, "acknowledged_at": None}
+def _row(
+    id: int,
+    source: str,
+    event: str,
+    t: float,
+    animal: int | None = 1,
+    device: str = "rack1",
+    box: int = 0,
+    rule: int | None = None,
+    score: float | None = 7.0,
+) -> dict[str, Any]:
+    return {
+        "id": id,
+        "source": source,
+        "event": event,
+        "time": t,
+        "animal_id": animal,
+        "animal_name": "M1",
+        "device": device,
+        "box": box,
+        "rule_id": rule,
+        "threshold": 6.0,
+        "duration_s": 300.0,
+        "score": score,
+        "received_at": t,
+        "acknowledged_at": None,
+    }
 
 
 def test_raised_and_cleared_become_one_episode_with_duration_and_peak() -> None:
@@ -40,9 +62,13 @@ def test_raised_and_cleared_become_one_episode_with_duration_and_peak() -> None:
 
 
 def test_device_and_rule_alerts_of_one_animal_at_one_time_are_one_episode_with_both_sources() -> None:
-    rows = [_row(1, "device", "raised", 1000.0), _row(2, "server", "raised", 1100.0, rule=3, score=7.8),
-            _row(3, "device", "cleared", 1500.0), _row(4, "server", "cleared", 1550.0, rule=3),
-            _row(5, "device", "raised", 5000.0)]
+    rows = [
+        _row(1, "device", "raised", 1000.0),
+        _row(2, "server", "raised", 1100.0, rule=3, score=7.8),
+        _row(3, "device", "cleared", 1500.0),
+        _row(4, "server", "cleared", 1550.0, rule=3),
+        _row(5, "device", "raised", 5000.0),
+    ]
     found = episodes.build(rows)
     assert [(e.start, e.end) for e in found] == [(1000.0, 1550.0), (5000.0, None)]
     first = found[0]
@@ -53,9 +79,13 @@ def test_device_and_rule_alerts_of_one_animal_at_one_time_are_one_episode_with_b
 
 
 def test_separate_animals_and_far_apart_alerts_stay_separate() -> None:
-    rows = [_row(1, "device", "raised", 1000.0), _row(2, "device", "cleared", 1100.0),
-            _row(3, "device", "raised", 1100.0 + episodes.MERGE_GAP_S + 1), _row(4, "device", "cleared", 2000.0),
-            _row(5, "device", "raised", 1000.0, animal=2, box=1)]
+    rows = [
+        _row(1, "device", "raised", 1000.0),
+        _row(2, "device", "cleared", 1100.0),
+        _row(3, "device", "raised", 1100.0 + episodes.MERGE_GAP_S + 1),
+        _row(4, "device", "cleared", 2000.0),
+        _row(5, "device", "raised", 1000.0, animal=2, box=1),
+    ]
     found = episodes.build(rows)
     assert len(found) == 3
     assert {e.animal_id for e in found} == {1, 2}
@@ -86,8 +116,10 @@ def test_an_episode_is_acknowledged_once_with_a_note_and_shows_who_and_what(app:
     rows = re.findall(r'<tr data-episode="(\d+)"', page)
     assert len(rows) == 1, "the device and the rule alert are one episode, not two open alerts"
     assert "device + rule" in page
-    response = client.post(f"/alerts/{rows[0]}/acknowledge",
-                           data={"note": "analgesia given, vet informed", "back": "/alerts", "csrf_token": csrf(client)})
+    response = client.post(
+        f"/alerts/{rows[0]}/acknowledge",
+        data={"note": "analgesia given, vet informed", "back": "/alerts", "csrf_token": csrf(client)},
+    )
     assert response.status_code == 302
     assert repo_call(app, "alerts", unacknowledged=True) == [], "both alerts of the episode are acknowledged"
     page = client.get("/alerts?show=all").get_data(as_text=True)

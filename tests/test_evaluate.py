@@ -12,9 +12,31 @@ from export.cli import main as mgs_export
 from export.crossval import image_folds
 from export.synth.writer import write_dataset
 
-REPORT_FIELDS = {"frames", "true_visible_eyes", "match_px", "segmentation", "detection", "end_to_end", "regressor_only",
-                 "dataset", "runtime", "models", "seconds", "plots"}
-AGREEMENT_FIELDS = {"n", "mae", "mean_difference", "pearson_r", "icc_2_1", "sd_difference", "loa_lower", "loa_upper", "per_true_score"}
+REPORT_FIELDS = {
+    "frames",
+    "true_visible_eyes",
+    "match_px",
+    "segmentation",
+    "detection",
+    "end_to_end",
+    "regressor_only",
+    "dataset",
+    "runtime",
+    "models",
+    "seconds",
+    "plots",
+}
+AGREEMENT_FIELDS = {
+    "n",
+    "mae",
+    "mean_difference",
+    "pearson_r",
+    "icc_2_1",
+    "sd_difference",
+    "loa_lower",
+    "loa_upper",
+    "per_true_score",
+}
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +46,29 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     models = root / "models"
     common = ["--data", str(data), "--epochs", "1", "--quiet"]
     assert mgs_export(["train-eye", *common, "--batch", "4", "--out", str(models / "eye.pt")]) == 0
-    assert mgs_export(["train-seg", "--model", "fine", *common, "--crop", "48", "--crops-per-box", "2", "--out", str(models / "seg_fine.pt")]) == 0
-    assert mgs_export(["train-seg", "--model", "coarse", *common, "--input-size", "64x48", "--out", str(models / "seg_coarse.pt")]) == 0
+    assert (
+        mgs_export(
+            [
+                "train-seg",
+                "--model",
+                "fine",
+                *common,
+                "--crop",
+                "48",
+                "--crops-per-box",
+                "2",
+                "--out",
+                str(models / "seg_fine.pt"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        mgs_export(
+            ["train-seg", "--model", "coarse", *common, "--input-size", "64x48", "--out", str(models / "seg_coarse.pt")]
+        )
+        == 0
+    )
     return data, models
 
 
@@ -50,7 +93,9 @@ def test_evaluate_writes_report_with_all_fields_and_plots(tiny_models: tuple[Pat
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_evaluate_without_models_says_what_to_do(tiny_models: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_evaluate_without_models_says_what_to_do(
+    tiny_models: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     data, _ = tiny_models
     assert mgs_export(["evaluate", "--data", str(data), "--models", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     assert "train it" in capsys.readouterr().err
@@ -63,7 +108,25 @@ def test_crossval_splits_by_image_and_reports(tiny_models: tuple[Path, Path], tm
     assert all(len(f) >= 1 for f in folds)
     data, _ = tiny_models
     out = tmp_path / "cv"
-    assert mgs_export(["crossval", "--data", str(data), "--folds", "2", "--epochs", "1", "--batch", "4", "--out", str(out), "--quiet"]) == 0
+    assert (
+        mgs_export(
+            [
+                "crossval",
+                "--data",
+                str(data),
+                "--folds",
+                "2",
+                "--epochs",
+                "1",
+                "--batch",
+                "4",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "crossval.json").read_text())
     assert report["folds"] == 2 and len(report["per_fold"]) == 2
     assert sum(f["test_eyes"] for f in report["per_fold"]) == report["eyes"] == report["pooled"]["n"]

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from mgs_core.errors import ConfigError
 from device.eyes import EyeBlob, EyeConfig, crop_patches, find_eye_blobs, score_blobs, sharpness
+from mgs_core.errors import ConfigError
 from mgs_core.tomlconfig import from_dict
 
 
@@ -32,7 +32,9 @@ def test_two_eyes_found_with_centres_in_frame_coordinates() -> None:
 
 
 def test_scale_maps_coarse_pixels_to_full_frame() -> None:
-    blobs = find_eye_blobs(head_map(), EyeConfig(min_area_px=20, max_area_px=10000), origin=(0.0, 0.0), scale=(2.0, 2.0))
+    blobs = find_eye_blobs(
+        head_map(), EyeConfig(min_area_px=20, max_area_px=10000), origin=(0.0, 0.0), scale=(2.0, 2.0)
+    )
     assert len(blobs) == 2
     assert abs(blobs[0].x - 200.5) < 1.5 and abs(blobs[0].y - 160.5) < 1.5
     assert blobs[0].area_px > 4 * 150
@@ -40,9 +42,9 @@ def test_scale_maps_coarse_pixels_to_full_frame() -> None:
 
 def test_size_shape_and_context_filters() -> None:
     classes = head_map()
-    cv2.circle(classes, (20, 20), 6, 3, -1)           # eye-sized blob in the background: no animal around
-    classes[150, 150] = 3                              # a speck inside the animal: too small
-    cv2.line(classes, (60, 130), (140, 131), 3, 2)     # long thin streak: wrong shape
+    cv2.circle(classes, (20, 20), 6, 3, -1)  # eye-sized blob in the background: no animal around
+    classes[150, 150] = 3  # a speck inside the animal: too small
+    cv2.line(classes, (60, 130), (140, 131), 3, 2)  # long thin streak: wrong shape
     blobs = find_eye_blobs(classes, EyeConfig())
     assert len(blobs) == 2
     assert all(b.y < 100 for b in blobs)
@@ -84,7 +86,12 @@ def test_blurred_and_partial_eyes_are_not_quality_ok() -> None:
     frame = (rng.random((200, 200, 3)) * 255).astype(np.uint8)
     frame[:, 100:] = cv2.GaussianBlur(frame[:, 100:], (0, 0), 6)
     assert sharpness(frame[75:125, 25:75]) > 10 * sharpness(frame[75:125, 125:175])
-    blobs = [EyeBlob(50, 100, 100, False), EyeBlob(150, 100, 100, False), EyeBlob(50, 100, 100, True), EyeBlob(10, 10, 100, False)]
+    blobs = [
+        EyeBlob(50, 100, 100, False),
+        EyeBlob(150, 100, 100, False),
+        EyeBlob(50, 100, 100, True),
+        EyeBlob(10, 10, 100, False),
+    ]
     constant = lambda batch: np.full((len(batch), 1), 12.5, np.float32)  # noqa: E731 - a stand-in regressor, out of range on purpose
     eyes = score_blobs(frame, blobs, constant, EyeConfig(min_confidence=0.0))  # noise is no eye: score it anyway
     assert [e.quality_ok for e in eyes] == [True, False, False, False]

@@ -22,25 +22,129 @@ from tests.web_support import add_token, add_user, alert, make_app, repo_call, s
 # The fuzzing admin's own credentials must survive the run (self-revocation or demotion would
 # turn every later case into a 401/403 and hide the rest); login and logout are covered elsewhere.
 SKIPPED = {"static", "auth.login", "auth.logout", "admin.revoke_token", "admin.set_role", "admin.delete_user"}
-QUERY_NAMES = ["start", "end", "resolution", "since", "until", "device", "box", "animal_id", "experiment_id", "open",
-               "limit", "active", "format", "scope", "fragment", "show"]
-FIELD_NAMES = ["name", "strain", "notes", "description", "experiment_id", "animal_id", "device", "box", "start_time",
-               "end_time", "note", "threshold", "duration_s", "enabled", "label"]
-FORM_NAMES = ["name", "description", "strain", "notes", "experiment_id", "animal_id", "box", "start", "end", "note",
-              "target", "threshold", "duration_min", "enabled", "back", "username", "password", "role", "user_id"]
-INTERESTING = ["", "0", "1", "2", "-1", "15", "16", "1e18", "-1e18", "nan", "inf", "-inf", "1e400", "2026-12-02",
-               "2026-12-02T10:00:00Z", "2026-12-02T10:00:00", "2100-01-01T00:00:00Z", "1969-12-31T23:59:59Z",
-               "9223372036854775807", "9223372036854775808", "99999999999999999999", "٣", "𝟙", "1_0", "+1", " 1",
-               "0x10", "rack1", "rack1/0", "rack1/99", "animal:1", "experiment:1", "box:rack1/0", "box:rack1/x",
-               "animal:", "now", "raw", "minute", "auto", "csv", "json", "open", "all", "admin", "viewer", "true",
-               "//evil.example", "/\\evil.example", "\x00", "a" * 300]
+QUERY_NAMES = [
+    "start",
+    "end",
+    "resolution",
+    "since",
+    "until",
+    "device",
+    "box",
+    "animal_id",
+    "experiment_id",
+    "open",
+    "limit",
+    "active",
+    "format",
+    "scope",
+    "fragment",
+    "show",
+]
+FIELD_NAMES = [
+    "name",
+    "strain",
+    "notes",
+    "description",
+    "experiment_id",
+    "animal_id",
+    "device",
+    "box",
+    "start_time",
+    "end_time",
+    "note",
+    "threshold",
+    "duration_s",
+    "enabled",
+    "label",
+]
+FORM_NAMES = [
+    "name",
+    "description",
+    "strain",
+    "notes",
+    "experiment_id",
+    "animal_id",
+    "box",
+    "start",
+    "end",
+    "note",
+    "target",
+    "threshold",
+    "duration_min",
+    "enabled",
+    "back",
+    "username",
+    "password",
+    "role",
+    "user_id",
+]
+INTERESTING = [
+    "",
+    "0",
+    "1",
+    "2",
+    "-1",
+    "15",
+    "16",
+    "1e18",
+    "-1e18",
+    "nan",
+    "inf",
+    "-inf",
+    "1e400",
+    "2026-12-02",
+    "2026-12-02T10:00:00Z",
+    "2026-12-02T10:00:00",
+    "2100-01-01T00:00:00Z",
+    "1969-12-31T23:59:59Z",
+    "9223372036854775807",
+    "9223372036854775808",
+    "99999999999999999999",
+    "٣",
+    "𝟙",
+    "1_0",
+    "+1",
+    " 1",
+    "0x10",
+    "rack1",
+    "rack1/0",
+    "rack1/99",
+    "animal:1",
+    "experiment:1",
+    "box:rack1/0",
+    "box:rack1/x",
+    "animal:",
+    "now",
+    "raw",
+    "minute",
+    "auto",
+    "csv",
+    "json",
+    "open",
+    "all",
+    "admin",
+    "viewer",
+    "true",
+    "//evil.example",
+    "/\\evil.example",
+    "\x00",
+    "a" * 300,
+]
 
 texts = st.one_of(st.sampled_from(INTERESTING), st.text(max_size=40))
-json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.sampled_from([2**63, -(2**63) - 1, 10**30]),
-                         st.floats(allow_nan=True, allow_infinity=True), texts)
-json_values = st.recursive(json_scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                                 st.dictionaries(texts, inner, max_size=3)),
-                           max_leaves=8)
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.sampled_from([2**63, -(2**63) - 1, 10**30]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    texts,
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(texts, inner, max_size=3)),
+    max_leaves=8,
+)
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +162,12 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> tuple[Flask, dict[str,
 
 def _routes(app: Flask) -> list[tuple[str, str, str]]:
     """(endpoint, rule, method) for every fuzzed route and declared method."""
-    return [(rule.endpoint, rule.rule, method) for rule in app.url_map.iter_rules() if rule.endpoint not in SKIPPED
-            for method in sorted((rule.methods or set()) - {"OPTIONS", "HEAD"})]
+    return [
+        (rule.endpoint, rule.rule, method)
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint not in SKIPPED
+        for method in sorted((rule.methods or set()) - {"OPTIONS", "HEAD"})
+    ]
 
 
 IDS = ["1", "2", "0", "9223372036854775807", "9223372036854775808", "99999999999999999999", "٣", "１", "-1", "1.0"]
@@ -78,12 +186,16 @@ def requests(draw: st.DrawFn, route: tuple[str, str, str]) -> dict[str, Any]:
 
     def fill(match: re.Match[str]) -> str:
         return quote(draw(_path_arg(match.group(1) or "")), safe="")
+
     path = re.sub(r"<(?:(\w+):)?\w+>", fill, rule)
     query = draw(st.dictionaries(st.one_of(st.sampled_from(QUERY_NAMES), st.text(max_size=10)), texts, max_size=4))
     request: dict[str, Any] = {"path": path, "method": method, "query_string": query, "endpoint": endpoint}
     if method != "GET" and path.startswith("/api/"):
-        body = draw(st.one_of(st.dictionaries(st.one_of(st.sampled_from(FIELD_NAMES), texts), json_values, max_size=6),
-                              json_values))
+        body = draw(
+            st.one_of(
+                st.dictionaries(st.one_of(st.sampled_from(FIELD_NAMES), texts), json_values, max_size=6), json_values
+            )
+        )
         request["json"] = body
     elif method != "GET":
         request["data"] = draw(st.dictionaries(st.sampled_from(FORM_NAMES), texts, max_size=6))
@@ -117,7 +229,16 @@ def test_the_fuzzed_database_is_still_a_working_database(fuzz_app: tuple[Flask, 
     """Run after the fuzzing: whatever was accepted must still read back through the API."""
     app, headers = fuzz_app
     client = app.test_client()
-    for url in ("/api/v1/boxes", "/api/v1/assignments", "/api/v1/alerts", "/api/v1/alert-rules", "/api/v1/animals",
-                "/", "/assignments", "/devices", "/alerts?show=all"):
+    for url in (
+        "/api/v1/boxes",
+        "/api/v1/assignments",
+        "/api/v1/alerts",
+        "/api/v1/alert-rules",
+        "/api/v1/animals",
+        "/",
+        "/assignments",
+        "/devices",
+        "/alerts?show=all",
+    ):
         assert client.get(url, headers=headers).status_code == 200, url
     assert Path(app.config["DATABASE"]).exists()

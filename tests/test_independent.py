@@ -14,10 +14,34 @@ from export.dataset import open_dataset, validate_dataset
 from export.independent import mouse
 from export.independent.scene import render_frame
 
-FRAME_KEYS = {"boxes", "focal_px", "camera_yaw_deg", "camera_pitch_deg", "camera_roll_deg", "backdrop", "lighting",
-              "light_level", "colour_temp", "defocus_px", "noise_sigma", "jpeg_quality"}
-BOX_KEYS = {"box_width_px", "box_height_px", "bedding", "fur", "eye_colour", "pose", "mouse_yaw_deg", "mouse_length_px",
-            "eye_width_px", "motion_blur_px", "card", "occlusion"}
+FRAME_KEYS = {
+    "boxes",
+    "focal_px",
+    "camera_yaw_deg",
+    "camera_pitch_deg",
+    "camera_roll_deg",
+    "backdrop",
+    "lighting",
+    "light_level",
+    "colour_temp",
+    "defocus_px",
+    "noise_sigma",
+    "jpeg_quality",
+}
+BOX_KEYS = {
+    "box_width_px",
+    "box_height_px",
+    "bedding",
+    "fur",
+    "eye_colour",
+    "pose",
+    "mouse_yaw_deg",
+    "mouse_length_px",
+    "eye_width_px",
+    "motion_blur_px",
+    "card",
+    "occlusion",
+}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +64,12 @@ def test_written_dataset_is_valid_and_repeatable(rendered: Path, tmp_path: Path)
     assert problems == []
     assert counts["images"] == counts["masks"] == 3 and counts["boxes"] >= 3
     again = tmp_path / "again"
-    assert mgs_export(["render-independent", "--out", str(again), "--frames", "3", "--seed", "5", "--workers", "2", "--quiet"]) == 0
+    assert (
+        mgs_export(
+            ["render-independent", "--out", str(again), "--frames", "3", "--seed", "5", "--workers", "2", "--quiet"]
+        )
+        == 0
+    )
     assert (again / "labels.jsonl").read_text() == (rendered / "labels.jsonl").read_text()
     for image in sorted((rendered / "images").iterdir()):
         assert (again / "images" / image.name).read_bytes() == image.read_bytes()

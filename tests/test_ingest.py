@@ -10,8 +10,14 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from mgs_core.errors import ConfigError
-from mgs_core.messages import (AnimalAlert, BoxAlert, animal_alert_subscription, availability_topic, status_topic,
-                             utc_iso)
+from mgs_core.messages import (
+    AnimalAlert,
+    BoxAlert,
+    animal_alert_subscription,
+    availability_topic,
+    status_topic,
+    utc_iso,
+)
 from mgs_core.tomlconfig import from_dict
 from server.db import connect
 from server.ingest import IngestConfig, IngestWorker
@@ -40,8 +46,9 @@ def test_windows_arrive_once_even_when_published_twice(broker, tmp_path: Path) -
         publish(broker, messages)
         publish(broker, messages[50:150])
         wait_for(lambda: worker.stats().get("received", 0) >= 400, what="400 messages received")
-        wait_for(lambda: worker.stats().get("stored", 0) + worker.stats().get("duplicates", 0) >= 400,
-                 what="all written")
+        wait_for(
+            lambda: worker.stats().get("stored", 0) + worker.stats().get("duplicates", 0) >= 400, what="all written"
+        )
         assert worker.stats()["duplicates"] == 100
     assert stored_seqs(db_path) == list(range(300))
     assert rows(db_path, "SELECT SUM(windows) FROM rollup_hour") == [(300,)]
@@ -67,20 +74,34 @@ def test_stop_writes_everything_already_received(broker, tmp_path: Path) -> None
 
 def test_status_availability_and_device_alerts_are_tracked(broker, tmp_path: Path) -> None:
     db_path = tmp_path / "server.db"
-    alert = BoxAlert(device="rack1", box=1, seq=900, event="raised", time=utc_iso(T0), threshold=5.0,
-                     duration_s=30.0, score=6.0)
+    alert = BoxAlert(
+        device="rack1", box=1, seq=900, event="raised", time=utc_iso(T0), threshold=5.0, duration_s=30.0, score=6.0
+    )
     with running_worker(broker, db_path) as worker:
-        publish(broker, [(availability_topic("rack1"), b"online"), (status_topic("rack1"), status().to_json())],
-                retain=True)
+        publish(
+            broker, [(availability_topic("rack1"), b"online"), (status_topic("rack1"), status().to_json())], retain=True
+        )
         publish(broker, [("mgs/rack1/box/1/alert", alert.to_json())] * 2 + [("mgs/rack1/box/1/state", b"4.50")])
-        wait_for(lambda: worker.stats().get("device_alerts", 0) >= 1 and worker.stats().get("states", 0) >= 1
-                 and worker.stats().get("received", 0) >= 5, what="status, alerts and state")
+        wait_for(
+            lambda: (
+                worker.stats().get("device_alerts", 0) >= 1
+                and worker.stats().get("states", 0) >= 1
+                and worker.stats().get("received", 0) >= 5
+            ),
+            what="status, alerts and state",
+        )
         device = Repository(connect(db_path)).device("rack1")
-        assert (device["availability"], device["fps"], device["backend"], device["outbox_depth"]) == \
-            ("online", 21.5, "local", 3)
+        assert (device["availability"], device["fps"], device["backend"], device["outbox_depth"]) == (
+            "online",
+            21.5,
+            "local",
+            3,
+        )
         publish(broker, [(availability_topic("rack1"), b"offline")], retain=True)
-        wait_for(lambda: Repository(connect(db_path)).device("rack1")["availability"] == "offline",
-                 what="offline to be recorded")
+        wait_for(
+            lambda: Repository(connect(db_path)).device("rack1")["availability"] == "offline",
+            what="offline to be recorded",
+        )
     assert rows(db_path, "SELECT source, event, seq FROM alerts") == [("device", "raised", 900)]
 
 
@@ -110,8 +131,13 @@ def test_server_alerts_are_published_for_alerting_systems(broker, tmp_path: Path
     topic, payload = received[0]
     event = AnimalAlert.from_json(payload)
     assert topic == f"mgs/alerts/{mouse}"
-    assert (event.event, event.animal, event.device, event.box, event.threshold) == \
-        ("raised", "M-42 'special'", "rack1", 0, 5.0)
+    assert (event.event, event.animal, event.device, event.box, event.threshold) == (
+        "raised",
+        "M-42 'special'",
+        "rack1",
+        0,
+        5.0,
+    )
     assert json.loads(payload)["alert_id"] == repo.alerts(animal_id=mouse)[0]["id"]
 
 

@@ -22,6 +22,11 @@ def test_ingest_bench_counts_every_window_by_seq(tmp_path: Path) -> None:
 
 def test_history_bench_builds_rollups_and_answers_through_the_api(tmp_path: Path) -> None:
     result = bench_history(boxes=1, days=1, repeats=2, cache=tmp_path)
-    assert (result["rows"], result["resolution"], result["points"], result["api_points"]) == (86400, "minute", 1440, 1440)
+    assert (result["rows"], result["resolution"], result["points"], result["api_points"]) == (
+        86400,
+        "minute",
+        1440,
+        1440,
+    )
     again = bench_history(boxes=1, days=1, repeats=1, cache=tmp_path)
     assert again["cached"] and again["rows"] == 86400

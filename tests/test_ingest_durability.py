@@ -36,6 +36,7 @@ def start_server(config: Path, log: Path, db: Path, probe_seq: int, broker: Brok
         assert server.poll() is None, log.read_text()[-3000:]
         publish(broker, probe)
         return stored(db, "probe") > probe_seq
+
     wait_for(probe_stored, timeout=60, interval=0.5, what="the server to store a probe window")
     return server
 
@@ -45,8 +46,12 @@ def test_sigkill_while_ingesting_loses_nothing_and_stores_each_window_once(tmp_p
     db, log = tmp_path / "server.sqlite", tmp_path / "server.log"
     server = start_server(config, log, db, 0, broker)
     publisher = RawPublisher(broker.host, broker.port, "durability-publisher")
-    assert publisher.publish_all(RawPublisher.encode([score_message(window(seq=seq, t=1_750_000_000.0 + seq))
-                                                      for seq in range(N)])) == N
+    assert (
+        publisher.publish_all(
+            RawPublisher.encode([score_message(window(seq=seq, t=1_750_000_000.0 + seq)) for seq in range(N)])
+        )
+        == N
+    )
     try:
         at_kill = wait_for(lambda: stored(db, "rack1"), timeout=120, interval=0.01, what="the first batch to commit")
         server.send_signal(signal.SIGKILL)
@@ -82,8 +87,12 @@ def test_a_clean_stop_mid_stream_leaves_the_unwritten_rest_in_the_broker(tmp_pat
     db, n = tmp_path / "server.db", 20_000
     with running_worker(broker, db, client_id="clean-stop") as worker:
         publisher = RawPublisher(broker.host, broker.port, "clean-stop-publisher")
-        assert publisher.publish_all(RawPublisher.encode([score_message(window(seq=seq, t=1_750_000_000.0 + seq))
-                                                          for seq in range(n)])) == n
+        assert (
+            publisher.publish_all(
+                RawPublisher.encode([score_message(window(seq=seq, t=1_750_000_000.0 + seq)) for seq in range(n)])
+            )
+            == n
+        )
         wait_for(lambda: worker.stats().get("stored", 0), timeout=60, interval=0.01, what="the first batch")
     first = stored(db, "rack1")
     assert worker.stats()["queued"] == 0, "stop() wrote everything it took in"

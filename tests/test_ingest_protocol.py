@@ -30,7 +30,9 @@ def test_3_1_1_stores_every_window_exactly_once_through_mosquitto(broker, tmp_pa
     with running_worker(broker, db, protocol="3.1.1", flush_interval_s=0.5) as worker:
         publish(broker, messages)
         publish(broker, messages[:100])  # redelivered windows are duplicates, not new rows
-        wait_for(lambda: worker.stats().get("acknowledged", 0) == N + 100, timeout=60, what="every message acknowledged")
+        wait_for(
+            lambda: worker.stats().get("acknowledged", 0) == N + 100, timeout=60, what="every message acknowledged"
+        )
         assert worker.stats()["stored"] == N and worker.stats()["duplicates"] == 100
     assert stored_seqs(db) == list(range(N))
 

@@ -22,19 +22,23 @@ def near(pixel, colour) -> bool:
 
 def test_boxes_are_coloured_by_state_and_eyes_by_quality() -> None:
     frame = np.zeros((1080, 1920, 3), np.uint8)
-    result = FrameResult(0, 0.0, (
-        BoxResult(0, (EyeScore(300.0, 500.0, 3.0, quality_ok=True, area_px=100),), True),
-        BoxResult(1, (EyeScore(800.0, 500.0, 8.0, quality_ok=False, area_px=100),), True),
-    ))
+    result = FrameResult(
+        0,
+        0.0,
+        (
+            BoxResult(0, (EyeScore(300.0, 500.0, 3.0, quality_ok=True, area_px=100),), True),
+            BoxResult(1, (EyeScore(800.0, 500.0, 8.0, quality_ok=False, area_px=100),), True),
+        ),
+    )
     pic = draw_preview(frame, ROIS, result, {0: window(0, 3.0), 1: window(1, None), 2: window(2, 7.5)}, alerts=[2])
     assert pic.shape == (540, PREVIEW_WIDTH, 3)
     s = PREVIEW_WIDTH / 1920
     bottom = round(800 * s)  # bottom edge of every box, scaled
-    assert near(pic[bottom, round(300 * s)], GREEN)   # box 0 has a score
-    assert near(pic[bottom, round(800 * s)], GREY)    # box 1: no face
-    assert near(pic[bottom, round(1300 * s)], RED)    # box 2: alert raised
+    assert near(pic[bottom, round(300 * s)], GREEN)  # box 0 has a score
+    assert near(pic[bottom, round(800 * s)], GREY)  # box 1: no face
+    assert near(pic[bottom, round(1300 * s)], RED)  # box 2: alert raised
     radius = max(5, round(10 * s))
-    assert near(pic[round(500 * s), round(300 * s) + radius], GREEN)   # eye used for the score
+    assert near(pic[round(500 * s), round(300 * s) + radius], GREEN)  # eye used for the score
     assert near(pic[round(500 * s), round(800 * s) + radius], ORANGE)  # eye rejected
     assert frame.max() == 0  # the camera frame itself is not drawn on
 

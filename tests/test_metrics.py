@@ -5,8 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from export.metrics import (bland_altman, confusion_matrix, icc_2_1, iou_from_confusion, mae, mae_per_bin, match_points,
-                            mean_difference, pearson_r, precision_recall, score_agreement)
+from export.metrics import (
+    bland_altman,
+    confusion_matrix,
+    icc_2_1,
+    iou_from_confusion,
+    mae,
+    mae_per_bin,
+    match_points,
+    mean_difference,
+    pearson_r,
+    precision_recall,
+    score_agreement,
+)
 
 
 def test_icc_2_1_matches_shrout_fleiss_worked_example() -> None:

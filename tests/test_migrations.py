@@ -15,9 +15,24 @@ from server.db import Migration, applied_versions, connect, migrations
 def test_a_new_database_gets_every_table_and_its_version(tmp_path: Path) -> None:
     db = connect(tmp_path / "s.db")
     assert applied_versions(db) == [m.version for m in migrations()]
-    assert {"devices", "boxes", "animals", "experiments", "assignments", "score_windows", "rollup_minute",
-            "rollup_hour", "alerts", "alert_rules", "rule_state", "users", "api_tokens", "quarantine",
-            "counters", "models"} <= set(db.table_names())
+    assert {
+        "devices",
+        "boxes",
+        "animals",
+        "experiments",
+        "assignments",
+        "score_windows",
+        "rollup_minute",
+        "rollup_hour",
+        "alerts",
+        "alert_rules",
+        "rule_state",
+        "users",
+        "api_tokens",
+        "quarantine",
+        "counters",
+        "models",
+    } <= set(db.table_names())
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -38,7 +53,9 @@ def test_migrations_are_numbered_without_gaps() -> None:
 
 def test_a_failing_migration_leaves_the_previous_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     db = connect(tmp_path / "s.db")
-    broken = Migration(len(migrations()) + 1, "broken", "CREATE TABLE half_done (x); INSERT INTO no_such_table VALUES (1);")
+    broken = Migration(
+        len(migrations()) + 1, "broken", "CREATE TABLE half_done (x); INSERT INTO no_such_table VALUES (1);"
+    )
     shipped = migrations()
     monkeypatch.setattr(server_db, "migrations", lambda: [*shipped, broken])
     with pytest.raises(MgsError, match="broken failed"):
@@ -69,25 +86,36 @@ def test_the_schema_rejects_contradicting_rows(tmp_path: Path) -> None:
         db.execute("INSERT INTO alert_rules (threshold, duration_s, created) VALUES (4, 60, 0)")
 
 
-def test_002_keys_messages_by_epoch_and_acknowledges_what_an_older_server_stored(tmp_path: Path,
-                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_002_keys_messages_by_epoch_and_acknowledges_what_an_older_server_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     shipped = migrations()
     monkeypatch.setattr(server_db, "migrations", lambda: shipped[:1])
     db = connect(tmp_path / "s.db")
     db.execute("INSERT INTO models (id, sha256) VALUES (1, 'ab')")
     for seq in (1, 2, 5):
-        db.execute("INSERT INTO score_windows (device, box, seq, window_start, window_end, frames, valid_eyes, "
-                   "face_visible_fraction, model_id, received_at) VALUES ('rack1', 0, ?, ?, ?, 5, 0, 0, 1, 10)",
-                   [seq, seq, seq + 1])
-    db.execute("INSERT INTO alerts (source, event, device, box, seq, time, threshold, duration_s, received_at) "
-               "VALUES ('device', 'raised', 'rack1', 0, 7, 0, 6, 30, 11)")
+        db.execute(
+            "INSERT INTO score_windows (device, box, seq, window_start, window_end, frames, valid_eyes, "
+            "face_visible_fraction, model_id, received_at) VALUES ('rack1', 0, ?, ?, ?, 5, 0, 0, 1, 10)",
+            [seq, seq, seq + 1],
+        )
+    db.execute(
+        "INSERT INTO alerts (source, event, device, box, seq, time, threshold, duration_s, received_at) "
+        "VALUES ('device', 'raised', 'rack1', 0, 7, 0, 6, 30, 11)"
+    )
     db.conn.commit()
     monkeypatch.setattr(server_db, "migrations", lambda: shipped[:2])
     assert server_db.migrate(db) == [2]
     assert db.execute("SELECT epoch, seq FROM score_windows ORDER BY id").fetchall() == [("", 1), ("", 2), ("", 5)]
-    assert db.execute("SELECT device, epoch, stored_through, highest_seq FROM delivery").fetchall() == [("rack1", "", 7, 7)]
-    db.execute("INSERT INTO score_windows (device, box, epoch, seq, window_start, window_end, frames, valid_eyes, "
-               "face_visible_fraction, model_id, received_at) VALUES ('rack1', 0, 'ab12cd34', 1, 1, 2, 5, 0, 0, 1, 12)")
+    assert db.execute("SELECT device, epoch, stored_through, highest_seq FROM delivery").fetchall() == [
+        ("rack1", "", 7, 7)
+    ]
+    db.execute(
+        "INSERT INTO score_windows (device, box, epoch, seq, window_start, window_end, frames, valid_eyes, "
+        "face_visible_fraction, model_id, received_at) VALUES ('rack1', 0, 'ab12cd34', 1, 1, 2, 5, 0, 0, 1, 12)"
+    )
     with pytest.raises(sqlite3.IntegrityError):
-        db.execute("INSERT INTO score_windows (device, box, epoch, seq, window_start, window_end, frames, valid_eyes, "
-                   "face_visible_fraction, model_id, received_at) VALUES ('rack1', 0, '', 1, 1, 2, 5, 0, 0, 1, 12)")
+        db.execute(
+            "INSERT INTO score_windows (device, box, epoch, seq, window_start, window_end, frames, valid_eyes, "
+            "face_visible_fraction, model_id, received_at) VALUES ('rack1', 0, '', 1, 1, 2, 5, 0, 0, 1, 12)"
+        )

@@ -81,7 +81,8 @@ def test_a_window_the_database_cannot_store_is_quarantined_alone_and_blocks_noth
     broker, server = rig
     connect(server.db).conn.executescript(  # the database refuses every window of device 'poison'
         "CREATE TRIGGER poison BEFORE INSERT ON score_windows WHEN NEW.device = 'poison' "
-        "BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END;")
+        "BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END;"
+    )
     server.start()
     devs = devices(broker, tmp_path)
     poison = sim_device(broker, "poison", tmp_path)
@@ -101,12 +102,19 @@ def test_a_window_the_database_cannot_store_is_quarantined_alone_and_blocks_noth
         stop_all(devs + [poison])
     reasons = [r for (r,) in server.query("SELECT reason FROM quarantine WHERE device = 'poison'")]
     assert len(reasons) == len(poison.sent) and all("refused by a test trigger" in r for r in reasons)
-    assert any("outside the years" in r for (r,) in server.query("SELECT reason FROM quarantine WHERE device = 'rack0'"))
+    assert any(
+        "outside the years" in r for (r,) in server.query("SELECT reason FROM quarantine WHERE device = 'rack0'")
+    )
     assert server.query("SELECT COUNT(*) FROM score_windows WHERE device = 'poison'") == [(0,)]
     assert server.stop() == 0
-    Tally.of("poison message", "a device whose every window the database refuses streams next to 2 devices (counted "
-             "here; the refused ones are all quarantined and confirmed); a year-9999 window",
-             server, devs, took).check()
+    Tally.of(
+        "poison message",
+        "a device whose every window the database refuses streams next to 2 devices (counted "
+        "here; the refused ones are all quarantined and confirmed); a year-9999 window",
+        server,
+        devs,
+        took,
+    ).check()
 
 
 def test_a_device_using_the_servers_client_id_takes_over_nothing(rig, tmp_path: Path) -> None:
@@ -120,8 +128,9 @@ def test_a_device_using_the_servers_client_id_takes_over_nothing(rig, tmp_path: 
         with Producer(devs):
             attempts = 0
             while sum(len(d.sent) for d in devs) < 400:
-                thief = raw_client(broker, "rack1", ("mgs-server-ingest", SERVER_USER, "rack0")[attempts % 3],
-                                   clean_start=False)
+                thief = raw_client(
+                    broker, "rack1", ("mgs-server-ingest", SERVER_USER, "rack0")[attempts % 3], clean_start=False
+                )
                 thief.disconnect()
                 thief.loop_stop()
                 attempts += 1
@@ -130,9 +139,14 @@ def test_a_device_using_the_servers_client_id_takes_over_nothing(rig, tmp_path: 
         stop_all(devs)
     assert server.log.read_text().count("ingest connected") == 1, "the server's connection was never taken"
     assert server.stop() == 0
-    Tally.of("client id take-over", "a device login connects again and again with the server's and another device's "
-             "client id (clean start off) while 2 devices stream",
-             server, devs, took).check()
+    Tally.of(
+        "client id take-over",
+        "a device login connects again and again with the server's and another device's "
+        "client id (clean start off) while 2 devices stream",
+        server,
+        devs,
+        took,
+    ).check()
 
 
 def test_broker_killed_while_the_server_is_stopped_loses_nothing(rig, tmp_path: Path) -> None:
@@ -146,8 +160,11 @@ def test_broker_killed_while_the_server_is_stopped_loses_nothing(rig, tmp_path: 
     try:
         for d in devs:
             d.produce(2000)
-        wait_for(lambda: all(d.publisher.broker_has_all() for d in devs), timeout=60,
-                 what="every window acknowledged by the broker")
+        wait_for(
+            lambda: all(d.publisher.broker_has_all() for d in devs),
+            timeout=60,
+            what="every window acknowledged by the broker",
+        )
         assert all(d.outbox.stats().depth == 2000 for d in devs), "nothing is confirmed stored yet"
         broker.kill()
         broker.start()
@@ -158,8 +175,14 @@ def test_broker_killed_while_the_server_is_stopped_loses_nothing(rig, tmp_path: 
     finally:
         stop_all(devs)
     assert server.stop() == 0
-    Tally.of("broker SIGKILL, server stopped", "2 devices x 2,000 windows acknowledged by the broker, broker killed "
-             "before its save, restarted, server started", server, devs, took).check()
+    Tally.of(
+        "broker SIGKILL, server stopped",
+        "2 devices x 2,000 windows acknowledged by the broker, broker killed "
+        "before its save, restarted, server started",
+        server,
+        devs,
+        took,
+    ).check()
 
 
 def test_a_lost_outbox_starts_a_new_epoch_and_nothing_is_dropped_as_a_duplicate(rig, tmp_path: Path) -> None:
@@ -185,13 +208,15 @@ def test_a_lost_outbox_starts_a_new_epoch_and_nothing_is_dropped_as_a_duplicate(
         took = time.monotonic() - started
     finally:
         stop_all(devs)
-    assert server.query("SELECT epoch, MIN(seq), MAX(seq) FROM score_windows GROUP BY epoch ORDER BY epoch = ?",
-                        (second_epoch,)) == [(first_epoch, 1, 200), (second_epoch, 1, 200)]
-    (regressions, last), = server.query("SELECT seq_regressions, last_regression FROM devices WHERE name = 'rack0'")
+    assert server.query(
+        "SELECT epoch, MIN(seq), MAX(seq) FROM score_windows GROUP BY epoch ORDER BY epoch = ?", (second_epoch,)
+    ) == [(first_epoch, 1, 200), (second_epoch, 1, 200)]
+    ((regressions, last),) = server.query("SELECT seq_regressions, last_regression FROM devices WHERE name = 'rack0'")
     assert regressions == 1 and "outbox was replaced" in last and first_epoch in last
     assert server.stop() == 0
-    Tally.of("outbox lost", "200 windows stored, outbox file moved aside, device restarted, 200 more", server, devs,
-             took).check()
+    Tally.of(
+        "outbox lost", "200 windows stored, outbox file moved aside, device restarted, 200 more", server, devs, took
+    ).check()
 
 
 def test_server_killed_mid_stream_loses_nothing(rig, tmp_path: Path) -> None:
@@ -229,8 +254,9 @@ def test_broker_killed_while_the_server_runs_loses_nothing(rig, tmp_path: Path) 
     finally:
         stop_all(devs)
     assert server.stop() == 0
-    Tally.of("broker SIGKILL, server running", "broker killed while 2 devices stream, restarted", server, devs,
-             took).check()
+    Tally.of(
+        "broker SIGKILL, server running", "broker killed while 2 devices stream, restarted", server, devs, took
+    ).check()
 
 
 def test_broker_down_for_a_while_loses_nothing(rig, tmp_path: Path) -> None:
@@ -250,8 +276,9 @@ def test_broker_down_for_a_while_loses_nothing(rig, tmp_path: Path) -> None:
     finally:
         stop_all(devs)
     assert server.stop() == 0
-    Tally.of("broker outage", "broker stopped for 3 s while 2 devices stream, started again", server, devs,
-             took).check()
+    Tally.of(
+        "broker outage", "broker stopped for 3 s while 2 devices stream, started again", server, devs, took
+    ).check()
 
 
 def test_device_restart_continues_its_epoch_and_loses_nothing(rig, tmp_path: Path) -> None:
@@ -275,8 +302,7 @@ def test_device_restart_continues_its_epoch_and_loses_nothing(rig, tmp_path: Pat
     assert server.query("SELECT COUNT(DISTINCT epoch) FROM score_windows") == [(1,)]
     assert server.query("SELECT seq_regressions FROM devices WHERE name = 'rack0'") == [(0,)]
     assert server.stop() == 0
-    Tally.of("device restart", "device stopped mid-stream and started on the same outbox", server, devs,
-             took).check()
+    Tally.of("device restart", "device stopped mid-stream and started on the same outbox", server, devs, took).check()
 
 
 def test_outbox_disk_full_keeps_windows_in_memory_and_loses_nothing(rig, tmp_path: Path) -> None:
@@ -297,5 +323,10 @@ def test_outbox_disk_full_keeps_windows_in_memory_and_loses_nothing(rig, tmp_pat
     finally:
         stop_all(devs)
     assert server.stop() == 0
-    Tally.of("outbox disk full", "800 windows into a 64 KiB outbox while the server is away, then the server starts",
-             server, devs, took).check()
+    Tally.of(
+        "outbox disk full",
+        "800 windows into a 64 KiB outbox while the server is away, then the server starts",
+        server,
+        devs,
+        took,
+    ).check()

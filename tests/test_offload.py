@@ -10,15 +10,22 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from mgs_core.errors import ConfigError
+from device.eyes import crop_patches, patches_to_batch
 from device.gpu_host import GpuHost, GpuHostConfig, load_served_models
 from device.inference import MODEL_NAMES, Models, load_models
 from device.offload import OffloadClient, OffloadConfig, OffloadError, OffloadPolicy, OffloadSwitch, encode
-from device.eyes import crop_patches, patches_to_batch
-from device.pipeline import FastPipeline, FullResolutionPipeline, PipelineConfig, images_to_batch, pad_to_multiple, resize_for_coarse
+from device.pipeline import (
+    FastPipeline,
+    FullResolutionPipeline,
+    PipelineConfig,
+    images_to_batch,
+    pad_to_multiple,
+    resize_for_coarse,
+)
 from device.rois import Roi
-from mgs_core.tomlconfig import from_dict
+from mgs_core.errors import ConfigError
 from mgs_core.manifest import sha256_file
+from mgs_core.tomlconfig import from_dict
 from tests.conftest import free_port, wait_for
 
 PRECISION = "int8"
@@ -54,20 +61,26 @@ def file_shas(models: Models) -> dict[str, str]:
 
 def offload_switch(local: Models, endpoint: str, timeout_s: float = 5.0) -> OffloadSwitch:
     config = OffloadConfig(host=endpoint, timeout_s=timeout_s, switch_after_s=0.0, retry_after_s=60.0)
-    return OffloadSwitch(local, file_shas(local), OffloadClient(endpoint, timeout_s), OffloadPolicy(config, target_fps=10.0))
+    return OffloadSwitch(
+        local, file_shas(local), OffloadClient(endpoint, timeout_s), OffloadPolicy(config, target_fps=10.0)
+    )
 
 
 def eyes(result) -> list[tuple]:
-    return [(b.box, b.animal_found, [(e.x, e.y, round(e.score, 4), e.quality_ok) for e in b.eyes]) for b in result.boxes]
+    return [
+        (b.box, b.animal_found, [(e.x, e.y, round(e.score, 4), e.quality_ok) for e in b.eyes]) for b in result.boxes
+    ]
 
 
 def network_inputs(models: Models, frame) -> dict[str, np.ndarray]:
     """What the pipeline feeds each network for this frame, built with the pipeline's own pre-processing."""
     rois = [Roi(*b.roi) for b in frame.boxes]
     eyes_xy = [(e.x, e.y) for b in frame.boxes for e in b.eyes]
-    crops = [pad_to_multiple(frame.image[int(y) - 48:int(y) + 48, int(x) - 48:int(x) + 48]) for x, y in eyes_xy]
+    crops = [pad_to_multiple(frame.image[int(y) - 48 : int(y) + 48, int(x) - 48 : int(x) + 48]) for x, y in eyes_xy]
     return {
-        "seg_coarse": images_to_batch([resize_for_coarse(frame.image[r.y:r.y1, r.x:r.x1], models.coarse_size) for r in rois]),
+        "seg_coarse": images_to_batch(
+            [resize_for_coarse(frame.image[r.y : r.y1, r.x : r.x1], models.coarse_size) for r in rois]
+        ),
         "seg_fine": images_to_batch(crops),
         "eye": patches_to_batch(crop_patches(frame.image, eyes_xy)[0]),
     }
@@ -109,7 +122,11 @@ def test_two_devices_share_one_batch(local, served) -> None:
     for t in threads:
         t.start()
     try:
-        wait_for(lambda: host.receive(0.05) >= 0 and host.pending_requests() == 2, timeout=20, what="both requests queued on the host")
+        wait_for(
+            lambda: host.receive(0.05) >= 0 and host.pending_requests() == 2,
+            timeout=20,
+            what="both requests queued on the host",
+        )
         host.run_due(0.0, force=True)
         for t in threads:
             t.join(timeout=20)
@@ -199,8 +216,12 @@ def test_a_host_with_other_model_files_is_refused(local) -> None:
     fp32_only = load_served_models(GpuHostConfig(precision="fp32", providers=["cpu"], threads=1))
     host = GpuHost(fp32_only, "tcp://127.0.0.1:*").start()
     try:
-        with pytest.raises(OffloadError, match=r"model eye with sha256 \w{12} is not served here .*fp32.*same models/ release"):
-            OffloadClient(host.endpoint, 10.0).infer("eye", sha256_file(local.files["eye"]), np.zeros((1, 3, 50, 50), np.float32))
+        with pytest.raises(
+            OffloadError, match=r"model eye with sha256 \w{12} is not served here .*fp32.*same models/ release"
+        ):
+            OffloadClient(host.endpoint, 10.0).infer(
+                "eye", sha256_file(local.files["eye"]), np.zeros((1, 3, 50, 50), np.float32)
+            )
         switch = offload_switch(local, host.endpoint)
         switch.observe(fps=1.0, now=100.0)
         assert switch.policy.backend == "local"
@@ -210,7 +231,9 @@ def test_a_host_with_other_model_files_is_refused(local) -> None:
 
 
 def test_policy_offloads_only_after_staying_slow_and_waits_after_a_failure() -> None:
-    policy = OffloadPolicy(OffloadConfig(host="tcp://gpu:5555", switch_after_s=10, retry_after_s=60, trigger_fraction=0.9), target_fps=10)
+    policy = OffloadPolicy(
+        OffloadConfig(host="tcp://gpu:5555", switch_after_s=10, retry_after_s=60, trigger_fraction=0.9), target_fps=10
+    )
     assert not policy.wants_offload(0.0, 5.0)
     assert not policy.wants_offload(9.0, 5.0)
     assert not policy.wants_offload(9.5, 9.5)  # fast enough again: the slow spell starts over

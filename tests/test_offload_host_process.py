@@ -29,8 +29,14 @@ PYTRITON_PYTHON = os.environ.get("MGS_PYTRITON_PYTHON", "")
 
 def start_host(python: str, *args: str, log: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([python, "-m", "device.cli", "gpu-host", "--precision", "int8", "--providers", "cpu", "--threads", "1", *args],
-                            cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    return subprocess.Popen(
+        [python, "-m", "device.cli", "gpu-host", "--precision", "int8", "--providers", "cpu", "--threads", "1", *args],
+        cwd=REPO,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
 
 
 def stop_host(process: subprocess.Popen) -> int:
@@ -62,11 +68,15 @@ def test_zmq_host_process_serves_says_its_provider_and_stops_cleanly(local, tmp_
     process = start_host(sys.executable, "--bind", endpoint, log=log)
     try:
         client = OffloadClient(endpoint, timeout_s=1.0)
-        info = wait_for(lambda: answered(client) or process.poll() is not None, timeout=60, what="the gpu-host to answer")
+        info = wait_for(
+            lambda: answered(client) or process.poll() is not None, timeout=60, what="the gpu-host to answer"
+        )
         assert process.poll() is None, log.read_text()
         assert info["providers"] == ["CPUExecutionProvider"]
         batch = np.random.default_rng(2).random((3, 3, 50, 50), dtype=np.float32)
-        np.testing.assert_allclose(client.infer("eye", sha256_file(local.files["eye"]), batch), local.eye(batch), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            client.infer("eye", sha256_file(local.files["eye"]), batch), local.eye(batch), rtol=1e-5, atol=1e-5
+        )
         client.close()
     finally:
         rc = stop_host(process)
@@ -77,26 +87,56 @@ def test_zmq_host_process_serves_says_its_provider_and_stops_cleanly(local, tmp_
 
 
 def test_host_refuses_a_bad_setting_with_one_line(tmp_path) -> None:
-    result = subprocess.run([sys.executable, "-m", "device.cli", "gpu-host", "--providers", "rocm"], cwd=REPO,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "device.cli", "gpu-host", "--providers", "rocm"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "providers" in result.stderr and "tensorrt, cuda, cpu" in result.stderr and "Traceback" not in result.stderr
     config = tmp_path / "gpu-host.toml"
     config.write_text('bind = "tcp://127.0.0.1:5555"\nmax_batch = 0\n')
-    result = subprocess.run([sys.executable, "-m", "device.cli", "gpu-host", "--config", str(config)], cwd=REPO,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "device.cli", "gpu-host", "--config", str(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and "max_batch" in result.stderr and "from 1 to 4096" in result.stderr, result.stderr
 
 
 def test_triton_transport_without_pytriton_says_what_to_install() -> None:
     try:
         import pytriton  # noqa: F401
+
         pytest.skip("PyTriton is installed here")
     except ImportError:
         pass
-    result = subprocess.run([sys.executable, "-m", "device.cli", "gpu-host", "--transport", "triton", "--precision", "int8",
-                             "--providers", "cpu", "--threads", "1", "--http-port", str(free_port())],
-                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "device.cli",
+            "gpu-host",
+            "--transport",
+            "triton",
+            "--precision",
+            "int8",
+            "--providers",
+            "cpu",
+            "--threads",
+            "1",
+            "--http-port",
+            str(free_port()),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "pip install nvidia-pytriton" in result.stderr, result.stderr
 
 
@@ -115,7 +155,9 @@ def triton_host(tmp_path_factory) -> Iterator[str]:
     endpoint = f"http://127.0.0.1:{port}"
     try:
         client = KServeClient(endpoint, timeout_s=2.0)
-        wait_for(lambda: answered(client) or process.poll() is not None, timeout=120, what="PyTriton to serve the models")
+        wait_for(
+            lambda: answered(client) or process.poll() is not None, timeout=120, what="PyTriton to serve the models"
+        )
         assert process.poll() is None, log.read_bytes()[-3000:]
         client.close()
         yield endpoint
@@ -134,7 +176,10 @@ def test_triton_offload_gives_the_same_results_as_local(local, triton_host) -> N
     frame = render_frame(11)
     rois = [Roi(*b.roi) for b in frame.boxes]
     every_frame = PipelineConfig(coarse_every=1, lost_retry=1)
-    here, there = FastPipeline(local, rois, every_frame)(frame.image), FastPipeline(switch.models, rois, every_frame)(frame.image)
+    here, there = (
+        FastPipeline(local, rois, every_frame)(frame.image),
+        FastPipeline(switch.models, rois, every_frame)(frame.image),
+    )
     assert [(b.box, b.eyes) for b in there.boxes] == [(b.box, b.eyes) for b in here.boxes]
     batch = np.random.default_rng(3).random((5, 3, 50, 50), dtype=np.float32)
     np.testing.assert_allclose(switch.models.eye(batch), local.eye(batch), rtol=1e-5, atol=1e-5)

@@ -13,8 +13,8 @@ from torch import nn
 
 from export.cli import main as mgs_export
 from export.onnx_export import fold_batchnorm, onnx_session, random_checkpoint, read_metadata
-from models.eye_regressor import EyeRegressor
 from mgs_core.manifest import load_manifest, verify_model_file
+from models.eye_regressor import EyeRegressor
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,7 @@ def test_seg_fine_runs_at_any_multiple_of_8_and_matches_torch(exported: Path):
 
 def _with_adaptive_pool(folded_eye: EyeRegressor) -> nn.Module:
     """The paper's layer, nn.AdaptiveAvgPool2d, in place of the MatMul formulation."""
+
     class Reference(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -69,6 +70,7 @@ def _with_adaptive_pool(folded_eye: EyeRegressor) -> nn.Module:
 
         def forward(self, x):
             return self.head(self.pool(self.features(x)))
+
     return Reference().eval()
 
 
@@ -111,7 +113,9 @@ def test_trained_weight_file_is_exported_with_its_fingerprint(tmp_path: Path):
     from export.train.weights import save_atomic, weight_record
 
     module = EyeRegressor().eval()
-    save_atomic(weight_record(module, "eye", (50, 50), "abc123", "mgs-export train-eye --data X", {}), tmp_path / "eye.pt")
+    save_atomic(
+        weight_record(module, "eye", (50, 50), "abc123", "mgs-export train-eye --data X", {}), tmp_path / "eye.pt"
+    )
     assert mgs_export(["onnx", "--models", str(tmp_path), "--only", "eye"]) == 0
     entry = load_manifest(tmp_path).entry("eye", "fp32")
     assert entry.data_fingerprint == "abc123"

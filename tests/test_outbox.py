@@ -10,12 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from mgs_core.errors import MgsError
 from device.outbox import Outbox, Pending
+from mgs_core.errors import MgsError
 
 
 def item(n: int = 0, size: int = 50) -> Pending:
-    return Pending(f"mgs/r/box/{n % 4}/score", lambda seq, epoch: json.dumps({"seq": seq, "epoch": epoch, "pad": "x" * size}).encode())
+    return Pending(
+        f"mgs/r/box/{n % 4}/score",
+        lambda seq, epoch: json.dumps({"seq": seq, "epoch": epoch, "pad": "x" * size}).encode(),
+    )
 
 
 def seqs_in(payloads) -> list[int]:
@@ -76,7 +79,8 @@ def test_a_new_outbox_gets_a_new_epoch_and_an_old_one_keeps_counting_under_the_e
             "CREATE TABLE outbox (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL);"
             "INSERT INTO meta VALUES ('last_seq', 41), ('dropped', 0);"
             "INSERT INTO outbox VALUES (41, 'mgs/r/box/0/score', x'7b7d');"
-            "PRAGMA user_version = 1;")
+            "PRAGMA user_version = 1;"
+        )
     box = Outbox(legacy)
     assert box.epoch == "" and box.enqueue([item()]) == [42] and [r.seq for r in box.pending()] == [41, 42]
     box.close()

@@ -63,7 +63,9 @@ def blue_fraction_score(batch: np.ndarray) -> np.ndarray:
 
 
 def colour_models() -> Models:
-    return Models(ColourSegmenter(), ColourSegmenter(), blue_fraction_score, model_sha256="0" * 64, coarse_size=(128, 256))
+    return Models(
+        ColourSegmenter(), ColourSegmenter(), blue_fraction_score, model_sha256="0" * 64, coarse_size=(128, 256)
+    )
 
 
 def eyes_of(result) -> list[list[tuple[float, float, float]]]:
@@ -134,7 +136,10 @@ def _shipped_models_trained() -> bool:
     return all("random" not in e.model_version for e in manifest.entries)
 
 
-@pytest.mark.skipif(not _shipped_models_trained(), reason="models/ holds untrained stand-ins; trained models are committed by the toolchain")
+@pytest.mark.skipif(
+    not _shipped_models_trained(),
+    reason="models/ holds untrained stand-ins; trained models are committed by the toolchain",
+)
 def test_fast_and_full_pipeline_agree_on_a_generated_frame_with_shipped_models() -> None:
     from export.synth.rack import render_frame
 
@@ -166,7 +171,9 @@ class AnimalOnlySegmenter(ColourSegmenter):
 
 
 def test_fast_pipeline_looks_at_both_body_ends_when_the_coarse_map_shows_no_head() -> None:
-    models = Models(AnimalOnlySegmenter(), ColourSegmenter(), blue_fraction_score, model_sha256="0" * 64, coarse_size=(160, 112))
+    models = Models(
+        AnimalOnlySegmenter(), ColourSegmenter(), blue_fraction_score, model_sha256="0" * 64, coarse_size=(160, 112)
+    )
     frame, heads = draw_scene({1: (700, 450)})
     result = FastPipeline(models, ROIS, PipelineConfig(fine_crop=96, eyes=SCORE_ALL))(frame)
     (eye,) = result.boxes[1].eyes

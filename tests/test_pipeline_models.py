@@ -9,10 +9,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from mgs_core.errors import ConfigError, MgsError
 from device.inference import BackendConfig, load_models, providers_for
-from mgs_core.tomlconfig import from_dict
+from mgs_core.errors import ConfigError, MgsError
 from mgs_core.manifest import DEFAULT_MODELS_DIR
+from mgs_core.tomlconfig import from_dict
 
 
 def copy_models(tmp_path: Path) -> Path:

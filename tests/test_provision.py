@@ -38,8 +38,16 @@ def _verify(password_file: Path, user: str, password: str) -> bool:
 
 
 def _provision(tmp_path: Path, *extra: str) -> int:
-    return main(["provision-device", *extra, "--password-file", str(tmp_path / "mgs.passwd"),
-                 "--acl-file", str(tmp_path / "mgs.acl")])
+    return main(
+        [
+            "provision-device",
+            *extra,
+            "--password-file",
+            str(tmp_path / "mgs.passwd"),
+            "--acl-file",
+            str(tmp_path / "mgs.acl"),
+        ]
+    )
 
 
 @pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="mosquitto_passwd is not installed")
@@ -54,13 +62,17 @@ def test_hash_matches_mosquitto_passwd(tmp_path: Path) -> None:
 def test_provision_writes_login_acl_and_a_loadable_device_config(tmp_path: Path, capsys) -> None:
     shutil.copy(ACL_TEMPLATE, tmp_path / "mgs.acl")
     out = tmp_path / "out"
-    assert _provision(tmp_path, "rack-a", "--broker-host", "broker.lab", "--camera", "picamera2", "--out", str(out)) == 0
+    assert (
+        _provision(tmp_path, "rack-a", "--broker-host", "broker.lab", "--camera", "picamera2", "--out", str(out)) == 0
+    )
     password = (out / "mqtt-password").read_text().strip()
     assert len(password) >= 24 and _verify(tmp_path / "mgs.passwd", "rack-a", password)
     assert stat.S_IMODE((out / "mqtt-password").stat().st_mode) == 0o600
     assert acl_users(tmp_path / "mgs.acl") == ["mgs-server", "mgs-alerts", "rack-a"]
-    assert ("user rack-a\ntopic write mgs/rack-a/availability\ntopic write mgs/rack-a/status\n"
-            "topic write mgs/rack-a/box/#\ntopic read mgs/rack-a/stored\n") in (tmp_path / "mgs.acl").read_text()
+    assert (
+        "user rack-a\ntopic write mgs/rack-a/availability\ntopic write mgs/rack-a/status\n"
+        "topic write mgs/rack-a/box/#\ntopic read mgs/rack-a/stored\n"
+    ) in (tmp_path / "mgs.acl").read_text()
 
     data = tomllib.loads((out / "device.toml").read_text())
     assert data["rois"]["boxes"] == []  # detect-boxes fills these in on the device
@@ -86,10 +98,13 @@ def test_provisioning_again_rotates_the_password_and_keeps_one_entry(tmp_path: P
 
 def test_acl_block_is_replaced_not_appended(tmp_path: Path) -> None:
     acl = tmp_path / "mgs.acl"
-    acl.write_text("# comment kept\nuser rack-a\ntopic readwrite old/rack-a/#\ntopic read old/#\n\nuser rack-b\ntopic readwrite mgs/rack-b/#\n")
+    acl.write_text(
+        "# comment kept\nuser rack-a\ntopic readwrite old/rack-a/#\ntopic read old/#\n\nuser rack-b\ntopic readwrite mgs/rack-b/#\n"
+    )
     set_acl(acl, "rack-a", ["topic readwrite mgs/rack-a/#"])
-    assert acl.read_text() == ("# comment kept\nuser rack-a\ntopic readwrite mgs/rack-a/#\n\n"
-                               "user rack-b\ntopic readwrite mgs/rack-b/#\n")
+    assert acl.read_text() == (
+        "# comment kept\nuser rack-a\ntopic readwrite mgs/rack-a/#\n\nuser rack-b\ntopic readwrite mgs/rack-b/#\n"
+    )
 
 
 def test_existing_file_keeps_its_mode(tmp_path: Path) -> None:
@@ -128,7 +143,10 @@ def test_registering_the_device_with_the_server(tmp_path: Path) -> None:
     from server.repository import Repository
 
     (tmp_path / "server.toml").write_text('[database]\npath = "facility.sqlite"\n')
-    assert _provision(tmp_path, "rack-a", "--out", str(tmp_path / "out"), "--server-config", str(tmp_path / "server.toml")) == 0
+    assert (
+        _provision(tmp_path, "rack-a", "--out", str(tmp_path / "out"), "--server-config", str(tmp_path / "server.toml"))
+        == 0
+    )
     db = connect(tmp_path / "facility.sqlite")
     try:
         assert Repository(db).known_devices() == {"rack-a"}

@@ -12,6 +12,8 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from device.aggregate import BoxWindow
+from device.outbox import Outbox, Pending
+from device.publisher import MqttConfig, Publisher
 from mgs_core.messages import (
     DeviceStatus,
     ScoreWindow,
@@ -25,8 +27,6 @@ from mgs_core.messages import (
     subscriptions,
     utc_iso,
 )
-from device.outbox import Outbox, Pending
-from device.publisher import MqttConfig, Publisher
 from tests.conftest import Broker, wait_for
 from tests.ingest_support import running_worker
 
@@ -45,8 +45,9 @@ class Collector:
         self.messages: dict[str, list[bytes]] = defaultdict(list)
         self._lock = threading.Lock()
         self.prefix = prefix
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  clean_session=not client_id, protocol=mqtt.MQTTv311)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not client_id, protocol=mqtt.MQTTv311
+        )
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(1, 1)
@@ -85,18 +86,36 @@ def window(box: int, t: float, score: float | None = 3.0) -> BoxWindow:
     return BoxWindow(box, t, t + 1.0, 10, eyes, score, score, score, 0.0 if score is None else 1.0)
 
 
-def enqueue_windows(outbox: Outbox, t: float, boxes=range(4), score: float | None = 3.0, device: str = DEVICE) -> list[int]:
-    items = [Pending(score_topic(device, b), lambda seq, epoch, w=window(b, t, score):
-                     replace(w.to_message(device, seq, SHA), epoch=epoch).to_json()) for b in boxes]
+def enqueue_windows(
+    outbox: Outbox, t: float, boxes=range(4), score: float | None = 3.0, device: str = DEVICE
+) -> list[int]:
+    items = [
+        Pending(
+            score_topic(device, b),
+            lambda seq, epoch, w=window(b, t, score): replace(w.to_message(device, seq, SHA), epoch=epoch).to_json(),
+        )
+        for b in boxes
+    ]
     return outbox.enqueue(items)
 
 
 def status_of(outbox: Outbox, device: str = DEVICE):
     def status() -> DeviceStatus:
         stats = outbox.stats()
-        return DeviceStatus(device=device, time=utc_iso(time.time()), fps=10.0, target_fps=10.0, backend="local",
-                            camera="ok", queue_depth=stats.depth, uptime_s=1.0, version="test", epoch=stats.epoch,
-                            first_seq=stats.first_seq)
+        return DeviceStatus(
+            device=device,
+            time=utc_iso(time.time()),
+            fps=10.0,
+            target_fps=10.0,
+            backend="local",
+            camera="ok",
+            queue_depth=stats.depth,
+            uptime_s=1.0,
+            version="test",
+            epoch=stats.epoch,
+            first_seq=stats.first_seq,
+        )
+
     return status
 
 
@@ -106,8 +125,9 @@ def make_publisher(broker: Broker, outbox: Outbox, **mqtt_kwargs) -> Publisher:
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
-def test_scores_status_state_and_availability_arrive_as_the_contract_says(broker: Broker, tmp_path: Path,
-                                                                         protocol: str) -> None:
+def test_scores_status_state_and_availability_arrive_as_the_contract_says(
+    broker: Broker, tmp_path: Path, protocol: str
+) -> None:
     sub = Collector(broker.host, broker.port)
     outbox = Outbox(tmp_path / "outbox.sqlite")
     pub = make_publisher(broker, outbox, protocol=protocol, resend_after_s=1)
@@ -252,8 +272,11 @@ def test_unconfirmed_rows_go_out_again_and_only_this_epochs_ack_deletes(broker: 
         wait_for(pub.connected.is_set, 10, what="publisher to connect")
         enqueue_windows(outbox, 1_700_000_000.0)
         pub.notify()
-        wait_for(lambda: Counter(w.seq for w in sub.scores()) == Counter({1: 2, 2: 2, 3: 2, 4: 2}), 15,
-                 what="every window sent a second time")
+        wait_for(
+            lambda: Counter(w.seq for w in sub.scores()) == Counter({1: 2, 2: 2, 3: 2, 4: 2}),
+            15,
+            what="every window sent a second time",
+        )
         for epoch, seq in (("0" * 16, 4), (outbox.epoch, 2)):
             ack = StoredAck(device=DEVICE, epoch=epoch, seq=seq, time=utc_iso(time.time()))
             acker.client.publish(stored_topic(DEVICE), ack.to_json(), qos=1, retain=True).wait_for_publish(5)

@@ -44,14 +44,18 @@ def test_device_login_from_password_file_publishes_everything_within_its_acl(fac
             pub.publish_state(0, 2.5)
             pub.notify()
             expected = {f"mgs/{DEVICE}/availability", f"mgs/{DEVICE}/status", f"mgs/{DEVICE}/box/0/state"} | {
-                f"mgs/{DEVICE}/box/{b}/score" for b in range(4)}
+                f"mgs/{DEVICE}/box/{b}/score" for b in range(4)
+            }
             wait_for(lambda: expected <= set(consumer.topics()), 10, what="every device topic at the consumer")
             wait_for(lambda: outbox.stats().depth == 0, 10, what="the outbox to drain once the server stored it")
             enqueue_windows(outbox, 1_700_000_001.0, device="rack-b")  # another device's name: the ACL refuses it
             enqueue_windows(outbox, 1_700_000_002.0, device=DEVICE)
             pub.notify()
-            wait_for(lambda: len([t for t in consumer.topics() if t.endswith("/score")]) == 8, 10,
-                     what="the next own windows")
+            wait_for(
+                lambda: len([t for t in consumer.topics() if t.endswith("/score")]) == 8,
+                10,
+                what="the next own windows",
+            )
             wait_for(lambda: pub.refused == 4, 5, what="four refusals")
             assert not any("rack-b" in t for t in consumer.topics())
             assert "refused" in pub.last_error and "MQTT login" in pub.last_error
@@ -83,13 +87,44 @@ def test_wrong_password_is_reported_and_nothing_is_lost(facility, tmp_path: Path
 
 def make_certificates(d: Path) -> dict[str, Path]:
     """A throw-away CA and a broker certificate for 127.0.0.1 (openssl, as a facility would)."""
-    ca_key, ca, key, csr, cert, ext = (d / n for n in ("ca.key", "ca.pem", "broker.key", "broker.csr", "broker.pem", "san.ext"))
+    ca_key, ca, key, csr, cert, ext = (
+        d / n for n in ("ca.key", "ca.pem", "broker.key", "broker.csr", "broker.pem", "san.ext")
+    )
     ext.write_text("subjectAltName = IP:127.0.0.1\n")
     run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True)  # noqa: E731
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca), "-days", "2", "-subj", "/CN=mgs-test-ca")
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        str(ca_key),
+        "-out",
+        str(ca),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=mgs-test-ca",
+    )
     run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", "/CN=127.0.0.1")
-    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial", "-out", str(cert),
-        "-days", "2", "-extfile", str(ext))
+    run(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(ca),
+        "-CAkey",
+        str(ca_key),
+        "-CAcreateserial",
+        "-out",
+        str(cert),
+        "-days",
+        "2",
+        "-extfile",
+        str(ext),
+    )
     for p in (key, cert, ca):
         p.chmod(0o644)
     return {"ca": ca, "cert": cert, "key": key}
@@ -106,8 +141,12 @@ def test_tls_with_the_facility_ca(tmp_path: Path) -> None:
     broker = Broker(tmp_path, extra_config=tls_listener(certs))
     broker.start()
     outbox = Outbox(tmp_path / "outbox.sqlite")
-    pub = Publisher(DEVICE, MqttConfig(host="127.0.0.1", port=broker.port, tls=TlsConfig(enabled=True, ca=certs["ca"])),
-                    outbox, status_of(outbox, DEVICE))
+    pub = Publisher(
+        DEVICE,
+        MqttConfig(host="127.0.0.1", port=broker.port, tls=TlsConfig(enabled=True, ca=certs["ca"])),
+        outbox,
+        status_of(outbox, DEVICE),
+    )
     pub.start()
     try:
         with running_worker(broker, tmp_path / "server.db", tls=True, ca_file=str(certs["ca"])):
@@ -127,8 +166,12 @@ def test_tls_refuses_a_broker_the_ca_did_not_sign(tmp_path: Path) -> None:
     broker = Broker(tmp_path, extra_config=tls_listener(certs))
     broker.start()
     outbox = Outbox(tmp_path / "outbox.sqlite")
-    pub = Publisher(DEVICE, MqttConfig(host="127.0.0.1", port=broker.port, reconnect_max_s=1,
-                                       tls=TlsConfig(enabled=True, ca=other["ca"])), outbox, status_of(outbox, DEVICE))
+    pub = Publisher(
+        DEVICE,
+        MqttConfig(host="127.0.0.1", port=broker.port, reconnect_max_s=1, tls=TlsConfig(enabled=True, ca=other["ca"])),
+        outbox,
+        status_of(outbox, DEVICE),
+    )
     pub.start()
     try:
         enqueue_windows(outbox, 1_700_000_000.0, device=DEVICE)

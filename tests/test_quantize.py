@@ -9,10 +9,10 @@ import numpy as np
 import onnx
 import pytest
 
-from mgs_core.errors import MgsError
 from export.cli import main as mgs_export
 from export.onnx_export import onnx_session, read_metadata
 from export.verify import MAX_MAE_INCREASE, int8_gate
+from mgs_core.errors import MgsError
 from mgs_core.manifest import load_manifest, verify_model_file
 
 
@@ -76,7 +76,9 @@ def test_unet_head_goes_back_to_float_when_argmax_disagrees(quantized: Path, tmp
     for f in ("manifest.json", "seg_coarse.fp32.onnx"):
         shutil.copy(quantized / f, tmp_path / f)
     rng = np.random.default_rng(2)
-    calibration = q.CalibrationSet(inputs={"seg_coarse": rng.random((8, 3, 160, 112), dtype=np.float32)}, source="test", frames=1)
+    calibration = q.CalibrationSet(
+        inputs={"seg_coarse": rng.random((8, 3, 160, 112), dtype=np.float32)}, source="test", frames=1
+    )
     monkeypatch.setattr(q, "MIN_HEAD_AGREEMENT", 1.01)  # no agreement is good enough: the head must stay float
     entry = next(e for e in load_manifest(tmp_path).entries if (e.name, e.precision) == ("seg_coarse", "fp32"))
     result = q.quantize_network(entry, calibration)
@@ -93,9 +95,13 @@ def test_int8_runs_with_the_fp32_contract(quantized: Path):
 
 def _report(agree_fine: float, mae_fp32: float | None, mae_int8: float | None) -> dict:
     e2e = lambda m: {"fast": {"mae": m, "n": 0 if m is None else 10}}  # noqa: E731
-    return {"pipelines": ["fast"],
-            "agreement": {"int8_vs_fp32": {"seg_fine": {"argmax_agreement": agree_fine}, "seg_coarse": {"argmax_agreement": 0.999}}},
-            "accuracy": {"fp32": {"end_to_end": e2e(mae_fp32)}, "int8": {"end_to_end": e2e(mae_int8)}}}
+    return {
+        "pipelines": ["fast"],
+        "agreement": {
+            "int8_vs_fp32": {"seg_fine": {"argmax_agreement": agree_fine}, "seg_coarse": {"argmax_agreement": 0.999}}
+        },
+        "accuracy": {"fp32": {"end_to_end": e2e(mae_fp32)}, "int8": {"end_to_end": e2e(mae_int8)}},
+    }
 
 
 def test_gate_rules():
@@ -107,14 +113,18 @@ def test_gate_rules():
     assert not int8_gate(_report(0.999, None, None))["passed"]
 
 
-def test_verify_refuses_int8_that_cannot_be_checked_and_the_device_then_refuses_it(quantized: Path, tmp_path: Path, capsys):
+def test_verify_refuses_int8_that_cannot_be_checked_and_the_device_then_refuses_it(
+    quantized: Path, tmp_path: Path, capsys
+):
     """Untrained stand-ins find no eyes, so the end-to-end MAE gate cannot pass: refused, exit 1."""
     from device.inference import load_models
 
     data = tmp_path / "held_out"
     assert mgs_export(["synth", "--frames", "1", "--seed", "424242", "--out", str(data), "--quiet"]) == 0
     out = tmp_path / "report"
-    code = mgs_export(["verify", "--data", str(data), "--models", str(quantized), "--out", str(out), "--pipeline", "fast"])
+    code = mgs_export(
+        ["verify", "--data", str(data), "--models", str(quantized), "--out", str(out), "--pipeline", "fast"]
+    )
     printed = capsys.readouterr().out
     assert code == 1 and "INT8 gate: FAILED" in printed and "REFUSED" in printed
     report = json.loads((out / "verify.json").read_text())
@@ -132,7 +142,9 @@ def test_per_layer_comparison_names_the_nodes_to_keep_in_float(quantized: Path):
     from export.quantize import ArrayReader, layer_errors, weak_nodes
 
     x = np.random.default_rng(1).random((4, 3, 160, 112), dtype=np.float32)
-    errors = layer_errors(quantized / "seg_coarse.fp32.onnx", quantized / "seg_coarse.int8.onnx", ArrayReader("image", x))
+    errors = layer_errors(
+        quantized / "seg_coarse.fp32.onnx", quantized / "seg_coarse.int8.onnx", ArrayReader("image", x)
+    )
     assert errors and all(db > 20 for db in errors.values())
     assert weak_nodes(onnx.load(quantized / "seg_coarse.int8.onnx"), errors) == []
     tensor = sorted(errors)[0]
@@ -149,7 +161,11 @@ def test_calibration_from_a_dataset_folder_is_recorded(quantized: Path, tmp_path
     data = tmp_path / "facility"
     assert mgs_export(["synth", "--frames", "1", "--seed", "515151", "--out", str(data), "--quiet"]) == 0
     assert mgs_export(["quantize", "--models", str(tmp_path), "--data", str(data), "--only", "eye"]) == 0
-    calibration = next(e for e in load_manifest(tmp_path).entries if (e.name, e.precision) == ("eye", "int8")).calibration
+    calibration = next(
+        e for e in load_manifest(tmp_path).entries if (e.name, e.precision) == ("eye", "int8")
+    ).calibration
     assert calibration["source"].startswith(f"dataset: {data}") and calibration["frames"] == 1
-    assert mgs_export(["quantize", "--models", str(tmp_path), "--data", str(tmp_path / "nothing"), "--only", "eye"]) == 2
+    assert (
+        mgs_export(["quantize", "--models", str(tmp_path), "--data", str(tmp_path / "nothing"), "--only", "eye"]) == 2
+    )
     assert "nothing" in capsys.readouterr().err

@@ -36,8 +36,9 @@ def test_rule_and_assignment_changes_are_in_the_audit_log_with_old_and_new(app: 
     store(app, recent_window(score=3.0))
     client = logged_in(app, "officer", "olga")
     token = csrf(client)
-    client.post("/rules", data={"target": f"animal:{animal}", "threshold": "6", "duration_min": "10",
-                                "csrf_token": token})
+    client.post(
+        "/rules", data={"target": f"animal:{animal}", "threshold": "6", "duration_min": "10", "csrf_token": token}
+    )
     client.post("/rules/1/enabled", data={"enabled": "0", "csrf_token": token})
     client.post("/assignments", data={"animal_id": str(animal), "box": "rack1/0", "csrf_token": token})
     page = client.get("/audit").get_data(as_text=True)
@@ -54,8 +55,9 @@ def test_rule_and_assignment_changes_are_in_the_audit_log_with_old_and_new(app: 
 def test_user_and_token_changes_by_an_admin_are_audited(app: Flask) -> None:
     client = logged_in(app, "admin", "ada")
     token = csrf(client)
-    client.post("/admin/users", data={"username": "bob", "password": "long enough pw", "role": "viewer",
-                                      "csrf_token": token})
+    client.post(
+        "/admin/users", data={"username": "bob", "password": "long enough pw", "role": "viewer", "csrf_token": token}
+    )
     users = client.get("/admin/users").get_data(as_text=True)
     bob = re.search(r'action="/admin/users/(\d+)/role"', users.split('data-user="bob"')[1]).group(1)  # type: ignore[union-attr]
     client.post(f"/admin/users/{bob}/role", data={"role": "officer", "csrf_token": token})
@@ -72,8 +74,10 @@ def test_a_viewer_cannot_read_the_audit_log(app: Flask) -> None:
 def test_notes_and_humane_endpoint_are_shown_with_the_animal_and_audited(app: Flask) -> None:
     animal = repo_call(app, "create_animal", "M08")
     client = logged_in(app, "officer", "olga")
-    client.post(f"/animals/{animal}/records", data={"notes": "post-op day 1", "humane_endpoint": "weight loss > 20 %",
-                                                    "csrf_token": csrf(client)})
+    client.post(
+        f"/animals/{animal}/records",
+        data={"notes": "post-op day 1", "humane_endpoint": "weight loss > 20 %", "csrf_token": csrf(client)},
+    )
     page = client.get(f"/animals/{animal}").get_data(as_text=True)
     assert "post-op day 1" in page and "weight loss &gt; 20 %" in page
     assert "weight loss &gt; 20 %" in client.get("/audit").get_data(as_text=True)
@@ -84,8 +88,11 @@ def test_the_report_has_the_course_episodes_acknowledgements_and_notes(app: Flas
     repo_call(app, "update_animal", animal, humane_endpoint="score ≥ 7 for 2 h")
     repo_call(app, "create_assignment", animal, "rack1", 0, time.time() - 7200)
     now = time.time()
-    store(app, *[window("rack1", 0, i, now - 3600 + i * 60, 3.0 + (i % 10) * 0.5) for i in range(55)],
-          alerts=(alert(score=7.5),))
+    store(
+        app,
+        *[window("rack1", 0, i, now - 3600 + i * 60, 3.0 + (i % 10) * 0.5) for i in range(55)],
+        alerts=(alert(score=7.5),),
+    )
     client = logged_in(app, "officer", "olga")
     client.post("/alerts/1/acknowledge", data={"note": "vet informed", "csrf_token": csrf(client)})
     page = client.get(f"/animals/{animal}/report").get_data(as_text=True)
@@ -107,6 +114,7 @@ def test_a_bad_time_zone_stops_with_the_key() -> None:
 
 # --- spreadsheet downloads ----------------------------------------------------------------------------
 
+
 def _setup_animal(app: Flask) -> int:
     animal = repo_call(app, "create_animal", "Maus-Ä1")
     repo_call(app, "create_assignment", animal, "rack1", 0, time.time() - 7200)
@@ -122,8 +130,15 @@ def _start() -> str:
 def test_csv_download_opens_in_excel_with_bom_local_time_and_the_animal_in_the_name(app: Flask) -> None:
     animal = _setup_animal(app)
     client = logged_in(app, "viewer")
-    response = client.get("/export/download", query_string={"scope": f"animal:{animal}", "start": str(time.time() - 7200),
-                                                             "resolution": "minute", "format": "csv"})
+    response = client.get(
+        "/export/download",
+        query_string={
+            "scope": f"animal:{animal}",
+            "start": str(time.time() - 7200),
+            "resolution": "minute",
+            "format": "csv",
+        },
+    )
     assert response.status_code == 200
     raw = response.data
     assert raw.startswith("\ufeff".encode())
@@ -138,8 +153,15 @@ def test_csv_download_opens_in_excel_with_bom_local_time_and_the_animal_in_the_n
 def test_european_csv_uses_semicolons_and_decimal_commas_and_days_add_up(app: Flask) -> None:
     animal = _setup_animal(app)
     client = logged_in(app, "viewer")
-    response = client.get("/export/download", query_string={"scope": f"animal:{animal}", "start": str(time.time() - 7200),
-                                                             "resolution": "day", "format": "csv-eu"})
+    response = client.get(
+        "/export/download",
+        query_string={
+            "scope": f"animal:{animal}",
+            "start": str(time.time() - 7200),
+            "resolution": "day",
+            "format": "csv-eu",
+        },
+    )
     lines = response.data.decode("utf-8-sig").splitlines()
     assert lines[0].split(";")[:3] == ["period start (Europe/Berlin)", "period_start_utc", "device"]
     cells = lines[1].split(";")
@@ -150,8 +172,10 @@ def test_european_csv_uses_semicolons_and_decimal_commas_and_days_add_up(app: Fl
 def test_xlsx_download_is_a_workbook_with_the_animal(app: Flask) -> None:
     animal = _setup_animal(app)
     client = logged_in(app, "viewer")
-    response = client.get("/export/download", query_string={"scope": f"animal:{animal}", "start": _start(),
-                                                             "resolution": "second", "format": "xlsx"})
+    response = client.get(
+        "/export/download",
+        query_string={"scope": f"animal:{animal}", "start": _start(), "resolution": "second", "format": "xlsx"},
+    )
     assert response.status_code == 200 and response.headers["Content-Disposition"].endswith("_second.xlsx")
     book = zipfile.ZipFile(io.BytesIO(response.data))
     sheet = book.read("xl/worksheets/sheet1.xml").decode()
@@ -167,8 +191,11 @@ def test_a_bad_resolution_is_explained(app: Flask) -> None:
 def test_the_api_sets_the_humane_endpoint_shown_on_the_animal_page(app: Flask) -> None:
     animal = repo_call(app, "create_animal", "M10")
     officer = logged_in(app, "officer")
-    response = officer.patch(f"/api/v1/animals/{animal}", json={"humane_endpoint": "no food intake for 24 h"},
-                             headers={"X-CSRF-Token": csrf(officer)})
+    response = officer.patch(
+        f"/api/v1/animals/{animal}",
+        json={"humane_endpoint": "no food intake for 24 h"},
+        headers={"X-CSRF-Token": csrf(officer)},
+    )
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.get_json()["animal"]["humane_endpoint"] == "no food intake for 24 h"
     assert "no food intake for 24 h" in officer.get(f"/animals/{animal}").get_data(as_text=True)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from device.cli import main as device_main
-from mgs_core.errors import ConfigError
 from device.rois import Roi, RoiConfig, check_inside, detect_boxes
-from mgs_core.tomlconfig import from_dict
 from export.synth.rack import SESSION_FRAMES, render_frame
+from mgs_core.errors import ConfigError
+from mgs_core.tomlconfig import from_dict
 
 SESSION = 3  # a camera placement of the generator (its frames share one layout)
 
@@ -77,7 +77,9 @@ def test_detect_boxes_cli_rewrites_only_the_rois_section(tmp_path: Path, capsys)
     frames = session_frames(5)
     video = write_video(tmp_path / "rack.avi", [f.image for f in frames])
     config = tmp_path / "device.toml"
-    config.write_text('# my device\nname = "rack-1"\n\n[rois]\nexpected = 4 # four boxes\nboxes = [[0, 0, 20, 20]]\n\n[camera]\nsource = "0"\n')
+    config.write_text(
+        '# my device\nname = "rack-1"\n\n[rois]\nexpected = 4 # four boxes\nboxes = [[0, 0, 20, 20]]\n\n[camera]\nsource = "0"\n'
+    )
     png = tmp_path / "found.png"
     assert device_main(["detect-boxes", "--config", str(config), "--source", str(video), "--png", str(png)]) == 0
     text = config.read_text()
@@ -92,7 +94,7 @@ def test_detect_boxes_cli_rewrites_only_the_rois_section(tmp_path: Path, capsys)
 def test_detect_boxes_cli_says_when_boxes_are_missing(tmp_path: Path, capsys) -> None:
     frame = render_frame(SESSION * SESSION_FRAMES).image.copy()
     x, y, w, h = render_frame(SESSION * SESSION_FRAMES).boxes[3].roi
-    frame[y - 10:y + h + 10, x - 10:x + w + 10] = (128, 128, 128)  # box 3 hidden behind a grey board
+    frame[y - 10 : y + h + 10, x - 10 : x + w + 10] = (128, 128, 128)  # box 3 hidden behind a grey board
     image = tmp_path / "rack.png"
     cv2.imwrite(str(image), frame)
     config = tmp_path / "device.toml"
@@ -105,5 +107,7 @@ def test_detect_boxes_cli_says_when_boxes_are_missing(tmp_path: Path, capsys) ->
 
 
 def test_detect_boxes_cli_unreadable_source(tmp_path: Path, capsys) -> None:
-    assert device_main(["detect-boxes", "--config", str(tmp_path / "d.toml"), "--source", str(tmp_path / "none.png")]) == 2
+    assert (
+        device_main(["detect-boxes", "--config", str(tmp_path / "d.toml"), "--source", str(tmp_path / "none.png")]) == 2
+    )
     assert "cannot read image" in capsys.readouterr().err

@@ -53,8 +53,11 @@ def test_rules_follow_the_animal_and_survive_a_restart(repo: Repository) -> None
     rule = repo.create_alert_rule(threshold=5.0, duration_s=20.0, animal_id=mouse)
     assert ingest(repo, [window("rack1", 0, i, T0 + i, 7.0) for i in range(15)]) == []
     # Same repository file, a fresh engine (a restarted server): the clock started at T0 continues.
-    events = ingest(repo, [window("rack2", 1, i, T0 + 30 + i, 8.0) for i in range(5)]
-                    + [window("rack1", 0, i, T0 + i, 7.0) for i in range(15, 30)])
+    events = ingest(
+        repo,
+        [window("rack2", 1, i, T0 + 30 + i, 8.0) for i in range(5)]
+        + [window("rack1", 0, i, T0 + i, 7.0) for i in range(15, 30)],
+    )
     assert [(e.event, e.device, e.box, e.rule_id, e.animal) for e in events] == [("raised", "rack1", 0, rule, "M-7")]
     assert events[0].time == window(t=T0 + 19).window_end
     assert ingest(repo, [window("rack2", 1, i, T0 + 30 + i, 8.0) for i in range(5, 60)]) == []
@@ -104,8 +107,19 @@ def test_a_rule_needs_exactly_one_target_and_sane_numbers(repo: Repository) -> N
 
 
 def test_the_published_alert_payload_round_trips_and_is_strict() -> None:
-    alert = AnimalAlert(alert_id=3, animal_id=7, animal="M/7 #1", event="raised", time="2026-03-02T10:00:00.000Z",
-                        device="rack1", box=2, rule_id=1, threshold=4.0, duration_s=600.0, score=None)
+    alert = AnimalAlert(
+        alert_id=3,
+        animal_id=7,
+        animal="M/7 #1",
+        event="raised",
+        time="2026-03-02T10:00:00.000Z",
+        device="rack1",
+        box=2,
+        rule_id=1,
+        threshold=4.0,
+        duration_s=600.0,
+        score=None,
+    )
     assert AnimalAlert.from_json(alert.to_json()) == alert
     assert animal_alert_topic(7, "site/a") == "site/a/alerts/7"
     with pytest.raises(MessageError, match="event"):

@@ -48,8 +48,23 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     videos = []
     for name, seed in (("rackA_day1.mp4", 11), ("rackB_day1.avi", 12)):
         path = root / name
-        assert export_main(["synth-video", "--seconds", str(SECONDS), "--fps", str(FPS), "--out", str(path),
-                            "--seed", str(seed), "--quiet"]) == 0
+        assert (
+            export_main(
+                [
+                    "synth-video",
+                    "--seconds",
+                    str(SECONDS),
+                    "--fps",
+                    str(FPS),
+                    "--out",
+                    str(path),
+                    "--seed",
+                    str(seed),
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
         videos.append(path)
     empty = root / "empty.mp4"
     empty.write_bytes(b"")
@@ -62,11 +77,29 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "rackA_day1.mp4,0,M01,carprofen,day1,2026-03-04T09:15:00Z\n"
         "rackA_day1.mp4,1,M02,saline,day1,\n"
         "rackB_day1.avi,0,M03,carprofen,day1,\n"
-        "rackB_day1.avi,1,M04,saline,day1,\n")
+        "rackB_day1.avi,1,M04,saline,day1,\n"
+    )
     out = root / "out"
-    code = device_main(["score", str(videos[0]), str(empty), str(corrupt), str(root / "missing.mp4"), str(videos[1]),
-                        "--out", str(out), "--animals", str(animals), "--annotate", "--per-eye", "--jobs", "2",
-                        "--progress-json", str(root / "progress.json")])
+    code = device_main(
+        [
+            "score",
+            str(videos[0]),
+            str(empty),
+            str(corrupt),
+            str(root / "missing.mp4"),
+            str(videos[1]),
+            "--out",
+            str(out),
+            "--animals",
+            str(animals),
+            "--annotate",
+            "--per-eye",
+            "--jobs",
+            "2",
+            "--progress-json",
+            str(root / "progress.json"),
+        ]
+    )
     return {"code": code, "videos": videos, "out": out, "progress": root / "progress.json"}
 
 
@@ -133,8 +166,12 @@ def test_unreadable_files_are_reported_and_the_batch_finishes(batch: dict[str, A
 
 def test_the_progress_file_ends_with_every_video_and_frame(batch: dict[str, Any]) -> None:
     progress = json.loads(batch["progress"].read_text())
-    assert progress == {"videos_done": 5, "videos_total": 5, "frames_done": 2 * SECONDS * FPS,
-                        "frames_total": 2 * SECONDS * FPS}
+    assert progress == {
+        "videos_done": 5,
+        "videos_total": 5,
+        "frames_done": 2 * SECONDS * FPS,
+        "frames_total": 2 * SECONDS * FPS,
+    }
     assert not batch["progress"].with_name("progress.json.tmp").exists()
 
 
@@ -142,8 +179,13 @@ def test_probe_says_which_files_are_videos(batch: dict[str, Any], capsys) -> Non
     corrupt = batch["out"].parent / "corrupt.mp4"
     assert device_main(["score", "--probe", str(batch["videos"][0]), str(corrupt)]) == 1
     good, bad = (json.loads(line) for line in capsys.readouterr().out.splitlines())
-    assert good == {"video": str(batch["videos"][0]), "fps": FPS, "frames": SECONDS * FPS, "width": 1920,
-                    "height": 1080}
+    assert good == {
+        "video": str(batch["videos"][0]),
+        "fps": FPS,
+        "frames": SECONDS * FPS,
+        "width": 1920,
+        "height": 1080,
+    }
     assert bad["video"] == str(corrupt) and "not a video OpenCV can read" in bad["error"]
     assert device_main(["score", "--probe", str(batch["videos"][1])]) == 0
 

@@ -46,8 +46,9 @@ def http_status(url: str, token: str | None = None) -> int:
 
 def test_create_user_reads_the_password_from_stdin(tmp_path: Path) -> None:
     config = write_config(tmp_path, 1883, 8080)
-    result = cli("create-user", "olga", "--role", "officer", "--password-stdin", "--config", str(config),
-                 stdin=PASSWORD + "\n")
+    result = cli(
+        "create-user", "olga", "--role", "officer", "--password-stdin", "--config", str(config), stdin=PASSWORD + "\n"
+    )
     assert result.returncode == 0, result.stderr
     assert "created officer 'olga'" in result.stdout
 
@@ -73,11 +74,15 @@ def test_run_serves_ingests_warns_without_broker_and_stops_cleanly(tmp_path: Pat
     cli("create-user", "script", "--password-stdin", "--config", str(config), stdin=PASSWORD + "\n")
     token = cli("create-token", "script", "--name", "test", "--config", str(config)).stdout.strip()
     base = f"http://127.0.0.1:{http_port}"
-    server = subprocess.Popen(CLI + ["run", "--config", str(config)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        CLI + ["run", "--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
-        wait_for(lambda: http_status(f"{base}/login") == 200 or server.poll() is not None, timeout=30,
-                 what="the dashboard to answer")
+        wait_for(
+            lambda: http_status(f"{base}/login") == 200 or server.poll() is not None,
+            timeout=30,
+            what="the dashboard to answer",
+        )
         assert server.poll() is None, server.stderr.read() if server.stderr else ""
         assert http_status(f"{base}/api/v1/boxes", token="mgs_wrong") == 401
         publish(broker, [score_message(recent_window(device="rack9", score=4.5))])
@@ -86,6 +91,7 @@ def test_run_serves_ingests_warns_without_broker_and_stops_cleanly(tmp_path: Pat
             request = urllib.request.Request(f"{base}/api/v1/boxes", headers={"Authorization": f"Bearer {token}"})
             with urllib.request.urlopen(request, timeout=5) as response:
                 return "rack9" in json.dumps(json.load(response))
+
         wait_for(stored, timeout=20, what="the published window to reach the API")
         broker.stop()
 
@@ -93,6 +99,7 @@ def test_run_serves_ingests_warns_without_broker_and_stops_cleanly(tmp_path: Pat
             request = urllib.request.Request(f"{base}/", headers={"Authorization": f"Bearer {token}"})
             with urllib.request.urlopen(request, timeout=5) as response:
                 return "The server is not receiving data" in response.read().decode()
+
         wait_for(warns, timeout=20, what="the overview to say the broker is unreachable")
         server.send_signal(signal.SIGTERM)
         _, stderr = server.communicate(timeout=30)

@@ -42,13 +42,13 @@ def test_ground_truth_consistent(seed: int) -> None:
         x, y, w, h = box.roi
         assert box.face_visible == bool(box.eyes)
         if score is not None:
-            assert (f.mask[y:y + h, x:x + w] == 1).any()
-            assert (f.mask[y:y + h, x:x + w] == 2).any()
+            assert (f.mask[y : y + h, x : x + w] == 1).any()
+            assert (f.mask[y : y + h, x : x + w] == 2).any()
         for eye in box.eyes:
             assert x <= eye.x < x + w and y <= eye.y < y + h
             assert eye.score is None or 0.0 <= eye.score <= 9.0
             cx, cy = int(round(eye.x)), int(round(eye.y))
-            assert (f.mask[cy - 1:cy + 2, cx - 1:cx + 2] == 3).any(), (seed, box.box, eye)
+            assert (f.mask[cy - 1 : cy + 2, cx - 1 : cx + 2] == 3).any(), (seed, box.box, eye)
 
 
 def test_closed_eye_has_fewer_eye_pixels_than_open() -> None:

@@ -8,12 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
-from mgs_core.errors import MgsError
 from export.cli import main
 from export.dataset import open_dataset, validate_dataset
 from export.synth.trajectory import scores
 from export.synth.video import read_video_truth, truth_path, write_video
 from export.synth.writer import write_dataset
+from mgs_core.errors import MgsError
 
 
 def test_write_dataset_is_valid_and_deterministic(tmp_path: Path) -> None:

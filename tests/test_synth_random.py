@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mgs_core.errors import MgsError
 from export.cli import main
 from export.dataset import open_dataset
-from export.synth.randomise import FAMILIES, STYLE_HOLDOUT, Randomisation, frame_style, styled_animal, styled_layout
 from export.synth.rack import SESSION_FRAMES, render_frame
+from export.synth.randomise import FAMILIES, STYLE_HOLDOUT, Randomisation, frame_style, styled_animal, styled_layout
 from export.synth.writer import write_dataset
+from mgs_core.errors import MgsError
 
 HARDEST = Randomisation("hardest")
 SESSIONS = range(90)
@@ -53,7 +53,9 @@ def test_every_family_varies(hardest_draws) -> None:
     assert max(frame["keystone_px"]) > 30
     assert {"none", "soft", "hard"} == frame["shadow"]
     assert {"normal", "over", "under"} == frame["exposure"]
-    assert len(frame["colour_temp_k"]) > 20 and min(frame["colour_temp_k"]) < 3500 and max(frame["colour_temp_k"]) > 7000
+    assert (
+        len(frame["colour_temp_k"]) > 20 and min(frame["colour_temp_k"]) < 3500 and max(frame["colour_temp_k"]) > 7000
+    )
     assert max(frame["flicker"]) > 0 and max(frame["vignette"]) > 0.3
     assert max(frame["jpeg_quality"]) > 0 and max(frame["h264_quality"]) > 0 and len(frame["noise_sigma"]) >= 4
     assert frame["white_on_light"] == {True, False} and frame["empty_frame"] == {True, False}
@@ -86,7 +88,9 @@ def test_bad_randomisation_options_say_what_to_do() -> None:
         Randomisation.parse("wild")
 
 
-@pytest.mark.parametrize("seed", [3, 5 * SESSION_FRAMES + 1, 11 * SESSION_FRAMES + 7, 17 * SESSION_FRAMES, 23 * SESSION_FRAMES + 2])
+@pytest.mark.parametrize(
+    "seed", [3, 5 * SESSION_FRAMES + 1, 11 * SESSION_FRAMES + 7, 17 * SESSION_FRAMES, 23 * SESSION_FRAMES + 2]
+)
 def test_randomised_frames_are_deterministic_and_truthful(seed: int) -> None:
     a, b = render_frame(seed, randomise=HARDEST), render_frame(seed, randomise=HARDEST)
     assert np.array_equal(a.image, b.image) and np.array_equal(a.mask, b.mask) and a.boxes == b.boxes
@@ -103,7 +107,7 @@ def test_randomised_frames_are_deterministic_and_truthful(seed: int) -> None:
             assert x <= eye.x < x + w and y <= eye.y < y + h
             if eye.visible:
                 cx, cy = round(eye.x), round(eye.y)
-                assert (a.mask[cy - 1:cy + 2, cx - 1:cx + 2] == 3).any(), (seed, box.box, eye)
+                assert (a.mask[cy - 1 : cy + 2, cx - 1 : cx + 2] == 3).any(), (seed, box.box, eye)
 
 
 def _mean_scene(seed: int, restrict: list[str]) -> float:
@@ -112,7 +116,10 @@ def _mean_scene(seed: int, restrict: list[str]) -> float:
 
 def test_families_change_the_pixels() -> None:
     seed = 40 * SESSION_FRAMES
-    assert _mean_scene(seed, ["backdrop=white", "light=normal"]) > _mean_scene(seed, ["backdrop=dark", "light=normal"]) + 40
+    assert (
+        _mean_scene(seed, ["backdrop=white", "light=normal"])
+        > _mean_scene(seed, ["backdrop=dark", "light=normal"]) + 40
+    )
     assert _mean_scene(seed, ["light=bright", "backdrop=grey"]) > _mean_scene(seed, ["light=dim", "backdrop=grey"]) + 30
     coats = {}
     for fur in ("black", "albino"):
@@ -128,7 +135,9 @@ def test_the_original_generator_is_unchanged_without_randomisation() -> None:
 
 
 def test_written_dataset_carries_conditions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = write_dataset(tmp_path / "ds", frames=3, seed=4, progress=False, randomise=Randomisation.parse("default", ["fur=piebald"]))
+    out = write_dataset(
+        tmp_path / "ds", frames=3, seed=4, progress=False, randomise=Randomisation.parse("default", ["fur=piebald"])
+    )
     data = open_dataset(out)
     assert all(f.conditions["randomise"] == "default" for f in data.frames)
     furs = {b.conditions["fur"] for f in data.frames for b in f.boxes}
@@ -137,6 +146,8 @@ def test_written_dataset_carries_conditions(tmp_path: Path, capsys: pytest.Captu
     cli = tmp_path / "cli"
     assert main(["synth", "--frames", "2", "--seed", "2", "--out", str(cli), "--style-holdout", "test", "--quiet"]) == 0
     first = json.loads((cli / "labels.jsonl").read_text().splitlines()[0])
-    assert first["conditions"]["randomise"] == "default" and first["conditions"]["light"] in STYLE_HOLDOUT["test"]["light"]
+    assert (
+        first["conditions"]["randomise"] == "default" and first["conditions"]["light"] in STYLE_HOLDOUT["test"]["light"]
+    )
     assert main(["synth", "--frames", "1", "--out", str(tmp_path / "bad"), "--restrict", "fur=grey", "--quiet"]) == 2
     assert "fur levels are" in capsys.readouterr().err

@@ -62,8 +62,16 @@ def test_unit_runs_unprivileged_and_hardened(name: str) -> None:
     assert svc["Restart"] == "on-failure" and svc["RestartPreventExitStatus"] == "2"
     assert svc["ProtectSystem"] == "strict"
     assert svc["WorkingDirectory"] == f"/var/lib/{svc['StateDirectory']}"
-    for key in ("NoNewPrivileges", "PrivateTmp", "ProtectHome", "ProtectKernelTunables", "ProtectKernelModules",
-                "ProtectControlGroups", "RestrictNamespaces", "RestrictSUIDSGID"):
+    for key in (
+        "NoNewPrivileges",
+        "PrivateTmp",
+        "ProtectHome",
+        "ProtectKernelTunables",
+        "ProtectKernelModules",
+        "ProtectControlGroups",
+        "RestrictNamespaces",
+        "RestrictSUIDSGID",
+    ):
         assert svc[key] == "yes", key
     assert svc["CapabilityBoundingSet"] == ""
     assert "AF_PACKET" not in svc["RestrictAddressFamilies"]

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from mgs_core.errors import MgsError
 from export.cli import main as mgs_export
 from export.dataset import open_dataset
 from export.synth.writer import write_dataset
@@ -17,6 +16,7 @@ from export.train.eye import EyeRecipe, augment, centre_patches, train_eye
 from export.train.samples import eye_samples, fine_crops
 from export.train.seg import SegRecipe, train_seg
 from export.train.weights import checkpoint_path, load_network, read_record
+from mgs_core.errors import MgsError
 from models.eye_regressor import EyeRegressor, MatmulAdaptiveAvgPool, feature_size
 
 CPU = torch.device("cpu")
@@ -56,12 +56,24 @@ def test_segmentation_augmentation_moves_image_and_mask_together() -> None:
     mask = np.zeros((96, 96), np.uint8)
     mask[20:60, 10:50], mask[70:90, 40:80], mask[30:40, 60:90] = 1, 2, 3
     palette = np.array([[0, 0, 0], [0, 255, 0], [255, 0, 0], [0, 0, 255]], np.uint8)
-    geometry_only = Augment(scale=(0.6, 1.6), rotate_deg=30.0, shift=0.1, photometric_p=0, blur_p=0, motion_p=0, noise_p=0, jpeg_p=0, cutout_p=0)
+    geometry_only = Augment(
+        scale=(0.6, 1.6),
+        rotate_deg=30.0,
+        shift=0.1,
+        photometric_p=0,
+        blur_p=0,
+        motion_p=0,
+        noise_p=0,
+        jpeg_p=0,
+        cutout_p=0,
+    )
     rng = np.random.default_rng(1)
     moved = 0
     for _ in range(10):
         image, labels = seg_sample(palette[mask], mask, rng, geometry_only)
-        recovered = np.argmin(((image[:, :, None, :].astype(int) - palette[None, None].astype(int)) ** 2).sum(-1), axis=-1)
+        recovered = np.argmin(
+            ((image[:, :, None, :].astype(int) - palette[None, None].astype(int)) ** 2).sum(-1), axis=-1
+        )
         assert (recovered == labels).mean() > 0.99
         moved += not np.array_equal(labels, mask)
     assert moved >= 9
@@ -73,14 +85,18 @@ def test_segmentation_augmentation_moves_image_and_mask_together() -> None:
 def test_regressor_training_lowers_the_loss(tiny: Path, tmp_path: Path) -> None:
     samples = eye_samples(open_dataset(tiny))
     assert len(samples) >= 4 and samples.regions.shape[1:] == (90, 90, 3)
-    _, history = train_eye(samples, EyeRecipe(epochs=8, batch=4, optimizer="adam", lr=0.01), tmp_path / "eye.pt", CPU, progress=False)
+    _, history = train_eye(
+        samples, EyeRecipe(epochs=8, batch=4, optimizer="adam", lr=0.01), tmp_path / "eye.pt", CPU, progress=False
+    )
     assert history[-1]["loss"] < 0.5 * history[0]["loss"]
 
 
 def test_unet_training_lowers_the_loss(tiny: Path, tmp_path: Path) -> None:
     samples = fine_crops(open_dataset(tiny), 48, 2, np.random.default_rng(0))
     assert samples.images.shape[1:] == (48, 48, 3) and (samples.masks == 3).any()
-    _, history = train_seg(samples, SegRecipe(epochs=4, batch=8, lr=0.01), tmp_path / "seg.pt", CPU, kind="fine", progress=False)
+    _, history = train_seg(
+        samples, SegRecipe(epochs=4, batch=8, lr=0.01), tmp_path / "seg.pt", CPU, kind="fine", progress=False
+    )
     assert history[-1]["loss"] < history[0]["loss"]
 
 
@@ -101,11 +117,46 @@ def test_resume_continues_exactly_where_the_run_stopped(tiny: Path, tmp_path: Pa
 
 def test_train_commands_write_complete_weight_files(tiny: Path, tmp_path: Path) -> None:
     eye = tmp_path / "eye.pt"
-    assert mgs_export(["train-eye", "--data", str(tiny), "--out", str(eye), "--epochs", "1", "--batch", "4", "--quiet",
-                       "--no-augment", "--threads", "1"]) == 0
+    assert (
+        mgs_export(
+            [
+                "train-eye",
+                "--data",
+                str(tiny),
+                "--out",
+                str(eye),
+                "--epochs",
+                "1",
+                "--batch",
+                "4",
+                "--quiet",
+                "--no-augment",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     coarse = tmp_path / "seg_coarse.pt"
-    assert mgs_export(["train-seg", "--model", "coarse", "--data", str(tiny), "--out", str(coarse), "--epochs", "1",
-                       "--input-size", "64x48", "--quiet"]) == 0
+    assert (
+        mgs_export(
+            [
+                "train-seg",
+                "--model",
+                "coarse",
+                "--data",
+                str(tiny),
+                "--out",
+                str(coarse),
+                "--epochs",
+                "1",
+                "--input-size",
+                "64x48",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     record = read_record(coarse)
     assert record["input_size"] == [64, 48] and record["kind"] == "seg_coarse" and record["training"]["augment"] is True
     assert record["class_names"] == ["background", "animal", "ears", "eyes"]
@@ -115,4 +166,9 @@ def test_train_commands_write_complete_weight_files(tiny: Path, tmp_path: Path) 
     assert eye_record["training"]["optimizer"] == "sgd" and eye_record["training"]["epochs"] == 1
     assert eye_record["training"]["augment"] is False
     assert module(torch.rand(2, 3, 50, 50)).shape == (2, 1)
-    assert mgs_export(["train-seg", "--model", "fine", "--data", str(tiny), "--out", str(tmp_path / "f.pt"), "--crop", "50"]) == 2
+    assert (
+        mgs_export(
+            ["train-seg", "--model", "fine", "--data", str(tiny), "--out", str(tmp_path / "f.pt"), "--crop", "50"]
+        )
+        == 2
+    )

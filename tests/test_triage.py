@@ -47,10 +47,16 @@ def _order(page: str) -> list[str]:
 
 
 def test_attention_first_then_highest_score_then_no_score(app: Flask, viewer: FlaskClient) -> None:
-    store(app, recent_window(box=0, seq=1, score=2.0), recent_window(box=1, seq=2, score=8.1),
-          recent_window(box=2, seq=3, score=None), recent_window(box=3, seq=4, score=5.5),
-          recent_window(box=4, seq=5, score=3.0), recent_window(box=5, seq=6, score=6.5, age_s=900),
-          alerts=(alert(box=4, seq=100, score=6.2),))
+    store(
+        app,
+        recent_window(box=0, seq=1, score=2.0),
+        recent_window(box=1, seq=2, score=8.1),
+        recent_window(box=2, seq=3, score=None),
+        recent_window(box=3, seq=4, score=5.5),
+        recent_window(box=4, seq=5, score=3.0),
+        recent_window(box=5, seq=6, score=6.5, age_s=900),
+        alerts=(alert(box=4, seq=100, score=6.2),),
+    )
     page = viewer.get("/").get_data(as_text=True)
     # no current score: the box that spent a minute at 6.5 before going quiet comes first
     assert _order(page) == ["rack1/4", "rack1/1", "rack1/3", "rack1/0", "rack1/5", "rack1/2"]
@@ -60,7 +66,8 @@ def test_attention_first_then_highest_score_then_no_score(app: Flask, viewer: Fl
 
 
 def test_delta_sends_nothing_when_nothing_changed_and_only_the_changed_tile_otherwise(
-        app: Flask, viewer: FlaskClient) -> None:
+    app: Flask, viewer: FlaskClient
+) -> None:
     store(app, *[recent_window(box=b, seq=b, score=2.0 + b * 0.1) for b in range(6)])
     page = viewer.get("/").get_data(as_text=True)
     version = re.search(r'data-version="([0-9a-f]+)"', page).group(1)  # type: ignore[union-attr]
@@ -101,8 +108,11 @@ def test_history_arriving_after_a_page_load_shows_in_the_sparkline_at_once(app: 
     before = viewer.get("/").get_data(as_text=True)
     assert "<polyline" not in before
     now = time.time()
-    store(app, *[window("rack1", 0, 100 + i, now - 1500 + i * 70, 2.0 + i * 0.2) for i in range(20)],
-          recent_window(seq=500, score=6.0))
+    store(
+        app,
+        *[window("rack1", 0, 100 + i, now - 1500 + i * 70, 2.0 + i * 0.2) for i in range(20)],
+        recent_window(seq=500, score=6.0),
+    )
     after = viewer.get("/").get_data(as_text=True)
     assert "<polyline" in after, "late windows for completed minutes must not wait for the next minute"
     assert ">↑<" in after, "a rising course shows a rising trend"

@@ -43,8 +43,13 @@ def test_configs_parse_as_triton_model_config(repo: Path):
     assert fine.name == "seg_fine" and fine.platform == "onnxruntime_onnx" and fine.max_batch_size >= 4
     assert [(i.name, list(i.dims)) for i in fine.input] == [("image", [3, -1, -1])]
     assert [(o.name, list(o.dims)) for o in fine.output] == [("classes", [-1, -1])]
-    assert ModelConfig.DESCRIPTOR.fields_by_name["input"].message_type.fields_by_name["data_type"].enum_type \
-        .values_by_number[fine.output[0].data_type].name == "TYPE_UINT8"
+    assert (
+        ModelConfig.DESCRIPTOR.fields_by_name["input"]
+        .message_type.fields_by_name["data_type"]
+        .enum_type.values_by_number[fine.output[0].data_type]
+        .name
+        == "TYPE_UINT8"
+    )
     assert 4 in fine.dynamic_batching.preferred_batch_size
     assert fine.instance_group[0].kind == fine.instance_group[0].KIND_GPU
     assert fine.parameters["sha256"].string_value == load_manifest(DEFAULT_MODELS_DIR).entry("seg_fine", "fp32").sha256

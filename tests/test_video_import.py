@@ -41,8 +41,12 @@ def live(tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _post(url: str, token: str, body: Any) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
-        "Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
@@ -62,12 +66,39 @@ def _windows(app: Any, device: str) -> int:
 
 def test_importing_twice_stores_every_window_once_and_files_it_under_the_animal(tmp_path: Path, live, capsys) -> None:
     video = tmp_path / "day3.mp4"
-    assert export_main(["synth-video", "--seconds", str(SECONDS), "--fps", str(FPS), "--out", str(video),
-                        "--seed", "21", "--quiet"]) == 0
+    assert (
+        export_main(
+            [
+                "synth-video",
+                "--seconds",
+                str(SECONDS),
+                "--fps",
+                str(FPS),
+                "--out",
+                str(video),
+                "--seed",
+                "21",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     animals = tmp_path / "animals.csv"
     animals.write_text("video,box,animal,group,timepoint,start\nday3.mp4,2,M07,meloxicam,day 3,2026-05-01T08:00:00Z\n")
-    args = ["score", str(video), "--out", str(tmp_path / "out"), "--animals", str(animals), "--jobs", "1",
-            "--server", live["url"], "--token", live["officer"]]
+    args = [
+        "score",
+        str(video),
+        "--out",
+        str(tmp_path / "out"),
+        "--animals",
+        str(animals),
+        "--jobs",
+        "1",
+        "--server",
+        live["url"],
+        "--token",
+        live["officer"],
+    ]
     assert device_main(args) == 0
     first = capsys.readouterr().out
     result = json.loads((tmp_path / "out" / "day3" / "result.json").read_text())
@@ -88,24 +119,50 @@ def test_importing_twice_stores_every_window_once_and_files_it_under_the_animal(
     assert [p["mean"] for p in history["points"]] == csv_scores
     assert device not in {d["name"] for d in repo_call(live["app"], "devices")}, "a recording is not a live rack"
 
-    request = urllib.request.Request(live["url"] + "/api/v1/imports", headers={"Authorization": f"Bearer {live['viewer']}"})
+    request = urllib.request.Request(
+        live["url"] + "/api/v1/imports", headers={"Authorization": f"Bearer {live['viewer']}"}
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         imports = json.loads(response.read())["imports"]
     assert [(i["device"], i["source"], i["video_name"], i["imported_by"]) for i in imports] == [
-        (device, "api", "day3.mp4", "olga")]
+        (device, "api", "day3.mp4", "olga")
+    ]
     assert [(b["box"], b["animal_name"], b["group_name"], b["timepoint"]) for b in imports[0]["boxes"]][2] == (
-        2, "M07", "meloxicam", "day 3")
+        2,
+        "M07",
+        "meloxicam",
+        "day 3",
+    )
 
 
 def test_import_needs_an_officer_and_a_valid_result(live) -> None:
     url = live["url"] + "/api/v1/imports"
     code, body = _post(url, live["viewer"], {})
     assert code == 403 and "officer" in body["error"]
-    code, body = _post(url, live["officer"], {"fingerprint": "f" * 64, "start": "2026-05-01T08:00:00Z",
-                                              "window_s": 1.0, "model_sha256": "a" * 64, "windows": [
-                                                  {"box": 0, "index": 0, "t_start_s": 0, "t_end_s": 1, "frames": 10,
-                                                   "valid_eyes": 0, "score": 3.0, "median": 3.0, "p90": 3.0,
-                                                   "face_visible_fraction": 0.0}]})
+    code, body = _post(
+        url,
+        live["officer"],
+        {
+            "fingerprint": "f" * 64,
+            "start": "2026-05-01T08:00:00Z",
+            "window_s": 1.0,
+            "model_sha256": "a" * 64,
+            "windows": [
+                {
+                    "box": 0,
+                    "index": 0,
+                    "t_start_s": 0,
+                    "t_end_s": 1,
+                    "frames": 10,
+                    "valid_eyes": 0,
+                    "score": 3.0,
+                    "median": 3.0,
+                    "p90": 3.0,
+                    "face_visible_fraction": 0.0,
+                }
+            ],
+        },
+    )
     assert code == 400 and "windows[0]" in body["error"] and "valid_eyes" in body["error"]
     code, body = _post(url, live["officer"], {"fingerprint": "not a hash"})
     assert code == 400 and "sha256" in body["error"]

@@ -32,21 +32,30 @@ def repo_call_on(app: Any, call: Any) -> Any:
 
 
 def test_uploads_over_the_limit_and_from_viewers_are_refused(tmp_path: Path) -> None:
-    config = ServerConfig(database=DatabaseConfig(path=tmp_path / "server.sqlite"), videos=VideosConfig(max_upload_mb=1))
+    config = ServerConfig(
+        database=DatabaseConfig(path=tmp_path / "server.sqlite"), videos=VideosConfig(max_upload_mb=1)
+    )
     app = create_app(config, {"TESTING": True, "SECRET_KEY": "test-secret-" + "x" * 32})
     add_user(app, "olga", "officer")
     add_user(app, "vic", "viewer")
     client = app.test_client()
     assert login(client, "olga").status_code == 302
     big = io.BytesIO(b"\0" * (2 * 1024 * 1024))
-    response = client.post("/videos", data={"csrf_token": csrf(client), "video": (big, "big.mp4")},
-                           content_type="multipart/form-data", follow_redirects=True)
+    response = client.post(
+        "/videos",
+        data={"csrf_token": csrf(client), "video": (big, "big.mp4")},
+        content_type="multipart/form-data",
+        follow_redirects=True,
+    )
     assert "larger than 1 MiB" in response.get_data(as_text=True)
     assert not list((tmp_path / "videos").rglob("*.mp4")), "a refused upload leaves no file behind"
     viewer = app.test_client()
     assert login(viewer, "vic").status_code == 302
-    response = viewer.post("/videos", data={"csrf_token": csrf(viewer), "video": (io.BytesIO(b"x"), "a.mp4")},
-                           content_type="multipart/form-data")
+    response = viewer.post(
+        "/videos",
+        data={"csrf_token": csrf(viewer), "video": (io.BytesIO(b"x"), "a.mp4")},
+        content_type="multipart/form-data",
+    )
     assert response.status_code == 403
     assert "Upload a video" not in viewer.get("/videos").get_data(as_text=True)
 
@@ -81,10 +90,12 @@ def _queue_video(app: Any, tmp_path: Path, animals: dict[int, dict[str, str]], s
     """A generated rack video queued as an upload (its own folder, as `uploads` makes it)."""
     video = tmp_path / "videos" / "upload1" / "cage-cam.mp4"
     video.parent.mkdir(parents=True)
-    assert export_main(["synth-video", "--seconds", "2", "--fps", "5", "--out", str(video), "--seed", "4",
-                        "--quiet"]) == 0
-    job_id = repo_call_on(app, lambda repo: submit(repo, video.name, video, video.stat().st_size, animals, start,
-                                                   "olga"))
+    assert (
+        export_main(["synth-video", "--seconds", "2", "--fps", "5", "--out", str(video), "--seed", "4", "--quiet"]) == 0
+    )
+    job_id = repo_call_on(
+        app, lambda repo: submit(repo, video.name, video, video.stat().st_size, animals, start, "olga")
+    )
     app.extensions["mgs_videos"].wake()
     return job_id
 

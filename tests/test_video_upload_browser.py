@@ -20,9 +20,11 @@ pytestmark = pytest.mark.browser
 SCORING_TIMEOUT_MS = 120_000
 
 
-def test_an_officer_uploads_a_video_and_sees_the_scores(page: Any, server: Any, tmp_path: Path) -> None:
+def test_an_officer_uploads_a_video_and_sees_the_scores(page: Any, server: Any, tmp_path: Path) -> None:  # noqa: F811
     video = tmp_path / "cage-cam.mp4"
-    assert export_main(["synth-video", "--seconds", "2", "--fps", "5", "--out", str(video), "--seed", "4", "--quiet"]) == 0
+    assert (
+        export_main(["synth-video", "--seconds", "2", "--fps", "5", "--out", str(video), "--seed", "4", "--quiet"]) == 0
+    )
     not_video = tmp_path / "notes.mp4"
     not_video.write_text("these are my notes, not a video")
 
@@ -49,6 +51,7 @@ def test_an_officer_uploads_a_video_and_sees_the_scores(page: Any, server: Any, 
     page.goto(f"{server.url}/videos")
     expect(page.locator("#imports")).to_contain_text("M11")
     expect(page.locator("#jobs")).to_contain_text("done")
-    history = server.repo_call("animal_scores", next(a["id"] for a in server.repo_call("animals") if a["name"] == "M11"),
-                               0, 4e9, "raw")
+    history = server.repo_call(
+        "animal_scores", next(a["id"] for a in server.repo_call("animals") if a["name"] == "M11"), 0, 4e9, "raw"
+    )
     assert len(history["points"]) == 2 and all(p["device"].startswith("rec-") for p in history["points"])

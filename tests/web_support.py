@@ -22,8 +22,9 @@ PASSWORD = "correct horse battery"
 
 
 def make_app(tmp_path: Path, **dashboard: Any) -> Flask:
-    config = ServerConfig(database=DatabaseConfig(path=tmp_path / "server.sqlite"),
-                          dashboard=DashboardConfig(**dashboard))
+    config = ServerConfig(
+        database=DatabaseConfig(path=tmp_path / "server.sqlite"), dashboard=DashboardConfig(**dashboard)
+    )
     return create_app(config, {"TESTING": True, "SECRET_KEY": "test-secret-" + "x" * 32})
 
 
@@ -74,8 +75,9 @@ def repo_call(app: Flask, method: str, *args: Any, **kwargs: Any) -> Any:
         db.conn.close()
 
 
-def store(app: Flask, *windows: ScoreWindow, alerts: tuple[BoxAlert, ...] = (),
-          statuses: tuple[DeviceStatus, ...] = ()) -> None:
+def store(
+    app: Flask, *windows: ScoreWindow, alerts: tuple[BoxAlert, ...] = (), statuses: tuple[DeviceStatus, ...] = ()
+) -> None:
     """Write through the ingest worker's own repository calls (in one transaction, like a batch)."""
     db = connect(app.config["DATABASE"])
     try:
@@ -90,19 +92,38 @@ def store(app: Flask, *windows: ScoreWindow, alerts: tuple[BoxAlert, ...] = (),
         db.conn.close()
 
 
-def recent_window(device: str = "rack1", box: int = 0, seq: int = 0, age_s: float = 1.0,
-                  score: float | None = 3.0) -> ScoreWindow:
+def recent_window(
+    device: str = "rack1", box: int = 0, seq: int = 0, age_s: float = 1.0, score: float | None = 3.0
+) -> ScoreWindow:
     """A window that ended `age_s` seconds ago."""
     return window(device, box, seq, time.time() - age_s - 1.0, score)
 
 
-def alert(device: str = "rack1", box: int = 0, seq: int = 1000, event: str = "raised",
-          score: float | None = 7.5) -> BoxAlert:
-    return BoxAlert(device=device, box=box, seq=seq, event=event, time=utc_iso(time.time()), threshold=6.0,
-                    duration_s=60.0, score=score)
+def alert(
+    device: str = "rack1", box: int = 0, seq: int = 1000, event: str = "raised", score: float | None = 7.5
+) -> BoxAlert:
+    return BoxAlert(
+        device=device,
+        box=box,
+        seq=seq,
+        event=event,
+        time=utc_iso(time.time()),
+        threshold=6.0,
+        duration_s=60.0,
+        score=score,
+    )
 
 
 def status(device: str = "rack1", fps: float = 21.5, queue_depth: int = 3) -> DeviceStatus:
-    return DeviceStatus(device=device, time=utc_iso(time.time()), fps=fps, target_fps=20.0, backend="local",
-                        camera="ok", queue_depth=queue_depth, uptime_s=3600.0, version="0.1.0",
-                        models={"unet": SHA, "eye": SHA})
+    return DeviceStatus(
+        device=device,
+        time=utc_iso(time.time()),
+        fps=fps,
+        target_fps=20.0,
+        backend="local",
+        camera="ok",
+        queue_depth=queue_depth,
+        uptime_s=3600.0,
+        version="0.1.0",
+        models={"unet": SHA, "eye": SHA},
+    )

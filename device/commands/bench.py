@@ -30,15 +30,40 @@ FULL_TIME_FACTOR = 3  # the slow reference gets this many times --seconds to cov
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rois", type=int, default=MAX_ROIS, help="largest number of ROIs to measure (1-4, default 4)")
-    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per pass and length of the generated video (default 10)")
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="seconds per pass and length of the generated video (default 10)"
+    )
     parser.add_argument("--json", type=Path, help="write all figures to this JSON file")
-    parser.add_argument("--video", type=Path, help="rack video to use instead of generating one (ground truth from VIDEO.truth.jsonl if present)")
-    parser.add_argument("--models", type=Path, help="models directory (default: $MGS_MODELS_DIR or the installed models/)")
-    parser.add_argument("--precision", choices=("int8", "fp32", "both"), default="both", help="which shipped precisions to measure (default both)")
+    parser.add_argument(
+        "--video",
+        type=Path,
+        help="rack video to use instead of generating one (ground truth from VIDEO.truth.jsonl if present)",
+    )
+    parser.add_argument(
+        "--models", type=Path, help="models directory (default: $MGS_MODELS_DIR or the installed models/)"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("int8", "fp32", "both"),
+        default="both",
+        help="which shipped precisions to measure (default both)",
+    )
     parser.add_argument("--no-full", action="store_true", help="skip the slow full-resolution reference")
-    parser.add_argument("--fine-crop", type=int, default=PipelineConfig.fine_crop, help="fast pipeline: side of the fine crops in pixels")
-    parser.add_argument("--coarse-every", type=int, default=PipelineConfig.coarse_every, help="fast pipeline: frames between coarse passes")
-    parser.add_argument("--full-stride", type=int, default=10, help="full-resolution reference: analyse every Nth frame (default 10)")
+    parser.add_argument(
+        "--fine-crop",
+        type=int,
+        default=PipelineConfig.fine_crop,
+        help="fast pipeline: side of the fine crops in pixels",
+    )
+    parser.add_argument(
+        "--coarse-every",
+        type=int,
+        default=PipelineConfig.coarse_every,
+        help="fast pipeline: frames between coarse passes",
+    )
+    parser.add_argument(
+        "--full-stride", type=int, default=10, help="full-resolution reference: analyse every Nth frame (default 10)"
+    )
     parser.add_argument("--threads", type=int, default=BackendConfig.threads, help="onnxruntime threads per network")
 
 
@@ -53,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
         raise MgsError("--seconds must be more than 0")
     if args.full_stride < 1:
         raise MgsError("--full-stride must be 1 or more")
-    config = PipelineConfig(fine_crop=args.fine_crop, coarse_every=args.coarse_every, lost_retry=min(3, args.coarse_every))
+    config = PipelineConfig(
+        fine_crop=args.fine_crop, coarse_every=args.coarse_every, lost_retry=min(3, args.coarse_every)
+    )
     validate(config)
     precisions: list[Precision] = ["int8", "fp32"] if args.precision == "both" else [args.precision]
     models = {}
@@ -73,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
         truth = read_truth(video)
         rois = truth_rois(video) or detect_boxes(read_reference_frame(str(video)))
         if len(rois) < args.rois:
-            raise MgsError(f"{video}: only {len(rois)} boxes known (from its truth file or detect-boxes); use --rois {len(rois)}")
+            raise MgsError(
+                f"{video}: only {len(rois)} boxes known (from its truth file or detect-boxes); use --rois {len(rois)}"
+            )
         load_before = os.getloadavg()
         results = []
         main_p = precisions[0] if precisions[0] in models else next(iter(models))
@@ -86,8 +115,18 @@ def run(args: argparse.Namespace) -> int:
         for kind, p, n in plan:
             print(f"measuring {kind}-{p} with {n} ROI(s) ...", flush=True)
             if kind == "full":
-                result, accuracy = run_variant(video, models[p], rois[:n], kind, p, config, FULL_TIME_FACTOR * args.seconds,
-                                               truth, realtime=False, stride=args.full_stride)
+                result, accuracy = run_variant(
+                    video,
+                    models[p],
+                    rois[:n],
+                    kind,
+                    p,
+                    config,
+                    FULL_TIME_FACTOR * args.seconds,
+                    truth,
+                    realtime=False,
+                    stride=args.full_stride,
+                )
             else:
                 result, accuracy = run_variant(video, models[p], rois[:n], kind, p, config, args.seconds, truth)
             results.append(result)
@@ -101,18 +140,35 @@ def run(args: argparse.Namespace) -> int:
         load_after = os.getloadavg()
         print()
         print(format_table(results))
-        print(f"\nvideo {video.name}: {_describe_video(video)}; {args.seconds:g} s per pass; publish = window aggregation + "
-              f"ScoreWindow JSON (no broker); lat = capture->publish at the video's own rate; MAE = per-eye mean absolute "
-              f"error of matched valid eyes (within {MATCH_PX:g} px of a true eye); MAE ref = on the frames the full-resolution "
-              f"reference of the same precision processed (every {args.full_stride}th frame; its fps is 1000 / its mean ms per frame); load average before {load_before[0]:.2f}, after {load_after[0]:.2f}")
+        print(
+            f"\nvideo {video.name}: {_describe_video(video)}; {args.seconds:g} s per pass; publish = window aggregation + "
+            f"ScoreWindow JSON (no broker); lat = capture->publish at the video's own rate; MAE = per-eye mean absolute "
+            f"error of matched valid eyes (within {MATCH_PX:g} px of a true eye); MAE ref = on the frames the full-resolution "
+            f"reference of the same precision processed (every {args.full_stride}th frame; its fps is 1000 / its mean ms per frame); load average before {load_before[0]:.2f}, after {load_after[0]:.2f}"
+        )
         if args.json:
             context = {
-                "video": str(video), "video_info": _describe_video(video), "seconds": args.seconds,
-                "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
-                            "onnxruntime": _ort_version(), "opencv": cv2.__version__},
-                "load_average_before": load_before, "load_average_after": load_after,
-                "pipeline_config": {"fine_crop": config.fine_crop, "coarse_every": config.coarse_every, "lost_retry": config.lost_retry},
-                "models": {p: {"sha256": m.model_sha256, "files": {k: str(v) for k, v in m.files.items()}} for p, m in models.items()},
+                "video": str(video),
+                "video_info": _describe_video(video),
+                "seconds": args.seconds,
+                "machine": {
+                    "cpu": _cpu_name(),
+                    "cores": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "onnxruntime": _ort_version(),
+                    "opencv": cv2.__version__,
+                },
+                "load_average_before": load_before,
+                "load_average_after": load_after,
+                "pipeline_config": {
+                    "fine_crop": config.fine_crop,
+                    "coarse_every": config.coarse_every,
+                    "lost_retry": config.lost_retry,
+                },
+                "models": {
+                    p: {"sha256": m.model_sha256, "files": {k: str(v) for k, v in m.files.items()}}
+                    for p, m in models.items()
+                },
                 "not_measured": skipped_precisions,
                 "publish_measured_as": "WindowAggregator + ScoreWindow.to_json (no broker)",
             }
@@ -124,10 +180,24 @@ def run(args: argparse.Namespace) -> int:
 
 def _generate_video(path: Path, seconds: float) -> Path:
     print(f"generating a {seconds:g} s rack video with ground truth ...", flush=True)
-    cmd = [sys.executable, "-m", "export.cli", "synth-video", "--seconds", f"{seconds:g}", "--out", str(path), "--seed", "7", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "export.cli",
+        "synth-video",
+        "--seconds",
+        f"{seconds:g}",
+        "--out",
+        str(path),
+        "--seed",
+        "7",
+        "--quiet",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
-        raise MgsError(f"could not generate a rack video ({done.stderr.strip() or done.stdout.strip()}); pass --video FILE")
+        raise MgsError(
+            f"could not generate a rack video ({done.stderr.strip() or done.stdout.strip()}); pass --video FILE"
+        )
     return path
 
 

@@ -18,10 +18,21 @@ from mgs_core.errors import MgsError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, type=Path, help="device config (TOML) whose [rois] section is rewritten; created if absent")
+    parser.add_argument(
+        "--config",
+        required=True,
+        type=Path,
+        help="device config (TOML) whose [rois] section is rewritten; created if absent",
+    )
     parser.add_argument("--source", required=True, help="rack image, video file, camera index or stream URL")
-    parser.add_argument("--png", type=Path, help="where to save the picture of the found boxes (default: next to the config)")
-    parser.add_argument("--expected", type=int, help=f"how many boxes the rack has (default: [rois] expected in the config, else {MAX_ROIS})")
+    parser.add_argument(
+        "--png", type=Path, help="where to save the picture of the found boxes (default: next to the config)"
+    )
+    parser.add_argument(
+        "--expected",
+        type=int,
+        help=f"how many boxes the rack has (default: [rois] expected in the config, else {MAX_ROIS})",
+    )
     parser.add_argument("--dry-run", action="store_true", help="only show what was found; leave the config alone")
 
 

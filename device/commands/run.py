@@ -7,8 +7,12 @@ from pathlib import Path
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=Path("device.toml"),
-                        help="device config file (default ./device.toml; see device.example.toml)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path("device.toml"),
+        help="device config file (default ./device.toml; see device.example.toml)",
+    )
     parser.add_argument("--max-seconds", type=float, help="stop after this many seconds (tests, demos)")
     parser.add_argument("--max-frames", type=int, help="stop after scoring this many frames (tests, demos)")
     parser.add_argument("--check", action="store_true", help="only validate the config file and exit")
@@ -24,8 +28,10 @@ def run(args: argparse.Namespace) -> int:
         raise MgsError("--max-frames must be more than 0")
     config = load_device_config(args.config)
     if args.check:
-        print(f"{args.config}: OK (device {config.name}, {len(config.rois.boxes)} box(es), broker "
-              f"{config.mqtt.host}:{config.mqtt.port})")
+        print(
+            f"{args.config}: OK (device {config.name}, {len(config.rois.boxes)} box(es), broker "
+            f"{config.mqtt.host}:{config.mqtt.port})"
+        )
         return 0
     from device.runner import DeviceRunner
 

@@ -10,16 +10,36 @@ from pathlib import Path
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True, help="labelled dataset folder (docs/dataset.md format)")
     parser.add_argument("--out", type=Path, required=True, help="report folder (report.json and PNG plots)")
-    parser.add_argument("--models", type=Path, default=Path(__file__).resolve().parents[2] / "models",
-                        help="folder with seg_fine.pt, seg_coarse.pt, eye.pt (default: the shipped models/)")
-    parser.add_argument("--runtime", choices=("torch", "fp32", "int8"), default="torch",
-                        help="torch: the .pt weights; fp32/int8: the exported ONNX files via models/manifest.json, as the device runs them")
-    parser.add_argument("--pipeline", choices=("full", "fast", "both"), default="both",
-                        help="full: seg_fine over whole ROIs (reference); fast: coarse head search + fine crops (the device default)")
-    parser.add_argument("--match-px", type=float, default=8.0, help="a detected eye matches a true eye within this distance (full-frame px)")
+    parser.add_argument(
+        "--models",
+        type=Path,
+        default=Path(__file__).resolve().parents[2] / "models",
+        help="folder with seg_fine.pt, seg_coarse.pt, eye.pt (default: the shipped models/)",
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=("torch", "fp32", "int8"),
+        default="torch",
+        help="torch: the .pt weights; fp32/int8: the exported ONNX files via models/manifest.json, as the device runs them",
+    )
+    parser.add_argument(
+        "--pipeline",
+        choices=("full", "fast", "both"),
+        default="both",
+        help="full: seg_fine over whole ROIs (reference); fast: coarse head search + fine crops (the device default)",
+    )
+    parser.add_argument(
+        "--match-px",
+        type=float,
+        default=8.0,
+        help="a detected eye matches a true eye within this distance (full-frame px)",
+    )
     parser.add_argument("--frames", type=int, help="evaluate only the first N frames of --data; default all")
-    parser.add_argument("--train-data", type=Path,
-                        help="the dataset the models were trained on: its conditions' ranges split the report into seen and held-out styles (docs/generalisation.md)")
+    parser.add_argument(
+        "--train-data",
+        type=Path,
+        help="the dataset the models were trained on: its conditions' ranges split the report into seen and held-out styles (docs/generalisation.md)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -27,7 +47,6 @@ def run(args: argparse.Namespace) -> int:
     from export.breakdown import format_table, training_ranges
     from export.dataset import open_dataset
     from export.evaluate import EvalOptions, evaluate, onnx_runners, torch_runners, write_report
-
     from export.train.options import open_data
 
     data = open_data(args)
@@ -35,27 +54,38 @@ def run(args: argparse.Namespace) -> int:
     models, info = torch_runners(args.models) if args.runtime == "torch" else onnx_runners(args.models, args.runtime)
     pipelines = ("full", "fast") if args.pipeline == "both" else (args.pipeline,)
     started = time.monotonic()
-    report = evaluate(data, models, EvalOptions(match_px=args.match_px, pipelines=pipelines, progress=not args.quiet,
-                                             seen_conditions=seen))
-    report.update(dataset=str(args.data), runtime=args.runtime, models=info, seconds=round(time.monotonic() - started, 1))
+    report = evaluate(
+        data,
+        models,
+        EvalOptions(match_px=args.match_px, pipelines=pipelines, progress=not args.quiet, seen_conditions=seen),
+    )
+    report.update(
+        dataset=str(args.data), runtime=args.runtime, models=info, seconds=round(time.monotonic() - started, 1)
+    )
     path = write_report(report, args.out)
     seg = report["segmentation"]["seg_fine_full_resolution"]["iou"]
     print(f"wrote {path}")
-    print(f"  seg_fine IoU  " + "  ".join(f"{k} {v:.3f}" if v is not None else f"{k} -" for k, v in seg.items()))
+    print("  seg_fine IoU  " + "  ".join(f"{k} {v:.3f}" if v is not None else f"{k} -" for k, v in seg.items()))
     for kind, d in report["detection"].items():
         p, r = d["precision"], d["recall"]
         e2e = report["end_to_end"][kind]
-        print(f"  {kind:4s} pipeline: eye precision {p if p is None else round(p, 3)}  recall {r if r is None else round(r, 3)}"
-              f"  end-to-end MAE {e2e['mae'] if e2e['mae'] is None else round(e2e['mae'], 3)} (n={e2e['n']})")
+        print(
+            f"  {kind:4s} pipeline: eye precision {p if p is None else round(p, 3)}  recall {r if r is None else round(r, 3)}"
+            f"  end-to-end MAE {e2e['mae'] if e2e['mae'] is None else round(e2e['mae'], 3)} (n={e2e['n']})"
+        )
     for kind, a in report["abstention"].items():
         op = a["operating_point"]
-        print(f"  {kind:4s} at min_confidence {a['min_confidence']}: {a['abstained_at_operating_point']} of {a['candidates']} eyes abstained;"
-              f" scored eyes: precision {op['precision'] if op['precision'] is None else round(op['precision'], 3)}"
-              f"  recall {op['recall'] if op['recall'] is None else round(op['recall'], 3)}"
-              f"  MAE {op['mae'] if op['mae'] is None else round(op['mae'], 3)}  coverage {op['coverage'] if op['coverage'] is None else round(op['coverage'], 3)}")
+        print(
+            f"  {kind:4s} at min_confidence {a['min_confidence']}: {a['abstained_at_operating_point']} of {a['candidates']} eyes abstained;"
+            f" scored eyes: precision {op['precision'] if op['precision'] is None else round(op['precision'], 3)}"
+            f"  recall {op['recall'] if op['recall'] is None else round(op['recall'], 3)}"
+            f"  MAE {op['mae'] if op['mae'] is None else round(op['mae'], 3)}  coverage {op['coverage'] if op['coverage'] is None else round(op['coverage'], 3)}"
+        )
     ro = report["regressor_only"]
-    print(f"  regressor only: MAE {ro['mae'] if ro['mae'] is None else round(ro['mae'], 3)}  r {ro['pearson_r'] if ro['pearson_r'] is None else round(ro['pearson_r'], 3)}"
-          f"  ICC(2,1) {ro['icc_2_1'] if ro['icc_2_1'] is None else round(ro['icc_2_1'], 3)}  (n={ro['n']})")
+    print(
+        f"  regressor only: MAE {ro['mae'] if ro['mae'] is None else round(ro['mae'], 3)}  r {ro['pearson_r'] if ro['pearson_r'] is None else round(ro['pearson_r'], 3)}"
+        f"  ICC(2,1) {ro['icc_2_1'] if ro['icc_2_1'] is None else round(ro['icc_2_1'], 3)}  (n={ro['n']})"
+    )
     if report["by_condition"]["frame"] or report["by_condition"]["box"] or seen:
         print(format_table(report["by_condition"], pipelines))
     return 0

@@ -14,14 +14,35 @@ from mgs_core.manifest import DEFAULT_MODELS_DIR
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", type=Path, default=DEFAULT_MODELS_DIR, help="folder with the checkpoints <name>.pt (default: models/)")
-    parser.add_argument("--out", type=Path, default=None, help="folder for <name>.fp32.onnx and manifest.json (default: --models)")
-    parser.add_argument("--only", action="append", choices=["seg_fine", "seg_coarse", "eye"], help="export only this network (repeatable)")
-    parser.add_argument("--random-init", action="store_true", help="export an untrained stand-in for a network that has no checkpoint")
+    parser.add_argument(
+        "--models",
+        type=Path,
+        default=DEFAULT_MODELS_DIR,
+        help="folder with the checkpoints <name>.pt (default: models/)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="folder for <name>.fp32.onnx and manifest.json (default: --models)"
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=["seg_fine", "seg_coarse", "eye"],
+        help="export only this network (repeatable)",
+    )
+    parser.add_argument(
+        "--random-init", action="store_true", help="export an untrained stand-in for a network that has no checkpoint"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from export.onnx_export import NETWORKS, export_network, fp32_parity, load_checkpoint, manifest_record, random_checkpoint
+    from export.onnx_export import (
+        NETWORKS,
+        export_network,
+        fp32_parity,
+        load_checkpoint,
+        manifest_record,
+        random_checkpoint,
+    )
     from mgs_core.manifest import save_entry
 
     out = args.out or args.models
@@ -34,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
         elif args.random_init:
             ckpt = random_checkpoint(name)
         else:
-            raise MgsError(f"no checkpoint {checkpoint}; train it first (mgs-export train-seg / train-eye) or pass --random-init for an untrained stand-in")
+            raise MgsError(
+                f"no checkpoint {checkpoint}; train it first (mgs-export train-seg / train-eye) or pass --random-init for an untrained stand-in"
+            )
         path = out / f"{name}.fp32.onnx"
         export_network(ckpt, path)
         metrics = fp32_parity(ckpt, path)

@@ -9,8 +9,12 @@ from pathlib import Path
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="new or empty dataset folder to write")
     parser.add_argument("--frames", type=int, default=100, help="number of 1080x1920 frames (default 100)")
-    parser.add_argument("--seed", type=int, default=424242, help="random seed; the same seed gives the same frames (default 424242)")
-    parser.add_argument("--workers", type=int, default=1, help="frames rendered in parallel processes (the frames do not depend on it)")
+    parser.add_argument(
+        "--seed", type=int, default=424242, help="random seed; the same seed gives the same frames (default 424242)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="frames rendered in parallel processes (the frames do not depend on it)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

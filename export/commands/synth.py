@@ -8,15 +8,34 @@ from pathlib import Path
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, required=True, help="number of 1080x1920 frames to render")
-    parser.add_argument("--seed", type=int, default=0, help="dataset seed; the same seed gives the same dataset (default 0)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="dataset seed; the same seed gives the same dataset (default 0)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="new or empty output folder")
-    parser.add_argument("--image-format", choices=["jpg", "png"], default="jpg", help="frame files: jpg (quality 95, default) or png (lossless, ~8x larger)")
-    parser.add_argument("--randomise", choices=["none", "default", "hardest"], default="default",
-                        help="domain randomisation (docs/synth.md): default (training sets), hardest (acceptance sets), none (the original generator)")
-    parser.add_argument("--restrict", action="append", default=[], metavar="FAMILY=LEVEL,...",
-                        help="narrow a family to some levels, e.g. fur=black,agouti or light=normal (repeatable)")
-    parser.add_argument("--style-holdout", choices=["train", "test"],
-                        help="the style-held-out protocol: train = common coats, light, backdrops and bedding; test = the held-out ones")
+    parser.add_argument(
+        "--image-format",
+        choices=["jpg", "png"],
+        default="jpg",
+        help="frame files: jpg (quality 95, default) or png (lossless, ~8x larger)",
+    )
+    parser.add_argument(
+        "--randomise",
+        choices=["none", "default", "hardest"],
+        default="default",
+        help="domain randomisation (docs/synth.md): default (training sets), hardest (acceptance sets), none (the original generator)",
+    )
+    parser.add_argument(
+        "--restrict",
+        action="append",
+        default=[],
+        metavar="FAMILY=LEVEL,...",
+        help="narrow a family to some levels, e.g. fur=black,agouti or light=normal (repeatable)",
+    )
+    parser.add_argument(
+        "--style-holdout",
+        choices=["train", "test"],
+        help="the style-held-out protocol: train = common coats, light, backdrops and bedding; test = the held-out ones",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress line")
 
 
@@ -29,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
 
     cv2.setNumThreads(1)
     randomise = Randomisation.parse(args.randomise, args.restrict, args.style_holdout)
-    out = write_dataset(args.out, args.frames, args.seed, progress=not args.quiet, image_format=args.image_format, randomise=randomise)
+    out = write_dataset(
+        args.out, args.frames, args.seed, progress=not args.quiet, image_format=args.image_format, randomise=randomise
+    )
     problems, counts = validate_dataset(out)
     if problems:
         print("\n".join(problems))

@@ -14,11 +14,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="video file: .mp4 (mp4v, recommended) or .avi (MJPG)")
     parser.add_argument("--fps", type=float, default=30.0, help="frames per second (default 30)")
     parser.add_argument("--seed", type=int, default=0, help="seed: camera placement, motion and scores (default 0)")
-    parser.add_argument("--trajectory", choices=TRAJECTORIES, default="postop",
-                        help="postop: rise above 6 after surgery, analgesic recovery; demo: box 1 passes 6 within a minute; "
-                             "baseline: 2-4 throughout; sweep: 0-9-0 ramps (default postop)")
-    parser.add_argument("--fur", choices=sorted(FURS), action="append",
-                        help="coat per box, repeat up to 4 times (default: black C57BL/6 in every box)")
+    parser.add_argument(
+        "--trajectory",
+        choices=TRAJECTORIES,
+        default="postop",
+        help="postop: rise above 6 after surgery, analgesic recovery; demo: box 1 passes 6 within a minute; "
+        "baseline: 2-4 throughout; sweep: 0-9-0 ramps (default postop)",
+    )
+    parser.add_argument(
+        "--fur",
+        choices=sorted(FURS),
+        action="append",
+        help="coat per box, repeat up to 4 times (default: black C57BL/6 in every box)",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite an existing video and sidecar")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
 
@@ -26,13 +34,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import cv2
 
-    from mgs_core.errors import MgsError
     from export.synth.video import truth_path, write_video
+    from mgs_core.errors import MgsError
 
     cv2.setNumThreads(1)
     if args.out.exists() and not args.force:
         raise MgsError(f"{args.out} exists; pass --force to overwrite it or choose another name")
     furs = tuple(args.fur or ["black"])
-    path = write_video(args.out, args.seconds, fps=args.fps, seed=args.seed, trajectory=args.trajectory, furs=furs, progress=not args.quiet)
+    path = write_video(
+        args.out,
+        args.seconds,
+        fps=args.fps,
+        seed=args.seed,
+        trajectory=args.trajectory,
+        furs=furs,
+        progress=not args.quiet,
+    )
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and {truth_path(path)}")
     return 0

@@ -19,11 +19,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="paper: sgd (momentum 0.9)")
     parser.add_argument("--lr", type=float, default=0.001, help="paper: 0.001")
     parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (paper: 0.9)")
-    parser.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
-                        help="learning rate over the epochs: constant (paper) or cosine decay to 0")
+    parser.add_argument(
+        "--schedule",
+        choices=("constant", "cosine"),
+        default="constant",
+        help="learning rate over the epochs: constant (paper) or cosine decay to 0",
+    )
     parser.add_argument("--rotation", type=float, default=30.0, help="random rotation range in degrees (paper: 30)")
-    parser.add_argument("--no-balance", action="store_true", help="sample uniformly instead of inversely to score frequency")
-    parser.add_argument("--pretrain-cifar", type=Path, help="CIFAR-10 python batches (folder or one data_batch file) to pre-train the conv layers on")
+    parser.add_argument(
+        "--no-balance", action="store_true", help="sample uniformly instead of inversely to score frequency"
+    )
+    parser.add_argument(
+        "--pretrain-cifar",
+        type=Path,
+        help="CIFAR-10 python batches (folder or one data_batch file) to pre-train the conv layers on",
+    )
     parser.add_argument("--cifar-epochs", type=int, default=5)
 
 
@@ -35,9 +45,18 @@ def run(args: argparse.Namespace) -> int:
     from models.eye_regressor import PATCH_SIZE
 
     device = pick_device(args.device, args.threads)
-    recipe = EyeRecipe(epochs=args.epochs, batch=args.batch, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
-                       rotation_deg=args.rotation, balance=not args.no_balance, schedule=args.schedule, seed=args.seed,
-                       augment=not args.no_augment)
+    recipe = EyeRecipe(
+        epochs=args.epochs,
+        batch=args.batch,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        momentum=args.momentum,
+        rotation_deg=args.rotation,
+        balance=not args.no_balance,
+        schedule=args.schedule,
+        seed=args.seed,
+        augment=not args.no_augment,
+    )
     started = time.monotonic()
     data = open_data(args)
     samples = eye_samples(data)
@@ -47,13 +66,36 @@ def run(args: argparse.Namespace) -> int:
     if args.pretrain_cifar:
         from export.cifar import pretrain_features
 
-        features, cifar_history = pretrain_features(args.pretrain_cifar, device, epochs=args.cifar_epochs, seed=args.seed, progress=not args.quiet)
-    module, history = train_eye(samples, recipe, args.out, device, resume=args.resume, pretrained_features=features, val=val, progress=not args.quiet)
+        features, cifar_history = pretrain_features(
+            args.pretrain_cifar, device, epochs=args.cifar_epochs, seed=args.seed, progress=not args.quiet
+        )
+    module, history = train_eye(
+        samples,
+        recipe,
+        args.out,
+        device,
+        resume=args.resume,
+        pretrained_features=features,
+        val=val,
+        progress=not args.quiet,
+    )
     training = recipe_record(recipe, len(samples), len(data.frames))
-    training.update(history=history, seconds=round(time.monotonic() - started, 1),
-                    cifar_pretraining={"path": str(args.pretrain_cifar), "epochs": args.cifar_epochs, "loss": cifar_history} if features else None)
-    save_atomic(weight_record(module.cpu(), "eye", (PATCH_SIZE, PATCH_SIZE), labels_fingerprint(args.data), command_line(args), training), args.out)
+    training.update(
+        history=history,
+        seconds=round(time.monotonic() - started, 1),
+        cifar_pretraining={"path": str(args.pretrain_cifar), "epochs": args.cifar_epochs, "loss": cifar_history}
+        if features
+        else None,
+    )
+    save_atomic(
+        weight_record(
+            module.cpu(), "eye", (PATCH_SIZE, PATCH_SIZE), labels_fingerprint(args.data), command_line(args), training
+        ),
+        args.out,
+    )
     last = history[-1] if history else {}
-    print(f"wrote {args.out}: {len(samples)} eyes, {recipe.epochs} epochs, final loss {last.get('loss', float('nan')):.4f}"
-          + (f", val MAE {last['val_mae']:.3f}" if "val_mae" in last else ""))
+    print(
+        f"wrote {args.out}: {len(samples)} eyes, {recipe.epochs} epochs, final loss {last.get('loss', float('nan')):.4f}"
+        + (f", val MAE {last['val_mae']:.3f}" if "val_mae" in last else "")
+    )
     return 0

@@ -15,11 +15,28 @@ from mgs_core.manifest import DEFAULT_MODELS_DIR
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, required=True, help="held-out labelled dataset folder (docs/dataset.md format), not the training set")
-    parser.add_argument("--out", type=Path, default=Path("reports/verify"), help="report folder (default reports/verify)")
-    parser.add_argument("--models", type=Path, default=DEFAULT_MODELS_DIR, help="folder with manifest.json, the ONNX files and the .pt weights (default: models/)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="held-out labelled dataset folder (docs/dataset.md format), not the training set",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("reports/verify"), help="report folder (default reports/verify)"
+    )
+    parser.add_argument(
+        "--models",
+        type=Path,
+        default=DEFAULT_MODELS_DIR,
+        help="folder with manifest.json, the ONNX files and the .pt weights (default: models/)",
+    )
     parser.add_argument("--frames", type=int, default=None, help="use only the first N frames of --data (quick check)")
-    parser.add_argument("--pipeline", choices=("full", "fast", "both"), default="both", help="which device pipeline(s) to run (default both)")
+    parser.add_argument(
+        "--pipeline",
+        choices=("full", "fast", "both"),
+        default="both",
+        help="which device pipeline(s) to run (default both)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,10 +61,18 @@ def run(args: argparse.Namespace) -> int:
         print("(no .pt weights in --models: PyTorch column skipped)")
     for name in ("seg_fine", "seg_coarse", "eye"):
         set_status(args.models, name, "fp32", "accepted", manifest_metrics(report, "fp32"))
-        set_status(args.models, name, "int8", "accepted" if report["gate"]["passed"] else "refused", manifest_metrics(report, "int8"))
+        set_status(
+            args.models,
+            name,
+            "int8",
+            "accepted" if report["gate"]["passed"] else "refused",
+            manifest_metrics(report, "int8"),
+        )
     print(f"wrote {args.out / 'verify.json'}; manifest updated")
     if not report["gate"]["passed"]:
-        print("INT8 models REFUSED: the device will not load them; run with precision fp32, or re-quantize on "
-              "representative frames (mgs-export quantize --data ...) and verify again")
+        print(
+            "INT8 models REFUSED: the device will not load them; run with precision fp32, or re-quantize on "
+            "representative frames (mgs-export quantize --data ...) and verify again"
+        )
         return 1
     return 0

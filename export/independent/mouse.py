@@ -54,7 +54,9 @@ def egg(cx: float, cy: float, a: float, b: float, taper: float, n: int = 48) -> 
     return np.stack([cx + a * np.cos(t), cy + b * np.sin(t) * (1 - taper * np.cos(t))], axis=1)
 
 
-def teardrop(cx: float, cy: float, half_len: float, half_h: float, deg: float, bluntness: float, n: int = 48) -> np.ndarray:
+def teardrop(
+    cx: float, cy: float, half_len: float, half_h: float, deg: float, bluntness: float, n: int = 48
+) -> np.ndarray:
     """A head: rounded at the back, pointed at +u (the snout); `bluntness` rounds the point."""
     t = np.linspace(0, 2 * math.pi, n, endpoint=False)
     y = half_h * np.sin(t) * (np.abs(np.sin(t / 2)) ** 1.1 * (1 - bluntness) + bluntness)
@@ -82,6 +84,7 @@ class Figure:
 
     def transformed(self, deg: float, about: tuple[float, float], mirror: bool) -> Figure:
         """Turn the whole figure about a point of the plane (rearing, sniffing) and mirror it."""
+
         def tf(p: np.ndarray) -> np.ndarray:
             q = rotate(p, deg, about)
             return q * (-1, 1) if mirror else q
@@ -99,12 +102,14 @@ class Figure:
 def bezier(p0, p1, p2, p3, n: int = 20) -> np.ndarray:
     t = np.linspace(0, 1, n)[:, None]
     p0, p1, p2, p3 = (np.asarray(p, np.float64) for p in (p0, p1, p2, p3))
-    return (1 - t) ** 3 * p0 + 3 * (1 - t) ** 2 * t * p1 + 3 * (1 - t) * t ** 2 * p2 + t ** 3 * p3
+    return (1 - t) ** 3 * p0 + 3 * (1 - t) ** 2 * t * p1 + 3 * (1 - t) * t**2 * p2 + t**3 * p3
 
 
-def _whiskers(rng: np.random.Generator, root: tuple[float, float], direction: float, length: float, count: int) -> list[np.ndarray]:
+def _whiskers(
+    rng: np.random.Generator, root: tuple[float, float], direction: float, length: float, count: int
+) -> list[np.ndarray]:
     out = []
-    for k in range(count):
+    for _ in range(count):
         ang = math.radians(direction + rng.uniform(-35, 35))
         ln = length * rng.uniform(0.6, 1.0)
         bend = rng.uniform(-0.15, 0.15) * ln
@@ -123,20 +128,37 @@ def profile(rng: np.random.Generator, length: float, eye_width: float, score: fl
     neck = (a * 0.62, body_cy - b * 0.25)
     head_c = rotate(np.array([[neck[0] + hl * 0.85, neck[1]]]), head_pitch, neck)[0]
     ear_c = rotate(np.array([[head_c[0] - hl * 0.55, head_c[1] - hh * 0.95]]), head_pitch, tuple(head_c))[0]
-    f.add("ear_far", ellipse(ear_c[0] - hl * 0.25, ear_c[1] + hh * 0.05, length * 0.07, length * 0.095, -25 + head_pitch))
+    f.add(
+        "ear_far", ellipse(ear_c[0] - hl * 0.25, ear_c[1] + hh * 0.05, length * 0.07, length * 0.095, -25 + head_pitch)
+    )
     tail_len = length * rng.uniform(0.75, 1.0)
     droop = rng.uniform(-0.15, 0.25) * length
-    f.add("tail", bezier((-a * 0.95, body_cy + b * 0.3), (-a - tail_len * 0.4, -0.02 * length),
-                         (-a - tail_len * 0.7, droop), (-a - tail_len, droop * 0.6 - 0.05 * length)), length * 0.03)
+    f.add(
+        "tail",
+        bezier(
+            (-a * 0.95, body_cy + b * 0.3),
+            (-a - tail_len * 0.4, -0.02 * length),
+            (-a - tail_len * 0.7, droop),
+            (-a - tail_len, droop * 0.6 - 0.05 * length),
+        ),
+        length * 0.03,
+    )
     f.add("paw", ellipse(-a * 0.45, -length * 0.025, length * 0.07, length * 0.03))
     f.add("body", egg(0.0, body_cy, a, b, rng.uniform(0.1, 0.2)))
     f.add("paw", ellipse(a * 0.55, -length * 0.02, length * 0.045, length * 0.022))
     f.add("head", teardrop(head_c[0], head_c[1], hl, hh, head_pitch, rng.uniform(0.12, 0.25)))
     f.add("ear", ellipse(ear_c[0], ear_c[1], length * 0.075, length * 0.1, -20 + head_pitch))
-    f.add("inner_ear", ellipse(ear_c[0] + length * 0.008, ear_c[1] + length * 0.01, length * 0.045, length * 0.065, -20 + head_pitch))
+    f.add(
+        "inner_ear",
+        ellipse(ear_c[0] + length * 0.008, ear_c[1] + length * 0.01, length * 0.045, length * 0.065, -20 + head_pitch),
+    )
     snout = rotate(np.array([[head_c[0] + hl * 0.95, head_c[1] + hh * 0.05]]), head_pitch, tuple(head_c))[0]
     f.add("nose", ellipse(snout[0], snout[1], length * 0.016, length * 0.013))
-    eye = rotate(np.array([[head_c[0] + hl * rng.uniform(0.05, 0.2), head_c[1] - hh * rng.uniform(0.2, 0.35)]]), head_pitch, tuple(head_c))[0]
+    eye = rotate(
+        np.array([[head_c[0] + hl * rng.uniform(0.05, 0.2), head_c[1] - hh * rng.uniform(0.2, 0.35)]]),
+        head_pitch,
+        tuple(head_c),
+    )[0]
     f.eyes.append(EyeSpec((float(eye[0]), float(eye[1])), eye_width, head_pitch + rng.uniform(-12, 8), score))
     f.whiskers = _whiskers(rng, (snout[0] - hl * 0.15, snout[1]), head_pitch, length * 0.22, int(rng.integers(4, 8)))
     return f
@@ -146,7 +168,11 @@ def front(rng: np.random.Generator, length: float, eye_width: float, scores: tup
     """Head towards the camera: body behind and above the head, two ears, two eyes, snout down."""
     f = Figure()
     bw, bh = length * rng.uniform(0.2, 0.24), length * rng.uniform(0.17, 0.21)
-    f.add("tail", bezier((0, -length * 0.05), (bw * 1.2, -length * 0.02), (bw * 1.6, -length * 0.1), (bw * 2.0, -length * 0.05)), length * 0.03)
+    f.add(
+        "tail",
+        bezier((0, -length * 0.05), (bw * 1.2, -length * 0.02), (bw * 1.6, -length * 0.1), (bw * 2.0, -length * 0.05)),
+        length * 0.03,
+    )
     f.add("body", ellipse(0, -length * 0.27, bw, bh))
     hw, hh = length * rng.uniform(0.14, 0.17), length * rng.uniform(0.17, 0.2)
     head_cy = -length * 0.19
@@ -163,7 +189,9 @@ def front(rng: np.random.Generator, length: float, eye_width: float, scores: tup
     for side, score in zip((-1, 1), scores):
         f.eyes.append(EyeSpec((side * hw * spread, height), eye_width * 0.92, side * rng.uniform(10, 25), score))
     for side in (-1, 1):
-        f.whiskers += _whiskers(rng, (side * hw * 0.2, head_cy + hh * 0.8), 90 - side * 75, length * 0.22, int(rng.integers(3, 6)))
+        f.whiskers += _whiskers(
+            rng, (side * hw * 0.2, head_cy + hh * 0.8), 90 - side * 75, length * 0.22, int(rng.integers(3, 6))
+        )
     return f
 
 
@@ -174,11 +202,22 @@ def back(rng: np.random.Generator, length: float) -> Figure:
     for side in (-1, 1):
         f.add("ear", ellipse(side * bw * 0.55, -bh * 2.05, length * 0.07, length * 0.09, side * 20))
     f.add("body", ellipse(0, -bh, bw, bh))
-    f.add("tail", bezier((0, -length * 0.02), (0, length * 0.01), (rng.uniform(-1, 1) * bw * 2, 0), (rng.uniform(-1, 1) * bw * 2.5, -length * 0.04)), length * 0.03)
+    f.add(
+        "tail",
+        bezier(
+            (0, -length * 0.02),
+            (0, length * 0.01),
+            (rng.uniform(-1, 1) * bw * 2, 0),
+            (rng.uniform(-1, 1) * bw * 2.5, -length * 0.04),
+        ),
+        length * 0.03,
+    )
     return f
 
 
-def pose_figure(rng: np.random.Generator, pose: str, length: float, eye_width: float, scores: tuple[float, float], mirror: bool) -> Figure:
+def pose_figure(
+    rng: np.random.Generator, pose: str, length: float, eye_width: float, scores: tuple[float, float], mirror: bool
+) -> Figure:
     if pose == "front":
         return front(rng, length, eye_width, scores).transformed(0, (0, 0), mirror)
     if pose == "back":

@@ -17,8 +17,13 @@ def _bbox(pts: np.ndarray, shape: tuple[int, int], pad: int) -> tuple[int, int, 
     return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
 
-def coverage(shape: tuple[int, int], polys: list[np.ndarray], origin: tuple[int, int] = (0, 0), thickness: float = 0.0,
-             closed: bool = True) -> np.ndarray:
+def coverage(
+    shape: tuple[int, int],
+    polys: list[np.ndarray],
+    origin: tuple[int, int] = (0, 0),
+    thickness: float = 0.0,
+    closed: bool = True,
+) -> np.ndarray:
     """Anti-aliased coverage in [0, 1] of the union of filled polygons (or polylines when thickness > 0).
 
     Each polygon is filled on its own: one fillPoly call with several overlapping polygons would
@@ -46,8 +51,16 @@ class Canvas:
     def shape(self) -> tuple[int, int]:
         return self.image.shape[:2]
 
-    def paint(self, polys: list[np.ndarray], colour, cls: int | None = None, opacity: float = 1.0, thickness: float = 0.0,
-              closed: bool = True, clip: np.ndarray | None = None) -> tuple[int, int, int, int] | None:
+    def paint(
+        self,
+        polys: list[np.ndarray],
+        colour,
+        cls: int | None = None,
+        opacity: float = 1.0,
+        thickness: float = 0.0,
+        closed: bool = True,
+        clip: np.ndarray | None = None,
+    ) -> tuple[int, int, int, int] | None:
         """Blend `colour` (BGR tuple or an image-sized texture) where the shape is; set `cls` in the mask.
 
         Returns the touched rectangle (x0, y0, x1, y1), or None when the shape is outside.
@@ -71,5 +84,9 @@ class Canvas:
     def blend(self, box: tuple[int, int, int, int], alpha: np.ndarray, colour) -> None:
         x0, y0, x1, y1 = box
         region = self.image[y0:y1, x0:x1]
-        src = colour[y0:y1, x0:x1] if isinstance(colour, np.ndarray) and colour.ndim == 3 else np.asarray(colour, np.float32)
+        src = (
+            colour[y0:y1, x0:x1]
+            if isinstance(colour, np.ndarray) and colour.ndim == 3
+            else np.asarray(colour, np.float32)
+        )
         region += alpha[..., None] * (src - region)

@@ -27,19 +27,53 @@ WIDTH, HEIGHT = 1920, 1080
 ANIMAL, EARS, EYES = 1, 2, 3
 EYE_VISIBLE_FRACTION = 0.5  # share of an eye's pixels that must stay uncovered for it to be labelled visible
 UNSCORABLE_BLUR_PX = 8.0
-EYE_TO_LENGTH = (0.055, 0.11)  # eye width / body length: larger-eyed than a real mouse (about 0.04), as rack images need  # motion blur longer than this: the eye is labelled but left unscored
+EYE_TO_LENGTH = (
+    0.055,
+    0.11,
+)  # eye width / body length: larger-eyed than a real mouse (about 0.04), as rack images need  # motion blur longer than this: the eye is labelled but left unscored
 
 # BGR colours. Fur families: coat, its variation, skin (ears, paws, nose, tail), eye colours.
 FURS = {
-    "albino": {"coat": (222, 230, 236), "spread": 0.05, "skin": (150, 160, 228), "eyes": {"pink": (95, 80, 210), "red": (55, 40, 170)}},
-    "black": {"coat": (32, 30, 34), "spread": 0.25, "skin": (70, 72, 96), "eyes": {"black": (12, 10, 14), "dark_red": (18, 16, 52)}},
-    "agouti": {"coat": (60, 88, 112), "spread": 0.2, "skin": (100, 112, 160), "eyes": {"black": (14, 12, 16), "dark_red": (20, 18, 58)}},
+    "albino": {
+        "coat": (222, 230, 236),
+        "spread": 0.05,
+        "skin": (150, 160, 228),
+        "eyes": {"pink": (95, 80, 210), "red": (55, 40, 170)},
+    },
+    "black": {
+        "coat": (32, 30, 34),
+        "spread": 0.25,
+        "skin": (70, 72, 96),
+        "eyes": {"black": (12, 10, 14), "dark_red": (18, 16, 52)},
+    },
+    "agouti": {
+        "coat": (60, 88, 112),
+        "spread": 0.2,
+        "skin": (100, 112, 160),
+        "eyes": {"black": (14, 12, 16), "dark_red": (20, 18, 58)},
+    },
     "grey": {"coat": (112, 114, 118), "spread": 0.12, "skin": (120, 128, 175), "eyes": {"black": (16, 14, 18)}},
-    "piebald": {"coat": (218, 224, 228), "spread": 0.06, "skin": (140, 150, 215), "eyes": {"black": (14, 12, 16), "dark_red": (22, 18, 60)}},
+    "piebald": {
+        "coat": (218, 224, 228),
+        "spread": 0.06,
+        "skin": (140, 150, 215),
+        "eyes": {"black": (14, 12, 16), "dark_red": (22, 18, 60)},
+    },
 }
-BACKDROPS = {"crimson": (45, 30, 175), "scarlet": (30, 40, 205), "orange_red": (25, 70, 210), "wine": (50, 25, 140), "pink_red": (90, 70, 215)}
+BACKDROPS = {
+    "crimson": (45, 30, 175),
+    "scarlet": (30, 40, 205),
+    "orange_red": (25, 70, 210),
+    "wine": (50, 25, 140),
+    "pink_red": (90, 70, 215),
+}
 LIGHTING = ("even", "dim", "side", "spot", "bands")
-COLOUR_TEMPS = {"neutral": (1.0, 1.0, 1.0), "warm": (0.8, 0.95, 1.1), "cool": (1.12, 1.0, 0.88), "fluorescent": (0.95, 1.08, 0.94)}
+COLOUR_TEMPS = {
+    "neutral": (1.0, 1.0, 1.0),
+    "warm": (0.8, 0.95, 1.1),
+    "cool": (1.12, 1.0, 0.88),
+    "fluorescent": (0.95, 1.08, 0.94),
+}
 POSE_WEIGHTS = {"profile": 0.38, "front": 0.27, "back": 0.1, "rearing": 0.13, "sniffing": 0.12}
 
 
@@ -57,7 +91,12 @@ class BoxGeometry:
     def corners(self, y_top: float | None = None) -> np.ndarray:
         """Front TL, TR, BR, BL then the same at the back (optionally cut at y_top, for bedding)."""
         y0 = self.y0 if y_top is None else y_top
-        front = [(self.x0, y0, self.z0), (self.x1, y0, self.z0), (self.x1, self.y1, self.z0), (self.x0, self.y1, self.z0)]
+        front = [
+            (self.x0, y0, self.z0),
+            (self.x1, y0, self.z0),
+            (self.x1, self.y1, self.z0),
+            (self.x0, self.y1, self.z0),
+        ]
         return np.array(front + [(x, y, z + self.depth) for x, y, z in front], np.float64)
 
 
@@ -116,7 +155,9 @@ def sample_rack(rng: np.random.Generator) -> tuple[Camera, list[BoxGeometry], di
         dist = focal / scale
         rot = rotation(yaw, pitch, roll)
         cam = Camera(focal, WIDTH / 2 + rng.uniform(-25, 25), HEIGHT / 2 + rng.uniform(-20, 20), rot)
-        centre = rot.T @ np.array([rng.uniform(-0.07, 0.07) * WIDTH / scale, rng.uniform(-0.06, 0.06) * HEIGHT / scale, dist])
+        centre = rot.T @ np.array(
+            [rng.uniform(-0.07, 0.07) * WIDTH / scale, rng.uniform(-0.06, 0.06) * HEIGHT / scale, dist]
+        )
         x = centre[0] - total / 2
         shelf = centre[1] + heights.max() / 2
         boxes = []
@@ -128,8 +169,13 @@ def sample_rack(rng: np.random.Generator) -> tuple[Camera, list[BoxGeometry], di
         inside = all(r[0] >= 6 and r[1] >= 6 and r[0] + r[2] <= WIDTH - 6 and r[1] + r[3] <= HEIGHT - 6 for r in rois)
         apart = all(rois[i][0] + rois[i][2] + 4 <= rois[i + 1][0] for i in range(n - 1))
         if inside and apart:
-            conditions = {"boxes": n, "focal_px": round(focal), "camera_yaw_deg": round(yaw, 1),
-                          "camera_pitch_deg": round(pitch, 1), "camera_roll_deg": round(roll, 1)}
+            conditions = {
+                "boxes": n,
+                "focal_px": round(focal),
+                "camera_yaw_deg": round(yaw, 1),
+                "camera_pitch_deg": round(pitch, 1),
+                "camera_roll_deg": round(roll, 1),
+            }
             return cam, boxes, conditions
     raise RuntimeError("no rack layout fits the frame")  # 200 draws of a layout that usually fits first time
 
@@ -142,7 +188,7 @@ class BoxPainter:
         x, y, w, h = _roi(cam, g)
         self.roi = (x, y, w, h)
         self.origin = np.array([x, y], np.float64)
-        self.canvas = Canvas(frame.image[y:y + h, x:x + w], frame.mask[y:y + h, x:x + w])
+        self.canvas = Canvas(frame.image[y : y + h, x : x + w], frame.mask[y : y + h, x : x + w])
         self.number = number
         self.eyes: list[DrawnEye] = []
         self.conditions: dict[str, str | float | int | bool] = {"box_width_px": w, "box_height_px": h}
@@ -157,8 +203,13 @@ class BoxPainter:
 
     def faces(self, corners: np.ndarray) -> dict[str, np.ndarray]:
         p = self.px(corners)
-        return {"back": p[[4, 5, 6, 7]], "left": p[[0, 4, 7, 3]], "right": p[[1, 5, 6, 2]], "top": p[[0, 1, 5, 4]],
-                "front": p[[0, 1, 2, 3]]}
+        return {
+            "back": p[[4, 5, 6, 7]],
+            "left": p[[0, 4, 7, 3]],
+            "right": p[[1, 5, 6, 2]],
+            "top": p[[0, 1, 5, 4]],
+            "front": p[[0, 1, 2, 3]],
+        }
 
     def paint(self) -> RenderedBox:
         rng, g = self.rng, self.g
@@ -238,25 +289,48 @@ class BoxPainter:
         body = np.array([t + (-rpx, 0), t + (rpx, 0), b + (rpx, 0), b + (-rpx, 0)])
         self.canvas.paint([body], (215, 205, 195), cls=0, opacity=rng.uniform(0.55, 0.75))
         level = b + (0, -rng.uniform(0.2, 0.8) * (b[1] - t[1]))
-        self.canvas.paint([np.array([level + (-rpx, 0), level + (rpx, 0), b + (rpx, 0), b + (-rpx, 0)])], (200, 170, 150), opacity=0.35)
-        self.canvas.paint([np.array([t + (rpx * 0.4, 0), t + (rpx * 0.6, 0), b + (rpx * 0.6, 0), b + (rpx * 0.4, 0)])], (255, 255, 255), opacity=0.5)
+        self.canvas.paint(
+            [np.array([level + (-rpx, 0), level + (rpx, 0), b + (rpx, 0), b + (-rpx, 0)])],
+            (200, 170, 150),
+            opacity=0.35,
+        )
+        self.canvas.paint(
+            [np.array([t + (rpx * 0.4, 0), t + (rpx * 0.6, 0), b + (rpx * 0.6, 0), b + (rpx * 0.4, 0)])],
+            (255, 255, 255),
+            opacity=0.5,
+        )
         spout = b + (0, 0.6 * rpx)
-        self.canvas.paint([np.array([b + (-rpx * 0.25, 0), b + (rpx * 0.25, 0), spout + (rpx * 0.12, 0), spout + (-rpx * 0.12, 0)])], (170, 170, 175), cls=0)
+        self.canvas.paint(
+            [np.array([b + (-rpx * 0.25, 0), b + (rpx * 0.25, 0), spout + (rpx * 0.12, 0), spout + (-rpx * 0.12, 0)])],
+            (170, 170, 175),
+            cls=0,
+        )
 
     def _hopper(self, z: float) -> None:
         g, rng = self.g, self.rng
         width = (g.x1 - g.x0) * rng.uniform(0.3, 0.5)
         left = g.x0 + rng.uniform(0.05, 0.95) * (g.x1 - g.x0 - width)
         drop = (g.y1 - g.y0) * rng.uniform(0.2, 0.32)
-        pts = self.px([(left, g.y0, z), (left + width, g.y0, z), (left + width * 0.8, g.y0 + drop, z), (left + width * 0.2, g.y0 + drop, z)])
+        pts = self.px(
+            [
+                (left, g.y0, z),
+                (left + width, g.y0, z),
+                (left + width * 0.8, g.y0 + drop, z),
+                (left + width * 0.2, g.y0 + drop, z),
+            ]
+        )
         self.canvas.paint([pts], (60, 75, 90), cls=0, opacity=0.9)
         lo, hi = pts[:, 1].min(), pts[:, 1].max()
         for _ in range(int(rng.integers(6, 14))):
             c = pts.mean(axis=0) + rng.uniform(-0.3, 0.3, 2) * (np.ptp(pts[:, 0]), hi - lo)
             self.canvas.paint([mice.ellipse(c[0], c[1], 7, 4, rng.uniform(0, 180))], (50, 95, 130))
         for k in np.linspace(0, 1, int(rng.integers(6, 11))):
-            self.canvas.paint([np.array([pts[0] + k * (pts[1] - pts[0]), pts[3] + k * (pts[2] - pts[3])])], (175, 178, 182),
-                              thickness=2, closed=False)
+            self.canvas.paint(
+                [np.array([pts[0] + k * (pts[1] - pts[0]), pts[3] + k * (pts[2] - pts[3])])],
+                (175, 178, 182),
+                thickness=2,
+                closed=False,
+            )
 
     def _mound(self, top: float) -> None:
         g, rng = self.g, self.rng
@@ -285,7 +359,9 @@ class BoxPainter:
         edge = (rng.uniform(150, 220),) * 3
         for a, b in ((0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7)):
             p = self.px(self.g.corners()[[a, b]])
-            self.canvas.paint([p], edge, thickness=2 if a < 4 and b < 4 else 1, closed=False, opacity=0.6 if a < 4 else 0.3)
+            self.canvas.paint(
+                [p], edge, thickness=2 if a < 4 and b < 4 else 1, closed=False, opacity=0.6 if a < 4 else 0.3
+            )
 
     def _lid(self) -> None:
         g, rng = self.g, self.rng
@@ -294,8 +370,12 @@ class BoxPainter:
         self.canvas.paint([faces["top"]], (metal, metal + 3, metal + 6), cls=0, opacity=0.9)
         top = faces["top"]
         for k in np.linspace(0.05, 0.95, int(rng.integers(8, 16))):
-            self.canvas.paint([np.array([top[0] + k * (top[1] - top[0]), top[3] + k * (top[2] - top[3])])], (metal * 0.6,) * 3,
-                              thickness=2, closed=False)
+            self.canvas.paint(
+                [np.array([top[0] + k * (top[1] - top[0]), top[3] + k * (top[2] - top[3])])],
+                (metal * 0.6,) * 3,
+                thickness=2,
+                closed=False,
+            )
         rim = rng.uniform(8, 16)
         self.lid_rim = rim
         pts = self.px([(g.x0, g.y0, g.z0), (g.x1, g.y0, g.z0), (g.x1, g.y0 + rim, g.z0), (g.x0, g.y0 + rim, g.z0)])
@@ -334,7 +414,9 @@ class BoxPainter:
         deep = 0.6 * length * abs(math.sin(math.radians(yaw))) if side_on else 0.1 * length
         z_lo, z_hi = g.z0 + 15 + deep, g.z0 + g.depth - 15 - deep
         z = rng.uniform(z_lo, z_hi) if z_hi > z_lo else g.z0 + g.depth / 2
-        self.mouse_at = np.array([rng.uniform(g.x0 + 10 + reach, g.x1 - 10 - reach), bedding_top + rng.uniform(0, 5), z])
+        self.mouse_at = np.array(
+            [rng.uniform(g.x0 + 10 + reach, g.x1 - 10 - reach), bedding_top + rng.uniform(0, 5), z]
+        )
         self.mouse_yaw, self.mouse_length = yaw, length
         self.eye_width = min(eye, EYE_TO_LENGTH[1] * length)
         return float(z)
@@ -358,9 +440,15 @@ class BoxPainter:
 
         scale = self.cam.px_per_mm(self.mouse_at)
         blur = float(rng.uniform(3, 14)) if rng.random() < 0.2 else 0.0
-        self.conditions.update(fur=fur, eye_colour=eye_colour, pose=self.pose, mouse_yaw_deg=round(abs(self.mouse_yaw), 1),
-                               mouse_length_px=round(length * scale), eye_width_px=round(float(eye_width * scale), 1),
-                               motion_blur_px=round(blur, 1))
+        self.conditions.update(
+            fur=fur,
+            eye_colour=eye_colour,
+            pose=self.pose,
+            mouse_yaw_deg=round(abs(self.mouse_yaw), 1),
+            mouse_length_px=round(length * scale),
+            eye_width_px=round(float(eye_width * scale), 1),
+            motion_blur_px=round(blur, 1),
+        )
         self._shadow(bedding_top, length)
         parts = [(k, to_px(p), th * scale) for k, p, th in fig.parts]
         allpts = np.concatenate([p for _, p, _ in parts])
@@ -372,8 +460,12 @@ class BoxPainter:
             return
         shift = np.array([x0, y0], np.float64)
         lh, lw = y1 - y0, x1 - x0
-        layer = Canvas(np.zeros((lh, lw, 3), np.float32), np.full((lh, lw), 255, np.uint8), np.zeros((lh, lw), np.float32))
-        coat = self._coat(rng, family, fur, (lh, lw), [p - shift for k, p, _ in parts if k in ("body", "head")], parts, shift)
+        layer = Canvas(
+            np.zeros((lh, lw, 3), np.float32), np.full((lh, lw), 255, np.uint8), np.zeros((lh, lw), np.float32)
+        )
+        coat = self._coat(
+            rng, family, fur, (lh, lw), [p - shift for k, p, _ in parts if k in ("body", "head")], parts, shift
+        )
         skin = np.asarray(family["skin"], np.float32) * rng.uniform(0.9, 1.05)
         for kind, p, th in parts:
             q = p - shift
@@ -401,8 +493,13 @@ class BoxPainter:
             angle = rng.uniform(0, 180)
             kernel = np.zeros((int(blur) | 1, int(blur) | 1), np.float32)
             c = kernel.shape[0] // 2
-            cv2.line(kernel, (int(c - c * math.cos(math.radians(angle))), int(c - c * math.sin(math.radians(angle)))),
-                     (int(c + c * math.cos(math.radians(angle))), int(c + c * math.sin(math.radians(angle)))), 1.0, 1)
+            cv2.line(
+                kernel,
+                (int(c - c * math.cos(math.radians(angle))), int(c - c * math.sin(math.radians(angle)))),
+                (int(c + c * math.cos(math.radians(angle))), int(c + c * math.sin(math.radians(angle)))),
+                1.0,
+                1,
+            )
             kernel /= kernel.sum()
             image, alpha = cv2.filter2D(image, -1, kernel), cv2.filter2D(alpha, -1, kernel)
         clip = self.inside[y0:y1, x0:x1]
@@ -414,7 +511,9 @@ class BoxPainter:
         self.canvas.mask[y0:y1, x0:x1][labels] = layer.mask[labels]
         self.eyes = [e for e in drawn if e is not None]
 
-    def _coat(self, rng, family: dict, fur: str, shape: tuple[int, int], silhouette: list[np.ndarray], parts, shift) -> np.ndarray:
+    def _coat(
+        self, rng, family: dict, fur: str, shape: tuple[int, int], silhouette: list[np.ndarray], parts, shift
+    ) -> np.ndarray:
         """Fur texture for the mouse layer: coat colour, hair streaks along the body, rounded shading."""
         body = next(p for k, p, _ in parts if k == "body") - shift
         axis = body[0] - body[len(body) // 2]
@@ -434,7 +533,9 @@ class BoxPainter:
         rows = np.linspace(1.1, 0.9, shape[0], dtype=np.float32)[:, None]
         return np.clip(tex * ((0.6 + 0.4 * depth) * rows)[..., None], 0, 255)
 
-    def _eye(self, layer: Canvas, spec: mice.EyeSpec, to_px, shift, scale: float, eye_rgb, coat, skin, blur: float) -> DrawnEye | None:
+    def _eye(
+        self, layer: Canvas, spec: mice.EyeSpec, to_px, shift, scale: float, eye_rgb, coat, skin, blur: float
+    ) -> DrawnEye | None:
         rng = self.rng
         min_half = 1.3 / scale  # at least a 3-px slit, so a closed eye is still a labelled, findable eye
         flat = mice.eye_outline(spec.width, spec.score, 0.0)
@@ -460,18 +561,33 @@ class BoxPainter:
                 arc = mice.eye_outline(spec.width * (1.5 + 0.3 * k), 0.0, spec.tilt_deg)
                 arc = arc[(arc[:, 1] - np.tan(math.radians(spec.tilt_deg)) * arc[:, 0]) < 0][2:-2]
                 if len(arc) >= 2:
-                    layer.paint([to_px(centre + arc * (1, 0.55 + 0.2 * k)) - shift], fur_here * 0.55, thickness=1,
-                                closed=False, opacity=0.35 + 0.4 * strength)
+                    layer.paint(
+                        [to_px(centre + arc * (1, 0.55 + 0.2 * k)) - shift],
+                        fur_here * 0.55,
+                        thickness=1,
+                        closed=False,
+                        opacity=0.35 + 0.4 * strength,
+                    )
         score = None if blur > UNSCORABLE_BLUR_PX else spec.score
-        return DrawnEye(float(c[0] + shift[0] + self.origin[0]), float(c[1] + shift[1] + self.origin[1]), score,
-                        fill + shift + self.origin)
+        return DrawnEye(
+            float(c[0] + shift[0] + self.origin[0]),
+            float(c[1] + shift[1] + self.origin[1]),
+            score,
+            fill + shift + self.origin,
+        )
 
     def _shadow(self, bedding_top: float, length: float) -> None:
         t = np.linspace(0, 2 * math.pi, 24, endpoint=False)
         yaw = math.radians(self.mouse_yaw)
         a, b = 0.55 * length, 0.18 * length
-        pts = [(self.mouse_at[0] + a * math.cos(yaw) * math.cos(s) - b * math.sin(yaw) * math.sin(s), bedding_top,
-                self.mouse_at[2] + a * math.sin(yaw) * math.cos(s) + b * math.cos(yaw) * math.sin(s)) for s in t]
+        pts = [
+            (
+                self.mouse_at[0] + a * math.cos(yaw) * math.cos(s) - b * math.sin(yaw) * math.sin(s),
+                bedding_top,
+                self.mouse_at[2] + a * math.sin(yaw) * math.cos(s) + b * math.cos(yaw) * math.sin(s),
+            )
+            for s in t
+        ]
         h, w = self.canvas.shape
         shadow = cv2.GaussianBlur(coverage((h, w), [self.px(pts)]), (0, 0), 6) * self.rng.uniform(0.25, 0.5)
         self.canvas.blend((0, 0, w, h), shadow, (10, 10, 15))
@@ -534,7 +650,9 @@ def _light_field(rng: np.random.Generator, kind: str) -> np.ndarray:
     else:
         field = np.full((h, w), rng.uniform(0.92, 1.12), np.float32)
         if kind == "bands":
-            field = field * (1 + rng.uniform(0.06, 0.15) * np.sin(2 * math.pi * yy * rng.uniform(3, 9) + rng.uniform(0, 6.3)))
+            field = field * (
+                1 + rng.uniform(0.06, 0.15) * np.sin(2 * math.pi * yy * rng.uniform(3, 9) + rng.uniform(0, 6.3))
+            )
     field = field * (1 + 0.05 * texture.value_noise(rng, (h, w), 12))
     return cv2.resize(field.astype(np.float32), (WIDTH, HEIGHT), interpolation=cv2.INTER_LINEAR)
 
@@ -576,8 +694,15 @@ def render_frame(seed: int, index: int) -> RenderedFrame:
     quality = int(rng.integers(55, 96)) if rng.random() < 0.5 else 100
     if quality < 100:
         frame = cv2.imdecode(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])[1], cv2.IMREAD_COLOR)
-    conditions.update(backdrop=backdrop, lighting=lighting, light_level=round(float(field.mean()), 2), colour_temp=temp,
-                      defocus_px=round(defocus, 2), noise_sigma=round(noise, 2), jpeg_quality=quality)
+    conditions.update(
+        backdrop=backdrop,
+        lighting=lighting,
+        light_level=round(float(field.mean()), 2),
+        colour_temp=temp,
+        defocus_px=round(defocus, 2),
+        noise_sigma=round(noise, 2),
+        jpeg_quality=quality,
+    )
     boxes = []
     for painter, r in zip(painters, rendered):
         eyes = painter.labelled_eyes(mask)

@@ -21,7 +21,9 @@ def value_noise(rng: np.random.Generator, shape: tuple[int, int], cell: float) -
     return np.clip(big[:h, :w], -1, 1)
 
 
-def fractal_noise(rng: np.random.Generator, shape: tuple[int, int], cell: float, octaves: int = 4, gain: float = 0.5) -> np.ndarray:
+def fractal_noise(
+    rng: np.random.Generator, shape: tuple[int, int], cell: float, octaves: int = 4, gain: float = 0.5
+) -> np.ndarray:
     """Sum of value noise octaves, each half the size and `gain` times the amplitude of the last."""
     out = np.zeros(shape, np.float32)
     amp, total = 1.0, 0.0
@@ -58,7 +60,17 @@ def wood_chips(rng: np.random.Generator, shape: tuple[int, int], size_px: float)
         a, b = rng.uniform(0.5, 1.0) * size_px, rng.uniform(0.15, 0.4) * size_px
         tone = rng.uniform(0.75, 1.2)
         colour = (tone * rng.uniform(95, 130), tone * rng.uniform(150, 185), tone * rng.uniform(190, 225))
-        cv2.ellipse(img, (int(x), int(y)), (max(1, int(a)), max(1, int(b))), rng.uniform(0, 180), 0, 360, colour, -1, cv2.LINE_AA)
+        cv2.ellipse(
+            img,
+            (int(x), int(y)),
+            (max(1, int(a)), max(1, int(b))),
+            rng.uniform(0, 180),
+            0,
+            360,
+            colour,
+            -1,
+            cv2.LINE_AA,
+        )
     img *= 1 + 0.12 * fractal_noise(rng, shape, size_px * 3, 2)[..., None]
     return img
 

@@ -8,7 +8,6 @@ glare on the box fronts are rendered once and reused, so a frame only costs the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -76,7 +75,7 @@ def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: int) -> np.nda
 def light_map(layout: RackLayout) -> np.ndarray:
     """Relative illumination (about 0.8-1.15) over the frame: the tent lamp is off-centre and above."""
     rng = np.random.default_rng([layout.variant, 0x11])
-    yy, xx = np.mgrid[0:layout.height, 0:layout.width].astype(np.float32)
+    yy, xx = np.mgrid[0 : layout.height, 0 : layout.width].astype(np.float32)
     cx, cy = rng.uniform(0.3, 0.7) * layout.width, rng.uniform(-0.3, 0.3) * layout.height
     d = np.hypot((xx - cx) / layout.width, (yy - cy) / layout.height)
     return (1.15 - 0.35 * d * rng.uniform(0.6, 1.2)).astype(np.float32)
@@ -110,39 +109,48 @@ def plain_scene(layout: RackLayout) -> Scene:
     tm = int(rng.integers(30, 70))
     img[:tm] = tent
     img[:, : int(rng.integers(10, 50))] = tent * 0.93
-    img[:, w - int(rng.integers(10, 50)):] = tent * 0.9
-    img[h - int(rng.integers(20, 60)):] = tent * 0.85
+    img[:, w - int(rng.integers(10, 50)) :] = tent * 0.9
+    img[h - int(rng.integers(20, 60)) :] = tent * 0.85
 
     x_first = layout.rois[0][0]
     x_last = layout.rois[-1][0] + layout.rois[-1][2]
     bottom = max(y + bh for _, y, _, bh in layout.rois)
     top = min(y for _, y, _, _ in layout.rois)
     metal = np.array([150, 150, 156], np.float32)
-    img[bottom:bottom + 34, max(x_first - 30, 0):x_last + 30] = metal
-    img[bottom + 34:bottom + 40, max(x_first - 30, 0):x_last + 30] = metal * 0.6
-    img[max(top - 30, 0):top - 6, max(x_first - 30, 0):x_last + 30] = metal * 1.05
+    img[bottom : bottom + 34, max(x_first - 30, 0) : x_last + 30] = metal
+    img[bottom + 34 : bottom + 40, max(x_first - 30, 0) : x_last + 30] = metal * 0.6
+    img[max(top - 30, 0) : top - 6, max(x_first - 30, 0) : x_last + 30] = metal * 1.05
     for px in (max(x_first - 30, 0), x_last + 8):
-        img[max(top - 30, 0):bottom + 40, px:px + 22] = metal * 0.9
+        img[max(top - 30, 0) : bottom + 40, px : px + 22] = metal * 0.9
 
     glare = []
     for bx, by, bw, bh in layout.rois:
-        box = img[by:by + bh, bx:bx + bw]
+        box = img[by : by + bh, bx : bx + bw]
         box *= 0.9
         box += np.array([22, 24, 20], np.float32)
         bed_h = int(bh * BEDDING_FRAC)
-        bed = box[bh - bed_h:]
+        bed = box[bh - bed_h :]
         bed[:] = np.array([120, 168, 196], np.float32)
         grains = rng.standard_normal((bed_h, bw)).astype(np.float32)
         bed += (cv2.GaussianBlur(grains, (0, 0), 1.6) * 60.0)[..., None]
         for _ in range(90):
             cx, cy = int(rng.integers(0, bw)), int(rng.integers(0, bed_h))
-            cv2.ellipse(bed, (cx, cy), (int(rng.integers(3, 10)), int(rng.integers(2, 5))), float(rng.uniform(0, 180)), 0, 360, (90.0, 130.0, 165.0), -1)
+            cv2.ellipse(
+                bed,
+                (cx, cy),
+                (int(rng.integers(3, 10)), int(rng.integers(2, 5))),
+                float(rng.uniform(0, 180)),
+                0,
+                360,
+                (90.0, 130.0, 165.0),
+                -1,
+            )
         box[:LID_PX] = np.array([175, 178, 180], np.float32)
         for hx in range(18, bw - 10, 26):
             cv2.circle(box, (hx, LID_PX // 2), 4, (60.0, 60.0, 70.0), -1)
         box[:, :WALL_PX] = box[:, :WALL_PX] * 0.5 + 120
-        box[:, bw - WALL_PX:] = box[:, bw - WALL_PX:] * 0.5 + 120
-        box[bh - 6:] = box[bh - 6:] * 0.5 + 110
+        box[:, bw - WALL_PX :] = box[:, bw - WALL_PX :] * 0.5 + 120
+        box[bh - 6 :] = box[bh - 6 :] * 0.5 + 110
 
         g = np.zeros((bh, bw), np.float32)
         for _ in range(int(rng.integers(1, 4))):

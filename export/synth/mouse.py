@@ -45,12 +45,68 @@ class Fur:
 
 
 FURS = {
-    "black": Fur("black", (34, 31, 32), 9.0, (58, 56, 66), (92, 88, 122), (10, 8, 9), (74, 70, 78), (96, 94, 104), (95, 92, 140), (60, 60, 80)),
-    "white": Fur("white", (212, 222, 228), 10.0, (170, 176, 214), (150, 150, 226), (48, 36, 150), (150, 154, 196), (150, 160, 170), (150, 140, 220), (150, 160, 210)),
-    "agouti": Fur("agouti", (62, 88, 112), 14.0, (80, 96, 128), (110, 120, 170), (12, 10, 10), (96, 112, 134), (40, 56, 72), (110, 110, 170), (100, 110, 150)),
+    "black": Fur(
+        "black",
+        (34, 31, 32),
+        9.0,
+        (58, 56, 66),
+        (92, 88, 122),
+        (10, 8, 9),
+        (74, 70, 78),
+        (96, 94, 104),
+        (95, 92, 140),
+        (60, 60, 80),
+    ),
+    "white": Fur(
+        "white",
+        (212, 222, 228),
+        10.0,
+        (170, 176, 214),
+        (150, 150, 226),
+        (48, 36, 150),
+        (150, 154, 196),
+        (150, 160, 170),
+        (150, 140, 220),
+        (150, 160, 210),
+    ),
+    "agouti": Fur(
+        "agouti",
+        (62, 88, 112),
+        14.0,
+        (80, 96, 128),
+        (110, 120, 170),
+        (12, 10, 10),
+        (96, 112, 134),
+        (40, 56, 72),
+        (110, 110, 170),
+        (100, 110, 150),
+    ),
     # Albino with pink eyes (lighter than "white"'s red ones) and a mixed coat: white with dark patches.
-    "albino": Fur("albino", (222, 230, 236), 8.0, (176, 182, 226), (160, 158, 236), (120, 110, 214), (160, 164, 210), (160, 170, 180), (160, 150, 230), (160, 170, 220)),
-    "piebald": Fur("piebald", (205, 212, 216), 11.0, (150, 150, 176), (130, 130, 200), (14, 12, 12), (120, 124, 150), (110, 116, 126), (130, 122, 190), (140, 145, 185), (40, 38, 40)),
+    "albino": Fur(
+        "albino",
+        (222, 230, 236),
+        8.0,
+        (176, 182, 226),
+        (160, 158, 236),
+        (120, 110, 214),
+        (160, 164, 210),
+        (160, 170, 180),
+        (160, 150, 230),
+        (160, 170, 220),
+    ),
+    "piebald": Fur(
+        "piebald",
+        (205, 212, 216),
+        11.0,
+        (150, 150, 176),
+        (130, 130, 200),
+        (14, 12, 12),
+        (120, 124, 150),
+        (110, 116, 126),
+        (130, 122, 190),
+        (140, 145, 185),
+        (40, 38, 40),
+    ),
 }
 
 
@@ -247,12 +303,20 @@ def _line_type(color) -> int:
     return cv2.LINE_8 if isinstance(color, int) else cv2.LINE_AA
 
 
-def _ellipse(img: np.ndarray, e: Ellipse, ox: float, oy: float, color, scale: float = 1.0, dx: float = 0.0, dy: float = 0.0) -> None:
+def _ellipse(
+    img: np.ndarray, e: Ellipse, ox: float, oy: float, color, scale: float = 1.0, dx: float = 0.0, dy: float = 0.0
+) -> None:
     cv2.ellipse(
         img,
         (_fix(e.cx + ox + dx), _fix(e.cy + oy + dy)),
         (max(_fix(e.a * scale), 1), max(_fix(e.b * scale), 1)),
-        e.angle, 0, 360, color, -1, _line_type(color), SHIFT,
+        e.angle,
+        0,
+        360,
+        color,
+        -1,
+        _line_type(color),
+        SHIFT,
     )
 
 
@@ -260,8 +324,17 @@ def _shade(color: tuple[int, int, int], factor: float) -> tuple[int, int, int]:
     return tuple(int(min(255, max(0, c * factor))) for c in color)
 
 
-def eye_outline(cx: float, cy: float, axis: np.ndarray, up: np.ndarray, width: float, score: float, closed: bool, min_ratio: float = 0.0,
-                split: float = 0.55) -> np.ndarray:
+def eye_outline(
+    cx: float,
+    cy: float,
+    axis: np.ndarray,
+    up: np.ndarray,
+    width: float,
+    score: float,
+    closed: bool,
+    min_ratio: float = 0.0,
+    split: float = 0.55,
+) -> np.ndarray:
     """Lid outline polygon (float px): elliptic corners when open, almond corners as the score rises."""
     ratio = max(aperture_ratio(9.0 if closed else score), min_ratio)
     h = max(ratio * width, MIN_APERTURE_PX)
@@ -282,8 +355,20 @@ def _polyline(img: np.ndarray, pts: np.ndarray, color, thickness: int) -> None:
     cv2.polylines(img, [np.round(pts * ONE).astype(np.int32)], False, color, thickness, _line_type(color), SHIFT)
 
 
-def draw_eye(img: np.ndarray, mask: np.ndarray, fur: Fur, tone: float, cx: float, cy: float, axis: np.ndarray, up: np.ndarray, width: float, score: float, closed: bool,
-             look: EyeLook = EyeLook()) -> None:
+def draw_eye(
+    img: np.ndarray,
+    mask: np.ndarray,
+    fur: Fur,
+    tone: float,
+    cx: float,
+    cy: float,
+    axis: np.ndarray,
+    up: np.ndarray,
+    width: float,
+    score: float,
+    closed: bool,
+    look: EyeLook = EyeLook(),
+) -> None:
     """Lid rim, wrinkles, eyeball (also into the mask as eye class) and the reflections of the lamp."""
     s = min(max(score, 0.0), 9.0)
     tight = s / 9.0
@@ -308,7 +393,9 @@ def draw_eye(img: np.ndarray, mask: np.ndarray, fur: Fur, tone: float, cx: float
         cv2.circle(img, (_fix(lo[0]), _fix(lo[1])), max(_fix(r * 0.45), ONE), (120, 120, 124), -1, cv2.LINE_AA, SHIFT)
 
 
-def draw_animal(img: np.ndarray, mask: np.ndarray, animal: Animal, fur_texture: np.ndarray, rng: np.random.Generator) -> tuple[list[DrawnEye], tuple[int, int, int, int]]:
+def draw_animal(
+    img: np.ndarray, mask: np.ndarray, animal: Animal, fur_texture: np.ndarray, rng: np.random.Generator
+) -> tuple[list[DrawnEye], tuple[int, int, int, int]]:
     """Draw into `img`/`mask` (views of one box ROI); returns the eyes and the drawn rectangle (x0, y0, x1, y1)."""
     pose, fur = animal.pose, animal.fur
     g = project(pose)
@@ -336,7 +423,11 @@ def draw_animal(img: np.ndarray, mask: np.ndarray, animal: Animal, fur_texture: 
     _polyline(msub, g.tail + [lx, ly], CLASS_ANIMAL, tail_w)
     _polyline(sil, g.tail + [lx, ly], 255, tail_w)
 
-    parts: list[tuple[float, str, object]] = [(g.body.z, "body", g.body), (g.cranium.z, "head", g.cranium), (g.muzzle.z, "head", g.muzzle)]
+    parts: list[tuple[float, str, object]] = [
+        (g.body.z, "body", g.body),
+        (g.cranium.z, "head", g.cranium),
+        (g.muzzle.z, "head", g.muzzle),
+    ]
     parts += [(d.z, "ear", (d, nz)) for d, nz in g.ears]
     parts.sort(key=lambda p: p[0])
     for _, kind, part in parts:
@@ -363,33 +454,75 @@ def draw_animal(img: np.ndarray, mask: np.ndarray, animal: Animal, fur_texture: 
         pick = rng if animal.texture_seed is None else np.random.default_rng(animal.texture_seed)
         fy, fx = pick.random(2)
         oy_t, ox_t = int(fy * (th - h)), int(fx * (tw - w))
-        tex = fur_texture[oy_t:oy_t + h, ox_t:ox_t + w]
+        tex = fur_texture[oy_t : oy_t + h, ox_t : ox_t + w]
         amp = fur.texture / 32.0
         noisy = cv2.addWeighted(sub.astype(np.int16), 1.0, tex, amp, 0.0, dtype=cv2.CV_16S)
         np.copyto(sub, np.clip(noisy, 0, 255).astype(np.uint8), where=(sil > 0)[..., None])
     if fur.patches is not None:
-        _draw_patches(sub, sil, g, lx, ly, _shade(fur.patches, tone), rng if animal.texture_seed is None else np.random.default_rng(animal.texture_seed + 1))
+        _draw_patches(
+            sub,
+            sil,
+            g,
+            lx,
+            ly,
+            _shade(fur.patches, tone),
+            rng if animal.texture_seed is None else np.random.default_rng(animal.texture_seed + 1),
+        )
 
     eyes: list[DrawnEye] = []
     if g.nose[2] > -0.2 * g.head_a:
-        cv2.circle(sub, (_fix(g.nose[0] + lx), _fix(g.nose[1] + ly)), _fix(max(0.09 * g.head_a, 2.0)), _shade(fur.nose, tone), -1, cv2.LINE_AA, SHIFT)
+        cv2.circle(
+            sub,
+            (_fix(g.nose[0] + lx), _fix(g.nose[1] + ly)),
+            _fix(max(0.09 * g.head_a, 2.0)),
+            _shade(fur.nose, tone),
+            -1,
+            cv2.LINE_AA,
+            SHIFT,
+        )
         for k in range(5):
             for sgn in (1.0, -1.0):
                 ang = math.atan2(g.nose[1] - g.muzzle.cy, g.nose[0] - g.muzzle.cx) + sgn * (0.5 + 0.22 * k)
                 start = np.array([g.nose[0] * 0.8 + g.muzzle.cx * 0.2 + lx, g.nose[1] * 0.8 + g.muzzle.cy * 0.2 + ly])
                 end = start + np.array([math.cos(ang), math.sin(ang)]) * g.head_a * (0.9 + 0.15 * k)
-                _polyline(sub, np.stack([start, (start + end) / 2 + sgn * 2.0, end]), (150, 150, 150) if fur.name == "black" else (235, 235, 235), 1)
+                _polyline(
+                    sub,
+                    np.stack([start, (start + end) / 2 + sgn * 2.0, end]),
+                    (150, 150, 150) if fur.name == "black" else (235, 235, 235),
+                    1,
+                )
     if animal.paws:  # before the eyes: a paw never hides a labelled eye
         _draw_paws(sub, msub, g, lx, ly, _shade(fur.ear_inner, tone))
     for e in g.eyes:
         visible = e.nz > EYE_VISIBLE_NZ
         if visible:
-            draw_eye(sub, msub, fur, tone, e.x + lx, e.y + ly, e.axis, e.up, pose.eye_width * e.width_factor, animal.score, animal.blink, animal.eye_look)
+            draw_eye(
+                sub,
+                msub,
+                fur,
+                tone,
+                e.x + lx,
+                e.y + ly,
+                e.axis,
+                e.up,
+                pose.eye_width * e.width_factor,
+                animal.score,
+                animal.blink,
+                animal.eye_look,
+            )
         eyes.append(DrawnEye(e.x + ox, e.y + oy, visible))
     return eyes, (rx0, ry0, rx1, ry1)
 
 
-def _draw_patches(sub: np.ndarray, sil: np.ndarray, g: Geometry, lx: float, ly: float, color: tuple[int, int, int], rng: np.random.Generator) -> None:
+def _draw_patches(
+    sub: np.ndarray,
+    sil: np.ndarray,
+    g: Geometry,
+    lx: float,
+    ly: float,
+    color: tuple[int, int, int],
+    rng: np.random.Generator,
+) -> None:
     """Dark patches of a mixed coat, inside the silhouette; drawn before the eyes, so never over them."""
     layer = np.zeros(sil.shape, np.uint8)
     for part in (g.body, g.body, g.cranium):
@@ -400,7 +533,9 @@ def _draw_patches(sub: np.ndarray, sil: np.ndarray, g: Geometry, lx: float, ly: 
     np.copyto(sub, np.array(color, np.uint8), where=((layer > 0) & (sil > 0))[..., None])
 
 
-def _draw_paws(sub: np.ndarray, msub: np.ndarray, g: Geometry, lx: float, ly: float, color: tuple[int, int, int]) -> None:
+def _draw_paws(
+    sub: np.ndarray, msub: np.ndarray, g: Geometry, lx: float, ly: float, color: tuple[int, int, int]
+) -> None:
     """Two small fore paws under the muzzle, the grooming posture; they are animal in the mask."""
     r = max(0.16 * g.head_a, 2.0)
     for side in (-1.0, 1.0):
@@ -410,7 +545,9 @@ def _draw_paws(sub: np.ndarray, msub: np.ndarray, g: Geometry, lx: float, ly: fl
         cv2.circle(msub, (_fix(px), _fix(py)), _fix(r), CLASS_ANIMAL, -1, cv2.LINE_8, SHIFT)
 
 
-def fit_pose(pose: MousePose, roi_w: int, roi_h: int, margin: tuple[int, int, int, int], rng: np.random.Generator) -> MousePose | None:
+def fit_pose(
+    pose: MousePose, roi_w: int, roi_h: int, margin: tuple[int, int, int, int], rng: np.random.Generator
+) -> MousePose | None:
     """Place the head so the whole animal (tail excepted) lies inside the ROI margins, or None if it cannot."""
     x0, y0, x1, y1 = project(replace(pose, x=0.0, y=0.0)).bounds()
     left, top, right, bottom = margin

@@ -47,7 +47,9 @@ def random_nuisance(rng: np.random.Generator, n_boxes: int) -> Nuisance:
         defocus = 0.0 if rng.random() < 0.6 else float(rng.uniform(0.5, 1.8))
         moving = rng.random() < 0.15
         jpeg = int(rng.integers(35, 86)) if rng.random() < 0.25 else 0
-        boxes.append(BoxNuisance(defocus, float(rng.uniform(3, 9)) if moving else 0.0, float(rng.uniform(0, 180)), jpeg))
+        boxes.append(
+            BoxNuisance(defocus, float(rng.uniform(3, 9)) if moving else 0.0, float(rng.uniform(0, 180)), jpeg)
+        )
     return Nuisance(
         gain=float(rng.uniform(0.8, 1.2)),
         gamma=float(rng.uniform(0.85, 1.15)),
@@ -78,7 +80,7 @@ def fur_texture(size: int = 720) -> np.ndarray:
 def tone_lut(n: Nuisance, gain: float = 1.0) -> np.ndarray:
     """Exposure and gamma as one table for all channels (white balance belongs to the camera placement)."""
     x = np.arange(256, dtype=np.float32) / 255.0
-    return np.clip(255.0 * n.gain * gain * x ** n.gamma, 0, 255).astype(np.uint8).reshape(1, 256)
+    return np.clip(255.0 * n.gain * gain * x**n.gamma, 0, 255).astype(np.uint8).reshape(1, 256)
 
 
 def apply_box(view: np.ndarray, rect: tuple[int, int, int, int] | None, b: BoxNuisance) -> None:
@@ -106,8 +108,10 @@ def apply_frame(img: np.ndarray, n: Nuisance, rng: np.random.Generator) -> None:
     flat = img.reshape(img.shape[0], -1)  # a one-channel LUT over all bytes is faster than a 3-channel one
     if n.flicker > 0:  # one table per band of rows: the rolling shutter sees the lamp's 100/120 Hz swing
         for y0 in range(0, flat.shape[0], FLICKER_BAND_PX):
-            swing = 1.0 + n.flicker * np.sin(2 * np.pi * (y0 + FLICKER_BAND_PX / 2) / n.flicker_period + n.flicker_phase)
-            band = flat[y0:y0 + FLICKER_BAND_PX]
+            swing = 1.0 + n.flicker * np.sin(
+                2 * np.pi * (y0 + FLICKER_BAND_PX / 2) / n.flicker_period + n.flicker_phase
+            )
+            band = flat[y0 : y0 + FLICKER_BAND_PX]
             cv2.LUT(band, tone_lut(n, float(swing)), dst=band)
     else:
         cv2.LUT(flat, tone_lut(n), dst=flat)
@@ -115,8 +119,8 @@ def apply_frame(img: np.ndarray, n: Nuisance, rng: np.random.Generator) -> None:
         pos, neg = noise_field(n.noise)
         h, w = img.shape[:2]
         oy, ox = (int(v) for v in rng.integers(0, NOISE_PAD, size=2))
-        cv2.add(img, pos[oy:oy + h, ox:ox + w], dst=img)
-        cv2.subtract(img, neg[oy:oy + h, ox:ox + w], dst=img)
+        cv2.add(img, pos[oy : oy + h, ox : ox + w], dst=img)
+        cv2.subtract(img, neg[oy : oy + h, ox : ox + w], dst=img)
     if n.h264 > 0:
         _h264_like(img, n.h264)
     elif n.jpeg > 0:
@@ -130,7 +134,9 @@ def _h264_like(img: np.ndarray, quality: int) -> None:
     none): chroma at half resolution, blocky low-quality luma, then the decoder's deblocking blur."""
     ycc = cv2.cvtColor(img, cv2.COLOR_BGR2YCrCb)
     h, w = img.shape[:2]
-    chroma = cv2.resize(cv2.resize(ycc[..., 1:], (w // 2, h // 2), interpolation=cv2.INTER_AREA), (w, h), interpolation=cv2.INTER_LINEAR)
+    chroma = cv2.resize(
+        cv2.resize(ycc[..., 1:], (w // 2, h // 2), interpolation=cv2.INTER_AREA), (w, h), interpolation=cv2.INTER_LINEAR
+    )
     ok, buf = cv2.imencode(".jpg", ycc[..., 0], [cv2.IMWRITE_JPEG_QUALITY, quality])
     luma = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE) if ok else ycc[..., 0]
     ycc = np.dstack([cv2.GaussianBlur(luma, (3, 3), 0.6), chroma])

@@ -17,10 +17,10 @@ import numpy as np
 
 from export.dataset import Box, Eye
 from export.synth.layout import RackLayout
-from export.synth.scenery import scene
 from export.synth.mouse import FURS, Animal, MousePose, draw_animal, fit_pose
 from export.synth.nuisance import Nuisance, apply_box, apply_frame, fur_texture, random_nuisance
 from export.synth.randomise import Randomisation, frame_style, styled_animal, styled_layout
+from export.synth.scenery import scene
 
 EyeTruth = Eye
 BoxTruth = Box
@@ -68,7 +68,9 @@ def place(pose: MousePose, layout: RackLayout, box: int, rng: np.random.Generato
     return fit_pose(replace(pose, head_scale=2.6, body_yaw=0.0, eye_width=EYE_WIDTH_PX[0]), w, h, margin, rng) or pose
 
 
-def random_animal(rng: np.random.Generator, layout: RackLayout, box: int, score: float, fur: str | None = None) -> Animal | None:
+def random_animal(
+    rng: np.random.Generator, layout: RackLayout, box: int, score: float, fur: str | None = None
+) -> Animal | None:
     """A random mouse for one box; about 3 % of boxes are empty and 12 % of faces turned away."""
     if rng.random() < 0.03:
         return None
@@ -86,13 +88,18 @@ class Renderer:
         self.scene = scene(layout)
         self.texture = fur_texture()
 
-    def render(self, animals: Sequence[Animal | None], nuisance: Nuisance, rng: np.random.Generator,
-               box_conditions: Sequence[dict] = ()) -> SynthFrame:
+    def render(
+        self,
+        animals: Sequence[Animal | None],
+        nuisance: Nuisance,
+        rng: np.random.Generator,
+        box_conditions: Sequence[dict] = (),
+    ) -> SynthFrame:
         img = self.scene.background.copy()
         mask = np.zeros(img.shape[:2], np.uint8)
         boxes = []
         for i, (x, y, w, h) in enumerate(self.layout.rois):
-            view, mview = img[y:y + h, x:x + w], mask[y:y + h, x:x + w]
+            view, mview = img[y : y + h, x : x + w], mask[y : y + h, x : x + w]
             animal = animals[i] if i < len(animals) else None
             rect = None
             eyes: list[Eye] = []
@@ -106,9 +113,18 @@ class Renderer:
                 eyes = _lay_front(view, mview, self.scene.front[i], eyes, x, y)
             if i < len(nuisance.boxes):
                 apply_box(view, rect, nuisance.boxes[i])
-            boxes.append(Box(i, (x, y, w, h), any(e.visible for e in eyes), tuple(eyes),
-                             dict(box_conditions[i]) if i < len(box_conditions) else {}))
-        scores = tuple(None if a is None else float(a.score) for a in (list(animals) + [None] * 4)[: len(self.layout.rois)])
+            boxes.append(
+                Box(
+                    i,
+                    (x, y, w, h),
+                    any(e.visible for e in eyes),
+                    tuple(eyes),
+                    dict(box_conditions[i]) if i < len(box_conditions) else {},
+                )
+            )
+        scores = tuple(
+            None if a is None else float(a.score) for a in (list(animals) + [None] * 4)[: len(self.layout.rois)]
+        )
         if self.layout.pad or self.layout.style is not None:
             img, mask, boxes, scores = _to_frame(self.layout, img, mask, boxes, scores)
         apply_frame(img, nuisance, rng)
@@ -119,12 +135,16 @@ def _lay_front(view: np.ndarray, mview: np.ndarray, items, eyes: list[Eye], x: i
     """Lay cage cards, bottles and hoppers over the box; what they cover is no animal, and a covered eye is hidden."""
     for x0, y0, pic, alpha in items:
         h, w = alpha.shape
-        sub, msub = view[y0:y0 + h, x0:x0 + w], mview[y0:y0 + h, x0:x0 + w]
+        sub, msub = view[y0 : y0 + h, x0 : x0 + w], mview[y0 : y0 + h, x0 : x0 + w]
         a = alpha[..., None].astype(np.float32) / 255.0
         sub[:] = (sub * (1.0 - a) + pic * a).astype(np.uint8)
         msub[alpha > 127] = 0
-        eyes = [replace(e, visible=False) if 0 <= e.x - x - x0 < w and 0 <= e.y - y - y0 < h
-                and alpha[int(e.y - y - y0), int(e.x - x - x0)] > 127 else e for e in eyes]
+        eyes = [
+            replace(e, visible=False)
+            if 0 <= e.x - x - x0 < w and 0 <= e.y - y - y0 < h and alpha[int(e.y - y - y0), int(e.x - x - x0)] > 127
+            else e
+            for e in eyes
+        ]
     return eyes
 
 
@@ -139,8 +159,8 @@ def _to_frame(layout: RackLayout, img: np.ndarray, mask: np.ndarray, boxes: list
     warp = getattr(layout.style, "warp", None)
     if warp is None:
         hom = np.array([[1.0, 0.0, -layout.pad], [0.0, 1.0, -layout.pad], [0.0, 0.0, 1.0]])
-        img = np.ascontiguousarray(img[layout.pad:layout.pad + fh, layout.pad:layout.pad + fw])
-        mask = np.ascontiguousarray(mask[layout.pad:layout.pad + fh, layout.pad:layout.pad + fw])
+        img = np.ascontiguousarray(img[layout.pad : layout.pad + fh, layout.pad : layout.pad + fw])
+        mask = np.ascontiguousarray(mask[layout.pad : layout.pad + fh, layout.pad : layout.pad + fw])
     else:
         hom = np.array(warp).reshape(3, 3)
         img = cv2.warpPerspective(img, hom, (fw, fh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -164,7 +184,9 @@ def _to_frame(layout: RackLayout, img: np.ndarray, mask: np.ndarray, boxes: list
                 eyes.append(replace(e, x=round(float(ex), 2), y=round(float(ey), 2)))
         conditions = dict(box.conditions)
         if conditions:  # cut: a corner of the box lies outside the frame (after tilt and perspective)
-            conditions["box_cut"] = bool((corners < 0).any() or (corners[:, 0] > fw).any() or (corners[:, 1] > fh).any())
+            conditions["box_cut"] = bool(
+                (corners < 0).any() or (corners[:, 0] > fw).any() or (corners[:, 1] > fh).any()
+            )
         out.append(Box(len(out), (x0, y0, x1 - x0, y1 - y0), any(e.visible for e in eyes), tuple(eyes), conditions))
         kept.append(score)
     return img, mask, out, tuple(kept)
@@ -199,7 +221,11 @@ def render_frame(
     """
     styled = randomise is not None and randomise.active
     if layout is None:
-        layout = styled_layout(seed // STYLED_SESSION_FRAMES, randomise) if styled else RackLayout.random(seed // SESSION_FRAMES)
+        layout = (
+            styled_layout(seed // STYLED_SESSION_FRAMES, randomise)
+            if styled
+            else RackLayout.random(seed // SESSION_FRAMES)
+        )
     elif styled and layout.style is None:
         raise ValueError("a randomised frame needs a randomised layout (randomise.styled_layout) or layout=None")
     rng = np.random.default_rng([int(seed), 0xF7A3E] + ([0xD0] if styled else []))

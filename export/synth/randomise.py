@@ -21,10 +21,10 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from mgs_core.errors import MgsError
 from export.synth.layout import FRAME_H, FRAME_W, RackLayout
 from export.synth.mouse import FURS, Animal, EyeLook, MousePose, fit_pose
 from export.synth.nuisance import NOISE_SIGMAS, BoxNuisance, Nuisance
+from mgs_core.errors import MgsError
 
 PRESETS = ("none", "default", "hardest")
 # Families a restriction can narrow, with their levels. Numeric families (tilt, gaps, noise...) are
@@ -41,12 +41,28 @@ FAMILIES: dict[str, tuple[str, ...]] = {
 }
 # The style-held-out protocol: train on the first looks, test on the held-out extremes.
 STYLE_HOLDOUT: dict[str, dict[str, tuple[str, ...]]] = {
-    "train": {"fur": ("black", "agouti", "white"), "light": ("normal", "warm"), "backdrop": ("red", "grey", "dark"), "bedding": ("wood", "corncob")},
-    "test": {"fur": ("albino", "piebald"), "light": ("dim", "bright", "cool"), "backdrop": ("white", "blue", "green"), "bedding": ("paper", "white", "dark")},
+    "train": {
+        "fur": ("black", "agouti", "white"),
+        "light": ("normal", "warm"),
+        "backdrop": ("red", "grey", "dark"),
+        "bedding": ("wood", "corncob"),
+    },
+    "test": {
+        "fur": ("albino", "piebald"),
+        "light": ("dim", "bright", "cool"),
+        "backdrop": ("white", "blue", "green"),
+        "bedding": ("paper", "white", "dark"),
+    },
 }
 BOX_WIDTH_PX = {"small": (200.0, 330.0), "medium": (330.0, 500.0), "large": (500.0, 700.0)}
 LIGHT_LEVEL = {"normal": (0.8, 1.2), "dim": (0.35, 0.6), "bright": (1.35, 1.8), "warm": (0.8, 1.2), "cool": (0.8, 1.2)}
-COLOUR_TEMP_K = {"normal": (4500.0, 6200.0), "dim": (3800.0, 6500.0), "bright": (4200.0, 6500.0), "warm": (2700.0, 3800.0), "cool": (6800.0, 9500.0)}
+COLOUR_TEMP_K = {
+    "normal": (4500.0, 6200.0),
+    "dim": (3800.0, 6500.0),
+    "bright": (4200.0, 6500.0),
+    "warm": (2700.0, 3800.0),
+    "cool": (6800.0, 9500.0),
+}
 LIGHT_COATS, LIGHT_SCENES = ("white", "albino", "piebald"), ("white", "grey")
 PAD = 230  # canvas margin around the frame: boxes cut by the frame edge and tilted views are drawn whole
 REFERENCE_BOX_W = 430.0  # the eye sizes of mouse.py / rack.EYE_WIDTH_PX belong to a box this wide
@@ -87,20 +103,58 @@ class Ranges:
 RANGES: dict[str, Ranges] = {
     "default": Ranges(
         weights={
-            "scale": (0.3, 0.45, 0.25), "boxes": (0.08, 0.12, 0.15, 0.65),
-            "light": (0.5, 0.13, 0.13, 0.12, 0.12), "backdrop": (0.4, 0.12, 0.15, 0.13, 0.1, 0.1),
-            "bedding": (0.4, 0.2, 0.15, 0.15, 0.1), "fur": (0.4, 0.2, 0.15, 0.15, 0.1),
-            "pose": (0.3, 0.15, 0.15, 0.12, 0.07, 0.07, 0.06, 0.08), "camera": (0.4, 0.2, 0.2, 0.2),
+            "scale": (0.3, 0.45, 0.25),
+            "boxes": (0.08, 0.12, 0.15, 0.65),
+            "light": (0.5, 0.13, 0.13, 0.12, 0.12),
+            "backdrop": (0.4, 0.12, 0.15, 0.13, 0.1, 0.1),
+            "bedding": (0.4, 0.2, 0.15, 0.15, 0.1),
+            "fur": (0.4, 0.2, 0.15, 0.15, 0.1),
+            "pose": (0.3, 0.15, 0.15, 0.12, 0.07, 0.07, 0.06, 0.08),
+            "camera": (0.4, 0.2, 0.2, 0.2),
         },
-        size_jitter=0.12, gap=(0.01, 0.35), cut_p=0.2, tilt_p=0.5, tilt_deg=6.0, keystone_px=80.0, white_on_light_p=0.08,
-        shadow_p=0.3, vignette=0.5, flicker_p=0.15, exposure_p=0.1, empty_frame_p=0.03, empty_box_p=0.08,
-        occluder_p=0.25, card_p=0.25, decoy_p=0.35, scratch_p=0.4, condensation_p=0.2, defocus_px=3.5, motion_px=18.0,
+        size_jitter=0.12,
+        gap=(0.01, 0.35),
+        cut_p=0.2,
+        tilt_p=0.5,
+        tilt_deg=6.0,
+        keystone_px=80.0,
+        white_on_light_p=0.08,
+        shadow_p=0.3,
+        vignette=0.5,
+        flicker_p=0.15,
+        exposure_p=0.1,
+        empty_frame_p=0.03,
+        empty_box_p=0.08,
+        occluder_p=0.25,
+        card_p=0.25,
+        decoy_p=0.35,
+        scratch_p=0.4,
+        condensation_p=0.2,
+        defocus_px=3.5,
+        motion_px=18.0,
     ),
     "hardest": Ranges(
         weights={family: (1.0,) * len(levels) for family, levels in FAMILIES.items()},  # every level equally often
-        size_jitter=0.12, gap=(0.01, 0.35), cut_p=0.4, tilt_p=0.8, tilt_deg=6.0, keystone_px=80.0, white_on_light_p=0.15,
-        shadow_p=0.5, vignette=0.5, flicker_p=0.3, exposure_p=0.2, empty_frame_p=0.05, empty_box_p=0.12,
-        occluder_p=0.45, card_p=0.45, decoy_p=0.6, scratch_p=0.7, condensation_p=0.4, defocus_px=3.5, motion_px=18.0,
+        size_jitter=0.12,
+        gap=(0.01, 0.35),
+        cut_p=0.4,
+        tilt_p=0.8,
+        tilt_deg=6.0,
+        keystone_px=80.0,
+        white_on_light_p=0.15,
+        shadow_p=0.5,
+        vignette=0.5,
+        flicker_p=0.3,
+        exposure_p=0.2,
+        empty_frame_p=0.05,
+        empty_box_p=0.12,
+        occluder_p=0.45,
+        card_p=0.45,
+        decoy_p=0.6,
+        scratch_p=0.7,
+        condensation_p=0.4,
+        defocus_px=3.5,
+        motion_px=18.0,
     ),
 }
 
@@ -136,14 +190,18 @@ class Randomisation:
             family, sep, levels = text.partition("=")
             family = family.strip()
             if not sep or family not in FAMILIES:
-                raise MgsError(f"--restrict {text!r}: write FAMILY=LEVEL[,LEVEL...] with FAMILY one of {', '.join(FAMILIES)}")
+                raise MgsError(
+                    f"--restrict {text!r}: write FAMILY=LEVEL[,LEVEL...] with FAMILY one of {', '.join(FAMILIES)}"
+                )
             names = tuple(v.strip() for v in levels.split(",") if v.strip())
             unknown = [v for v in names if v not in FAMILIES[family]]
             if unknown or not names:
                 raise MgsError(f"--restrict {text!r}: {family} levels are {', '.join(FAMILIES[family])}")
             chosen[family] = names
         if chosen and preset == "none":
-            raise MgsError("--restrict and --style-holdout need a randomised preset; use --randomise default or hardest")
+            raise MgsError(
+                "--restrict and --style-holdout need a randomised preset; use --randomise default or hardest"
+            )
         order = [f for f in FAMILIES if f in chosen]
         return cls(preset, tuple((f, chosen[f]) for f in order))
 
@@ -232,20 +290,42 @@ def styled_layout(session: int, r: Randomisation) -> RackLayout:
     if light_coats and light_scenes and light_beds and _flip(rng, ranges.white_on_light_p):
         white_on_light, furs = True, light_coats
         backdrop, bedding = str(rng.choice(light_scenes)), str(rng.choice(light_beds))
-    per_box = [(int(rng.integers(1, 4)) if _flip(rng, ranges.decoy_p) else 0,
-                str(rng.choice(["bottle", "hopper"])) if _flip(rng, ranges.occluder_p) else "none",
-                _flip(rng, ranges.card_p), _flip(rng, ranges.scratch_p), _flip(rng, ranges.condensation_p)) for _ in range(n)]
+    per_box = [
+        (
+            int(rng.integers(1, 4)) if _flip(rng, ranges.decoy_p) else 0,
+            str(rng.choice(["bottle", "hopper"])) if _flip(rng, ranges.occluder_p) else "none",
+            _flip(rng, ranges.card_p),
+            _flip(rng, ranges.scratch_p),
+            _flip(rng, ranges.condensation_p),
+        )
+        for _ in range(n)
+    ]
     style = SceneStyle(
-        scale=scale, light=light, light_level=float(rng.uniform(*LIGHT_LEVEL[light])),
+        scale=scale,
+        light=light,
+        light_level=float(rng.uniform(*LIGHT_LEVEL[light])),
         colour_temp_k=float(rng.uniform(*COLOUR_TEMP_K[light])),
         lamp=(float(rng.uniform(-0.3, 1.3)), float(rng.uniform(-0.6, 0.8)), float(rng.uniform(0.15, 0.7))),
         shadow=str(rng.choice(["soft", "hard"])) if _flip(rng, ranges.shadow_p) else "none",
-        vignette=float(rng.uniform(0.0, ranges.vignette)), backdrop=backdrop, folds=float(rng.uniform(0.02, 0.2)),
-        tent=_flip(rng, 0.6), bedding=bedding, bedding_frac=float(rng.uniform(0.07, 0.2)),
-        decoys=tuple(p[0] for p in per_box), occluders=tuple(p[1] for p in per_box), cards=tuple(p[2] for p in per_box),
-        scratches=tuple(p[3] for p in per_box), condensation=tuple(p[4] for p in per_box),
-        furs=furs, white_on_light=white_on_light, tilt_deg=round(tilt_deg, 2), keystone_px=round(keystone, 1), warp=warp,
-        cut=tuple(bx < PAD or by < PAD or bx + bw > PAD + FRAME_W or by + bh > PAD + FRAME_H for bx, by, bw, bh in canvas_rois),
+        vignette=float(rng.uniform(0.0, ranges.vignette)),
+        backdrop=backdrop,
+        folds=float(rng.uniform(0.02, 0.2)),
+        tent=_flip(rng, 0.6),
+        bedding=bedding,
+        bedding_frac=float(rng.uniform(0.07, 0.2)),
+        decoys=tuple(p[0] for p in per_box),
+        occluders=tuple(p[1] for p in per_box),
+        cards=tuple(p[2] for p in per_box),
+        scratches=tuple(p[3] for p in per_box),
+        condensation=tuple(p[4] for p in per_box),
+        furs=furs,
+        white_on_light=white_on_light,
+        tilt_deg=round(tilt_deg, 2),
+        keystone_px=round(keystone, 1),
+        warp=warp,
+        cut=tuple(
+            bx < PAD or by < PAD or bx + bw > PAD + FRAME_W or by + bh > PAD + FRAME_H for bx, by, bw, bh in canvas_rois
+        ),
     )
     return RackLayout(canvas_rois, variant=int(session) & 0x7FFFFFFF, pad=PAD, style=style)
 
@@ -278,7 +358,12 @@ class FrameStyle:
     conditions: dict[str, str | float | int | bool] = field(default_factory=dict)
 
 
-NOISE_LEVELS = {"clean": (0, 1), "noisy": (2, 3, 4), "blurred": (1, 2), "compressed": (1, 2)}  # indices into NOISE_SIGMAS
+NOISE_LEVELS = {
+    "clean": (0, 1),
+    "noisy": (2, 3, 4),
+    "blurred": (1, 2),
+    "compressed": (1, 2),
+}  # indices into NOISE_SIGMAS
 
 
 def frame_style(rng: np.random.Generator, r: Randomisation, layout: RackLayout) -> FrameStyle:
@@ -301,17 +386,39 @@ def frame_style(rng: np.random.Generator, r: Randomisation, layout: RackLayout) 
     h264 = int(rng.integers(12, 41)) if camera == "compressed" and not jpeg else 0
     flicker = float(rng.uniform(0.03, 0.12)) if _flip(rng, ranges.flicker_p) else 0.0
     noise = int(rng.choice(NOISE_LEVELS[camera]))
-    nuisance = Nuisance(gain=gain * style.light_level, gamma=float(rng.uniform(0.85, 1.15)), noise=noise, boxes=tuple(boxes),
-                        flicker=flicker, flicker_period=float(rng.uniform(60.0, 400.0)), flicker_phase=float(rng.uniform(0, 2 * math.pi)),
-                        jpeg=jpeg, h264=h264)
+    nuisance = Nuisance(
+        gain=gain * style.light_level,
+        gamma=float(rng.uniform(0.85, 1.15)),
+        noise=noise,
+        boxes=tuple(boxes),
+        flicker=flicker,
+        flicker_period=float(rng.uniform(60.0, 400.0)),
+        flicker_phase=float(rng.uniform(0, 2 * math.pi)),
+        jpeg=jpeg,
+        h264=h264,
+    )
     empty = _flip(rng, ranges.empty_frame_p)
     conditions = {
-        "randomise": r.preset, "boxes": len(layout.rois), "scale": style.scale, "tilt_deg": style.tilt_deg,
-        "keystone_px": style.keystone_px, "light": style.light, "light_level": round(style.light_level, 3),
-        "colour_temp_k": int(style.colour_temp_k), "shadow": style.shadow, "vignette": round(style.vignette, 3),
-        "flicker": round(flicker, 3), "exposure": exposure, "backdrop": style.backdrop, "bedding": style.bedding,
-        "white_on_light": style.white_on_light, "camera": camera, "noise_sigma": NOISE_SIGMAS[noise],
-        "jpeg_quality": jpeg, "h264_quality": h264, "empty_frame": empty,
+        "randomise": r.preset,
+        "boxes": len(layout.rois),
+        "scale": style.scale,
+        "tilt_deg": style.tilt_deg,
+        "keystone_px": style.keystone_px,
+        "light": style.light,
+        "light_level": round(style.light_level, 3),
+        "colour_temp_k": int(style.colour_temp_k),
+        "shadow": style.shadow,
+        "vignette": round(style.vignette, 3),
+        "flicker": round(flicker, 3),
+        "exposure": exposure,
+        "backdrop": style.backdrop,
+        "bedding": style.bedding,
+        "white_on_light": style.white_on_light,
+        "camera": camera,
+        "noise_sigma": NOISE_SIGMAS[noise],
+        "jpeg_quality": jpeg,
+        "h264_quality": h264,
+        "empty_frame": empty,
     }
     return FrameStyle(camera, nuisance, empty, conditions)
 
@@ -319,8 +426,16 @@ def frame_style(rng: np.random.Generator, r: Randomisation, layout: RackLayout) 
 def random_styled_pose(rng: np.random.Generator, kind: str, eye_width: float) -> MousePose:
     """A pose of the named kind; head angles as in `mouse.MousePose` (yaw pi/2 = facing the camera)."""
     side = float(rng.choice([0.0, math.pi]))
-    yaw, pitch, roll = float(rng.uniform(-0.25, math.pi + 0.25)), float(rng.uniform(-0.3, 0.3)), float(rng.uniform(-0.4, 0.4))
-    length, girth, body_yaw = float(rng.uniform(0.8, 1.25)), float(rng.uniform(0.85, 1.2)), float(rng.uniform(-0.6, 0.6))
+    yaw, pitch, roll = (
+        float(rng.uniform(-0.25, math.pi + 0.25)),
+        float(rng.uniform(-0.3, 0.3)),
+        float(rng.uniform(-0.4, 0.4)),
+    )
+    length, girth, body_yaw = (
+        float(rng.uniform(0.8, 1.25)),
+        float(rng.uniform(0.85, 1.2)),
+        float(rng.uniform(-0.6, 0.6)),
+    )
     if kind == "frontal":
         yaw = math.pi / 2 + rng.uniform(-0.25, 0.25)
     elif kind == "three_quarter":
@@ -338,32 +453,59 @@ def random_styled_pose(rng: np.random.Generator, kind: str, eye_width: float) ->
         yaw, pitch = math.pi / 2 + rng.uniform(-0.6, 0.6), rng.uniform(-0.5, -0.2)
     elif kind == "away":
         yaw = -math.pi / 2 + rng.uniform(-0.8, 0.8)
-    return MousePose(0.0, 0.0, float(eye_width), float(rng.uniform(2.9, 3.5)), float(yaw), float(pitch), float(roll),
-                     float(body_yaw), float(rng.uniform(-1.0, 1.0)), float(length), float(girth))
+    return MousePose(
+        0.0,
+        0.0,
+        float(eye_width),
+        float(rng.uniform(2.9, 3.5)),
+        float(yaw),
+        float(pitch),
+        float(roll),
+        float(body_yaw),
+        float(rng.uniform(-1.0, 1.0)),
+        float(length),
+        float(girth),
+    )
 
 
-def styled_animal(rng: np.random.Generator, r: Randomisation, layout: RackLayout, box: int, score: float, fur: str | None,
-                  empty: bool) -> tuple[Animal | None, dict[str, str | float | int | bool]]:
+def styled_animal(
+    rng: np.random.Generator, r: Randomisation, layout: RackLayout, box: int, score: float, fur: str | None, empty: bool
+) -> tuple[Animal | None, dict[str, str | float | int | bool]]:
     """A mouse for one box, or None for an empty box, and the box's conditions."""
     ranges, style = RANGES[r.preset], layout.style
     w = layout.rois[box][2]
     conditions: dict[str, str | float | int | bool] = {
-        "box_width_px": w, "box_cut": style.cut[box], "occluder": style.occluders[box], "cage_card": style.cards[box],
-        "decoys": style.decoys[box], "scratches": style.scratches[box], "condensation": style.condensation[box],
+        "box_width_px": w,
+        "box_cut": style.cut[box],
+        "occluder": style.occluders[box],
+        "cage_card": style.cards[box],
+        "decoys": style.decoys[box],
+        "scratches": style.scratches[box],
+        "condensation": style.condensation[box],
     }
     coat = fur or (str(rng.choice(style.furs)) if style.white_on_light else _choose(rng, r, "fur"))
     kind = _choose(rng, r, "pose")
     eye_width = float(rng.uniform(15.0, 30.0)) * w / REFERENCE_BOX_W
     pose = random_styled_pose(rng, kind, eye_width)
-    look = EyeLook(highlight=0.0 if _flip(rng, 0.15) else float(rng.uniform(0.5, 1.6)), highlight_dx=float(rng.uniform(-0.3, 0.15)),
-                   highlight_dy=float(rng.uniform(-0.05, 0.3)), lid_split=float(rng.uniform(0.42, 0.66)))
+    look = EyeLook(
+        highlight=0.0 if _flip(rng, 0.15) else float(rng.uniform(0.5, 1.6)),
+        highlight_dx=float(rng.uniform(-0.3, 0.15)),
+        highlight_dy=float(rng.uniform(-0.05, 0.3)),
+        lid_split=float(rng.uniform(0.42, 0.66)),
+    )
     tone, blink = float(rng.uniform(0.75, 1.25)), _flip(rng, ranges.blink_p)
     placed = None if empty or _flip(rng, ranges.empty_box_p) else _place(rng, pose, layout, box)
-    conditions.update(empty=placed is None, fur=coat if placed else "none", pose=kind if placed else "none",
-                      eye_width_px=round(pose.eye_width if placed is None else placed.eye_width, 1))
+    conditions.update(
+        empty=placed is None,
+        fur=coat if placed else "none",
+        pose=kind if placed else "none",
+        eye_width_px=round(pose.eye_width if placed is None else placed.eye_width, 1),
+    )
     if placed is None:
         return None, conditions
-    return Animal(FURS[coat], placed, float(score), blink=blink, tone=tone, eye_look=look, paws=kind == "grooming"), conditions
+    return Animal(
+        FURS[coat], placed, float(score), blink=blink, tone=tone, eye_look=look, paws=kind == "grooming"
+    ), conditions
 
 
 def _place(rng: np.random.Generator, pose: MousePose, layout: RackLayout, box: int) -> MousePose | None:

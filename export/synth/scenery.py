@@ -16,8 +16,14 @@ import numpy as np
 
 from export.synth.layout import BOX_W, LID_PX, WALL_PX, RackLayout, Scene, _smooth_noise, plain_scene
 
-BACKDROPS = {"red": (38, 34, 172), "dark": (32, 30, 34), "grey": (128, 126, 124), "white": (214, 216, 212),
-             "blue": (150, 96, 44), "green": (62, 122, 56)}
+BACKDROPS = {
+    "red": (38, 34, 172),
+    "dark": (32, 30, 34),
+    "grey": (128, 126, 124),
+    "white": (214, 216, 212),
+    "blue": (150, 96, 44),
+    "green": (62, 122, 56),
+}
 BEDDINGS = {  # base colour, speck colour, speck size factor
     "wood": ((120, 168, 196), (90, 130, 165), 1.0),
     "paper": ((198, 204, 208), (160, 166, 172), 1.8),
@@ -40,7 +46,7 @@ def _light(layout: RackLayout, rng: np.random.Generator) -> np.ndarray:
     ch, cw = layout.canvas
     q = 4
     p, fw, fh = layout.pad / q, layout.width / q, layout.height / q
-    yy, xx = np.mgrid[0:ch // q + 1, 0:cw // q + 1].astype(np.float32)
+    yy, xx = np.mgrid[0 : ch // q + 1, 0 : cw // q + 1].astype(np.float32)
     lx, ly, strength = st.lamp
     d = np.hypot((xx - p - lx * fw) / fw, (yy - p - ly * fh) / fh)
     light = 1.12 - strength * d
@@ -80,13 +86,13 @@ def styled_scene(layout: RackLayout) -> Scene:
         p = layout.pad
         img[: p + int(rng.integers(20, 90))] = tent
         img[:, : p + int(rng.integers(0, 60))] = tent * 0.93
-        img[:, cw - p - int(rng.integers(0, 60)):] = tent * 0.9
-        img[ch - p - int(rng.integers(10, 70)):] = tent * 0.85
+        img[:, cw - p - int(rng.integers(0, 60)) :] = tent * 0.9
+        img[ch - p - int(rng.integers(10, 70)) :] = tent * 0.85
     _rack(img, layout, rng)
 
     glare, front = [], []
     for i, (bx, by, bw, bh) in enumerate(layout.rois):
-        box = img[by:by + bh, bx:bx + bw]
+        box = img[by : by + bh, bx : bx + bw]
         k = bw / BOX_W
         wall, lid = max(round(WALL_PX * k), 3), max(round(LID_PX * k), 8)
         box *= rng.uniform(0.8, 0.95)
@@ -97,10 +103,21 @@ def styled_scene(layout: RackLayout) -> Scene:
         for hx in range(round(18 * k), bw - round(10 * k), max(round(26 * k), 6)):
             cv2.circle(box, (hx, lid // 2), max(round(4 * k), 2), (60.0, 60.0, 70.0), -1)
         box[:, :wall] = box[:, :wall] * 0.5 + 120
-        box[:, bw - wall:] = box[:, bw - wall:] * 0.5 + 120
-        box[bh - 6:] = box[bh - 6:] * 0.5 + 110
+        box[:, bw - wall :] = box[:, bw - wall :] * 0.5 + 120
+        box[bh - 6 :] = box[bh - 6 :] * 0.5 + 110
         glare.append(_glare(bw, bh, st.scratches[i], st.condensation[i], rng))
-        front.append(_front(bw, bh, st.occluders[i], st.cards[i], lid, rng, light[by:by + bh, bx:bx + bw], white_balance(st.colour_temp_k)))
+        front.append(
+            _front(
+                bw,
+                bh,
+                st.occluders[i],
+                st.cards[i],
+                lid,
+                rng,
+                light[by : by + bh, bx : bx + bw],
+                white_balance(st.colour_temp_k),
+            )
+        )
 
     balance = white_balance(st.colour_temp_k) * rng.uniform(0.95, 1.05, size=3).astype(np.float32)
     lit = cv2.multiply(img, cv2.merge([light * float(b) for b in balance]))
@@ -115,18 +132,18 @@ def _rack(img: np.ndarray, layout: RackLayout, rng: np.random.Generator) -> None
     metal = np.array([150, 150, 156], np.float32) * rng.uniform(0.6, 1.2)
     t = int(rng.integers(16, 40))
     x0, x1 = max(x_first - 30, 0), x_last + 30
-    img[bottom:bottom + t, x0:x1] = metal
-    img[bottom + t:bottom + t + 6, x0:x1] = metal * 0.6
-    img[max(top - 30, 0):max(top - 6, 0), x0:x1] = metal * 1.05
+    img[bottom : bottom + t, x0:x1] = metal
+    img[bottom + t : bottom + t + 6, x0:x1] = metal * 0.6
+    img[max(top - 30, 0) : max(top - 6, 0), x0:x1] = metal * 1.05
     for px in (x0, x_last + 8):
-        img[max(top - 30, 0):bottom + t + 6, px:px + 22] = metal * 0.9
+        img[max(top - 30, 0) : bottom + t + 6, px : px + 22] = metal * 0.9
 
 
 def _bedding(box: np.ndarray, kind: str, frac: float, k: float, rng: np.random.Generator) -> None:
     bh, bw = box.shape[:2]
     base, speck, size = BEDDINGS[kind]
     bed_h = max(int(bh * frac), 4)
-    bed = box[bh - bed_h:]
+    bed = box[bh - bed_h :]
     bed[:] = np.array(base, np.float32) * rng.uniform(0.85, 1.1)
     grains = rng.standard_normal((bed_h, bw)).astype(np.float32)
     bed += (cv2.GaussianBlur(grains, (0, 0), 1.6 * size * k) * 60.0)[..., None]
@@ -177,13 +194,27 @@ def _glare(bw: int, bh: int, scratches: bool, condensation: bool, rng: np.random
         mist = np.zeros((bh, bw), np.float32)
         top = int(bh * rng.uniform(0.3, 0.7))
         for _ in range(int(rng.integers(150, 600))):
-            cv2.circle(mist, (int(rng.integers(0, bw)), int(rng.integers(0, top))), int(rng.integers(1, 4)), float(rng.uniform(20, 60)), -1)
+            cv2.circle(
+                mist,
+                (int(rng.integers(0, bw)), int(rng.integers(0, top))),
+                int(rng.integers(1, 4)),
+                float(rng.uniform(20, 60)),
+                -1,
+            )
         g += cv2.GaussianBlur(mist, (0, 0), 0.8) + 12.0 * (np.arange(bh) < top)[:, None]
     return np.clip(np.repeat(g[..., None], 3, axis=2), 0, 255).astype(np.uint8)
 
 
-def _front(bw: int, bh: int, occluder: str, card: bool, lid: int, rng: np.random.Generator, light: np.ndarray,
-           balance: np.ndarray) -> tuple[tuple[int, int, np.ndarray, np.ndarray], ...]:
+def _front(
+    bw: int,
+    bh: int,
+    occluder: str,
+    card: bool,
+    lid: int,
+    rng: np.random.Generator,
+    light: np.ndarray,
+    balance: np.ndarray,
+) -> tuple[tuple[int, int, np.ndarray, np.ndarray], ...]:
     """Pictures with alpha laid over the animal: lit like the scene, cut to their bounding boxes."""
     items = []
     if occluder == "bottle":
@@ -192,8 +223,8 @@ def _front(bw: int, bh: int, occluder: str, card: bool, lid: int, rng: np.random
         x0 = int(rng.uniform(0.1, 0.9) * (bw - w))
         pic = np.zeros((h, w, 3), np.float32)
         pic[:] = np.array([200, 190, 175], np.float32) * rng.uniform(0.8, 1.05)
-        pic[:, w // 5: w // 3] += 40
-        pic[h - max(h // 8, 4):, w // 3: 2 * w // 3] = (120, 120, 125)
+        pic[:, w // 5 : w // 3] += 40
+        pic[h - max(h // 8, 4) :, w // 3 : 2 * w // 3] = (120, 120, 125)
         alpha = np.full((h, w), int(rng.uniform(150, 230)), np.uint8)
         items.append((x0, lid, pic, alpha))
     elif occluder == "hopper":
@@ -208,7 +239,9 @@ def _front(bw: int, bh: int, occluder: str, card: bool, lid: int, rng: np.random
             cv2.line(alpha, (x, 0), (x, h - 1), 255, t)
         cv2.rectangle(alpha, (0, 0), (w - 1, h - 1), 255, t + 1)
         for _ in range(int(rng.integers(3, 10))):  # pellets behind the bars
-            cv2.ellipse(pic, (int(rng.integers(0, w)), int(rng.integers(h // 3, h))), (6, 4), 0, 0, 360, (70, 120, 150), -1)
+            cv2.ellipse(
+                pic, (int(rng.integers(0, w)), int(rng.integers(h // 3, h))), (6, 4), 0, 0, 360, (70, 120, 150), -1
+            )
             cv2.ellipse(alpha, (int(rng.integers(0, w)), int(rng.integers(h // 3, h))), (6, 4), 0, 0, 360, 255, -1)
         items.append((x0, lid, pic, alpha))
     if card:
@@ -226,6 +259,6 @@ def _front(bw: int, bh: int, occluder: str, card: bool, lid: int, rng: np.random
     out = []
     for x0, y0, pic, alpha in items:
         h, w = alpha.shape
-        lit = pic * light[y0:y0 + h, x0:x0 + w, None] * balance
+        lit = pic * light[y0 : y0 + h, x0 : x0 + w, None] * balance
         out.append((x0, y0, np.clip(lit, 0, 255).astype(np.uint8), alpha))
     return tuple(out)

@@ -24,13 +24,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mgs_core.errors import MgsError
 from export.dataset import Box, Eye
 from export.synth.layout import RackLayout
 from export.synth.mouse import FURS, Animal, MousePose, project
 from export.synth.nuisance import BoxNuisance, Nuisance
 from export.synth.rack import Renderer
 from export.synth.trajectory import TRAJECTORIES, ramp, scores, smooth_noise
+from mgs_core.errors import MgsError
 
 TRUTH_FORMAT = "mgs-rack-video-truth"
 CODECS = {".avi": "MJPG", ".mp4": "mp4v"}
@@ -78,7 +78,12 @@ def read_video_truth(path: Path | str) -> VideoTruth:
     for line in lines[1:]:
         d = json.loads(line)
         boxes = tuple(
-            Box(b["box"], tuple(b["roi"]), b["face_visible"], tuple(Eye(e["x"], e["y"], e.get("score"), e["visible"]) for e in b["eyes"]))
+            Box(
+                b["box"],
+                tuple(b["roi"]),
+                b["face_visible"],
+                tuple(Eye(e["x"], e["y"], e.get("score"), e["visible"]) for e in b["eyes"]),
+            )
             for b in d["boxes"]
         )
         frames.append(FrameTruth(d["frame"], d["t"], boxes, tuple(b.get("animal_score") for b in d["boxes"])))
@@ -134,7 +139,17 @@ def _motion(rng: np.random.Generator, t: np.ndarray, fur: str) -> _Motion:
 
 
 def _pose(m: _Motion, i: int, layout: RackLayout, box: int) -> MousePose:
-    pose = MousePose(0.0, 0.0, m.eye_width, 3.0, float(m.yaw[i]), float(m.pitch[i]), float(m.roll[i]), float(m.body_yaw[i]), float(m.tail[i]))
+    pose = MousePose(
+        0.0,
+        0.0,
+        m.eye_width,
+        3.0,
+        float(m.yaw[i]),
+        float(m.pitch[i]),
+        float(m.roll[i]),
+        float(m.body_yaw[i]),
+        float(m.tail[i]),
+    )
     x0, y0, x1, y1 = project(pose).bounds()
     _, _, w, h = layout.rois[box]
     left, top, right, bottom = layout.interior(box)
@@ -190,8 +205,18 @@ def write_video(
     if fourcc == "MJPG":
         writer.set(cv2.VIDEOWRITER_PROP_QUALITY, MJPG_QUALITY)
     header = {
-        "format": TRUTH_FORMAT, "version": 1, "video": path.name, "fps": float(fps), "frames": n, "width": w, "height": h,
-        "seed": int(seed), "trajectory": trajectory, "codec": fourcc, "rois": [list(r) for r in layout.rois], "furs": list(furs),
+        "format": TRUTH_FORMAT,
+        "version": 1,
+        "video": path.name,
+        "fps": float(fps),
+        "frames": n,
+        "width": w,
+        "height": h,
+        "seed": int(seed),
+        "trajectory": trajectory,
+        "codec": fourcc,
+        "rois": [list(r) for r in layout.rois],
+        "furs": list(furs),
     }
     start = time.perf_counter()
     prev = [None] * n_boxes
@@ -205,17 +230,38 @@ def write_video(
                     speed = 0.0 if prev[b] is None else math.hypot(pose.x - prev[b].x, pose.y - prev[b].y)
                     angle = 0.0 if prev[b] is None else math.degrees(math.atan2(pose.y - prev[b].y, pose.x - prev[b].x))
                     prev[b] = pose
-                    animals.append(Animal(FURS[m.fur], pose, float(true_scores[i, b]), blink=bool(m.blink[i]), texture_seed=int(seed) * 16 + b))
-                    boxes_n.append(BoxNuisance(motion=min(speed * 0.8, 10.0) if speed > 2.5 else 0.0, motion_angle=-angle))
-                frame = renderer.render(animals, replace(nuisance, boxes=tuple(boxes_n)), np.random.default_rng([int(seed), i]))
+                    animals.append(
+                        Animal(
+                            FURS[m.fur],
+                            pose,
+                            float(true_scores[i, b]),
+                            blink=bool(m.blink[i]),
+                            texture_seed=int(seed) * 16 + b,
+                        )
+                    )
+                    boxes_n.append(
+                        BoxNuisance(motion=min(speed * 0.8, 10.0) if speed > 2.5 else 0.0, motion_angle=-angle)
+                    )
+                frame = renderer.render(
+                    animals, replace(nuisance, boxes=tuple(boxes_n)), np.random.default_rng([int(seed), i])
+                )
                 writer.write(frame.image)
-                line = {"frame": i, "t": round(float(t[i]), 4), "boxes": [
-                    {**b.to_json(), "animal_score": round(float(true_scores[i, b.box]), 3)} for b in frame.boxes
-                ]}
+                line = {
+                    "frame": i,
+                    "t": round(float(t[i]), 4),
+                    "boxes": [
+                        {**b.to_json(), "animal_score": round(float(true_scores[i, b.box]), 3)} for b in frame.boxes
+                    ],
+                }
                 sidecar.write(json.dumps(line, separators=(",", ":")) + "\n")
                 if progress and (i + 1 == n or (i + 1) % 30 == 0):
                     rate = (i + 1) / max(time.perf_counter() - start, 1e-9)
-                    print(f"\r  {i + 1}/{n} frames  {rate:.1f} frames/s  ETA {(n - i - 1) / rate:.0f} s   ", end="", file=sys.stderr, flush=True)
+                    print(
+                        f"\r  {i + 1}/{n} frames  {rate:.1f} frames/s  ETA {(n - i - 1) / rate:.0f} s   ",
+                        end="",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     except OSError as exc:
         raise MgsError(f"could not write {truth_path(path)}: {exc.strerror} (disk full?)") from exc
     finally:

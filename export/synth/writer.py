@@ -17,10 +17,10 @@ from pathlib import Path
 
 import cv2
 
-from mgs_core.errors import MgsError
 from export.dataset import FORMAT, VERSION, Frame
 from export.synth.rack import render_frame
 from export.synth.randomise import Randomisation
+from mgs_core.errors import MgsError
 
 FRAME_STRIDE = 10_000_000
 IMAGE_FORMATS = ("jpg", "png")
@@ -44,7 +44,9 @@ def _prepare(out: Path) -> None:
 
 def _write_image(path: Path, image, params: list[int]) -> None:
     if not cv2.imwrite(str(path), image, params):
-        raise MgsError(f"could not write {path} (disk full or folder not writable?); free space and run again into a new folder")
+        raise MgsError(
+            f"could not write {path} (disk full or folder not writable?); free space and run again into a new folder"
+        )
 
 
 def write_dataset(
@@ -67,14 +69,22 @@ def write_dataset(
         raise MgsError(f"image format must be one of {IMAGE_FORMATS}, got {image_format!r}")
     out = Path(out_dir)
     _prepare(out)
-    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if image_format == "jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    params = (
+        [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if image_format == "jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    )
     options = (randomise or Randomisation("none")).describe()
     info = {
         "format": FORMAT,
         "version": VERSION,
         "score_scale": [0, 9],
         "source": f"synthetic (mgs-export synth --frames {frames} --seed {seed} {options})",
-        "generator": {"name": "export.synth", "seed": int(seed), "frames": int(frames), "image_format": image_format, "randomise": options},
+        "generator": {
+            "name": "export.synth",
+            "seed": int(seed),
+            "frames": int(frames),
+            "image_format": image_format,
+            "randomise": options,
+        },
     }
     start = time.perf_counter()
     try:
@@ -90,7 +100,12 @@ def write_dataset(
                 labels.write(json.dumps(line, separators=(",", ":")) + "\n")
                 if progress and (i + 1 == frames or (i + 1) % 25 == 0):
                     rate = (i + 1) / max(time.perf_counter() - start, 1e-9)
-                    print(f"\r  {i + 1}/{frames} frames  {rate:.1f} frames/s  ETA {(frames - i - 1) / rate:.0f} s   ", end="", file=sys.stderr, flush=True)
+                    print(
+                        f"\r  {i + 1}/{frames} frames  {rate:.1f} frames/s  ETA {(frames - i - 1) / rate:.0f} s   ",
+                        end="",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise MgsError(f"disk full while writing {out}; free space and run again into a new folder") from exc

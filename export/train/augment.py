@@ -38,7 +38,16 @@ class Augment:
 
 SEG_FINE = Augment(scale=(0.6, 1.6), rotate_deg=30.0, shift=0.1)
 SEG_COARSE = Augment(scale=(0.8, 1.25), rotate_deg=8.0, shift=0.08, cutout_size=0.25)
-EYE = Augment(photometric_p=0.9, blur_p=0.25, blur_sigma=1.2, noise_p=0.4, noise_sigma=8.0, jpeg_p=0.25, cutout_p=0.15, cutout_size=0.3)
+EYE = Augment(
+    photometric_p=0.9,
+    blur_p=0.25,
+    blur_sigma=1.2,
+    noise_p=0.4,
+    noise_sigma=8.0,
+    jpeg_p=0.25,
+    cutout_p=0.15,
+    cutout_size=0.3,
+)
 EYE_SCALE = (0.6, 1.5)  # the regressor's zoom, applied inside its own rotate-and-crop warp
 
 
@@ -47,7 +56,7 @@ def photometric(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     x = np.arange(256, dtype=np.float32) / 255.0
     gain, gamma = rng.uniform(0.55, 1.5), rng.uniform(0.7, 1.4)
     contrast, offset = rng.uniform(0.7, 1.3), rng.uniform(-0.08, 0.08)
-    base = np.clip(((x ** gamma) - 0.5) * contrast + 0.5 + offset, 0, 1) * gain
+    base = np.clip(((x**gamma) - 0.5) * contrast + 0.5 + offset, 0, 1) * gain
     luts = [np.clip(255.0 * base * rng.uniform(0.8, 1.2), 0, 255).astype(np.uint8) for _ in range(3)]
     out = cv2.merge([cv2.LUT(c, lut) for c, lut in zip(cv2.split(image), luts)])
     sat = rng.uniform(0.5, 1.4)
@@ -89,20 +98,24 @@ def _cutout(image: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator
     cw = max(int(w * rng.uniform(0.05, a.cutout_size)), 2)
     ch = max(int(h * rng.uniform(0.05, a.cutout_size)), 2)
     x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-    image[y0:y0 + ch, x0:x0 + cw] = rng.integers(0, 256, 3, dtype=np.uint8)
+    image[y0 : y0 + ch, x0 : x0 + cw] = rng.integers(0, 256, 3, dtype=np.uint8)
     if mask is not None:
-        mask[y0:y0 + ch, x0:x0 + cw] = 0
+        mask[y0 : y0 + ch, x0 : x0 + cw] = 0
 
 
 def affine(side_hw: tuple[int, int], rng: np.random.Generator, a: Augment) -> np.ndarray:
     """Zoom, rotation and shift about the sample centre, as a 2x3 matrix."""
     h, w = side_hw
-    m = cv2.getRotationMatrix2D((w / 2, h / 2), float(rng.uniform(-a.rotate_deg, a.rotate_deg)), float(rng.uniform(*a.scale)))
+    m = cv2.getRotationMatrix2D(
+        (w / 2, h / 2), float(rng.uniform(-a.rotate_deg, a.rotate_deg)), float(rng.uniform(*a.scale))
+    )
     m[:, 2] += rng.uniform(-a.shift, a.shift, 2) * np.array([w, h])
     return m
 
 
-def seg_sample(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, a: Augment) -> tuple[np.ndarray, np.ndarray]:
+def seg_sample(
+    image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, a: Augment
+) -> tuple[np.ndarray, np.ndarray]:
     """One augmented (image, mask) pair of the same size: geometry on both, the rest on the image."""
     h, w = mask.shape
     if a.rotate_deg or a.scale != (1.0, 1.0) or a.shift:
@@ -118,7 +131,9 @@ def seg_sample(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, a:
     return image, mask
 
 
-def seg_batch(images: np.ndarray, masks: np.ndarray, rng: np.random.Generator, a: Augment) -> tuple[np.ndarray, np.ndarray]:
+def seg_batch(
+    images: np.ndarray, masks: np.ndarray, rng: np.random.Generator, a: Augment
+) -> tuple[np.ndarray, np.ndarray]:
     pairs = [seg_sample(i, m, rng, a) for i, m in zip(images, masks)]
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
@@ -133,5 +148,5 @@ def eye_patch(patch: np.ndarray, rng: np.random.Generator, a: Augment = EYE) -> 
         x0 = [0, w - side, int(rng.integers(0, w - side + 1)), int(rng.integers(0, w - side + 1))][edge]
         y0 = [int(rng.integers(0, h - side + 1)), int(rng.integers(0, h - side + 1)), 0, h - side][edge]
         patch = patch.copy()
-        patch[y0:y0 + side, x0:x0 + side] = rng.integers(0, 256, 3, dtype=np.uint8)
+        patch[y0 : y0 + side, x0 : x0 + side] = rng.integers(0, 256, 3, dtype=np.uint8)
     return patch

@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from mgs_core.errors import MgsError
 from export.metrics import mae
 from export.train.augment import EYE_SCALE, eye_patch
 from export.train.loop import run_epochs, scheduled_lr, set_lr
 from export.train.samples import EYE_REGION_HALF, EyeSamples
 from export.train.weights import checkpoint_path, seed_everything
+from mgs_core.errors import MgsError
 from models.eye_regressor import PATCH_SIZE, EyeRegressor
 
 SUBIMAGE = 60
@@ -79,7 +79,9 @@ def augment(regions: np.ndarray, rng: np.random.Generator, rotation_deg: float, 
         ox, oy = rng.integers(0, margin + 1, 2)
         m[0, 2] -= centre - SUBIMAGE / 2 + ox
         m[1, 2] -= centre - SUBIMAGE / 2 + oy
-        out[i] = cv2.warpAffine(region, m, (PATCH_SIZE, PATCH_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        out[i] = cv2.warpAffine(
+            region, m, (PATCH_SIZE, PATCH_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+        )
         if camera:
             out[i] = eye_patch(out[i], rng)
     return out
@@ -88,7 +90,7 @@ def augment(regions: np.ndarray, rng: np.random.Generator, rotation_deg: float, 
 def centre_patches(regions: np.ndarray) -> np.ndarray:
     """The 50x50 patch centred on the eye: what the pipeline cuts at a perfectly found eye."""
     a = EYE_REGION_HALF - PATCH_SIZE // 2
-    return regions[:, a:a + PATCH_SIZE, a:a + PATCH_SIZE]
+    return regions[:, a : a + PATCH_SIZE, a : a + PATCH_SIZE]
 
 
 def to_tensor(patches: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -98,7 +100,10 @@ def to_tensor(patches: np.ndarray, device: torch.device) -> torch.Tensor:
 @torch.no_grad()
 def predict(module: nn.Module, patches: np.ndarray, device: torch.device, batch: int = 512) -> np.ndarray:
     module.eval()
-    out = [module(to_tensor(patches[i:i + batch], device)).reshape(-1).cpu().numpy() for i in range(0, len(patches), batch)]
+    out = [
+        module(to_tensor(patches[i : i + batch], device)).reshape(-1).cpu().numpy()
+        for i in range(0, len(patches), batch)
+    ]
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
@@ -116,13 +121,23 @@ def make_optimizer(module: nn.Module, recipe: EyeRecipe) -> torch.optim.Optimize
     return torch.optim.Adam(module.parameters(), lr=recipe.lr)
 
 
-def train_eye(samples: EyeSamples, recipe: EyeRecipe, out: Path, device: torch.device, *, resume: bool = False,
-              pretrained_features: dict[str, torch.Tensor] | None = None, val: EyeSamples | None = None,
-              progress: bool = True) -> tuple[EyeRegressor, list[dict[str, float]]]:
+def train_eye(
+    samples: EyeSamples,
+    recipe: EyeRecipe,
+    out: Path,
+    device: torch.device,
+    *,
+    resume: bool = False,
+    pretrained_features: dict[str, torch.Tensor] | None = None,
+    val: EyeSamples | None = None,
+    progress: bool = True,
+) -> tuple[EyeRegressor, list[dict[str, float]]]:
     """Train on `samples`; per-epoch checkpoint at OUT.ckpt; `val` adds a regressor-only MAE per epoch."""
     recipe.check()
     if len(samples) < 2:
-        raise MgsError(f"only {len(samples)} scored visible eyes in the training data; the regressor needs labelled eyes")
+        raise MgsError(
+            f"only {len(samples)} scored visible eyes in the training data; the regressor needs labelled eyes"
+        )
     seed_everything(recipe.seed)
     module = new_regressor(pretrained_features).to(device)
     optimizer = make_optimizer(module, recipe)
@@ -135,24 +150,46 @@ def train_eye(samples: EyeSamples, recipe: EyeRecipe, out: Path, device: torch.d
         set_lr(optimizer, scheduled_lr(recipe.lr, recipe.schedule, epoch, recipe.epochs))
         order = rng.choice(len(samples), size=len(samples), replace=True, p=probs)
         for i in range(0, len(order) - 1, recipe.batch):
-            idx = order[i:i + recipe.batch]
+            idx = order[i : i + recipe.batch]
             if len(idx) < 2:  # BatchNorm1d needs two samples in training mode
                 continue
-            yield to_tensor(augment(samples.regions[idx], rng, recipe.rotation_deg, recipe.augment), device), targets[idx].to(device)
+            yield (
+                to_tensor(augment(samples.regions[idx], rng, recipe.rotation_deg, recipe.augment), device),
+                targets[idx].to(device),
+            )
 
     def batch_loss(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, y = batch
         return loss_fn(module(x).reshape(-1), y)
 
     def validate(_epoch: int) -> dict[str, float]:
-        return {"val_mae": mae(np.clip(predict(module, centre_patches(val.regions), device), 0, 9), val.scores)} if val else {}
+        return (
+            {"val_mae": mae(np.clip(predict(module, centre_patches(val.regions), device), 0, 9), val.scores)}
+            if val
+            else {}
+        )
 
-    history = run_epochs(kind="eye", module=module, optimizer=optimizer, epochs=recipe.epochs, batches=batches,
-                         batch_loss=batch_loss, checkpoint=checkpoint_path(out), resume=resume,
-                         after_epoch=validate if val is not None else None, progress=progress)
+    history = run_epochs(
+        kind="eye",
+        module=module,
+        optimizer=optimizer,
+        epochs=recipe.epochs,
+        batches=batches,
+        batch_loss=batch_loss,
+        checkpoint=checkpoint_path(out),
+        resume=resume,
+        after_epoch=validate if val is not None else None,
+        progress=progress,
+    )
     return module.eval(), history
 
 
 def recipe_record(recipe: EyeRecipe, n_samples: int, n_images: int) -> dict[str, Any]:
-    return {**asdict(recipe), "subimage": SUBIMAGE, "patch": PATCH_SIZE, "loss": "mse",
-            "train_eyes": n_samples, "train_images": n_images}
+    return {
+        **asdict(recipe),
+        "subimage": SUBIMAGE,
+        "patch": PATCH_SIZE,
+        "loss": "mse",
+        "train_eyes": n_samples,
+        "train_images": n_images,
+    }

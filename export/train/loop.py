@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from mgs_core.errors import MgsError
 from export.train.weights import rng_state, save_atomic, set_rng_state
+from mgs_core.errors import MgsError
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,9 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def load_checkpoint(path: Path, kind: str, module: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, list[dict[str, float]]]:
+def load_checkpoint(
+    path: Path, kind: str, module: nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[int, list[dict[str, float]]]:
     """Restore weights, optimiser and RNG; returns (epochs already done, history)."""
     if not path.is_file():
         raise MgsError(f"--resume: no checkpoint at {path}; start without --resume")
@@ -70,7 +72,9 @@ def run_epochs(
     for epoch in range(start, epochs):
         module.train()
         total, count = 0.0, 0
-        bar = tqdm(batches(epoch), desc=f"{kind} epoch {epoch + 1}/{epochs}", unit="batch", disable=not progress, leave=False)
+        bar = tqdm(
+            batches(epoch), desc=f"{kind} epoch {epoch + 1}/{epochs}", unit="batch", disable=not progress, leave=False
+        )
         for batch in bar:
             optimizer.zero_grad(set_to_none=True)
             loss = batch_loss(batch)
@@ -84,7 +88,22 @@ def run_epochs(
             module.eval()
             entry.update(after_epoch(epoch))
         history.append(entry)
-        log.info("%s epoch %d/%d %s", kind, epoch + 1, epochs, " ".join(f"{k}={v:.4f}" for k, v in entry.items() if k != "epoch"))
-        save_atomic({"kind": kind, "epoch": epoch + 1, "module": module.state_dict(), "optimizer": optimizer.state_dict(),
-                     "rng": rng_state(), "history": history}, checkpoint)
+        log.info(
+            "%s epoch %d/%d %s",
+            kind,
+            epoch + 1,
+            epochs,
+            " ".join(f"{k}={v:.4f}" for k, v in entry.items() if k != "epoch"),
+        )
+        save_atomic(
+            {
+                "kind": kind,
+                "epoch": epoch + 1,
+                "module": module.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rng": rng_state(),
+                "history": history,
+            },
+            checkpoint,
+        )
     return history

@@ -12,15 +12,29 @@ if TYPE_CHECKING:
 
 def add_common(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument("--data", type=Path, required=True, help="training dataset folder (docs/dataset.md format)")
-    parser.add_argument("--out", type=Path, default=Path(default_out), help=f"weight file to write (default {default_out}); the per-epoch checkpoint goes to OUT.ckpt")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(default_out),
+        help=f"weight file to write (default {default_out}); the per-epoch checkpoint goes to OUT.ckpt",
+    )
     parser.add_argument("--val", type=Path, help="optional dataset to measure after every epoch (never trained on)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (sampling, augmentation, initialisation)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, or cuda")
     parser.add_argument("--resume", action="store_true", help="continue from OUT.ckpt after the last finished epoch")
-    parser.add_argument("--frames", type=int, help="use only the first N frames of --data (CPU time budget); default all")
-    parser.add_argument("--no-augment", action="store_true",
-                        help="turn off the training-time augmentation (zoom, rotation, camera effects, occluders; docs/training.md)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice); 1 leaves the other cores to other work")
+    parser.add_argument(
+        "--frames", type=int, help="use only the first N frames of --data (CPU time budget); default all"
+    )
+    parser.add_argument(
+        "--no-augment",
+        action="store_true",
+        help="turn off the training-time augmentation (zoom, rotation, camera effects, occluders; docs/training.md)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: torch's choice); 1 leaves the other cores to other work",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -28,8 +42,8 @@ def open_data(args: argparse.Namespace) -> Dataset:
     """The --data dataset, cut to its first --frames frames when asked."""
     import dataclasses
 
-    from mgs_core.errors import MgsError
     from export.dataset import open_dataset
+    from mgs_core.errors import MgsError
 
     data = open_dataset(args.data)
     if args.frames is not None:

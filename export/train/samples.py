@@ -75,7 +75,11 @@ def eye_samples(dataset: Dataset) -> EyeSamples:
         scores.extend(s for _, _, s in eyes)
         ids.extend([index] * len(eyes))
     if not scores:
-        return EyeSamples(np.zeros((0, 2 * EYE_REGION_HALF, 2 * EYE_REGION_HALF, 3), np.uint8), np.zeros(0, np.float32), np.zeros(0, int))
+        return EyeSamples(
+            np.zeros((0, 2 * EYE_REGION_HALF, 2 * EYE_REGION_HALF, 3), np.uint8),
+            np.zeros(0, np.float32),
+            np.zeros(0, int),
+        )
     return EyeSamples(np.concatenate(regions), np.asarray(scores, np.float32), np.asarray(ids))
 
 
@@ -83,7 +87,7 @@ def _crop(image: np.ndarray, mask: np.ndarray, cx: int, cy: int, size: int) -> t
     h, w = mask.shape
     x0 = int(np.clip(cx - size // 2, 0, max(0, w - size)))
     y0 = int(np.clip(cy - size // 2, 0, max(0, h - size)))
-    return image[y0:y0 + size, x0:x0 + size], mask[y0:y0 + size, x0:x0 + size]
+    return image[y0 : y0 + size, x0 : x0 + size], mask[y0 : y0 + size, x0 : x0 + size]
 
 
 def fine_crops(dataset: Dataset, size: int, per_box: int, rng: np.random.Generator) -> SegSamples:
@@ -93,7 +97,7 @@ def fine_crops(dataset: Dataset, size: int, per_box: int, rng: np.random.Generat
     for image, mask, box in _masked_boxes(dataset):
         x, y, w, h = (int(round(v)) for v in box.roi)
         eyes = [(e.x, e.y) for e in box.eyes if e.visible]
-        animal = np.argwhere(mask[y:y + h, x:x + w] > 0)
+        animal = np.argwhere(mask[y : y + h, x : x + w] > 0)
         for k in range(per_box):
             kind = k % 4
             if kind in (0, 1) and eyes:
@@ -137,8 +141,8 @@ def coarse_rois(dataset: Dataset, hw: tuple[int, int]) -> SegSamples:
     images, masks = [], []
     for image, mask, box in _masked_boxes(dataset):
         x, y, bw, bh = (int(round(v)) for v in box.roi)
-        images.append(cv2.resize(image[y:y + bh, x:x + bw], (w, h), interpolation=cv2.INTER_AREA))
-        masks.append(resize_mask(mask[y:y + bh, x:x + bw], hw))
+        images.append(cv2.resize(image[y : y + bh, x : x + bw], (w, h), interpolation=cv2.INTER_AREA))
+        masks.append(resize_mask(mask[y : y + bh, x : x + bw], hw))
     return _stack(images, masks, hw)
 
 

@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from mgs_core.errors import MgsError
 from export.metrics import confusion_matrix, iou_from_confusion
 from export.train.augment import SEG_COARSE, SEG_FINE, seg_batch
 from export.train.loop import run_epochs, scheduled_lr, set_lr
 from export.train.samples import N_CLASSES, SegSamples
 from export.train.weights import checkpoint_path, seed_everything
+from mgs_core.errors import MgsError
 from models.unet import UNet
 
 
@@ -74,8 +74,10 @@ def jitter(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torc
 @torch.no_grad()
 def predict_classes(module: nn.Module, images: np.ndarray, device: torch.device, batch: int = 16) -> np.ndarray:
     module.eval()
-    out = [module(to_tensor(images[i:i + batch], device)).argmax(1).to(torch.uint8).cpu().numpy()
-           for i in range(0, len(images), batch)]
+    out = [
+        module(to_tensor(images[i : i + batch], device)).argmax(1).to(torch.uint8).cpu().numpy()
+        for i in range(0, len(images), batch)
+    ]
     return np.concatenate(out) if out else np.zeros((0, *images.shape[1:3]), np.uint8)
 
 
@@ -84,14 +86,25 @@ def samples_iou(module: nn.Module, samples: SegSamples, device: torch.device) ->
     return iou_from_confusion(cm)
 
 
-def train_seg(samples: SegSamples, recipe: SegRecipe, out: Path, device: torch.device, *, kind: str,
-              resume: bool = False, val: SegSamples | None = None, progress: bool = True) -> tuple[UNet, list[dict[str, float]]]:
+def train_seg(
+    samples: SegSamples,
+    recipe: SegRecipe,
+    out: Path,
+    device: torch.device,
+    *,
+    kind: str,
+    resume: bool = False,
+    val: SegSamples | None = None,
+    progress: bool = True,
+) -> tuple[UNet, list[dict[str, float]]]:
     recipe.check()
     if len(samples) == 0:
         raise MgsError("no training crops: the dataset needs masks/ (class masks) and boxes with ROIs")
     multiple = 2 ** (recipe.depth - 1)
     if samples.images.shape[1] % multiple or samples.images.shape[2] % multiple:
-        raise MgsError(f"input size {samples.images.shape[1:3]} is not a multiple of {multiple} (the U-Net depth needs it)")
+        raise MgsError(
+            f"input size {samples.images.shape[1:3]} is not a multiple of {multiple} (the U-Net depth needs it)"
+        )
     seed_everything(recipe.seed)
     module = UNet(base=recipe.base, depth=recipe.depth).to(device)
     optimizer = torch.optim.Adam(module.parameters(), lr=recipe.lr)
@@ -104,9 +117,11 @@ def train_seg(samples: SegSamples, recipe: SegRecipe, out: Path, device: torch.d
         order = torch.randperm(len(samples), generator=gen).numpy()
         rng = np.random.default_rng([recipe.seed, epoch, 0xA6])
         for i in range(0, len(order), recipe.batch):
-            idx = order[i:i + recipe.batch]
+            idx = order[i : i + recipe.batch]
             if recipe.augment:
-                images, labels = seg_batch(samples.images[idx], samples.masks[idx], rng, SEG_FINE if kind == "fine" else SEG_COARSE)
+                images, labels = seg_batch(
+                    samples.images[idx], samples.masks[idx], rng, SEG_FINE if kind == "fine" else SEG_COARSE
+                )
                 yield to_tensor(images, device), torch.from_numpy(labels.astype(np.int64)).to(device)
             else:
                 yield jitter(to_tensor(samples.images[idx], device), masks[idx].to(device), gen)
@@ -119,13 +134,28 @@ def train_seg(samples: SegSamples, recipe: SegRecipe, out: Path, device: torch.d
         iou = samples_iou(module, val, device)
         return {f"val_iou_{c}": v for c, v in zip(("bg", "animal", "ears", "eyes"), iou) if v is not None}
 
-    history = run_epochs(kind=f"seg_{kind}", module=module, optimizer=optimizer, epochs=recipe.epochs, batches=batches,
-                         batch_loss=batch_loss, checkpoint=checkpoint_path(out), resume=resume,
-                         after_epoch=validate if val is not None else None, progress=progress)
+    history = run_epochs(
+        kind=f"seg_{kind}",
+        module=module,
+        optimizer=optimizer,
+        epochs=recipe.epochs,
+        batches=batches,
+        batch_loss=batch_loss,
+        checkpoint=checkpoint_path(out),
+        resume=resume,
+        after_epoch=validate if val is not None else None,
+        progress=progress,
+    )
     return module.eval(), history
 
 
 def recipe_record(recipe: SegRecipe, samples: SegSamples, n_images: int, extra: dict[str, Any]) -> dict[str, Any]:
-    return {**asdict(recipe), "optimizer": "adam", "loss": "cross-entropy, inverse sqrt class frequency weights",
-            "class_weights": [round(float(v), 4) for v in class_weights(samples.class_frequency())],
-            "train_samples": len(samples), "train_images": n_images, **extra}
+    return {
+        **asdict(recipe),
+        "optimizer": "adam",
+        "loss": "cross-entropy, inverse sqrt class frequency weights",
+        "class_weights": [round(float(v), 4) for v in class_weights(samples.class_frequency())],
+        "train_samples": len(samples),
+        "train_images": n_images,
+        **extra,
+    }

@@ -26,7 +26,10 @@ from models.unet import CLASS_NAMES, UNet
 
 FORMAT = "mgs-rack-weights"
 VERSION = 1
-ARCHITECTURES: dict[str, type[nn.Module]] = {"models.unet.UNet": UNet, "models.eye_regressor.EyeRegressor": EyeRegressor}
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "models.unet.UNet": UNet,
+    "models.eye_regressor.EyeRegressor": EyeRegressor,
+}
 # Same keys as export.onnx_export.DEFAULT_NORMALISATION, which copies this into the ONNX metadata.
 NORMALISATION = {"channel_order": "BGR", "scale": 1 / 255, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
 EYE_CLASS_NAMES = ["orbital_tightening"]
@@ -58,8 +61,14 @@ def command_line(args: argparse.Namespace) -> str:
     return shlex.join(parts)
 
 
-def weight_record(module: nn.Module, kind: str, input_size: tuple[int, int], data_fingerprint: str,
-                  command: str, training: dict[str, Any]) -> dict[str, Any]:
+def weight_record(
+    module: nn.Module,
+    kind: str,
+    input_size: tuple[int, int],
+    data_fingerprint: str,
+    command: str,
+    training: dict[str, Any],
+) -> dict[str, Any]:
     """`input_size` (H, W) is the trained input; seg_fine is fully convolutional and also runs on
     whole ROIs (any size that is a multiple of `multiple`), seg_coarse only at this size."""
     record: dict[str, Any] = {
@@ -86,7 +95,9 @@ def weight_record(module: nn.Module, kind: str, input_size: tuple[int, int], dat
 def build_network(record: dict[str, Any]) -> nn.Module:
     arch = ARCHITECTURES.get(record.get("architecture", ""))
     if arch is None:
-        raise MgsError(f"unknown architecture {record.get('architecture')!r} in weight file; expected one of {sorted(ARCHITECTURES)}")
+        raise MgsError(
+            f"unknown architecture {record.get('architecture')!r} in weight file; expected one of {sorted(ARCHITECTURES)}"
+        )
     module = arch(**record["config"])
     module.load_state_dict(record["state_dict"])
     return module.eval()
@@ -95,7 +106,9 @@ def build_network(record: dict[str, Any]) -> nn.Module:
 def read_record(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise MgsError(f"weight file {path} not found: train it (mgs-export train-seg / train-eye) or pass the right --models folder")
+        raise MgsError(
+            f"weight file {path} not found: train it (mgs-export train-seg / train-eye) or pass the right --models folder"
+        )
     try:
         record = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -16,9 +16,13 @@ from server.repository import ROLES
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="login name (letters, digits, '_', '-', '.')")
-    parser.add_argument("--role", choices=ROLES, default="viewer",
-                        help="viewer: sees everything; officer: also acknowledges alerts and edits assignments; "
-                             "admin: also manages users and tokens (default: viewer)")
+    parser.add_argument(
+        "--role",
+        choices=ROLES,
+        default="viewer",
+        help="viewer: sees everything; officer: also acknowledges alerts and edits assignments; "
+        "admin: also manages users and tokens (default: viewer)",
+    )
     parser.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
     parser.add_argument("--config", default="server.toml", help="server config file (default: server.toml)")
 

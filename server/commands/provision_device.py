@@ -21,23 +21,44 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     defaults = BrokerFiles()
     parser.add_argument("name", help="device name (becomes the topic level mgs/NAME/... and the broker login)")
-    parser.add_argument("--role", choices=ROLES, default="device",
-                        help="device (default): writes only under mgs/NAME/#; server: reads all, writes mgs/alerts/#; "
-                             "consumer: reads all, writes nothing")
-    parser.add_argument("--broker-host", default=socket.getfqdn(),
-                        help="broker address the device should connect to (default: this host's name)")
+    parser.add_argument(
+        "--role",
+        choices=ROLES,
+        default="device",
+        help="device (default): writes only under mgs/NAME/#; server: reads all, writes mgs/alerts/#; "
+        "consumer: reads all, writes nothing",
+    )
+    parser.add_argument(
+        "--broker-host",
+        default=socket.getfqdn(),
+        help="broker address the device should connect to (default: this host's name)",
+    )
     parser.add_argument("--broker-port", type=int, default=1883, help="broker port (default 1883; 8883 with TLS)")
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"topic prefix (default {DEFAULT_PREFIX})")
-    parser.add_argument("--camera", default="0",
-                        help="camera source written into device.toml: 0 = first USB camera, picamera2, a file or URL")
+    parser.add_argument(
+        "--camera",
+        default="0",
+        help="camera source written into device.toml: 0 = first USB camera, picamera2, a file or URL",
+    )
     parser.add_argument("--out", type=Path, help="folder for the new files (default ./provisioned/NAME)")
-    parser.add_argument("--password-file", type=Path, default=defaults.password_file,
-                        help=f"Mosquitto password file to update (default {defaults.password_file})")
-    parser.add_argument("--acl-file", type=Path, default=defaults.acl_file,
-                        help=f"Mosquitto ACL file to update (default {defaults.acl_file})")
-    parser.add_argument("--server-config", type=Path,
-                        help="server.toml: also register the device in the server's database "
-                             "(needed when [ingest] accept_unknown_devices = false)")
+    parser.add_argument(
+        "--password-file",
+        type=Path,
+        default=defaults.password_file,
+        help=f"Mosquitto password file to update (default {defaults.password_file})",
+    )
+    parser.add_argument(
+        "--acl-file",
+        type=Path,
+        default=defaults.acl_file,
+        help=f"Mosquitto ACL file to update (default {defaults.acl_file})",
+    )
+    parser.add_argument(
+        "--server-config",
+        type=Path,
+        help="server.toml: also register the device in the server's database "
+        "(needed when [ingest] accept_unknown_devices = false)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,16 +77,19 @@ def run(args: argparse.Namespace) -> int:
     written: list[Path] = []
     if args.role == "device":
         created = time.strftime(" on %Y-%m-%d %H:%M UTC", time.gmtime())
-        text = provision.render_device_config(args.name, args.broker_host, args.broker_port, args.prefix,
-                                              args.camera, created=created)
+        text = provision.render_device_config(
+            args.name, args.broker_host, args.broker_port, args.prefix, args.camera, created=created
+        )
         config_path = out / "device.toml"
         provision.write_private(config_path, text)
         provision.write_private(out / provision.PASSWORD_FILE_NAME, password + "\n")
         written = [config_path, out / provision.PASSWORD_FILE_NAME]
     elif args.role == "server":
         snippet = out / "ingest.toml"
-        provision.write_private(snippet, provision.render_ingest_config(
-            args.name, args.broker_host, args.broker_port, args.prefix, password))
+        provision.write_private(
+            snippet,
+            provision.render_ingest_config(args.name, args.broker_host, args.broker_port, args.prefix, password),
+        )
         written = [snippet]
     else:
         secret = out / f"{args.name}.password"

@@ -32,18 +32,31 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(config)
     _warn_if_no_admin(config, args.config)
     try:
-        server = waitress.create_server(app, host=config.http.host, port=config.http.port,
-                                        threads=config.http.threads, ident="mgs-rack",
-                                        max_request_body_size=config.http.max_request_kb * 1024)
+        server = waitress.create_server(
+            app,
+            host=config.http.host,
+            port=config.http.port,
+            threads=config.http.threads,
+            ident="mgs-rack",
+            max_request_body_size=config.http.max_request_kb * 1024,
+        )
     except OSError as exc:
-        raise MgsError(f"cannot listen on {config.http.host}:{config.http.port}: {exc.strerror}; "
-                       "another program uses the port? change [http] port") from None
+        raise MgsError(
+            f"cannot listen on {config.http.host}:{config.http.port}: {exc.strerror}; "
+            "another program uses the port? change [http] port"
+        ) from None
     worker = IngestWorker(config.ingest, config.database.path)
     app.extensions["mgs_ingest"] = worker  # the overview warns while it cannot reach the broker
     worker.start()
     previous = signal.signal(signal.SIGTERM, _stop)
-    log.info("dashboard and API on http://%s:%s/ (database %s, broker %s:%s)", config.http.host,
-             server.effective_port, config.database.path, config.ingest.host, config.ingest.port)
+    log.info(
+        "dashboard and API on http://%s:%s/ (database %s, broker %s:%s)",
+        config.http.host,
+        server.effective_port,
+        config.database.path,
+        config.ingest.host,
+        config.ingest.port,
+    )
     try:
         server.run()  # returns after SIGTERM / Ctrl-C (waitress catches SystemExit and KeyboardInterrupt)
     finally:
@@ -67,7 +80,8 @@ def _warn_if_no_admin(config: ServerConfig, config_path: str) -> None:
     db = connect(config.database.path, migrate_schema=False)
     try:
         if not has_admin(db):
-            log.warning("no admin user yet: create one with `mgs-server create-user NAME --role admin --config %s`",
-                        config_path)
+            log.warning(
+                "no admin user yet: create one with `mgs-server create-user NAME --role admin --config %s`", config_path
+            )
     finally:
         db.conn.close()
