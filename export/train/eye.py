@@ -25,7 +25,7 @@ from export.metrics import mae
 from export.train.augment import EYE_SCALE, eye_patch
 from export.train.loop import run_epochs, scheduled_lr, set_lr
 from export.train.samples import EYE_REGION_HALF, EyeSamples
-from export.train.weights import checkpoint_path, seed_everything
+from export.train.weights import seed_everything
 from mgs_core.errors import MgsError
 from models.eye_regressor import PATCH_SIZE, EyeRegressor
 
@@ -143,7 +143,7 @@ def train_eye(
     optimizer = make_optimizer(module, recipe)
     probs = balanced_weights(samples.scores) if recipe.balance else np.full(len(samples), 1.0 / len(samples))
     targets = torch.from_numpy(samples.scores)
-    loss_fn = nn.MSELoss()
+    mse = nn.MSELoss()
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         rng = np.random.default_rng([recipe.seed, epoch])
@@ -158,9 +158,8 @@ def train_eye(
                 targets[idx].to(device),
             )
 
-    def batch_loss(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        x, y = batch
-        return loss_fn(module(x).reshape(-1), y)
+    def loss_fn(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return mse(prediction.reshape(-1), target)
 
     def validate(_epoch: int) -> dict[str, float]:
         return (
@@ -175,8 +174,8 @@ def train_eye(
         optimizer=optimizer,
         epochs=recipe.epochs,
         batches=batches,
-        batch_loss=batch_loss,
-        checkpoint=checkpoint_path(out),
+        loss_fn=loss_fn,
+        out=out,
         resume=resume,
         after_epoch=validate if val is not None else None,
         progress=progress,

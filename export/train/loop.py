@@ -1,6 +1,6 @@
 """One epoch loop for every network: progress bar, per-epoch checkpoint, exact resume.
 
-The callers supply the batches of an epoch and the loss of a batch; this module owns what must be
+The callers supply the (input, target) batches of an epoch and the loss of a prediction; this module owns what must be
 identical for all of them: the checkpoint contents (weights, optimiser, RNG state, history) and the
 rule that a resumed run continues with the next epoch and the same random stream.
 """
@@ -11,18 +11,17 @@ import logging
 import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from export.train.weights import rng_state, save_atomic, set_rng_state
+from export.train.weights import checkpoint_path, rng_state, save_atomic, set_rng_state
 from mgs_core.errors import MgsError
 
 log = logging.getLogger(__name__)
 
-Batch = Any
+Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 def scheduled_lr(base_lr: float, schedule: str, epoch: int, epochs: int) -> float:
@@ -61,13 +60,15 @@ def run_epochs(
     optimizer: torch.optim.Optimizer,
     epochs: int,
     batches: Callable[[int], Iterable[Batch]],
-    batch_loss: Callable[[Batch], torch.Tensor],
-    checkpoint: Path,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    out: Path,
     resume: bool,
     after_epoch: Callable[[int], dict[str, float]] | None = None,
     progress: bool = True,
 ) -> list[dict[str, float]]:
-    """Train `epochs` epochs in total (counting resumed ones); returns per-epoch history."""
+    """Train `epochs` epochs in total (counting resumed ones), checkpointing next to `out`; returns
+    per-epoch history."""
+    checkpoint = checkpoint_path(out)
     start, history = load_checkpoint(checkpoint, kind, module, optimizer) if resume else (0, [])
     for epoch in range(start, epochs):
         module.train()
@@ -75,9 +76,9 @@ def run_epochs(
         bar = tqdm(
             batches(epoch), desc=f"{kind} epoch {epoch + 1}/{epochs}", unit="batch", disable=not progress, leave=False
         )
-        for batch in bar:
+        for x, y in bar:
             optimizer.zero_grad(set_to_none=True)
-            loss = batch_loss(batch)
+            loss = loss_fn(module(x), y)
             loss.backward()
             optimizer.step()
             total += float(loss.detach())

@@ -25,7 +25,7 @@ from export.metrics import confusion_matrix, iou_from_confusion
 from export.train.augment import SEG_COARSE, SEG_FINE, seg_batch
 from export.train.loop import run_epochs, scheduled_lr, set_lr
 from export.train.samples import N_CLASSES, SegSamples
-from export.train.weights import checkpoint_path, seed_everything
+from export.train.weights import seed_everything
 from mgs_core.errors import MgsError
 from models.unet import UNet
 
@@ -126,10 +126,6 @@ def train_seg(
             else:
                 yield jitter(to_tensor(samples.images[idx], device), masks[idx].to(device), gen)
 
-    def batch_loss(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        x, y = batch
-        return loss_fn(module(x), y)
-
     def validate(_epoch: int) -> dict[str, float]:
         iou = samples_iou(module, val, device)
         return {f"val_iou_{c}": v for c, v in zip(("bg", "animal", "ears", "eyes"), iou) if v is not None}
@@ -140,8 +136,8 @@ def train_seg(
         optimizer=optimizer,
         epochs=recipe.epochs,
         batches=batches,
-        batch_loss=batch_loss,
-        checkpoint=checkpoint_path(out),
+        loss_fn=loss_fn,
+        out=out,
         resume=resume,
         after_epoch=validate if val is not None else None,
         progress=progress,
