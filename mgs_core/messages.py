@@ -16,7 +16,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 from mgs_core.errors import MessageError
 
@@ -216,6 +216,12 @@ def _sha(value: Any, name: str) -> None:
 
 
 class _Payload:
+    WHAT: ClassVar[str]  # names the message kind in error messages
+
+    @classmethod
+    def from_json(cls, payload: bytes | str) -> Self:
+        return _build(cls, _decode(payload, cls.WHAT), cls.WHAT)
+
     def to_json(self) -> bytes:
         self.validate()  # type: ignore[attr-defined]
         return json.dumps(asdict(self), separators=(",", ":"), allow_nan=False).encode()  # type: ignore[call-overload]
@@ -230,6 +236,8 @@ class ScoreWindow(_Payload):
     default 0) counts eyes found but not scored because the model was not confident enough: a
     window with abstained eyes and no valid ones is "not scorable", still never a score.
     """
+
+    WHAT: ClassVar[str] = "score"
 
     device: str
     box: int
@@ -271,10 +279,6 @@ class ScoreWindow(_Payload):
         _sha(self.model_sha256, "model_sha256")
         _epoch(self.epoch)
 
-    @classmethod
-    def from_json(cls, payload: bytes | str) -> ScoreWindow:
-        return _build(cls, _decode(payload, "score"), "score")
-
 
 AlertEvent = Literal["raised", "cleared"]
 
@@ -282,6 +286,8 @@ AlertEvent = Literal["raised", "cleared"]
 @dataclass
 class BoxAlert(_Payload):
     """A device-side alert transition for one box (threshold held for at least `duration_s`)."""
+
+    WHAT: ClassVar[str] = "alert"
 
     device: str
     box: int
@@ -306,14 +312,12 @@ class BoxAlert(_Payload):
         _num(self.duration_s, "duration_s", 0, None)
         _num(self.score, "score", SCORE_MIN, SCORE_MAX, optional=True)
 
-    @classmethod
-    def from_json(cls, payload: bytes | str) -> BoxAlert:
-        return _build(cls, _decode(payload, "alert"), "alert")
-
 
 @dataclass
 class DeviceStatus(_Payload):
     """Retained health snapshot of a device, republished every few seconds."""
+
+    WHAT: ClassVar[str] = "status"
 
     device: str
     time: str
@@ -359,10 +363,6 @@ class DeviceStatus(_Payload):
             validate_name(name, "model name")
             _sha(sha, f"models.{name}")
 
-    @classmethod
-    def from_json(cls, payload: bytes | str) -> DeviceStatus:
-        return _build(cls, _decode(payload, "status"), "status")
-
 
 @dataclass
 class StoredAck(_Payload):
@@ -373,6 +373,8 @@ class StoredAck(_Payload):
     that crashes with messages in its queue can no longer lose windows the device has let go of.
     An ack for another epoch (an older outbox) deletes nothing.
     """
+
+    WHAT: ClassVar[str] = "stored ack"
 
     device: str
     epoch: str
@@ -385,10 +387,6 @@ class StoredAck(_Payload):
         _epoch(self.epoch)
         _num(self.seq, "seq", 0, None, integer=True)
         parse_utc_iso(self.time)
-
-    @classmethod
-    def from_json(cls, payload: bytes | str) -> StoredAck:
-        return _build(cls, _decode(payload, "stored ack"), "stored ack")
 
 
 def parse_availability(payload: bytes | str) -> str:
@@ -442,6 +440,8 @@ class AnimalAlert(_Payload):
     """A server-side alert transition for one animal: its score (from whichever box it is assigned
     to) stayed at or above `threshold` for `duration_s` (raised), or below it as long (cleared)."""
 
+    WHAT: ClassVar[str] = "animal alert"
+
     alert_id: int
     animal_id: int
     animal: str
@@ -469,7 +469,3 @@ class AnimalAlert(_Payload):
         _num(self.threshold, "threshold", SCORE_MIN, SCORE_MAX)
         _num(self.duration_s, "duration_s", 0, None)
         _num(self.score, "score", SCORE_MIN, SCORE_MAX, optional=True)
-
-    @classmethod
-    def from_json(cls, payload: bytes | str) -> AnimalAlert:
-        return _build(cls, _decode(payload, "animal alert"), "animal alert")
