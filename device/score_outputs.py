@@ -28,7 +28,7 @@ from device.rois import Roi
 from device.sidecar import Sidecar
 from device.videoscore import VideoScore, window_index
 from mgs_core.errors import MgsError
-from mgs_core.messages import utc_iso
+from mgs_core.messages import SCORE_COLUMNS, utc_iso
 
 WINDOW_FIELDS = (
     "video",
@@ -39,15 +39,7 @@ WINDOW_FIELDS = (
     "window",
     "t_start_s",
     "t_end_s",
-    "window_start",
-    "window_end",
-    "frames",
-    "valid_eyes",
-    "score",
-    "median",
-    "p90",
-    "face_visible_fraction",
-    "model_sha256",
+    *SCORE_COLUMNS,
     "version",
 )
 EYE_FIELDS = ("video", "frame", "t_s", "box", "eye", "x", "y", "score", "quality_ok", "area_px", "sharpness")

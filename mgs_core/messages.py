@@ -280,6 +280,10 @@ class ScoreWindow(_Payload):
         _epoch(self.epoch)
 
 
+_WINDOW_NAMES = [f.name for f in fields(ScoreWindow)]
+# The measured part of a window, in wire order: the columns every table or export of windows shares.
+SCORE_COLUMNS = tuple(_WINDOW_NAMES[_WINDOW_NAMES.index("window_start") : _WINDOW_NAMES.index("model_sha256") + 1])
+
 AlertEvent = Literal["raised", "cleared"]
 
 

@@ -20,20 +20,13 @@ from datetime import datetime
 from typing import Any
 
 from mgs_core.errors import MgsError
+from mgs_core.messages import SCORE_COLUMNS
 
 COLUMNS = (
     "device",
     "box",
     "seq",
-    "window_start",
-    "window_end",
-    "frames",
-    "valid_eyes",
-    "score",
-    "median",
-    "p90",
-    "face_visible_fraction",
-    "model_sha256",
+    *SCORE_COLUMNS,
     "received_at",
     "animal_id",
     "animal_name",
