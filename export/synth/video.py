@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from export.dataset import Box, Eye
 from export.synth.layout import RackLayout
 from export.synth.mouse import FURS, Animal, MousePose, project
 from export.synth.nuisance import BoxNuisance, Nuisance
+from export.synth.progress import FrameProgress
 from export.synth.rack import Renderer
 from export.synth.trajectory import TRAJECTORIES, ramp, scores, smooth_noise
 from mgs_core.errors import MgsError
@@ -218,7 +217,7 @@ def write_video(
         "rois": [list(r) for r in layout.rois],
         "furs": list(furs),
     }
-    start = time.perf_counter()
+    bar = FrameProgress(n, 30, progress)
     prev = [None] * n_boxes
     try:
         with open(truth_path(path), "w", encoding="utf-8") as sidecar:
@@ -254,20 +253,12 @@ def write_video(
                     ],
                 }
                 sidecar.write(json.dumps(line, separators=(",", ":")) + "\n")
-                if progress and (i + 1 == n or (i + 1) % 30 == 0):
-                    rate = (i + 1) / max(time.perf_counter() - start, 1e-9)
-                    print(
-                        f"\r  {i + 1}/{n} frames  {rate:.1f} frames/s  ETA {(n - i - 1) / rate:.0f} s   ",
-                        end="",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                bar.update(i + 1)
     except OSError as exc:
         raise MgsError(f"could not write {truth_path(path)}: {exc.strerror} (disk full?)") from exc
     finally:
         writer.release()
-    if progress:
-        print(file=sys.stderr)
+    bar.close()
     if not path.is_file() or path.stat().st_size == 0:
         raise MgsError(f"OpenCV wrote nothing to {path} (disk full or codec {fourcc} unavailable)")
     return path

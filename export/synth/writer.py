@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import errno
 import json
-import sys
-import time
 from pathlib import Path
 
 import cv2
 
 from export.dataset import FORMAT, VERSION, Frame
+from export.synth.progress import FrameProgress
 from export.synth.rack import render_frame
 from export.synth.randomise import Randomisation
 from mgs_core.errors import MgsError
@@ -86,7 +85,7 @@ def write_dataset(
             "randomise": options,
         },
     }
-    start = time.perf_counter()
+    bar = FrameProgress(frames, 25, progress)
     try:
         (out / "dataset.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         with open(out / "labels.jsonl", "w", encoding="utf-8") as labels:
@@ -98,18 +97,10 @@ def write_dataset(
                 _write_image(out / mask, f.mask, [cv2.IMWRITE_PNG_COMPRESSION, 3])
                 line = Frame(image, mask, f.boxes, ("synthetic",), conditions=f.conditions).to_json()
                 labels.write(json.dumps(line, separators=(",", ":")) + "\n")
-                if progress and (i + 1 == frames or (i + 1) % 25 == 0):
-                    rate = (i + 1) / max(time.perf_counter() - start, 1e-9)
-                    print(
-                        f"\r  {i + 1}/{frames} frames  {rate:.1f} frames/s  ETA {(frames - i - 1) / rate:.0f} s   ",
-                        end="",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                bar.update(i + 1)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise MgsError(f"disk full while writing {out}; free space and run again into a new folder") from exc
         raise MgsError(f"could not write {out}: {exc.strerror}") from exc
-    if progress:
-        print(file=sys.stderr)
+    bar.close()
     return out
