@@ -19,7 +19,6 @@ The host's execution providers and this machine's CPU are recorded, so a GPU run
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -33,6 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.report import write_report  # noqa: E402
 from device.commands.bench import _cpu_name  # noqa: E402
 from device.inference import MODEL_NAMES, BackendConfig, Models, load_models  # noqa: E402
 from device.offload import OffloadConfig, OffloadError, OffloadPolicy, OffloadSwitch, connect  # noqa: E402
@@ -314,9 +314,7 @@ def main() -> int:
             f"{r['clients']:<9}{r['calls_per_s']:>9}{r['crops_per_s']:>9}{str(r['rows_per_host_batch'] or 'n/a'):>17}"
         )
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}")
+        write_report(args.json, report)
     return 0
 
 

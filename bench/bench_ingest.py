@@ -28,14 +28,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mgs_core.messages import ScoreWindow, score_topic, utc_iso
+from bench.report import SHA, synthetic_window
+from mgs_core.messages import score_topic
 from server.db import connect, transaction
 from server.ingest import IngestConfig, IngestWorker
 from server.repository import Repository
 from tests.conftest import MOSQUITTO, Broker, wait_for
 
 CACHE = Path("artifacts/bench")
-SHA = "5e" * 32
 DAY = 86400
 # A fixed epoch keeps the cached database valid across runs: 2026-01-01T00:00:00Z.
 HISTORY_START = 1_767_225_600
@@ -47,20 +47,7 @@ def _payloads(device: str, count: int, boxes: int, t0: float) -> list[tuple[str,
         box = seq % boxes
         t = t0 + seq // boxes
         score = None if seq % 17 == 0 else round((seq * 7 % 90) / 10, 2)
-        w = ScoreWindow(
-            device=device,
-            box=box,
-            seq=seq,
-            window_start=utc_iso(t),
-            window_end=utc_iso(t + 1),
-            frames=12,
-            valid_eyes=0 if score is None else 2,
-            score=score,
-            median=score,
-            p90=score,
-            face_visible_fraction=0.0 if score is None else 0.9,
-            model_sha256=SHA,
-        )
+        w = synthetic_window(device, box, seq, t, score)
         out.append((score_topic(device, box), w.to_json()))
     return out
 

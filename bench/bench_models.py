@@ -12,7 +12,6 @@ run, so a noisy neighbour slows both alike and the INT8/FP32 ratio stays fair.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -24,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.report import print_load_average, write_report  # noqa: E402
 from device.inference import OnnxRunner  # noqa: E402
 from mgs_core.manifest import DEFAULT_MODELS_DIR, load_manifest, read_verified_model  # noqa: E402
 
@@ -151,12 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
     }
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}")
-    print(
-        f"load average during the run: {', '.join(f'{v:.2f}' for v in os.getloadavg())} (other processes slow both precisions alike)"
-    )
+        write_report(args.json, report)
+    print_load_average("other processes slow both precisions alike")
     return 0
 
 

@@ -38,35 +38,18 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from mgs_core.messages import BoxAlert, ScoreWindow, utc_iso
+from bench.report import synthetic_window
+from mgs_core.messages import BoxAlert, utc_iso
 from server import auth
 from server.app import create_app
 from server.config import DashboardConfig, DatabaseConfig, ServerConfig
 from server.db import connect, transaction
 from server.repository import Repository
 
-SHA = "5e" * 32
 BOXES_PER_RACK = 4
 HISTORY_S = 1800
 STEP_S = 10
 CHROMIUM = Path("/usr/bin/chromium")
-
-
-def _window(device: str, box: int, seq: int, t: float, score: float | None) -> ScoreWindow:
-    return ScoreWindow(
-        device=device,
-        box=box,
-        seq=seq,
-        window_start=utc_iso(t),
-        window_end=utc_iso(t + 1.0),
-        frames=12,
-        valid_eyes=0 if score is None else 2,
-        score=score,
-        median=score,
-        p90=score,
-        face_visible_fraction=0.0 if score is None else 0.9,
-        model_sha256=SHA,
-    )
 
 
 def _score(rack: int, box: int, i: int) -> float | None:
@@ -92,7 +75,7 @@ def build(path: Path, boxes: int) -> tuple[list[tuple[str, int]], dict[str, int]
         for device, box in keys:
             seq = seqs.get(device, 0)
             seqs[device] = seq + 1
-            batch.append(_window(device, box, seq, float(t), _score(int(device[5:]), box, step)))
+            batch.append(synthetic_window(device, box, seq, float(t), _score(int(device[5:]), box, step)))
         with transaction(db):
             repo.store_windows(batch, time.time())
     alerts = [
@@ -125,7 +108,7 @@ def publish_new(path: Path, keys: list[tuple[str, int]], seqs: dict[str, int], s
     for device, box in keys:
         seq = seqs[device]
         seqs[device] = seq + 1
-        batch.append(_window(device, box, seq, t, round(min(9.0, 1.0 + shift + box * 0.3), 2)))
+        batch.append(synthetic_window(device, box, seq, t, round(min(9.0, 1.0 + shift + box * 0.3), 2)))
     with transaction(db):
         repo.store_windows(batch, time.time())
     db.conn.close()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import platform
@@ -25,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.report import print_load_average, write_report  # noqa: E402
 from device.score_batch import ScoreOptions, default_jobs, run_batch  # noqa: E402
 from export.cli import main as export_main  # noqa: E402
 
@@ -116,13 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         "results": rows,
     }
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}")
-    print(
-        f"load average during the run: {', '.join(f'{v:.2f}' for v in os.getloadavg())} "
-        "(other processes on this machine slow every row)"
-    )
+        write_report(args.json, report)
+    print_load_average("other processes on this machine slow every row")
     return 0
 
 
