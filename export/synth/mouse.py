@@ -557,3 +557,31 @@ def fit_pose(
         return None
     y = hi_y - abs(rng.normal(0.0, 0.3)) * (hi_y - lo_y)  # mostly sitting on the bedding, sometimes rearing
     return replace(pose, x=float(rng.uniform(lo_x, hi_x)), y=float(max(y, lo_y)))
+
+
+def shrink_to_fit(
+    pose: MousePose,
+    roi_w: int,
+    roi_h: int,
+    margin: tuple[int, int, int, int],
+    rng: np.random.Generator,
+    *,
+    tries: int,
+    shrink: float,
+    min_eye_width: float = 0.0,
+    last_eye_width: float | None = None,
+    keep_unfitted: bool = False,
+) -> MousePose | None:
+    """fit_pose, shrinking a too-large animal and turning it towards the camera after each miss, then
+    once more as a big head facing the camera. A pose that never fits is None, or with
+    `keep_unfitted` the last shrunk pose (drawn where it falls rather than leaving the box empty)."""
+    for _ in range(tries):
+        placed = fit_pose(pose, roi_w, roi_h, margin, rng)
+        if placed is not None:
+            return placed
+        pose = replace(pose, eye_width=max(pose.eye_width * shrink, min_eye_width), body_yaw=pose.body_yaw * 0.7)
+    last = replace(pose, head_scale=2.6, body_yaw=0.0)
+    if last_eye_width is not None:
+        last = replace(last, eye_width=last_eye_width)
+    placed = fit_pose(last, roi_w, roi_h, margin, rng)
+    return pose if placed is None and keep_unfitted else placed

@@ -17,7 +17,7 @@ import numpy as np
 
 from export.dataset import Box, Eye
 from export.synth.layout import RackLayout
-from export.synth.mouse import FURS, Animal, MousePose, draw_animal, fit_pose
+from export.synth.mouse import FURS, Animal, MousePose, draw_animal, shrink_to_fit
 from export.synth.nuisance import Nuisance, apply_box, apply_frame, fur_texture, random_nuisance
 from export.synth.randomise import Randomisation, frame_style, styled_animal, styled_layout
 from export.synth.scenery import scene
@@ -59,13 +59,18 @@ def random_pose(rng: np.random.Generator, away: bool) -> MousePose:
 def place(pose: MousePose, layout: RackLayout, box: int, rng: np.random.Generator) -> MousePose:
     """Fit the pose into the box, shrinking a too-large animal a little until it fits."""
     _, _, w, h = layout.rois[box]
-    margin = layout.interior(box)
-    for _ in range(12):
-        placed = fit_pose(pose, w, h, margin, rng)
-        if placed is not None:
-            return placed
-        pose = replace(pose, eye_width=max(pose.eye_width * 0.93, EYE_WIDTH_PX[0] * 0.9), body_yaw=pose.body_yaw * 0.7)
-    return fit_pose(replace(pose, head_scale=2.6, body_yaw=0.0, eye_width=EYE_WIDTH_PX[0]), w, h, margin, rng) or pose
+    return shrink_to_fit(
+        pose,
+        w,
+        h,
+        layout.interior(box),
+        rng,
+        tries=12,
+        shrink=0.93,
+        min_eye_width=EYE_WIDTH_PX[0] * 0.9,
+        last_eye_width=EYE_WIDTH_PX[0],
+        keep_unfitted=True,
+    )
 
 
 def random_animal(

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from export.synth.layout import FRAME_H, FRAME_W, RackLayout
-from export.synth.mouse import FURS, Animal, EyeLook, MousePose, fit_pose
+from export.synth.mouse import FURS, Animal, EyeLook, MousePose, shrink_to_fit
 from export.synth.nuisance import NOISE_SIGMAS, BoxNuisance, Nuisance
 from mgs_core.errors import MgsError
 
@@ -511,10 +511,4 @@ def styled_animal(
 def _place(rng: np.random.Generator, pose: MousePose, layout: RackLayout, box: int) -> MousePose | None:
     """Fit the pose into the box, shrinking a too-large animal until it fits; None if it never does."""
     _, _, w, h = layout.rois[box]
-    margin = layout.interior(box)
-    for _ in range(10):
-        placed = fit_pose(pose, w, h, margin, rng)
-        if placed is not None:
-            return placed
-        pose = replace(pose, eye_width=pose.eye_width * 0.92, body_yaw=pose.body_yaw * 0.7)
-    return fit_pose(replace(pose, head_scale=2.6, body_yaw=0.0), w, h, margin, rng)
+    return shrink_to_fit(pose, w, h, layout.interior(box), rng, tries=10, shrink=0.92)
