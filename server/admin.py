@@ -23,6 +23,11 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 @bp.route("/users")
 @auth.require_role("admin")
 def users() -> str:
+    return _users_page(new_token=None)
+
+
+def _users_page(new_token: str | None) -> str:
+    """The users and tokens page; `new_token` is a just-created token, shown this once and never again."""
     db = get_db()
     return render_template(
         "admin.html",
@@ -30,7 +35,7 @@ def users() -> str:
         users=auth.list_users(db),
         tokens=auth.list_tokens(db),
         roles=ROLES,
-        new_token=None,
+        new_token=new_token,
     )
 
 
@@ -140,14 +145,7 @@ def create_token() -> Any:
     except MgsError as exc:
         flash(str(exc), "error")
         return redirect(url_for("admin.users"))
-    return render_template(
-        "admin.html",
-        title="Users & tokens",
-        users=auth.list_users(db),
-        tokens=auth.list_tokens(db),
-        roles=ROLES,
-        new_token=token,
-    )
+    return _users_page(new_token=token)
 
 
 @bp.route("/tokens/<int:token_id>/revoke", methods=["POST"])
