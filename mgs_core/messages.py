@@ -128,6 +128,13 @@ def _check_box(box: int) -> None:
         raise MessageError(f"box {box!r} must be an integer from 0 to {MAX_BOXES - 1}")
 
 
+def _check_box_message(device: str, box: int, seq: int) -> None:
+    """The head of every numbered message about one box: whose it is, which box, its outbox seq."""
+    validate_name(device)
+    _check_box(box)
+    _num(seq, "seq", 0, None, integer=True)
+
+
 def utc_iso(ts: float) -> str:
     """Unix seconds -> ISO-8601 UTC with milliseconds and a 'Z', the only time format on the wire."""
     return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -260,9 +267,7 @@ class ScoreWindow(_Payload):
         return self.score is not None
 
     def validate(self) -> None:
-        validate_name(self.device)
-        _check_box(self.box)
-        _num(self.seq, "seq", 0, None, integer=True)
+        _check_box_message(self.device, self.box, self.seq)
         start, end = parse_utc_iso(self.window_start), parse_utc_iso(self.window_end)
         if end < start:
             raise MessageError(f"window_end {self.window_end} is before window_start {self.window_start}")
@@ -305,9 +310,7 @@ class BoxAlert(_Payload):
     schema: int = SCHEMA_VERSION
 
     def validate(self) -> None:
-        validate_name(self.device)
-        _check_box(self.box)
-        _num(self.seq, "seq", 0, None, integer=True)
+        _check_box_message(self.device, self.box, self.seq)
         _epoch(self.epoch)
         if self.event not in ("raised", "cleared"):
             raise MessageError(f"field 'event' = {self.event!r} must be 'raised' or 'cleared'")
