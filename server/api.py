@@ -11,6 +11,7 @@ such row or box), 409 (conflicts with stored data) or 413 (body over [http] max_
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 from typing import Any
@@ -19,7 +20,7 @@ from flask import Blueprint, Response, abort, current_app, jsonify, request, str
 
 from mgs_core.errors import MgsError
 from mgs_core.messages import EARLIEST_TIME, MAX_BOXES
-from server import audit, data_export
+from server import audit, data_export, video_imports
 from server.auth import current_user, require_role
 from server.repository import RESOLUTIONS, NotFound, parse_id, parse_time
 from server.request_db import get_db, get_repo
@@ -215,9 +216,16 @@ def update_animal(animal_id: int) -> Response:
 
 @bp.get("/animals/<int:animal_id>/scores")
 def animal_scores(animal_id: int) -> Response:
+    """Points carry `source` (live / imported); `recordings` lists the imported videos in the range,
+    so a chart can draw each as its own, labelled series."""
     start, end = _time_range()
-    result = get_repo().animal_scores(animal_id, start, end, _resolution())
-    return jsonify(animal_id=animal_id, start=start, end=end, **result)
+    repo = get_repo()
+    result = repo.animal_scores(animal_id, start, end, _resolution())
+    recordings = video_imports.recordings_for_animal(repo, animal_id, start, end)
+    imported = frozenset(r["device"] for r in recordings)
+    for point in result["points"]:
+        point["source"] = video_imports.window_source(point["device"], imported)
+    return jsonify(animal_id=animal_id, start=start, end=end, recordings=recordings, **result)
 
 
 @bp.get("/experiments")
@@ -426,11 +434,12 @@ def export() -> Response:
         experiment_id=query["experiment_id"],
     )
     first = next(rows, None)  # runs the checks (unknown animal -> 404) before the response starts
+    imported = video_imports.imported_devices(repo.db)
 
     def all_rows() -> Any:
-        if first is not None:
-            yield first
-            yield from rows
+        for row in itertools.chain([] if first is None else [first], rows):
+            row["source"] = video_imports.window_source(row["device"], imported)
+            yield row
 
     chunks = data_export.csv_chunks(all_rows()) if fmt == "csv" else data_export.json_chunks(all_rows(), query)
     name = f"mgs-scores-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(start))}.{fmt}"

@@ -22,7 +22,7 @@ from flask import Blueprint, current_app, flash, jsonify, redirect, render_templ
 from werkzeug.wrappers import Response
 
 from mgs_core.errors import MgsError
-from server import audit, episodes, exports, timefmt, triage
+from server import audit, episodes, exports, timefmt, triage, video_imports
 from server.auth import current_user, local_path, require_role
 from server.config import DashboardConfig
 from server.episodes import Episode
@@ -395,6 +395,7 @@ def animal_history(animal_id: int) -> str:
         subject={"kind": "animal", "animal": animal},
         data_url=url_for("api.animal_scores", animal_id=animal_id),
         assignments=repo.assignments(animal_id=animal_id),
+        recordings=video_imports.recordings_for_animal(repo, animal_id, 0.0, math.inf),
         current=None,
         animal=animal,
         threshold=_threshold_for([animal_id]),

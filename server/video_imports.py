@@ -250,6 +250,29 @@ def _animal_id(repo: Repository, name: str) -> int:
     return repo.create_animal(name, notes="created by a video import")
 
 
+def imported_devices(db: Any) -> frozenset[str]:
+    """The pseudo-devices of imported recordings: told apart by this table, not by their name, since
+    a rack may be called `rec-...` too."""
+    return frozenset(row[0] for row in db.execute("SELECT device FROM video_imports"))
+
+
+def window_source(device: str, imported: frozenset[str]) -> str:
+    """An export's `source` column: `imported` for a recording's windows, else `live`."""
+    return "imported" if device in imported else "live"
+
+
+def recordings_for_animal(repo: Repository, animal_id: int, start: float, end: float) -> list[dict[str, Any]]:
+    """The imported recordings filed under the animal that overlap [start, end), oldest first: the
+    box's span (start_time, end_time), device, box, video, source, imported_by, imported_at."""
+    return repo._q(
+        "SELECT a.device, a.box, a.start_time, a.end_time, i.video_name AS video, i.source, i.imported_by, "
+        "i.imported_at FROM assignments a JOIN video_imports i ON i.device = a.device "
+        "WHERE a.animal_id = ? AND a.start_time < ? AND (a.end_time IS NULL OR a.end_time > ?) "
+        "ORDER BY a.start_time, a.id",
+        [animal_id, end, start],
+    )
+
+
 def list_imports(repo: Repository) -> list[dict[str, Any]]:
     """Every imported recording, newest first, with its boxes (animal, group, time point, mean, coverage)."""
     imports = repo._q(
