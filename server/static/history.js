@@ -93,6 +93,7 @@ document.addEventListener("DOMContentLoaded", () => {
     try {
       const body = await mgs.getJSON(`${div.dataset.url}?start=${encodeURIComponent(iso(start))}&end=${encodeURIComponent(iso(end))}&resolution=auto`);
       const lay = layout(start, end);
+      if ((body.recordings || []).length) lay.showlegend = true;  // Plotly hides a legend of one series
       if (range) delete lay.xaxis.range;  // keep the user's zoom
       await Plotly.react(div, traces(body), lay, { responsive: true, displaylogo: false });
       div.dataset.points = String(body.points.length);
