@@ -5,7 +5,8 @@ into `score_windows` with the wire contract's checks (`ScoreWindow.validate`), i
 and each box with a named animal gets an ended assignment over the recording's time span, so the
 session shows in that animal's history and exports next to its live windows. The pseudo-device is
 NOT entered in `devices` or `boxes`: the overview shows live racks, and a recording is not a rack
-that went offline. `video_imports` marks the device as imported.
+that went offline. `video_imports` marks the device as imported: the history page draws its windows
+as a series of their own and lists the recording, and exports give them the source `imported`.
 
 `seq` = window index * MAX_BOXES + box: the unique (device, seq) of `score_windows` is then the
 natural key (video fingerprint, box, window start), and a second import of the same video, or of a
