@@ -434,7 +434,7 @@ def export() -> Response:
         experiment_id=query["experiment_id"],
     )
     first = next(rows, None)  # runs the checks (unknown animal -> 404) before the response starts
-    imported = video_imports.imported_devices(repo.db)
+    imported = video_imports.imported_devices(repo)
 
     def all_rows() -> Any:
         for row in itertools.chain([] if first is None else [first], rows):

@@ -106,7 +106,7 @@ def _animal_at(assignments: list[dict[str, Any]], t: float) -> dict[str, Any] | 
 def rows(repo: Repository, pieces: list[dict[str, Any]], resolution: str, zone: str) -> Iterator[list[Any]]:
     """Spreadsheet rows, first cell the local time (a naive datetime in the facility's zone)."""
     by_box: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    imported = video_imports.imported_devices(repo.db)
+    imported = video_imports.imported_devices(repo)
     for piece in pieces:
         source = video_imports.window_source(piece["device"], imported)
         key = (piece["device"], piece["box"])

@@ -251,10 +251,10 @@ def _animal_id(repo: Repository, name: str) -> int:
     return repo.create_animal(name, notes="created by a video import")
 
 
-def imported_devices(db: Any) -> frozenset[str]:
+def imported_devices(repo: Repository) -> frozenset[str]:
     """The pseudo-devices of imported recordings: told apart by this table, not by their name, since
     a rack may be called `rec-...` too."""
-    return frozenset(row[0] for row in db.execute("SELECT device FROM video_imports"))
+    return frozenset(row[0] for row in repo.db.execute("SELECT device FROM video_imports"))
 
 
 def window_source(device: str, imported: frozenset[str]) -> str:
