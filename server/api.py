@@ -246,7 +246,7 @@ def create_experiment() -> tuple[Response, int]:
         None,
         {"name": experiment["name"], "description": experiment["description"]},
     )
-    return jsonify(experiment=repo.experiment(experiment_id)), 201
+    return jsonify(experiment=experiment), 201
 
 
 # --- assignments -----------------------------------------------------------------------------------

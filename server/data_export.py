@@ -2,9 +2,9 @@
 
 The columns are the wire's ScoreWindow fields plus the animal assigned to the box at the time and
 the window's `source`: `live` from a rack, or `imported` from a recorded video scored offline
-(server.video_imports). An empty score means "no face visible", never 0. Text that people typed (animal names) is exported
-verbatim, except that a cell starting with = + - @ gets a leading apostrophe, so a spreadsheet
-shows it instead of running it as a formula (CSV injection).
+(server.video_imports). An empty score means "no face visible", never 0. Text that people typed
+(animal names) is exported verbatim, except that a cell starting with = + - @ gets a leading
+apostrophe, so a spreadsheet shows it instead of running it as a formula (CSV injection).
 
 The REST API's CSV is plain (comma, no BOM, ISO UTC) for scripts. The dashboard's download is for
 spreadsheets: a BOM, a local-time column Excel reads as a date, a choice of ';' with decimal commas
