@@ -54,6 +54,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from mgs_core.broker import BrokerConfig, TlsConfig, make_client
 from mgs_core.errors import MessageError
 from mgs_core.messages import (
     MAX_INT,
@@ -71,7 +72,6 @@ from mgs_core.messages import (
     stored_topic,
     subscriptions,
     utc_iso,
-    validate_prefix,
 )
 from mgs_core.tomlconfig import Check, Length, Range, existing_file, fail, validate
 from server.db import connect, transaction
@@ -97,31 +97,41 @@ class Received:
 _SESSION_NEVER_EXPIRES = 0xFFFFFFFF
 
 
-@dataclass
-class IngestConfig:
-    """The `[ingest]` section of the server config: where the broker is and how to batch."""
+@dataclass(frozen=True)
+class IngestConfig(BrokerConfig):
+    """The `[ingest]` section of the server config: the broker connection plus how to batch.
+
+    `tls = true` with `ca_file` is the older flat form of `[ingest.tls] enabled`/`ca`, and
+    `keepalive_s` the older name of `keepalive`; both are read into the shared fields so existing
+    server.toml files keep working.
+    """
 
     SECTION: ClassVar[str] = "ingest"
 
-    host: str = field(default="127.0.0.1", metadata={"doc": "MQTT broker host name or address"})
-    port: Annotated[int, Range(1, 65535)] = field(
-        default=1883, metadata={"doc": "MQTT broker port (8883 is usual with TLS)"}
-    )
-    prefix: Annotated[str, Check(validate_prefix)] = field(
-        default="mgs", metadata={"doc": "topic prefix the devices publish under"}
-    )
-    username: str = field(default="", metadata={"doc": "broker login (empty = anonymous)"})
-    password: str = field(default="", metadata={"doc": "broker password"})
-    tls: bool = field(default=False, metadata={"doc": "connect with TLS"})
-    ca_file: Annotated[str, Check(existing_file)] = field(
-        default="", metadata={"doc": "CA certificate for TLS (empty = system store)"}
-    )
+    host: Annotated[str, Length(1)] = field(default="127.0.0.1", metadata={"doc": "MQTT broker host name or address"})
     client_id: Annotated[str, Length(1, 128, "characters")] = field(
         default="mgs-server-ingest",
         metadata={
             "doc": "fixed MQTT client id: the broker keeps this persistent session's messages while the server is down "
             "(the shipped broker config replaces it with the login, mgs-server)"
         },
+    )
+    protocol: Literal["5", "3.1.1"] = field(
+        default="5",
+        metadata={
+            "doc": "MQTT version: 5 (the broker may send up to queue_size messages before they are acknowledged) or "
+            "3.1.1 (for a broker without MQTT 5; its own inflight limit then paces the ingest)"
+        },
+    )
+    tls: TlsConfig | bool = field(  # type: ignore[assignment]
+        default_factory=TlsConfig,
+        metadata={"doc": "TLS settings; `tls = true` (with `ca_file`) is the older flat form of `[ingest.tls]`"},
+    )
+    ca_file: Annotated[str, Check(existing_file)] = field(
+        default="", metadata={"doc": "older flat form of `tls.ca`, read only with `tls = true`"}
+    )
+    keepalive_s: Annotated[int | None, Range(5, 3600, unit="seconds")] = field(
+        default=None, metadata={"doc": "older name of `keepalive`"}
     )
     batch_size: Annotated[int, Range(1, 100_000)] = field(
         default=5000, metadata={"doc": "most messages written in one transaction"}
@@ -139,18 +149,19 @@ class IngestConfig:
     publish_alerts: bool = field(
         default=True, metadata={"doc": "publish server-side alerts under <prefix>/alerts/<animal>"}
     )
-    keepalive_s: Annotated[int, Range(5, 3600, unit="seconds")] = field(
-        default=30, metadata={"doc": "MQTT keep-alive interval in seconds"}
-    )
-    protocol: Literal["5", "3.1.1"] = field(
-        default="5",
-        metadata={
-            "doc": "MQTT version: 5 (the broker may send up to queue_size messages before they are acknowledged) or "
-            "3.1.1 (for a broker without MQTT 5; its own inflight limit then paces the ingest)"
-        },
-    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tls, bool):
+            object.__setattr__(
+                self, "tls", TlsConfig(enabled=self.tls, ca=Path(self.ca_file) if self.ca_file else None)
+            )
+        elif self.ca_file:
+            raise ValueError("ca_file belongs to the flat form `tls = true`; with an [ingest.tls] table set tls.ca")
+        if self.keepalive_s is not None:
+            object.__setattr__(self, "keepalive", self.keepalive_s)
 
     def check(self) -> None:
+        super().check()
         if self.queue_size < self.batch_size:
             raise fail("queue_size", self.queue_size, f"must be at least batch_size ({self.batch_size})")
 
@@ -288,17 +299,7 @@ class IngestWorker:
         self.connected.clear()
 
     def _new_client(self) -> mqtt.Client:
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=self.config.client_id,
-            protocol=mqtt.MQTTv5 if self.config.protocol == "5" else mqtt.MQTTv311,
-            clean_session=None if self.config.protocol == "5" else False,
-            manual_ack=True,
-        )
-        if self.config.username:
-            client.username_pw_set(self.config.username, self.config.password or None)
-        if self.config.tls:
-            client.tls_set(ca_certs=self.config.ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
+        client = make_client(self.config, self.config.client_id, persistent=True, manual_ack=True)
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
@@ -330,7 +331,7 @@ class IngestWorker:
                 client.connect(
                     self.config.host,
                     self.config.port,
-                    keepalive=self.config.keepalive_s,
+                    keepalive=self.config.keepalive,
                     clean_start=False if mqtt5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
                     properties=properties,
                 )

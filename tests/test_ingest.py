@@ -9,6 +9,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+from mgs_core.broker import TlsConfig
 from mgs_core.errors import ConfigError
 from mgs_core.messages import (
     AnimalAlert,
@@ -159,6 +160,20 @@ def test_config_is_checked_with_key_and_reason() -> None:
         from_dict(IngestConfig, {"batch_size": 5000, "queue_size": 10})
     with pytest.raises(ConfigError, match="unknown key 'ingest.batchsize'"):
         from_dict(IngestConfig, {"batchsize": 10})
+
+
+def test_older_flat_tls_and_keepalive_keys_still_configure_the_broker_connection(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read here")
+    old = from_dict(IngestConfig, {"tls": True, "ca_file": str(ca), "keepalive_s": 60})
+    new = from_dict(IngestConfig, {"tls": {"enabled": True, "ca": str(ca)}, "keepalive": 60})
+    assert (old.tls, old.keepalive) == (new.tls, new.keepalive) == (TlsConfig(enabled=True, ca=ca), 60)
+    with pytest.raises(ConfigError, match="ingest.tls.ca"):
+        from_dict(IngestConfig, {"tls": {"enabled": True, "ca": str(tmp_path / "missing.pem")}})
+    with pytest.raises(ConfigError, match="ca_file"):
+        from_dict(IngestConfig, {"tls": {"enabled": True}, "ca_file": str(ca)})
+    with pytest.raises(ConfigError, match="only one of password"):
+        from_dict(IngestConfig, {"password": "x", "password_file": str(ca)})
 
 
 def test_ingest_reconnects_after_a_broker_restart(broker, tmp_path: Path) -> None:
