@@ -44,11 +44,12 @@ from mgs_core.messages import (
     stored_topic,
     utc_iso,
 )
-from server.db import connect, transaction
+from server.db import connect
 from server.delivery import DeliveryTracker
 from server.ingest_transport import Inbox, IngestHealth, Received
-from server.repository import Quarantined, Repository
+from server.repository import Quarantined
 from server.rules import RuleEngine
+from server.store import IngestStore
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +129,8 @@ class IngestWriter:
     def run(self, inbox: Inbox, flush_interval_s: float) -> None:
         """Write batches from `inbox` until it is closed and empty (the writer thread's body)."""
         db = connect(self.db_path)
-        repo = Repository(db)
-        rules = RuleEngine(repo)
+        store = IngestStore(db)
+        rules = RuleEngine(store.repository)
         tracker = DeliveryTracker()
         done = False
         while not done:
@@ -137,52 +138,49 @@ class IngestWriter:
             if not items:
                 continue
             try:
-                self.write(repo, rules, tracker, items)
+                self.write(store, rules, tracker, items)
             except Exception:  # a bug must cost one batch, never the worker
                 log.exception(
                     "ingest writer failed on a batch of %d messages; they stay unacknowledged in the "
                     "broker, which delivers them again after the server reconnects",
                     len(items),
                 )
-                repo.forget_cached_ids()
                 tracker.forget()
                 self.health.count({"unwritten_after_errors": len(items)})
         db.conn.close()
 
-    def write(self, repo: Repository, rules: RuleEngine, tracker: DeliveryTracker, items: list[Received]) -> None:
+    def write(self, store: IngestStore, rules: RuleEngine, tracker: DeliveryTracker, items: list[Received]) -> None:
         """Write one batch. A busy or full disk (OperationalError) is retried until it works; any
         other failure means some message in the batch cannot be stored, so the batch is split and
         written message by message: a message that fails alone is quarantined with the reason and
         acknowledged, and no message can hold back the others."""
-        known = None if self.accept_unknown_devices else repo.known_devices()
+        known = None if self.accept_unknown_devices else store.repository.known_devices()
         batch = self.parse(items, known)
         delay = 0.5
         while True:
             try:
-                with transaction(repo.db):
-                    stored = self._store(repo, rules, tracker, batch, items[-1].received_at)
+                with store.write():
+                    stored = self._store(store, rules, tracker, batch, items[-1].received_at)
                 break
             except sqlite3.OperationalError as exc:
-                repo.forget_cached_ids()
                 tracker.forget()
                 self._db_error(f"database write failed: {exc}; retrying {len(items)} messages in {delay:.1f} s")
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
             except Exception as exc:  # whatever the database or a bug refuses: isolate the message
-                repo.forget_cached_ids()
                 tracker.forget()
                 if len(items) > 1:
                     log.warning("a batch of %d messages failed (%s); writing them one by one", len(items), exc)
                     for item in items:
-                        self.write(repo, rules, tracker, [item])
+                        self.write(store, rules, tracker, [item])
                     return
                 item = items[0]
                 self._db_error(f"database refused the message on {item.topic!r}: {exc!r}")
                 batch = ParsedBatch()
                 batch.counts["received"] = 1
                 self._reject(batch, item, f"database refused it: {exc!r}", "database")
-                with transaction(repo.db):
-                    stored = self._store(repo, rules, tracker, batch, item.received_at)
+                with store.write():
+                    stored = self._store(store, rules, tracker, batch, item.received_at)
                 break
         self.health.count(batch.counts)
         self.outlet.committed(items)
@@ -235,9 +233,9 @@ class IngestWriter:
         self.health.count({"db_errors": 1})
 
     def _store(
-        self, repo: Repository, rules: RuleEngine, tracker: DeliveryTracker, batch: ParsedBatch, received_at: float
+        self, store: IngestStore, rules: RuleEngine, tracker: DeliveryTracker, batch: ParsedBatch, received_at: float
     ) -> StoredBatch:
-        reused = repo.reused_seqs(batch.windows)
+        reused = store.reused_seqs(batch.windows)
         skipped = {id(w) for w, _ in reused}
         windows = [w for w in batch.windows if id(w) not in skipped]
         quarantine = batch.quarantine + [
@@ -248,17 +246,17 @@ class IngestWriter:
         ]
         for w, reason in reused:
             log.error("device %s: %s", w.device, reason)
-            repo.record_seq_regression(w.device, reason, received_at)
-        new = repo.store_windows(windows, received_at)
+            store.record_seq_regression(w.device, reason, received_at)
+        new = store.store_windows(windows, received_at)
         batch.counts["stored"] = new.count
         batch.counts["duplicates"] = len(windows) - new.count
         batch.counts["reused_seq"] = len(reused)
-        batch.counts["device_alerts"] = repo.store_device_alerts(batch.alerts, received_at)
+        batch.counts["device_alerts"] = store.store_device_alerts(batch.alerts, received_at)
         for receipt in batch.statuses:
-            repo.store_status(receipt.status, receipt.received_at)
+            store.store_status(receipt.status, receipt.received_at)
         for change in batch.availability:
-            repo.store_availability(change.device, change.availability, change.received_at)
-        repo.store_quarantine(quarantine)
+            store.store_availability(change.device, change.availability, change.received_at)
+        store.store_quarantine(quarantine)
         handled: dict[tuple[str, str], list[int]] = {}
         for msg in [*windows, *batch.alerts]:
             handled.setdefault((msg.device, msg.epoch), []).append(msg.seq)
@@ -266,15 +264,15 @@ class IngestWriter:
             if q.device is not None and q.epoch is not None and q.seq is not None:
                 handled.setdefault((q.device, q.epoch), []).append(q.seq)
         for (device, epoch), seqs in handled.items():
-            tracker.handled(repo, device, epoch, seqs, received_at)
+            tracker.handled(store, device, epoch, seqs, received_at)
         touched = set(handled)
         for start in batch.outbox_starts:
-            if tracker.outbox_starts_at(repo, start.device, start.epoch, start.first_seq, received_at):
+            if tracker.outbox_starts_at(store, start.device, start.epoch, start.first_seq, received_at):
                 touched.add((start.device, start.epoch))
-        acks = tracker.commit(repo, touched, received_at)
+        acks = tracker.commit(store, touched, received_at)
         events = rules.evaluate(new, received_at)
         batch.counts["server_alerts"] = len(events)
-        repo.add_counters(dict(batch.counts))
+        store.add_counters(dict(batch.counts))
         return StoredBatch(events, acks)
 
     def _reject(self, batch: ParsedBatch, item: Received, reason: str, kind: str) -> None:
