@@ -35,7 +35,7 @@ from typing import Annotated, ClassVar
 import paho.mqtt.client as mqtt
 
 from device.outbox import Outbox
-from mgs_core.broker import BrokerConfig, make_client
+from mgs_core.broker import BrokerConfig, TlsConfig, make_client
 from mgs_core.errors import MessageError
 from mgs_core.messages import (
     AVAILABILITY_OFFLINE,
@@ -58,6 +58,11 @@ RESEND_MAX_S = 3600.0
 
 
 @dataclass(frozen=True)
+class MqttTlsConfig(TlsConfig):
+    SECTION: ClassVar[str] = "mqtt.tls"
+
+
+@dataclass(frozen=True)
 class MqttConfig(BrokerConfig):
     """The device's `[mqtt]` section: the broker connection plus how the outbox drains."""
 
@@ -75,6 +80,7 @@ class MqttConfig(BrokerConfig):
     reconnect_max_s: Annotated[int, Range(1, 3600, unit="seconds")] = field(
         default=30, metadata={"doc": "longest wait between reconnect attempts"}
     )
+    tls: MqttTlsConfig = field(default_factory=MqttTlsConfig)
     resend_after_s: Annotated[float, Range(1, 3600, unit="seconds")] = field(
         default=60.0,
         metadata={
