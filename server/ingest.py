@@ -43,6 +43,11 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class IngestTlsConfig(TlsConfig):
+    SECTION: ClassVar[str] = "ingest.tls"
+
+
+@dataclass(frozen=True)
 class IngestConfig(BrokerConfig):
     """The `[ingest]` section of the server config: the broker connection plus how to batch.
 
@@ -68,8 +73,8 @@ class IngestConfig(BrokerConfig):
             "3.1.1 (for a broker without MQTT 5; its own inflight limit then paces the ingest)"
         },
     )
-    tls: TlsConfig | bool = field(  # type: ignore[assignment]
-        default_factory=TlsConfig,
+    tls: IngestTlsConfig | bool = field(  # type: ignore[assignment]
+        default_factory=IngestTlsConfig,
         metadata={"doc": "TLS settings; `tls = true` (with `ca_file`) is the older flat form of `[ingest.tls]`"},
     )
     ca_file: Annotated[str, Check(existing_file)] = field(
@@ -98,7 +103,7 @@ class IngestConfig(BrokerConfig):
     def __post_init__(self) -> None:
         if isinstance(self.tls, bool):
             object.__setattr__(
-                self, "tls", TlsConfig(enabled=self.tls, ca=Path(self.ca_file) if self.ca_file else None)
+                self, "tls", IngestTlsConfig(enabled=self.tls, ca=Path(self.ca_file) if self.ca_file else None)
             )
         elif self.ca_file:
             raise ValueError("ca_file belongs to the flat form `tls = true`; with an [ingest.tls] table set tls.ca")

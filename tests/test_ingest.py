@@ -9,7 +9,6 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from mgs_core.broker import TlsConfig
 from mgs_core.errors import ConfigError
 from mgs_core.messages import (
     AnimalAlert,
@@ -21,7 +20,7 @@ from mgs_core.messages import (
 )
 from mgs_core.tomlconfig import from_dict
 from server.db import connect
-from server.ingest import IngestConfig, IngestWorker
+from server.ingest import IngestConfig, IngestTlsConfig, IngestWorker
 from server.repository import Repository
 from tests.conftest import wait_for
 from tests.ingest_support import T0, publish, running_worker, score_message, window
@@ -167,7 +166,7 @@ def test_older_flat_tls_and_keepalive_keys_still_configure_the_broker_connection
     ca.write_text("not read here")
     old = from_dict(IngestConfig, {"tls": True, "ca_file": str(ca), "keepalive_s": 60})
     new = from_dict(IngestConfig, {"tls": {"enabled": True, "ca": str(ca)}, "keepalive": 60})
-    assert (old.tls, old.keepalive) == (new.tls, new.keepalive) == (TlsConfig(enabled=True, ca=ca), 60)
+    assert (old.tls, old.keepalive) == (new.tls, new.keepalive) == (IngestTlsConfig(enabled=True, ca=ca), 60)
     with pytest.raises(ConfigError, match="ingest.tls.ca"):
         from_dict(IngestConfig, {"tls": {"enabled": True, "ca": str(tmp_path / "missing.pem")}})
     with pytest.raises(ConfigError, match="ca_file"):
