@@ -25,6 +25,7 @@ from mgs_core.errors import MessageError, MgsError
 from mgs_core.messages import MAX_BOXES, ScoreWindow, parse_utc_iso, utc_iso
 from server.db import transaction
 from server.repository import Conflict, Repository
+from server.store import IngestStore
 
 DEVICE_PREFIX = "rec-"
 FINGERPRINT_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -132,8 +133,9 @@ def store_import(repo: Repository, body: dict[str, Any], username: str, source: 
         raise ValueError(source)
     meta, windows = parse_import(body)
     now = time.time()
-    with transaction(repo.db) as conn:
-        model_id = repo._model_id(meta["model_sha256"])
+    store = IngestStore(repo.db)
+    with store.write() as conn:
+        model_id = store.model_id(meta["model_sha256"])
         conn.execute(
             "INSERT INTO video_imports (fingerprint, device, video_name, recorded_start, recorded_end, start_from, "
             "window_s, model_id, software_version, source, imported_by, imported_at) "
@@ -182,7 +184,7 @@ def store_import(repo: Repository, body: dict[str, Any], username: str, source: 
         )
         stored = conn.total_changes - before
         if stored:
-            repo.update_rollups(after_id)
+            store.update_rollups(after_id)
     outcome = ImportOutcome(import_id, meta["device"], stored, len(windows) - stored)
     for b in meta["boxes"]:
         _link_box(repo, outcome, meta, b, username)
