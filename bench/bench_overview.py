@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.bench_overview                # 500 boxes (125 racks x 4)
     .venv/bin/python -m bench.bench_overview --boxes 200 --no-browser
 
-Builds a database through the real ingest write path (`Repository.store_windows`, the same calls
+Builds a database through the real ingest write path (`IngestStore.store_windows`, the same calls
 the ingest worker makes): every box has an animal and 30 minutes of windows, one every 10 s;
 a few boxes have open device alerts. Serves it with waitress (as `mgs-server run` does) and times,
 over HTTP with an API token:
@@ -43,8 +43,9 @@ from mgs_core.messages import BoxAlert, utc_iso
 from server import auth
 from server.app import create_app
 from server.config import DashboardConfig, DatabaseConfig, ServerConfig
-from server.db import connect, transaction
+from server.db import connect
 from server.repository import Repository
+from server.store import IngestStore
 
 BOXES_PER_RACK = 4
 HISTORY_S = 1800
@@ -63,6 +64,7 @@ def build(path: Path, boxes: int) -> tuple[list[tuple[str, int]], dict[str, int]
     boxes and the next seq per device."""
     db = connect(path)
     repo = Repository(db)
+    ingest = IngestStore(db)
     now = time.time()
     keys = [(f"rack-{i // BOXES_PER_RACK:03d}", i % BOXES_PER_RACK) for i in range(boxes)]
     experiment = repo.create_experiment("bench")
@@ -76,8 +78,8 @@ def build(path: Path, boxes: int) -> tuple[list[tuple[str, int]], dict[str, int]
             seq = seqs.get(device, 0)
             seqs[device] = seq + 1
             batch.append(synthetic_window(device, box, seq, float(t), _score(int(device[5:]), box, step)))
-        with transaction(db):
-            repo.store_windows(batch, time.time())
+        with ingest.write():
+            ingest.store_windows(batch, time.time())
     alerts = [
         BoxAlert(
             device=d,
@@ -91,10 +93,10 @@ def build(path: Path, boxes: int) -> tuple[list[tuple[str, int]], dict[str, int]
         )
         for i, (d, b) in enumerate(keys[:: max(1, boxes // 8)])
     ]
-    with transaction(db):
-        repo.store_device_alerts(alerts, time.time())
+    with ingest.write():
+        ingest.store_device_alerts(alerts, time.time())
         for device in {d for d, _ in keys}:
-            repo.store_availability(device, "online", time.time())
+            ingest.store_availability(device, "online", time.time())
     db.conn.close()
     return keys, seqs
 
@@ -102,15 +104,15 @@ def build(path: Path, boxes: int) -> tuple[list[tuple[str, int]], dict[str, int]
 def publish_new(path: Path, keys: list[tuple[str, int]], seqs: dict[str, int], shift: float) -> None:
     """One new window for each of `keys`, with a score different from before."""
     db = connect(path)
-    repo = Repository(db)
+    ingest = IngestStore(db)
     t = time.time() - 1.0
     batch = []
     for device, box in keys:
         seq = seqs[device]
         seqs[device] = seq + 1
         batch.append(synthetic_window(device, box, seq, t, round(min(9.0, 1.0 + shift + box * 0.3), 2)))
-    with transaction(db):
-        repo.store_windows(batch, time.time())
+    with ingest.write():
+        ingest.store_windows(batch, time.time())
     db.conn.close()
 
 

@@ -25,20 +25,18 @@ windows of the other devices.
 from __future__ import annotations
 
 import logging
-import os
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar
 
 import paho.mqtt.client as mqtt
 
 from device.outbox import Outbox
-from mgs_core.errors import ConfigError, MessageError
+from mgs_core.broker import BrokerConfig, TlsConfig, make_client
+from mgs_core.errors import MessageError
 from mgs_core.messages import (
     AVAILABILITY_OFFLINE,
     AVAILABILITY_ONLINE,
@@ -49,9 +47,8 @@ from mgs_core.messages import (
     state_topic,
     status_topic,
     stored_topic,
-    validate_prefix,
 )
-from mgs_core.tomlconfig import Check, Length, Range, existing_file, fail
+from mgs_core.tomlconfig import Range
 
 log = logging.getLogger(__name__)
 
@@ -61,43 +58,16 @@ RESEND_MAX_S = 3600.0
 
 
 @dataclass(frozen=True)
-class TlsConfig:
+class MqttTlsConfig(TlsConfig):
     SECTION: ClassVar[str] = "mqtt.tls"
-
-    enabled: bool = field(default=False, metadata={"doc": "connect with TLS (use port 8883 on the broker)"})
-    ca: Annotated[Path | None, Check(existing_file)] = field(
-        default=None, metadata={"doc": "CA certificate file; empty = the system's CAs"}
-    )
-    cert: Annotated[Path | None, Check(existing_file)] = field(
-        default=None, metadata={"doc": "client certificate file (mutual TLS)"}
-    )
-    key: Annotated[Path | None, Check(existing_file)] = field(
-        default=None, metadata={"doc": "client private key file (mutual TLS)"}
-    )
-    insecure: bool = field(default=False, metadata={"doc": "skip the broker host name check (testing only)"})
-
-    def check(self) -> None:
-        if (self.cert is None) != (self.key is None):
-            raise fail("cert", str(self.cert), "set both cert and key for a client certificate, or neither")
 
 
 @dataclass(frozen=True)
-class MqttConfig:
+class MqttConfig(BrokerConfig):
+    """The device's `[mqtt]` section: the broker connection plus how the outbox drains."""
+
     SECTION: ClassVar[str] = "mqtt"
 
-    host: Annotated[str, Length(1)] = field(default="localhost", metadata={"doc": "broker host name or address"})
-    port: Annotated[int, Range(1, 65535)] = field(default=1883, metadata={"doc": "broker port (1883 plain, 8883 TLS)"})
-    prefix: Annotated[str, Check(validate_prefix)] = field(
-        default="mgs", metadata={"doc": "first topic level of every topic"}
-    )
-    username: str = field(default="", metadata={"doc": "broker user name; empty = anonymous"})
-    password: str = field(default="", metadata={"doc": "broker password (prefer password_env or password_file)"})
-    password_env: str = field(default="", metadata={"doc": "name of an environment variable holding the password"})
-    password_file: Path | None = field(default=None, metadata={"doc": "file whose first line is the password"})
-    keepalive: Annotated[int, Range(5, 3600, unit="seconds")] = field(
-        default=30,
-        metadata={"doc": "seconds between keep-alive pings; the broker declares the device offline after 1.5x"},
-    )
     client_id: str = field(
         default="",
         metadata={
@@ -110,52 +80,13 @@ class MqttConfig:
     reconnect_max_s: Annotated[int, Range(1, 3600, unit="seconds")] = field(
         default=30, metadata={"doc": "longest wait between reconnect attempts"}
     )
+    tls: MqttTlsConfig = field(default_factory=MqttTlsConfig)
     resend_after_s: Annotated[float, Range(1, 3600, unit="seconds")] = field(
         default=60.0,
         metadata={
             "doc": "send unconfirmed outbox rows again when the server's stored ack has not advanced for this long (doubles while it stays silent, up to an hour)"
         },
     )
-    protocol: Literal["5", "3.1.1"] = field(
-        default="5",
-        metadata={
-            "doc": "MQTT version: 5 (the broker says why it refuses a publish) or 3.1.1 (for a broker without MQTT 5)"
-        },
-    )
-    tls: TlsConfig = field(default_factory=TlsConfig)
-
-    def check(self) -> None:
-        if sum(bool(x) for x in (self.password, self.password_env, self.password_file)) > 1:
-            raise fail("password", "***", "set only one of password, password_env, password_file")
-
-    def resolve_password(self) -> str | None:
-        """The password from wherever the config says it is; a missing source stops start-up."""
-        if self.password_env:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ConfigError(
-                    f"key 'mqtt.password_env' = {self.password_env!r}: that environment variable is not set"
-                )
-            return value
-        if self.password_file is not None:
-            try:
-                return Path(self.password_file).read_text(encoding="utf-8").splitlines()[0]
-            except (OSError, IndexError) as exc:
-                raise ConfigError(
-                    f"key 'mqtt.password_file' = '{self.password_file}': cannot read a password ({exc})"
-                ) from None
-        return self.password or None
-
-
-def tls_context(tls: TlsConfig) -> ssl.SSLContext:
-    """The TLS settings of [mqtt.tls] as one context (paho uses it, and so does the connect diagnosis)."""
-    try:
-        context = ssl.create_default_context(cafile=str(tls.ca) if tls.ca else None)
-        if tls.cert is not None:
-            context.load_cert_chain(str(tls.cert), str(tls.key))
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"[mqtt.tls]: cannot load the certificates ({exc}); check ca, cert and key") from None
-    return context
 
 
 class Publisher:
@@ -190,21 +121,12 @@ class Publisher:
         self.refused = 0
         self._refused: dict[int, str] = {}  # mid -> reason, for PUBACKs that said no (MQTT 5)
         self._thread: threading.Thread | None = None
-        self._tls_context = tls_context(config.tls) if config.tls.enabled else None
+        self._tls_context = config.tls_context()
         self.client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
         c = self.config
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=c.client_id or f"mgs-device-{self.device}",
-            protocol=mqtt.MQTTv5 if c.protocol == "5" else mqtt.MQTTv311,
-        )
-        if c.username:
-            client.username_pw_set(c.username, c.resolve_password())
-        if c.tls.enabled:
-            client.tls_set_context(self._tls_context)
-            client.tls_insecure_set(c.tls.insecure)
+        client = make_client(c, c.client_id or f"mgs-device-{self.device}", self._tls_context)
         client.will_set(availability_topic(self.device, c.prefix), AVAILABILITY_OFFLINE, qos=1, retain=True)
         client.reconnect_delay_set(1, c.reconnect_max_s)
         client.max_inflight_messages_set(c.max_inflight)

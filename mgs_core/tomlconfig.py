@@ -274,6 +274,9 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        tables = [a for a in args if isinstance(a, type) and dataclasses.is_dataclass(a)]
+        if isinstance(value, dict) and len(tables) == 1:  # a table is that section: its own error is the useful one
+            return _convert(tables[0], value, key, source)
         errors: list[ConfigError] = []
         for arg in args:
             if arg is type(None):

@@ -23,6 +23,12 @@ Every role reads one TOML file, checked at start-up: an unknown key, a wrong typ
 stops the program with the key, the value and the reason. `key[]` marks a list of tables
 (`[[rois]]` in TOML).
 
+The device's `[mqtt]` and the server's `[ingest]` share the broker keys (`mgs_core.broker.BrokerConfig`):
+host, port, prefix, username, password / password_env / password_file, keepalive, client_id,
+protocol and the `tls` table. Compatibility: in `[ingest]` the older flat `tls = true` with
+`ca_file = "..."` still means `[ingest.tls] enabled = true` with `ca = "..."`, and `keepalive_s`
+still means `keepalive`.
+
 """
 
 

@@ -2,7 +2,8 @@
 
 Every endpoint needs a login session or `Authorization: Bearer <token>`: `server.auth.identify`
 refuses anonymous requests before any view runs (401). Reading needs the viewer role; changing
-assignments, animals, rules and acknowledging alerts needs officer. Times in responses are Unix
+assignments, animals, rules and acknowledging alerts needs officer; each such change writes an
+audit entry (server.audit) in the name of the token's or session's user. Times in responses are Unix
 seconds (UTC); query parameters take Unix seconds or ISO-8601 UTC, in the years 1970-2099. Errors
 are `{"error": "..."}` with 400 (bad input, out-of-range time, id or limit), 403 (role), 404 (no
 such row or box), 409 (conflicts with stored data) or 413 (body over [http] max_request_kb).
@@ -10,6 +11,7 @@ such row or box), 409 (conflicts with stored data) or 413 (body over [http] max_
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 from typing import Any
@@ -18,10 +20,10 @@ from flask import Blueprint, Response, abort, current_app, jsonify, request, str
 
 from mgs_core.errors import MgsError
 from mgs_core.messages import EARLIEST_TIME, MAX_BOXES
-from server import data_export
+from server import audit, data_export, video_imports
 from server.auth import current_user, require_role
 from server.repository import RESOLUTIONS, NotFound, parse_id, parse_time
-from server.request_db import get_repo
+from server.request_db import get_db, get_repo
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -109,6 +111,11 @@ def _username() -> str:
     return user["username"] if user else ""
 
 
+def _audit(action: str, target: str, old: Any = None, new: Any = None) -> None:
+    """One audit entry for a change that succeeded, shaped like the dashboard's for the same change."""
+    audit.record(get_db(), _username(), action, target, old, new)
+
+
 # --- boxes, devices, scores ------------------------------------------------------------------------
 
 
@@ -184,6 +191,7 @@ def create_animal() -> tuple[Response, int]:
     animal_id = repo.create_animal(
         body["name"], body.get("strain", ""), body.get("notes", ""), body.get("experiment_id")
     )
+    _audit("create animal", f"animal:{animal_id}", None, audit.pick(repo.animal(animal_id), audit.ANIMAL_FIELDS))
     return jsonify(animal=repo.animal(animal_id)), 201
 
 
@@ -196,16 +204,28 @@ def animal(animal_id: int) -> Response:
 @bp.patch("/animals/<int:animal_id>")
 @require_role("officer")
 def update_animal(animal_id: int) -> Response:
+    body = _body()
     repo = get_repo()
-    repo.update_animal(animal_id, **_body())
+    old = audit.pick(repo.animal(animal_id), audit.ANIMAL_FIELDS)
+    repo.update_animal(animal_id, **body)
+    new = audit.pick(repo.animal(animal_id), audit.ANIMAL_FIELDS)
+    if new != old:
+        _audit("update animal", f"animal:{animal_id}", old, new)
     return jsonify(animal=repo.animal(animal_id))
 
 
 @bp.get("/animals/<int:animal_id>/scores")
 def animal_scores(animal_id: int) -> Response:
+    """Points carry `source` (live / imported); `recordings` lists the imported videos in the range,
+    so a chart can draw each as its own, labelled series."""
     start, end = _time_range()
-    result = get_repo().animal_scores(animal_id, start, end, _resolution())
-    return jsonify(animal_id=animal_id, start=start, end=end, **result)
+    repo = get_repo()
+    result = repo.animal_scores(animal_id, start, end, _resolution())
+    recordings = video_imports.recordings_for_animal(repo, animal_id, start, end)
+    imported = frozenset(r["device"] for r in recordings)
+    for point in result["points"]:
+        point["source"] = video_imports.window_source(point["device"], imported)
+    return jsonify(animal_id=animal_id, start=start, end=end, recordings=recordings, **result)
 
 
 @bp.get("/experiments")
@@ -219,7 +239,14 @@ def create_experiment() -> tuple[Response, int]:
     body = _body("name")
     repo = get_repo()
     experiment_id = repo.create_experiment(body["name"], body.get("description", ""))
-    return jsonify(experiment=repo.experiment(experiment_id)), 201
+    experiment = repo.experiment(experiment_id)
+    _audit(
+        "create experiment",
+        f"experiment:{experiment_id}",
+        None,
+        {"name": experiment["name"], "description": experiment["description"]},
+    )
+    return jsonify(experiment=experiment), 201
 
 
 # --- assignments -----------------------------------------------------------------------------------
@@ -252,7 +279,9 @@ def create_assignment() -> tuple[Response, int]:
         body.get("note", ""),
         _username(),
     )
-    return jsonify(assignment=repo.assignment(assignment_id)), 201
+    created = repo.assignment(assignment_id)
+    _audit("create assignment", f"assignment:{assignment_id}", None, audit.pick(created, audit.ASSIGNMENT_FIELDS))
+    return jsonify(assignment=created), 201
 
 
 @bp.get("/assignments/<int:assignment_id>")
@@ -267,14 +296,23 @@ def update_assignment(assignment_id: int) -> Response:
     if body.get("end_time") == "now":
         body["end_time"] = time.time()
     repo = get_repo()
+    old = audit.pick(repo.assignment(assignment_id), audit.ASSIGNMENT_FIELDS)
     repo.update_assignment(assignment_id, **body)
-    return jsonify(assignment=repo.assignment(assignment_id))
+    updated = repo.assignment(assignment_id)
+    new = audit.pick(updated, audit.ASSIGNMENT_FIELDS)
+    if new != old:
+        action = "end assignment" if set(body) == {"end_time"} else "update assignment"
+        _audit(action, f"assignment:{assignment_id}", old, new)
+    return jsonify(assignment=updated)
 
 
 @bp.delete("/assignments/<int:assignment_id>")
 @require_role("officer")
 def delete_assignment(assignment_id: int) -> tuple[str, int]:
-    get_repo().delete_assignment(assignment_id)
+    repo = get_repo()
+    old = audit.pick(repo.assignment(assignment_id), audit.ASSIGNMENT_FIELDS)
+    repo.delete_assignment(assignment_id)
+    _audit("delete assignment", f"assignment:{assignment_id}", old, None)
     return "", 204
 
 
@@ -299,7 +337,18 @@ def alerts() -> Response:
 @bp.post("/alerts/<int:alert_id>/acknowledge")
 @require_role("officer")
 def acknowledge_alert(alert_id: int) -> Response:
-    return jsonify(alert=get_repo().acknowledge_alert(alert_id, _username()))
+    """Acknowledging twice keeps the first acknowledgement and its single audit entry."""
+    repo = get_repo()
+    before = repo.alert(alert_id)
+    acked = repo.acknowledge_alert(alert_id, _username())
+    if before["acknowledged_at"] is None:
+        _audit(
+            "acknowledge alert",
+            f"alert:{alert_id}",
+            {"acknowledged": False},
+            {"acknowledged": True, "animal": acked["animal_name"], "box": f"{acked['device']}/{acked['box']}"},
+        )
+    return jsonify(alert=acked)
 
 
 @bp.get("/alert-rules")
@@ -319,7 +368,9 @@ def create_alert_rule() -> tuple[Response, int]:
         body.get("experiment_id"),
         body.get("enabled", True),
     )
-    return jsonify(rule=repo.alert_rule(rule_id)), 201
+    rule = repo.alert_rule(rule_id)
+    _audit("create rule", f"rule:{rule_id}", None, audit.pick(rule, audit.RULE_FIELDS))
+    return jsonify(rule=rule), 201
 
 
 @bp.patch("/alert-rules/<int:rule_id>")
@@ -329,14 +380,25 @@ def update_alert_rule(rule_id: int) -> Response:
     if not isinstance(body["enabled"], bool):
         abort(400, description="'enabled' must be true or false")
     repo = get_repo()
+    old = audit.pick(repo.alert_rule(rule_id), audit.RULE_FIELDS)
     repo.set_alert_rule_enabled(rule_id, body["enabled"])
-    return jsonify(rule=repo.alert_rule(rule_id))
+    rule = repo.alert_rule(rule_id)
+    _audit(
+        "enable rule" if body["enabled"] else "disable rule",
+        f"rule:{rule_id}",
+        old,
+        audit.pick(rule, audit.RULE_FIELDS),
+    )
+    return jsonify(rule=rule)
 
 
 @bp.delete("/alert-rules/<int:rule_id>")
 @require_role("officer")
 def delete_alert_rule(rule_id: int) -> tuple[str, int]:
-    get_repo().delete_alert_rule(rule_id)
+    repo = get_repo()
+    old = audit.pick(repo.alert_rule(rule_id), audit.RULE_FIELDS)
+    repo.delete_alert_rule(rule_id)
+    _audit("delete rule", f"rule:{rule_id}", old, None)
     return "", 204
 
 
@@ -372,11 +434,12 @@ def export() -> Response:
         experiment_id=query["experiment_id"],
     )
     first = next(rows, None)  # runs the checks (unknown animal -> 404) before the response starts
+    imported = video_imports.imported_devices(repo)
 
     def all_rows() -> Any:
-        if first is not None:
-            yield first
-            yield from rows
+        for row in itertools.chain([] if first is None else [first], rows):
+            row["source"] = video_imports.window_source(row["device"], imported)
+            yield row
 
     chunks = data_export.csv_chunks(all_rows()) if fmt == "csv" else data_export.json_chunks(all_rows(), query)
     name = f"mgs-scores-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(start))}.{fmt}"

@@ -1,9 +1,9 @@
 """The audit log: who changed what, when, and from which value to which.
 
 Ethics committees and the animal welfare body ask "who disabled this rule" or "who moved this
-mouse" long after the fact. Every change a person makes through the dashboard writes one row:
-the user, the time, an action name, the thing changed (`rule:3`, `animal:12`, `user:bob`) and the
-old and new values as JSON. Rows are only ever added.
+mouse" long after the fact. Every change a person makes through the dashboard or the REST API
+(there as the token's user) writes one row: the user, the time, an action name, the thing changed
+(`rule:3`, `animal:12`, `user:bob`) and the old and new values as JSON. Rows are only ever added.
 """
 
 from __future__ import annotations
@@ -17,6 +17,17 @@ import sqlite_utils
 from server.db import transaction
 
 LIMIT_MAX = 5000
+
+# What an entry keeps of each kind of thing, so a change made in the dashboard and the same change
+# made through the REST API read alike in the log.
+RULE_FIELDS = ("animal_name", "experiment_name", "threshold", "duration_s", "enabled")
+ASSIGNMENT_FIELDS = ("animal_name", "device", "box", "start_time", "end_time", "note")
+ANIMAL_FIELDS = ("name", "strain", "notes", "humane_endpoint", "experiment_name")
+
+
+def pick(row: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """The audited fields of a row (names rather than ids, so the entry stays readable)."""
+    return {k: row[k] for k in keys}
 
 
 def record(

@@ -22,7 +22,7 @@ from flask import Blueprint, current_app, flash, jsonify, redirect, render_templ
 from werkzeug.wrappers import Response
 
 from mgs_core.errors import MgsError
-from server import audit, episodes, exports, timefmt, triage
+from server import audit, episodes, exports, timefmt, triage, video_imports
 from server.auth import current_user, local_path, require_role
 from server.config import DashboardConfig
 from server.episodes import Episode
@@ -395,6 +395,7 @@ def animal_history(animal_id: int) -> str:
         subject={"kind": "animal", "animal": animal},
         data_url=url_for("api.animal_scores", animal_id=animal_id),
         assignments=repo.assignments(animal_id=animal_id),
+        recordings=video_imports.recordings_for_animal(repo, animal_id, 0.0, math.inf),
         current=None,
         animal=animal,
         threshold=_threshold_for([animal_id]),
@@ -575,14 +576,6 @@ def _audit(action: str, target: str, old: Any = None, new: Any = None) -> None:
     audit.record(get_db(), user["username"], action, target, old, new)
 
 
-_RULE_FIELDS = ("animal_name", "experiment_name", "threshold", "duration_s", "enabled")
-_ASSIGNMENT_FIELDS = ("animal_name", "device", "box", "start_time", "end_time", "note")
-
-
-def _pick(row: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
-    return {k: row[k] for k in keys}
-
-
 @bp.route("/experiments", methods=["POST"])
 @require_role("officer")
 def create_experiment() -> Response:
@@ -610,12 +603,9 @@ def create_animal() -> Response:
             _form_int("experiment_id", "experiment", optional=True),
         )
         repo.update_animal(animal_id, humane_endpoint=request.form.get("humane_endpoint", ""))
-        _audit("create animal", f"animal:{animal_id}", None, _pick(repo.animal(animal_id), _ANIMAL_FIELDS))
+        _audit("create animal", f"animal:{animal_id}", None, audit.pick(repo.animal(animal_id), audit.ANIMAL_FIELDS))
 
     return _edit(create, f"Animal {name!r} added.")
-
-
-_ANIMAL_FIELDS = ("name", "strain", "notes", "humane_endpoint", "experiment_name")
 
 
 @bp.route("/animals/<int:animal_id>/records", methods=["POST"])
@@ -625,11 +615,11 @@ def update_animal_records(animal_id: int) -> Response:
 
     def update() -> None:
         repo = get_repo()
-        old = _pick(repo.animal(animal_id), _ANIMAL_FIELDS)
+        old = audit.pick(repo.animal(animal_id), audit.ANIMAL_FIELDS)
         repo.update_animal(
             animal_id, notes=request.form.get("notes", ""), humane_endpoint=request.form.get("humane_endpoint", "")
         )
-        new = _pick(repo.animal(animal_id), _ANIMAL_FIELDS)
+        new = audit.pick(repo.animal(animal_id), audit.ANIMAL_FIELDS)
         if new != old:
             _audit("update animal", f"animal:{animal_id}", old, new)
 
@@ -660,7 +650,7 @@ def create_assignment() -> Response:
             "create assignment",
             f"assignment:{assignment_id}",
             None,
-            _pick(repo.assignment(assignment_id), _ASSIGNMENT_FIELDS),
+            audit.pick(repo.assignment(assignment_id), audit.ASSIGNMENT_FIELDS),
         )
 
     return _edit(create, "Assignment saved.")
@@ -671,13 +661,13 @@ def create_assignment() -> Response:
 def end_assignment(assignment_id: int) -> Response:
     def end() -> None:
         repo = get_repo()
-        old = _pick(repo.assignment(assignment_id), _ASSIGNMENT_FIELDS)
+        old = audit.pick(repo.assignment(assignment_id), audit.ASSIGNMENT_FIELDS)
         repo.update_assignment(assignment_id, end_time=time.time())
         _audit(
             "end assignment",
             f"assignment:{assignment_id}",
             old,
-            _pick(repo.assignment(assignment_id), _ASSIGNMENT_FIELDS),
+            audit.pick(repo.assignment(assignment_id), audit.ASSIGNMENT_FIELDS),
         )
 
     return _edit(end, f"Assignment {assignment_id} ended now.")
@@ -688,7 +678,7 @@ def end_assignment(assignment_id: int) -> Response:
 def delete_assignment(assignment_id: int) -> Response:
     def delete() -> None:
         repo = get_repo()
-        old = _pick(repo.assignment(assignment_id), _ASSIGNMENT_FIELDS)
+        old = audit.pick(repo.assignment(assignment_id), audit.ASSIGNMENT_FIELDS)
         repo.delete_assignment(assignment_id)
         _audit("delete assignment", f"assignment:{assignment_id}", old, None)
 
@@ -710,7 +700,7 @@ def create_rule() -> Response:
             animal_id=rule_for if target == "animal" else None,
             experiment_id=rule_for if target == "experiment" else None,
         )
-        _audit("create rule", f"rule:{rule_id}", None, _pick(repo.alert_rule(rule_id), _RULE_FIELDS))
+        _audit("create rule", f"rule:{rule_id}", None, audit.pick(repo.alert_rule(rule_id), audit.RULE_FIELDS))
 
     return _edit(create, "Alert rule created.")
 
@@ -722,13 +712,13 @@ def set_rule_enabled(rule_id: int) -> Response:
 
     def change() -> None:
         repo = get_repo()
-        old = _pick(repo.alert_rule(rule_id), _RULE_FIELDS)
+        old = audit.pick(repo.alert_rule(rule_id), audit.RULE_FIELDS)
         repo.set_alert_rule_enabled(rule_id, enabled)
         _audit(
             "enable rule" if enabled else "disable rule",
             f"rule:{rule_id}",
             old,
-            _pick(repo.alert_rule(rule_id), _RULE_FIELDS),
+            audit.pick(repo.alert_rule(rule_id), audit.RULE_FIELDS),
         )
 
     return _edit(change, f"Alert rule {rule_id} {'enabled' if enabled else 'disabled'}.")
@@ -739,7 +729,7 @@ def set_rule_enabled(rule_id: int) -> Response:
 def delete_rule(rule_id: int) -> Response:
     def delete() -> None:
         repo = get_repo()
-        old = _pick(repo.alert_rule(rule_id), _RULE_FIELDS)
+        old = audit.pick(repo.alert_rule(rule_id), audit.RULE_FIELDS)
         repo.delete_alert_rule(rule_id)
         _audit("delete rule", f"rule:{rule_id}", old, None)
 

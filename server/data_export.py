@@ -1,9 +1,10 @@
 """Score windows as CSV or JSON, streamed: a month of one-second windows never sits in memory.
 
-The columns are the wire's ScoreWindow fields plus the animal assigned to the box at the time; an
-empty score means "no face visible", never 0. Text that people typed (animal names) is exported
-verbatim, except that a cell starting with = + - @ gets a leading apostrophe, so a spreadsheet
-shows it instead of running it as a formula (CSV injection).
+The columns are the wire's ScoreWindow fields plus the animal assigned to the box at the time and
+the window's `source`: `live` from a rack, or `imported` from a recorded video scored offline
+(server.video_imports). An empty score means "no face visible", never 0. Text that people typed
+(animal names) is exported verbatim, except that a cell starting with = + - @ gets a leading
+apostrophe, so a spreadsheet shows it instead of running it as a formula (CSV injection).
 
 The REST API's CSV is plain (comma, no BOM, ISO UTC) for scripts. The dashboard's download is for
 spreadsheets: a BOM, a local-time column Excel reads as a date, a choice of ';' with decimal commas
@@ -30,6 +31,7 @@ COLUMNS = (
     "received_at",
     "animal_id",
     "animal_name",
+    "source",
 )
 FORMATS = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -75,7 +77,18 @@ def json_chunks(rows: Iterable[dict[str, Any]], query: dict[str, Any], chunk_row
 
 BOM = "\ufeff"
 SPREADSHEET_RESOLUTIONS = ("second", "minute", "hour", "day")
-SUMMARY_COLUMNS = ("device", "box", "animal_id", "animal_name", "windows", "face_windows", "mean", "min", "max")
+SUMMARY_COLUMNS = (
+    "device",
+    "box",
+    "animal_id",
+    "animal_name",
+    "windows",
+    "face_windows",
+    "mean",
+    "min",
+    "max",
+    "source",
+)
 XLSX_MAX_ROWS = 1_048_575
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from server.repository import Repository
+from server.store import IngestStore
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class DeliveryTracker:
         """After a rolled-back transaction the in-memory state may be ahead of the database."""
         self._epochs.clear()
 
-    def _load(self, repo: Repository, device: str, epoch: str, now: float) -> _Epoch:
+    def _load(self, repo: IngestStore, device: str, epoch: str, now: float) -> _Epoch:
         key = (device, epoch)
         state = self._epochs.get(key)
         if state is not None:
@@ -79,14 +79,14 @@ class DeliveryTracker:
         self._epochs[key] = state
         return state
 
-    def handled(self, repo: Repository, device: str, epoch: str, seqs: list[int], now: float) -> None:
+    def handled(self, repo: IngestStore, device: str, epoch: str, seqs: list[int], now: float) -> None:
         """Seqs of this device's epoch that the current transaction stores or quarantines (or that
         were stored before: a redelivery)."""
         state = self._load(repo, device, epoch, now)
         for seq in seqs:
             state.add(seq)
 
-    def outbox_starts_at(self, repo: Repository, device: str, epoch: str, first_seq: int, now: float) -> bool:
+    def outbox_starts_at(self, repo: IngestStore, device: str, epoch: str, first_seq: int, now: float) -> bool:
         """A device status: its outbox `epoch` holds nothing below `first_seq`. Returns whether the
         epoch is known (a status alone does not make an epoch)."""
         if (device, epoch) not in self._epochs and repo.delivery(device, epoch) is None:
@@ -94,7 +94,7 @@ class DeliveryTracker:
         self._load(repo, device, epoch, now).skip_below(first_seq)
         return True
 
-    def commit(self, repo: Repository, touched: set[tuple[str, str]], now: float) -> dict[tuple[str, str], int]:
+    def commit(self, repo: IngestStore, touched: set[tuple[str, str]], now: float) -> dict[tuple[str, str], int]:
         """Advance the watermarks of `touched` epochs and write them; returns (device, epoch) -> stored
         through, to be acknowledged once the transaction has committed."""
         out = {}

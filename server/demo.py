@@ -34,7 +34,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import tomlkit
+
+from mgs_core.broker import BrokerConfig
 from mgs_core.errors import MgsError
+from server.ingest import IngestConfig
+from server.provision import toml_table
 
 log = logging.getLogger(__name__)
 
@@ -298,40 +303,43 @@ def start_mosquitto(facility: Facility, mosquitto: str) -> tuple[Child, int]:
 
 
 def write_server_config(workdir: Path, broker_port: int, http_port: int, protocol: str) -> Path:
-    path = workdir / "server.toml"
-    path.write_text(
-        "# mgs-server demo: everything on this machine, nothing reachable from outside.\n"
-        '[database]\npath = "mgs-server.sqlite"\n\n'
-        f'[ingest]\nhost = "127.0.0.1"\nport = {broker_port}\nclient_id = "mgs-demo-server"\n'
-        'username = "mgs-demo-server"\n'
-        f'protocol = "{protocol}"\n\n'
-        f'[http]\nhost = "127.0.0.1"\nport = {http_port}\n\n'
-        "[dashboard]\nrefresh_s = 2.0\nhistory_hours = 0.25\n"
-        f"plot_threshold = {ALERT_THRESHOLD}\n"
+    ingest = IngestConfig(
+        host="127.0.0.1", port=broker_port, client_id="mgs-demo-server", username="mgs-demo-server", protocol=protocol
     )
+    doc = tomlkit.document()
+    doc.add(tomlkit.comment("mgs-server demo: everything on this machine, nothing reachable from outside."))
+    doc.add("database", toml_table(path="mgs-server.sqlite"))
+    doc.add("ingest", toml_table(**broker_keys(ingest)))
+    doc.add("http", toml_table(host="127.0.0.1", port=http_port))
+    doc.add("dashboard", toml_table(refresh_s=2.0, history_hours=0.25, plot_threshold=ALERT_THRESHOLD))
+    path = workdir / "server.toml"
+    path.write_text(tomlkit.dumps(doc))
     return path
 
 
 def write_device_config(workdir: Path, video: Path, broker_port: int, preview_port: int, protocol: str) -> Path:
     """The demo device: the rendered video as its camera, played in real time and looped."""
     from export.synth.demo import read_video_truth
-    from server.provision import toml_str
 
-    boxes = ", ".join(f"[{x}, {y}, {w}, {h}]" for x, y, w, h in read_video_truth(video).rois)
+    mqtt = BrokerConfig(host="127.0.0.1", port=broker_port, username=DEVICE_NAME, protocol=protocol)
+    doc = tomlkit.document()
+    doc.add(tomlkit.comment("mgs-server demo device: a generated rack video stands in for the camera."))
+    doc.add("name", DEVICE_NAME)
+    doc.add("mqtt", toml_table(**broker_keys(mqtt)))
+    doc.add("camera", toml_table(source=str(video), kind="file", loop=True, realtime=True))
+    doc.add("rois", toml_table(boxes=[list(roi) for roi in read_video_truth(video).rois]))
+    doc.add("alerts", toml_table(threshold=ALERT_THRESHOLD, min_duration_s=DEVICE_ALERT_S, cooldown_s=30.0))
+    doc.add("outbox", toml_table(path="outbox.sqlite"))
+    doc.add("status", toml_table(interval_s=5.0))
+    doc.add("http", toml_table(host="127.0.0.1", port=preview_port))
     path = workdir / "device.toml"
-    path.write_text(
-        "# mgs-server demo device: a generated rack video stands in for the camera.\n"
-        f"name = {toml_str(DEVICE_NAME)}\n\n"
-        f'[mqtt]\nhost = "127.0.0.1"\nport = {broker_port}\nusername = {toml_str(DEVICE_NAME)}\n'
-        f'protocol = "{protocol}"\n\n'
-        f'[camera]\nsource = {toml_str(str(video))}\nkind = "file"\nloop = true\nrealtime = true\n\n'
-        f"[rois]\nboxes = [{boxes}]\n\n"
-        f"[alerts]\nthreshold = {ALERT_THRESHOLD}\nmin_duration_s = {DEVICE_ALERT_S}\ncooldown_s = 30.0\n\n"
-        '[outbox]\npath = "outbox.sqlite"\n\n'
-        "[status]\ninterval_s = 5.0\n\n"
-        f'[http]\nhost = "127.0.0.1"\nport = {preview_port}\n'
-    )
+    path.write_text(tomlkit.dumps(doc))
     return path
+
+
+def broker_keys(config: BrokerConfig) -> dict[str, object]:
+    """The broker keys the demo sets, as its TOML section holds them (the rest keep their defaults)."""
+    return {k: getattr(config, k) for k in ("host", "port", "prefix", "username", "client_id", "protocol")}
 
 
 def seed_database(server_config: Path) -> DemoLogin:

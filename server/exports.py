@@ -31,7 +31,7 @@ from flask import (
 
 from mgs_core.errors import MgsError
 from mgs_core.messages import parse_utc_iso
-from server import data_export
+from server import data_export, video_imports
 from server.repository import Repository
 from server.request_db import get_repo
 from server.timefmt import local_naive, parse_local
@@ -106,7 +106,9 @@ def _animal_at(assignments: list[dict[str, Any]], t: float) -> dict[str, Any] | 
 def rows(repo: Repository, pieces: list[dict[str, Any]], resolution: str, zone: str) -> Iterator[list[Any]]:
     """Spreadsheet rows, first cell the local time (a naive datetime in the facility's zone)."""
     by_box: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    imported = video_imports.imported_devices(repo)
     for piece in pieces:
+        source = video_imports.window_source(piece["device"], imported)
         key = (piece["device"], piece["box"])
         if key not in by_box:
             by_box[key] = repo.assignments(device=piece["device"], box=piece["box"])
@@ -116,6 +118,7 @@ def rows(repo: Repository, pieces: list[dict[str, Any]], resolution: str, zone: 
                 t = parse_utc_iso(w["window_start"])
                 a = fixed or _animal_at(by_box[key], t)
                 w["animal_id"], w["animal_name"] = (a["animal_id"], a["animal_name"]) if a else (None, None)
+                w["source"] = source
                 yield [local_naive(t, zone), *(w.get(c) for c in data_export.COLUMNS)]
             continue
         for p in _summaries(repo, piece, resolution, zone):
@@ -132,6 +135,7 @@ def rows(repo: Repository, pieces: list[dict[str, Any]], resolution: str, zone: 
                 p["mean"],
                 p["min"],
                 p["max"],
+                source,
             ]
 
 

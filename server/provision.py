@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import grp
 import hashlib
-import json
 import os
 import re
 import secrets
@@ -24,6 +23,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+import tomlkit
 
 from mgs_core.errors import MessageError, MgsError
 from mgs_core.messages import DEFAULT_PREFIX, validate_name, validate_prefix
@@ -196,11 +197,15 @@ def _chown_if_root(path: str, uid: int, gid: int) -> None:
 DEVICE_CONFIG_DIR = Path("/etc/mgs-rack")
 DEVICE_STATE_DIR = Path("/var/lib/mgs-device")
 PASSWORD_FILE_NAME = "mqtt-password"
+SERVER_CONFIG_DIR = Path("/etc/mgs-rack")
+SERVER_PASSWORD_FILE_NAME = "mqtt-server-password"
 
 
-def toml_str(value: str) -> str:
-    """A TOML basic string (JSON's escaping is valid TOML for these characters)."""
-    return json.dumps(value, ensure_ascii=False)
+def toml_table(**values: object) -> tomlkit.items.Table:
+    """A TOML table of `values`; tomlkit quotes and escapes them."""
+    table = tomlkit.table()
+    table.update(values)
+    return table
 
 
 def render_device_config(
@@ -216,39 +221,53 @@ def render_device_config(
 
     Everything not written here keeps the defaults of `device.config.DeviceConfig` (docs/device-pipeline.md).
     """
-    return f"""# device.toml for the edge box {name!r}, written by `mgs-server provision-device`{created}.
-# Install on the edge box as {config_dir / "device.toml"} (mode 0640, group mgs) next to
-# {config_dir / PASSWORD_FILE_NAME}, then let the device find the boxes of its rack:
-#   sudo systemctl stop mgs-device
-#   sudo -u mgs mgs-device detect-boxes --config {config_dir / "device.toml"} --source {camera}
-# and start it: sudo systemctl enable --now mgs-device (see docs/install.md).
-name = {toml_str(name)}
-
-[mqtt]
-host = {toml_str(broker_host)}
-port = {broker_port}
-prefix = {toml_str(prefix)}
-username = {toml_str(name)}
-password_file = {toml_str(str(config_dir / PASSWORD_FILE_NAME))}
-
-[camera]
-source = {toml_str(camera)}
-
-[rois]
-expected = 4
-boxes = []
-
-[outbox]
-path = {toml_str(str(DEVICE_STATE_DIR / "outbox.sqlite"))}
-"""
-
-
-def render_ingest_config(name: str, broker_host: str, broker_port: int, prefix: str, password: str) -> str:
-    """The `[ingest]` lines of server.toml for the server's own broker login."""
-    return (
-        f"[ingest]\nhost = {toml_str(broker_host)}\nport = {broker_port}\nprefix = {toml_str(prefix)}\n"
-        f"username = {toml_str(name)}\npassword = {toml_str(password)}\n"
+    doc = tomlkit.document()
+    for line in (
+        f"device.toml for the edge box {name!r}, written by `mgs-server provision-device`{created}.",
+        f"Install on the edge box as {config_dir / 'device.toml'} (mode 0640, group mgs) next to",
+        f"{config_dir / PASSWORD_FILE_NAME}, then let the device find the boxes of its rack:",
+        "  sudo systemctl stop mgs-device",
+        f"  sudo -u mgs mgs-device detect-boxes --config {config_dir / 'device.toml'} --source {camera}",
+        "and start it: sudo systemctl enable --now mgs-device (see docs/install.md).",
+    ):
+        doc.add(tomlkit.comment(line))
+    doc.add("name", name)
+    doc.add(
+        "mqtt",
+        toml_table(
+            host=broker_host,
+            port=broker_port,
+            prefix=prefix,
+            username=name,
+            password_file=str(config_dir / PASSWORD_FILE_NAME),
+        ),
     )
+    doc.add("camera", toml_table(source=camera))
+    doc.add("rois", toml_table(expected=4, boxes=[]))
+    doc.add("outbox", toml_table(path=str(DEVICE_STATE_DIR / "outbox.sqlite")))
+    return tomlkit.dumps(doc)
+
+
+def render_ingest_config(
+    name: str, broker_host: str, broker_port: int, prefix: str, config_dir: Path = SERVER_CONFIG_DIR
+) -> str:
+    """The `[ingest]` lines of server.toml for the server's own broker login.
+
+    The password itself goes into `SERVER_PASSWORD_FILE_NAME` beside server.toml, so server.toml
+    can be shown or copied without handing out the login.
+    """
+    doc = tomlkit.document()
+    doc.add(
+        "ingest",
+        toml_table(
+            host=broker_host,
+            port=broker_port,
+            prefix=prefix,
+            username=name,
+            password_file=str(config_dir / SERVER_PASSWORD_FILE_NAME),
+        ),
+    )
+    return tomlkit.dumps(doc)
 
 
 def write_private(path: Path, text: str) -> None:

@@ -5,7 +5,8 @@ into `score_windows` with the wire contract's checks (`ScoreWindow.validate`), i
 and each box with a named animal gets an ended assignment over the recording's time span, so the
 session shows in that animal's history and exports next to its live windows. The pseudo-device is
 NOT entered in `devices` or `boxes`: the overview shows live racks, and a recording is not a rack
-that went offline. `video_imports` marks the device as imported.
+that went offline. `video_imports` marks the device as imported: the history page draws its windows
+as a series of their own and lists the recording, and exports give them the source `imported`.
 
 `seq` = window index * MAX_BOXES + box: the unique (device, seq) of `score_windows` is then the
 natural key (video fingerprint, box, window start), and a second import of the same video, or of a
@@ -24,6 +25,7 @@ from mgs_core.errors import MessageError, MgsError
 from mgs_core.messages import MAX_BOXES, ScoreWindow, parse_utc_iso, utc_iso
 from server.db import transaction
 from server.repository import Conflict, Repository
+from server.store import IngestStore
 
 DEVICE_PREFIX = "rec-"
 FINGERPRINT_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -131,8 +133,9 @@ def store_import(repo: Repository, body: dict[str, Any], username: str, source: 
         raise ValueError(source)
     meta, windows = parse_import(body)
     now = time.time()
-    with transaction(repo.db) as conn:
-        model_id = repo._model_id(meta["model_sha256"])
+    store = IngestStore(repo.db)
+    with store.write() as conn:
+        model_id = store.model_id(meta["model_sha256"])
         conn.execute(
             "INSERT INTO video_imports (fingerprint, device, video_name, recorded_start, recorded_end, start_from, "
             "window_s, model_id, software_version, source, imported_by, imported_at) "
@@ -181,7 +184,7 @@ def store_import(repo: Repository, body: dict[str, Any], username: str, source: 
         )
         stored = conn.total_changes - before
         if stored:
-            repo.update_rollups(after_id)
+            store.update_rollups(after_id)
     outcome = ImportOutcome(import_id, meta["device"], stored, len(windows) - stored)
     for b in meta["boxes"]:
         _link_box(repo, outcome, meta, b, username)
@@ -248,6 +251,29 @@ def _animal_id(repo: Repository, name: str) -> int:
     if row:
         return int(row[0])
     return repo.create_animal(name, notes="created by a video import")
+
+
+def imported_devices(repo: Repository) -> frozenset[str]:
+    """The pseudo-devices of imported recordings: told apart by this table, not by their name, since
+    a rack may be called `rec-...` too."""
+    return frozenset(row[0] for row in repo.db.execute("SELECT device FROM video_imports"))
+
+
+def window_source(device: str, imported: frozenset[str]) -> str:
+    """An export's `source` column: `imported` for a recording's windows, else `live`."""
+    return "imported" if device in imported else "live"
+
+
+def recordings_for_animal(repo: Repository, animal_id: int, start: float, end: float) -> list[dict[str, Any]]:
+    """The imported recordings filed under the animal that overlap [start, end), oldest first: the
+    box's span (start_time, end_time), device, box, video, source, imported_by, imported_at."""
+    return repo._q(
+        "SELECT a.device, a.box, a.start_time, a.end_time, i.video_name AS video, i.source, i.imported_by, "
+        "i.imported_at FROM assignments a JOIN video_imports i ON i.device = a.device "
+        "WHERE a.animal_id = ? AND a.start_time < ? AND (a.end_time IS NULL OR a.end_time > ?) "
+        "ORDER BY a.start_time, a.id",
+        [animal_id, end, start],
+    )
 
 
 def list_imports(repo: Repository) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from server import repository
+from server import store
 from server.db import connect
 from server.repository import Repository
 from tests.conftest import wait_for
@@ -148,7 +148,7 @@ def test_a_flood_of_garbage_does_not_grow_the_quarantine_without_bound(
 ) -> None:
     db_path = tmp_path / "server.db"
     count = 300
-    monkeypatch.setattr(repository, "QUARANTINE_MAX_ROWS", 100)
+    monkeypatch.setattr(store, "QUARANTINE_MAX_ROWS", 100)
     with running_worker(broker, db_path) as worker:
         publish(broker, [(TOPIC, b"garbage %d" % i) for i in range(count)] + [good(1)])
         wait_for(

@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from server.config import DashboardConfig
 from server.dashboard import PLOTLY_JS, box_state, sparkline, trend
 from server.db import connect, transaction
-from server.repository import Repository
+from server.store import IngestStore
 from tests.web_support import alert, csrf, logged_in, make_app, recent_window, repo_call, status, store
 
 
@@ -113,7 +113,7 @@ def test_devices_page_shows_a_seq_regression(app: Flask, viewer: FlaskClient) ->
     store(app, recent_window(score=3.0), recent_window(device="rack2", score=3.0))
     db = connect(app.config["DATABASE"])
     with transaction(db):
-        Repository(db).record_seq_regression(
+        IngestStore(db).record_seq_regression(
             "rack1", "new outbox epoch 'ab12cd34ef56ab78' after epoch '' reached seq 9", time.time()
         )
     db.conn.close()

@@ -9,8 +9,9 @@ import pytest
 
 from mgs_core.errors import MgsError
 from mgs_core.messages import BoxAlert, utc_iso
-from server.db import connect, transaction
-from server.repository import QUARANTINE_MAX_ROWS, Conflict, NotFound, Quarantined, Repository, pick_resolution
+from server.db import connect
+from server.repository import Conflict, NotFound, Quarantined, Repository, pick_resolution
+from server.store import QUARANTINE_MAX_ROWS, IngestStore
 from tests.ingest_support import T0, window
 
 
@@ -20,8 +21,9 @@ def repo(tmp_path: Path) -> Repository:
 
 
 def store(repo: Repository, windows: list, received_at: float = T0 + 10_000) -> int:
-    with transaction(repo.db):
-        return repo.store_windows(windows, received_at).count
+    ingest = IngestStore(repo.db)
+    with ingest.write():
+        return ingest.store_windows(windows, received_at).count
 
 
 def scores(i: int) -> float | None:
@@ -136,10 +138,11 @@ def test_device_alerts_are_stored_once_and_acknowledged(repo: Repository) -> Non
     alert = BoxAlert(
         device="rack1", box=2, seq=77, event="raised", time=utc_iso(T0), threshold=5.0, duration_s=60.0, score=6.5
     )
-    with transaction(repo.db):
-        assert repo.store_device_alerts([alert, alert], T0) == 1
-    with transaction(repo.db):
-        assert repo.store_device_alerts([alert], T0) == 0
+    ingest = IngestStore(repo.db)
+    with ingest.write():
+        assert ingest.store_device_alerts([alert, alert], T0) == 1
+    with ingest.write():
+        assert ingest.store_device_alerts([alert], T0) == 0
     [row] = repo.alerts()
     assert (row["source"], row["event"], row["box"], row["acknowledged_by"]) == ("device", "raised", 2, None)
     assert repo.boxes(now=T0)[0]["alert"] == "raised"
@@ -152,12 +155,13 @@ def test_device_alerts_are_stored_once_and_acknowledged(repo: Repository) -> Non
 
 
 def test_quarantine_is_truncated_and_capped(repo: Repository) -> None:
-    with transaction(repo.db):
-        repo.store_quarantine([Quarantined(T0, "mgs/x/status", b"x" * 100_000, "too big")])
+    ingest = IngestStore(repo.db)
+    with ingest.write():
+        ingest.store_quarantine([Quarantined(T0, "mgs/x/status", b"x" * 100_000, "too big")])
     [row] = repo.quarantine()
     assert row["payload_bytes"] == 100_000 and len(row["payload"]) < 5000
-    with transaction(repo.db):
-        repo.store_quarantine(
+    with ingest.write():
+        ingest.store_quarantine(
             [Quarantined(T0, "mgs/x/status", b"{}", f"bad {i}") for i in range(QUARANTINE_MAX_ROWS + 50)]
         )
     assert repo.db.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0] == QUARANTINE_MAX_ROWS

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from server.db import connect, transaction
 from server.delivery import DeliveryTracker
-from server.repository import Repository
+from server.store import IngestStore
 
 
 def step(
-    repo: Repository, tracker: DeliveryTracker, device: str, epoch: str, seqs: list[int], first_seq: int = 0
+    repo: IngestStore, tracker: DeliveryTracker, device: str, epoch: str, seqs: list[int], first_seq: int = 0
 ) -> int:
     """One ingest batch: these seqs stored, maybe a status naming the outbox's lowest seq."""
     with transaction(repo.db):
@@ -24,7 +24,7 @@ def step(
 
 
 def test_the_ack_covers_only_seqs_stored_without_a_gap(tmp_path: Path) -> None:
-    repo, tracker = Repository(connect(tmp_path / "s.db")), DeliveryTracker()
+    repo, tracker = IngestStore(connect(tmp_path / "s.db")), DeliveryTracker()
     assert step(repo, tracker, "rack1", "aa11bb22", [1, 2, 4, 5]) == 2
     assert step(repo, tracker, "rack1", "aa11bb22", [3]) == 5  # the gap is filled by a resend
     assert step(repo, tracker, "rack1", "aa11bb22", [9]) == 5
@@ -33,13 +33,13 @@ def test_the_ack_covers_only_seqs_stored_without_a_gap(tmp_path: Path) -> None:
 
 
 def test_the_watermark_survives_a_restart_and_a_new_epoch_is_a_regression(tmp_path: Path) -> None:
-    repo = Repository(connect(tmp_path / "s.db"))
+    repo = IngestStore(connect(tmp_path / "s.db"))
     step(repo, DeliveryTracker(), "rack1", "aa11bb22", [1, 2, 3])
     fresh = DeliveryTracker()  # a restarted server
     assert step(repo, fresh, "rack1", "aa11bb22", [4]) == 4
     assert repo.db.execute("SELECT seq_regressions FROM devices").fetchall() == []
     assert step(repo, fresh, "rack1", "cc33dd44", [1]) == 1
-    device = repo.device("rack1")
+    device = repo.repository.device("rack1")
     assert (
         device["seq_regressions"] == 1
         and "'cc33dd44' after epoch 'aa11bb22' reached seq 4" in device["last_regression"]

@@ -20,7 +20,7 @@ from mgs_core.messages import (
 )
 from mgs_core.tomlconfig import from_dict
 from server.db import connect
-from server.ingest import IngestConfig, IngestWorker
+from server.ingest import IngestConfig, IngestTlsConfig, IngestWorker
 from server.repository import Repository
 from tests.conftest import wait_for
 from tests.ingest_support import T0, publish, running_worker, score_message, window
@@ -159,6 +159,20 @@ def test_config_is_checked_with_key_and_reason() -> None:
         from_dict(IngestConfig, {"batch_size": 5000, "queue_size": 10})
     with pytest.raises(ConfigError, match="unknown key 'ingest.batchsize'"):
         from_dict(IngestConfig, {"batchsize": 10})
+
+
+def test_older_flat_tls_and_keepalive_keys_still_configure_the_broker_connection(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read here")
+    old = from_dict(IngestConfig, {"tls": True, "ca_file": str(ca), "keepalive_s": 60})
+    new = from_dict(IngestConfig, {"tls": {"enabled": True, "ca": str(ca)}, "keepalive": 60})
+    assert (old.tls, old.keepalive) == (new.tls, new.keepalive) == (IngestTlsConfig(enabled=True, ca=ca), 60)
+    with pytest.raises(ConfigError, match="ingest.tls.ca"):
+        from_dict(IngestConfig, {"tls": {"enabled": True, "ca": str(tmp_path / "missing.pem")}})
+    with pytest.raises(ConfigError, match="ca_file"):
+        from_dict(IngestConfig, {"tls": {"enabled": True}, "ca_file": str(ca)})
+    with pytest.raises(ConfigError, match="only one of password"):
+        from_dict(IngestConfig, {"password": "x", "password_file": str(ca)})
 
 
 def test_ingest_reconnects_after_a_broker_restart(broker, tmp_path: Path) -> None:

@@ -130,11 +130,17 @@ def test_bad_broker_host_is_refused_before_anything_is_written(tmp_path: Path, c
     assert not (tmp_path / "mgs.passwd").exists()
 
 
-def test_server_role_gets_an_ingest_section(tmp_path: Path) -> None:
+def test_server_role_gets_an_ingest_section_with_its_password_in_a_file(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert _provision(tmp_path, "mgs-server", "--role", "server", "--broker-host", "127.0.0.1", "--out", str(out)) == 0
-    ingest = from_dict(IngestConfig, tomllib.loads((out / "ingest.toml").read_text())["ingest"], source="ingest.toml")
-    assert ingest.username == "mgs-server" and _verify(tmp_path / "mgs.passwd", "mgs-server", ingest.password)
+    text = (out / "ingest.toml").read_text()
+    ingest = from_dict(IngestConfig, tomllib.loads(text)["ingest"], source="ingest.toml")
+    assert ingest.username == "mgs-server" and not ingest.password
+    assert ingest.password_file == Path("/etc/mgs-rack/mqtt-server-password")
+    secret = out / "mqtt-server-password"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    password = secret.read_text().strip()
+    assert password not in text and _verify(tmp_path / "mgs.passwd", "mgs-server", password)
     assert "user mgs-server\ntopic read mgs/#\ntopic write mgs/alerts/#\n" in (tmp_path / "mgs.acl").read_text()
 
 

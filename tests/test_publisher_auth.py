@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from device.outbox import Outbox
-from device.publisher import MqttConfig, Publisher, TlsConfig
+from device.publisher import MqttConfig, Publisher
+from mgs_core.broker import TlsConfig
 from server.db import connect as connect_db
 from server.provision import CONSUMER_USER, SERVER_USER
 from tests.conftest import Broker, wait_for
@@ -37,8 +38,10 @@ def test_device_login_from_password_file_publishes_everything_within_its_acl(fac
     pub = publisher(broker, outbox, password_file=secret)
     pub.start()
     db = tmp_path / "server.db"
+    server_secret = tmp_path / "server-password"
+    server_secret.write_text(passwords[SERVER_USER] + "\n")
     try:
-        with running_worker(broker, db, username=SERVER_USER, password=passwords[SERVER_USER]):
+        with running_worker(broker, db, username=SERVER_USER, password_file=server_secret):
             wait_for(pub.connected.is_set, 10, what="the device to log in")
             enqueue_windows(outbox, 1_700_000_000.0, device=DEVICE)
             pub.publish_state(0, 2.5)
@@ -149,7 +152,7 @@ def test_tls_with_the_facility_ca(tmp_path: Path) -> None:
     )
     pub.start()
     try:
-        with running_worker(broker, tmp_path / "server.db", tls=True, ca_file=str(certs["ca"])):
+        with running_worker(broker, tmp_path / "server.db", tls=TlsConfig(enabled=True, ca=certs["ca"])):
             enqueue_windows(outbox, 1_700_000_000.0, device=DEVICE)
             wait_for(lambda: outbox.stats().depth == 0, 15, what="windows stored and confirmed over TLS")
     finally:

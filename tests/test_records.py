@@ -1,4 +1,4 @@
-"""Records: audit log entries for changes made in the dashboard, animal notes, the per-animal
+"""Records: audit log entries for changes made in the dashboard and the REST API, animal notes, the per-animal
 report, the facility's time zone and the spreadsheet downloads (real SQLite, no browser)."""
 
 from __future__ import annotations
@@ -13,9 +13,13 @@ import pytest
 from flask import Flask
 
 from mgs_core.errors import ConfigError
+from server import audit
 from server.config import DashboardConfig
+from server.db import connect
 from tests.ingest_support import window
 from tests.web_support import (
+    add_token,
+    add_user,
     alert,
     csrf,
     logged_in,
@@ -199,3 +203,50 @@ def test_the_api_sets_the_humane_endpoint_shown_on_the_animal_page(app: Flask) -
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.get_json()["animal"]["humane_endpoint"] == "no food intake for 24 h"
     assert "no food intake for 24 h" in officer.get(f"/animals/{animal}").get_data(as_text=True)
+
+
+def test_changes_through_the_api_are_audited_in_the_tokens_name(app: Flask) -> None:
+    animal = repo_call(app, "create_animal", "M10")
+    store(app, recent_window(score=3.0), alerts=(alert(score=7.5),))
+    api, client = {"Authorization": "Bearer " + add_token(app, add_user(app, "pipeline", "officer"))}, app.test_client()
+    rule = {"animal_id": animal, "threshold": 6, "duration_s": 600}
+    assert client.post("/api/v1/alert-rules", json=rule, headers=api).status_code == 201
+    client.patch("/api/v1/alert-rules/1", json={"enabled": False}, headers=api)
+    assert client.patch("/api/v1/alert-rules/99", json={"enabled": True}, headers=api).status_code == 404
+    client.delete("/api/v1/alert-rules/1", headers=api)
+    box = {"animal_id": animal, "device": "rack1", "box": 0}
+    assignment = client.post("/api/v1/assignments", json=box, headers=api).get_json()["assignment"]["id"]
+    client.patch(f"/api/v1/assignments/{assignment}", json={"end_time": "now"}, headers=api)
+    client.delete(f"/api/v1/assignments/{assignment}", headers=api)
+    client.post("/api/v1/animals", json={"name": "M11"}, headers=api)
+    for _ in range(2):  # the unchanged second save and the second acknowledgement add no entry
+        client.patch(f"/api/v1/animals/{animal}", json={"notes": "post-op"}, headers=api)
+        client.post("/api/v1/alerts/1/acknowledge", headers=api)
+    client.post("/api/v1/experiments", json={"name": "E1", "description": "analgesia"}, headers=api)
+    db = connect(app.config["DATABASE"])
+    try:
+        entries = {e["action"]: e for e in audit.entries(db)}
+        assert list(entries) == [
+            "create experiment",
+            "acknowledge alert",
+            "update animal",
+            "create animal",
+            "delete assignment",
+            "end assignment",
+            "create assignment",
+            "delete rule",
+            "disable rule",
+            "create rule",
+        ]
+    finally:
+        db.conn.close()
+    assert {e["username"] for e in entries.values()} == {"pipeline"}
+    assert entries["disable rule"]["changes"] == [("enabled", 1, 0)]
+    assert entries["create rule"]["new"]["animal_name"] == "M10"
+    assert entries["update animal"]["changes"] == [("notes", "", "post-op")]
+    assert entries["delete assignment"]["old"]["device"] == "rack1" and entries["delete assignment"]["new"] is None
+    assert entries["end assignment"]["new"]["end_time"] is not None
+    assert entries["acknowledge alert"]["target"] == "alert:1"
+    assert entries["create experiment"]["new"] == {"name": "E1", "description": "analgesia"}
+    page = logged_in(app, "officer", "olga").get("/audit?target=rule:1").get_data(as_text=True)
+    assert page.count("data-audit=") == 3 and "pipeline" in page

@@ -8,9 +8,10 @@ import pytest
 
 from mgs_core.errors import MessageError, MgsError
 from mgs_core.messages import AnimalAlert, animal_alert_topic
-from server.db import connect, transaction
+from server.db import connect
 from server.repository import Repository
 from server.rules import RuleEngine, RuleState, step
+from server.store import IngestStore
 from tests.ingest_support import T0, window
 
 
@@ -42,8 +43,9 @@ def repo(tmp_path: Path) -> Repository:
 
 
 def ingest(repo: Repository, windows: list) -> list:
-    with transaction(repo.db):
-        return RuleEngine(repo).evaluate(repo.store_windows(windows, T0), T0)
+    ingest = IngestStore(repo.db)
+    with ingest.write():
+        return RuleEngine(repo).evaluate(ingest.store_windows(windows, T0), T0)
 
 
 def test_rules_follow_the_animal_and_survive_a_restart(repo: Repository) -> None:

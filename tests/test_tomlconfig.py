@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import typing
 from dataclasses import dataclass, field
@@ -202,6 +203,8 @@ def _sections(cls: type) -> list[tuple[str, type]]:
         owner = cls
         for part in section.split("."):
             owner = typing.get_type_hints(owner)[part]
+            # `X | bool` (an older flat form kept loading): the table is the dataclass member
+            owner = next((t for t in typing.get_args(owner) if dataclasses.is_dataclass(t)), owner)
         out.append((section, owner))
     return out
 

@@ -6,7 +6,10 @@ CLI talks to it over HTTP with an officer's API token, as a researcher's PC woul
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import re
 import threading
 import urllib.error
 import urllib.request
@@ -20,7 +23,11 @@ from werkzeug.serving import make_server
 from device.cli import main as device_main
 from export.cli import main as export_main
 from mgs_core.messages import parse_utc_iso
-from tests.web_support import add_token, add_user, make_app, repo_call
+from server.db import connect
+from server.repository import Repository
+from server.video_imports import store_import
+from tests.ingest_support import window
+from tests.web_support import add_token, add_user, logged_in, make_app, repo_call, store
 
 SECONDS, FPS = 4, 10
 
@@ -166,3 +173,78 @@ def test_import_needs_an_officer_and_a_valid_result(live) -> None:
     assert code == 400 and "windows[0]" in body["error"] and "valid_eyes" in body["error"]
     code, body = _post(url, live["officer"], {"fingerprint": "not a hash"})
     assert code == 400 and "sha256" in body["error"]
+
+
+def _result(fingerprint: str, start: str, video: str, animal: str, box: int = 1, n: int = 5) -> dict[str, Any]:
+    """A result.json as `mgs-device score` writes it: `n` one-second windows of one box."""
+    return {
+        "fingerprint": fingerprint,
+        "video": video,
+        "start": start,
+        "window_s": 1.0,
+        "model_sha256": "a" * 64,
+        "boxes": [{"box": box, "animal": animal}],
+        "windows": [
+            {
+                "box": box,
+                "index": i,
+                "t_start_s": i,
+                "t_end_s": i + 1,
+                "frames": 10,
+                "valid_eyes": 20,
+                "score": 5.0,
+                "median": 5.0,
+                "p90": 5.5,
+                "face_visible_fraction": 1.0,
+            }
+            for i in range(n)
+        ],
+    }
+
+
+def test_an_imported_recording_is_marked_in_the_history_and_the_exports(tmp_path: Path) -> None:
+    app = make_app(tmp_path)
+    mouse = repo_call(app, "create_animal", "M07")
+    t0 = parse_utc_iso("2026-05-01T08:00:00Z")
+    repo_call(app, "create_assignment", mouse, "rack1", 0, t0 - 3600, t0 - 60)
+    store(app, *[window("rack1", 0, i, t0 - 600 + i, 2.0) for i in range(3)])
+    db = connect(app.config["DATABASE"])
+    try:
+        outcome = store_import(Repository(db), _result("e" * 64, "2026-05-01T08:00:00Z", "day3.mp4", "M07"), "olga")
+    finally:
+        db.conn.close()
+    client = logged_in(app, "viewer")
+    span = f"start={t0 - 3600}&end={t0 + 3600}"
+
+    scores = client.get(f"/api/v1/animals/{mouse}/scores?{span}&resolution=raw").get_json()
+    assert [(p["device"], p["source"]) for p in scores["points"]] == [("rack1", "live")] * 3 + [
+        (outcome.device, "imported")
+    ] * 5
+    [recording] = scores["recordings"]
+    assert (recording["video"], recording["box"], recording["imported_by"], recording["source"]) == (
+        "day3.mp4",
+        1,
+        "olga",
+        "api",
+    )
+    before = client.get(f"/api/v1/animals/{mouse}/scores?start={t0 - 3600}&end={t0 - 60}").get_json()
+    assert before["recordings"] == [], "only the recordings in the range are listed"
+
+    page = client.get(f"/animals/{mouse}").get_data(as_text=True)
+    row = re.search(rf'<tr data-recording="{outcome.device}">(.*?)</tr>', page, re.S)
+    assert row is not None and "day3.mp4" in row.group(1) and "olga" in row.group(1)
+
+    exported = client.get(f"/api/v1/export?scope=animal:{mouse}&{span}").get_data(as_text=True)
+    rows = list(csv.DictReader(io.StringIO(exported)))
+    assert [(r["device"], r["source"]) for r in rows] == [("rack1", "live")] * 3 + [(outcome.device, "imported")] * 5
+    download = client.get(
+        "/export/download",
+        query_string={
+            "scope": f"animal:{mouse}",
+            "start": str(t0 - 3600),
+            "end": str(t0 + 3600),
+            "resolution": "minute",
+        },
+    ).data.decode("utf-8-sig")
+    summaries = list(csv.DictReader(io.StringIO(download)))
+    assert {(r["device"], r["source"]) for r in summaries} == {("rack1", "live"), (outcome.device, "imported")}

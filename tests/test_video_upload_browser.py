@@ -48,6 +48,8 @@ def test_an_officer_uploads_a_video_and_sees_the_scores(page: Any, server: Any, 
 
     page.click("#result-boxes a:has-text('M11')")
     expect(page).to_have_url(re.compile(r"/animals/\d+$"))
+    expect(page.locator("#recordings")).to_contain_text("cage-cam.mp4")
+    expect(page.locator("#plot .legend")).to_contain_text("imported recording: cage-cam.mp4")
     page.goto(f"{server.url}/videos")
     expect(page.locator("#imports")).to_contain_text("M11")
     expect(page.locator("#jobs")).to_contain_text("done")

@@ -14,8 +14,9 @@ from mgs_core.messages import BoxAlert, DeviceStatus, ScoreWindow, utc_iso
 from server import auth
 from server.app import create_app
 from server.config import DashboardConfig, DatabaseConfig, ServerConfig
-from server.db import connect, transaction
+from server.db import connect
 from server.repository import Repository
+from server.store import IngestStore
 from tests.ingest_support import SHA, window
 
 PASSWORD = "correct horse battery"
@@ -78,16 +79,16 @@ def repo_call(app: Flask, method: str, *args: Any, **kwargs: Any) -> Any:
 def store(
     app: Flask, *windows: ScoreWindow, alerts: tuple[BoxAlert, ...] = (), statuses: tuple[DeviceStatus, ...] = ()
 ) -> None:
-    """Write through the ingest worker's own repository calls (in one transaction, like a batch)."""
+    """Write through the ingest writer's own store calls (in one transaction, like a batch)."""
     db = connect(app.config["DATABASE"])
     try:
-        repo = Repository(db)
-        with transaction(db):
-            repo.store_windows(list(windows), time.time())
-            repo.store_device_alerts(list(alerts), time.time())
+        ingest = IngestStore(db)
+        with ingest.write():
+            ingest.store_windows(list(windows), time.time())
+            ingest.store_device_alerts(list(alerts), time.time())
             for status in statuses:
-                repo.store_status(status, time.time())
-            repo.store_availability(windows[0].device if windows else "rack1", "online", time.time())
+                ingest.store_status(status, time.time())
+            ingest.store_availability(windows[0].device if windows else "rack1", "online", time.time())
     finally:
         db.conn.close()
 

@@ -86,11 +86,12 @@ def run(args: argparse.Namespace) -> int:
         written = [config_path, out / provision.PASSWORD_FILE_NAME]
     elif args.role == "server":
         snippet = out / "ingest.toml"
+        secret = out / provision.SERVER_PASSWORD_FILE_NAME
         provision.write_private(
-            snippet,
-            provision.render_ingest_config(args.name, args.broker_host, args.broker_port, args.prefix, password),
+            snippet, provision.render_ingest_config(args.name, args.broker_host, args.broker_port, args.prefix)
         )
-        written = [snippet]
+        provision.write_private(secret, password + "\n")
+        written = [snippet, secret]
     else:
         secret = out / f"{args.name}.password"
         provision.write_private(secret, password + "\n")
@@ -105,7 +106,11 @@ def run(args: argparse.Namespace) -> int:
     if args.role == "device":
         print(f"then copy {out}/* to /etc/mgs-rack/ on the edge box and follow docs/install.md")
     elif args.role == "server":
-        print("then merge the [ingest] lines into /etc/mgs-rack/server.toml and restart mgs-server")
+        print(
+            f"then merge the [ingest] lines into {provision.SERVER_CONFIG_DIR}/server.toml, install "
+            f"{secret} as {provision.SERVER_CONFIG_DIR / provision.SERVER_PASSWORD_FILE_NAME} "
+            "(owner mgs, mode 0600) and restart mgs-server"
+        )
     return 0
 
 

@@ -1,7 +1,8 @@
 // History plot: score over time from the REST API; zooming fetches the range again, so the server
 // picks raw windows, minute or hour means to keep the plot at a few thousand points. Times are
 // drawn as wall-clock times of the facility's zone; alert episodes are shaded, acknowledgements
-// marked with who and the note.
+// marked with who and the note. Windows of imported recordings (points with source "imported") are
+// not mixed into the live line: each recording is its own series, named after its video.
 "use strict";
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -30,7 +31,7 @@ document.addEventListener("DOMContentLoaded", () => {
 
   function traces(body) {
     const half = (bucket[body.resolution] || 0) / 2;
-    const pts = body.points;
+    const pts = body.points.filter((p) => p.source !== "imported");
     const x = pts.map((p) => wall(p.t + half));
     const mean = pts.map((p) => p.mean);
     const out = [];
@@ -42,7 +43,16 @@ document.addEventListener("DOMContentLoaded", () => {
     out.push({ x, y: mean, mode: pts.length > 400 ? "lines" : "lines+markers", name: "score (mean)", connectgaps: false,
                line: { color: "#2b5fab", width: 1.5 }, marker: { size: 4 },
                hovertemplate: `%{y:.2f}<extra>%{x} ${mgs.zone}</extra>` });
-    const hidden = pts.filter((p) => p.mean === null);
+    for (const rec of body.recordings || []) {
+      const own = body.points.filter((p) => p.device === rec.device && p.box === rec.box);
+      if (!own.length) continue;
+      out.push({ x: own.map((p) => wall(p.t + half)), y: own.map((p) => p.mean), mode: "lines+markers",
+                 name: `imported recording: ${rec.video}`, connectgaps: false,
+                 line: { color: "#d46b08", width: 1.5, dash: "dot" }, marker: { symbol: "diamond", size: 6, color: "#d46b08" },
+                 text: own.map(() => rec.video),
+                 hovertemplate: `%{y:.2f}<extra>imported: %{text}<br>%{x} ${mgs.zone}</extra>` });
+    }
+    const hidden = body.points.filter((p) => p.mean === null);
     out.push({ x: hidden.map((p) => wall(p.t + half)), y: hidden.map(() => -0.4), mode: "markers",
                name: "no face visible", marker: { symbol: "line-ns-open", size: 8, color: "#8a8f98" },
                hovertemplate: "no face visible<extra>%{x}</extra>" });
@@ -83,6 +93,7 @@ document.addEventListener("DOMContentLoaded", () => {
     try {
       const body = await mgs.getJSON(`${div.dataset.url}?start=${encodeURIComponent(iso(start))}&end=${encodeURIComponent(iso(end))}&resolution=auto`);
       const lay = layout(start, end);
+      if ((body.recordings || []).length) lay.showlegend = true;  // Plotly hides a legend of one series
       if (range) delete lay.xaxis.range;  // keep the user's zoom
       await Plotly.react(div, traces(body), lay, { responsive: true, displaylogo: false });
       div.dataset.points = String(body.points.length);
