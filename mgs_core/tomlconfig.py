@@ -18,6 +18,7 @@ import os
 import tomllib
 import types
 import typing
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,16 +43,16 @@ class InvalidValue(ConfigError):
         return InvalidValue(key, self.value, self.reason, source)
 
 
-class Rule:
+class Rule(ABC):
     """A rule on one value, attached to a field with `Annotated[type, rule]`."""
 
+    @abstractmethod
     def problem(self, value: Any) -> str | None:
         """Why `value` breaks the rule, as "must ..." text, or None when it does not."""
-        raise NotImplementedError
 
+    @abstractmethod
     def describe(self) -> str:
         """The rule for the configuration reference."""
-        raise NotImplementedError
 
 
 def _number(x: float) -> str:
