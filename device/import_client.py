@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from device.server_link import http_error_text
 from mgs_core.errors import MgsError
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class ImportClient:
                 answer = json.loads(response.read())
         except urllib.error.HTTPError as exc:
             raise MgsError(
-                f"{result['video']}: the server refused the import ({exc.code}: {_error(exc)}); "
+                f"{result['video']}: the server refused the import ({exc.code}: {http_error_text(exc)}); "
                 "the local results are kept, fix that and run again"
             ) from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
@@ -59,10 +60,3 @@ class ImportClient:
         )
         result["import"] = answer
         return answer
-
-
-def _error(exc: urllib.error.HTTPError) -> str:
-    try:
-        return str(json.loads(exc.read()).get("error", exc.reason))
-    except (ValueError, OSError):
-        return str(exc.reason)

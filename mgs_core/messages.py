@@ -41,7 +41,7 @@ _EPOCH_RE = re.compile(r"^[0-9a-f]{8,32}$")
 EARLIEST_TIME = 0.0
 LATEST_TIME = datetime(2100, 1, 1, tzinfo=UTC).timestamp()
 
-TopicKind = Literal["availability", "status", "score", "state", "alert", "stored"]
+TopicKind = Literal["availability", "status", "score", "state", "alert", "stored", "model", "model_event"]
 AVAILABILITY_ONLINE = "online"
 AVAILABILITY_OFFLINE = "offline"
 
@@ -75,6 +75,16 @@ def stored_topic(device: str, prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}/{validate_name(device)}/stored"
 
 
+def model_topic(device: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """Server -> device, retained: the model version the device should run (see `ModelAssignment`)."""
+    return f"{prefix}/{validate_name(device)}/model"
+
+
+def model_event_topic(device: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """Device -> server, retained: the device's last model roll-out step (see `ModelEvent`)."""
+    return f"{prefix}/{validate_name(device)}/model_event"
+
+
 def _box_topic(device: str, box: int, leaf: str, prefix: str) -> str:
     _check_box(box)
     return f"{prefix}/{validate_name(device)}/box/{box}/{leaf}"
@@ -94,7 +104,7 @@ def alert_topic(device: str, box: int, prefix: str = DEFAULT_PREFIX) -> str:
 
 def subscriptions(prefix: str = DEFAULT_PREFIX) -> list[str]:
     """Topic filters a consumer needs to receive everything every device publishes."""
-    return [f"{prefix}/+/availability", f"{prefix}/+/status", f"{prefix}/+/box/+/+"]
+    return [f"{prefix}/+/availability", f"{prefix}/+/status", f"{prefix}/+/model_event", f"{prefix}/+/box/+/+"]
 
 
 @dataclass(frozen=True)
@@ -111,7 +121,7 @@ def parse_topic(topic: str, prefix: str = DEFAULT_PREFIX) -> TopicRef:
     if parts[: len(pre)] != pre:
         raise MessageError(f"topic {topic!r} is not under prefix {prefix!r}")
     rest = parts[len(pre) :]
-    if len(rest) == 2 and rest[1] in ("availability", "status"):
+    if len(rest) == 2 and rest[1] in ("availability", "status", "model", "model_event"):
         return TopicRef(rest[1], validate_name(rest[0]))  # type: ignore[arg-type]
     if len(rest) == 4 and rest[1] == "box" and rest[3] in ("score", "state", "alert"):
         try:
@@ -222,6 +232,22 @@ def _sha(value: Any, name: str) -> None:
         raise MessageError(f"field {name!r} = {value!r} must be a lowercase hex sha256")
 
 
+def _version(value: Any, name: str, *, required: bool = False) -> None:
+    """A model version names a registry entry; "" (when allowed) means the models shipped on disk."""
+    if not isinstance(value, str):
+        raise MessageError(f"field {name!r} must be a string")
+    if value or required:
+        try:
+            validate_name(value, "model version")
+        except MessageError as exc:
+            raise MessageError(f"field {name!r}: {exc}") from None
+
+
+def _text(value: Any, name: str, limit: int) -> None:
+    if not isinstance(value, str) or len(value) > limit:
+        raise MessageError(f"field {name!r} must be a string of at most {limit} characters")
+
+
 class _Payload:
     WHAT: ClassVar[str]  # names the message kind in error messages
 
@@ -261,6 +287,7 @@ class ScoreWindow(_Payload):
     epoch: str = ""
     schema: int = SCHEMA_VERSION
     abstained_eyes: int = 0
+    model_version: str = ""
 
     @property
     def face_visible(self) -> bool:
@@ -283,6 +310,7 @@ class ScoreWindow(_Payload):
         _num(self.face_visible_fraction, "face_visible_fraction", 0.0, 1.0)
         _sha(self.model_sha256, "model_sha256")
         _epoch(self.epoch)
+        _version(self.model_version, "model_version")
 
 
 _WINDOW_NAMES = [f.name for f in fields(ScoreWindow)]
@@ -344,6 +372,7 @@ class DeviceStatus(_Payload):
     epoch: str = ""
     first_seq: int = 0
     schema: int = SCHEMA_VERSION
+    model_version: str = ""
 
     def validate(self) -> None:
         validate_name(self.device)
@@ -360,10 +389,9 @@ class DeviceStatus(_Payload):
         _num(self.boxes, "boxes", 0, MAX_BOXES, integer=True)
         _epoch(self.epoch)
         _num(self.first_seq, "first_seq", 0, None, integer=True)
-        if not isinstance(self.version, str) or len(self.version) > 64:
-            raise MessageError("field 'version' must be a short string")
-        if not isinstance(self.message, str) or len(self.message) > 1024:
-            raise MessageError("field 'message' must be a string of at most 1024 characters")
+        _version(self.model_version, "model_version")
+        _text(self.version, "version", 64)
+        _text(self.message, "message", 1024)
         if not isinstance(self.models, dict) or len(self.models) > 16:
             raise MessageError("field 'models' must be an object of at most 16 name -> sha256 entries")
         for name, sha in self.models.items():
@@ -476,3 +504,76 @@ class AnimalAlert(_Payload):
         _num(self.threshold, "threshold", SCORE_MIN, SCORE_MAX)
         _num(self.duration_s, "duration_s", 0, None)
         _num(self.score, "score", SCORE_MIN, SCORE_MAX, optional=True)
+
+
+@dataclass
+class ModelAssignment(_Payload):
+    """Server -> device on `model_topic`, retained, QoS 1, published by the server alone (ACL).
+
+    The model version the device should run. The device downloads the set from the server over
+    HTTPS with its own credentials, checks every file against the manifest whose sha256 is given
+    here, runs the set's self-test and only then switches, between two frames. Retained, so a
+    device that was offline during a roll-out finds its assignment when it connects. An empty
+    `version` withdraws the assignment: the device goes back to the models shipped on its disk.
+    """
+
+    WHAT: ClassVar[str] = "model assignment"
+
+    device: str
+    assignment_id: int
+    version: str
+    manifest_sha256: str
+    time: str
+    canary: bool = False
+    schema: int = SCHEMA_VERSION
+
+    def validate(self) -> None:
+        validate_name(self.device)
+        _num(self.assignment_id, "assignment_id", 1, None, integer=True)
+        _version(self.version, "version")
+        if self.version:
+            _sha(self.manifest_sha256, "manifest_sha256")
+        elif self.manifest_sha256:
+            raise MessageError("field 'manifest_sha256' must be empty when the assignment is withdrawn")
+        parse_utc_iso(self.time)
+        if not isinstance(self.canary, bool):
+            raise MessageError("field 'canary' must be true or false")
+
+
+MODEL_EVENTS = ("downloading", "active", "failed", "rolled_back")
+
+
+@dataclass
+class ModelEvent(_Payload):
+    """Device -> server on `model_event_topic`, retained, QoS 1: the device's last roll-out step.
+
+    `event` is one of `MODEL_EVENTS`: "failed" (download, hash, load or self-test went wrong; the
+    old models never stopped), "rolled_back" (the new version ran but its face-visible or scorable
+    rate collapsed against the old one's), "active" (the assigned version now scores).
+    `active_version` is what scores after this step ("" = the models shipped on disk), `reason`
+    says why in words a technician can act on. Retained, so the last step survives a server that
+    was down when it happened; every score window also names the version that produced it.
+    """
+
+    WHAT: ClassVar[str] = "model event"
+
+    device: str
+    assignment_id: int
+    version: str
+    event: str
+    time: str
+    active_version: str = ""
+    previous_version: str = ""
+    reason: str = ""
+    schema: int = SCHEMA_VERSION
+
+    def validate(self) -> None:
+        validate_name(self.device)
+        _num(self.assignment_id, "assignment_id", 0, None, integer=True)
+        _version(self.version, "version")
+        if self.event not in MODEL_EVENTS:
+            raise MessageError(f"field 'event' = {self.event!r} must be one of {', '.join(MODEL_EVENTS)}")
+        parse_utc_iso(self.time)
+        _version(self.active_version, "active_version")
+        _version(self.previous_version, "previous_version")
+        _text(self.reason, "reason", 1024)

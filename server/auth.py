@@ -56,6 +56,7 @@ bp = Blueprint("auth", __name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 TOKEN_PREFIX = "mgs_"
+DEVICE_TOKEN_PREFIX = "mgsdev_"
 MIN_PASSWORD_CHARS = 8
 TOKEN_LAST_USED_RESOLUTION_S = 60.0
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -226,6 +227,41 @@ def user_for_token(db: sqlite_utils.Database, token: str) -> dict[str, Any] | No
     return {"id": row[0], "username": row[1], "role": row[2], "token_id": row[3]}
 
 
+def create_device_token(db: sqlite_utils.Database, device: str) -> str:
+    """Create the HTTP credential of edge box `device`; return it once, in clear.
+
+    A device token opens only views marked with `require_device`, and always as `device`: an edge
+    box can upload samples and download models as itself and as nobody else."""
+    validate_name(device)
+    token = DEVICE_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    with transaction(db) as conn:
+        conn.execute(
+            "INSERT INTO device_tokens (device, token_hash, created) VALUES (?, ?, ?)",
+            [device, _token_hash(token), time.time()],
+        )
+    return token
+
+
+def revoke_device_tokens(db: sqlite_utils.Database, device: str) -> int:
+    """Revoke every HTTP credential of `device` (a stolen or replaced edge box); returns how many."""
+    with transaction(db) as conn:
+        return int(conn.execute("DELETE FROM device_tokens WHERE device = ?", [device]).rowcount)
+
+
+def device_for_token(db: sqlite_utils.Database, token: str) -> str | None:
+    """The device a device token belongs to, or None for an unknown or revoked token."""
+    row = db.execute(
+        "SELECT id, device, last_used FROM device_tokens WHERE token_hash = ?", [_token_hash(token)]
+    ).fetchone()
+    if row is None:
+        return None
+    now = time.time()
+    if row[2] is None or now - row[2] > TOKEN_LAST_USED_RESOLUTION_S:
+        with transaction(db) as conn:
+            conn.execute("UPDATE device_tokens SET last_used = ? WHERE id = ?", [now, row[0]])
+    return str(row[1])
+
+
 _DUMMY_HASH = generate_password_hash("not a real password")
 
 
@@ -284,6 +320,11 @@ def current_user() -> dict[str, Any] | None:
     return g.get("user")
 
 
+def current_device() -> str | None:
+    """The edge box behind this request's device token (None for people and scripts)."""
+    return g.get("device")
+
+
 def csrf_token() -> str:
     """The session's CSRF token (created on first use); templates put it in every form."""
     token = session.get("csrf")
@@ -327,10 +368,13 @@ def _forbidden(needed: str) -> Response:
 def identify() -> Response | None:
     """Attach the caller to `g.user` and refuse anonymous requests (see the module docstring)."""
     g.user = None
+    g.device = None
     g.via_token = False
     header = request.headers.get("Authorization", "")
     if header:
         scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token.strip().startswith(DEVICE_TOKEN_PREFIX):
+            return _identify_device(token.strip())
         user = user_for_token(get_db(), token.strip()) if scheme.lower() == "bearer" and token.strip() else None
         if user is None:
             log.warning("rejected API token from %s for %s", request.remote_addr, request.path)
@@ -352,6 +396,35 @@ def identify() -> Response | None:
         )
         abort(400, description="This form has expired or lacks its security token. Reload the page and try again.")
     return None
+
+
+def _identify_device(token: str) -> Response | None:
+    device = device_for_token(get_db(), token)
+    if device is None:
+        log.warning("rejected device token from %s for %s", request.remote_addr, request.path)
+        return _unauthenticated("unknown or revoked device token; provision the device again")
+    view = current_app.view_functions.get(request.endpoint or "")
+    if not getattr(view, "device_view", False):
+        response = jsonify(error="a device token opens only the device endpoints (/api/v1/device/...)")
+        response.status_code = 403
+        return response
+    g.device, g.via_token = device, True
+    return None
+
+
+def require_device(view: F) -> F:
+    """Open the view to edge boxes (device tokens) only; `current_device()` names the caller."""
+
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if current_device() is None:
+            response = jsonify(error="this endpoint is for edge boxes: send the device token of `provision-device`")
+            response.status_code = 403
+            return response
+        return view(*args, **kwargs)
+
+    wrapped.device_view = True  # type: ignore[attr-defined]
+    return wrapped  # type: ignore[return-value]
 
 
 def require_role(role: str) -> Callable[[F], F]:

@@ -63,10 +63,17 @@ def acl_rules(name: str, role: Role, prefix: str = DEFAULT_PREFIX) -> list[str]:
             f"topic write {prefix}/{name}/availability",
             f"topic write {prefix}/{name}/status",
             f"topic write {prefix}/{name}/box/#",
+            f"topic write {prefix}/{name}/model_event",
             f"topic read {prefix}/{name}/stored",
+            f"topic read {prefix}/{name}/model",
         ]
     if role == "server":
-        return [f"topic read {prefix}/#", f"topic write {prefix}/{ALERTS_LEVEL}/#", f"topic write {prefix}/+/stored"]
+        return [
+            f"topic read {prefix}/#",
+            f"topic write {prefix}/{ALERTS_LEVEL}/#",
+            f"topic write {prefix}/+/stored",
+            f"topic write {prefix}/+/model",
+        ]
     return [f"topic read {prefix}/#"]
 
 
@@ -197,6 +204,7 @@ def _chown_if_root(path: str, uid: int, gid: int) -> None:
 DEVICE_CONFIG_DIR = Path("/etc/mgs-rack")
 DEVICE_STATE_DIR = Path("/var/lib/mgs-device")
 PASSWORD_FILE_NAME = "mqtt-password"
+TOKEN_FILE_NAME = "server-token"
 SERVER_CONFIG_DIR = Path("/etc/mgs-rack")
 SERVER_PASSWORD_FILE_NAME = "mqtt-server-password"
 
@@ -216,6 +224,7 @@ def render_device_config(
     camera: str,
     config_dir: Path = DEVICE_CONFIG_DIR,
     created: str = "",
+    server_url: str = "",
 ) -> str:
     """A `device.toml` for a new edge box: broker login filled in, boxes left for detect-boxes.
 
@@ -245,6 +254,8 @@ def render_device_config(
     doc.add("camera", toml_table(source=camera))
     doc.add("rois", toml_table(expected=4, boxes=[]))
     doc.add("outbox", toml_table(path=str(DEVICE_STATE_DIR / "outbox.sqlite")))
+    if server_url:
+        doc.add("server", toml_table(url=server_url, token_file=str(config_dir / TOKEN_FILE_NAME)))
     return tomlkit.dumps(doc)
 
 

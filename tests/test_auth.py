@@ -10,7 +10,19 @@ from flask import Flask, url_for
 
 from server import auth
 from server.db import connect
-from tests.web_support import PASSWORD, add_token, add_user, alert, csrf, logged_in, login, make_app, repo_call, store
+from tests.web_support import (
+    PASSWORD,
+    add_device_token,
+    add_token,
+    add_user,
+    alert,
+    csrf,
+    logged_in,
+    login,
+    make_app,
+    repo_call,
+    store,
+)
 
 # Path parameters for building every URL in the app's map.
 SAMPLE_ARGS = {
@@ -275,3 +287,26 @@ def test_officer_token_needs_no_csrf_token(app: Flask) -> None:
     response = app.test_client().post("/alerts/1/acknowledge", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 302
     assert repo_call(app, "alert", 1)["acknowledged_by"] == "pager"
+
+
+def test_a_device_token_opens_only_device_views_and_always_as_its_own_device(tmp_path: Path) -> None:
+    app = make_app(tmp_path)
+    app.add_url_rule(
+        "/api/v1/device/whoami",
+        "device_whoami",
+        auth.require_device(lambda: {"device": auth.current_device()}),
+        methods=["GET", "POST"],
+    )
+    token = add_device_token(app, "rack-a")
+    client = app.test_client()
+    answer = client.post(
+        "/api/v1/device/whoami", json={"device": "rack-b"}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert answer.status_code == 200 and answer.get_json() == {"device": "rack-a"}
+    assert client.get("/api/v1/boxes", headers={"Authorization": f"Bearer {token}"}).status_code == 403
+    assert client.get("/", headers={"Authorization": f"Bearer {token}"}).status_code == 403
+    unknown = client.get("/api/v1/device/whoami", headers={"Authorization": "Bearer mgsdev_forged"})
+    assert unknown.status_code == 401 and "device token" in unknown.get_json()["error"]
+    person = add_token(app, add_user(app, "ada", "admin"))
+    assert client.get("/api/v1/device/whoami", headers={"Authorization": f"Bearer {person}"}).status_code == 403
+    assert client.get("/api/v1/device/whoami").status_code == 401

@@ -196,7 +196,7 @@ def test_topics_build_and_parse_back() -> None:
     ref = parse_topic("fac/a/rack-1/box/3/score", "fac/a")
     assert (ref.kind, ref.device, ref.box) == ("score", "rack-1", 3)
     assert parse_topic("mgs/r/status").kind == "status"
-    assert subscriptions() == ["mgs/+/availability", "mgs/+/status", "mgs/+/box/+/+"]
+    assert subscriptions() == ["mgs/+/availability", "mgs/+/status", "mgs/+/model_event", "mgs/+/box/+/+"]
 
 
 @pytest.mark.parametrize(

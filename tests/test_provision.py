@@ -71,7 +71,8 @@ def test_provision_writes_login_acl_and_a_loadable_device_config(tmp_path: Path,
     assert acl_users(tmp_path / "mgs.acl") == ["mgs-server", "mgs-alerts", "rack-a"]
     assert (
         "user rack-a\ntopic write mgs/rack-a/availability\ntopic write mgs/rack-a/status\n"
-        "topic write mgs/rack-a/box/#\ntopic read mgs/rack-a/stored\n"
+        "topic write mgs/rack-a/box/#\ntopic write mgs/rack-a/model_event\n"
+        "topic read mgs/rack-a/stored\ntopic read mgs/rack-a/model\n"
     ) in (tmp_path / "mgs.acl").read_text()
 
     data = tomllib.loads((out / "device.toml").read_text())
@@ -145,19 +146,42 @@ def test_server_role_gets_an_ingest_section_with_its_password_in_a_file(tmp_path
 
 
 def test_registering_the_device_with_the_server(tmp_path: Path) -> None:
+    from server.auth import device_for_token
     from server.db import connect
     from server.repository import Repository
 
     (tmp_path / "server.toml").write_text('[database]\npath = "facility.sqlite"\n')
+    out = tmp_path / "out"
     assert (
-        _provision(tmp_path, "rack-a", "--out", str(tmp_path / "out"), "--server-config", str(tmp_path / "server.toml"))
+        _provision(
+            tmp_path,
+            "rack-a",
+            "--out",
+            str(out),
+            "--server-config",
+            str(tmp_path / "server.toml"),
+            "--server-url",
+            "https://mgs.lab.example:8080",
+        )
         == 0
     )
+    token = (out / "server-token").read_text().strip()
+    assert stat.S_IMODE((out / "server-token").stat().st_mode) == 0o600
+    server_link = tomllib.loads((out / "device.toml").read_text())["server"]
+    assert server_link == {"url": "https://mgs.lab.example:8080", "token_file": "/etc/mgs-rack/server-token"}
     db = connect(tmp_path / "facility.sqlite")
     try:
         assert Repository(db).known_devices() == {"rack-a"}
+        assert device_for_token(db, token) == "rack-a"
+        assert device_for_token(db, token + "x") is None
     finally:
         db.close()
+
+
+def test_server_url_without_server_config_is_refused(tmp_path: Path, capsys) -> None:
+    assert _provision(tmp_path, "rack-a", "--out", str(tmp_path / "out"), "--server-url", "https://mgs.lab") == 2
+    assert "--server-url needs --server-config" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_config_examples_in_the_install_guide_load() -> None:

@@ -45,6 +45,14 @@ def add_token(app: Flask, user_id: int, name: str = "test script") -> str:
         db.conn.close()
 
 
+def add_device_token(app: Flask, device: str) -> str:
+    db = connect(app.config["DATABASE"])
+    try:
+        return auth.create_device_token(db, device)
+    finally:
+        db.conn.close()
+
+
 def csrf(client: FlaskClient) -> str:
     """The session's CSRF token, as a page would have embedded it."""
     page = client.get("/login").get_data(as_text=True)

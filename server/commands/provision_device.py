@@ -56,8 +56,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--server-config",
         type=Path,
-        help="server.toml: also register the device in the server's database "
-        "(needed when [ingest] accept_unknown_devices = false)",
+        help="server.toml: also register the device in the server's database (needed when [ingest] "
+        "accept_unknown_devices = false) and create its HTTP token for review samples and model roll-outs",
+    )
+    parser.add_argument(
+        "--server-url",
+        default="",
+        help="mgs-server address the device should use, e.g. https://mgs.lab.example:8080 "
+        "(written into device.toml's [server] with --server-config)",
     )
 
 
@@ -72,18 +78,33 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out or Path("provisioned") / args.name
     files = provision.BrokerFiles(args.password_file, args.acl_file)
 
+    if args.server_url and not args.server_url.startswith(("http://", "https://")):
+        raise MgsError(f"--server-url {args.server_url!r} must start with https:// (or http://)")
+    if args.server_url and (args.server_config is None or args.role != "device"):
+        raise MgsError("--server-url needs --server-config (the device token is created in the server's database)")
     password = provision.add_login(files, args.name, args.role, args.prefix)
     print(f"broker login {args.name!r} ({args.role}) written to {files.password_file} and {files.acl_file}")
     written: list[Path] = []
     if args.role == "device":
         created = time.strftime(" on %Y-%m-%d %H:%M UTC", time.gmtime())
         text = provision.render_device_config(
-            args.name, args.broker_host, args.broker_port, args.prefix, args.camera, created=created
+            args.name,
+            args.broker_host,
+            args.broker_port,
+            args.prefix,
+            args.camera,
+            created=created,
+            server_url=args.server_url,
         )
         config_path = out / "device.toml"
         provision.write_private(config_path, text)
         provision.write_private(out / provision.PASSWORD_FILE_NAME, password + "\n")
         written = [config_path, out / provision.PASSWORD_FILE_NAME]
+        if args.server_config is not None:
+            token = _register(args.server_config, args.name)
+            provision.write_private(out / provision.TOKEN_FILE_NAME, token + "\n")
+            written.append(out / provision.TOKEN_FILE_NAME)
+            print(f"device {args.name!r} registered in the server database of {args.server_config}, with a new token")
     elif args.role == "server":
         snippet = out / "ingest.toml"
         secret = out / provision.SERVER_PASSWORD_FILE_NAME
@@ -96,10 +117,6 @@ def run(args: argparse.Namespace) -> int:
         secret = out / f"{args.name}.password"
         provision.write_private(secret, password + "\n")
         written = [secret]
-    if args.server_config is not None and args.role == "device":
-        _register(args.server_config, args.name)
-        print(f"device {args.name!r} registered in the server database of {args.server_config}")
-
     for path in written:
         print(f"wrote {path} (mode 0600)")
     print("next: sudo systemctl reload mosquitto   (the broker re-reads both files without dropping clients)")
@@ -114,7 +131,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _register(server_config: Path, name: str) -> None:
+def _register(server_config: Path, name: str) -> str:
+    """Register the device and create its HTTP token; returns the token (stored only as a hash)."""
+    from server.auth import create_device_token
     from server.config import load_server_config
     from server.db import connect
     from server.repository import Repository
@@ -123,5 +142,6 @@ def _register(server_config: Path, name: str) -> None:
     db = connect(config.database.path)
     try:
         Repository(db).register_device(name)
+        return create_device_token(db, name)
     finally:
         db.close()
