@@ -1,7 +1,7 @@
 """`server.toml`: one typed, strict config for the whole server process.
 
-Sections: [database], [ingest] (the MQTT side, `server.ingest.IngestConfig`), [http], [auth] and
-[dashboard]. Relative paths are taken relative to the config file, so a config can be moved
+Sections: [database], [ingest] (the MQTT side, `server.ingest.IngestConfig`), [http], [auth],
+[dashboard] and [review]. Relative paths are taken relative to the config file, so a config can be moved
 together with its database. The session secret is generated on first start and kept next to the
 database when none is configured: logins then survive restarts without anyone handling a secret.
 """
@@ -148,6 +148,20 @@ class DashboardConfig:
 
 
 @dataclass
+class ReviewConfig:
+    SECTION: ClassVar[str] = "review"
+
+    raters_per_sample: Annotated[int, Range(1, 20)] = field(
+        default=2,
+        metadata={"doc": "ratings a sample needs before it leaves the review queue and counts on the agreement page"},
+    )
+    show_model_score: bool = field(
+        default=False,
+        metadata={"doc": "show the model's score on the review page (false = raters score blind to the model)"},
+    )
+
+
+@dataclass
 class ServerConfig:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
@@ -155,6 +169,7 @@ class ServerConfig:
     auth: AuthConfig = field(default_factory=AuthConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     videos: VideosConfig = field(default_factory=VideosConfig)
+    review: ReviewConfig = field(default_factory=ReviewConfig)
 
     def resolve_paths(self, base: Path) -> None:
         """Make relative paths relative to `base` (the config file's folder)."""
