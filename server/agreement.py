@@ -110,7 +110,7 @@ def bland_altman(model: Sequence[float], reference: Sequence[float]) -> BlandAlt
     return BlandAltman(
         n,
         float(np.mean(np.abs(diffs))),
-        pearson_r(m, c),
+        pearson_r(model, reference),
         float(np.mean(diffs)),
         float(np.std(diffs, ddof=1)),
         *points,

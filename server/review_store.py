@@ -112,15 +112,17 @@ def device_eyes(meta: Mapping[str, Any]) -> list[dict[str, Any]]:
     for eye in eyes if isinstance(eyes, list) else []:
         if not isinstance(eye, dict):
             continue
-        x, y = eye.get("x"), eye.get("y")
-        if _finite(x) and _finite(y):
-            score = eye.get("score")
-            out.append({"x": float(x), "y": float(y), "score": score if _finite(score) else None})
+        x, y = _number(eye.get("x")), _number(eye.get("y"))
+        if x is not None and y is not None:
+            out.append({"x": x, "y": y, "score": _number(eye.get("score"))})
     return out[:MAX_EYES]
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def _number(value: Any) -> float | None:
+    """A finite JSON number as float, else None (booleans are not numbers here)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 def _image_row(db: sqlite_utils.Database, sample_id: int, columns: str) -> tuple[Any, ...] | None:
@@ -167,11 +169,11 @@ def _parse_eyes(text: str, width: int, height: int) -> list[dict[str, float]]:
         raise MgsError(f"mark at most {MAX_EYES} eyes")
     out = []
     for eye in eyes:
-        x = eye.get("x") if isinstance(eye, dict) else None
-        y = eye.get("y") if isinstance(eye, dict) else None
-        if not (_finite(x) and _finite(y) and 0 <= x <= width and 0 <= y <= height):
+        x = _number(eye.get("x")) if isinstance(eye, dict) else None
+        y = _number(eye.get("y")) if isinstance(eye, dict) else None
+        if x is None or y is None or not (0 <= x <= width and 0 <= y <= height):
             raise MgsError(f"an eye position must lie on the image ({width} x {height} pixels); mark it again")
-        out.append({"x": round(float(x), 1), "y": round(float(y), 1)})
+        out.append({"x": round(x, 1), "y": round(y, 1)})
     return out
 
 
