@@ -37,6 +37,7 @@ SAMPLE_ARGS = {
     "experiment_id": 1,
     "filename": "style.css",
     "job_id": 1,
+    "sample_id": 1,
     "name": "plot.png",
 }
 PUBLIC = {"auth.login", "static"}
