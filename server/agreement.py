@@ -151,6 +151,16 @@ class RaterAgreement:
     model_mad: Figure
 
 
+def select(ratings: Ratings, raters: Sequence[str]) -> Ratings:
+    """Only the ratings of `raters`, and only the samples one of them rated."""
+    out = {}
+    for sample_id, scores in ratings.items():
+        kept = {r: v for r, v in scores.items() if r in raters}
+        if kept:
+            out[sample_id] = kept
+    return out
+
+
 def all_raters_table(ratings: Ratings, raters: Sequence[str]) -> list[list[float]]:
     """Samples x raters, over the samples every one of `raters` scored."""
     table = []

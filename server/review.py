@@ -123,7 +123,11 @@ def agreement_page() -> str:
     data = review_store.agreement_data(db, config.raters_per_sample, version)
     chosen = [r for r in request.args.getlist("rater") if r in data.raters] or data.raters
     scales = []
-    for key, label, ratings in (("ot", "Orbital tightening 0–9", data.ot), ("mgs", "MGS 0/1/2", data.mgs)):
+    ot = agreement.select(data.ot, chosen)
+    for key, label, ratings in (
+        ("ot", "Orbital tightening 0–9", ot),
+        ("mgs", "MGS 0/1/2", agreement.select(data.mgs, chosen)),
+    ):
         table = agreement.all_raters_table(ratings, chosen)
         scales.append(
             {
@@ -134,7 +138,7 @@ def agreement_page() -> str:
                 "raters": agreement.per_rater(ratings, chosen, data.model if key == "ot" else {}),
             }
         )
-    model = agreement.model_vs_consensus(data.ot, data.model)
+    model = agreement.model_vs_consensus(ot, data.model)
     return render_template(
         "review_agreement.html",
         title="Rater agreement",

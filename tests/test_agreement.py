@@ -106,3 +106,9 @@ def test_model_against_consensus_skips_samples_without_a_model_score_or_any_scor
     assert ba.n == 6
     # consensus: 4/3, 3.5, 16/3, 22/3, 7/3, 4
     assert ba.mae == pytest.approx((1 / 6 + 0 + 1 / 6 + 1 / 6 + 1 / 6 + 0) / 6)
+
+
+def test_select_keeps_only_the_chosen_raters() -> None:
+    chosen = agreement.select(RATINGS, ["cy"])
+    assert chosen == {i: {"cy": RATINGS[i]["cy"]} for i in range(1, 7)}
+    assert agreement.model_vs_consensus(chosen, {1: 2.0}).n == 1
