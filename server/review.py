@@ -53,7 +53,7 @@ def queue() -> str:
     current = review_store.next_sample(db, username, config.raters_per_sample, skipped)
     eyes: list[dict[str, Any]] = []
     if current is not None and current["image"] and current["image"]["kind"] == "face":
-        eyes = review_store.device_eyes(current["meta"])
+        eyes = review_store.device_eyes(current["meta"], current["image"]["width"], current["image"]["height"])
     # Positions only: the device's per-eye scores reach the page only when the model's score may.
     markers = [{"x": e["x"], "y": e["y"]} for e in eyes]
     eye_scores = [e["score"] for e in eyes] if config.show_model_score else []

@@ -104,16 +104,18 @@ def sample(db: sqlite_utils.Database, sample_id: int) -> dict[str, Any]:
     return row
 
 
-def device_eyes(meta: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The device's eye positions from a sample's meta, the starting markers on the review page;
-    entries without finite x and y are left out."""
+def device_eyes(meta: Mapping[str, Any], width: float, height: float) -> list[dict[str, Any]]:
+    """The device's eye positions from a sample's meta, the starting markers on the review page.
+
+    Entries without finite x and y, or off the `width` x `height` crop, are left out: a marker the
+    rater cannot see would be submitted unseen and refused."""
     eyes = meta.get("eyes")
     out = []
     for eye in eyes if isinstance(eyes, list) else []:
         if not isinstance(eye, dict):
             continue
         x, y = _number(eye.get("x")), _number(eye.get("y"))
-        if x is not None and y is not None:
+        if x is not None and y is not None and 0 <= x <= width and 0 <= y <= height:
             out.append({"x": x, "y": y, "score": _number(eye.get("score"))})
     return out[:MAX_EYES]
 

@@ -96,10 +96,13 @@ def test_not_scorable_needs_no_scores_and_eyes_are_kept_in_crop_pixels() -> None
     assert rating == Rating(True, 4.0, 2, [{"x": 10.0, "y": 5.0}])
 
 
-def test_device_eyes_ignore_entries_without_a_position() -> None:
-    meta = {"eyes": [{"x": 3, "y": 4, "score": 2.5}, {"x": None, "y": 1}, "junk", {"x": True, "y": 1}], "new_key": 1}
-    assert review_store.device_eyes(meta) == [{"x": 3.0, "y": 4.0, "score": 2.5}]
-    assert review_store.device_eyes({"eyes": "no list"}) == []
+def test_device_eyes_ignore_entries_without_a_position_on_the_crop() -> None:
+    meta = {
+        "eyes": [{"x": 3, "y": 4, "score": 2.5}, {"x": None, "y": 1}, "junk", {"x": True, "y": 1}, {"x": 170, "y": 1}],
+        "new_key": 1,
+    }
+    assert review_store.device_eyes(meta, FACE_W, FACE_H) == [{"x": 3.0, "y": 4.0, "score": 2.5}]
+    assert review_store.device_eyes({"eyes": "no list"}, FACE_W, FACE_H) == []
 
 
 def test_review_pages_need_the_officer_role(tmp_path: Path) -> None:
@@ -249,3 +252,11 @@ def test_review_config_is_checked(tmp_path: Path) -> None:
         load_config(ServerConfig, config)
     config.write_text("[review]\nraters_per_sample = 3\nshow_model_score = true\n")
     assert load_config(ServerConfig, config).review == ReviewConfig(3, True)
+
+
+def test_a_sample_with_unreadable_meta_is_still_shown_without_markers(tmp_path: Path) -> None:
+    app = review_app(tmp_path)
+    sample_id = add_sample(app.config["DATABASE"], "a", meta_json="{not json")
+    page = logged_in(app, "officer").get("/review").get_data(as_text=True)
+    assert f"/review/samples/{sample_id}/image" in page
+    assert "name=\"eyes\" value='[]'" in page
