@@ -139,6 +139,10 @@ def agreement_page() -> str:
             }
         )
     model = agreement.model_vs_consensus(ot, data.model)
+    by_version = [
+        (v, agreement.model_vs_consensus({i: r for i, r in ot.items() if data.version[i] == v}, data.model))
+        for v in sorted(set(data.version.values()))
+    ]
     return render_template(
         "review_agreement.html",
         title="Rater agreement",
@@ -150,6 +154,7 @@ def agreement_page() -> str:
         samples=len(data.ot),
         scales=scales,
         model=model,
+        by_version=by_version,
         plot=bland_altman_plot(model),
         min_n=agreement.MIN_N,
         model_fig=agreement.Figure,

@@ -218,6 +218,7 @@ class AgreementData:
     ot: Ratings
     mgs: Ratings
     model: dict[int, float | None]
+    version: dict[int, str]
     raters: list[str]
 
 
@@ -237,7 +238,7 @@ def agreement_data(db: sqlite_utils.Database, target: int, version: str | None =
     """Ratings of the samples that have all their raters (none still waits for someone, so no
     rater can read a score here before giving their own), optionally of one model version."""
     sql = (
-        "SELECT s.id, s.model_score, r.username, r.scorable, r.ot_score, r.mgs_score "
+        "SELECT s.id, s.model_version, s.model_score, r.username, r.scorable, r.ot_score, r.mgs_score "
         "FROM samples s JOIN sample_ratings r ON r.sample_id = s.id "
         "WHERE (SELECT COUNT(*) FROM sample_ratings c WHERE c.sample_id = s.id) >= ?"
     )
@@ -248,10 +249,13 @@ def agreement_data(db: sqlite_utils.Database, target: int, version: str | None =
     ot: Ratings = {}
     mgs: Ratings = {}
     model: dict[int, float | None] = {}
+    versions: dict[int, str] = {}
     raters: set[str] = set()
-    for sample_id, model_score, username, scorable, ot_score, mgs_score in db.execute(sql + " ORDER BY s.id", params):
+    rows = db.execute(sql + " ORDER BY s.id", params)
+    for sample_id, model_version, model_score, username, scorable, ot_score, mgs_score in rows:
         raters.add(username)
         model[sample_id] = model_score
+        versions[sample_id] = model_version
         ot.setdefault(sample_id, {})[username] = ot_score if scorable else None
         mgs.setdefault(sample_id, {})[username] = float(mgs_score) if scorable and mgs_score is not None else None
-    return AgreementData(ot, mgs, model, sorted(raters))
+    return AgreementData(ot, mgs, model, versions, sorted(raters))

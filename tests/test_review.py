@@ -239,6 +239,9 @@ def test_the_agreement_page_shows_icc_only_with_enough_finished_samples(tmp_path
     assert icc and 0.9 < float(icc.group(1)) <= 1.0
     assert 'id="bland-altman"' in page and page.count('class="point"') == 6
     assert "shipped models" in page and "ann · bob" in page
+    versions = re.search(r'<table class="list" id="model-versions">.*?</table>', page, re.S)
+    assert versions and 'data-version="v2"' in versions.group(0)
+    assert "not enough ratings (n = 3, need 5)" in versions.group(0)
     only_v2 = officer.get("/review/agreement?version=v:v2").get_data(as_text=True)
     assert "3 finished samples" in only_v2 and 'id="bland-altman"' not in only_v2
     only_ann = officer.get("/review/agreement?rater=ann").get_data(as_text=True)
