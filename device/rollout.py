@@ -88,6 +88,7 @@ class Swap:
     assignment_id: int
     manifest_sha256: str = ""
     reason: str = ""
+    assigned_version: str | None = None  # the version the event is about, when not `version` (a rollback)
 
 
 @dataclass(frozen=True)
@@ -241,7 +242,8 @@ class RolloutManager:
             self._watch = _Watch(now, swap.version, swap.assignment_id, current, previous, previous_sha, baseline)
         self.problem = swap.reason if swap.event == "rolled_back" else ""
         log.info("model set %s now scores (%s)", swap.version or "shipped", swap.event)
-        self._event(swap.assignment_id, swap.version, swap.event, swap.reason, previous=previous)
+        assigned = swap.version if swap.assigned_version is None else swap.assigned_version
+        self._event(swap.assignment_id, assigned, swap.event, swap.reason, previous=previous)
         return swap
 
     def observe(self, windows: list[BoxWindow], version: str) -> None:
@@ -282,6 +284,7 @@ class RolloutManager:
                     watch.assignment_id,
                     watch.previous_sha256,
                     reason,
+                    watch.version,
                 )
 
     def _collapse(self, watch: _Watch, new: list[_Seen], now: float) -> str:
