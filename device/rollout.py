@@ -33,7 +33,7 @@ from device.inference import Models
 from device.model_store import ModelStore, StoreState, run_selftest
 from device.server_link import ServerLink, ServerLinkConfig, ServerUnreachable
 from mgs_core.errors import MessageError, MgsError
-from mgs_core.manifest import MANIFEST_NAME, load_manifest, sha256_file
+from mgs_core.manifest import MANIFEST_NAME, check_plain_name, load_manifest, sha256_file
 from mgs_core.messages import ModelAssignment, ModelEvent, model_event_topic, utc_iso
 from mgs_core.tomlconfig import Range
 
@@ -389,6 +389,11 @@ class RolloutManager:
             )
         if manifest.set.version != a.version:
             raise MgsError(f"the set's manifest names version {manifest.set.version!r}, not {a.version!r}")
+        for entry in manifest.entries:
+            try:
+                check_plain_name(entry.file)
+            except ValueError as exc:
+                raise MgsError(f"the set's manifest lists {entry.file!r}, which {exc}; the set is refused") from None
         wanted = [(e.file, e.sha256, e.size_bytes) for e in manifest.entries]
         wanted += [(r.file, r.sha256, r.size_bytes) for r in (manifest.selftest, *manifest.reports.values())]
         total = sum(size for _, _, size in wanted)

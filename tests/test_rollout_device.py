@@ -242,6 +242,13 @@ def test_a_tampered_download_fails_and_the_old_models_keep_scoring(tmp_path: Pat
         m.on_assignment(assignment(4, "v2", "0" * 64))  # a manifest that is not the assigned one
         wrong = wait_for(lambda: next((e for e in got if e.event == "failed" and e.assignment_id == 4), None), 30)
         assert "manifest.json" in wrong.reason
+        raw = json.loads((set_server.root / "v2" / MANIFEST_NAME).read_text())
+        raw["models"][0]["file"] = "../escape.onnx"  # a manifest that would write outside the store
+        (set_server.root / "v2" / MANIFEST_NAME).write_text(json.dumps(raw))
+        sha = sha256_bytes((set_server.root / "v2" / MANIFEST_NAME).read_bytes())
+        m.on_assignment(assignment(5, "v2", sha))
+        unsafe = wait_for(lambda: next((e for e in got if e.event == "failed" and e.assignment_id == 5), None), 30)
+        assert "'../escape.onnx'" in unsafe.reason and not (tmp_path / "store" / "escape.onnx").exists()
     finally:
         m.stop()
 
