@@ -408,7 +408,12 @@ class RolloutManager:
                 continue
             link.download(base + name, path, size, sha256=sha)
         models = self.loader(folder)
-        summary = run_selftest(models, folder / manifest.selftest.file)
+        try:
+            summary = run_selftest(models, folder / manifest.selftest.file)
+        except MgsError:
+            raise
+        except Exception as exc:  # onnxruntime's own errors: a graph that loads but cannot run these inputs
+            raise MgsError(f"the self-test could not run the models ({type(exc).__name__}: {exc})") from None
         log.info("model set %s: %s", a.version, summary)
         return models
 
