@@ -49,7 +49,7 @@ class BoxWindow:
     face_visible_fraction: float
     abstained_eyes: int = 0
 
-    def to_message(self, device: str, seq: int, model_sha256: str) -> ScoreWindow:
+    def to_message(self, device: str, seq: int, model_sha256: str, model_version: str = "") -> ScoreWindow:
         return ScoreWindow(
             device=device,
             box=self.box,
@@ -64,6 +64,7 @@ class BoxWindow:
             face_visible_fraction=round(self.face_visible_fraction, 4),
             model_sha256=model_sha256,
             abstained_eyes=self.abstained_eyes,
+            model_version=model_version,
         )
 
 
@@ -125,40 +126,52 @@ class WindowAggregator:
     """Collects frame results and hands back finished windows, one per box.
 
     A window closes when a frame from a later window arrives, or on `flush` (shutdown). Windows
-    without any frame (camera stalled) are not invented: no frame, no measurement.
+    without any frame (camera stalled) are not invented: no frame, no measurement. `split` closes
+    the open window early, at a model switch, so that no window mixes two model versions: the
+    rest of that period becomes a shorter window of its own, and the windows after it are
+    aligned again.
     """
 
     def __init__(self, boxes: Iterable[int], window_s: float = 1.0) -> None:
         self.boxes = tuple(boxes)
         self.window_s = window_s
-        self._start: float | None = None
+        self._aligned: float | None = None  # the period of the open window
+        self._start: float | None = None  # its start: the period's, or a split inside it
         self._frames: list[FrameResult] = []
 
     def _window_start(self, t: float) -> float:
         return math.floor(t / self.window_s) * self.window_s
 
     def add(self, frame: FrameResult) -> list[BoxWindow]:
-        start = self._window_start(frame.capture_time)
+        aligned = self._window_start(frame.capture_time)
         closed: list[BoxWindow] = []
-        if self._start is not None and start != self._start:
+        if self._aligned is not None and aligned != self._aligned:
             closed = self.flush()
-        if self._start is None:
-            self._start = start
+        if self._aligned is None:
+            self._aligned = self._start = aligned
         self._frames.append(frame)
         return closed
 
     def close_stale(self, now: float) -> list[BoxWindow]:
         """Close the open window once a whole window has passed after its end without a frame (camera stalled)."""
-        if self._start is not None and now >= self._start + 2 * self.window_s:
+        if self._aligned is not None and now >= self._aligned + 2 * self.window_s:
             return self.flush()
         return []
 
     def flush(self) -> list[BoxWindow]:
         """Close the open window now (it keeps its nominal end so windows stay aligned)."""
-        if self._start is None or not self._frames:
-            self._start = None
+        aligned, start, frames = self._aligned, self._start, self._frames
+        self._aligned, self._start, self._frames = None, None, []
+        if aligned is None or start is None or not frames:
             return []
+        return [summarise(box, start, aligned + self.window_s, frames) for box in self.boxes]
+
+    def split(self, at: float) -> list[BoxWindow]:
+        """Close the open window at `at` (the capture time of the first frame that belongs after it)."""
+        if self._aligned is None or self._start is None or not self._frames:
+            return []
+        if self._window_start(at) != self._aligned:
+            return self.flush()
         start, frames = self._start, self._frames
-        self._start, self._frames = None, []
-        end = start + self.window_s
-        return [summarise(box, start, end, frames) for box in self.boxes]
+        self._start, self._frames = at, []
+        return [summarise(box, start, at, frames) for box in self.boxes]

@@ -122,6 +122,10 @@ class Publisher:
         self._refused: dict[int, str] = {}  # mid -> reason, for PUBACKs that said no (MQTT 5)
         self._thread: threading.Thread | None = None
         self._tls_context = config.tls_context()
+        # Commands for this device (topic -> handler, called on paho's thread; subscribed at QoS 1 on
+        # every connect, so retained ones arrive again) and what to do once connected.
+        self.handlers: dict[str, Callable[[bytes], None]] = {}
+        self.on_connected: list[Callable[[], None]] = []
         self.client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
@@ -181,6 +185,10 @@ class Publisher:
         """New rows are in the outbox: send them now rather than at the next pump tick."""
         self._wake.set()
 
+    def publish_retained(self, topic: str, payload: bytes) -> None:
+        """A retained QoS 1 message outside the outbox (paho keeps it for the next connect)."""
+        self.client.publish(topic, payload, qos=1, retain=True)
+
     def publish_state(self, box: int, score: float | None) -> None:
         """Latest plain-number score of a box (retained); only the newest value per box is kept."""
         with self._lock:
@@ -203,6 +211,10 @@ class Publisher:
         self.last_error = ""
         client.publish(availability_topic(self.device, self.config.prefix), AVAILABILITY_ONLINE, qos=1, retain=True)
         client.subscribe(stored_topic(self.device, self.config.prefix), qos=1)
+        for topic in self.handlers:
+            client.subscribe(topic, qos=1)
+        for hook in self.on_connected:
+            hook()
         with self._lock:
             self._states_sent.clear()
             # Whatever the server has not confirmed goes out again: the broker may have lost it.
@@ -243,6 +255,10 @@ class Publisher:
 
     def _on_message(self, client, userdata, message) -> None:
         """The server's stored ack; one for another epoch (an earlier outbox of this device) deletes nothing."""
+        handler = self.handlers.get(message.topic)
+        if handler is not None:
+            handler(bytes(message.payload))
+            return
         try:
             ack = StoredAck.from_json(message.payload)
         except MessageError as exc:

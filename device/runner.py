@@ -36,9 +36,10 @@ from device.outbox import Outbox, Pending
 from device.pipeline import build_pipeline
 from device.publisher import Publisher
 from device.results import FrameResult
+from device.rollout import RolloutManager, Swap, store_dir
 from mgs_core.errors import MgsError
 from mgs_core.manifest import resolve_models_dir, sha256_file
-from mgs_core.messages import DeviceStatus, alert_topic, score_topic, utc_iso
+from mgs_core.messages import DeviceStatus, alert_topic, model_topic, score_topic, utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,8 @@ class DeviceRunner:
         self._result: FrameResult | None = None
         self.models: Models | None = None
         self.model_files: dict[str, str] = {}
+        self.rollout: RolloutManager | None = None
+        self.model_version = ""  # "" = the models shipped on disk
         self.outbox: Outbox | None = None
         self.capture: Capture | None = None
         self.publisher: Publisher | None = None
@@ -147,6 +150,8 @@ class DeviceRunner:
             problems.append(self.publisher.last_error)
         if self.pipeline_errors:
             problems.append(f"pipeline failed on {self.pipeline_errors} frame(s), last: {self.last_pipeline_error}")
+        if self.rollout and self.rollout.problem:
+            problems.append(f"model roll-out: {self.rollout.problem}")
         stats = self.outbox.stats() if self.outbox else None
         fps = self.meter.rate(now)
         backend = self.offload.policy.backend if self.offload else "local"
@@ -170,6 +175,7 @@ class DeviceRunner:
             message="; ".join(p for p in problems if p)[:1024],
             epoch=stats.epoch if stats else "",
             first_seq=stats.first_seq if stats else 0,
+            model_version=self.model_version,
         )
 
     def health(self) -> dict[str, Any]:
@@ -193,6 +199,7 @@ class DeviceRunner:
             "last_seq": stats.last_seq if stats else 0,
             "mqtt_connected": bool(self.publisher and self.publisher.connected.is_set()),
             "model_sha256": self.models.model_sha256 if self.models else "",
+            "model_version": status.model_version,
             "models": status.models,
             "uptime_s": status.uptime_s,
             "version": status.version,
@@ -233,16 +240,30 @@ class DeviceRunner:
         self.outbox = Outbox.from_config(c.outbox)
         view: LocalView | None = None
         try:
-            self.models = load_models(resolve_models_dir(c.models.dir), c.backend.precision, c.backend)
+            self.rollout = RolloutManager(
+                c.name,
+                c.mqtt.prefix,
+                c.rollout,
+                c.server,
+                store_dir(c.rollout, c.outbox.path),
+                resolve_models_dir(c.models.dir),
+                lambda folder: load_models(folder, c.backend.precision, c.backend),
+            )
+            self.models = self.rollout.initial_models()
+            self.model_version = self.rollout.active_version
             self.model_files = _file_shas(self.models)
             self.offload = offload_switch(self.models, self.model_files, c.offload, c.target_fps)
             pipeline = build_pipeline(self.offload.models if self.offload else self.models, self.rois, c.pipeline)
             self.publisher = Publisher(c.name, c.mqtt, self.outbox, self.status, c.status.interval_s)
+            self.publisher.handlers[model_topic(c.name, c.mqtt.prefix)] = self.rollout.on_assignment
+            self.publisher.on_connected.append(self.rollout.connected)
+            self.rollout.attach(self.publisher.publish_retained)
             self.capture = Capture(c.camera)
             if c.http.enabled:
                 view = LocalView(self, c.name, c.http)
                 view.start()
             self.publisher.start()
+            self.rollout.start()
             self.capture.start()
             self._install_signal_handlers()
             sd_notify("READY=1")
@@ -257,6 +278,8 @@ class DeviceRunner:
         finally:
             sd_notify("STOPPING=1")
             self._emit(self.aggregator.flush())
+            if self.rollout:
+                self.rollout.stop()
             if self.capture:
                 self.capture.stop()
             if self.publisher:
@@ -305,6 +328,9 @@ class DeviceRunner:
                     return
                 self._emit(self.aggregator.close_stale(time.time()))
                 continue
+            swap = self.rollout.take_swap(self.models) if self.rollout and self.models else None
+            if swap is not None:
+                pipeline = self._switch(swap, frame.time)
             try:
                 result = pipeline(frame.image, frame.index, frame.time)
             except MgsError:
@@ -325,6 +351,16 @@ class DeviceRunner:
                 log.info("--max-frames %d reached", self.max_frames)
                 return
 
+    def _switch(self, swap: Swap, at: float):
+        """New models between two frames: the open window closes here, so each window has one version."""
+        self._emit(self.aggregator.split(at))
+        self.models, self.model_version = swap.models, swap.version
+        self.model_files = _file_shas(swap.models)
+        if self.offload:
+            self.offload.client.close()
+            self.offload = offload_switch(swap.models, self.model_files, self.config.offload, self.config.target_fps)
+        return build_pipeline(self.offload.models if self.offload else swap.models, self.rois, self.config.pipeline)
+
     def _pipeline_failed(self, frame: Frame, exc: Exception) -> None:
         """One frame the pipeline cannot handle must not stop scoring and publishing: count it, say so."""
         self.pipeline_errors += 1
@@ -344,7 +380,7 @@ class DeviceRunner:
         name, sha, prefix = self.config.name, self.models.model_sha256, self.config.mqtt.prefix
         items: list[Pending] = []
         for w in windows:
-            items.append(Pending(score_topic(name, w.box, prefix), _window_payload(w, name, sha)))
+            items.append(Pending(score_topic(name, w.box, prefix), _window_payload(w, name, sha, self.model_version)))
             event = self.alerts.update(w)
             if event is not None:
                 log.warning(
@@ -352,6 +388,8 @@ class DeviceRunner:
                 )
                 items.append(Pending(alert_topic(name, w.box, prefix), _alert_payload(event, name)))
         self.outbox.enqueue(items)
+        if self.rollout:
+            self.rollout.observe(windows, self.model_version)
         with self._snapshot_lock:
             self.last_windows.update({w.box: w for w in windows})
         if self.publisher:
@@ -373,9 +411,13 @@ class DeviceRunner:
         )
 
 
-def _window_payload(window: BoxWindow, device: str, model_sha256: str) -> Callable[[int, str], bytes]:
+def _window_payload(
+    window: BoxWindow, device: str, model_sha256: str, model_version: str
+) -> Callable[[int, str], bytes]:
     """The outbox builds a score message once it knows the message's seq and its own epoch."""
-    return lambda seq, epoch: replace(window.to_message(device, seq, model_sha256), epoch=epoch).to_json()
+    return lambda seq, epoch: replace(
+        window.to_message(device, seq, model_sha256, model_version), epoch=epoch
+    ).to_json()
 
 
 def _alert_payload(event: AlertEvent, device: str) -> Callable[[int, str], bytes]:

@@ -24,6 +24,7 @@ COMMANDS = [
     Command("onnx", "export.commands.onnx", "export the trained networks to ONNX with metadata"),
     Command("quantize", "export.commands.quantize", "static INT8 quantization of the ONNX models"),
     Command("verify", "export.commands.verify", "parity report: PyTorch vs FP32 ONNX vs INT8 ONNX"),
+    Command("package", "export.commands.package", "pack a verified models folder into a model set for roll-out"),
     Command("triton-repo", "export.commands.triton_repo", "write a Triton model repository for the GPU host"),
 ]
 

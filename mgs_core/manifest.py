@@ -67,6 +67,12 @@ def _check_sha256(value: str) -> None:
         raise ValueError("must be 64 lowercase hex digits")
 
 
+def check_plain_name(value: str) -> None:
+    """A file of a model set is a plain name in the set's folder: a download must not land elsewhere."""
+    if not value or "/" in value or "\\" in value or value in (".", "..") or value.startswith("."):
+        raise ValueError("must be a plain file name (no folder, no leading dot)")
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     """One shipped file. `path` is absolute; `file` is relative to the models directory."""
@@ -120,9 +126,33 @@ class ModelEntry:
 
 
 @dataclass(frozen=True)
+class FileRef:
+    """A file of a model set other than a model (the self-test, a report): trusted only through its hash."""
+
+    file: Annotated[str, Check(check_plain_name)]
+    sha256: Annotated[str, Check(_check_sha256)]
+    size_bytes: Annotated[int, Range(1)]
+
+
+@dataclass(frozen=True)
+class SetInfo:
+    """The `set` key `mgs-export package` adds: which version this is and its summary figures."""
+
+    version: Annotated[str, Length(1, unit="characters")]
+    created: str
+    evaluate: dict | None = None
+
+
+@dataclass(frozen=True)
 class Manifest:
+    """A models folder. `set`, `selftest` and `reports` are there only in a packaged model set
+    (`mgs-export package`); a folder straight from the toolchain, like the shipped models/, has none."""
+
     models_dir: Path
     entries: tuple[ModelEntry, ...]
+    set: SetInfo | None = None
+    selftest: FileRef | None = None
+    reports: dict[str, FileRef] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
@@ -174,9 +204,27 @@ def load_manifest(models_dir: str | Path | None = None) -> Manifest:
             ModelEntry.from_dict(d, directory, f"{path} has a malformed model entry", f"models[{i}]")
             for i, d in enumerate(models)
         )
+        info = None if raw.get("set") is None else _set_info(raw["set"], path)
+        selftest = (
+            None
+            if raw.get("selftest") is None
+            else from_dict(FileRef, raw["selftest"], source=str(path), prefix="selftest")
+        )
+        reports = raw.get("reports") or {}
+        if not isinstance(reports, dict):
+            raise ConfigError(f'{path}: "reports" must be a table of files, got {reports!r}')
+        refs = {k: from_dict(FileRef, v, source=str(path), prefix=f"reports.{k}") for k, v in reports.items()}
     except ConfigError as exc:
         raise MgsError(f"{exc}; {RESTORE_HINT}") from None
-    return Manifest(models_dir=directory, entries=entries)
+    return Manifest(models_dir=directory, entries=entries, set=info, selftest=selftest, reports=refs)
+
+
+def _set_info(raw: object, path: Path) -> SetInfo:
+    """Keys a newer `package` adds to `set` are left alone, like an entry's."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f'{path}: "set" must be a table, got {raw!r}')
+    known = {f.name for f in fields(SetInfo)}
+    return from_dict(SetInfo, {k: v for k, v in raw.items() if k in known}, source=str(path), prefix="set")
 
 
 def sha256_bytes(data: bytes) -> str:
