@@ -21,6 +21,7 @@ from device.outbox import OutboxConfig
 from device.pipeline import PipelineConfig
 from device.publisher import MqttConfig
 from device.rois import RoiConfig
+from device.sampling import SamplingConfig
 from device.server_link import ServerLinkConfig
 from mgs_core.messages import validate_name
 from mgs_core.tomlconfig import Check, Range, fail, load_config
@@ -87,6 +88,7 @@ class DeviceConfig:
     status: StatusConfig = field(default_factory=StatusConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     server: ServerLinkConfig = field(default_factory=ServerLinkConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
     def check(self) -> None:
         if not self.rois.boxes:
