@@ -364,7 +364,7 @@ class DeviceRunner:
         items: list[Pending] = []
         closed: list[tuple[BoxWindow, AlertEvent | None, int]] = []
         for w in windows:
-            closed.append((w, None, len(items)))
+            index = len(items)
             items.append(Pending(score_topic(name, w.box, prefix), _window_payload(w, name, sha)))
             event = self.alerts.update(w)
             if event is not None:
@@ -372,7 +372,7 @@ class DeviceRunner:
                     "alert %s for box %d: score %s, threshold %g", event.event, event.box, event.score, event.threshold
                 )
                 items.append(Pending(alert_topic(name, w.box, prefix), _alert_payload(event, name)))
-                closed[-1] = (w, event, closed[-1][2])
+            closed.append((w, event, index))
         seqs = self.outbox.enqueue(items)
         if self.sampler and self.samples:
             # enqueue returns the seqs of held items first, then these; none when the disk is full

@@ -96,8 +96,8 @@ class SampleQueue:
                     "INSERT INTO samples (sample_key, queued_at, bytes, body) VALUES (?, ?, ?, ?)",
                     (sample_key, time.time() if now is None else now, len(body), body),
                 )
-                over_count = self._drop_oldest("max_queued", "COUNT(*)", self.max_queued)
-                over_bytes = self._drop_oldest("max_disk_mb", "COALESCE(SUM(bytes), 0)", self.max_bytes)
+                over_count = self._drop_oldest("COUNT(*)", self.max_queued)
+                over_bytes = self._drop_oldest("COALESCE(SUM(bytes), 0)", self.max_bytes)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -107,7 +107,7 @@ class SampleQueue:
                 self._count_drop(reason, n, f"the queue reached [sampling] {reason}; dropped the oldest")
         return True
 
-    def _drop_oldest(self, reason: str, measure: str, limit: int) -> int:
+    def _drop_oldest(self, measure: str, limit: int) -> int:
         dropped = 0
         while self._db.execute(f"SELECT {measure} FROM samples").fetchone()[0] > limit:
             self._db.execute("DELETE FROM samples WHERE id = (SELECT MIN(id) FROM samples)")
