@@ -3,9 +3,11 @@ while the server is down, then arrive once each, and the device's queue empties.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 from server.auth import create_device_token
@@ -50,7 +52,8 @@ def test_samples_queue_while_the_server_is_down_then_arrive_exactly_once(
         f'[server]\nurl = "http://127.0.0.1:{http_port}"\ntoken_file = "{token_file}"\ntimeout_s = 5\n'
         f'[sampling]\nshare = 1.0\nmin_interval_s = 0\nretry_max_s = 1\npath = "{queue}"\n'
     )
-    device = start(write_config(tmp_path, broker.port, video, rois, extra=extra))
+    local = free_port()
+    device = start(write_config(tmp_path, broker.port, video, rois, extra=extra, http_port=local))
     server = None
     try:
         wait_for(lambda: len(queued(queue)) >= 6 or device.poll() is not None, 60, what="samples queued on disk")
@@ -67,6 +70,9 @@ def test_samples_queue_while_the_server_is_down_then_arrive_exactly_once(
             40,
             what="every queued sample at the server and the device queue empty",
         )
+        with urllib.request.urlopen(f"http://127.0.0.1:{local}/health", timeout=5) as response:
+            health = json.load(response)["samples"]
+        assert health["uploaded"] >= len(waiting) and health["refused"] == 0 and health["last_error"] == ""
     finally:
         code = finish(device)
         if server is not None:
