@@ -47,7 +47,10 @@ def upload() -> Any:
     request.max_content_length = limit
     if not request.is_json:
         return _refuse(415, "send the sample as JSON (Content-Type: application/json)")
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nesting deeper than Python's JSON decoder goes: malformed for us
+        body = None
     try:
         sample = parse_upload(body, device, config.max_image_side)
     except SampleRefused as exc:

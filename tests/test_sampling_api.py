@@ -186,6 +186,8 @@ def test_not_json_and_not_base64_are_refused(app: Flask) -> None:
     assert form.status_code == 415 and "application/json" in form.get_json()["error"]
     broken = client.post(URL, data="{not json", headers={**headers, "Content-Type": "application/json"})
     assert broken.status_code == 400 and "JSON object" in broken.get_json()["error"]
+    deep = client.post(URL, data="[" * 200_000, headers={**headers, "Content-Type": "application/json"})
+    assert deep.status_code == 400
     b = body()
     b["images"]["roi"]["data"] = "%%%"
     bad64 = client.post(URL, json=b, headers=headers)
