@@ -22,6 +22,7 @@ from device.pipeline import PipelineConfig
 from device.publisher import MqttConfig
 from device.rois import RoiConfig
 from device.rollout import RolloutConfig
+from device.sampling import SamplingConfig
 from device.server_link import ServerLinkConfig
 from mgs_core.messages import validate_name
 from mgs_core.tomlconfig import Check, Range, fail, load_config
@@ -89,6 +90,7 @@ class DeviceConfig:
     http: HttpConfig = field(default_factory=HttpConfig)
     server: ServerLinkConfig = field(default_factory=ServerLinkConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
     def check(self) -> None:
         if not self.rois.boxes:

@@ -37,6 +37,8 @@ from device.pipeline import build_pipeline
 from device.publisher import Publisher
 from device.results import FrameResult
 from device.rollout import RolloutManager, Swap, store_dir
+from device.sample_queue import SampleWorker, start_sampling
+from device.sampling import Sampler
 from mgs_core.errors import MgsError
 from mgs_core.manifest import resolve_models_dir, sha256_file
 from mgs_core.messages import DeviceStatus, alert_topic, model_topic, score_topic, utc_iso
@@ -132,6 +134,8 @@ class DeviceRunner:
         self.capture: Capture | None = None
         self.publisher: Publisher | None = None
         self.offload: OffloadSwitch | None = None
+        self.sampler: Sampler | None = None
+        self.samples: SampleWorker | None = None
         self.pipeline_errors = 0
         self.last_pipeline_error = ""
         self._last_error_log = -60.0
@@ -205,6 +209,7 @@ class DeviceRunner:
             "version": status.version,
             "message": status.message,
             "alerts_raised": self.alerts.raised_boxes(),
+            "samples": self.samples.stats() if self.samples else None,
             "boxes": [
                 {"box": b, "roi": roi.as_list(), **_window_json(self.last_windows.get(b))}
                 for b, roi in enumerate(self.rois)
@@ -254,6 +259,17 @@ class DeviceRunner:
             self.model_files = _file_shas(self.models)
             self.offload = offload_switch(self.models, self.model_files, c.offload, c.target_fps)
             pipeline = build_pipeline(self.offload.models if self.offload else self.models, self.rois, c.pipeline)
+            self.samples = start_sampling(c.sampling, c.server)
+            if self.samples:
+                self.sampler = Sampler(
+                    c.sampling,
+                    self.rois,
+                    c.pipeline.fine_crop,
+                    c.pipeline.eyes.min_confidence,
+                    c.alerts.threshold,
+                    c.aggregation.window_s,
+                )
+                self.sampler.model_sha256, self.sampler.model_version = self.models.model_sha256, self.model_version
             self.publisher = Publisher(c.name, c.mqtt, self.outbox, self.status, c.status.interval_s)
             self.publisher.handlers[model_topic(c.name, c.mqtt.prefix)] = self.rollout.on_assignment
             self.publisher.on_connected.append(self.rollout.connected)
@@ -288,6 +304,8 @@ class DeviceRunner:
                 view.stop()
             if self.offload:
                 self.offload.client.close()
+            if self.samples:
+                self.samples.stop()
             left = self.outbox.stats().depth
             self.outbox.close()
         log.info(
@@ -347,6 +365,8 @@ class DeviceRunner:
             with self._snapshot_lock:
                 self._frame, self._result = frame, result
             self._emit(self.aggregator.add(result))
+            if self.sampler:
+                self.sampler.observe(frame.image, result)
             if self.max_frames is not None and self.frames >= self.max_frames:
                 log.info("--max-frames %d reached", self.max_frames)
                 return
@@ -356,6 +376,8 @@ class DeviceRunner:
         self._emit(self.aggregator.split(at))
         self.models, self.model_version = swap.models, swap.version
         self.model_files = _file_shas(swap.models)
+        if self.sampler:
+            self.sampler.model_sha256, self.sampler.model_version = swap.models.model_sha256, swap.version
         if self.offload:
             self.offload.client.close()
             self.offload = offload_switch(swap.models, self.model_files, self.config.offload, self.config.target_fps)
@@ -379,7 +401,9 @@ class DeviceRunner:
             return
         name, sha, prefix = self.config.name, self.models.model_sha256, self.config.mqtt.prefix
         items: list[Pending] = []
+        closed: list[tuple[BoxWindow, AlertEvent | None, int]] = []
         for w in windows:
+            index = len(items)
             items.append(Pending(score_topic(name, w.box, prefix), _window_payload(w, name, sha, self.model_version)))
             event = self.alerts.update(w)
             if event is not None:
@@ -387,9 +411,17 @@ class DeviceRunner:
                     "alert %s for box %d: score %s, threshold %g", event.event, event.box, event.score, event.threshold
                 )
                 items.append(Pending(alert_topic(name, w.box, prefix), _alert_payload(event, name)))
-        self.outbox.enqueue(items)
+            closed.append((w, event, index))
+        seqs = self.outbox.enqueue(items)
         if self.rollout:
             self.rollout.observe(windows, self.model_version)
+        if self.sampler and self.samples:
+            # enqueue returns the seqs of held items first, then these; none when the disk is full
+            first = len(seqs) - len(items)
+            for w, event, i in closed:
+                job = self.sampler.window_closed(w, event, seqs[first + i] if first >= 0 else None)
+                if job is not None:
+                    self.samples.submit(job)
         with self._snapshot_lock:
             self.last_windows.update({w.box: w for w in windows})
         if self.publisher:

@@ -30,6 +30,8 @@ MAX_BOXES = 16
 # Every integer on the wire (seq, frame counts, ...) must fit SQLite's signed 64-bit INTEGER, so a
 # message that validates can always be stored.
 MAX_INT = 2**63 - 1
+# Why a device kept a review sample: device.sampling decides, POST /api/v1/device/samples checks.
+SAMPLE_REASONS = ("alert", "low_confidence", "borderline", "random")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")

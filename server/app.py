@@ -15,7 +15,7 @@ from werkzeug.exceptions import NotFound as HTTPNotFound
 from werkzeug.routing import BaseConverter
 
 from mgs_core.errors import MgsError
-from server import admin, api, auth, dashboard, exports, records, review, uploads
+from server import admin, api, auth, dashboard, exports, records, review, samples, uploads
 from server.config import ServerConfig, secret_key
 from server.db import connect
 from server.repository import MAX_ID, Conflict, NotFound
@@ -61,6 +61,7 @@ def create_app(config: ServerConfig | None = None, test_config: dict[str, Any] |
     app.register_blueprint(admin.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(review.bp)
+    app.register_blueprint(samples.bp)
     uploads.register(app)
     app.after_request(release_db)
     app.teardown_appcontext(close_db)

@@ -20,6 +20,7 @@ from mgs_core.errors import ConfigError
 from mgs_core.messages import SCORE_MAX, SCORE_MIN
 from mgs_core.tomlconfig import Range, fail, load_config
 from server.ingest import IngestConfig
+from server.sample_store import SamplesConfig
 from server.video_jobs import VideosConfig
 
 log = logging.getLogger(__name__)
@@ -170,6 +171,7 @@ class ServerConfig:
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     videos: VideosConfig = field(default_factory=VideosConfig)
     review: ReviewConfig = field(default_factory=ReviewConfig)
+    samples: SamplesConfig = field(default_factory=SamplesConfig)
 
     def resolve_paths(self, base: Path) -> None:
         """Make relative paths relative to `base` (the config file's folder)."""
