@@ -50,7 +50,9 @@ def window(box: int, start: float, score: float | None = 3.0, abstained: int = 0
 def sampler(rng_value: float = 0.5, **config: Any) -> Sampler:
     rng = random.Random()
     rng.random = lambda: rng_value  # type: ignore[method-assign]
-    return Sampler(SamplingConfig(**config), ROIS, 96, 0.6, THRESHOLD, 1.0, rng)
+    s = Sampler(SamplingConfig(**config), ROIS, 96, 0.6, THRESHOLD, 1.0, rng)
+    s.model_sha256 = SHA
+    return s
 
 
 def image(seed: int = 0) -> np.ndarray:
@@ -111,7 +113,7 @@ def test_the_frame_with_the_uncertain_eye_is_kept_and_the_face_crop_stays_in_the
 
 def test_a_device_sample_passes_the_server_checks_with_positions_in_both_frames() -> None:
     s = sampler(min_interval_s=0)
-    s.model_sha256, s.model_version = SHA, "v2"
+    s.model_version = "v2"
     frame = image(3)
     s.observe(frame, frame_result(40.3, {1: (eye(300, 80, score=4.25), eye(330, 82, confidence=0.4))}))
     job = s.window_closed(window(1, 40, score=4.25, abstained=1), None, window_seq=17)
