@@ -15,7 +15,7 @@ from werkzeug.exceptions import NotFound as HTTPNotFound
 from werkzeug.routing import BaseConverter
 
 from mgs_core.errors import MgsError
-from server import admin, api, auth, dashboard, exports, records, uploads
+from server import admin, api, auth, dashboard, exports, records, rollout_views, uploads
 from server.config import ServerConfig, secret_key
 from server.db import connect
 from server.repository import MAX_ID, Conflict, NotFound
@@ -54,6 +54,7 @@ def create_app(config: ServerConfig | None = None, test_config: dict[str, Any] |
     )
 
     app.before_request(uploads.allow_large_bodies)  # before auth's CSRF check reads the form
+    app.before_request(rollout_views.allow_large_upload)
     app.register_blueprint(auth.bp)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(records.bp)
@@ -61,6 +62,7 @@ def create_app(config: ServerConfig | None = None, test_config: dict[str, Any] |
     app.register_blueprint(admin.bp)
     app.register_blueprint(api.bp)
     uploads.register(app)
+    rollout_views.register(app)
     app.after_request(release_db)
     app.teardown_appcontext(close_db)
     app.jinja_env.globals.update(
