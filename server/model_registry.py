@@ -41,7 +41,7 @@ class ModelsConfig:
     dir: Path = field(
         default=Path(""),
         metadata={
-            "doc": "folder of the model registry's sets (relative to the database folder); empty = 'models' next to the database"
+            "doc": "folder of the model registry's sets (relative to the database folder); empty = 'model-sets' next to the database"
         },
     )
     max_set_mb: Annotated[int, Range(1, 64 * 1024, unit="MiB")] = field(
@@ -50,7 +50,7 @@ class ModelsConfig:
 
     def resolved_dir(self, database: Path) -> Path:
         if str(self.dir) in ("", "."):
-            return Path(database).parent / "models"
+            return Path(database).parent / "model-sets"
         return self.dir if self.dir.is_absolute() else Path(database).parent / self.dir
 
 

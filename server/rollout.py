@@ -192,7 +192,11 @@ def _describe(assignment: dict[str, Any] | None, event: dict[str, Any] | None) -
 
 
 def _last_events(db: sqlite_utils.Database) -> dict[tuple[str, int], dict[str, Any]]:
-    rows = db.query("SELECT * FROM model_events ORDER BY event_at, id")
+    """The newest event (by the device's clock) about each device's current assignment."""
+    rows = db.query(
+        "SELECT e.* FROM model_events e JOIN (" + _CURRENT + ") a ON a.device = e.device AND a.id = e.assignment_id "
+        "ORDER BY e.event_at, e.id"
+    )
     return {(r["device"], r["assignment_id"]): r for r in rows}
 
 

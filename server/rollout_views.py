@@ -65,8 +65,10 @@ def _user() -> str:
 def index() -> str:
     db = get_db()
     all_versions = versions(db)
-    figures = [k for k in FIGURE_ORDER if any((v["evaluate"] or {}).get(k) is not None for v in all_versions)]
-    figures += sorted({k for v in all_versions for k in (v["evaluate"] or {})} - set(figures))
+    for v in all_versions:
+        v["figures"] = _flat(v["evaluate"] or {})
+    figures = [k for k in FIGURE_ORDER if any(v["figures"].get(k) is not None for v in all_versions)]
+    figures += sorted({k for v in all_versions for k in v["figures"]} - set(figures))
     return render_template(
         "models.html",
         title="Models",
@@ -77,6 +79,17 @@ def index() -> str:
         devices=rollout.known_devices(db),
         rollouts=rollout.rollouts(db),
     )
+
+
+def _flat(figures: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"heldout": {"mae": 0.4}} -> {"heldout.mae": 0.4}: one column per figure, however nested."""
+    out: dict[str, Any] = {}
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 @bp.post("")

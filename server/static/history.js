@@ -93,7 +93,8 @@ document.addEventListener("DOMContentLoaded", () => {
     for (const c of changes) {
       lay.shapes.push({ type: "line", xref: "x", yref: "paper", x0: wall(c.t), x1: wall(c.t), y0: 0, y1: 1,
                         line: { color: "#6b46c1", width: 1.5, dash: "dot" }, name: "model change" });
-      lay.annotations.push({ xref: "x", x: wall(c.t), yref: "paper", y: 1, yanchor: "bottom", showarrow: false,
+      lay.annotations.push({ xref: "x", x: wall(c.t), xanchor: "right", yref: "paper", y: 1, yanchor: "top", showarrow: false,
+                             bgcolor: "rgba(255,255,255,0.85)",
                              text: `model: ${name(c.version, c.sha256)}`, font: { color: "#6b46c1", size: 10 },
                              hovertext: `from ${name(c.previous_version, c.previous_sha256)}` });
     }
