@@ -14,6 +14,7 @@ import json
 import logging
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +26,12 @@ from mgs_core.errors import MgsError
 from mgs_core.manifest import MANIFEST_NAME
 from mgs_core.tomlconfig import Range
 from server.db import transaction
-from server.model_sets import SetRefused, check_archive
+from server.model_sets import ModelSet, SetRefused, check_archive
 
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
+_REGISTERING = threading.Lock()
 
 
 @dataclass
@@ -78,34 +80,38 @@ class Registry:
             if copied == 0:
                 raise SetRefused("the upload is empty; choose the .tar.gz file `mgs-export package` wrote")
             checked = check_archive(archive, work / "set", self.max_bytes)
-            self._refuse_known(db, checked.version, checked.manifest_sha256)
-            target = self.folder / checked.version
-            if target.exists():  # left by a crash between the move and the insert: not registered
-                shutil.rmtree(target)
-            checked.folder.rename(target)
-            try:
-                with transaction(db) as conn:
-                    conn.execute(
-                        "INSERT INTO model_versions (version, manifest_sha256, manifest_json, created, evaluate_json, "
-                        "size_bytes, uploaded_by, uploaded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        [
-                            checked.version,
-                            checked.manifest_sha256,
-                            json.dumps(checked.manifest),
-                            checked.created,
-                            None if checked.evaluate is None else json.dumps(checked.evaluate),
-                            checked.size_bytes,
-                            uploaded_by,
-                            time.time(),
-                        ],
-                    )
-            except BaseException:
-                shutil.rmtree(target, ignore_errors=True)
-                raise
+            with _REGISTERING:  # two uploads of one version: the second is refused, never moved over the first
+                self._register(db, checked, uploaded_by)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         log.info("model set %s registered (manifest %s) by %s", checked.version, checked.manifest_sha256, uploaded_by)
         return version(db, checked.version)
+
+    def _register(self, db: sqlite_utils.Database, checked: ModelSet, uploaded_by: str) -> None:
+        self._refuse_known(db, checked.version, checked.manifest_sha256)
+        target = self.folder / checked.version
+        if target.exists():  # left by a crash between the move and the insert: not registered
+            shutil.rmtree(target)
+        checked.folder.rename(target)
+        try:
+            with transaction(db) as conn:
+                conn.execute(
+                    "INSERT INTO model_versions (version, manifest_sha256, manifest_json, created, evaluate_json, "
+                    "size_bytes, uploaded_by, uploaded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        checked.version,
+                        checked.manifest_sha256,
+                        json.dumps(checked.manifest),
+                        checked.created,
+                        None if checked.evaluate is None else json.dumps(checked.evaluate),
+                        checked.size_bytes,
+                        uploaded_by,
+                        time.time(),
+                    ],
+                )
+        except BaseException:
+            shutil.rmtree(target, ignore_errors=True)
+            raise
 
     def _refuse_known(self, db: sqlite_utils.Database, name: str, manifest_sha256: str) -> None:
         row = db.execute(

@@ -38,6 +38,8 @@ SAMPLE_ARGS = {
     "filename": "style.css",
     "job_id": 1,
     "name": "plot.png",
+    "rollout_id": 1,
+    "version": "v1",
 }
 PUBLIC = {"auth.login", "static"}
 
