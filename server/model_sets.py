@@ -91,14 +91,16 @@ def unpack(archive: Path, dest: Path, max_bytes: int) -> int:
     try:
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:
-                name = member.name
+                if member.name in (".", "./") and member.isdir():  # `tar -C DIR .` puts the folder itself first
+                    continue
+                name = member.name.removeprefix("./")
                 if name.startswith("/") or ".." in name.split("/") or "/" in name.strip("/"):
                     raise SetRefused(
                         f"{name}: a model set is flat (no absolute paths, '..' or folders); "
                         "build it with `mgs-export package`"
                     )
                 if not member.isfile() or member.issparse():
-                    raise SetRefused(f"{name}: only regular files may be in a model set (this is a link or folder)")
+                    raise SetRefused(f"{name}: only regular files may be in a model set (no links, folders or devices)")
                 if not _FILE_RE.match(name):
                     raise SetRefused(f"{name!r}: file names may use letters, digits, '_', '-' and '.' only")
                 if name in seen:

@@ -17,7 +17,7 @@ from server import model_sets
 from server.db import connect
 from server.model_registry import Registry, find_version, versions
 from server.model_sets import SetRefused, check_archive
-from tests.model_set_support import add_member, build_set, entry, file_ref
+from tests.model_set_support import add_member, build_set, entry, file_ref, set_folder
 
 MAX = 64 * 1024 * 1024
 
@@ -42,6 +42,16 @@ def test_a_packaged_set_passes_and_is_identified_by_its_manifest_hash(tmp_path: 
         "evaluate.json",
     }
     assert checked.evaluate == {"heldout_mae": 0.41, "recall": 0.93, "precision": 0.97}
+
+
+def test_a_set_made_with_tar_in_its_folder_passes(tmp_path: Path) -> None:
+    """`tar czf set.tar.gz -C DIR .` names members ./manifest.json ... after a "." folder entry."""
+    folder = tmp_path / "set-v2"
+    set_folder(folder)
+    archive = tmp_path / "by-tar.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=".")
+    assert check_archive(archive, tmp_path / "unpacked", MAX).version == "v2"
 
 
 def test_a_set_with_fp32_files_too_passes(tmp_path: Path) -> None:
