@@ -38,12 +38,7 @@ def run(args: argparse.Namespace) -> int:
             port=config.http.port,
             threads=config.http.threads,
             ident="mgs-rack",
-            # the largest body any endpoint takes; each endpoint still applies its own limit
-            max_request_body_size=max(
-                config.http.max_request_kb * 1024,
-                config.videos.max_upload_mb * 1024 * 1024,
-                config.models.max_set_mb * 1024 * 1024,
-            ),
+            max_request_body_size=config.http.max_request_kb * 1024,
         )
     except OSError as exc:
         raise MgsError(
