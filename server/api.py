@@ -24,6 +24,7 @@ from server import audit, data_export, video_imports
 from server.auth import current_user, require_role
 from server.repository import RESOLUTIONS, NotFound, parse_id, parse_time
 from server.request_db import get_db, get_repo
+from server.rollout_history import animal_model_changes, model_changes
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -143,7 +144,8 @@ def box_scores(device: str, box: int) -> Response:
     _known_box(device, box)
     start, end = _time_range()
     result = get_repo().box_scores(device, box, start, end, _resolution())
-    return jsonify(device=device, box=box, start=start, end=end, **result)
+    changes = model_changes(get_db(), device, box, start, end)
+    return jsonify(device=device, box=box, start=start, end=end, model_changes=changes, **result)
 
 
 @bp.get("/devices")
@@ -217,7 +219,7 @@ def update_animal(animal_id: int) -> Response:
 @bp.get("/animals/<int:animal_id>/scores")
 def animal_scores(animal_id: int) -> Response:
     """Points carry `source` (live / imported); `recordings` lists the imported videos in the range,
-    so a chart can draw each as its own, labelled series."""
+    so a chart can draw each as its own, labelled series; `model_changes` where the model changed."""
     start, end = _time_range()
     repo = get_repo()
     result = repo.animal_scores(animal_id, start, end, _resolution())
@@ -225,7 +227,8 @@ def animal_scores(animal_id: int) -> Response:
     imported = frozenset(r["device"] for r in recordings)
     for point in result["points"]:
         point["source"] = video_imports.window_source(point["device"], imported)
-    return jsonify(animal_id=animal_id, start=start, end=end, recordings=recordings, **result)
+    changes = animal_model_changes(get_db(), repo.assignments(animal_id=animal_id), start, end)
+    return jsonify(animal_id=animal_id, start=start, end=end, recordings=recordings, model_changes=changes, **result)
 
 
 @bp.get("/experiments")

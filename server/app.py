@@ -15,7 +15,7 @@ from werkzeug.exceptions import NotFound as HTTPNotFound
 from werkzeug.routing import BaseConverter
 
 from mgs_core.errors import MgsError
-from server import admin, api, auth, dashboard, exports, records, review, samples, uploads
+from server import admin, api, auth, dashboard, exports, records, review, rollout_views, samples, uploads
 from server.config import ServerConfig, secret_key
 from server.db import connect
 from server.repository import MAX_ID, Conflict, NotFound
@@ -54,6 +54,7 @@ def create_app(config: ServerConfig | None = None, test_config: dict[str, Any] |
     )
 
     app.before_request(uploads.allow_large_bodies)  # before auth's CSRF check reads the form
+    app.before_request(rollout_views.allow_large_upload)
     app.register_blueprint(auth.bp)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(records.bp)
@@ -63,6 +64,7 @@ def create_app(config: ServerConfig | None = None, test_config: dict[str, Any] |
     app.register_blueprint(review.bp)
     app.register_blueprint(samples.bp)
     uploads.register(app)
+    rollout_views.register(app)
     app.after_request(release_db)
     app.teardown_appcontext(close_db)
     app.jinja_env.globals.update(

@@ -1,8 +1,9 @@
 """`server.toml`: one typed, strict config for the whole server process.
 
 Sections: [database], [ingest] (the MQTT side, `server.ingest.IngestConfig`), [http], [auth],
-[dashboard] and [review]. Relative paths are taken relative to the config file, so a config can be moved
-together with its database. The session secret is generated on first start and kept next to the
+[dashboard], [videos], [review], [samples] (expert-review uploads) and [models] (the model registry).
+Relative paths are taken relative to the config file, so a config can be moved together with its
+database. The session secret is generated on first start and kept next to the
 database when none is configured: logins then survive restarts without anyone handling a secret.
 """
 
@@ -20,6 +21,7 @@ from mgs_core.errors import ConfigError
 from mgs_core.messages import SCORE_MAX, SCORE_MIN
 from mgs_core.tomlconfig import Range, fail, load_config
 from server.ingest import IngestConfig
+from server.model_registry import ModelsConfig
 from server.sample_store import SamplesConfig
 from server.video_jobs import VideosConfig
 
@@ -172,6 +174,7 @@ class ServerConfig:
     videos: VideosConfig = field(default_factory=VideosConfig)
     review: ReviewConfig = field(default_factory=ReviewConfig)
     samples: SamplesConfig = field(default_factory=SamplesConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
 
     def resolve_paths(self, base: Path) -> None:
         """Make relative paths relative to `base` (the config file's folder)."""

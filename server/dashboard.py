@@ -22,8 +22,8 @@ from flask import Blueprint, current_app, flash, jsonify, redirect, render_templ
 from werkzeug.wrappers import Response
 
 from mgs_core.errors import MgsError
-from server import audit, episodes, exports, timefmt, triage, video_imports
-from server.auth import current_user, local_path, require_role
+from server import audit, episodes, exports, rollout, timefmt, triage, video_imports
+from server.auth import current_user, has_role, local_path, require_role
 from server.config import DashboardConfig
 from server.episodes import Episode
 from server.repository import parse_id
@@ -249,6 +249,7 @@ def _overview_context(now: float) -> dict[str, Any]:
         "config": _config(),
         "attention": len({id(e) for e in open_eps}),
         "ingest_problem": ingest_problem(),
+        "model_notices": rollout.problem_notices(get_db()) if has_role("officer") else [],
         "legend": triage.legend(_config().severity_steps),
     }
 
@@ -496,6 +497,7 @@ def devices() -> str:
         now=now,
         counters=repo.counters(),
         boxes_ahead=repo.boxes_ahead(now, _config().clock_skew_s),
+        model_states=rollout.device_states(get_db()),
     )
 
 

@@ -1,6 +1,7 @@
 """Score windows as CSV or JSON, streamed: a month of one-second windows never sits in memory.
 
-The columns are the wire's ScoreWindow fields plus the animal assigned to the box at the time and
+The columns are the wire's ScoreWindow fields plus the registry version of the model that scored
+the window ('' = the models shipped on the device), the animal assigned to the box at the time and
 the window's `source`: `live` from a rack, or `imported` from a recorded video scored offline
 (server.video_imports). An empty score means "no face visible", never 0. Text that people typed
 (animal names) is exported verbatim, except that a cell starting with = + - @ gets a leading
@@ -28,6 +29,7 @@ COLUMNS = (
     "box",
     "seq",
     *SCORE_COLUMNS,
+    "model_version",
     "received_at",
     "animal_id",
     "animal_name",

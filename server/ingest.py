@@ -38,6 +38,7 @@ from mgs_core.tomlconfig import Check, Length, Range, existing_file, fail, valid
 from server.db import connect
 from server.ingest_transport import Inbox, IngestHealth, IngestTransport
 from server.ingest_writer import IngestWriter
+from server.rollout_publisher import AssignmentPublisher
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,7 @@ class IngestWorker:
             publish_alerts=config.publish_alerts,
         )
         self._writer_thread: threading.Thread | None = None
+        self._assignments = AssignmentPublisher(self.db_path, config.prefix, self._transport)
         self.connected = self._transport.connected  # set once connected *and* subscribed
 
     @property
@@ -154,12 +156,14 @@ class IngestWorker:
         )
         self._writer_thread.start()
         self._transport.start(self._inbox)
+        self._assignments.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop reading, write everything already received, acknowledge it, then disconnect.
 
         Whatever is not written and acknowledged by then stays in the broker's session and comes
         back after the next start."""
+        self._assignments.stop()
         self._transport.stop_reading()
         if self._writer_thread is not None:
             self._inbox.close()

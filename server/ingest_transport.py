@@ -175,6 +175,11 @@ class IngestTransport:
         self._network = None
         self.connected.clear()
 
+    @property
+    def connection_number(self) -> int:
+        """Counts the connections made: publishers that must tell a new session everything watch it."""
+        return self._connection
+
     def committed(self, items: Sequence[Received]) -> None:
         """These messages are stored (or quarantined): acknowledge them to the broker."""
         with self._lock:

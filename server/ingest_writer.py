@@ -34,6 +34,7 @@ from mgs_core.messages import (
     AnimalAlert,
     BoxAlert,
     DeviceStatus,
+    ModelEvent,
     ScoreWindow,
     StoredAck,
     animal_alert_topic,
@@ -48,6 +49,7 @@ from server.db import connect
 from server.delivery import DeliveryTracker
 from server.ingest_transport import Inbox, IngestHealth, Received
 from server.repository import Quarantined
+from server.rollout import store_model_event
 from server.rules import RuleEngine
 from server.store import IngestStore
 
@@ -96,6 +98,7 @@ class ParsedBatch:
     availability: list[AvailabilityChange] = field(default_factory=list)
     quarantine: list[Quarantined] = field(default_factory=list)
     outbox_starts: list[OutboxStart] = field(default_factory=list)
+    model_events: list[ModelEvent] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
 
 
@@ -213,6 +216,10 @@ class IngestWriter:
                     batch.statuses.append(StatusReceipt(item.received_at, status))
                     if status.first_seq:
                         batch.outbox_starts.append(OutboxStart(status.device, status.epoch, status.first_seq))
+                elif ref.kind == "model_event":
+                    event = ModelEvent.from_json(item.payload)
+                    _same_source(ref.device, None, event.device, None)
+                    batch.model_events.append(event)
                 elif ref.kind == "availability":
                     batch.availability.append(
                         AvailabilityChange(item.received_at, ref.device, parse_availability(item.payload))
@@ -256,6 +263,10 @@ class IngestWriter:
             store.store_status(receipt.status, receipt.received_at)
         for change in batch.availability:
             store.store_availability(change.device, change.availability, change.received_at)
+        if batch.model_events:
+            batch.counts["model_events"] = sum(
+                store_model_event(store.db.conn, e, received_at) for e in batch.model_events
+            )
         store.store_quarantine(quarantine)
         handled: dict[tuple[str, str], list[int]] = {}
         for msg in [*windows, *batch.alerts]:

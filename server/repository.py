@@ -587,7 +587,8 @@ class Repository:
         """Raw windows for export, streamed in time order per box. Filter by box, animal or
         experiment (via assignments); every row carries animal_id/animal_name where assigned.
         Keys: device, box, seq, window_start, window_end (ISO), frames, valid_eyes, score, median,
-        p90, face_visible_fraction, model_sha256, received_at (ISO), animal_id, animal_name."""
+        p90, face_visible_fraction, model_sha256, model_version ('' = shipped models), received_at
+        (ISO), animal_id, animal_name."""
         if animal_id is not None or experiment_id is not None:
             if animal_id is not None:
                 self.animal(animal_id)
@@ -625,7 +626,7 @@ class Repository:
         cursor = self.db.execute(
             "SELECT w.device, w.box, w.seq, w.window_start_iso AS window_start, w.window_end_iso AS window_end, "
             "w.frames, w.valid_eyes, w.score, w.median, w.p90, w.face_visible_fraction, m.sha256 AS model_sha256, "
-            "strftime('%Y-%m-%dT%H:%M:%fZ', w.received_at, 'unixepoch') AS received_at "
+            "w.model_version, strftime('%Y-%m-%dT%H:%M:%fZ', w.received_at, 'unixepoch') AS received_at "
             "FROM score_windows w JOIN models m ON m.id = w.model_id "
             "WHERE w.device = ? AND w.box = ? AND w.window_start >= ? AND w.window_start < ? ORDER BY w.window_start",
             [device, box, start, end],

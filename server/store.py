@@ -21,6 +21,7 @@ import sqlite_utils
 from mgs_core.messages import BoxAlert, DeviceStatus, ScoreWindow, parse_utc_iso, utc_iso
 from server.db import transaction
 from server.repository import Quarantined, Repository, StoredBatch
+from server.rollout_history import record_model_changes
 
 QUARANTINE_PAYLOAD_CHARS = 2048
 QUARANTINE_MAX_ROWS = 10_000
@@ -91,6 +92,7 @@ class IngestStore:
                 w.p90,
                 w.face_visible_fraction,
                 self.model_id(w.model_sha256),
+                w.model_version,
                 received_at,
             )
             for w in windows
@@ -98,13 +100,14 @@ class IngestStore:
         before = conn.total_changes
         conn.executemany(
             "INSERT OR IGNORE INTO score_windows (device, box, epoch, seq, window_start, window_end, frames, "
-            "valid_eyes, score, median, p90, face_visible_fraction, model_id, received_at) "
-            f"VALUES (?, ?, ?, ?, {_EPOCH_SQL}, {_EPOCH_SQL}, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "valid_eyes, score, median, p90, face_visible_fraction, model_id, model_version, received_at) "
+            f"VALUES (?, ?, ?, ?, {_EPOCH_SQL}, {_EPOCH_SQL}, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
         count = conn.total_changes - before
         if count:
             self._update_from_new_rows(after_id, received_at)
+            record_model_changes(conn, after_id)
         return StoredBatch(count, after_id)
 
     def reused_seqs(self, windows: Sequence[ScoreWindow]) -> list[tuple[ScoreWindow, str]]:
@@ -213,12 +216,12 @@ class IngestStore:
     def store_status(self, status: DeviceStatus, received_at: float) -> None:
         self.db.conn.execute(
             "INSERT INTO devices (name, first_seen, last_seen, status_json, status_time, fps, target_fps, backend, "
-            "camera, outbox_depth, skipped_frames, uptime_s, version, models_json, message) "
+            "camera, outbox_depth, skipped_frames, uptime_s, version, models_json, message, model_version) "
             "VALUES (:name, :now, :now, :json, :time, :fps, :target_fps, :backend, :camera, :depth, :skipped, "
-            ":uptime, :version, :models, :message) ON CONFLICT(name) DO UPDATE SET last_seen = :now, "
+            ":uptime, :version, :models, :message, :model_version) ON CONFLICT(name) DO UPDATE SET last_seen = :now, "
             "status_json = :json, status_time = :time, fps = :fps, target_fps = :target_fps, backend = :backend, "
             "camera = :camera, outbox_depth = :depth, skipped_frames = :skipped, uptime_s = :uptime, "
-            "version = :version, models_json = :models, message = :message",
+            "version = :version, models_json = :models, message = :message, model_version = :model_version",
             {
                 "name": status.device,
                 "now": received_at,
@@ -234,6 +237,7 @@ class IngestStore:
                 "version": status.version,
                 "models": json.dumps(status.models),
                 "message": status.message,
+                "model_version": status.model_version,
             },
         )
 

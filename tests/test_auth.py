@@ -39,6 +39,8 @@ SAMPLE_ARGS = {
     "job_id": 1,
     "sample_id": 1,
     "name": "plot.png",
+    "rollout_id": 1,
+    "version": "v1",
 }
 PUBLIC = {"auth.login", "static"}
 

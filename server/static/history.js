@@ -2,7 +2,8 @@
 // picks raw windows, minute or hour means to keep the plot at a few thousand points. Times are
 // drawn as wall-clock times of the facility's zone; alert episodes are shaded, acknowledgements
 // marked with who and the note. Windows of imported recordings (points with source "imported") are
-// not mixed into the live line: each recording is its own series, named after its video.
+// not mixed into the live line: each recording is its own series, named after its video. Changes of
+// model are marked with a vertical line.
 "use strict";
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -85,6 +86,20 @@ document.addEventListener("DOMContentLoaded", () => {
     };
   }
 
+  // A change of model (registry version or file hash) is a dashed vertical line with the new
+  // version's name, so a step in the scores can be told apart from a change of model.
+  function markModelChanges(lay, changes) {
+    const name = (version, sha) => (version || "shipped models") + (sha ? ` (${sha.slice(0, 8)})` : "");
+    for (const c of changes) {
+      lay.shapes.push({ type: "line", xref: "x", yref: "paper", x0: wall(c.t), x1: wall(c.t), y0: 0, y1: 1,
+                        line: { color: "#6b46c1", width: 1.5, dash: "dot" }, name: "model change" });
+      lay.annotations.push({ xref: "x", x: wall(c.t), xanchor: "right", yref: "paper", y: 1, yanchor: "top", showarrow: false,
+                             bgcolor: "rgba(255,255,255,0.85)",
+                             text: `model: ${name(c.version, c.sha256)}`, font: { color: "#6b46c1", size: 10 },
+                             hovertext: `from ${name(c.previous_version, c.previous_sha256)}` });
+    }
+  }
+
   async function load() {
     if (loading) return;
     loading = true;
@@ -93,6 +108,8 @@ document.addEventListener("DOMContentLoaded", () => {
     try {
       const body = await mgs.getJSON(`${div.dataset.url}?start=${encodeURIComponent(iso(start))}&end=${encodeURIComponent(iso(end))}&resolution=auto`);
       const lay = layout(start, end);
+      markModelChanges(lay, body.model_changes || []);
+      div.dataset.modelChanges = String((body.model_changes || []).length);
       if ((body.recordings || []).length) lay.showlegend = true;  // Plotly hides a legend of one series
       if (range) delete lay.xaxis.range;  // keep the user's zoom
       await Plotly.react(div, traces(body), lay, { responsive: true, displaylogo: false });
