@@ -55,7 +55,7 @@ def paired_mae_difference(
 def compare(new: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
     """The comparison section: both models' figures, new minus baseline, and the paired MAE interval."""
     a, b = summary(new), summary(baseline)
-    diff = {k: (a[k] - b[k]) if a[k] is not None and b[k] is not None else None for k in a}  # type: ignore[operator]
+    diff = {k: (a[k] - b[k]) if a[k] is not None and b[k] is not None else None for k in a}
     out: dict[str, Any] = {
         "new": {"models": new.get("models"), **a},
         "baseline": {"models": baseline.get("models"), **b},

@@ -15,7 +15,7 @@ from werkzeug.exceptions import NotFound as HTTPNotFound
 from werkzeug.routing import BaseConverter
 
 from mgs_core.errors import MgsError
-from server import admin, api, auth, dashboard, exports, records, uploads
+from server import admin, api, auth, dashboard, dataset_download, exports, records, uploads
 from server.config import ServerConfig, secret_key
 from server.db import connect
 from server.repository import MAX_ID, Conflict, NotFound
@@ -60,6 +60,7 @@ def create_app(config: ServerConfig | None = None, test_config: dict[str, Any] |
     app.register_blueprint(exports.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(dataset_download.bp)
     uploads.register(app)
     app.after_request(release_db)
     app.teardown_appcontext(close_db)

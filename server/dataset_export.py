@@ -25,8 +25,10 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlite_utils
 
@@ -91,6 +93,24 @@ class ExportPlan:
     filters: ExportFilter
     frames: list[PlannedFrame] = field(default_factory=list)
     counts: ExportCounts = field(default_factory=ExportCounts)
+
+
+def parse_when(option: str, text: str | None, zone: str, end: bool = False) -> float | None:
+    """A date or ISO date-time in `zone` (unless it carries an offset) -> Unix seconds; None for none.
+
+    With `end`, a bare date means the end of that day, so "until 2026-11-30" includes the 30th.
+    """
+    if text is None or not text.strip():
+        return None
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise MgsError(f"{option} {text!r} is not a date; write it like 2026-11-01 or 2026-11-01T08:00") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=ZoneInfo(zone))
+    if end and len(text.strip()) == 10:
+        when += timedelta(days=1)
+    return when.timestamp()
 
 
 def face_to_roi(x: float, y: float, face_box: list[float], face_size: tuple[int, int] | None) -> tuple[float, float]:

@@ -7,11 +7,7 @@ The folder it writes passes `mgs-export validate` and feeds `train-eye --init`, 
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
-
-from mgs_core.errors import MgsError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +20,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="only samples taken at or after this date or time, e.g. 2026-11-01 or 2026-11-01T08:00 "
         "(the facility's zone, [dashboard] timezone, unless the time names its own)",
     )
-    parser.add_argument("--until", help="only samples taken before this date or time (same forms as --since)")
+    parser.add_argument(
+        "--until", help="only samples taken before this time, or up to the end of this date (same forms as --since)"
+    )
     parser.add_argument(
         "--min-raters",
         type=int,
@@ -34,29 +32,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="", help="only samples of this device (default: all devices)")
 
 
-def parse_when(option: str, text: str | None, zone: str) -> float | None:
-    """A date or ISO date-time in `zone` (unless it carries an offset) -> Unix seconds."""
-    if text is None:
-        return None
-    try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise MgsError(f"{option} {text!r} is not a date; write it like 2026-11-01 or 2026-11-01T08:00") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=ZoneInfo(zone))
-    return when.timestamp()
-
-
 def run(args: argparse.Namespace) -> int:
     from server.config import load_server_config
-    from server.dataset_export import ExportFilter, plan_export, prepare_folder, write_folder
+    from server.dataset_export import ExportFilter, parse_when, plan_export, prepare_folder, write_folder
     from server.db import connect
 
     config = load_server_config(args.config)
     zone = config.dashboard.timezone
     filters = ExportFilter(
         since=parse_when("--since", args.since, zone),
-        until=parse_when("--until", args.until, zone),
+        until=parse_when("--until", args.until, zone, end=True),
         min_raters=args.min_raters,
         device=args.device,
     )
