@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from export.cli import main as mgs_export
 from export.synth.writer import write_dataset
 from tests.dataset_support import RoiSample, add_rating, add_sample, rack_samples
+from tests.test_browser import browser, expect, page, server  # noqa: F401  (fixtures)
 from tests.web_support import logged_in, make_app
 
 
@@ -35,8 +37,8 @@ def test_an_officer_downloads_a_zip_that_validates(
     rated(db, rois[1], "rack2", 1_790_000_000.0 + 86400)
     client = logged_in(app, "officer")
 
-    page = client.get("/review/dataset").get_data(as_text=True)
-    assert "2 exported" in page and 'value="rack2"' in page
+    html = client.get("/review/dataset").get_data(as_text=True)
+    assert "2 exported" in html and 'value="rack2"' in html
 
     response = client.get("/review/dataset/download", query_string={"device": "rack2", "until": "2026-09-22"})
     assert response.status_code == 200 and response.mimetype == "application/zip"
@@ -61,3 +63,26 @@ def test_refusals_come_before_the_download_and_viewers_may_not(rois: list[RoiSam
     assert viewer.get("/review/dataset").status_code == 403
     assert viewer.get("/review/dataset/download").status_code == 403
     assert "/review/dataset" not in viewer.get("/", follow_redirects=True).get_data(as_text=True)
+
+
+@pytest.mark.browser
+def test_the_download_button_in_a_browser_gives_a_dataset(
+    rois: list[RoiSample],
+    page: Any,  # noqa: F811
+    server: Any,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rated(server.db_path, rois[0], "rack1", 1_790_000_000.0)
+    rated(server.db_path, rois[1], "rack2", 1_790_000_000.0)
+    page.click("nav a:has-text('Dataset')")
+    expect(page.locator("#dataset-preview")).to_contain_text("2 exported")
+    page.select_option("select[name=device]", "rack1")
+    with page.expect_download() as download:
+        page.click("#dataset-form button[type=submit]")
+    path = tmp_path / "dataset.zip"
+    download.value.save_as(path)
+    zipfile.ZipFile(path).extractall(tmp_path / "unzipped")
+    (folder,) = (tmp_path / "unzipped").iterdir()
+    assert mgs_export(["validate", str(folder)]) == 0
+    assert "1 images" in capsys.readouterr().out
