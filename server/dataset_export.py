@@ -205,7 +205,9 @@ def plan_export(db: sqlite_utils.Database, filters: ExportFilter) -> ExportPlan:
     ).fetchall()
     ratings: dict[int, list[tuple]] = {}
     for row in db.execute(
-        "SELECT sample_id, username, scorable, ot_score, mgs_score, eyes_json FROM sample_ratings ORDER BY username"
+        "SELECT sample_id, username, scorable, ot_score, mgs_score, eyes_json FROM sample_ratings"
+        f" WHERE sample_id IN (SELECT s.id FROM samples s WHERE {' AND '.join(where)}) ORDER BY username",
+        params,
     ).fetchall():
         ratings.setdefault(row[0], []).append(row[1:])
     names = pseudonyms([r[0] for s in samples for r in ratings.get(s[0], [])])

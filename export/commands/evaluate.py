@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from export.dataset import Dataset
+    from export.evaluate import EvalOptions
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -102,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate(args: argparse.Namespace, models_path: Path, data: Any, options: Any) -> dict[str, Any]:
+def _evaluate(args: argparse.Namespace, models_path: Path, data: Dataset, options: EvalOptions) -> dict[str, Any]:
     from export.evaluate import evaluate, onnx_runners, torch_runners
     from mgs_core.errors import MgsError
 
