@@ -72,7 +72,7 @@ class ExportCounts:
     too_few_ratings: int = 0  # fewer ratings than min_raters so far: review them first
     not_scorable: int = 0  # rated by enough people, but fewer than min_raters found it scorable
     no_eyes: int = 0  # scorable, but the raters marked no eye position
-    no_image: int = 0  # the ROI image is missing or not JPEG/PNG
+    no_image: int = 0  # the ROI image is missing, or not the JPEG/PNG its type says
     eyes: int = 0
     scored_eyes: int = 0
     dropped_eye_marks: int = 0  # eyes marked by fewer than half of the raters
@@ -197,7 +197,7 @@ def plan_export(db: sqlite_utils.Database, filters: ExportFilter) -> ExportPlan:
         params.append(filters.device)
     samples = db.execute(
         "SELECT s.id, s.device, s.sample_key, s.box, s.taken_at, s.reason, s.model_version, s.model_score,"
-        " s.meta_json, r.mime, r.width, r.height, f.width, f.height"
+        " s.meta_json, r.mime, r.width, r.height, f.width, f.height, substr(r.data, 1, 8)"
         " FROM samples s LEFT JOIN sample_images r ON r.sample_id = s.id AND r.kind = 'roi'"
         " LEFT JOIN sample_images f ON f.sample_id = s.id AND f.kind = 'face'"
         f" WHERE {' AND '.join(where)} ORDER BY s.taken_at, s.id",
@@ -235,9 +235,23 @@ def _nothing_message(filters: ExportFilter, counts: ExportCounts) -> str:
 def _plan_frame(
     sample: tuple, ratings: list[tuple], names: dict[str, str], min_raters: int, counts: ExportCounts
 ) -> PlannedFrame | None:
-    (sid, device, key, box, taken_at, reason, model_version, model_score, meta_json, mime, w, h, face_w, face_h) = (
-        sample
-    )
+    (
+        sid,
+        device,
+        key,
+        box,
+        taken_at,
+        reason,
+        model_version,
+        model_score,
+        meta_json,
+        mime,
+        w,
+        h,
+        face_w,
+        face_h,
+        head,
+    ) = sample
     scorable = [r for r in ratings if r[1]]
     if len(scorable) < min_raters:
         if len(ratings) >= min_raters:
@@ -246,7 +260,7 @@ def _plan_frame(
             counts.too_few_ratings += 1
         return None
     ext = IMAGE_TYPES.get(mime or "")
-    if ext is None or not w or not h:
+    if ext is None or not w or not h or not bytes(head or b"").startswith(_MAGIC[ext]):
         counts.no_image += 1
         return None
     meta = _meta(meta_json)
@@ -312,13 +326,9 @@ def dataset_files(db: sqlite_utils.Database, plan: ExportPlan, server: str = "")
         row = db.execute(
             "SELECT data FROM sample_images WHERE sample_id = ? AND kind = 'roi'", [frame.sample_id]
         ).fetchone()
-        data = bytes(row[0]) if row else b""
-        if not data.startswith(_MAGIC[frame.image.rsplit(".", 1)[1]]):
-            raise MgsError(
-                f"sample {frame.sample_id}: its stored ROI image is not the {frame.image.rsplit('.', 1)[1]} its type says; "
-                "delete the sample or export a period without it"
-            )
-        yield frame.image, data
+        if row is None:
+            raise MgsError(f"sample {frame.sample_id} was deleted during the export; export again")
+        yield frame.image, bytes(row[0])
     labels = "".join(json.dumps(f.label, separators=(",", ":")) + "\n" for f in plan.frames).encode()
     yield "labels.jsonl", labels
     info = describe(plan, hashlib.sha256(labels).hexdigest(), server)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -56,11 +57,17 @@ def test_export_writes_a_valid_dataset_with_consensus_eyes_and_pseudonymous_rate
     add_rating(db, b, "ben", scorable=False)
     c = add_sample(db, once.image, once.face_box, taken_at=T0 + 120)
     add_rating(db, c, "ben", ot=2, eyes=face_eyes(once))
+    d = add_sample(db, once.image, once.face_box, taken_at=T0 + 180)
+    add_rating(db, d, "ben", ot=2, eyes=face_eyes(once))
+    add_rating(db, d, "dave", ot=2, eyes=face_eyes(once))
+    with sqlite3.connect(db) as conn:  # an image that is not the JPEG its type says
+        conn.execute("UPDATE sample_images SET data = ? WHERE sample_id = ? AND kind = 'roi'", [b"GIF89a..", d])
     out = tmp_path / "facility-set"
 
     assert export(server_toml, out) == 0
     printed = capsys.readouterr().out
     assert "1 exported" in printed and "1 not scorable" in printed and "1 too few ratings" in printed
+    assert "1 no image" in printed
 
     assert mgs_export(["validate", str(out)]) == 0
     assert capsys.readouterr().out.startswith(f"OK {out}: 1 images")
