@@ -43,7 +43,7 @@ def test_exported_facility_set_fine_tunes_the_shipped_regressor_and_compares_old
 
     new = tmp_path / "eye-facility.pt"
     args = ["train-eye", "--data", str(data), "--init", str(SHIPPED / "eye.pt"), "--out", str(new)]
-    assert mgs_export([*args, "--epochs", "1", "--batch", "4", "--freeze-features", "--quiet"]) == 0
+    assert mgs_export([*args, "--epochs", "1", "--batch", "4", "--quiet"]) == 0
     trained = record(new)
     init = trained["training"]["init"]
     assert init["sha256"] == sha256_file(SHIPPED / "eye.pt") and init["kind"] == "eye"
@@ -95,7 +95,7 @@ def test_seg_fine_tunes_from_the_shipped_unet_with_its_shape(synth: Path, tmp_pa
         (["train-seg", "--model", "coarse", "--init", str(SHIPPED / "seg_fine.pt")], "not 'seg_coarse'"),
         (["train-seg", "--model", "fine", "--init", str(SHIPPED / "seg_fine.pt"), "--base", "16"], "leave out --base"),
         (["train-eye", "--init", str(SHIPPED / "eye.pt"), "--out", str(SHIPPED / "eye.pt")], "would overwrite"),
-        (["train-eye", "--freeze-features"], "use it with --init"),
+        (["train-eye", "--train-all"], "use it with --init"),
         (["train-eye", "--init", str(SHIPPED / "TRAINING.md")], "not a readable weight file"),
     ],
 )

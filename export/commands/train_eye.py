@@ -13,7 +13,8 @@ from mgs_core.errors import MgsError
 log = logging.getLogger(__name__)
 
 # From scratch: the paper's recipe. With --init: the fine-tuning recipe for a few hundred labelled
-# eyes (docs/training.md, "Fine-tuning on your own animals"); explicit options override either.
+# eyes, measured against training every layer (docs/training.md, "Fine-tuning on your own
+# animals"); explicit options override either.
 SCRATCH = {"epochs": 35, "lr": 0.001}
 FINE_TUNE = {"epochs": 10, "lr": 0.0003}
 
@@ -26,9 +27,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="eye weight file to fine-tune (e.g. the shipped models/eye.pt) instead of starting from random weights",
     )
     parser.add_argument(
-        "--freeze-features",
+        "--train-all",
         action="store_true",
-        help="with --init: keep the conv layers fixed and re-fit only the head",
+        help="with --init: train every layer (default: keep the conv layers as in --init and re-fit the head)",
     )
     parser.add_argument(
         "--epochs",
@@ -81,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
         init, init_record = init_network(args.init, "eye")
         if not isinstance(init, EyeRegressor):
             raise MgsError(f"--init {args.init} is not an eye regressor; give an eye weight file such as models/eye.pt")
-    elif args.freeze_features:
-        raise MgsError("--freeze-features keeps trained conv layers: use it with --init")
+    elif args.train_all:
+        raise MgsError("--train-all says how to fine-tune the --init weights: use it with --init")
     for key, value in (FINE_TUNE if init is not None else SCRATCH).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         schedule=args.schedule,
         seed=args.seed,
         augment=not args.no_augment,
-        freeze_features=args.freeze_features,
+        freeze_features=init is not None and not args.train_all,
     )
     started = time.monotonic()
     data = open_data(args)
