@@ -15,8 +15,8 @@ log = logging.getLogger(__name__)
 # From scratch: the paper's recipe. With --init: the fine-tuning recipe for a few hundred labelled
 # eyes, measured against training every layer (docs/training.md, "Fine-tuning on your own
 # animals"); explicit options override either.
-SCRATCH = {"epochs": 35, "lr": 0.001}
-FINE_TUNE = {"epochs": 10, "lr": 0.0003}
+SCRATCH = {"epochs": 35, "lr": 0.001, "schedule": "constant"}
+FINE_TUNE = {"epochs": 10, "lr": 0.001, "schedule": "cosine"}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -43,8 +43,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--schedule",
         choices=("constant", "cosine"),
-        default="constant",
-        help="learning rate over the epochs: constant (paper) or cosine decay to 0",
+        help="learning rate over the epochs: constant (paper; the default) or cosine decay to 0 (the default with --init)",
     )
     parser.add_argument("--rotation", type=float, default=30.0, help="random rotation range in degrees (paper: 30)")
     parser.add_argument(
