@@ -34,7 +34,7 @@ SCORE_MIN, SCORE_MAX = 0.0, 9.0
 N_CLASSES = 4
 SAME_EYE_PX = 12.0  # two raters' eyes closer than this are the same eye
 DATASET_KEYS = {"format", "version", "score_scale", "source", "description", "generator"}
-LINE_KEYS = {"image", "mask", "rater", "boxes", "conditions"}
+LINE_KEYS = {"image", "mask", "rater", "boxes", "conditions", "review"}  # review: provenance, not read
 BOX_KEYS = {"box", "roi", "face_visible", "eyes", "conditions"}
 # Conditions a frame or a box was recorded or rendered under ({"fur": "albino", "blur_px": 2.5}),
 # so `evaluate` can break its metrics down by them. Flat, short keys; string, number or bool values.
@@ -391,6 +391,8 @@ class _Checker:
         if len(numbers) != len(set(numbers)):
             self.add(where, f"box numbers repeat: {numbers}")
         conditions = self.conditions(where, d.get("conditions", {}))
+        if not isinstance(d.get("review", {}), dict):
+            self.add(where, f"review must be an object (written by mgs-server export-dataset), got {d['review']!r}")
         if image is None or conditions is None or any(b is None for b in parsed):
             return None
         return Frame(

@@ -54,6 +54,7 @@ from mgs_core.errors import MgsError
 from models.unet import CLASS_NAMES
 
 MODEL_FILES = {"seg_coarse": "seg_coarse.pt", "seg_fine": "seg_fine.pt", "eye": "eye.pt"}
+SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "models"
 PIPELINES = ("full", "fast")
 
 
@@ -67,6 +68,15 @@ class EvalOptions:
     )
 
 
+def model_files(models: Path, shipped: Path = SHIPPED_MODELS) -> dict[str, Path]:
+    """The three weight files of a models folder; a single eye .pt file stands for the shipped
+    U-Nets with that regressor (what fine-tuning the regressor alone produces)."""
+    models = Path(models)
+    if models.is_file():
+        return {name: models if name == "eye" else shipped / filename for name, filename in MODEL_FILES.items()}
+    return {name: models / filename for name, filename in MODEL_FILES.items()}
+
+
 def torch_runners(models_dir: Path) -> tuple[Models, dict[str, Any]]:
     """The three .pt networks as device runners (eval mode, CPU or CUDA, no gradients)."""
     from export.train.weights import load_network, pick_device
@@ -75,9 +85,10 @@ def torch_runners(models_dir: Path) -> tuple[Models, dict[str, Any]]:
     runners: dict[str, ModelRunner] = {}
     info: dict[str, Any] = {}
     coarse_size = (128, 256)
-    for name, filename in MODEL_FILES.items():
-        path = Path(models_dir) / filename
+    for name, path in model_files(models_dir).items():
         module, record = load_network(path)
+        if record.get("kind") != name:
+            raise MgsError(f"{path} holds a {record.get('kind')!r} network where {name!r} belongs; check --models")
         module.to(device)
         info[name] = {
             "path": str(path),

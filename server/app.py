@@ -15,7 +15,19 @@ from werkzeug.exceptions import NotFound as HTTPNotFound
 from werkzeug.routing import BaseConverter
 
 from mgs_core.errors import MgsError
-from server import admin, api, auth, dashboard, exports, records, review, rollout_views, samples, uploads
+from server import (
+    admin,
+    api,
+    auth,
+    dashboard,
+    dataset_download,
+    exports,
+    records,
+    review,
+    rollout_views,
+    samples,
+    uploads,
+)
 from server.config import ServerConfig, secret_key
 from server.db import connect
 from server.repository import MAX_ID, Conflict, NotFound
@@ -63,6 +75,7 @@ def create_app(config: ServerConfig | None = None, test_config: dict[str, Any] |
     app.register_blueprint(api.bp)
     app.register_blueprint(review.bp)
     app.register_blueprint(samples.bp)
+    app.register_blueprint(dataset_download.bp)
     uploads.register(app)
     rollout_views.register(app)
     app.after_request(release_db)

@@ -16,6 +16,11 @@ COMMANDS = [
         "create broker credentials and a config for a new device",
     ),
     Command(
+        "export-dataset",
+        "server.commands.export_dataset",
+        "write reviewed samples as a labelled dataset for mgs-export (fine-tuning, evaluation)",
+    ),
+    Command(
         "demo", "server.commands.demo", "run broker, server and one device on a generated rack video on this machine"
     ),
 ]

@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from export.dataset import Dataset
+    from export.evaluate import EvalOptions
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -14,7 +19,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--models",
         type=Path,
         default=Path(__file__).resolve().parents[2] / "models",
-        help="folder with seg_fine.pt, seg_coarse.pt, eye.pt (default: the shipped models/)",
+        help="folder with seg_fine.pt, seg_coarse.pt, eye.pt (default: the shipped models/), or one eye .pt file "
+        "(scored with the shipped U-Nets)",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="the models to compare with (a folder or one eye .pt file, as --models), e.g. the shipped models/ "
+        "against a fine-tuned eye.pt: report.json gains a `comparison` section, the baseline's own report goes "
+        "to OUT/baseline/",
     )
     parser.add_argument(
         "--runtime",
@@ -45,23 +58,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from export.breakdown import format_table, training_ranges
+    from export.compare import compare, format_comparison
     from export.dataset import open_dataset
-    from export.evaluate import EvalOptions, evaluate, onnx_runners, torch_runners, write_report
+    from export.evaluate import EvalOptions, write_report
     from export.train.options import open_data
 
     data = open_data(args)
     seen = training_ranges(open_dataset(args.train_data)) if args.train_data else None
-    models, info = torch_runners(args.models) if args.runtime == "torch" else onnx_runners(args.models, args.runtime)
     pipelines = ("full", "fast") if args.pipeline == "both" else (args.pipeline,)
-    started = time.monotonic()
-    report = evaluate(
-        data,
-        models,
-        EvalOptions(match_px=args.match_px, pipelines=pipelines, progress=not args.quiet, seen_conditions=seen),
-    )
-    report.update(
-        dataset=str(args.data), runtime=args.runtime, models=info, seconds=round(time.monotonic() - started, 1)
-    )
+    options = EvalOptions(match_px=args.match_px, pipelines=pipelines, progress=not args.quiet, seen_conditions=seen)
+    report = _evaluate(args, args.models, data, options)
+    comparison = None
+    if args.baseline is not None:
+        baseline = _evaluate(args, args.baseline, data, options)
+        comparison = compare(report, baseline)
+        report["comparison"] = comparison
+        write_report(baseline, args.out / "baseline")
     path = write_report(report, args.out)
     seg = report["segmentation"]["seg_fine_full_resolution"]["iou"]
     print(f"wrote {path}")
@@ -88,4 +100,25 @@ def run(args: argparse.Namespace) -> int:
     )
     if report["by_condition"]["frame"] or report["by_condition"]["box"] or seen:
         print(format_table(report["by_condition"], pipelines))
+    if comparison is not None:
+        print(f"  compared with the baseline {args.baseline} (its own report: {args.out / 'baseline'}):")
+        print(format_comparison(comparison))
     return 0
+
+
+def _evaluate(args: argparse.Namespace, models_path: Path, data: Dataset, options: EvalOptions) -> dict[str, Any]:
+    from export.evaluate import evaluate, onnx_runners, torch_runners
+    from mgs_core.errors import MgsError
+
+    if args.runtime == "torch":
+        models, info = torch_runners(models_path)
+    elif models_path.is_file():
+        raise MgsError(f"{models_path}: --runtime {args.runtime} needs a models folder with ONNX files and a manifest")
+    else:
+        models, info = onnx_runners(models_path, args.runtime)
+    started = time.monotonic()
+    report = evaluate(data, models, options)
+    report.update(
+        dataset=str(args.data), runtime=args.runtime, models=info, seconds=round(time.monotonic() - started, 1)
+    )
+    return report

@@ -8,22 +8,42 @@ import time
 from pathlib import Path
 
 from export.train.options import add_common, open_data
+from mgs_core.errors import MgsError
 
 log = logging.getLogger(__name__)
+
+# From scratch: the paper's recipe. With --init: the fine-tuning recipe for a few hundred labelled
+# eyes, measured against training every layer (docs/training.md, "Fine-tuning on your own
+# animals"); explicit options override either.
+SCRATCH = {"epochs": 35, "lr": 0.001, "schedule": "constant"}
+FINE_TUNE = {"epochs": 10, "lr": 0.001, "schedule": "cosine"}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_common(parser, "models/eye.pt")
-    parser.add_argument("--epochs", type=int, default=35, help="paper: 35")
+    parser.add_argument(
+        "--init",
+        type=Path,
+        help="eye weight file to fine-tune (e.g. the shipped models/eye.pt) instead of starting from random weights",
+    )
+    parser.add_argument(
+        "--train-all",
+        action="store_true",
+        help="with --init: train every layer (default: keep the conv layers as in --init and re-fit the head)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        help=f"default {SCRATCH['epochs']} (paper), {FINE_TUNE['epochs']} with --init",
+    )
     parser.add_argument("--batch", type=int, default=32, help="paper: 32")
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="paper: sgd (momentum 0.9)")
-    parser.add_argument("--lr", type=float, default=0.001, help="paper: 0.001")
+    parser.add_argument("--lr", type=float, help=f"default {SCRATCH['lr']} (paper), {FINE_TUNE['lr']} with --init")
     parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (paper: 0.9)")
     parser.add_argument(
         "--schedule",
         choices=("constant", "cosine"),
-        default="constant",
-        help="learning rate over the epochs: constant (paper) or cosine decay to 0",
+        help="learning rate over the epochs: constant (paper; the default) or cosine decay to 0 (the default with --init)",
     )
     parser.add_argument("--rotation", type=float, default=30.0, help="random rotation range in degrees (paper: 30)")
     parser.add_argument(
@@ -41,10 +61,31 @@ def run(args: argparse.Namespace) -> int:
     from export.dataset import open_dataset
     from export.train.eye import EyeRecipe, recipe_record, train_eye
     from export.train.samples import eye_samples
-    from export.train.weights import command_line, labels_fingerprint, pick_device, save_atomic, weight_record
-    from models.eye_regressor import PATCH_SIZE
+    from export.train.weights import (
+        command_line,
+        init_network,
+        labels_fingerprint,
+        pick_device,
+        save_atomic,
+        weight_record,
+    )
+    from models.eye_regressor import PATCH_SIZE, EyeRegressor
 
     device = pick_device(args.device, args.threads)
+    init, init_record = None, None
+    if args.init is not None:
+        if args.pretrain_cifar:
+            raise MgsError("--init and --pretrain-cifar both choose the starting weights; give one of them")
+        if args.out.resolve() == args.init.resolve():
+            raise MgsError(f"--out {args.out} would overwrite the --init weights; write the fine-tuned file elsewhere")
+        init, init_record = init_network(args.init, "eye")
+        if not isinstance(init, EyeRegressor):
+            raise MgsError(f"--init {args.init} is not an eye regressor; give an eye weight file such as models/eye.pt")
+    elif args.train_all:
+        raise MgsError("--train-all says how to fine-tune the --init weights: use it with --init")
+    for key, value in (FINE_TUNE if init is not None else SCRATCH).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     recipe = EyeRecipe(
         epochs=args.epochs,
         batch=args.batch,
@@ -56,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         schedule=args.schedule,
         seed=args.seed,
         augment=not args.no_augment,
+        freeze_features=init is not None and not args.train_all,
     )
     started = time.monotonic()
     data = open_data(args)
@@ -76,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         device,
         resume=args.resume,
         pretrained_features=features,
+        init=init,
         val=val,
         progress=not args.quiet,
     )
@@ -86,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         cifar_pretraining={"path": str(args.pretrain_cifar), "epochs": args.cifar_epochs, "loss": cifar_history}
         if features
         else None,
+        init=init_record,
     )
     save_atomic(
         weight_record(

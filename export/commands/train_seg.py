@@ -5,11 +5,17 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from pathlib import Path
 
 from export.train.options import add_common, open_data
 from mgs_core.errors import MgsError
 
 log = logging.getLogger(__name__)
+
+# With --init: a shorter, gentler run than from scratch, for a small set of facility masks
+# (docs/training.md, "Fine-tuning on your own animals"); explicit options override it.
+SCRATCH = {"epochs": 12, "lr": 0.002}
+FINE_TUNE = {"epochs": 4, "lr": 0.0005}
 
 
 def parse_hw(text: str) -> tuple[int, int]:
@@ -28,14 +34,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="fine: full-resolution crops (eyes, ears, animal); coarse: the whole box shrunk to --input-size (finds the head)",
     )
     add_common(parser, "models/seg_<model>.pt")
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument(
+        "--init",
+        type=Path,
+        help="weight file of the same U-Net (e.g. the shipped models/seg_fine.pt) to fine-tune instead of random weights",
+    )
+    parser.add_argument("--epochs", type=int, help=f"default {SCRATCH['epochs']}, {FINE_TUNE['epochs']} with --init")
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=0.002, help="Adam learning rate")
+    parser.add_argument(
+        "--lr", type=float, help=f"Adam learning rate; default {SCRATCH['lr']}, {FINE_TUNE['lr']} with --init"
+    )
     parser.add_argument(
         "--schedule", choices=("constant", "cosine"), default="cosine", help="learning rate over the epochs"
     )
-    parser.add_argument("--base", type=int, default=8, help="U-Net width of the first level")
-    parser.add_argument("--depth", type=int, default=4, help="U-Net levels")
+    parser.add_argument("--base", type=int, help="U-Net width of the first level (default 8; with --init: the file's)")
+    parser.add_argument("--depth", type=int, help="U-Net levels (default 4; with --init: the file's)")
     parser.add_argument(
         "--crop", type=int, default=96, help="fine: side of the full-resolution training crops (multiple of 8)"
     )
@@ -54,10 +67,37 @@ def run(args: argparse.Namespace) -> int:
     from export.dataset import open_dataset
     from export.train.samples import coarse_rois, fine_crops
     from export.train.seg import SegRecipe, recipe_record, train_seg
-    from export.train.weights import command_line, labels_fingerprint, pick_device, save_atomic, weight_record
+    from export.train.weights import (
+        command_line,
+        init_network,
+        labels_fingerprint,
+        pick_device,
+        save_atomic,
+        weight_record,
+    )
+    from models.unet import UNet
 
     out = args.out if "<model>" not in str(args.out) else args.out.with_name(f"seg_{args.model}.pt")
     device = pick_device(args.device, args.threads)
+    init, init_record = None, None
+    defaults = {**SCRATCH, "base": 8, "depth": 4}
+    if args.init is not None:
+        if out.resolve() == args.init.resolve():
+            raise MgsError(f"--out {out} would overwrite the --init weights; write the fine-tuned file elsewhere")
+        init, init_record = init_network(args.init, f"seg_{args.model}")
+        if not isinstance(init, UNet):
+            raise MgsError(f"--init {args.init} is not a U-Net; give a seg_{args.model} weight file")
+        shape = {"base": init.config["base"], "depth": init.config["depth"]}
+        clash = {k: getattr(args, k) for k, v in shape.items() if getattr(args, k) not in (None, v)}
+        if clash:
+            raise MgsError(
+                f"--init {args.init} is a U-Net with base {shape['base']} and depth {shape['depth']}; "
+                f"leave out {', '.join(f'--{k}' for k in clash)} (fine-tuning keeps the network's shape)"
+            )
+        defaults = {**FINE_TUNE, **shape}
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     recipe = SegRecipe(
         epochs=args.epochs,
         batch=args.batch,
@@ -96,9 +136,9 @@ def run(args: argparse.Namespace) -> int:
         time.monotonic() - started,
     )
     module, history = train_seg(
-        samples, recipe, out, device, kind=args.model, resume=args.resume, val=val, progress=not args.quiet
+        samples, recipe, out, device, kind=args.model, resume=args.resume, init=init, val=val, progress=not args.quiet
     )
-    training = recipe_record(recipe, samples, len(data.frames), extra)
+    training = recipe_record(recipe, samples, len(data.frames), {**extra, "init": init_record})
     training["history"] = history
     training["seconds"] = round(time.monotonic() - started, 1)
     save_atomic(

@@ -45,6 +45,7 @@ class EyeRecipe:
     schedule: Literal["constant", "cosine"] = "constant"
     seed: int = 0
     augment: bool = True  # zoom and camera effects on top of the paper's rotation and shift
+    freeze_features: bool = False  # keep the conv layers as they are (fine-tuning a few hundred eyes)
 
     def check(self) -> None:
         if self.epochs < 1 or self.batch < 1 or self.lr <= 0:
@@ -116,9 +117,10 @@ def new_regressor(pretrained_features: dict[str, torch.Tensor] | None = None) ->
 
 
 def make_optimizer(module: nn.Module, recipe: EyeRecipe) -> torch.optim.Optimizer:
+    params = [p for p in module.parameters() if p.requires_grad]
     if recipe.optimizer == "sgd":
-        return torch.optim.SGD(module.parameters(), lr=recipe.lr, momentum=recipe.momentum)
-    return torch.optim.Adam(module.parameters(), lr=recipe.lr)
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum)
+    return torch.optim.Adam(params, lr=recipe.lr)
 
 
 def train_eye(
@@ -129,17 +131,25 @@ def train_eye(
     *,
     resume: bool = False,
     pretrained_features: dict[str, torch.Tensor] | None = None,
+    init: EyeRegressor | None = None,
     val: EyeSamples | None = None,
     progress: bool = True,
 ) -> tuple[EyeRegressor, list[dict[str, float]]]:
-    """Train on `samples`; per-epoch checkpoint at OUT.ckpt; `val` adds a regressor-only MAE per epoch."""
+    """Train on `samples`; per-epoch checkpoint at OUT.ckpt; `val` adds a regressor-only MAE per epoch.
+
+    `init` (a loaded regressor) is fine-tuned instead of a fresh network; `recipe.freeze_features`
+    then keeps its conv layers fixed, so a small set only re-fits the head.
+    """
     recipe.check()
     if len(samples) < 2:
         raise MgsError(
             f"only {len(samples)} scored visible eyes in the training data; the regressor needs labelled eyes"
         )
     seed_everything(recipe.seed)
-    module = new_regressor(pretrained_features).to(device)
+    module = (init if init is not None else new_regressor(pretrained_features)).to(device)
+    if recipe.freeze_features:
+        for p in module.features.parameters():
+            p.requires_grad_(False)
     optimizer = make_optimizer(module, recipe)
     probs = balanced_weights(samples.scores) if recipe.balance else np.full(len(samples), 1.0 / len(samples))
     targets = torch.from_numpy(samples.scores)

@@ -94,9 +94,11 @@ def train_seg(
     *,
     kind: str,
     resume: bool = False,
+    init: UNet | None = None,
     val: SegSamples | None = None,
     progress: bool = True,
 ) -> tuple[UNet, list[dict[str, float]]]:
+    """Train on `samples` from random weights, or fine-tune `init` (a loaded U-Net of the recipe's shape)."""
     recipe.check()
     if len(samples) == 0:
         raise MgsError("no training crops: the dataset needs masks/ (class masks) and boxes with ROIs")
@@ -106,7 +108,7 @@ def train_seg(
             f"input size {samples.images.shape[1:3]} is not a multiple of {multiple} (the U-Net depth needs it)"
         )
     seed_everything(recipe.seed)
-    module = UNet(base=recipe.base, depth=recipe.depth).to(device)
+    module = (init if init is not None else UNet(base=recipe.base, depth=recipe.depth)).to(device)
     optimizer = torch.optim.Adam(module.parameters(), lr=recipe.lr)
     loss_fn = nn.CrossEntropyLoss(weight=class_weights(samples.class_frequency()).to(device))
     masks = torch.from_numpy(samples.masks.astype(np.int64))

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from mgs_core.errors import MgsError
+from mgs_core.manifest import sha256_file
 from models.eye_regressor import EyeRegressor
 from models.unet import CLASS_NAMES, UNet
 
@@ -122,6 +123,27 @@ def load_network(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     """The network in eval mode on CPU, and its record (config, input size, class names...)."""
     record = read_record(path)
     return build_network(record), record
+
+
+def init_network(path: Path, kind: str) -> tuple[nn.Module, dict[str, Any]]:
+    """The network of weight file `path` to fine-tune (`--init`), and what the new file records about it.
+
+    Only a file of the same kind is accepted: an eye regressor cannot start a U-Net, and the coarse
+    U-Net, trained on whole shrunk boxes, is no start for the fine one.
+    """
+    module, record = load_network(path)
+    if record.get("kind") != kind:
+        raise MgsError(
+            f"--init {path} holds a {record.get('kind')!r} network, not {kind!r}; "
+            f"give a {kind} weight file, e.g. the shipped models/{kind}.pt"
+        )
+    return module, {
+        "path": str(path),
+        "sha256": sha256_file(Path(path)),
+        "kind": kind,
+        "config": dict(record.get("config", {})),
+        "data_fingerprint": record.get("data_fingerprint"),
+    }
 
 
 def save_atomic(obj: Any, path: Path) -> None:
