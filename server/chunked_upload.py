@@ -98,6 +98,7 @@ def add_kind(app: Flask, kind: UploadKind) -> None:
     kinds[kind.name] = kind
     if bp.name not in app.blueprints:
         app.register_blueprint(bp)
+        app.register_error_handler(UploadError, _refused)  # also where a feature takes an upload by id
 
 
 def begin(kind: UploadKind, owner: str, filename: str, size: int) -> Partial:
@@ -245,7 +246,6 @@ def _owner() -> str:
     return str(user["username"]) if user else ""
 
 
-@bp.errorhandler(UploadError)
 def _refused(exc: UploadError) -> Response:
     body: dict[str, Any] = {"error": str(exc)}
     if exc.offset is not None:

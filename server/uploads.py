@@ -247,3 +247,5 @@ def register(app: Flask) -> None:
         app,
         chunked_upload.UploadKind(VIDEO_KIND, "officer", limit, folder, _too_large_message(config), _unavailable),
     )
+    too_large = f"the result is larger than {config.max_upload_mb} MiB ([videos] max_upload_mb); split the video"
+    chunked_upload.add_kind(app, chunked_upload.UploadKind(imports.IMPORT_KIND, "officer", limit, folder, too_large))

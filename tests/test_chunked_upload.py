@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from device.import_client import ImportClient
 from server import auth
 from server.db import connect
 from tests.conftest import Broker, free_port, wait_for
@@ -243,3 +244,42 @@ def test_limits_of_the_feature_and_of_a_piece_still_hold(server: LimitedServer) 
     status, _ = olga.call("PUT", f"/api/v1/uploads/video/{begun['id']}?offset=0", data=b"x" * (LIMIT_KB * 1024))
     assert status == 413  # a piece over [http] max_request_kb is refused like any other body
     assert olga.call("GET", f"/api/v1/uploads/video/{begun['id']}")[1]["offset"] == 0
+
+
+def test_a_long_videos_result_is_imported_in_pieces_by_the_import_client(server: LimitedServer) -> None:
+    """`mgs-device score --server`: a result.json over the request limit (a long video's windows)."""
+    db = connect(server.db_path)
+    try:
+        token = auth.create_token(db, db.execute("SELECT id FROM users WHERE username = 'olga'").fetchone()[0], "pc")
+    finally:
+        db.conn.close()
+    windows = [
+        {
+            "box": box,
+            "index": i,
+            "t_start_s": i,
+            "t_end_s": i + 1,
+            "frames": 10,
+            "valid_eyes": 20,
+            "score": 5.0,
+            "median": 5.0,
+            "p90": 5.5,
+            "face_visible_fraction": 1.0,
+        }
+        for box in range(4)
+        for i in range(300)
+    ]
+    result = {
+        "fingerprint": "b" * 64,
+        "video": "day9.mp4",
+        "start": "2026-05-01T08:00:00Z",
+        "window_s": 1.0,
+        "model_sha256": "a" * 64,
+        "boxes": [{"box": b, "animal": ""} for b in range(4)],
+        "windows": windows,
+    }
+    assert len(json.dumps(result)) > 2 * PIECE
+    answer = ImportClient(server.url, token).send(result)
+    assert answer["stored"] == 1200
+    assert ImportClient(server.url, token).send(result)["duplicates"] == 1200  # again: nothing twice
+    assert server.partials("videos") == []
