@@ -40,7 +40,6 @@ bp = Blueprint("chunked_upload", __name__, url_prefix="/api/v1/uploads")
 PARTIAL_DIR = ".partial-uploads"
 STALE_AFTER_S = 24 * 3600  # an upload without a new piece for a day is abandoned
 MAX_OPEN_PER_USER = 4  # unfinished uploads of one kind a user may hold; the oldest goes first
-COPY_BYTES = 64 * 1024
 PIECE_MARGIN = 1024  # waitress refuses a body of exactly its limit, so pieces stay a little under it
 _ID_RE = re.compile(r"[0-9a-f]{32}")
 _LOCK = threading.Lock()  # offsets are checked and pieces appended one at a time
@@ -143,7 +142,7 @@ def _sweep(kind: UploadKind, owner: str) -> list[Partial]:
         if now - touched > STALE_AFTER_S:
             shutil.rmtree(folder, ignore_errors=True)
             continue
-        partial = _read(folder)
+        partial = _read(folder) if _ID_RE.fullmatch(folder.name) else None  # not one being taken
         if partial is not None and partial.owner == owner:
             mine.append((touched, partial))
     return [p for _, p in sorted(mine, key=lambda x: x[0])]
@@ -169,33 +168,22 @@ def find(kind: UploadKind, upload_id: str, owner: str) -> Partial:
     return partial
 
 
-def append(kind: UploadKind, upload_id: str, owner: str, offset: int, length: int | None, stream: Any) -> int:
+def append(kind: UploadKind, upload_id: str, owner: str, offset: int, piece: bytes) -> int:
     """Add one piece at `offset`; returns the new offset."""
-    if length is None:
-        raise UploadError("send each piece with a Content-Length", 411)
     with _LOCK:
         partial = find(kind, upload_id, owner)
         held = partial.offset
         if offset != held:
             raise UploadError(f"this piece starts at byte {offset}, the server holds {held}: resume there", 409, held)
-        if held + length > partial.size:
+        if held + len(piece) > partial.size:
             raise UploadError(
-                f"this piece ends at byte {held + length}, past the {partial.size} bytes declared for the file",
+                f"this piece ends at byte {held + len(piece)}, past the {partial.size} bytes declared for the file",
                 400,
                 held,
             )
-        written = 0
         with partial.data.open("ab") as out:
-            while written < length:
-                block = stream.read(min(COPY_BYTES, length - written))
-                if not block:
-                    break
-                out.write(block)
-                written += len(block)
-            if written != length:
-                out.truncate(held)
-                raise UploadError(f"the piece was cut short ({written} of {length} bytes); send it again", 400, held)
-        return held + written
+            out.write(piece)
+        return held + len(piece)
 
 
 def cancel(kind: UploadKind, upload_id: str, owner: str) -> None:
@@ -278,7 +266,11 @@ def piece(kind_name: str, upload_id: str) -> Response:
         offset = int(request.args.get("offset", ""))
     except ValueError:
         raise UploadError("say where the piece starts: ?offset=BYTES") from None
-    return jsonify(offset=append(kind, upload_id, _owner(), offset, request.content_length, request.stream))
+    if request.content_length is None:
+        raise UploadError("send each piece with a Content-Length", 411)
+    # Read before the lock: a piece is at most [http] max_request_kb, and a slow sender holds up no one.
+    piece = request.get_data(cache=False)
+    return jsonify(offset=append(kind, upload_id, _owner(), offset, piece))
 
 
 @bp.delete("/<kind_name>/<upload_id>")
