@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import http.cookiejar
 import json
+import os
 import re
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -283,3 +285,19 @@ def test_a_long_videos_result_is_imported_in_pieces_by_the_import_client(server:
     assert answer["stored"] == 1200
     assert ImportClient(server.url, token).send(result)["duplicates"] == 1200  # again: nothing twice
     assert server.partials("videos") == []
+
+
+def test_abandoned_uploads_are_dropped_after_a_day_and_beyond_four_per_user(server: LimitedServer) -> None:
+    olga, otto = Client(server.url, "olga"), Client(server.url, "otto")
+    ids = [olga.call("POST", "/api/v1/uploads/video", {"filename": f"{n}.mp4", "size": 100})[1]["id"] for n in range(4)]
+    other = otto.call("POST", "/api/v1/uploads/video", {"filename": "o.mp4", "size": 100})[1]["id"]
+    folder = server.db_path.parent / "videos" / ".partial-uploads"
+    day_ago = time.time() - 25 * 3600
+    for path in (folder / other).iterdir():
+        os.utime(path, (day_ago, day_ago))
+    for n, upload_id in enumerate(ids):  # the order they were last touched: ids[0] oldest
+        for path in (folder / upload_id).iterdir():
+            os.utime(path, (day_ago + 3600 * (n + 1), day_ago + 3600 * (n + 1)))
+    newest = olga.call("POST", "/api/v1/uploads/video", {"filename": "5.mp4", "size": 100})[1]["id"]
+    assert server.partials("videos") == sorted([*ids[1:], newest])
+    assert olga.call("GET", f"/api/v1/uploads/video/{ids[0]}")[0] == 404

@@ -73,10 +73,25 @@ def test_a_model_set_over_the_request_limit_is_registered(browser: Any, server: 
     model_set = build_set(tmp_path)
     assert model_set.stat().st_size > 4 * LIMIT_KB * 1024
     page = _page(browser, server, "ada")
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(f"{r.method} {r.url}") if "/api/v1/uploads/" in r.url else None)
+    cut = []
+
+    def cut_the_second_piece_once(route: Any) -> None:
+        if "offset=0" not in route.request.url and not cut:
+            cut.append(route.request.url)
+            route.abort("connectionreset")  # the network fails: the page must ask the server and resume
+        else:
+            route.continue_()
+
+    page.route("**/api/v1/uploads/model_set/*", cut_the_second_piece_once)
     page.goto(f"{server.url}/models")
     page.set_input_files("input[name=set]", str(model_set))
     page.click("#upload-form button[type=submit]")
     expect(page.locator("#upload-result")).to_contain_text("Version v2 registered")
+    assert len(cut) == 1
+    assert any(a.startswith("GET ") for a in asked)  # it asked how much the server holds
+    assert [a for a in asked if a.startswith("PUT ")].count(f"PUT {cut[0]}") == 2  # and sent that piece again
     expect(page.locator("#versions-table tr[data-version=v2]")).to_contain_text("0.930")  # after the reload
     assert list((tmp_path / "model-sets" / ".partial-uploads").iterdir()) == []
     page.context.close()
