@@ -220,10 +220,16 @@ def piece_bytes() -> int:
 # --- routes -----------------------------------------------------------------------------------
 
 
-def _kind(name: str) -> UploadKind:
+def registered(name: str) -> UploadKind:
+    """The kind `name` that this app's feature added (for its view taking an upload by id)."""
     kind: UploadKind | None = current_app.extensions.get("mgs_upload_kinds", {}).get(name)
     if kind is None:
         raise UploadError(f"nothing on this server is uploaded as {name!r}", 404)
+    return kind
+
+
+def _kind(name: str) -> UploadKind:
+    kind = registered(name)
     if not auth.has_role(kind.role):
         raise UploadError(f"uploading a {name} needs the {kind.role} role; ask an administrator if you need it", 403)
     return kind

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Blueprint, Response, abort, current_app, jsonify, request
+from flask import Blueprint, Response, abort, jsonify, request
 
 from server import chunked_upload
 from server.auth import current_user, require_role
@@ -36,7 +36,7 @@ def create() -> tuple[Response, int]:
 
 def _uploaded(upload_id: str) -> Any:
     """A result.json too large for one request, sent in pieces to /api/v1/uploads/import first."""
-    kind = current_app.extensions["mgs_upload_kinds"][IMPORT_KIND]
+    kind = chunked_upload.registered(IMPORT_KIND)
     with chunked_upload.take(kind, upload_id, (current_user() or {}).get("username", "")) as (data, _name):
         try:
             return json.loads(data.read_bytes())

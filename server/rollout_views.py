@@ -102,7 +102,7 @@ def upload() -> Any:
     upload_id = request.form.get("upload_id", "").strip()
     try:
         if upload_id:  # sent in pieces by the page's script (server.chunked_upload)
-            kind = current_app.extensions["mgs_upload_kinds"][SET_KIND]
+            kind = chunked_upload.registered(SET_KIND)
             with chunked_upload.take(kind, upload_id, _user()) as (data, _name), data.open("rb") as stream:
                 row = registry().add(get_db(), stream, _user())
         elif file is None or not file.filename:

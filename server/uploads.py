@@ -92,7 +92,8 @@ def _accept_upload() -> int:
         raise MgsError(problem)
     upload_id = request.form.get("upload_id", "").strip()
     if upload_id:  # sent in pieces by the page's script (server.chunked_upload)
-        with chunked_upload.take(_upload_kind(), upload_id, current_user()["username"]) as (data, filename):  # type: ignore[index]
+        owner = current_user()["username"]  # type: ignore[index]
+        with chunked_upload.take(chunked_upload.registered(VIDEO_KIND), upload_id, owner) as (data, filename):
             return _submit(filename, data.rename)
     if request.content_length is None:
         raise MgsError("the browser did not say how large the upload is; upload the file with a current browser")
@@ -140,10 +141,6 @@ def _submit(filename: str, save: Callable[[Path], object]) -> int:
 def _field(name: str) -> str:
     """A form field on one line: the scorer gets the animals as a CSV file with one row per box."""
     return " ".join(request.form.get(name, "").split())[:100]
-
-
-def _upload_kind() -> chunked_upload.UploadKind:
-    return current_app.extensions["mgs_upload_kinds"][VIDEO_KIND]
 
 
 def _too_large_message(config: VideosConfig | None = None) -> str:
