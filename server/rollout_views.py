@@ -29,7 +29,7 @@ from flask import (
 from werkzeug.wrappers import Response
 
 from mgs_core.errors import MgsError
-from server import audit, auth, rollout
+from server import audit, auth, chunked_upload, rollout
 from server.model_registry import MIB, Registry, versions
 from server.request_db import get_db
 
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("models", __name__, url_prefix="/models")
 device_bp = Blueprint("device_models", __name__, url_prefix="/api/v1/device/models")
 
+SET_KIND = "model_set"  # /api/v1/uploads/model_set: the page's script sends a set in pieces
 FORM_OVERHEAD = 64 * 1024  # the other form fields and the multipart boundaries around the file
 # Figures of `set.evaluate` shown first, in this order, when a set has them; any others follow.
 FIGURE_ORDER = ("heldout_mae", "recall", "precision", "facility_mae")
@@ -98,10 +99,16 @@ def upload() -> Any:
     """Register an uploaded set. A script or the page's upload script (Accept: application/json)
     gets JSON with the result; a plain form post is redirected back with a message."""
     file = request.files.get("set")
+    upload_id = request.form.get("upload_id", "").strip()
     try:
-        if file is None or not file.filename:
+        if upload_id:  # sent in pieces by the page's script (server.chunked_upload)
+            kind = chunked_upload.registered(SET_KIND)
+            with chunked_upload.take(kind, upload_id, _user()) as (data, _name), data.open("rb") as stream:
+                row = registry().add(get_db(), stream, _user())
+        elif file is None or not file.filename:
             raise MgsError("choose the .tar.gz file that `mgs-export package` wrote")
-        row = registry().add(get_db(), file.stream, _user())
+        else:
+            row = registry().add(get_db(), file.stream, _user())
     except MgsError as exc:
         log.warning("model set upload by %s refused: %s", _user(), exc)
         return _result(False, f"Refused: {exc}", 400)
@@ -175,3 +182,9 @@ def register(app: Flask) -> None:
     """Add the Models page and the device download endpoint (one call from `server.app`)."""
     app.register_blueprint(bp)
     app.register_blueprint(device_bp)
+    config = app.config["MGS_CONFIG"].models
+    too_large = f"the set is larger than {config.max_set_mb} MiB, the limit of this server ([models] max_set_mb)"
+    kind = chunked_upload.UploadKind(
+        SET_KIND, "admin", config.max_set_mb * MIB, config.resolved_dir(Path(app.config["DATABASE"])), too_large
+    )
+    chunked_upload.add_kind(app, kind)

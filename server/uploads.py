@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from werkzeug.utils import secure_filename
 
 from mgs_core.errors import MgsError
 from mgs_core.messages import EARLIEST_TIME, LATEST_TIME
+from server import chunked_upload
 from server.auth import current_user, require_role
 from server.request_db import get_repo
 from server.video_imports import list_imports
@@ -41,6 +43,7 @@ bp = Blueprint("videos", __name__, url_prefix="/videos")
 
 BOXES = 4
 FORM_OVERHEAD = 64 * 1024  # the other form fields and multipart boundaries around the file
+VIDEO_KIND = "video"  # /api/v1/uploads/video: the page's script sends a video in pieces
 RESULT_FILES = {"plot.png": "image/png", "windows.csv": "text/csv", "result.json": "application/json"}
 
 
@@ -84,19 +87,32 @@ def upload() -> Response:
 
 
 def _accept_upload() -> int:
-    config = _config()
-    if not config.enabled:
-        raise MgsError("video upload is switched off on this server ([videos] enabled = false)")
-    missing = scoring_missing()
-    if missing:
-        raise MgsError(missing)
-    limit = config.max_upload_mb * 1024 * 1024
+    problem = _unavailable()
+    if problem:
+        raise MgsError(problem)
+    upload_id = request.form.get("upload_id", "").strip()
+    if upload_id:  # sent in pieces by the page's script (server.chunked_upload)
+        owner = current_user()["username"]  # type: ignore[index]
+        with chunked_upload.take(chunked_upload.registered(VIDEO_KIND), upload_id, owner) as (data, filename):
+            return _submit(filename, data.rename)
     if request.content_length is None:
         raise MgsError("the browser did not say how large the upload is; upload the file with a current browser")
     file = request.files.get("video")
     if file is None or not file.filename:
         raise MgsError("choose a video file to upload")
-    name = secure_filename(file.filename) or "video.mp4"
+    return _submit(file.filename, file.save)
+
+
+def _unavailable() -> str | None:
+    if not _config().enabled:
+        return "video upload is switched off on this server ([videos] enabled = false)"
+    return scoring_missing()
+
+
+def _submit(filename: str, save: Callable[[Path], object]) -> int:
+    """Store the video with `save(path)` in a folder of its own and queue it for scoring."""
+    config = _config()
+    name = secure_filename(filename) or "video.mp4"
     animals = {
         b: {"animal": _field(f"animal_{b}"), "group": _field("group"), "timepoint": _field("timepoint")}
         for b in range(BOXES)
@@ -109,13 +125,13 @@ def _accept_upload() -> int:
     folder.mkdir(parents=True)
     path = folder / name
     try:
-        file.save(path)
+        save(path)
         size = path.stat().st_size
-        if size > limit:
+        if size > config.max_upload_mb * 1024 * 1024:
             raise MgsError(_too_large_message())
         problem = video_problem(path)
         if problem is not None:
-            raise MgsError(f"{file.filename} is not a video this server can read ({problem})")
+            raise MgsError(f"{filename} is not a video this server can read ({problem})")
         return submit(get_repo(), name, path, size, animals, start, current_user()["username"])  # type: ignore[index]
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
@@ -127,9 +143,9 @@ def _field(name: str) -> str:
     return " ".join(request.form.get(name, "").split())[:100]
 
 
-def _too_large_message() -> str:
+def _too_large_message(config: VideosConfig | None = None) -> str:
     return (
-        f"the video is larger than {_config().max_upload_mb} MiB, the limit of this server ([videos] "
+        f"the video is larger than {(config or _config()).max_upload_mb} MiB, the limit of this server ([videos] "
         "max_upload_mb); cut it into parts, or score it on a PC with `mgs-device score --server`"
     )
 
@@ -222,3 +238,11 @@ def register(app: Flask) -> None:
         worker.ensure_started()
     app.register_blueprint(bp)
     app.register_blueprint(imports.bp)
+    folder = config.resolved_folder(Path(app.config["DATABASE"]))
+    limit = config.max_upload_mb * 1024 * 1024
+    chunked_upload.add_kind(
+        app,
+        chunked_upload.UploadKind(VIDEO_KIND, "officer", limit, folder, _too_large_message(config), _unavailable),
+    )
+    too_large = f"the result is larger than {config.max_upload_mb} MiB ([videos] max_upload_mb); split the video"
+    chunked_upload.add_kind(app, chunked_upload.UploadKind(imports.IMPORT_KIND, "officer", limit, folder, too_large))

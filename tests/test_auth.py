@@ -41,6 +41,8 @@ SAMPLE_ARGS = {
     "name": "plot.png",
     "rollout_id": 1,
     "version": "v1",
+    "kind_name": "video",
+    "upload_id": "0" * 32,
 }
 PUBLIC = {"auth.login", "static"}
 

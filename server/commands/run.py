@@ -1,6 +1,11 @@
 """`mgs-server run --config server.toml`: database migrations, MQTT ingest (with the alert rules)
 and the dashboard/API served by waitress, in one process.
 
+Waitress refuses every request body over `[http] max_request_kb` before the app sees it (it cannot
+tell paths apart, and it reads or spools a whole body before any login check), so that limit stays
+small for every request: a larger one would let anyone who reaches the port fill the disk. Videos and
+model sets arrive in pieces under it instead (`server.chunked_upload`).
+
 SIGTERM (systemd stop) and Ctrl-C stop the web server first, then the ingest worker, which writes
 every message it has already received before the process exits.
 """
