@@ -118,7 +118,7 @@ def test_an_upload_is_registered_and_shown_with_its_figures(tmp_path: Path) -> N
     assert answer.get_json()["message"].startswith("Version v2 registered (manifest ")
     page = admin.get("/models").get_data(as_text=True)
     assert 'data-version="v2"' in page
-    assert "<th>heldout_mae</th><th>recall</th><th>precision</th>" in page
+    assert "<th>heldout_mae</th><th>eye_recall</th><th>eye_precision</th>" in page
     assert "0.410" in page and "0.930" in page and "admin" in page
     assert db_rows(app, "SELECT action, target FROM audit_log") == [
         {"action": "upload model set", "target": "model:v2"}
