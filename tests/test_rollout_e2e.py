@@ -6,7 +6,8 @@ What a facility relies on: an admin uploads a set on the Models page and assigns
 runs it within seconds and never stops publishing (the server's seq has no gap, every box's windows
 follow each other through the switch); a corrupted upload is refused with what is wrong; a set that
 loads but finds nothing is rolled back and the dashboard says so and why; a device that was off
-during a roll-out picks its assignment up when it comes back.
+during a roll-out picks its assignment up when it comes back; a withdrawal brings back the shipped
+models.
 
 The sets hold only the INT8 networks: `mgs-server run` takes no request body over
 `[http] max_request_kb` (1 MiB by default), and the INT8 networks are what a device runs.
@@ -137,7 +138,8 @@ class Rig:
 
     def assign(self, version: str) -> None:
         status, page = self.web.request("POST", "/models/assign", form={"version": version, "device": [DEVICE]})
-        assert status == 200 and f"version {version} sent to {DEVICE}" in page, page
+        what = f"version {version}" if version else "the shipped models (withdrawal)"
+        assert status == 200 and f"{what} sent to {DEVICE}" in page, page
 
     def upload(self, archive: Path) -> tuple[int, str]:
         status, body = self.web.request("POST", "/models", files={"set": archive})
@@ -257,21 +259,29 @@ def test_upload_roll_out_roll_back_and_an_offline_device_catches_up(rig: Rig, se
         return row is not None and "assigned, waiting for the device" in row.group(0)
 
     wait_for(waiting, 15, 0.2, what="the Models page to say v3 waits for the device")
+    seen_shipped = rig.windows("")
     device = start(rig.device_config)
     try:
         wait_for(lambda: rig.model_version() == "v3", 60, 0.1, what="the restarted device to run v3")
         wait_for(lambda: rig.windows("v3") >= 4, 30, 0.1, what="windows scored by v3 at the server")
         v3_row = re.search(r'<tr data-version="v3">.*?</tr>', rig.web.request("GET", "/models")[1], re.S)
         assert v3_row is not None and f"<td>{DEVICE}</td>" in v3_row.group(0)  # devices running it
+
+        rig.assign("")  # withdrawn: back to the models shipped on the device
+        wait_for(lambda: rig.model_version() == "", 30, 0.1, what="the device back on its shipped models")
+        wait_for(lambda: rig.windows("") >= seen_shipped + 4, 30, 0.1, what="windows of the shipped models again")
+        row = re.search(rf'<tr data-device="{DEVICE}">.*?</tr>', rig.web.request("GET", "/devices")[1], re.S)
+        assert row is not None and "model shipped; assigned shipped models: active" in row.group(0)
     finally:
         code = finish(device)
     assert code == 0, log.read_text()[-3000:]
+    assert "not watched" not in log.read_text()  # v3, picked up at start, was judged against v2's windows
 
     versions = [
         v for (v,) in rig.rows("SELECT model_version FROM score_windows WHERE device = ? ORDER BY seq", (DEVICE,))
     ]
     runs = [v for i, v in enumerate(versions) if i == 0 or v != versions[i - 1]]
-    assert runs == ["", "v2", "blind", "v2", "v3"]
+    assert runs == ["", "v2", "blind", "v2", "v3", ""]
     epochs = rig.rows("SELECT DISTINCT epoch FROM score_windows WHERE device = ?", (DEVICE,))
     assert len(epochs) == 1
     assert outbox_rows(rig.device_config.parent) == 0  # every window the device made is at the server
@@ -284,6 +294,6 @@ def test_upload_roll_out_roll_back_and_an_offline_device_catches_up(rig: Rig, se
             (DEVICE, box),
         )
         switches = [(a, b) for a, b in zip(spans, spans[1:], strict=False) if a[2] != b[2]]
-        assert len(switches) == 4
+        assert len(switches) == 5
         # At every switch the old version's last window ends where the new one's first begins: no time unscored.
         assert all(a[1] == b[0] for a, b in switches), switches
