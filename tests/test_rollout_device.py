@@ -95,7 +95,11 @@ def set_server(tmp_path: Path, sets: dict[str, Path]) -> Iterator[SetServer]:
 def link_config(tmp_path: Path, server: SetServer) -> str:
     token = tmp_path / "server-token"
     token.write_text(TOKEN + "\n")
-    return f'[server]\nurl = "http://127.0.0.1:{server.port}"\ntoken_file = "{token}"\n'
+    # [server] turns review sampling on: its queue goes here, not into the working directory (the repository)
+    return (
+        f'[server]\nurl = "http://127.0.0.1:{server.port}"\ntoken_file = "{token}"\n'
+        f'[sampling]\npath = "{tmp_path / "samples.sqlite"}"\n'
+    )
 
 
 def assignment(assignment_id: int, version: str, sha: str) -> bytes:
