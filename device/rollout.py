@@ -158,6 +158,7 @@ class RolloutManager:
         self._pending: Swap | None = None
         self._watch: _Watch | None = None
         self._seen: deque[_Seen] = deque()
+        self._held_since: float | None = None
         self._active_sha256 = ""
         self._thread: threading.Thread | None = None
 
@@ -225,9 +226,10 @@ class RolloutManager:
         """Called once per frame: models to switch to before this frame, if any. `current` (what
         scores now) is kept while the new version is watched, for a rollback without loading."""
         with self._lock:
-            swap, self._pending = self._pending, None
-        if swap is None:
-            return None
+            swap = self._pending
+            if swap is None or self._waits_for_baseline(swap):
+                return None
+            self._pending = None
         previous, previous_sha = self.active_version, self._active_sha256
         self.active_version, self._active_sha256 = swap.version, swap.manifest_sha256
         rolled_back = list(self.state.rolled_back)
@@ -245,6 +247,31 @@ class RolloutManager:
         assigned = swap.version if swap.assigned_version is None else swap.assigned_version
         self._event(swap.assignment_id, assigned, swap.event, swap.reason, previous=previous)
         return swap
+
+    def _waits_for_baseline(self, swap: Swap) -> bool:
+        """A new version is judged against the old one's windows just before the switch, so a device
+        that has just started (or come back online to find its assignment) scores `min_windows` more
+        windows with the old models first; otherwise the set it picked up would never be watched.
+        Not longer than `observe_s`: a rack that gives few windows must not hold a roll-out for ever."""
+        if swap.event != "active" or not swap.version:
+            return False
+        now = time.monotonic()
+        recent = sum(1 for s in self._seen if s.version == self.active_version and s.at >= now - self.config.observe_s)
+        if self._held_since is None:
+            if recent >= self.config.min_windows:
+                return False
+            self._held_since = now
+            log.info(
+                "model set %s is ready; it switches once %d window(s) of %s are seen to compare it with (%d so far)",
+                swap.version,
+                self.config.min_windows,
+                self.active_version or "the shipped models",
+                recent,
+            )
+        if recent >= self.config.min_windows or now - self._held_since >= self.config.observe_s:
+            self._held_since = None
+            return False
+        return True
 
     def observe(self, windows: list[BoxWindow], version: str) -> None:
         """Windows as they are published; during a watch, judge the new version against the old."""

@@ -26,6 +26,7 @@ from device.model_store import SELFTEST_NAME, SelftestEyes, write_selftest
 from mgs_core.errors import MgsError
 from mgs_core.manifest import (
     MANIFEST_NAME,
+    SET_FIGURES,
     Manifest,
     check_plain_name,
     load_manifest,
@@ -100,14 +101,13 @@ def evaluate_summary(report: dict[str, Any]) -> dict[str, Any]:
     try:
         kind = "fast" if "fast" in report["end_to_end"] else next(iter(report["end_to_end"]))
         detection = report["detection"][kind]
-        return {
-            "pipeline": kind,
-            "frames": report.get("frames"),
-            "heldout_mae": report["end_to_end"][kind]["mae"],
-            "eye_recall": detection["recall"],
-            "eye_precision": detection["precision"],
-            "facility_label_mae": (report.get("facility_labels") or {}).get("mae"),
-        }
+        figures = (
+            report["end_to_end"][kind]["mae"],
+            detection["recall"],
+            detection["precision"],
+            (report.get("facility_labels") or {}).get("mae"),
+        )
+        return {"pipeline": kind, "frames": report.get("frames"), **dict(zip(SET_FIGURES, figures, strict=True))}
     except (KeyError, TypeError, StopIteration, AttributeError) as exc:
         raise MgsError(
             f"the --evaluate report has no end_to_end/detection figures ({exc!r}); give the evaluate.json that "

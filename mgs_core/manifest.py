@@ -143,6 +143,11 @@ class SetInfo:
     evaluate: dict | None = None
 
 
+# The summary figures `mgs-export package` writes into `set.evaluate` (held-out MAE, eye recall and
+# precision, facility-label MAE), in the order the server's Models page compares them first.
+SET_FIGURES = ("heldout_mae", "eye_recall", "eye_precision", "facility_label_mae")
+
+
 @dataclass(frozen=True)
 class Manifest:
     """A models folder. `set`, `selftest` and `reports` are there only in a packaged model set

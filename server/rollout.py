@@ -186,8 +186,10 @@ def _describe(assignment: dict[str, Any] | None, event: dict[str, Any] | None) -
     state = event["event"]
     words = STATE_WORDS[state]
     if state in PROBLEMS:
+        # What runs now: a failed set never ran, so "failed to v2" would name the wrong version.
         back = event["active_version"] or "the shipped models"
-        words = f"{words} to {back}" + (f": {event['reason']}" if event["reason"] else "")
+        words = f"{words} to {back}" if state == "rolled_back" else f"{words}, still running {back}"
+        words += f": {event['reason']}" if event["reason"] else ""
     return {"state": state, "words": words, "reason": event["reason"], "event": event}
 
 

@@ -29,6 +29,7 @@ from flask import (
 from werkzeug.wrappers import Response
 
 from mgs_core.errors import MgsError
+from mgs_core.manifest import SET_FIGURES
 from server import audit, auth, chunked_upload, rollout
 from server.model_registry import MIB, Registry, versions
 from server.request_db import get_db
@@ -40,8 +41,6 @@ device_bp = Blueprint("device_models", __name__, url_prefix="/api/v1/device/mode
 
 SET_KIND = "model_set"  # /api/v1/uploads/model_set: the page's script sends a set in pieces
 FORM_OVERHEAD = 64 * 1024  # the other form fields and the multipart boundaries around the file
-# Figures of `set.evaluate` shown first, in this order, when a set has them; any others follow.
-FIGURE_ORDER = ("heldout_mae", "recall", "precision", "facility_mae")
 
 
 def registry() -> Registry:
@@ -68,7 +67,8 @@ def index() -> str:
     all_versions = versions(db)
     for v in all_versions:
         v["figures"] = _flat(v["evaluate"] or {})
-    figures = [k for k in FIGURE_ORDER if any(v["figures"].get(k) is not None for v in all_versions)]
+    # The figures `package` writes are shown first, in their order, when a set has them; any others follow.
+    figures = [k for k in SET_FIGURES if any(v["figures"].get(k) is not None for v in all_versions)]
     figures += sorted({k for v in all_versions for k in v["figures"]} - set(figures))
     return render_template(
         "models.html",

@@ -41,7 +41,7 @@ def set_folder(folder: Path, version: str = "v2", precisions: tuple[str, ...] = 
     manifest["set"] = {
         "version": version,
         "created": "2026-12-02T10:00:00Z",
-        "evaluate": {"heldout_mae": 0.41, "recall": 0.93, "precision": 0.97},
+        "evaluate": {"heldout_mae": 0.41, "eye_recall": 0.93, "eye_precision": 0.97},
     }
     manifest["selftest"] = file_ref(folder, "selftest.npz")
     manifest["reports"] = {"evaluate": file_ref(folder, "evaluate.json")}

@@ -41,7 +41,7 @@ def test_a_packaged_set_passes_and_is_identified_by_its_manifest_hash(tmp_path: 
         "selftest.npz",
         "evaluate.json",
     }
-    assert checked.evaluate == {"heldout_mae": 0.41, "recall": 0.93, "precision": 0.97}
+    assert checked.evaluate == {"heldout_mae": 0.41, "eye_recall": 0.93, "eye_precision": 0.97}
 
 
 def test_a_set_made_with_tar_in_its_folder_passes(tmp_path: Path) -> None:
@@ -267,7 +267,7 @@ def test_the_registry_keeps_a_version_once_and_serves_only_its_listed_files(tmp_
     with open(build_set(tmp_path), "rb") as f:
         row = registry.add(db, f, "alice")
     assert row["version"] == "v2" and row["uploaded_by"] == "alice"
-    assert row["evaluate"]["recall"] == 0.93
+    assert row["evaluate"]["eye_recall"] == 0.93
     assert (tmp_path / "models" / "v2" / "seg_fine.int8.onnx").is_file()
     assert registry.file(db, "v2", "manifest.json") == tmp_path / "models" / "v2" / "manifest.json"
     assert registry.file(db, "v2", "server.sqlite") is None

@@ -11,6 +11,7 @@ falls back to the shipped models and heals.
 from __future__ import annotations
 
 import json
+import logging
 import tarfile
 import threading
 import time
@@ -22,7 +23,7 @@ import pytest
 from flask import Flask, abort, request, send_file
 from werkzeug.serving import make_server
 
-from device.aggregate import WindowAggregator
+from device.aggregate import BoxWindow, WindowAggregator
 from device.inference import load_models
 from device.model_store import ModelStore
 from device.results import BoxResult, EyeScore, FrameResult
@@ -94,7 +95,11 @@ def set_server(tmp_path: Path, sets: dict[str, Path]) -> Iterator[SetServer]:
 def link_config(tmp_path: Path, server: SetServer) -> str:
     token = tmp_path / "server-token"
     token.write_text(TOKEN + "\n")
-    return f'[server]\nurl = "http://127.0.0.1:{server.port}"\ntoken_file = "{token}"\n'
+    # [server] turns review sampling on: its queue goes here, not into the working directory (the repository)
+    return (
+        f'[server]\nurl = "http://127.0.0.1:{server.port}"\ntoken_file = "{token}"\n'
+        f'[sampling]\npath = "{tmp_path / "samples.sqlite"}"\n'
+    )
 
 
 def assignment(assignment_id: int, version: str, sha: str) -> bytes:
@@ -172,7 +177,8 @@ def test_an_offline_device_picks_up_its_assignment_and_keeps_it_across_restarts(
     v2 = set_server.add(sets["v2"], "v2")
     sub = Collector(broker.host, broker.port)
     sub.client.publish(model_topic(DEVICE), assignment(7, "v2", v2), qos=1, retain=True)  # while the device is off
-    config = write_config(tmp_path, broker.port, video, rois, extra=link_config(tmp_path, set_server))
+    extra = link_config(tmp_path, set_server) + "[rollout]\nmin_windows = 8\n"
+    config = write_config(tmp_path, broker.port, video, rois, extra=extra)
     proc = start(config)
     try:
         wait_for(lambda: has_event(sub, "active", "v2", 7), 60, what="the retained assignment followed")
@@ -257,7 +263,7 @@ def test_unreachable_server_is_retried_and_a_withdrawal_goes_back_to_shipped(
     tmp_path: Path, set_server: SetServer, sets
 ) -> None:
     sha = set_server.add(sets["v2"], "v2")
-    m, got = manager(tmp_path, set_server)
+    m, got = manager(tmp_path, set_server, observe_s=1)  # nothing scores here: no baseline to wait for
     m.server = ServerLinkConfig(url=f"http://127.0.0.1:{free_port()}", token_file=m.server.token_file, timeout_s=2)
     shipped = m.initial_models()
     m.start()
@@ -275,6 +281,36 @@ def test_unreachable_server_is_retried_and_a_withdrawal_goes_back_to_shipped(
         assert ModelStore(tmp_path / "store").load_state().active_version == ""
     finally:
         m.stop()
+
+
+def test_a_device_that_just_started_scores_a_baseline_before_it_switches(
+    tmp_path: Path, set_server: SetServer, sets, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="device.rollout")
+    sha = set_server.add(sets["v2"], "v2")
+    m, got = manager(tmp_path, set_server, min_windows=4)
+    shipped = m.initial_models()
+    m.start()
+    try:
+        m.on_assignment(assignment(8, "v2", sha))  # found retained at start: no window of the old models yet
+
+        def held() -> bool:
+            assert m.take_swap(shipped) is None  # checked or not, it does not switch yet
+            return "model set v2 is ready" in caplog.text
+
+        wait_for(held, 60, what="the set checked and held")
+        assert m.take_swap(shipped) is None and m.active_version == "" and got[-1].event == "downloading"
+        m.observe([_window(b) for b in range(4)], "")
+        swap = m.take_swap(shipped)
+        assert swap is not None and swap.version == "v2" and got[-1].event == "active"
+        m.observe([_window(b) for b in range(4)], "v2")
+        assert "not watched" not in caplog.text  # the new version is judged against those windows
+    finally:
+        m.stop()
+
+
+def _window(box: int) -> BoxWindow:
+    return BoxWindow(box, 10.0, 11.0, 5, 2, 3.0, 3.0, 3.5, 1.0)
 
 
 def _frame(t: float, eyes: int) -> FrameResult:

@@ -118,7 +118,7 @@ def test_an_upload_is_registered_and_shown_with_its_figures(tmp_path: Path) -> N
     assert answer.get_json()["message"].startswith("Version v2 registered (manifest ")
     page = admin.get("/models").get_data(as_text=True)
     assert 'data-version="v2"' in page
-    assert "<th>heldout_mae</th><th>recall</th><th>precision</th>" in page
+    assert "<th>heldout_mae</th><th>eye_recall</th><th>eye_precision</th>" in page
     assert "0.410" in page and "0.930" in page and "admin" in page
     assert db_rows(app, "SELECT action, target FROM audit_log") == [
         {"action": "upload model set", "target": "model:v2"}
@@ -250,6 +250,21 @@ def test_model_events_are_stored_once_and_a_rollback_is_shown_with_its_reason(tm
     # assigning again ends the notice
     admin.post("/models/assign", data={"version": "", "device": ["rack1"], "csrf_token": csrf(admin)})
     assert "model-notice" not in officer.get("/").get_data(as_text=True)
+
+
+def test_a_failed_assignment_names_the_version_that_still_runs(tmp_path: Path) -> None:
+    app = make_app(tmp_path)
+    admin = registered(app, tmp_path)
+    store(app, statuses=(status("rack1"),))
+    admin.post("/models/assign", data={"version": "v2", "device": ["rack1"], "csrf_token": csrf(admin)})
+    assignment_id = db_rows(app, "SELECT id FROM model_assignments")[0]["id"]
+    reason = "eye.int8.onnx: sha256 00 is not the expected 11; the previous models keep scoring"
+    ingest(app, event("failed", assignment_id, active_version="", reason=reason))
+    state = rollout.device_state(connect(app.config["DATABASE"]), "rack1")
+    assert state["words"] == f"failed, still running the shipped models: {reason}"
+    assert f"v2 failed, still running the shipped models: {reason}" in logged_in(app, "officer").get("/").get_data(
+        as_text=True
+    )
 
 
 def test_an_event_on_another_devices_topic_is_quarantined(tmp_path: Path) -> None:
