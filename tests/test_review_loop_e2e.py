@@ -23,6 +23,9 @@ from typing import Any
 import pytest
 import tomlkit
 
+from mgs_core.messages import SAMPLE_REASONS
+from server import auth
+from server.db import connect
 from tests.conftest import Broker, free_port, wait_for
 from tests.test_browser import browser, expect  # noqa: F401  (fixtures)
 from tests.test_device_run import finish, rack_video, start  # noqa: F401  (fixtures)
@@ -41,10 +44,10 @@ MIN_SAMPLES = 6
 MGS_KEYS = "zxc"
 
 
-def cli(module: str, *args: str, stdin: str = "", timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def cli(module: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """A console command as its own process (`server.cli` = mgs-server, `export.cli` = mgs-export)."""
     result = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=REPO, input=stdin, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
     )
     assert result.returncode == 0, f"{module} {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
     return result
@@ -101,6 +104,11 @@ def stored_samples(db: Path) -> list[int]:
         return []
 
 
+def reasons_of(db: Path) -> dict[int, str]:
+    with sqlite3.connect(db) as conn:
+        return dict(conn.execute("SELECT id, reason FROM samples"))
+
+
 def scores(rater: str, i: int) -> tuple[str, str]:
     """(OT key, MGS key) of sample number i: the raters differ by at most one point, so the ICC is high."""
     ot = (1 + 3 * i) % 9
@@ -141,18 +149,12 @@ def test_device_samples_to_reviewed_dataset_to_fine_tuned_and_compared_model(
     server_config.write_text(server_config.read_text() + "\n[review]\nraters_per_sample = 2\n")
     db = tmp_path / "server.sqlite"
     device_config = provision(tmp_path, server_config, http_port, broker, video, rois)
-    for rater in RATERS:
-        cli(
-            "server.cli",
-            "create-user",
-            rater,
-            "--role",
-            "officer",
-            "--password-stdin",
-            "--config",
-            str(server_config),
-            stdin=PASSWORD + "\n",
-        )
+    users = connect(db)
+    try:
+        for rater in RATERS:
+            auth.create_user(users, rater, PASSWORD, "officer")
+    finally:
+        users.conn.close()
 
     server = subprocess.Popen(
         [sys.executable, "-m", "server.cli", "run", "--config", str(server_config)],
@@ -183,9 +185,12 @@ def test_device_samples_to_reviewed_dataset_to_fine_tuned_and_compared_model(
             page = keyboard_login(browser, url, rater)
             offered[rater] = review_all(page, url, rater, len(samples))
             page.context.close()
+        reasons = reasons_of(db)
         for rater, ids in offered.items():
             assert len(ids) == len(set(ids)), f"{rater} was offered a sample twice"
             assert sorted(ids) == samples
+            ranks = [SAMPLE_REASONS.index(reasons[i]) for i in ids]
+            assert ranks == sorted(ranks), "alert and uncertain samples come before the random ones"
 
         page = keyboard_login(browser, url, "olga")
         page.goto(f"{url}/review/agreement")
