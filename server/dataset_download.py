@@ -18,7 +18,6 @@ from flask import Blueprint, Response, current_app, render_template, request, st
 from mgs_core.errors import MgsError
 from server.auth import current_user, require_role
 from server.dataset_export import (
-    DEFAULT_MIN_RATERS,
     ExportFilter,
     ExportPlan,
     NothingToExport,
@@ -69,9 +68,14 @@ def zip_stream(db: sqlite_utils.Database, plan: ExportPlan, folder: str, server:
     yield sink.take()
 
 
+def _default_min_raters() -> int:
+    """A sample counts as reviewed with `[review] raters_per_sample` ratings, so that is the default."""
+    return int(current_app.config["MGS_CONFIG"].review.raters_per_sample)
+
+
 def _filters() -> ExportFilter:
     zone = str(current_app.config["MGS_CONFIG"].dashboard.timezone)
-    raw = request.args.get("min_raters", "").strip() or str(DEFAULT_MIN_RATERS)
+    raw = request.args.get("min_raters", "").strip() or str(_default_min_raters())
     if not raw.isdigit():
         raise MgsError(f"minimum raters {raw!r} must be a whole number of at least 1")
     filters = ExportFilter(
@@ -90,14 +94,14 @@ def page() -> str:
     db = get_db()
     devices = [r[0] for r in db.execute("SELECT DISTINCT device FROM samples ORDER BY device").fetchall()]
     try:
-        preview = plan_export(db, ExportFilter()).counts.describe()
+        preview = plan_export(db, ExportFilter(min_raters=_default_min_raters())).counts.describe()
     except NothingToExport as exc:
         preview = str(exc)
     return render_template(
         "review_dataset.html",
         title="Dataset export",
         devices=devices,
-        default_min_raters=DEFAULT_MIN_RATERS,
+        default_min_raters=_default_min_raters(),
         preview=preview,
         facility_tz=current_app.config["MGS_CONFIG"].dashboard.timezone,
     )

@@ -1,8 +1,10 @@
 """The review queue and the raters' scores in SQLite (`samples`, `sample_images`, `sample_ratings`).
 
 Queue rules, in SQL so that every page and test sees the same ones: a sample waits for a rater
-while it has fewer ratings than `[review] raters_per_sample` and that rater has not rated it,
-oldest first (taken_at, then id). `UNIQUE (sample_id, username)` makes a second rating of the
+while it has fewer ratings than `[review] raters_per_sample` and that rater has not rated it; the
+device's reasons come first in the order of `SAMPLE_REASONS` (alert windows, then uncertain eyes,
+then borderline scores, then the random share, since those tell most about the model's mistakes),
+oldest first within a reason (taken_at, then id). `UNIQUE (sample_id, username)` makes a second rating of the
 same sample by the same person impossible even from two tabs at once; that case is reported as
 `AlreadyRated`, not as a database error.
 
@@ -25,6 +27,7 @@ from typing import Any
 import sqlite_utils
 
 from mgs_core.errors import MgsError
+from mgs_core.messages import SAMPLE_REASONS
 from server import audit
 from server.agreement import Ratings
 from server.db import transaction
@@ -56,6 +59,13 @@ class Progress:
     rated_by_you: int
 
 
+_REASON_RANK = (
+    "CASE s.reason "
+    + " ".join(f"WHEN '{reason}' THEN {rank}" for rank, reason in enumerate(SAMPLE_REASONS))
+    + f" ELSE {len(SAMPLE_REASONS)} END"
+)
+
+
 def _waiting_sql(extra: str = "") -> str:
     return (
         "FROM samples s WHERE (SELECT COUNT(*) FROM sample_ratings r WHERE r.sample_id = s.id) < :target "
@@ -66,11 +76,12 @@ def _waiting_sql(extra: str = "") -> str:
 def next_sample(
     db: sqlite_utils.Database, username: str, target: int, skipped: Sequence[int] = ()
 ) -> dict[str, Any] | None:
-    """The oldest sample waiting for `username`, leaving out the ones skipped in this session."""
+    """The first sample waiting for `username` (by reason, then oldest), leaving out the ones skipped
+    in this session."""
     skip = ",".join(str(int(i)) for i in skipped)
     extra = f" AND s.id NOT IN ({skip})" if skip else ""
     row = db.execute(
-        "SELECT s.id " + _waiting_sql(extra) + " ORDER BY s.taken_at, s.id LIMIT 1",
+        "SELECT s.id " + _waiting_sql(extra) + f" ORDER BY {_REASON_RANK}, s.taken_at, s.id LIMIT 1",
         {"target": target, "user": username},
     ).fetchone()
     return None if row is None else sample(db, int(row[0]))

@@ -108,6 +108,22 @@ def test_filters_and_min_raters_choose_the_samples(rois: list[RoiSample], server
     assert mgs_export(["validate", str(tmp_path / "some")]) == 0
 
 
+def test_min_raters_defaults_to_the_review_target_of_the_config(
+    rois: list[RoiSample], server_toml: Path, tmp_path: Path
+) -> None:
+    """A sample is reviewed once it has `[review] raters_per_sample` ratings, so that is what the export waits for."""
+    db = tmp_path / "facility.sqlite"
+    sid = add_sample(db, rois[0].image, rois[0].face_box, taken_at=T0)
+    add_rating(db, sid, "anna", ot=3, eyes=face_eyes(rois[0]))
+    server_toml.write_text(server_toml.read_text() + "[review]\nraters_per_sample = 1\n")
+    assert export(server_toml, tmp_path / "one") == 0
+    assert json.loads((tmp_path / "one" / "dataset.json").read_text())["generator"]["filters"]["min_raters"] == 1
+    server_toml.write_text(server_toml.read_text().replace("raters_per_sample = 1", "raters_per_sample = 3"))
+    add_rating(db, sid, "ben", ot=4, eyes=face_eyes(rois[0]))
+    assert export(server_toml, tmp_path / "three") == 2  # two ratings of the three a sample needs
+    assert export(server_toml, tmp_path / "two", "--min-raters", "2") == 0
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

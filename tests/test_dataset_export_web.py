@@ -11,6 +11,8 @@ import pytest
 
 from export.cli import main as mgs_export
 from export.synth.writer import write_dataset
+from server.app import create_app
+from server.config import DatabaseConfig, ReviewConfig, ServerConfig
 from tests.dataset_support import RoiSample, add_rating, add_sample, rack_samples
 from tests.test_browser import browser, expect, page, server  # noqa: F401  (fixtures)
 from tests.web_support import logged_in, make_app
@@ -63,6 +65,17 @@ def test_refusals_come_before_the_download_and_viewers_may_not(rois: list[RoiSam
     assert viewer.get("/review/dataset").status_code == 403
     assert viewer.get("/review/dataset/download").status_code == 403
     assert "/review/dataset" not in viewer.get("/", follow_redirects=True).get_data(as_text=True)
+
+
+def test_the_default_minimum_of_raters_is_the_review_target(rois: list[RoiSample], tmp_path: Path) -> None:
+    config = ServerConfig(database=DatabaseConfig(path=tmp_path / "server.sqlite"), review=ReviewConfig(3))
+    app = create_app(config, {"TESTING": True, "SECRET_KEY": "test-secret-" + "x" * 32})
+    rated(Path(app.config["DATABASE"]), rois[0], "rack1", 1_790_000_000.0)  # two ratings of the three it needs
+    officer = logged_in(app, "officer")
+    html = officer.get("/review/dataset").get_data(as_text=True)
+    assert 'name="min_raters" min="1" value="3"' in html and "1 too few ratings" in html
+    assert officer.get("/review/dataset/download").status_code == 400
+    assert officer.get("/review/dataset/download", query_string={"min_raters": "2"}).status_code == 200
 
 
 @pytest.mark.browser

@@ -56,6 +56,27 @@ def test_queue_is_oldest_first_never_twice_to_a_rater_and_ends_at_the_target(tmp
         db.conn.close()
 
 
+def test_queue_puts_alert_then_uncertain_then_borderline_samples_before_random_ones(tmp_path: Path) -> None:
+    app = review_app(tmp_path)
+    path = app.config["DATABASE"]
+    order = [
+        add_sample(path, "alert", taken_at=T0 + 40, reason="alert"),
+        add_sample(path, "uncertain-old", taken_at=T0 + 10, reason="low_confidence"),
+        add_sample(path, "uncertain", taken_at=T0 + 30, reason="low_confidence"),
+        add_sample(path, "borderline", taken_at=T0 + 20, reason="borderline"),
+        add_sample(path, "random", taken_at=T0, reason="random"),
+    ]
+    db = db_of(app)
+    try:
+        offered = []
+        while (current := review_store.next_sample(db, "ann", 2)) is not None:
+            offered.append(current["id"])
+            review_store.save_rating(db, current["id"], "ann", Rating(False))
+    finally:
+        db.conn.close()
+    assert offered == order
+
+
 def test_a_rating_is_audited_without_its_score(tmp_path: Path) -> None:
     """Officers read the audit log, so it must not hand them another rater's score."""
     app = review_app(tmp_path)

@@ -11,8 +11,6 @@ from pathlib import Path
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from server.dataset_export import DEFAULT_MIN_RATERS
-
     parser.add_argument("out", type=Path, help="new or empty folder to write the dataset into")
     parser.add_argument("--config", default="server.toml", help="server config file (default: server.toml)")
     parser.add_argument(
@@ -26,8 +24,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--min-raters",
         type=int,
-        default=DEFAULT_MIN_RATERS,
-        help=f"scorable ratings a sample needs to be exported (default {DEFAULT_MIN_RATERS})",
+        help="scorable ratings a sample needs to be exported (default: [review] raters_per_sample of --config)",
     )
     parser.add_argument("--device", default="", help="only samples of this device (default: all devices)")
 
@@ -42,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     filters = ExportFilter(
         since=parse_when("--since", args.since, zone),
         until=parse_when("--until", args.until, zone, end=True),
-        min_raters=args.min_raters,
+        min_raters=config.review.raters_per_sample if args.min_raters is None else args.min_raters,
         device=args.device,
     )
     filters.check()
