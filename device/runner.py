@@ -259,7 +259,7 @@ class DeviceRunner:
             self.model_files = _file_shas(self.models)
             self.offload = offload_switch(self.models, self.model_files, c.offload, c.target_fps)
             pipeline = build_pipeline(self.offload.models if self.offload else self.models, self.rois, c.pipeline)
-            self.samples = start_sampling(c.sampling, c.server)
+            self.samples = start_sampling(c.sampling, c.server, c.outbox.path)
             if self.samples:
                 self.sampler = Sampler(
                     c.sampling,

@@ -33,6 +33,7 @@ from mgs_core.errors import MgsError
 
 log = logging.getLogger(__name__)
 
+QUEUE_FILE = "samples.sqlite"
 UPLOAD_PATH = "/samples"
 # Refusals that are about the sample itself: retrying it will never help, the next one may work.
 SAMPLE_REFUSED = frozenset({400, 413, 415, 422})
@@ -77,8 +78,12 @@ class SampleQueue:
             raise MgsError(f"cannot create the sample queue directory {self.path.parent}: {exc.strerror}") from None
 
     @classmethod
-    def from_config(cls, config: SamplingConfig) -> SampleQueue:
-        return cls(config.path, config.max_queued, int(config.max_disk_mb * 1024 * 1024), config.max_age_hours * 3600)
+    def from_config(cls, config: SamplingConfig, path: Path | None = None) -> SampleQueue:
+        """The queue at `path`, else at `[sampling] path`."""
+        where = path or config.path
+        if where is None:
+            raise MgsError("no sample queue file: set [sampling] path")
+        return cls(where, config.max_queued, int(config.max_disk_mb * 1024 * 1024), config.max_age_hours * 3600)
 
     def close(self) -> None:
         with self._lock:
@@ -263,7 +268,12 @@ class SampleWorker:
         self._next_try = time.monotonic() + self._retry_s
 
 
-def start_sampling(config: SamplingConfig, link_config: ServerLinkConfig) -> SampleWorker | None:
+def queue_path(config: SamplingConfig, outbox_path: Path) -> Path:
+    """`[sampling] path`, or samples.sqlite beside the outbox (the device's state folder)."""
+    return config.path if config.path is not None else Path(outbox_path).parent / QUEUE_FILE
+
+
+def start_sampling(config: SamplingConfig, link_config: ServerLinkConfig, outbox_path: Path) -> SampleWorker | None:
     """The running upload thread, or None (with one log line saying why) when sampling is off."""
     if not config.enabled:
         log.info("review sampling is off ([sampling] enabled = false)")
@@ -271,8 +281,9 @@ def start_sampling(config: SamplingConfig, link_config: ServerLinkConfig) -> Sam
     if not link_config.enabled:
         log.info("review sampling is off: no [server] url in device.toml (samples need the HTTPS link to mgs-server)")
         return None
-    worker = SampleWorker(config, SampleQueue.from_config(config), ServerLink(link_config))
+    path = queue_path(config, outbox_path)
+    worker = SampleWorker(config, SampleQueue.from_config(config, path), ServerLink(link_config))
     worker.start()
     depth, _ = worker.queue.depth()
-    log.info("review sampling on: %d sample(s) queued in %s, uploading to %s", depth, config.path, link_config.url)
+    log.info("review sampling on: %d sample(s) queued in %s, uploading to %s", depth, path, link_config.url)
     return worker

@@ -71,10 +71,11 @@ class SamplingConfig:
     )
     image_format: str = field(default="jpeg", metadata={"doc": "image encoding of the ROI and face crop: jpeg or png"})
     jpeg_quality: Annotated[int, Range(50, 100)] = field(default=90, metadata={"doc": "JPEG quality (50-100)"})
-    path: Path = field(
-        default=Path("samples.sqlite"),
+    path: Path | None = field(
+        default=None,
         metadata={
-            "doc": "SQLite file of samples waiting for upload (keep it next to the outbox, on persistent storage)"
+            "doc": "SQLite file of samples waiting for upload; empty = samples.sqlite next to the outbox file "
+            "(keep it on persistent storage)"
         },
     )
     max_queued: Annotated[int, Range(1, 1_000_000)] = field(

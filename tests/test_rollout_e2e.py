@@ -173,7 +173,7 @@ def provision(tmp_path: Path, broker: ShippedBroker, server: ServerProcess, url:
     doc["outbox"]["path"] = str(out / "outbox.sqlite")  # type: ignore[index]
     doc["status"] = {"interval_s": 1}
     doc["http"] = {"enabled": False}
-    doc["sampling"] = {"path": str(out / "samples.sqlite")}  # the unit's working directory, not the repository
+    doc["sampling"] = {"path": str(out / "samples.sqlite")}
     # Watch a new version over a few dozen windows, not ten minutes of them.
     doc["rollout"] = {"observe_s": 60, "min_windows": 8, "retry_s": 1}
     config.write_text(tomlkit.dumps(doc))
