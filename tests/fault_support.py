@@ -103,6 +103,18 @@ class ServerProcess:
 
         wait_for(connected, timeout=60, interval=0.1, what="the server to connect to the broker")
 
+    def create_user(self, name: str, role: str, password: str) -> None:
+        """`mgs-server create-user`, as an administrator would run it beside this server."""
+        created = subprocess.run(
+            [sys.executable, "-m", "server.cli", "create-user", name, "--role", role, "--password-stdin"]
+            + ["--config", str(self.config)],
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert created.returncode == 0, created.stderr
+
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,15 +62,22 @@ expect = sync_api.expect
 class Server:
     """`mgs-server run` as a child process, with an officer login and a helper to publish."""
 
-    def __init__(self, tmp_path: Path, broker: Broker) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        broker: Broker,
+        users: tuple[tuple[str, str], ...] = (("olga", "officer"),),
+        write: Callable[[Path, int, int], Path] = write_config,
+    ) -> None:
         self.broker = broker
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.config = write_config(tmp_path, broker.port, self.port)
+        self.config = write(tmp_path, broker.port, self.port)
         self.db_path = tmp_path / "server.sqlite"
         db = connect(self.db_path)
         try:
-            auth.create_user(db, "olga", PASSWORD, "officer")
+            for name, role in users:
+                auth.create_user(db, name, PASSWORD, role)
         finally:
             db.conn.close()
         self.log = open(tmp_path / "server.log", "w")

@@ -12,8 +12,6 @@ import http.cookiejar
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -27,9 +25,10 @@ import pytest
 from device.import_client import ImportClient
 from server import auth
 from server.db import connect
-from tests.conftest import Broker, free_port, wait_for
+from tests.conftest import Broker
 from tests.model_set_support import build_set
-from tests.test_server_run import http_status, write_config
+from tests.test_browser import Server
+from tests.test_server_run import write_config
 from tests.web_support import PASSWORD
 
 LIMIT_KB = 64
@@ -116,40 +115,18 @@ def _body(raw: bytes) -> Any:
         return raw.decode(errors="replace")
 
 
-class LimitedServer:
+USERS = (("olga", "officer"), ("otto", "officer"), ("ada", "admin"), ("vic", "viewer"))
+
+
+class LimitedServer(Server):
+    """`mgs-server run` with a small request limit, officers, an admin and a viewer."""
+
     def __init__(self, tmp_path: Path, broker: Broker) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.db_path = tmp_path / "server.sqlite"
-        config = limited_config(tmp_path, broker.port, self.port)
-        db = connect(self.db_path)
-        try:
-            for name, role in (("olga", "officer"), ("otto", "officer"), ("ada", "admin"), ("vic", "viewer")):
-                auth.create_user(db, name, PASSWORD, role)
-        finally:
-            db.conn.close()
-        self.log_path = tmp_path / "server.log"
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "run", "--config", str(config)],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        wait_for(
-            lambda: http_status(f"{self.url}/login") == 200 or self.proc.poll() is not None,
-            timeout=30,
-            what="the server to answer",
-        )
-        assert self.proc.poll() is None, self.log_path.read_text()
+        super().__init__(tmp_path, broker, USERS, limited_config)
 
     def partials(self, kind_folder: str) -> list[str]:
         folder = self.db_path.parent / kind_folder / ".partial-uploads"
         return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-        self.log.close()
 
 
 @pytest.fixture

@@ -187,15 +187,7 @@ def rig(tmp_path: Path, rack_video) -> Iterator[Rig]:  # noqa: F811
     video, rois = rack_video
     broker = ShippedBroker(tmp_path, devices=())
     server = ServerProcess(tmp_path, broker)
-    created = subprocess.run(
-        [sys.executable, "-m", "server.cli", "create-user", "ada", "--role", "admin", "--password-stdin"]
-        + ["--config", str(server.config)],
-        input=PASSWORD + "\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert created.returncode == 0, created.stderr
+    server.create_user("ada", "admin", PASSWORD)
     port = re.search(r"port = (\d+)", server.config.read_text().split("[http]")[1]).group(1)  # type: ignore[union-attr]
     url = f"http://127.0.0.1:{port}"
     config = provision(tmp_path, broker, server, url, video, rois)

@@ -9,8 +9,6 @@ from __future__ import annotations
 import http.cookiejar
 import json
 import re
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -122,15 +120,7 @@ def rig(tmp_path: Path) -> Iterator[tuple[ShippedBroker, ServerProcess, Web]]:
     broker = ShippedBroker(tmp_path, devices=("rack1", "rack2"))
     broker.start()
     server = ServerProcess(tmp_path, broker)
-    created = subprocess.run(
-        [sys.executable, "-m", "server.cli", "create-user", "ada", "--role", "admin", "--password-stdin"]
-        + ["--config", str(server.config)],
-        input=PASSWORD + "\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert created.returncode == 0, created.stderr
+    server.create_user("ada", "admin", PASSWORD)
     try:
         server.start()
         port = re.search(r"port = (\d+)", server.config.read_text().split("[http]")[1]).group(1)  # type: ignore[union-attr]
