@@ -13,7 +13,6 @@ import pytest
 from export.cli import main as export_main
 from server import auth
 from server.db import connect
-from tests import test_browser
 from tests.conftest import Broker
 from tests.model_set_support import build_set
 from tests.test_browser import TIMEOUT_MS, Server, browser, expect  # noqa: F401  (fixtures)
@@ -24,10 +23,9 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
-def server(tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
+def server(tmp_path: Path, broker: Broker) -> Iterator[Server]:
     """tests/test_browser.py's server (an officer olga), started with the 64 KiB request limit."""
-    monkeypatch.setattr(test_browser, "write_config", limited_config)
-    s = Server(tmp_path, broker)
+    s = Server(tmp_path, broker, write=limited_config)
     try:
         yield s
     finally:
