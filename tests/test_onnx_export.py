@@ -109,10 +109,11 @@ def test_manifest_entries_written_by_export(exported: Path):
     assert manifest.entry("seg_fine", "fp32").metrics["onnx_vs_torch_class_agreement"] > 0.999
 
 
-def test_trained_weight_file_is_exported_with_its_fingerprint(tmp_path: Path):
+@pytest.mark.parametrize("arch", ["paper", "wide"])
+def test_trained_weight_file_is_exported_with_its_fingerprint(tmp_path: Path, arch: str):
     from export.train.weights import save_atomic, weight_record
 
-    module = EyeRegressor().eval()
+    module = EyeRegressor(arch=arch).eval()
     save_atomic(
         weight_record(module, "eye", (50, 50), "abc123", "mgs-export train-eye --data X", {}), tmp_path / "eye.pt"
     )
@@ -120,6 +121,8 @@ def test_trained_weight_file_is_exported_with_its_fingerprint(tmp_path: Path):
     entry = load_manifest(tmp_path).entry("eye", "fp32")
     assert entry.data_fingerprint == "abc123"
     assert json.loads(json.dumps(entry.network_config)) == module.config
+    assert entry.network_config["arch"] == arch
+    assert entry.metrics["onnx_vs_torch_max_abs_diff"] < 1e-4
     assert read_metadata(onnx.load(entry.path))["training_command"] == "mgs-export train-eye --data X"
 
 

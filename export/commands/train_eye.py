@@ -1,4 +1,4 @@
-"""`mgs-export train-eye`: train the paper's Table 1 regressor on 50x50 eye patches."""
+"""`mgs-export train-eye`: train the orbital-tightening regressor (paper's Table 1 or wide) on 50x50 eye patches."""
 
 from __future__ import annotations
 
@@ -35,6 +35,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--epochs",
         type=int,
         help=f"default {SCRATCH['epochs']} (paper), {FINE_TUNE['epochs']} with --init",
+    )
+    parser.add_argument(
+        "--arch",
+        choices=("paper", "wide"),  # models.eye_regressor.ARCHITECTURES (torch is imported only in run)
+        help="network from scratch: paper (Table 1, the default) or wide (what ships, models/TRAINING.md); with --init the file's own",
     )
     parser.add_argument("--batch", type=int, default=32, help="paper: 32")
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="paper: sgd (momentum 0.9)")
@@ -81,6 +86,11 @@ def run(args: argparse.Namespace) -> int:
         init, init_record = init_network(args.init, "eye")
         if not isinstance(init, EyeRegressor):
             raise MgsError(f"--init {args.init} is not an eye regressor; give an eye weight file such as models/eye.pt")
+        if args.arch is not None and args.arch != init.config.get("arch", "paper"):
+            raise MgsError(
+                f"--arch {args.arch}: --init {args.init} is a {init.config.get('arch', 'paper')} network; "
+                "fine-tuning keeps the network of --init, so leave out --arch"
+            )
     elif args.train_all:
         raise MgsError("--train-all says how to fine-tune the --init weights: use it with --init")
     for key, value in (FINE_TUNE if init is not None else SCRATCH).items():
@@ -98,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         augment=not args.no_augment,
         freeze_features=init is not None and not args.train_all,
+        arch=args.arch or "paper",
     )
     started = time.monotonic()
     data = open_data(args)
@@ -109,7 +120,12 @@ def run(args: argparse.Namespace) -> int:
         from export.cifar import pretrain_features
 
         features, cifar_history = pretrain_features(
-            args.pretrain_cifar, device, epochs=args.cifar_epochs, seed=args.seed, progress=not args.quiet
+            args.pretrain_cifar,
+            device,
+            epochs=args.cifar_epochs,
+            seed=args.seed,
+            progress=not args.quiet,
+            arch=args.arch or "paper",
         )
     module, history = train_eye(
         samples,

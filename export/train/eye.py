@@ -46,6 +46,7 @@ class EyeRecipe:
     seed: int = 0
     augment: bool = True  # zoom and camera effects on top of the paper's rotation and shift
     freeze_features: bool = False  # keep the conv layers as they are (fine-tuning a few hundred eyes)
+    arch: str = "paper"  # models.eye_regressor.ARCHITECTURES; ignored with `init`
 
     def check(self) -> None:
         if self.epochs < 1 or self.batch < 1 or self.lr <= 0:
@@ -108,9 +109,9 @@ def predict(module: nn.Module, patches: np.ndarray, device: torch.device, batch:
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-def new_regressor(pretrained_features: dict[str, torch.Tensor] | None = None) -> EyeRegressor:
-    """The paper's net; with CIFAR-10 pre-trained conv layers when given (the head starts fresh)."""
-    module = EyeRegressor()
+def new_regressor(arch: str = "paper", pretrained_features: dict[str, torch.Tensor] | None = None) -> EyeRegressor:
+    """A fresh regressor; with CIFAR-10 pre-trained conv layers when given (the head starts fresh)."""
+    module = EyeRegressor(arch=arch)
     if pretrained_features is not None:
         module.features.load_state_dict(pretrained_features)
     return module
@@ -146,7 +147,7 @@ def train_eye(
             f"only {len(samples)} scored visible eyes in the training data; the regressor needs labelled eyes"
         )
     seed_everything(recipe.seed)
-    module = (init if init is not None else new_regressor(pretrained_features)).to(device)
+    module = (init if init is not None else new_regressor(recipe.arch, pretrained_features)).to(device)
     if recipe.freeze_features:
         for p in module.features.parameters():
             p.requires_grad_(False)
