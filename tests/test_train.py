@@ -82,13 +82,14 @@ def test_segmentation_augmentation_moves_image_and_mask_together() -> None:
     assert not np.array_equal(images[0], images[1])  # every sample draws its own augmentation
 
 
-def test_regressor_training_lowers_the_loss(tiny: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("arch", ["paper", "wide"])
+def test_regressor_training_lowers_the_loss(tiny: Path, tmp_path: Path, arch: str) -> None:
     samples = eye_samples(open_dataset(tiny))
     assert len(samples) >= 4 and samples.regions.shape[1:] == (90, 90, 3)
-    _, history = train_eye(
-        samples, EyeRecipe(epochs=8, batch=4, optimizer="adam", lr=0.01), tmp_path / "eye.pt", CPU, progress=False
-    )
+    recipe = EyeRecipe(epochs=8, batch=4, optimizer="adam", lr=0.01, arch=arch)
+    module, history = train_eye(samples, recipe, tmp_path / "eye.pt", CPU, progress=False)
     assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+    assert module.config["arch"] == arch
 
 
 def test_unet_training_lowers_the_loss(tiny: Path, tmp_path: Path) -> None:
@@ -133,6 +134,8 @@ def test_train_commands_write_complete_weight_files(tiny: Path, tmp_path: Path) 
                 "--no-augment",
                 "--threads",
                 "1",
+                "--arch",
+                "wide",
             ]
         )
         == 0
@@ -164,7 +167,7 @@ def test_train_commands_write_complete_weight_files(tiny: Path, tmp_path: Path) 
     assert record["normalisation"]["channel_order"] == "BGR"
     module, eye_record = load_network(eye)
     assert eye_record["training"]["optimizer"] == "sgd" and eye_record["training"]["epochs"] == 1
-    assert eye_record["training"]["augment"] is False
+    assert eye_record["training"]["augment"] is False and eye_record["config"]["arch"] == "wide"
     assert module(torch.rand(2, 3, 50, 50)).shape == (2, 1)
     assert (
         mgs_export(
