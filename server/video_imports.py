@@ -103,6 +103,7 @@ def parse_import(body: dict[str, Any]) -> tuple[dict[str, Any], list[ScoreWindow
                 p90=w["p90"],
                 face_visible_fraction=w["face_visible_fraction"],
                 model_sha256=sha,
+                abstained_eyes=w.get("abstained_eyes", 0),
             )
             window.validate()
         except (KeyError, TypeError, ValueError, MessageError) as exc:
@@ -162,7 +163,8 @@ def store_import(repo: Repository, body: dict[str, Any], username: str, source: 
         before = conn.total_changes
         conn.executemany(
             "INSERT OR IGNORE INTO score_windows (device, box, seq, window_start, window_end, frames, valid_eyes, "
-            "score, median, p90, face_visible_fraction, model_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "score, median, p90, face_visible_fraction, model_id, received_at, abstained_eyes) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     w.device,
@@ -178,6 +180,7 @@ def store_import(repo: Repository, body: dict[str, Any], username: str, source: 
                     w.face_visible_fraction,
                     model_id,
                     now,
+                    w.abstained_eyes,
                 )
                 for w in windows
             ],
