@@ -1,7 +1,8 @@
 """Storing the windows of a recorded video scored offline (`mgs-device score`, or an upload).
 
 A recording becomes the pseudo-device `rec-<first 20 hex digits of its sha256>`: its windows go
-into `score_windows` with the wire contract's checks (`ScoreWindow.validate`), into the rollups,
+into `score_windows` with the wire contract's checks (`ScoreWindow.validate`; `abstained_eyes` is
+optional, 0 for a result.json that does not carry it, as for an older device), into the rollups,
 and each box with a named animal gets an ended assignment over the recording's time span, so the
 session shows in that animal's history and exports next to its live windows. The pseudo-device is
 NOT entered in `devices` or `boxes`: the overview shows live racks, and a recording is not a rack
