@@ -2,8 +2,8 @@
 
 Pages are rendered on the server. The overview is a triage list (`server.triage`): each tile is
 rendered here, and an open page asks `/overview/delta` for the tiles whose rendering changed, so
-what a box shows ("no face visible", "not scorable", "no data for 12 min", a score) is decided in one
-place, here, and tested without a browser. Alert and device tables are page fragments fetched again every few
+what a box shows ("no face visible", "no data for 12 min", a score) is decided in one place, here,
+and tested without a browser. Alert and device tables are page fragments fetched again every few
 seconds (`?fragment=1`). History plots fetch their points from the REST API by time range. Every
 time is shown in the facility's zone (`[dashboard] timezone`) with its name.
 """
