@@ -40,6 +40,8 @@ HISTORY_EPISODES_S = 30 * 86400
 ALL_EPISODES_S = 7 * 86400
 EPISODES_MAX = 500
 GZIP_MIN_BYTES = 1400
+# Shown wherever a window reads "not scorable": what it means and what a person can do about it.
+NOT_SCORABLE_HELP = "face seen, model not confident: check light, lens and the animal"
 
 
 def _config() -> DashboardConfig:
@@ -89,6 +91,12 @@ def format_minutes(seconds: float) -> str:
     return "< 1 min" if seconds < 60 else timefmt.duration(seconds // 60 * 60)
 
 
+@bp.app_template_global()
+def not_scorable_help() -> str:
+    """A template global, not a context value: tiles are rendered without the request context."""
+    return NOT_SCORABLE_HELP
+
+
 @bp.app_context_processor
 def _facility() -> dict[str, Any]:
     return {"facility_tz": _config().timezone, "plot_episodes": plot_episodes}
@@ -112,12 +120,19 @@ def plot_episodes(found: list[Episode]) -> list[dict[str, Any]]:
 # --- what a box shows -----------------------------------------------------------------------------
 
 
+def not_scorable(row: dict[str, Any]) -> bool:
+    """The box's last window has no score but eyes the model abstained on: the camera saw a face,
+    unlike "no face visible", so a box that stays so needs a person (light, lens, the animal)."""
+    return row["last_score"] is None and (row.get("last_abstained_eyes") or 0) > 0
+
+
 def box_state(row: dict[str, Any], config: DashboardConfig) -> str:
-    """One word for a box tile: empty, future, stale, noface, alert, high or ok.
+    """One word for a box tile: empty, future, stale, noface, notscorable, alert, high or ok.
 
     Order matters: an old score is never shown as current, nor is one dated ahead of the server's
-    clock (a device clock gone wrong would otherwise show "ok, 0 s ago" forever), and "no face
-    visible" is never shown as a score; a raised alert stays visible even while the face is hidden."""
+    clock (a device clock gone wrong would otherwise show "ok, 0 s ago" forever), and neither "no
+    face visible" nor "not scorable" is ever shown as a score; a raised alert stays visible even
+    while the face is hidden."""
     if row["last_window_end"] is None:
         return "empty"
     if row["ahead_s"] > config.clock_skew_s:
@@ -127,7 +142,7 @@ def box_state(row: dict[str, Any], config: DashboardConfig) -> str:
     if row["alert"] == "raised":
         return "alert"
     if row["last_score"] is None:
-        return "noface"
+        return "notscorable" if not_scorable(row) else "noface"
     if row["last_score"] >= config.warn_score:
         return "high"
     return "ok"
@@ -186,6 +201,7 @@ def overview_tiles(now: float) -> list[dict[str, Any]]:
     for row in repo.boxes(now):
         row["key"] = f"{row['device']}/{row['box']}"
         row["state"] = box_state(row, config)
+        row["not_scorable"] = not_scorable(row)
         spark = sparks.get((row["device"], row["box"]), {"line": [], "trend": None, "above": 0})
         row["spark"] = spark["line"]
         live = row["state"] in ("ok", "high", "alert")
@@ -268,6 +284,7 @@ _NOT_SHOWN = (
     "last_seq",
     "last_window_end",
     "last_face_visible_fraction",
+    "last_abstained_eyes",
     "device_last_seen",
     "unacknowledged_alerts",
     "minutes_above",

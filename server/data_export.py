@@ -1,9 +1,11 @@
 """Score windows as CSV or JSON, streamed: a month of one-second windows never sits in memory.
 
 The columns are the wire's ScoreWindow fields plus the registry version of the model that scored
-the window ('' = the models shipped on the device), the animal assigned to the box at the time and
-the window's `source`: `live` from a rack, or `imported` from a recorded video scored offline
-(server.video_imports). An empty score means "no face visible", never 0. Text that people typed
+the window ('' = the models shipped on the device), the animal assigned to the box at the time, the
+window's `source` (`live` from a rack, or `imported` from a recorded video scored offline,
+server.video_imports) and, last so that scripts reading older exports by position keep working,
+`abstained_eyes`. An empty score is never 0: it means "no face visible", or "not scorable" when
+`abstained_eyes` > 0 (a face seen, the model not confident). Text that people typed
 (animal names) is exported verbatim, except that a cell starting with = + - @ gets a leading
 apostrophe, so a spreadsheet shows it instead of running it as a formula (CSV injection).
 
@@ -34,6 +36,7 @@ COLUMNS = (
     "animal_id",
     "animal_name",
     "source",
+    "abstained_eyes",
 )
 FORMATS = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -90,6 +93,7 @@ SUMMARY_COLUMNS = (
     "min",
     "max",
     "source",
+    "not_scorable_windows",
 )
 XLSX_MAX_ROWS = 1_048_575
 

@@ -136,6 +136,7 @@ def rows(repo: Repository, pieces: list[dict[str, Any]], resolution: str, zone: 
                 p["min"],
                 p["max"],
                 source,
+                p["not_scorable_windows"],
             ]
 
 
@@ -155,6 +156,7 @@ def _summaries(repo: Repository, piece: dict[str, Any], resolution: str, zone: s
                 "t": parse_local(day.isoformat() + "T00:00", zone),
                 "windows": 0,
                 "face_windows": 0,
+                "not_scorable_windows": 0,
                 "sum": 0.0,
                 "min": None,
                 "max": None,
@@ -162,6 +164,7 @@ def _summaries(repo: Repository, piece: dict[str, Any], resolution: str, zone: s
         )
         d["windows"] += p["windows"]
         d["face_windows"] += p["face_windows"]
+        d["not_scorable_windows"] += p["not_scorable_windows"]
         if p["mean"] is not None:
             d["sum"] += p["mean"] * p["face_windows"]
             d["min"] = p["min"] if d["min"] is None else min(d["min"], p["min"])

@@ -71,8 +71,9 @@ def report_period(start_text: str, end_text: str, zone: str, now: float) -> tupl
 
 
 def course(points: list[dict[str, Any]], start: float, end: float, spans: list[tuple[float, float]]) -> dict[str, Any]:
-    """Chart geometry in a CHART_W x CHART_H box: mean lines (broken where no face was seen),
-    a min-max band and the episodes as shaded spans."""
+    """Chart geometry in a CHART_W x CHART_H box: mean lines (broken where no window was scored),
+    a min-max band, the episodes as shaded spans, and a tick at the bottom for each bucket that was
+    not scorable (no score, eyes the model abstained on), so it never reads as "no face"."""
     sx = CHART_W / (end - start)
 
     def y(v: float) -> float:
@@ -82,9 +83,12 @@ def course(points: list[dict[str, Any]], start: float, end: float, spans: list[t
     current: list[str] = []
     band_top: list[str] = []
     band_bottom: list[str] = []
+    not_scorable: list[float] = []
     for p in points:
         x = round((p["t"] - start) * sx, 1)
         if p["mean"] is None:
+            if p["not_scorable_windows"]:
+                not_scorable.append(x)
             if current:
                 lines.append(" ".join(current))
             current = []
@@ -102,6 +106,7 @@ def course(points: list[dict[str, Any]], start: float, end: float, spans: list[t
         "lines": lines,
         "band": " ".join(band_top + band_bottom[::-1]),
         "episodes": shaded,
+        "not_scorable": not_scorable,
         "w": CHART_W,
         "h": CHART_H,
         "grid": [{"y": y(v), "v": v} for v in (0, 3, 6, 9)],
@@ -127,6 +132,7 @@ def animal_report(animal_id: int) -> str:
         "max": max((p["max"] for p in face), default=None),
         "windows": sum(p["windows"] for p in scores),
         "face_windows": sum(p["face_windows"] for p in scores),
+        "not_scorable_windows": sum(p["not_scorable_windows"] for p in scores),
     }
     assignments = [
         a

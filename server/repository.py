@@ -228,7 +228,8 @@ class Repository:
     def boxes(self, now: float | None = None) -> list[dict[str, Any]]:
         """The facility overview, one row per box ever seen or assigned:
         device, box, label, animal_id, animal_name, experiment_id, last_seq, last_score (None = no
-        face in the last window), last_window_end, last_face_visible_fraction, age_s (seconds since
+        score in the last window), last_abstained_eyes (> 0 with no score: not scorable, a face seen
+        but the model not confident), last_window_end, last_face_visible_fraction, age_s (seconds since
         the last window ended, None if never), device_online (bool), device_last_seen,
         device_alert ('raised'/'cleared'/None), ahead_s (seconds the last window ends after `now`: a
         device clock running ahead; 0 normally), server_alert ('raised' if a server rule for the
@@ -244,6 +245,7 @@ class Repository:
             SELECT k.device, k.box, COALESCE(b.label, '') AS label,
                    a.animal_id, an.name AS animal_name, an.experiment_id,
                    b.last_seq, b.last_score, b.last_window_end, b.last_face_visible_fraction,
+                   COALESCE(b.last_abstained_eyes, 0) AS last_abstained_eyes,
                    b.device_alert, d.availability, d.last_seen AS device_last_seen,
                    (SELECT COUNT(*) FROM alerts al WHERE al.device = k.device AND al.box = k.box
                       AND al.event = 'raised' AND al.acknowledged_at IS NULL) AS unacknowledged_alerts,
@@ -528,9 +530,10 @@ class Repository:
         """Score history of one box in [start, end).
 
         Returns {"resolution": "raw"|"minute"|"hour", "points": [...]} where each point has
-        t (bucket or window start), windows, face_windows, mean (None when no face was visible in
-        the whole bucket), min, max; raw points also carry seq, median, p90,
-        face_visible_fraction, frames, valid_eyes, t_end."""
+        t (bucket or window start), windows, face_windows, not_scorable_windows (no score but eyes
+        the model abstained on), mean (None when no window of the bucket was scored), min, max; raw
+        points also carry seq, median, p90, face_visible_fraction, frames, valid_eyes,
+        abstained_eyes, t_end."""
         if end <= start:
             raise MgsError("the end of a score range must be after its start")
         chosen: str = pick_resolution(start, end) if resolution == "auto" else resolution
@@ -539,8 +542,8 @@ class Repository:
         if chosen == "raw":
             points = self._q(
                 "SELECT window_start AS t, window_end AS t_end, seq, frames, valid_eyes, score AS mean, "
-                "score AS min, score AS max, median, p90, face_visible_fraction, 1 AS windows, "
-                "score IS NOT NULL AS face_windows "
+                "score AS min, score AS max, median, p90, face_visible_fraction, abstained_eyes, 1 AS windows, "
+                "score IS NOT NULL AS face_windows, score IS NULL AND abstained_eyes > 0 AS not_scorable_windows "
                 "FROM score_windows WHERE device = ? AND box = ? AND window_start >= ? AND window_start < ? "
                 "ORDER BY window_start",
                 [device, box, start, end],
@@ -548,7 +551,7 @@ class Repository:
         else:
             size = BUCKET_SECONDS[chosen]
             points = self._q(
-                f"SELECT bucket AS t, windows, face_windows, "
+                f"SELECT bucket AS t, windows, face_windows, not_scorable_windows, "
                 f"CASE WHEN face_windows > 0 THEN score_sum / face_windows END AS mean, "
                 f"score_min AS min, score_max AS max FROM rollup_{chosen} "
                 f"WHERE device = ? AND box = ? AND bucket >= ? AND bucket < ? ORDER BY bucket",
@@ -588,7 +591,7 @@ class Repository:
         experiment (via assignments); every row carries animal_id/animal_name where assigned.
         Keys: device, box, seq, window_start, window_end (ISO), frames, valid_eyes, score, median,
         p90, face_visible_fraction, model_sha256, model_version ('' = shipped models), received_at
-        (ISO), animal_id, animal_name."""
+        (ISO), abstained_eyes, animal_id, animal_name."""
         if animal_id is not None or experiment_id is not None:
             if animal_id is not None:
                 self.animal(animal_id)
@@ -626,7 +629,8 @@ class Repository:
         cursor = self.db.execute(
             "SELECT w.device, w.box, w.seq, w.window_start_iso AS window_start, w.window_end_iso AS window_end, "
             "w.frames, w.valid_eyes, w.score, w.median, w.p90, w.face_visible_fraction, m.sha256 AS model_sha256, "
-            "w.model_version, strftime('%Y-%m-%dT%H:%M:%fZ', w.received_at, 'unixepoch') AS received_at "
+            "w.model_version, strftime('%Y-%m-%dT%H:%M:%fZ', w.received_at, 'unixepoch') AS received_at, "
+            "w.abstained_eyes "
             "FROM score_windows w JOIN models m ON m.id = w.model_id "
             "WHERE w.device = ? AND w.box = ? AND w.window_start >= ? AND w.window_start < ? ORDER BY w.window_start",
             [device, box, start, end],

@@ -94,14 +94,15 @@ class IngestStore:
                 self.model_id(w.model_sha256),
                 w.model_version,
                 received_at,
+                w.abstained_eyes,
             )
             for w in windows
         ]
         before = conn.total_changes
         conn.executemany(
             "INSERT OR IGNORE INTO score_windows (device, box, epoch, seq, window_start, window_end, frames, "
-            "valid_eyes, score, median, p90, face_visible_fraction, model_id, model_version, received_at) "
-            f"VALUES (?, ?, ?, ?, {_EPOCH_SQL}, {_EPOCH_SQL}, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "valid_eyes, score, median, p90, face_visible_fraction, model_id, model_version, received_at, abstained_eyes) "
+            f"VALUES (?, ?, ?, ?, {_EPOCH_SQL}, {_EPOCH_SQL}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
         count = conn.total_changes - before
@@ -139,15 +140,19 @@ class IngestStore:
         return reused
 
     def update_rollups(self, after_id: int) -> None:
-        """Add the score windows with an id above `after_id` to the minute and hour rollups."""
+        """Add the score windows with an id above `after_id` to the minute and hour rollups
+        (`not_scorable_windows`: no score, but eyes the model abstained on)."""
         conn = self.db.conn
         for table, size in (("rollup_minute", 60), ("rollup_hour", 3600)):
             conn.execute(
-                f"INSERT INTO {table} (device, box, bucket, windows, face_windows, score_sum, score_min, score_max) "
+                f"INSERT INTO {table} (device, box, bucket, windows, face_windows, score_sum, score_min, score_max, "
+                f"not_scorable_windows) "
                 f"SELECT device, box, CAST(window_start / {size} AS INTEGER) * {size}, COUNT(*), COUNT(score), "
-                f"TOTAL(score), MIN(score), MAX(score) FROM score_windows WHERE id > ? GROUP BY 1, 2, 3 "
+                f"TOTAL(score), MIN(score), MAX(score), SUM(score IS NULL AND abstained_eyes > 0) "
+                f"FROM score_windows WHERE id > ? GROUP BY 1, 2, 3 "
                 f"ON CONFLICT(device, box, bucket) DO UPDATE SET "
                 f"windows = windows + excluded.windows, face_windows = face_windows + excluded.face_windows, "
+                f"not_scorable_windows = not_scorable_windows + excluded.not_scorable_windows, "
                 f"score_sum = score_sum + excluded.score_sum, "
                 f"score_min = CASE WHEN score_min IS NULL OR excluded.score_min < score_min "
                 f"THEN excluded.score_min ELSE score_min END, "
@@ -163,13 +168,13 @@ class IngestStore:
         # (SQLite takes the bare columns from the row that holds the MAX.)
         conn.execute(
             "INSERT INTO boxes (device, box, last_seq, last_window_end, last_score, last_face_visible_fraction, "
-            "last_received_at) "
-            "SELECT device, box, seq, MAX(window_end), score, face_visible_fraction, received_at "
+            "last_received_at, last_abstained_eyes) "
+            "SELECT device, box, seq, MAX(window_end), score, face_visible_fraction, received_at, abstained_eyes "
             "FROM score_windows WHERE id > ? GROUP BY device, box "
             "ON CONFLICT(device, box) DO UPDATE SET "
             "last_seq = excluded.last_seq, last_window_end = excluded.last_window_end, "
             "last_score = excluded.last_score, last_face_visible_fraction = excluded.last_face_visible_fraction, "
-            "last_received_at = excluded.last_received_at "
+            "last_received_at = excluded.last_received_at, last_abstained_eyes = excluded.last_abstained_eyes "
             "WHERE boxes.last_window_end IS NULL OR excluded.last_window_end >= boxes.last_window_end",
             [after_id],
         )

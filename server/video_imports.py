@@ -1,7 +1,8 @@
 """Storing the windows of a recorded video scored offline (`mgs-device score`, or an upload).
 
 A recording becomes the pseudo-device `rec-<first 20 hex digits of its sha256>`: its windows go
-into `score_windows` with the wire contract's checks (`ScoreWindow.validate`), into the rollups,
+into `score_windows` with the wire contract's checks (`ScoreWindow.validate`; `abstained_eyes` is
+optional, 0 for a result.json that does not carry it, as for an older device), into the rollups,
 and each box with a named animal gets an ended assignment over the recording's time span, so the
 session shows in that animal's history and exports next to its live windows. The pseudo-device is
 NOT entered in `devices` or `boxes`: the overview shows live racks, and a recording is not a rack
@@ -103,6 +104,7 @@ def parse_import(body: dict[str, Any]) -> tuple[dict[str, Any], list[ScoreWindow
                 p90=w["p90"],
                 face_visible_fraction=w["face_visible_fraction"],
                 model_sha256=sha,
+                abstained_eyes=w.get("abstained_eyes", 0),
             )
             window.validate()
         except (KeyError, TypeError, ValueError, MessageError) as exc:
@@ -162,7 +164,8 @@ def store_import(repo: Repository, body: dict[str, Any], username: str, source: 
         before = conn.total_changes
         conn.executemany(
             "INSERT OR IGNORE INTO score_windows (device, box, seq, window_start, window_end, frames, valid_eyes, "
-            "score, median, p90, face_visible_fraction, model_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "score, median, p90, face_visible_fraction, model_id, received_at, abstained_eyes) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     w.device,
@@ -178,6 +181,7 @@ def store_import(repo: Repository, body: dict[str, Any], username: str, source: 
                     w.face_visible_fraction,
                     model_id,
                     now,
+                    w.abstained_eyes,
                 )
                 for w in windows
             ],

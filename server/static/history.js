@@ -3,13 +3,16 @@
 // drawn as wall-clock times of the facility's zone; alert episodes are shaded, acknowledgements
 // marked with who and the note. Windows of imported recordings (points with source "imported") are
 // not mixed into the live line: each recording is its own series, named after its video. Changes of
-// model are marked with a vertical line.
+// model are marked with a vertical line. Below 0, grey ticks mark windows or buckets with no face
+// visible and amber crosses those that were not scorable (a face seen, the model not confident):
+// neither is ever drawn as a score.
 "use strict";
 
 document.addEventListener("DOMContentLoaded", () => {
   const div = document.getElementById("plot");
   const status = document.getElementById("plot-status");
   const threshold = parseFloat(div.dataset.threshold);
+  const notScorableHelp = div.dataset.notScorableHelp;
   const refreshMs = parseFloat(div.dataset.refresh) * 1000;
   const episodes = JSON.parse(div.dataset.episodes || "[]");
   const rangeButtons = [...document.querySelectorAll("#ranges button[data-seconds]")];
@@ -35,6 +38,8 @@ document.addEventListener("DOMContentLoaded", () => {
     const pts = body.points.filter((p) => p.source !== "imported");
     const x = pts.map((p) => wall(p.t + half));
     const mean = pts.map((p) => p.mean);
+    const partly = (p) => (p.not_scorable_windows ? `<br>${p.not_scorable_windows} of ${p.windows} windows not scorable`
+      : p.abstained_eyes ? `<br>${p.abstained_eyes} eye(s) not scored: model not confident` : "");
     const out = [];
     if (body.resolution !== "raw") {
       out.push({ x, y: pts.map((p) => p.max), mode: "lines", line: { width: 0 }, hoverinfo: "skip", showlegend: false, connectgaps: false });
@@ -42,8 +47,8 @@ document.addEventListener("DOMContentLoaded", () => {
                  name: "min–max", hoverinfo: "skip", connectgaps: false });
     }
     out.push({ x, y: mean, mode: pts.length > 400 ? "lines" : "lines+markers", name: "score (mean)", connectgaps: false,
-               line: { color: "#2b5fab", width: 1.5 }, marker: { size: 4 },
-               hovertemplate: `%{y:.2f}<extra>%{x} ${mgs.zone}</extra>` });
+               line: { color: "#2b5fab", width: 1.5 }, marker: { size: 4 }, text: pts.map(partly),
+               hovertemplate: `%{y:.2f}%{text}<extra>%{x} ${mgs.zone}</extra>` });
     for (const rec of body.recordings || []) {
       const own = body.points.filter((p) => p.device === rec.device && p.box === rec.box);
       if (!own.length) continue;
@@ -53,10 +58,17 @@ document.addEventListener("DOMContentLoaded", () => {
                  text: own.map(() => rec.video),
                  hovertemplate: `%{y:.2f}<extra>imported: %{text}<br>%{x} ${mgs.zone}</extra>` });
     }
-    const hidden = body.points.filter((p) => p.mean === null);
+    const unscored = body.points.filter((p) => p.mean === null);
+    const hidden = unscored.filter((p) => !p.not_scorable_windows);
+    const unsure = unscored.filter((p) => p.not_scorable_windows);
     out.push({ x: hidden.map((p) => wall(p.t + half)), y: hidden.map(() => -0.4), mode: "markers",
                name: "no face visible", marker: { symbol: "line-ns-open", size: 8, color: "#8a8f98" },
                hovertemplate: "no face visible<extra>%{x}</extra>" });
+    out.push({ x: unsure.map((p) => wall(p.t + half)), y: unsure.map(() => -0.4), mode: "markers",
+               name: "not scorable: face seen, model not confident", marker: { symbol: "x-thin-open", size: 8, color: "#b7791f", line: { width: 2 } },
+               text: unsure.map((p) => (body.resolution === "raw" ? `${p.abstained_eyes} eye(s) abstained on`
+                                                               : `${p.not_scorable_windows} of ${p.windows} windows`)),
+               hovertemplate: `not scorable (%{text})<br>${notScorableHelp}<extra>%{x}</extra>` });
     const acks = episodes.flatMap((e) => e.acks);
     if (acks.length) {
       out.push({ x: acks.map((a) => wall(a.time)), y: acks.map(() => 8.7), mode: "markers", name: "acknowledged",

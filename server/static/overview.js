@@ -24,7 +24,7 @@ document.addEventListener("DOMContentLoaded", () => {
     const s = f.state.value;
     if (s === "attention" && tile.dataset.attention !== "1") return false;
     if (s === "high" && !(tile.dataset.attention === "1" || parseInt(tile.dataset.level || "-1", 10) >= 2)) return false;
-    if (s === "nodata" && !["stale", "noface", "empty"].includes(tile.dataset.state)) return false;
+    if (s === "nodata" && !["stale", "noface", "notscorable", "empty"].includes(tile.dataset.state)) return false;
     return true;
   }
 
