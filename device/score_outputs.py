@@ -41,6 +41,7 @@ WINDOW_FIELDS = (
     "t_end_s",
     *SCORE_COLUMNS,
     "version",
+    "abstained_eyes",
 )
 EYE_FIELDS = ("video", "frame", "t_s", "box", "eye", "x", "y", "score", "quality_ok", "area_px", "sharpness")
 SUMMARY_FIELDS = (
@@ -208,6 +209,7 @@ def write_windows_csv(path: Path, result: VideoScore, sidecar: Sidecar, start: f
                     f"{w.face_visible_fraction:.4f}",
                     result.model_sha256,
                     result.version,
+                    w.abstained_eyes,
                 )
             )
 
@@ -263,6 +265,7 @@ def result_json(
                 "median": _round(w.median),
                 "p90": _round(w.p90),
                 "face_visible_fraction": round(w.face_visible_fraction, 4),
+                "abstained_eyes": w.abstained_eyes,
             }
             for w in sorted(result.windows, key=lambda w: (w.box, w.start))
         ],

@@ -129,8 +129,19 @@ def test_window_means_follow_the_true_trajectory(batch: dict[str, Any]) -> None:
 def test_csv_carries_the_score_window_fields_and_the_animals(batch: dict[str, Any]) -> None:
     rows = _rows(batch["out"] / "rackA_day1" / "windows.csv")
     first = rows[0]
-    for name in ("score", "median", "p90", "valid_eyes", "frames", "face_visible_fraction", "model_sha256", "version"):
+    for name in (
+        "score",
+        "median",
+        "p90",
+        "valid_eyes",
+        "frames",
+        "face_visible_fraction",
+        "model_sha256",
+        "version",
+        "abstained_eyes",
+    ):
         assert name in first
+    assert all(int(r["abstained_eyes"]) >= 0 for r in rows)
     assert len(first["model_sha256"]) == 64 and first["frames"] == str(FPS)
     assert (first["animal"], first["group"], first["timepoint"]) == ("M01", "carprofen", "day1")
     assert first["window_start"] == "2026-03-04T09:15:00.000Z"

@@ -124,6 +124,8 @@ def test_importing_twice_stores_every_window_once_and_files_it_under_the_animal(
     assert [p["box"] for p in history["points"]] == [2] * SECONDS
     csv_scores = [w["score"] for w in result["windows"] if w["box"] == 2]
     assert [p["mean"] for p in history["points"]] == csv_scores
+    abstained = [w["abstained_eyes"] for w in result["windows"] if w["box"] == 2]
+    assert [p["abstained_eyes"] for p in history["points"]] == abstained
     assert device not in {d["name"] for d in repo_call(live["app"], "devices")}, "a recording is not a live rack"
 
     request = urllib.request.Request(
