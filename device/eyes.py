@@ -76,7 +76,7 @@ class EyeConfig:
         metadata={"doc": "keep at most this many eyes per box (largest first): one mouse per box has two eyes"},
     )
     min_confidence: Annotated[float, Range(0, 1)] = field(
-        default=0.6,
+        default=0.15,
         metadata={
             "doc": "eyes whose confidence (0-1) is below this are reported as not scorable instead of scored; 0 scores every eye that passes the other checks; chosen on the synthetic validation set (docs/confidence.md)"
         },
@@ -318,10 +318,10 @@ class ConfidenceModel:
 
 # Fitted by scripts/fit_confidence.py on the validation set (docs/confidence.md).
 SHIPPED_CONFIDENCE = ConfidenceModel(
-    weights=(0.71476, 0.01585, -3.39151, 10.39805, 2.5543, 0.68499, -0.03551, -1.57657, 21.13645, -16.36704, -4.48552),
-    bias=-32.61413,
-    spread_full=0.894,
-    spread_zero=0.744,
+    weights=(2.36949, -0.12161, 3.93842, 3.61707, 5.56317, 0.43902, -0.02263, 0.1548, -0.7762, -8.66349, -2.15619),
+    bias=-20.32142,
+    spread_full=0.793,
+    spread_zero=0.643,
 )
 
 

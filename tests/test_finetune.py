@@ -96,6 +96,7 @@ def test_seg_fine_tunes_from_the_shipped_unet_with_its_shape(synth: Path, tmp_pa
         (["train-seg", "--model", "fine", "--init", str(SHIPPED / "seg_fine.pt"), "--base", "32"], "leave out --base"),
         (["train-eye", "--init", str(SHIPPED / "eye.pt"), "--out", str(SHIPPED / "eye.pt")], "would overwrite"),
         (["train-eye", "--train-all"], "use it with --init"),
+        (["train-eye", "--init", str(SHIPPED / "eye.pt"), "--arch", "paper"], "leave out --arch"),
         (["train-eye", "--init", str(SHIPPED / "TRAINING.md")], "not a readable weight file"),
     ],
 )

@@ -157,6 +157,10 @@ def train_eye(
     mse = nn.MSELoss()
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if recipe.freeze_features:
+            # Runs after the loop's module.train(): frozen conv layers also keep their BatchNorm
+            # statistics (the wide network has them), or a few hundred eyes would shift them.
+            module.features.eval()
         rng = np.random.default_rng([recipe.seed, epoch])
         set_lr(optimizer, scheduled_lr(recipe.lr, recipe.schedule, epoch, recipe.epochs))
         order = rng.choice(len(samples), size=len(samples), replace=True, p=probs)
