@@ -73,7 +73,7 @@ class ShippedBroker(Broker):
 class ServerProcess:
     """`mgs-server run` as a real process, logged in to the broker as the server."""
 
-    def __init__(self, workdir: Path, broker: ShippedBroker) -> None:
+    def __init__(self, workdir: Path, broker: ShippedBroker, max_request_kb: int | None = None) -> None:
         self.workdir = workdir
         self.db = workdir / "server.sqlite"
         self.log = workdir / "server.log"
@@ -83,6 +83,7 @@ class ServerProcess:
             f'[ingest]\nhost = "127.0.0.1"\nport = {broker.port}\nusername = "{SERVER_USER}"\n'
             f'password = "{broker.passwords[SERVER_USER]}"\nflush_interval_s = 0.05\n\n'
             f'[http]\nhost = "127.0.0.1"\nport = {free_port()}\n'
+            + (f"max_request_kb = {max_request_kb}\n" if max_request_kb is not None else "")
         )
         self.proc: subprocess.Popen[bytes] | None = None
 

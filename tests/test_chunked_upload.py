@@ -36,10 +36,11 @@ PIECE = LIMIT_KB * 1024 - 1024  # the pieces the server asks for: a little under
 
 
 def limited_config(tmp_path: Path, broker_port: int, http_port: int) -> Path:
-    """The config of tests/test_server_run.py with a 64 KiB request limit and 1 MiB feature limits."""
+    """The config of tests/test_server_run.py with a 64 KiB request limit, a 1 MiB video limit and a
+    model-set limit that the shipped set (a few MiB) fits."""
     path = write_config(tmp_path, broker_port, http_port)
     text = path.read_text().replace("[http]\n", f"[http]\nmax_request_kb = {LIMIT_KB}\n")
-    path.write_text(text + "\n[videos]\nmax_upload_mb = 1\n\n[models]\nmax_set_mb = 1\n")
+    path.write_text(text + "\n[videos]\nmax_upload_mb = 1\n\n[models]\nmax_set_mb = 32\n")
     return path
 
 

@@ -39,7 +39,7 @@ def test_pretraining_transfers_conv_weights_into_the_regressor(tmp_path: Path) -
     features, history = pretrain_features(tmp_path, torch.device("cpu"), epochs=3, batch=16, lr=0.01, progress=False)
     assert history[-1] < history[0]
     assert set(features) == {"0.weight", "0.bias", "3.weight", "3.bias"}
-    regressor = new_regressor(features)
+    regressor = new_regressor(pretrained_features=features)
     for key, value in features.items():
         assert torch.equal(regressor.features.state_dict()[key], value)
     assert regressor.head[-1].out_features == 1

@@ -9,8 +9,10 @@ loads but finds nothing is rolled back and the dashboard says so and why; a devi
 during a roll-out picks its assignment up when it comes back; a withdrawal brings back the shipped
 models.
 
-The sets hold only the INT8 networks: `mgs-server run` takes no request body over
-`[http] max_request_kb` (1 MiB by default), and the INT8 networks are what a device runs.
+The sets hold only the INT8 networks, which are what a device runs. They are posted in one request,
+so this server takes request bodies up to `UPLOAD_KB` (`[http] max_request_kb`, 1 MiB by default):
+the Models page sends a set in pieces under the default limit, which tests/test_chunked_upload*.py
+cover.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from tests.conftest import MOSQUITTO, wait_for
 from tests.fault_support import ServerProcess, ShippedBroker
 from tests.test_device_run import finish, outbox_rows, rack_video, start  # noqa: F401
 from tests.test_package import REPO, blind_models, models_copy
-from tests.test_rollout_server_processes import Web
+from tests.test_rollout_server_processes import UPLOAD_KB, Web
 from tests.web_support import PASSWORD
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
@@ -186,7 +188,7 @@ def rig(tmp_path: Path, rack_video) -> Iterator[Rig]:  # noqa: F811
         pytest.skip("mosquitto is not installed")
     video, rois = rack_video
     broker = ShippedBroker(tmp_path, devices=())
-    server = ServerProcess(tmp_path, broker)
+    server = ServerProcess(tmp_path, broker, max_request_kb=UPLOAD_KB)
     server.create_user("ada", "admin", PASSWORD)
     port = re.search(r"port = (\d+)", server.config.read_text().split("[http]")[1]).group(1)  # type: ignore[union-attr]
     url = f"http://127.0.0.1:{port}"

@@ -33,6 +33,10 @@ from tests.web_support import PASSWORD, status
 
 pytestmark = pytest.mark.timeout(180)
 
+#: These tests post a model set in one request (the Models page sends it in pieces under the
+#: default 1 MiB limit, tests/test_chunked_upload*.py), so their server takes bodies up to this.
+UPLOAD_KB = 8192
+
 
 class Web:
     """A logged-in browser session over plain HTTP (cookies, CSRF token from the page)."""
@@ -119,7 +123,7 @@ def rig(tmp_path: Path) -> Iterator[tuple[ShippedBroker, ServerProcess, Web]]:
         pytest.skip("mosquitto is not installed")
     broker = ShippedBroker(tmp_path, devices=("rack1", "rack2"))
     broker.start()
-    server = ServerProcess(tmp_path, broker)
+    server = ServerProcess(tmp_path, broker, max_request_kb=UPLOAD_KB)
     server.create_user("ada", "admin", PASSWORD)
     try:
         server.start()
