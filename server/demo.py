@@ -403,6 +403,9 @@ def run_demo(options: DemoOptions) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     facility = Facility(workdir)
     previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # A shell starts a background job (`make demo &`, a script) with SIGINT ignored, and Python keeps
+    # that: Ctrl-C or `kill -INT` would then never stop the demo. It always stops on SIGINT.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     stopped_by_user = False
     failed = True
     try:
@@ -443,7 +446,7 @@ def run_demo(options: DemoOptions) -> int:
             facility.stop()
     finally:
         signal.signal(signal.SIGTERM, previous_term)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, previous_int)
         if owns_workdir and not failed:
             shutil.rmtree(workdir, ignore_errors=True)
         elif failed:

@@ -34,11 +34,24 @@ ALERT_TIMEOUT_S = 90
 STOP_TIMEOUT_S = 45
 
 
+def _as_a_background_job() -> None:
+    """What a shell does to a job started with `&`: SIGINT ignored, inherited by the demo."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class Demo:
-    """The demo subprocess with its output collected line by line."""
+    """The demo subprocess with its output collected line by line; started as a background job
+    would be, so the SIGINT of the tests proves the demo stops on it even then."""
 
     def __init__(self, argv: list[str], env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        self.proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            preexec_fn=_as_a_background_job,
+        )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
