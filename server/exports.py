@@ -45,6 +45,10 @@ def _zone() -> str:
     return str(current_app.config["MGS_CONFIG"].dashboard.timezone)
 
 
+#: 9999-12-31T23:59:59Z: beyond it a date cannot be written, and a fuzzer's 1e18 must not reach strftime.
+LAST_UNIX_SECOND = 253_402_300_799
+
+
 def _time(name: str, zone: str, default: float | None) -> float:
     """A datetime-local field (YYYY-MM-DDTHH:MM, facility zone) or Unix seconds."""
     value = request.args.get(name, "").strip()
@@ -53,9 +57,13 @@ def _time(name: str, zone: str, default: float | None) -> float:
             raise MgsError(f"give the export's {name} time")
         return default
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        if not 0 <= seconds <= LAST_UNIX_SECOND:  # also refuses nan and inf
+            raise MgsError(f"export {name} {value!r} is not a time between 1970 and 9999")
+        return seconds
     try:
         return parse_local(value, zone)
     except ValueError:

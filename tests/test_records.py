@@ -187,6 +187,12 @@ def test_xlsx_download_is_a_workbook_with_the_animal(app: Flask) -> None:
     assert sheet.count("<row ") == 121
 
 
+@pytest.mark.parametrize("start", ["1e18", "-5", "nan", "inf"])
+def test_a_start_outside_the_calendar_is_explained(app: Flask, start: str) -> None:
+    response = logged_in(app, "viewer").get("/export/download", query_string={"start": start})
+    assert response.status_code == 400 and "between 1970 and 9999" in response.get_data(as_text=True)
+
+
 def test_a_bad_resolution_is_explained(app: Flask) -> None:
     response = logged_in(app, "viewer").get("/export/download", query_string={"start": _start(), "resolution": "week"})
     assert response.status_code == 400 and "second, minute, hour, day" in response.get_data(as_text=True)
