@@ -29,6 +29,7 @@ from tests.conftest import Broker
 from tests.model_set_support import build_set
 from tests.test_browser import Server
 from tests.test_server_run import write_config
+from tests.test_video_import import result_window
 from tests.web_support import PASSWORD
 
 LIMIT_KB = 64
@@ -233,22 +234,7 @@ def test_a_long_videos_result_is_imported_in_pieces_by_the_import_client(server:
         token = auth.create_token(db, db.execute("SELECT id FROM users WHERE username = 'olga'").fetchone()[0], "pc")
     finally:
         db.conn.close()
-    windows = [
-        {
-            "box": box,
-            "index": i,
-            "t_start_s": i,
-            "t_end_s": i + 1,
-            "frames": 10,
-            "valid_eyes": 20,
-            "score": 5.0,
-            "median": 5.0,
-            "p90": 5.5,
-            "face_visible_fraction": 1.0,
-        }
-        for box in range(4)
-        for i in range(300)
-    ]
+    windows = [result_window(box, i) for box in range(4) for i in range(300)]
     result = {
         "fingerprint": "b" * 64,
         "video": "day9.mp4",

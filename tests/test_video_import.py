@@ -177,6 +177,22 @@ def test_import_needs_an_officer_and_a_valid_result(live) -> None:
     assert code == 400 and "sha256" in body["error"]
 
 
+def result_window(box: int, i: int) -> dict[str, Any]:
+    """Window `i` (one second, score 5) of `box`, as result.json holds it."""
+    return {
+        "box": box,
+        "index": i,
+        "t_start_s": i,
+        "t_end_s": i + 1,
+        "frames": 10,
+        "valid_eyes": 20,
+        "score": 5.0,
+        "median": 5.0,
+        "p90": 5.5,
+        "face_visible_fraction": 1.0,
+    }
+
+
 def _result(fingerprint: str, start: str, video: str, animal: str, box: int = 1, n: int = 5) -> dict[str, Any]:
     """A result.json as `mgs-device score` writes it: `n` one-second windows of one box."""
     return {
@@ -186,21 +202,7 @@ def _result(fingerprint: str, start: str, video: str, animal: str, box: int = 1,
         "window_s": 1.0,
         "model_sha256": "a" * 64,
         "boxes": [{"box": box, "animal": animal}],
-        "windows": [
-            {
-                "box": box,
-                "index": i,
-                "t_start_s": i,
-                "t_end_s": i + 1,
-                "frames": 10,
-                "valid_eyes": 20,
-                "score": 5.0,
-                "median": 5.0,
-                "p90": 5.5,
-                "face_visible_fraction": 1.0,
-            }
-            for i in range(n)
-        ],
+        "windows": [result_window(box, i) for i in range(n)],
     }
 
 
