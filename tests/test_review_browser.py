@@ -48,6 +48,8 @@ def review_by_keyboard(page: Any, url: str, name: str, tmp_path: Path) -> None:
     for i, (ot, mgs) in enumerate(SCORES[name]):
         form = page.locator("#review-form")
         action = form.get_attribute("action")
+        # review.js fills #eye-state last, after binding its keys: keys pressed before that are lost.
+        expect(page.locator("#eye-state")).not_to_have_text("")
         if i == 0:
             page.keyboard.press("Enter")
             expect(page.locator("#review-message")).to_contain_text("Give an orbital tightening score")
