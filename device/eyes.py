@@ -16,6 +16,12 @@ patch's edges are. A segmentation network trained on one renderer happily marks 
 corners of a drawn rectangle as eyes; such a candidate passes every size and context rule, but it
 does not look like an eye on several cues at once. Eyes below `min_confidence` are abstained on:
 reported, not scored. The weights were fitted on the validation set (docs/confidence.md).
+
+An eye model with the eye verifier (a second output, models/eye_regressor.py) also says how
+likely each candidate is a real eye at all. The segmenter's eye class lights up on noses, dark fur
+and vent holes too; so up to `max_candidates_per_box` blobs per box go to the regressor, those the
+verifier rejects (`min_eyeness`) are dropped as not eyes, and the `max_eyes_per_box` most eye-like
+of the rest are kept. Without a verifier the largest blobs are kept, as before.
 """
 
 from __future__ import annotations
@@ -37,6 +43,9 @@ SCORE_MIN, SCORE_MAX = 0.0, 9.0
 ANIMAL, EARS, EYES = 1, 2, 3
 # Ears are looked for within this many times `context_px` of an eye blob.
 EARS_REACH = 4.0
+# Output column of the eye verifier's logit (models.eye_regressor.VERIFIER_COLUMN; the device
+# does not import the torch side, a test keeps the two equal).
+VERIFIER_COLUMN = 1
 
 
 @dataclass
@@ -73,7 +82,21 @@ class EyeConfig:
     )
     max_eyes_per_box: Annotated[int, Range(1)] = field(
         default=2,
-        metadata={"doc": "keep at most this many eyes per box (largest first): one mouse per box has two eyes"},
+        metadata={
+            "doc": "keep at most this many eyes per box (most eye-like first, by the eye model's verifier; largest first without one): one mouse per box has two eyes"
+        },
+    )
+    max_candidates_per_box: Annotated[int, Range(1)] = field(
+        default=4,
+        metadata={
+            "doc": "eye blobs per box (largest first) handed to the eye model, which keeps max_eyes_per_box of them; more finds an eye behind a nose or spot the segmenter also marked, at more regressor time"
+        },
+    )
+    min_eyeness: Annotated[float, Range(0, 1)] = field(
+        default=0.5,
+        metadata={
+            "doc": "an eye model with a verifier rates every blob 0-1 for being a real eye; below this it is no eye: neither scored nor counted as not scorable; 0 keeps every blob; chosen on the synthetic validation set (docs/confidence.md)"
+        },
     )
     min_confidence: Annotated[float, Range(0, 1)] = field(
         default=0.15,
@@ -85,6 +108,12 @@ class EyeConfig:
     def check(self) -> None:
         if self.max_area_px <= self.min_area_px:
             raise fail("max_area_px", self.max_area_px, f"must be larger than min_area_px ({self.min_area_px})")
+        if self.max_candidates_per_box < self.max_eyes_per_box:
+            raise fail(
+                "max_candidates_per_box",
+                self.max_candidates_per_box,
+                f"must be at least max_eyes_per_box ({self.max_eyes_per_box})",
+            )
 
 
 @dataclass(frozen=True)
@@ -146,7 +175,7 @@ def find_eye_blobs(
             )
         )
     blobs.sort(key=lambda b: -b.area_px)
-    return blobs[: config.max_eyes_per_box]
+    return blobs[: config.max_candidates_per_box]
 
 
 def _window(classes: np.ndarray, bx: int, by: int, bw: int, bh: int, margin: float) -> np.ndarray:
@@ -325,20 +354,56 @@ SHIPPED_CONFIDENCE = ConfidenceModel(
 )
 
 
-def score_patches(regressor: ModelRunner, patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, mirrored): each patch's score and its mirror image's, clipped to 0-9, in ONE call.
+@dataclass(frozen=True)
+class PatchScores:
+    """What the eye model says of each patch: its score, its mirror image's, and the verifier's view."""
+
+    own: np.ndarray  # [N] clipped to 0-9
+    mirrored: np.ndarray  # [N] clipped to 0-9
+    eyeness: np.ndarray | None  # [N] 0-1, P(real eye) from both views; None: the model has no verifier
+
+    @property
+    def scores(self) -> np.ndarray:
+        return (self.own + self.mirrored) / 2
+
+
+def score_patches(regressor: ModelRunner, patches: np.ndarray) -> PatchScores:
+    """Each patch and its mirror image through the eye model in ONE call.
 
     A left eye mirrored is a right eye, so both are fair views of the same eye: the published
     score is their mean (on the randomised validation eyes of issue 10 this took the wide
     regressor's MAE from 1.27 to 1.21 at no cost, the mirrored half was already computed for the
-    confidence), and their difference is a confidence cue.
+    confidence), and their difference is a confidence cue. The verifier's logits of both views are
+    averaged the same way.
     """
     batch = patches_to_batch(patches)
-    both = np.asarray(regressor(np.concatenate([batch, batch[:, :, :, ::-1]])), dtype=np.float32).reshape(
+    out = np.asarray(regressor(np.concatenate([batch, batch[:, :, :, ::-1]])), dtype=np.float32).reshape(
         2 * len(patches), -1
-    )[:, 0]
-    both = np.clip(np.nan_to_num(both, nan=SCORE_MIN), SCORE_MIN, SCORE_MAX)
-    return both[: len(patches)], both[len(patches) :]
+    )
+    n = len(patches)
+    both = np.clip(np.nan_to_num(out[:, 0], nan=SCORE_MIN), SCORE_MIN, SCORE_MAX)
+    eyeness = None
+    if out.shape[1] > VERIFIER_COLUMN:
+        logit = np.nan_to_num((out[:n, VERIFIER_COLUMN] + out[n:, VERIFIER_COLUMN]) / 2, nan=-50.0)
+        eyeness = 1.0 / (1.0 + np.exp(-np.clip(logit, -50.0, 50.0)))
+    return PatchScores(both[:n], both[n:], eyeness)
+
+
+def select_eyes(
+    blobs: Sequence[EyeBlob], eyeness: np.ndarray | None, groups: Sequence[int], config: EyeConfig
+) -> list[int]:
+    """Indices of the blobs kept as eyes: per group (box), those the verifier accepts, most eye-like
+    first (largest first without a verifier), at most `max_eyes_per_box`; in input order."""
+    kept: list[int] = []
+    for group in dict.fromkeys(groups):
+        members = [i for i, g in enumerate(groups) if g == group]
+        if eyeness is None:
+            members.sort(key=lambda i: -blobs[i].area_px)
+        else:
+            members = [i for i in members if eyeness[i] >= config.min_eyeness]
+            members.sort(key=lambda i: -float(eyeness[i]))
+        kept += members[: config.max_eyes_per_box]
+    return sorted(kept)
 
 
 def score_blobs(
@@ -348,22 +413,26 @@ def score_blobs(
     config: EyeConfig,
     groups: Sequence[int] | None = None,
     model: ConfidenceModel = SHIPPED_CONFIDENCE,
-) -> list[EyeScore]:
-    """Crop, quality-check, score and judge every blob in ONE regressor call (batching is the cheap part).
+) -> list[EyeScore | None]:
+    """Crop, score and verify every blob in ONE regressor call (batching is the cheap part), keep the
+    eyes (`select_eyes`), then quality-check and judge those.
 
     Each eye's score is the mean of its patch and the patch's mirror image (`score_patches`).
     `groups` gives each blob's box (all one box when None): the two eyes of one box should agree.
+    Returns one entry per blob, None where it was not kept as an eye.
     """
     if not blobs:
         return []
     patches, clipped = crop_patches(frame, [(b.x, b.y) for b in blobs])
-    own, mirrored = score_patches(regressor, patches)
-    scores = (own + mirrored) / 2
+    scored = score_patches(regressor, patches)
+    own, mirrored, scores = scored.own, scored.mirrored, scored.scores
     groups = list(groups) if groups is not None else [0] * len(blobs)
-    out = []
-    for i, (blob, patch, clip, score) in enumerate(zip(blobs, patches, clipped, scores)):
+    kept = select_eyes(blobs, scored.eyeness, groups, config)
+    out: list[EyeScore | None] = [None] * len(blobs)
+    for i in kept:
+        blob, patch, clip, score = blobs[i], patches[i], clipped[i], scores[i]
         sharp = sharpness(patch)
-        others = [float(s) for j, s in enumerate(scores) if j != i and groups[j] == groups[i]]
+        others = [float(scores[j]) for j in kept if j != i and groups[j] == groups[i]]
         cues = EyeCues(
             area_px=blob.area_px,
             fill=round(blob.fill, 4),
@@ -374,21 +443,20 @@ def score_blobs(
             orientation_spread=round(orientation_spread(patch), 4),
             flip_gap=round(abs(float(own[i]) - float(mirrored[i])) / SCORE_MAX, 4),
             pair_gap=round(min(abs(float(score) - o) for o in others) / SCORE_MAX, 4) if others else 0.0,
+            eyeness=None if scored.eyeness is None else round(float(scored.eyeness[i]), 4),
         )
         confidence = model(cues)
         quality = not blob.touches_border and not clip and sharp >= config.min_sharpness
         abstained = quality and confidence < config.min_confidence
-        out.append(
-            EyeScore(
-                x=float(blob.x),
-                y=float(blob.y),
-                score=float(score),
-                quality_ok=quality and not abstained,
-                area_px=blob.area_px,
-                sharpness=cues.sharpness,
-                confidence=round(confidence, 4),
-                abstained=abstained,
-                cues=cues,
-            )
+        out[i] = EyeScore(
+            x=float(blob.x),
+            y=float(blob.y),
+            score=float(score),
+            quality_ok=quality and not abstained,
+            area_px=blob.area_px,
+            sharpness=cues.sharpness,
+            confidence=round(confidence, 4),
+            abstained=abstained,
+            cues=cues,
         )
     return out

@@ -122,7 +122,7 @@ def score_boxes(
     out: list[BoxResult] = []
     i = 0
     for box, (blobs, animal) in enumerate(zip(blobs_per_box, animals)):
-        eyes: tuple[EyeScore, ...] = tuple(scored[i : i + len(blobs)])
+        eyes: tuple[EyeScore, ...] = tuple(e for e in scored[i : i + len(blobs)] if e is not None)
         i += len(blobs)
         out.append(BoxResult(box=box, eyes=eyes, animal_found=animal or bool(eyes)))
     return tuple(out)
@@ -313,7 +313,7 @@ class FastPipeline:
             # A crop that found eyes is followed; crops that only see head parts are kept only while
             # no crop of the box found eyes, so a false head cluster does not cost a crop per frame.
             track.centres = _distinct(eye_centres[b] or head_centres[b], self.config.fine_crop / 4)
-            blobs_per_box[b] = blobs_per_box[b][: self.config.eyes.max_eyes_per_box]
+            blobs_per_box[b] = blobs_per_box[b][: self.config.eyes.max_candidates_per_box]
         self.crops_run += len(crops)
         watch.lap("post")
         return blobs_per_box, animals

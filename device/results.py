@@ -21,7 +21,8 @@ class EyeCues:
     directions (0-1: an eye in fur is round and textured, a corner of a drawn rectangle has two
     directions only), `flip_gap` the difference between the scores of the patch and of its mirror
     image divided by 9 (a regressor that is sure of an eye scores both alike), `pair_gap` the score
-    difference to the other eye of the box (0 for a lone eye) divided by 9.
+    difference to the other eye of the box (0 for a lone eye) divided by 9, `eyeness` the eye
+    model's verifier output (0-1, how likely a real eye; None for a model without a verifier).
     """
 
     area_px: int
@@ -33,6 +34,7 @@ class EyeCues:
     orientation_spread: float
     flip_gap: float = 0.0
     pair_gap: float = 0.0
+    eyeness: float | None = None
 
 
 @dataclass(frozen=True)

@@ -202,8 +202,7 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
         scored = [e for eyes in true_eyes for e in eyes if e.visible and e.score is not None]
         if scored:
             patches, _ = crop_patches(image, [(e.x, e.y) for e in scored])
-            own, mirrored = score_patches(models.eye, patches)
-            preds = (own + mirrored) / 2
+            preds = score_patches(models.eye, patches).scores
             for e, p in zip(scored, preds):
                 regressor_only.add(float(p), float(e.score))
             breakdown.regressor(frame, scored, preds)

@@ -120,7 +120,8 @@ def build_calibration(
     """Device-preprocessed inputs for all three networks from labelled frames.
 
     seg_fine runs on crops and (FullResolutionPipeline) on whole boxes; whole boxes are big, so only
-    every `whole_roi_every`-th frame contributes one, fed as its own calibration batch.
+    every `whole_roi_every`-th frame contributes one, fed as its own calibration batch. The eye model
+    gets patches at the eyes and one anywhere in each box with eyes.
     """
     rng = np.random.default_rng(seed)
     coarse, fine, patches, whole = [], [], [], []
@@ -138,6 +139,8 @@ def build_calibration(
                     crop_patches(img, [(cx + dx, cy + dy) for (cx, cy), (dx, dy) in zip(centres, jitter)])[0]
                 )
             fine.append(_clamped_crop(img, (x, y, w, h), x + rng.uniform(0, w), y + rng.uniform(0, h), fine_crop))
+            if centres:  # the eye verifier also sees candidates that are no eye: cover their range too
+                patches.extend(crop_patches(img, [(x + rng.uniform(0, w), y + rng.uniform(0, h))])[0])
         if boxes and n % whole_roi_every == 1:
             x, y, w, h = (int(round(v)) for v in boxes[0].roi)
             whole.append(images_to_batch([pad_to_multiple(img[y : y + h, x : x + w])]))

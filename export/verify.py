@@ -53,8 +53,8 @@ class Agreement:
             a, b = out == EYES, ref == EYES
             self.eye_inter += int(np.count_nonzero(a & b))
             self.eye_union += int(np.count_nonzero(a | b))
-        else:
-            d = np.abs(out.astype(np.float64) - ref.astype(np.float64))
+        else:  # the score column; an eye model's verifier logit is judged by what it keeps, end to end
+            d = np.abs(out[..., 0].astype(np.float64) - ref[..., 0].astype(np.float64))
             self.scores += d.size
             self.abs_sum += float(d.sum())
             self.abs_max = max(self.abs_max, float(d.max(initial=0.0)))

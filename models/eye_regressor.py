@@ -10,7 +10,11 @@ AdaptiveAvgPool2d there. `MatmulAdaptiveAvgPool` computes the identical result a
 fixed pooling matrices (tested against nn.AdaptiveAvgPool2d), which exports as two MatMuls.
 
 Both: input "patch" float32 [N, 3, 50, 50], BGR, scaled to [0, 1]. Output: "score" float32 [N, 1]
-(orbital tightening 0-9; not clamped in the graph, the pipeline clamps).
+(orbital tightening 0-9; not clamped in the graph, the pipeline clamps), or [N, 2] for a network
+with the eye verifier (`with_verifier`): column 1 is then the logit of "this patch is centred on a
+real eye". The segmenter's eye class also lights up on noses, dark fur and vent holes, and a second
+output on the patch the regressor already sees is the cheapest second opinion; a device reading
+only column 0 still works with either file.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ def feature_size(patch: int = PATCH_SIZE) -> int:
 
 
 ARCHITECTURES = ("paper", "wide")
+#: Column of the eye-verifier logit in a two-output network's output.
+VERIFIER_COLUMN = 1
 #: Channels of the three stages of the "wide" network.
 WIDE_CHANNELS = (16, 32, 64)
 
@@ -120,3 +126,27 @@ class EyeRegressor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(self.features(x)))
+
+
+def with_verifier(module: EyeRegressor) -> EyeRegressor:
+    """A copy of a one-output regressor with the eye-verifier output added (its logit starts at 0).
+
+    Every trained weight is kept, so fine-tuning from the shipped regressor starts from its scores.
+    """
+    if module.config["outputs"] != 1:
+        raise ValueError(f"a regressor with {module.config['outputs']} outputs cannot take a verifier")
+    out = EyeRegressor(**{**module.config, "outputs": 2})
+    state = module.state_dict()
+    last = out.head[-1]
+    prefix = f"head.{len(out.head) - 1}"
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+        last.weight[:1] = state.pop(f"{prefix}.weight")
+        last.bias[:1] = state.pop(f"{prefix}.bias")
+    out.load_state_dict({**out.state_dict(), **state})
+    return out.train(module.training)
+
+
+def has_verifier(module: EyeRegressor) -> bool:
+    return int(module.config["outputs"]) > VERIFIER_COLUMN

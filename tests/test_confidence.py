@@ -66,12 +66,16 @@ def test_a_drawn_rectangle_on_a_light_background_is_never_scored(variant: int) -
             window = summarise(box, 0.0, 1.0, [result])
             assert window.score is None and window.valid_eyes == 0
     # Whatever the segmenter makes of the corners (the first shipped one took them for eyes), the
-    # confidence must not be fooled: candidates put on every corner by hand, with the most eye-like
-    # blob cues (fur all around, ears near), are abstained on.
+    # confidence must not be fooled: candidates put on every corner by hand (each as its own box, so
+    # no two-eye limit hides one), with the most eye-like blob cues (fur all around, ears near), are
+    # rejected by the eye verifier or abstained on; with the verifier off, all are abstained on.
     corners = [(x, y) for (x0, y0), (x1, y1) in trap_rectangles(variant) for x in (x0, x1) for y in (y0, y1)]
-    judged = score_blobs(frame, [EyeBlob(x, y, 60, False) for x, y in corners], models.eye, EyeConfig())
-    assert len(judged) == 16 and all(e.abstained for e in judged)
-    assert max(e.confidence for e in judged) < EyeConfig().min_confidence
+    blobs = [EyeBlob(x, y, 60, False) for x, y in corners]
+    judged = score_blobs(frame, blobs, models.eye, EyeConfig(), groups=range(16))
+    assert len(judged) == 16 and all(e is None or e.abstained for e in judged)
+    unverified = score_blobs(frame, blobs, models.eye, EyeConfig(min_eyeness=0.0), groups=range(16))
+    assert all(e is not None and e.abstained for e in unverified)
+    assert max(e.confidence for e in unverified if e is not None) < EyeConfig().min_confidence
     found = [e for box in results[0].boxes for e in box.eyes]
     assert all(e.abstained for e in found)
 

@@ -63,8 +63,8 @@ def test_padding_outside_valid_area_counts_as_border() -> None:
     assert any(b.touches_border for b in blobs if b.x < 150)
 
 
-def test_max_eyes_per_box_keeps_the_largest() -> None:
-    blobs = find_eye_blobs(head_map(), EyeConfig(max_eyes_per_box=1))
+def test_max_candidates_per_box_keeps_the_largest() -> None:
+    blobs = find_eye_blobs(head_map(), EyeConfig(max_eyes_per_box=1, max_candidates_per_box=1))
     assert len(blobs) == 1 and abs(blobs[0].x - 100) < 1
 
 
@@ -93,9 +93,10 @@ def test_blurred_and_partial_eyes_are_not_quality_ok() -> None:
         EyeBlob(10, 10, 100, False),
     ]
     constant = lambda batch: np.full((len(batch), 1), 12.5, np.float32)  # noqa: E731 - a stand-in regressor, out of range on purpose
-    eyes = score_blobs(frame, blobs, constant, EyeConfig(min_confidence=0.0))  # noise is no eye: score it anyway
-    assert [e.quality_ok for e in eyes] == [True, False, False, False]
-    assert all(e.score == 9.0 for e in eyes)
+    # noise is no eye: score it anyway; one blob per box, so the box's two-eye limit keeps them all
+    eyes = score_blobs(frame, blobs, constant, EyeConfig(min_confidence=0.0), groups=[0, 1, 2, 3])
+    assert [e is not None and e.quality_ok for e in eyes] == [True, False, False, False]
+    assert all(e is not None and e.score == 9.0 for e in eyes)
 
 
 def test_eye_config_rejects_bad_values() -> None:

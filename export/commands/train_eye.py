@@ -60,12 +60,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="CIFAR-10 python batches (folder or one data_batch file) to pre-train the conv layers on",
     )
     parser.add_argument("--cifar-epochs", type=int, default=5)
+    parser.add_argument(
+        "--negatives-per-box",
+        type=int,
+        default=0,
+        help="also train the eye verifier (the network's second output: real eye or not) on this many non-eye "
+        "patches per box (nose, dark spots, anywhere); 0 = no verifier (default); the shipped model used 3",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from export.dataset import open_dataset
     from export.train.eye import EyeRecipe, recipe_record, train_eye
-    from export.train.samples import eye_samples
+    from export.train.samples import eye_samples, non_eye_regions
     from export.train.weights import (
         command_line,
         init_network,
@@ -109,12 +118,24 @@ def run(args: argparse.Namespace) -> int:
         augment=not args.no_augment,
         freeze_features=init is not None and not args.train_all,
         arch=args.arch or "paper",
+        negatives_per_box=args.negatives_per_box,
     )
     started = time.monotonic()
     data = open_data(args)
     samples = eye_samples(data)
-    val = eye_samples(open_dataset(args.val)) if args.val else None
+    val_data = open_dataset(args.val) if args.val else None
+    val = eye_samples(val_data) if val_data else None
     log.info("%d scored eyes from %d frames", len(samples), len(data.frames))
+    non_eyes, val_non_eyes = None, None
+    if recipe.negatives_per_box:
+        rng = np.random.default_rng([args.seed, 0x4E])
+        non_eyes = non_eye_regions(data, recipe.negatives_per_box, rng)
+        val_non_eyes = non_eye_regions(val_data, recipe.negatives_per_box, rng) if val_data else None
+        log.info("%d non-eye patches for the eye verifier", len(non_eyes))
+        if not len(non_eyes):
+            raise MgsError(
+                f"--negatives-per-box: {args.data} has no frames with class masks and boxes to cut them from"
+            )
     features, cifar_history = None, None
     if args.pretrain_cifar:
         from export.cifar import pretrain_features
@@ -136,6 +157,8 @@ def run(args: argparse.Namespace) -> int:
         pretrained_features=features,
         init=init,
         val=val,
+        non_eyes=non_eyes,
+        val_non_eyes=val_non_eyes,
         progress=not args.quiet,
     )
     training = recipe_record(recipe, len(samples), len(data.frames))
@@ -157,5 +180,6 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"wrote {args.out}: {len(samples)} eyes, {recipe.epochs} epochs, final loss {last.get('loss', float('nan')):.4f}"
         + (f", val MAE {last['val_mae']:.3f}" if "val_mae" in last else "")
+        + (f", verifier accuracy {last['val_verifier_accuracy']:.3f}" if "val_verifier_accuracy" in last else "")
     )
     return 0

@@ -27,7 +27,7 @@ from export.train.loop import run_epochs, scheduled_lr, set_lr
 from export.train.samples import EYE_REGION_HALF, EyeSamples
 from export.train.weights import seed_everything
 from mgs_core.errors import MgsError
-from models.eye_regressor import PATCH_SIZE, EyeRegressor
+from models.eye_regressor import PATCH_SIZE, VERIFIER_COLUMN, EyeRegressor, has_verifier, with_verifier
 
 SUBIMAGE = 60
 SCORE_BINS = 10
@@ -47,10 +47,14 @@ class EyeRecipe:
     augment: bool = True  # zoom and camera effects on top of the paper's rotation and shift
     freeze_features: bool = False  # keep the conv layers as they are (fine-tuning a few hundred eyes)
     arch: str = "paper"  # models.eye_regressor.ARCHITECTURES; ignored with `init`
+    negatives_per_box: int = 0  # > 0: train the eye verifier output on that many non-eye patches per box
+    verifier_weight: float = 1.0  # weight of the verifier's cross-entropy against the score's MSE
 
     def check(self) -> None:
         if self.epochs < 1 or self.batch < 1 or self.lr <= 0:
             raise MgsError("--epochs and --batch must be at least 1 and --lr positive")
+        if self.negatives_per_box < 0:
+            raise MgsError("--negatives-per-box must be 0 (no eye verifier) or more")
 
 
 def score_bins(scores: np.ndarray) -> np.ndarray:
@@ -100,18 +104,33 @@ def to_tensor(patches: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict(module: nn.Module, patches: np.ndarray, device: torch.device, batch: int = 512) -> np.ndarray:
+def predict(
+    module: nn.Module, patches: np.ndarray, device: torch.device, batch: int = 512, column: int = 0
+) -> np.ndarray:
+    """One output column for every patch: 0 the score, VERIFIER_COLUMN the eye logit."""
     module.eval()
     out = [
-        module(to_tensor(patches[i : i + batch], device)).reshape(-1).cpu().numpy()
+        module(to_tensor(patches[i : i + batch], device))[:, column].cpu().numpy()
         for i in range(0, len(patches), batch)
     ]
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-def new_regressor(arch: str = "paper", pretrained_features: dict[str, torch.Tensor] | None = None) -> EyeRegressor:
+def verifier_accuracy(module: nn.Module, eyes: np.ndarray, non_eyes: np.ndarray, device: torch.device) -> float:
+    """Share of centred eye and non-eye patches the verifier gets right at logit 0, each kind weighted half."""
+    hits = [
+        float(np.mean((predict(module, centre_patches(r), device, column=VERIFIER_COLUMN) > 0) == label))
+        for r, label in ((eyes, True), (non_eyes, False))
+        if len(r)
+    ]
+    return float(np.mean(hits))
+
+
+def new_regressor(
+    arch: str = "paper", pretrained_features: dict[str, torch.Tensor] | None = None, verifier: bool = False
+) -> EyeRegressor:
     """A fresh regressor; with CIFAR-10 pre-trained conv layers when given (the head starts fresh)."""
-    module = EyeRegressor(arch=arch)
+    module = EyeRegressor(arch=arch, outputs=2 if verifier else 1)
     if pretrained_features is not None:
         module.features.load_state_dict(pretrained_features)
     return module
@@ -134,12 +153,17 @@ def train_eye(
     pretrained_features: dict[str, torch.Tensor] | None = None,
     init: EyeRegressor | None = None,
     val: EyeSamples | None = None,
+    non_eyes: np.ndarray | None = None,
+    val_non_eyes: np.ndarray | None = None,
     progress: bool = True,
 ) -> tuple[EyeRegressor, list[dict[str, float]]]:
     """Train on `samples`; per-epoch checkpoint at OUT.ckpt; `val` adds a regressor-only MAE per epoch.
 
     `init` (a loaded regressor) is fine-tuned instead of a fresh network; `recipe.freeze_features`
-    then keeps its conv layers fixed, so a small set only re-fits the head.
+    then keeps its conv layers fixed, so a small set only re-fits the head. With `non_eyes`
+    (regions from `samples.non_eye_regions`) the network's verifier output learns eye against
+    non-eye: every batch then holds as many non-eye patches as eyes, and the loss adds the
+    verifier's binary cross-entropy to the score's MSE (which only eyes have).
     """
     recipe.check()
     if len(samples) < 2:
@@ -147,7 +171,10 @@ def train_eye(
             f"only {len(samples)} scored visible eyes in the training data; the regressor needs labelled eyes"
         )
     seed_everything(recipe.seed)
-    module = (init if init is not None else new_regressor(recipe.arch, pretrained_features)).to(device)
+    verify = non_eyes is not None and len(non_eyes) > 0
+    if init is not None and verify and not has_verifier(init):
+        init = with_verifier(init)
+    module = (init if init is not None else new_regressor(recipe.arch, pretrained_features, verify)).to(device)
     if recipe.freeze_features:
         for p in module.features.parameters():
             p.requires_grad_(False)
@@ -155,6 +182,7 @@ def train_eye(
     probs = balanced_weights(samples.scores) if recipe.balance else np.full(len(samples), 1.0 / len(samples))
     targets = torch.from_numpy(samples.scores)
     mse = nn.MSELoss()
+    bce = nn.BCEWithLogitsLoss()
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if recipe.freeze_features:
@@ -168,20 +196,35 @@ def train_eye(
             idx = order[i : i + recipe.batch]
             if len(idx) < 2:  # BatchNorm1d needs two samples in training mode
                 continue
-            yield (
-                to_tensor(augment(samples.regions[idx], rng, recipe.rotation_deg, recipe.augment), device),
-                targets[idx].to(device),
+            patches = augment(samples.regions[idx], rng, recipe.rotation_deg, recipe.augment)
+            if not verify:
+                yield to_tensor(patches, device), targets[idx].to(device)
+                continue
+            assert non_eyes is not None
+            negatives = augment(
+                non_eyes[rng.integers(len(non_eyes), size=len(idx))], rng, recipe.rotation_deg, recipe.augment
             )
+            target = torch.zeros(2 * len(idx), 2)
+            target[: len(idx), 0] = targets[idx]
+            target[: len(idx), 1] = 1.0
+            target[len(idx) :, 0] = float("nan")
+            yield to_tensor(np.concatenate([patches, negatives]), device), target.to(device)
 
     def loss_fn(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return mse(prediction.reshape(-1), target)
+        if not verify:
+            return mse(prediction[:, 0], target)
+        eye = target[:, 1] > 0.5
+        return mse(prediction[eye, 0], target[eye, 0]) + recipe.verifier_weight * bce(
+            prediction[:, VERIFIER_COLUMN], target[:, 1]
+        )
 
     def validate(_epoch: int) -> dict[str, float]:
-        return (
-            {"val_mae": mae(np.clip(predict(module, centre_patches(val.regions), device), 0, 9), val.scores)}
-            if val
-            else {}
-        )
+        if val is None:
+            return {}
+        out = {"val_mae": mae(np.clip(predict(module, centre_patches(val.regions), device), 0, 9), val.scores)}
+        if verify and val_non_eyes is not None and len(val_non_eyes):
+            out["val_verifier_accuracy"] = verifier_accuracy(module, val.regions, val_non_eyes, device)
+        return out
 
     history = run_epochs(
         kind="eye",
@@ -203,7 +246,7 @@ def recipe_record(recipe: EyeRecipe, n_samples: int, n_images: int) -> dict[str,
         **asdict(recipe),
         "subimage": SUBIMAGE,
         "patch": PATCH_SIZE,
-        "loss": "mse",
+        "loss": "mse + verifier binary cross-entropy" if recipe.negatives_per_box else "mse",
         "train_eyes": n_samples,
         "train_images": n_images,
     }

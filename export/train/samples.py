@@ -83,6 +83,61 @@ def eye_samples(dataset: Dataset) -> EyeSamples:
     return EyeSamples(np.concatenate(regions), np.asarray(scores, np.float32), np.asarray(ids))
 
 
+#: A non-eye sample lies at least this many pixels from every labelled eye, hidden ones included
+#: (the pipeline's match radius is 12 px: closer than that, the patch IS the eye, slightly off).
+NON_EYE_CLEARANCE = 16.0
+#: "Near the head": within this share of the box width of a visible eye (nose, cheek, ear, fur).
+HEAD_REACH = 0.2
+
+
+def non_eye_regions(dataset: Dataset, per_box: int, rng: np.random.Generator) -> np.ndarray:
+    """[N, 90, 90, 3] regions centred where there is no eye, for the eye verifier's negatives.
+
+    Cycles through three kinds per box, the places the segmenter mistakes for eyes: a head pixel
+    near a visible eye (nose, whisker pads, ears, cheek), one of the darkest spots of the box
+    (black fur, vent holes, droppings, shadows, decoys), and anywhere in the box.
+    """
+    regions = []
+    for frame in dataset.frames:
+        if frame.mask is None or not any(box.eyes for box in frame.boxes):
+            continue
+        image = dataset.read_image(frame)
+        mask = dataset.read_mask(frame)
+        grey = cv2.GaussianBlur(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), (9, 9), 0)
+        centres = []
+        for box in frame.boxes:
+            x, y, w, h = (int(round(v)) for v in box.roi)
+            x, y = max(x, 0), max(y, 0)
+            w, h = min(w, mask.shape[1] - x), min(h, mask.shape[0] - y)
+            if w <= 0 or h <= 0:
+                continue
+            yy, xx = np.mgrid[y : y + h, x : x + w]
+            clear = np.ones((h, w), bool)
+            near_head = np.zeros((h, w), bool)
+            for e in box.eyes:
+                d = np.hypot(xx - e.x, yy - e.y)
+                clear &= d >= NON_EYE_CLEARANCE
+                if e.visible:
+                    near_head |= d <= HEAD_REACH * w
+            head = clear & near_head & (mask[y : y + h, x : x + w] > 0)
+            dark_grey = grey[y : y + h, x : x + w]
+            dark = clear & (dark_grey <= np.percentile(dark_grey[clear], 3)) if clear.any() else clear
+            for k in range(per_box):
+                pool = (head, dark, clear)[k % 3]
+                if not pool.any():
+                    pool = clear
+                if not pool.any():
+                    continue
+                py, px = np.argwhere(pool)[rng.integers(int(np.count_nonzero(pool)))]
+                centres.append((float(x + px), float(y + py)))
+        if centres:
+            patches, _ = crop_patches(image, centres, size=2 * EYE_REGION_HALF)
+            regions.append(patches)
+    if not regions:
+        return np.zeros((0, 2 * EYE_REGION_HALF, 2 * EYE_REGION_HALF, 3), np.uint8)
+    return np.concatenate(regions)
+
+
 def _crop(image: np.ndarray, mask: np.ndarray, cx: int, cy: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     h, w = mask.shape
     x0 = int(np.clip(cx - size // 2, 0, max(0, w - size)))

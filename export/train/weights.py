@@ -34,6 +34,7 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
 # Same keys as export.onnx_export.DEFAULT_NORMALISATION, which copies this into the ONNX metadata.
 NORMALISATION = {"channel_order": "BGR", "scale": 1 / 255, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
 EYE_CLASS_NAMES = ["orbital_tightening"]
+VERIFIER_CLASS_NAME = "eye_logit"
 
 
 def architecture_name(module: nn.Module) -> str:
@@ -62,6 +63,19 @@ def command_line(args: argparse.Namespace) -> str:
     return shlex.join(parts)
 
 
+def eye_class_names(module: nn.Module) -> list[str]:
+    """What each column of the eye network's output is."""
+    return list(EYE_CLASS_NAMES) + (
+        [VERIFIER_CLASS_NAME] if getattr(module, "config", {}).get("outputs", 1) > 1 else []
+    )
+
+
+def eye_output(module: nn.Module) -> str:
+    if getattr(module, "config", {}).get("outputs", 1) > 1:
+        return "score [N, 2]: orbital tightening 0-9, eye-verifier logit"
+    return "score [N, 1], orbital tightening 0-9"
+
+
 def weight_record(
     module: nn.Module,
     kind: str,
@@ -81,8 +95,8 @@ def weight_record(
         "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
         "input_size": [int(input_size[0]), int(input_size[1])],
         "normalisation": dict(NORMALISATION),
-        "output": "score [N, 1], orbital tightening 0-9" if kind == "eye" else "logits [N, 4, H, W]",
-        "class_names": list(EYE_CLASS_NAMES) if kind == "eye" else list(CLASS_NAMES),
+        "output": eye_output(module) if kind == "eye" else "logits [N, 4, H, W]",
+        "class_names": eye_class_names(module) if kind == "eye" else list(CLASS_NAMES),
         "data_fingerprint": data_fingerprint,
         "command": command,
         "training": training,

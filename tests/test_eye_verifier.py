@@ -1,0 +1,129 @@
+"""The eye verifier: a second output of the eye model that says whether a candidate is an eye at all.
+
+Device side with stand-in runners (what the pipeline keeps and drops), training side on a tiny
+generated dataset (the verifier learns, the weight file and its ONNX export carry both outputs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from device import eyes as device_eyes
+from device.eyes import EyeBlob, EyeConfig, score_blobs, select_eyes
+from export.dataset import open_dataset
+from export.onnx_export import export_network, load_checkpoint
+from export.synth.writer import write_dataset
+from export.train.eye import EyeRecipe, predict, train_eye, verifier_accuracy
+from export.train.samples import NON_EYE_CLEARANCE, eye_samples, non_eye_regions
+from export.train.weights import load_network, read_record, save_atomic, weight_record
+from models.eye_regressor import VERIFIER_COLUMN, EyeRegressor, has_verifier, with_verifier
+
+CPU = torch.device("cpu")
+
+
+def brightness_verifier(batch: np.ndarray) -> np.ndarray:
+    """Score 3 for everything; eye logit from the patch's mean brightness (bright = eye-like)."""
+    logit = (batch.mean(axis=(1, 2, 3)) - 0.5) * 40.0
+    return np.stack([np.full(len(batch), 3.0, np.float32), logit.astype(np.float32)], axis=1)
+
+
+def frame_with_patches(levels: list[float]) -> tuple[np.ndarray, list[EyeBlob]]:
+    """One 60x60 square per level along a row, with blobs of falling area at their centres."""
+    frame = np.zeros((100, 80 * len(levels) + 40, 3), np.uint8)
+    blobs = []
+    for i, level in enumerate(levels):
+        x = 60 + 80 * i
+        frame[20:80, x - 30 : x + 30] = int(level * 255)
+        blobs.append(EyeBlob(x, 50, 400 - 50 * i, False))
+    return frame, blobs
+
+
+def test_the_verifier_drops_non_eyes_and_keeps_the_most_eye_like() -> None:
+    frame, blobs = frame_with_patches([0.2, 0.7, 0.9, 0.8])  # the largest blob is the least eye-like
+    judged = score_blobs(frame, blobs, brightness_verifier, EyeConfig(min_confidence=0.0))
+    assert judged[0] is None  # rejected (eyeness < 0.5) although it is the largest
+    assert judged[1] is None  # eye-like, but third of three: a box keeps two eyes
+    kept = [e for e in judged if e is not None]
+    assert [e.x for e in kept] == [blobs[2].x, blobs[3].x]
+    assert all(e.cues is not None and e.cues.eyeness is not None and e.cues.eyeness > 0.9 for e in kept)
+    everything = score_blobs(frame, blobs, brightness_verifier, EyeConfig(min_eyeness=0.0, max_eyes_per_box=4))
+    assert all(e is not None for e in everything)
+
+
+def test_without_a_verifier_the_largest_blobs_of_each_box_are_kept() -> None:
+    frame, blobs = frame_with_patches([0.2, 0.7, 0.9, 0.8])
+    one_output = lambda batch: np.full((len(batch), 1), 4.0, np.float32)  # noqa: E731 - a stand-in regressor
+    judged = score_blobs(frame, blobs, one_output, EyeConfig(min_confidence=0.0), groups=[0, 0, 0, 1])
+    assert [e is not None for e in judged] == [True, True, False, True]
+    assert all(e.cues.eyeness is None for e in judged if e is not None and e.cues is not None)
+    assert select_eyes(blobs, None, [0, 0, 0, 0], EyeConfig(max_eyes_per_box=1)) == [0]
+
+
+def test_candidates_per_box_must_cover_the_eyes_kept() -> None:
+    from mgs_core.errors import ConfigError
+    from mgs_core.tomlconfig import from_dict
+
+    with pytest.raises(ConfigError, match="max_candidates_per_box"):
+        from_dict(EyeConfig, {"max_eyes_per_box": 3, "max_candidates_per_box": 2})
+
+
+def test_device_and_training_agree_on_the_verifier_column() -> None:
+    assert device_eyes.VERIFIER_COLUMN == VERIFIER_COLUMN
+
+
+def test_adding_a_verifier_keeps_the_scores() -> None:
+    torch.manual_seed(0)
+    base = EyeRegressor(arch="wide").eval()
+    both = with_verifier(base).eval()
+    patch = torch.rand(5, 3, 50, 50)
+    assert has_verifier(both) and not has_verifier(base)
+    out = both(patch)
+    assert out.shape == (5, 2)
+    assert torch.allclose(out[:, 0], base(patch)[:, 0], atol=1e-5)
+    assert torch.allclose(out[:, VERIFIER_COLUMN], torch.zeros(5))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("data") / "tiny", frames=4, seed=11, progress=False)
+
+
+def test_non_eye_regions_lie_away_from_every_eye(tiny: Path) -> None:
+    data = open_dataset(tiny)
+    regions = non_eye_regions(data, 3, np.random.default_rng(0))
+    boxes = sum(len(f.boxes) for f in data.frames if f.mask is not None and any(b.eyes for b in f.boxes))
+    assert regions.shape == (3 * boxes, 90, 90, 3)
+    eyes = eye_samples(data)
+    # an eye region is darkest at its centre (the pupil); non-eye regions are not the eye regions
+    assert not any(np.array_equal(r, e) for r in regions[:6] for e in eyes.regions)
+    assert NON_EYE_CLEARANCE > 12  # beyond the pipeline's match radius
+
+
+def test_training_the_verifier_separates_eyes_from_non_eyes(tiny: Path, tmp_path: Path) -> None:
+    data = open_dataset(tiny)
+    samples = eye_samples(data)
+    non_eyes = non_eye_regions(data, 3, np.random.default_rng(1))
+    recipe = EyeRecipe(epochs=40, batch=4, optimizer="adam", lr=0.002, augment=False, negatives_per_box=3)
+    module, history = train_eye(
+        samples, recipe, tmp_path / "eye.pt", CPU, val=samples, non_eyes=non_eyes, val_non_eyes=non_eyes, progress=False
+    )
+    assert has_verifier(module)
+    assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+    accuracy = [h["val_verifier_accuracy"] for h in history]
+    # on the training patches (a dozen eyes, noisy batch statistics): it learns, from chance
+    assert accuracy[0] <= 0.55 and max(accuracy) > 0.8 and accuracy[-1] > 0.6
+    assert verifier_accuracy(module, samples.regions, non_eyes, CPU) == pytest.approx(
+        history[-1]["val_verifier_accuracy"]
+    )
+    assert predict(module, samples.regions[:, 20:70, 20:70], CPU).shape == (len(samples),)
+
+    path = tmp_path / "verified.pt"
+    save_atomic(weight_record(module, "eye", (50, 50), "abc", "mgs-export train-eye", {}), path)
+    assert read_record(path)["class_names"] == ["orbital_tightening", "eye_logit"]
+    assert has_verifier(load_network(path)[0])
+    output = export_network(load_checkpoint("eye", path), tmp_path / "eye.onnx").graph.output[0]
+    assert output.type.tensor_type.shape.dim[1].dim_value == 2
