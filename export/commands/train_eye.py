@@ -67,6 +67,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="also train the eye verifier (the network's second output: real eye or not) on this many non-eye "
         "patches per box (nose, dark spots, anywhere); 0 = no verifier (default); the shipped model used 3",
     )
+    parser.add_argument(
+        "--hard-negatives",
+        type=Path,
+        metavar="MODELS",
+        help="with --negatives-per-box: also train the verifier on what this model set's device pipeline takes for "
+        "eyes where none is labelled (a models folder with manifest.json, e.g. models); half of the non-eye patches",
+    )
+    parser.add_argument(
+        "--mine-frames",
+        type=int,
+        default=2000,
+        help="--hard-negatives runs the pipeline on the first N frames of --data (default 2000, about 0.1-0.2 s each)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -136,6 +149,15 @@ def run(args: argparse.Namespace) -> int:
             raise MgsError(
                 f"--negatives-per-box: {args.data} has no frames with class masks and boxes to cut them from"
             )
+    hard_non_eyes = None
+    if args.hard_negatives is not None:
+        if not recipe.negatives_per_box:
+            raise MgsError("--hard-negatives trains the eye verifier: give --negatives-per-box too (e.g. 3)")
+        from device.inference import load_models
+        from export.train.samples import false_eye_regions
+
+        hard_non_eyes = false_eye_regions(data, load_models(args.hard_negatives, precision="int8"), args.mine_frames)
+        log.info("%d false eyes of %s's pipeline as hard negatives", len(hard_non_eyes), args.hard_negatives)
     features, cifar_history = None, None
     if args.pretrain_cifar:
         from export.cifar import pretrain_features
@@ -159,9 +181,10 @@ def run(args: argparse.Namespace) -> int:
         val=val,
         non_eyes=non_eyes,
         val_non_eyes=val_non_eyes,
+        hard_non_eyes=hard_non_eyes,
         progress=not args.quiet,
     )
-    training = recipe_record(recipe, len(samples), len(data.frames))
+    training = recipe_record(recipe, len(samples), len(data.frames), 0 if hard_non_eyes is None else len(hard_non_eyes))
     training.update(
         history=history,
         seconds=round(time.monotonic() - started, 1),

@@ -155,6 +155,7 @@ def train_eye(
     val: EyeSamples | None = None,
     non_eyes: np.ndarray | None = None,
     val_non_eyes: np.ndarray | None = None,
+    hard_non_eyes: np.ndarray | None = None,
     progress: bool = True,
 ) -> tuple[EyeRegressor, list[dict[str, float]]]:
     """Train on `samples`; per-epoch checkpoint at OUT.ckpt; `val` adds a regressor-only MAE per epoch.
@@ -163,7 +164,9 @@ def train_eye(
     then keeps its conv layers fixed, so a small set only re-fits the head. With `non_eyes`
     (regions from `samples.non_eye_regions`) the network's verifier output learns eye against
     non-eye: every batch then holds as many non-eye patches as eyes, and the loss adds the
-    verifier's binary cross-entropy to the score's MSE (which only eyes have).
+    verifier's binary cross-entropy to the score's MSE (which only eyes have). `hard_non_eyes`
+    (`samples.false_eye_regions`, the segmenter's own mistakes) then make half of each batch's
+    non-eye patches, however few they are.
     """
     recipe.check()
     if len(samples) < 2:
@@ -201,9 +204,12 @@ def train_eye(
                 yield to_tensor(patches, device), targets[idx].to(device)
                 continue
             assert non_eyes is not None
-            negatives = augment(
-                non_eyes[rng.integers(len(non_eyes), size=len(idx))], rng, recipe.rotation_deg, recipe.augment
-            )
+            hard = len(idx) // 2 if hard_non_eyes is not None and len(hard_non_eyes) else 0
+            picked = non_eyes[rng.integers(len(non_eyes), size=len(idx) - hard)]
+            if hard:
+                assert hard_non_eyes is not None
+                picked = np.concatenate([picked, hard_non_eyes[rng.integers(len(hard_non_eyes), size=hard)]])
+            negatives = augment(picked, rng, recipe.rotation_deg, recipe.augment)
             target = torch.zeros(2 * len(idx), 2)
             target[: len(idx), 0] = targets[idx]
             target[: len(idx), 1] = 1.0
@@ -241,7 +247,7 @@ def train_eye(
     return module.eval(), history
 
 
-def recipe_record(recipe: EyeRecipe, n_samples: int, n_images: int) -> dict[str, Any]:
+def recipe_record(recipe: EyeRecipe, n_samples: int, n_images: int, hard_negatives: int = 0) -> dict[str, Any]:
     return {
         **asdict(recipe),
         "subimage": SUBIMAGE,
@@ -249,4 +255,5 @@ def recipe_record(recipe: EyeRecipe, n_samples: int, n_images: int) -> dict[str,
         "loss": "mse + verifier binary cross-entropy" if recipe.negatives_per_box else "mse",
         "train_eyes": n_samples,
         "train_images": n_images,
+        "hard_negatives": hard_negatives,
     }

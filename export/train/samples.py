@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from device.eyes import crop_patches
+from device.eyes import EyeConfig, crop_patches
 from models.unet import CLASS_NAMES
 
 if TYPE_CHECKING:
+    from device.inference import Models
     from export.dataset import Box, Dataset, Frame
 
 EYE_REGION_HALF = 45
@@ -133,6 +134,38 @@ def non_eye_regions(dataset: Dataset, per_box: int, rng: np.random.Generator) ->
         if centres:
             patches, _ = crop_patches(image, centres, size=2 * EYE_REGION_HALF)
             regions.append(patches)
+    if not regions:
+        return np.zeros((0, 2 * EYE_REGION_HALF, 2 * EYE_REGION_HALF, 3), np.uint8)
+    return np.concatenate(regions)
+
+
+def false_eye_regions(dataset: Dataset, models: Models, frames: int | None = None) -> np.ndarray:
+    """[N, 90, 90, 3] regions at the eye candidates a model set's device pipeline finds where no eye is labelled.
+
+    Hard negatives for the eye verifier: exactly what the segmenter mistakes for eyes. The fast
+    pipeline runs with every filter after the segmenter opened (no verifier, no confidence, no
+    per-box limit), one fresh pipeline per frame as in `mgs-export evaluate`.
+    """
+    from device.pipeline import FastPipeline, PipelineConfig
+    from device.rois import Roi
+
+    every = EyeConfig(min_eyeness=0.0, min_confidence=0.0, max_eyes_per_box=16, max_candidates_per_box=16)
+    config = PipelineConfig(eyes=every)
+    regions = []
+    for frame in dataset.frames[:frames]:
+        if not frame.boxes:
+            continue
+        image = dataset.read_image(frame)
+        rois = [Roi(*(int(round(v)) for v in box.roi)) for box in frame.boxes]
+        result = FastPipeline(models, rois, config)(image)
+        centres = [
+            (eye.x, eye.y)
+            for box, found in zip(frame.boxes, result.boxes)
+            for eye in found.eyes
+            if all(np.hypot(eye.x - e.x, eye.y - e.y) >= NON_EYE_CLEARANCE for e in box.eyes)
+        ]
+        if centres:
+            regions.append(crop_patches(image, centres, size=2 * EYE_REGION_HALF)[0])
     if not regions:
         return np.zeros((0, 2 * EYE_REGION_HALF, 2 * EYE_REGION_HALF, 3), np.uint8)
     return np.concatenate(regions)
