@@ -127,3 +127,41 @@ def test_training_the_verifier_separates_eyes_from_non_eyes(tiny: Path, tmp_path
     assert has_verifier(load_network(path)[0])
     output = export_network(load_checkpoint("eye", path), tmp_path / "eye.onnx").graph.output[0]
     assert output.type.tensor_type.shape.dim[1].dim_value == 2
+
+
+def test_hard_negatives_are_the_pipelines_false_eyes(tiny: Path) -> None:
+    from device.inference import load_models
+    from export.train.samples import false_eye_regions
+
+    data = open_dataset(tiny)
+    models = load_models(precision="int8")
+    regions = false_eye_regions(data, models)
+    assert regions.ndim == 4 and regions.shape[1:] == (90, 90, 3)
+    assert len(false_eye_regions(data, models, frames=0)) == 0
+
+
+def test_hard_negatives_need_the_verifier(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from export.cli import main as mgs_export
+
+    args = ["train-eye", "--data", str(tiny), "--out", str(tmp_path / "e.pt"), "--hard-negatives", "models"]
+    assert mgs_export(args) != 0
+    assert "--negatives-per-box" in capsys.readouterr().err
+    assert not (tmp_path / "e.pt").exists()
+
+
+def test_fine_tuning_on_eyes_alone_keeps_the_verifiers_verdict(tiny: Path, tmp_path: Path) -> None:
+    data = open_dataset(tiny)
+    samples = eye_samples(data)
+    non_eyes = non_eye_regions(data, 3, np.random.default_rng(1))
+    recipe = EyeRecipe(epochs=20, batch=4, optimizer="adam", lr=0.002, augment=False, negatives_per_box=3)
+    trained, _ = train_eye(samples, recipe, tmp_path / "v.pt", CPU, non_eyes=non_eyes, progress=False)
+    # a facility's fine-tuning: eyes only, head re-fitted with a high learning rate, scores shifted by 3
+    shifted = type(samples)(samples.regions, np.clip(samples.scores + 3, 0, 9), samples.image_ids)
+    tune = EyeRecipe(epochs=10, batch=4, optimizer="adam", lr=0.01, augment=False, freeze_features=True)
+    tuned, _ = train_eye(shifted, tune, tmp_path / "t.pt", CPU, init=trained, non_eyes=non_eyes, progress=False)
+    assert has_verifier(tuned)
+    patches = np.concatenate([samples.regions, non_eyes])[:, 20:70, 20:70]
+    before = predict(trained, patches, CPU, column=VERIFIER_COLUMN)
+    after = predict(tuned, patches, CPU, column=VERIFIER_COLUMN)
+    assert np.mean((after > 0) == (before > 0)) >= 0.9
+    assert np.corrcoef(before, after)[0, 1] > 0.8

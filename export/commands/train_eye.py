@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         save_atomic,
         weight_record,
     )
-    from models.eye_regressor import PATCH_SIZE, EyeRegressor
+    from models.eye_regressor import PATCH_SIZE, EyeRegressor, has_verifier
 
     device = pick_device(args.device, args.threads)
     init, init_record = None, None
@@ -113,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
                 f"--arch {args.arch}: --init {args.init} is a {init.config.get('arch', 'paper')} network; "
                 "fine-tuning keeps the network of --init, so leave out --arch"
             )
-    elif args.train_all:
+    if args.hard_negatives is not None and args.negatives_per_box < 1:
+        raise MgsError("--hard-negatives trains the eye verifier: give --negatives-per-box too (e.g. 3)")
+    if args.train_all and init is None:
         raise MgsError("--train-all says how to fine-tune the --init weights: use it with --init")
     for key, value in (FINE_TUNE if init is not None else SCRATCH).items():
         if getattr(args, key) is None:
@@ -140,19 +142,18 @@ def run(args: argparse.Namespace) -> int:
     val = eye_samples(val_data) if val_data else None
     log.info("%d scored eyes from %d frames", len(samples), len(data.frames))
     non_eyes, val_non_eyes = None, None
-    if recipe.negatives_per_box:
+    # A verifier network fine-tuned without --negatives-per-box keeps its verdict on eyes and on
+    # non-eye patches of the same frames (export.train.eye.train_eye).
+    keep_verifier = init is not None and has_verifier(init) and not recipe.negatives_per_box
+    if recipe.negatives_per_box or keep_verifier:
         rng = np.random.default_rng([args.seed, 0x4E])
-        non_eyes = non_eye_regions(data, recipe.negatives_per_box, rng)
-        val_non_eyes = non_eye_regions(val_data, recipe.negatives_per_box, rng) if val_data else None
+        non_eyes = non_eye_regions(data, recipe.negatives_per_box or 2, rng)
+        val_non_eyes = non_eye_regions(val_data, recipe.negatives_per_box or 2, rng) if val_data else None
         log.info("%d non-eye patches for the eye verifier", len(non_eyes))
-        if not len(non_eyes):
-            raise MgsError(
-                f"--negatives-per-box: {args.data} has no frames with class masks and boxes to cut them from"
-            )
+        if recipe.negatives_per_box and not len(non_eyes):
+            raise MgsError(f"--negatives-per-box: {args.data} has no boxes with eyes to cut non-eye patches from")
     hard_non_eyes = None
     if args.hard_negatives is not None:
-        if not recipe.negatives_per_box:
-            raise MgsError("--hard-negatives trains the eye verifier: give --negatives-per-box too (e.g. 3)")
         from device.inference import load_models
         from export.train.samples import false_eye_regions
 

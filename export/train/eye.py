@@ -11,6 +11,7 @@ export/train/augment.py, since a facility's camera is neither the generator nor 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -162,9 +163,11 @@ def train_eye(
 
     `init` (a loaded regressor) is fine-tuned instead of a fresh network; `recipe.freeze_features`
     then keeps its conv layers fixed, so a small set only re-fits the head. With `non_eyes`
-    (regions from `samples.non_eye_regions`) the network's verifier output learns eye against
-    non-eye: every batch then holds as many non-eye patches as eyes, and the loss adds the
-    verifier's binary cross-entropy to the score's MSE (which only eyes have). `hard_non_eyes`
+    (regions from `samples.non_eye_regions`) and `recipe.negatives_per_box` the network's verifier
+    output learns eye against non-eye: every batch then holds as many non-eye patches as eyes, and
+    the loss adds the verifier's binary cross-entropy to the score's MSE (which only eyes have).
+    Without `negatives_per_box`, a verifier network fine-tuned on `non_eyes` and eyes learns its
+    starting self's verdict on both instead. `hard_non_eyes`
     (`samples.false_eye_regions`, the segmenter's own mistakes) then make half of each batch's
     non-eye patches, however few they are.
     """
@@ -174,10 +177,17 @@ def train_eye(
             f"only {len(samples)} scored visible eyes in the training data; the regressor needs labelled eyes"
         )
     seed_everything(recipe.seed)
-    verify = non_eyes is not None and len(non_eyes) > 0
-    if init is not None and verify and not has_verifier(init):
+    labelled = recipe.negatives_per_box > 0
+    if labelled and (non_eyes is None or not len(non_eyes)):
+        raise MgsError("the eye verifier needs non-eye patches; the training data gave none")
+    if init is not None and labelled and not has_verifier(init):
         init = with_verifier(init)
-    module = (init if init is not None else new_regressor(recipe.arch, pretrained_features, verify)).to(device)
+    module = (init if init is not None else new_regressor(recipe.arch, pretrained_features, labelled)).to(device)
+    # Fine-tuning a verifier network without verifier labels (a facility's reviewed eyes) would let
+    # the shared head drift the verifier's output unsupervised: the starting network's own verdict
+    # on the same eye and non-eye patches keeps it where it was.
+    teacher = copy.deepcopy(module).eval().requires_grad_(False) if not labelled and has_verifier(module) else None
+    mixed = non_eyes is not None and len(non_eyes) > 0 and (labelled or teacher is not None)
     if recipe.freeze_features:
         for p in module.features.parameters():
             p.requires_grad_(False)
@@ -186,6 +196,15 @@ def train_eye(
     targets = torch.from_numpy(samples.scores)
     mse = nn.MSELoss()
     bce = nn.BCEWithLogitsLoss()
+
+    def pick_non_eyes(n: int, rng: np.random.Generator) -> np.ndarray:
+        assert non_eyes is not None
+        hard = n // 2 if hard_non_eyes is not None and len(hard_non_eyes) else 0
+        picked = non_eyes[rng.integers(len(non_eyes), size=n - hard)]
+        if hard:
+            assert hard_non_eyes is not None
+            picked = np.concatenate([picked, hard_non_eyes[rng.integers(len(hard_non_eyes), size=hard)]])
+        return augment(picked, rng, recipe.rotation_deg, recipe.augment)
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if recipe.freeze_features:
@@ -200,27 +219,28 @@ def train_eye(
             if len(idx) < 2:  # BatchNorm1d needs two samples in training mode
                 continue
             patches = augment(samples.regions[idx], rng, recipe.rotation_deg, recipe.augment)
-            if not verify:
-                yield to_tensor(patches, device), targets[idx].to(device)
+            if mixed:
+                patches = np.concatenate([patches, pick_non_eyes(len(idx), rng)])
+            x = to_tensor(patches, device)
+            if not labelled and teacher is None:
+                yield x, targets[idx].to(device)
                 continue
-            assert non_eyes is not None
-            hard = len(idx) // 2 if hard_non_eyes is not None and len(hard_non_eyes) else 0
-            picked = non_eyes[rng.integers(len(non_eyes), size=len(idx) - hard)]
-            if hard:
-                assert hard_non_eyes is not None
-                picked = np.concatenate([picked, hard_non_eyes[rng.integers(len(hard_non_eyes), size=hard)]])
-            negatives = augment(picked, rng, recipe.rotation_deg, recipe.augment)
-            target = torch.zeros(2 * len(idx), 2)
+            target = torch.full((len(patches), 2), float("nan"))  # non-eyes have no score
             target[: len(idx), 0] = targets[idx]
-            target[: len(idx), 1] = 1.0
-            target[len(idx) :, 0] = float("nan")
-            yield to_tensor(np.concatenate([patches, negatives]), device), target.to(device)
+            if teacher is not None:
+                with torch.no_grad():
+                    target[:, 1] = torch.sigmoid(teacher(x)[:, VERIFIER_COLUMN]).cpu()
+            else:
+                target[:, 1] = 0.0
+                target[: len(idx), 1] = 1.0
+            yield x, target.to(device)
 
     def loss_fn(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if not verify:
+        """Score MSE over the eyes (non-eyes have no score: NaN); with a verifier, plus its cross-entropy."""
+        if target.ndim == 1:
             return mse(prediction[:, 0], target)
-        eye = target[:, 1] > 0.5
-        return mse(prediction[eye, 0], target[eye, 0]) + recipe.verifier_weight * bce(
+        scored = ~torch.isnan(target[:, 0])
+        return mse(prediction[scored, 0], target[scored, 0]) + recipe.verifier_weight * bce(
             prediction[:, VERIFIER_COLUMN], target[:, 1]
         )
 
@@ -228,7 +248,7 @@ def train_eye(
         if val is None:
             return {}
         out = {"val_mae": mae(np.clip(predict(module, centre_patches(val.regions), device), 0, 9), val.scores)}
-        if verify and val_non_eyes is not None and len(val_non_eyes):
+        if has_verifier(module) and val_non_eyes is not None and len(val_non_eyes):
             out["val_verifier_accuracy"] = verifier_accuracy(module, val.regions, val_non_eyes, device)
         return out
 

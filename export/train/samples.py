@@ -95,21 +95,22 @@ def non_eye_regions(dataset: Dataset, per_box: int, rng: np.random.Generator) ->
     """[N, 90, 90, 3] regions centred where there is no eye, for the eye verifier's negatives.
 
     Cycles through three kinds per box, the places the segmenter mistakes for eyes: a head pixel
-    near a visible eye (nose, whisker pads, ears, cheek), one of the darkest spots of the box
-    (black fur, vent holes, droppings, shadows, decoys), and anywhere in the box.
+    near a visible eye (nose, whisker pads, ears, cheek; needs the frame's class mask, else
+    anywhere), one of the darkest spots of the box (black fur, vent holes, droppings, shadows,
+    decoys), and anywhere in the box.
     """
     regions = []
     for frame in dataset.frames:
-        if frame.mask is None or not any(box.eyes for box in frame.boxes):
+        if not any(box.eyes for box in frame.boxes):
             continue
         image = dataset.read_image(frame)
-        mask = dataset.read_mask(frame)
+        mask = dataset.read_mask(frame) if frame.mask is not None else None
         grey = cv2.GaussianBlur(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), (9, 9), 0)
         centres = []
         for box in frame.boxes:
             x, y, w, h = (int(round(v)) for v in box.roi)
             x, y = max(x, 0), max(y, 0)
-            w, h = min(w, mask.shape[1] - x), min(h, mask.shape[0] - y)
+            w, h = min(w, image.shape[1] - x), min(h, image.shape[0] - y)
             if w <= 0 or h <= 0:
                 continue
             yy, xx = np.mgrid[y : y + h, x : x + w]
@@ -120,7 +121,7 @@ def non_eye_regions(dataset: Dataset, per_box: int, rng: np.random.Generator) ->
                 clear &= d >= NON_EYE_CLEARANCE
                 if e.visible:
                     near_head |= d <= HEAD_REACH * w
-            head = clear & near_head & (mask[y : y + h, x : x + w] > 0)
+            head = clear & near_head & (mask[y : y + h, x : x + w] > 0) if mask is not None else clear
             dark_grey = grey[y : y + h, x : x + w]
             dark = clear & (dark_grey <= np.percentile(dark_grey[clear], 3)) if clear.any() else clear
             for k in range(per_box):
