@@ -352,8 +352,11 @@ def _check_device_contract(entry: ModelEntry) -> None:
     if entry.name == "eye":
         if list(inp.shape[2:]) != [EYE_PATCH, EYE_PATCH]:
             problems.append(f"input must be {EYE_PATCH}x{EYE_PATCH} eye patches, is {list(inp.shape[2:])}")
-        if out.dtype != "float32" or len(out.shape) != 2 or out.shape[1] != 1:
-            problems.append(f"output must be float32 [N, 1] scores, is {out.dtype} {list(out.shape)}")
+        if out.dtype != "float32" or len(out.shape) != 2 or out.shape[1] not in (1, 2):
+            problems.append(
+                f"output must be float32 [N, 1] scores (or [N, 2]: scores, eye-verifier logits), "
+                f"is {out.dtype} {list(out.shape)}"
+            )
     else:
         if tuple(entry.class_names) != SEG_CLASSES:
             problems.append(f"classes must be {list(SEG_CLASSES)}, are {list(entry.class_names)}")
