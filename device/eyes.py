@@ -99,7 +99,7 @@ class EyeConfig:
         },
     )
     min_confidence: Annotated[float, Range(0, 1)] = field(
-        default=0.15,
+        default=0.3,
         metadata={
             "doc": "eyes whose confidence (0-1) is below this are reported as not scorable instead of scored; 0 scores every eye that passes the other checks; chosen on the synthetic validation set (docs/confidence.md)"
         },
@@ -347,10 +347,10 @@ class ConfidenceModel:
 
 # Fitted by scripts/fit_confidence.py on the validation set (docs/confidence.md).
 SHIPPED_CONFIDENCE = ConfidenceModel(
-    weights=(2.36949, -0.12161, 3.93842, 3.61707, 5.56317, 0.43902, -0.02263, 0.1548, -0.7762, -8.66349, -2.15619),
-    bias=-20.32142,
-    spread_full=0.793,
-    spread_zero=0.643,
+    weights=(2.42253, -0.14392, 0.56362, 3.25789, 5.81402, 0.57485, -0.03015, 0.49574, -0.08519, -5.41034, -2.99596),
+    bias=-18.20556,
+    spread_full=0.801,
+    spread_zero=0.651,
 )
 
 
