@@ -165,3 +165,16 @@ def test_fine_tuning_on_eyes_alone_keeps_the_verifiers_verdict(tiny: Path, tmp_p
     after = predict(tuned, patches, CPU, column=VERIFIER_COLUMN)
     assert np.mean((after > 0) == (before > 0)) >= 0.9
     assert np.corrcoef(before, after)[0, 1] > 0.8
+
+
+def test_sweeping_eye_settings_reports_each(tiny: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sweep_eyes", Path(__file__).parent.parent / "scripts/sweep_eyes.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    strict = module.sweep(tiny, Path("models"), "int8", {"min_eyeness": 1.0})
+    loose = module.sweep(tiny, Path("models"), "int8", {"min_eyeness": 0.0})
+    assert strict["setting"] == {"min_eyeness": 1.0}
+    assert loose["found_recall"] >= strict["found_recall"]
