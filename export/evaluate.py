@@ -152,7 +152,7 @@ def onnx_runners(models_dir: Path, precision: str) -> tuple[Models, dict[str, An
 
 
 @dataclass
-class _Pairs:
+class Pairs:
     pred: list[float]
     true: list[float]
 
@@ -174,8 +174,8 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
     cm_fine = np.zeros((n, n), np.int64)
     cm_coarse = np.zeros((n, n), np.int64)
     counts = {p: {"tp": 0, "fp": 0, "fn": 0, "detections": 0, "quality_ok": 0} for p in options.pipelines}
-    end_to_end = {p: _Pairs([], []) for p in options.pipelines}
-    regressor_only = _Pairs([], [])
+    end_to_end = {p: Pairs([], []) for p in options.pipelines}
+    regressor_only = Pairs([], [])
     candidates: dict[str, list[Candidate]] = {p: [] for p in options.pipelines}
     seconds = {p: 0.0 for p in options.pipelines}
     n_true_visible = 0
@@ -212,8 +212,8 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
             result = pipeline(image)
             seconds[kind] += time.perf_counter() - t0
             for box, box_result, eyes in zip(frame.boxes, result.boxes, true_eyes):
-                _score_box(box_result.eyes, eyes, options.match_px, counts[kind], end_to_end[kind])
-                _score_box(box_result.eyes, eyes, options.match_px, *breakdown.tally(kind, frame, box))
+                score_box(box_result.eyes, eyes, options.match_px, counts[kind], end_to_end[kind])
+                score_box(box_result.eyes, eyes, options.match_px, *breakdown.tally(kind, frame, box))
                 collect_candidates(box_result.eyes, eyes, options.match_px, candidates[kind])
     report: dict[str, Any] = {
         "frames": len(frames),
@@ -252,7 +252,7 @@ def _pipeline(kind: str, models: Models, rois: list[Roi]) -> Callable:
     return FullResolutionPipeline(models, rois) if kind == "full" else FastPipeline(models, rois)
 
 
-def _score_box(detected, truth, match_px: float, counts: dict[str, int], pairs: _Pairs) -> None:
+def score_box(detected, truth, match_px: float, counts: dict[str, int], pairs: Pairs) -> None:
     """Detections matched to a visible true eye are hits; matched to a hidden one they count neither way."""
     matches = match_points([(d.x, d.y) for d in detected], [(t.x, t.y) for t in truth], match_px)
     matched_pred = {i for i, _ in matches}
@@ -280,7 +280,7 @@ class Candidate:
 
 
 def collect_candidates(detected: Sequence[EyeScore], truth, match_px: float, out: list[Candidate]) -> None:
-    """Candidates of one box with their truth: a hit matches a visible true eye; a detection matched to a hidden eye is left out, as in `_score_box`."""
+    """Candidates of one box with their truth: a hit matches a visible true eye; a detection matched to a hidden eye is left out, as in `score_box`."""
     matches = dict(match_points([(d.x, d.y) for d in detected], [(t.x, t.y) for t in truth], match_px))
     for i, eye in enumerate(detected):
         if not (eye.quality_ok or eye.abstained):
@@ -411,7 +411,7 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     written = []
-    pairs: dict[str, _Pairs] = report["_pairs"]
+    pairs: dict[str, Pairs] = report["_pairs"]
     sets = [(name, p) for name, p in pairs.items() if p.pred]
     if sets:
         for filename, draw, height in (

@@ -9,7 +9,8 @@ changing a device's config; a held-out set used here is no longer held out.
 
 "found" counts every eye the pipeline reports, "scored" only those with quality_ok (not blurred,
 not cut, not abstained on); a detection within 12 px of a visible true eye is a hit, one matched to
-a hidden eye counts neither way (as in `mgs-export evaluate`). MAE is over scored hits with a score.
+a hidden eye counts neither way (`export.evaluate.score_box`, as in `mgs-export evaluate`). MAE is
+over scored hits with a score.
 """
 
 from __future__ import annotations
@@ -18,53 +19,60 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 from device.eyes import EyeConfig
 from device.pipeline import FastPipeline, PipelineConfig
 from device.rois import Roi
 from export.dataset import open_dataset
-from export.evaluate import onnx_runners
-from export.metrics import match_points
+from export.evaluate import Pairs, onnx_runners, score_box
 
 MATCH_PX = 12.0
 
 
-def sweep(data: Path, models: Path, runtime: str, setting: dict) -> dict:
+class Tally:
+    """Found (every reported eye) and scored (quality_ok eyes) counts of one setting, via `score_box`."""
+
+    def __init__(self, setting: dict) -> None:
+        self.setting = setting
+        self.config = PipelineConfig(eyes=EyeConfig(**setting))
+        self.found = {"tp": 0, "fp": 0, "fn": 0, "detections": 0, "quality_ok": 0}
+        self.scored = dict(self.found)
+        self.found_pairs, self.scored_pairs = Pairs([], []), Pairs([], [])
+
+    def add(self, eyes, truth) -> None:
+        score_box(eyes, truth, MATCH_PX, self.found, self.found_pairs)
+        score_box([e for e in eyes if e.quality_ok], truth, MATCH_PX, self.scored, self.scored_pairs)
+
+    def row(self) -> dict:
+        def rates(c: dict) -> tuple[float | None, float]:
+            visible = c["tp"] + c["fn"]
+            return (c["tp"] / visible if visible else None), c["tp"] / max(1, c["tp"] + c["fp"])
+
+        (found_recall, found_precision), (scored_recall, scored_precision) = rates(self.found), rates(self.scored)
+        errors = [abs(p - t) for p, t in zip(self.scored_pairs.pred, self.scored_pairs.true)]
+        return {
+            "setting": self.setting,
+            "found_recall": found_recall,
+            "found_precision": found_precision,
+            "scored_recall": scored_recall,
+            "scored_precision": scored_precision,
+            "scored_mae": sum(errors) / len(errors) if errors else None,
+            "scored_n": len(errors),
+        }
+
+
+def sweep(data: Path, models: Path, runtime: str, settings: list[dict]) -> list[dict]:
+    """One row per setting; every frame is read once and run through one fresh pipeline per setting."""
     dataset = open_dataset(data)
     runners, _ = onnx_runners(models, runtime)
-    config = PipelineConfig(eyes=EyeConfig(**setting))
-    found = {"hit": 0, "false": 0}
-    scored = {"hit": 0, "false": 0}
-    missed = 0
-    errors = []
+    tallies = [Tally(setting) for setting in settings]
     for frame in dataset.frames:
         image = dataset.read_image(frame)
         rois = [Roi(*(int(round(v)) for v in box.roi)) for box in frame.boxes]
-        result = FastPipeline(runners, rois, config)(image)
-        for box, found_box in zip(frame.boxes, result.boxes):
-            eyes, truth = found_box.eyes, box.eyes
-            matches = dict(match_points([(e.x, e.y) for e in eyes], [(t.x, t.y) for t in truth], MATCH_PX))
-            for i, eye in enumerate(eyes):
-                j = matches.get(i)
-                if j is not None and not truth[j].visible:
-                    continue
-                kind = "false" if j is None else "hit"
-                found[kind] += 1
-                scored[kind] += eye.quality_ok
-                if j is not None and eye.quality_ok and truth[j].score is not None:
-                    errors.append(abs(eye.score - float(truth[j].score)))
-            missed += sum(1 for j, t in enumerate(truth) if t.visible and j not in matches.values())
-    visible = found["hit"] + missed
-    return {
-        "setting": setting,
-        "found_recall": found["hit"] / visible if visible else None,
-        "found_precision": found["hit"] / max(1, found["hit"] + found["false"]),
-        "scored_recall": scored["hit"] / visible if visible else None,
-        "scored_precision": scored["hit"] / max(1, scored["hit"] + scored["false"]),
-        "scored_mae": float(np.mean(errors)) if errors else None,
-        "scored_n": len(errors),
-    }
+        for tally in tallies:
+            result = FastPipeline(runners, rois, tally.config)(image)
+            for box, found in zip(frame.boxes, result.boxes):
+                tally.add(found.eyes, box.eyes)
+    return [tally.row() for tally in tallies]
 
 
 def main() -> int:
@@ -80,8 +88,7 @@ def main() -> int:
         help="[pipeline.eyes] values as JSON, e.g. '{\"min_eyeness\": 0.3}'; repeat for more; default: the defaults",
     )
     args = parser.parse_args()
-    for setting in args.setting or [{}]:
-        row = sweep(args.data, args.models, args.runtime, setting)
+    for row in sweep(args.data, args.models, args.runtime, args.setting or [{}]):
         print(json.dumps(row), flush=True)
     return 0
 

@@ -12,7 +12,7 @@ import pytest
 from device.results import EyeScore
 from export.breakdown import ConditionBreakdown, Grouping, format_table, training_ranges
 from export.dataset import open_dataset
-from export.evaluate import _score_box
+from export.evaluate import score_box
 from mgs_core.errors import MgsError
 
 MATCH_PX = 8.0
@@ -69,7 +69,7 @@ def _run(data) -> ConditionBreakdown:
     breakdown = ConditionBreakdown(["fast"])
     for frame in data.frames:
         for box in frame.boxes:
-            _score_box(
+            score_box(
                 detections[(frame.image, box.box)], list(box.eyes), MATCH_PX, *breakdown.tally("fast", frame, box)
             )
         eyes = [e for b in frame.boxes for e in b.eyes]

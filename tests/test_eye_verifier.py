@@ -174,7 +174,6 @@ def test_sweeping_eye_settings_reports_each(tiny: Path) -> None:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    strict = module.sweep(tiny, Path("models"), "int8", {"min_eyeness": 1.0})
-    loose = module.sweep(tiny, Path("models"), "int8", {"min_eyeness": 0.0})
+    strict, loose = module.sweep(tiny, Path("models"), "int8", [{"min_eyeness": 1.0}, {"min_eyeness": 0.0}])
     assert strict["setting"] == {"min_eyeness": 1.0}
     assert loose["found_recall"] >= strict["found_recall"]
