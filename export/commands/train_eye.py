@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 # animals"); explicit options override either.
 SCRATCH = {"epochs": 35, "lr": 0.001, "schedule": "constant"}
 FINE_TUNE = {"epochs": 10, "lr": 0.001, "schedule": "cosine"}
+# Non-eye patches per box on which a verifier network fine-tuned without --negatives-per-box keeps
+# its starting verdict.
+KEEP_VERIFIER_NON_EYES = 2
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -87,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
     from export.dataset import open_dataset
     from export.train.eye import EyeRecipe, recipe_record, train_eye
-    from export.train.samples import eye_samples, non_eye_regions
+    from export.train.samples import eye_training_samples
     from export.train.weights import (
         command_line,
         init_network,
@@ -137,21 +140,19 @@ def run(args: argparse.Namespace) -> int:
     )
     started = time.monotonic()
     data = open_data(args)
-    samples = eye_samples(data)
-    val_data = open_dataset(args.val) if args.val else None
-    val = eye_samples(val_data) if val_data else None
-    log.info("%d scored eyes from %d frames", len(samples), len(data.frames))
-    non_eyes, val_non_eyes = None, None
     # A verifier network fine-tuned without --negatives-per-box keeps its verdict on eyes and on
     # non-eye patches of the same frames (export.train.eye.train_eye).
     keep_verifier = init is not None and has_verifier(init) and not recipe.negatives_per_box
-    if recipe.negatives_per_box or keep_verifier:
-        rng = np.random.default_rng([args.seed, 0x4E])
-        non_eyes = non_eye_regions(data, recipe.negatives_per_box or 2, rng)
-        val_non_eyes = non_eye_regions(val_data, recipe.negatives_per_box or 2, rng) if val_data else None
+    per_box = recipe.negatives_per_box or (KEEP_VERIFIER_NON_EYES if keep_verifier else 0)
+    rng = np.random.default_rng([args.seed, 0x4E])
+    samples, non_eyes = eye_training_samples(data, per_box, rng)
+    val_data = open_dataset(args.val) if args.val else None
+    val, val_non_eyes = eye_training_samples(val_data, per_box, rng) if val_data else (None, None)
+    log.info("%d scored eyes from %d frames", len(samples), len(data.frames))
+    if per_box:
         log.info("%d non-eye patches for the eye verifier", len(non_eyes))
-        if recipe.negatives_per_box and not len(non_eyes):
-            raise MgsError(f"--negatives-per-box: {args.data} has no boxes with eyes to cut non-eye patches from")
+    if recipe.negatives_per_box and not len(non_eyes):
+        raise MgsError(f"--negatives-per-box: {args.data} has no boxes with eyes to cut non-eye patches from")
     hard_non_eyes = None
     if args.hard_negatives is not None:
         from device.inference import load_models

@@ -65,23 +65,7 @@ def scored_eyes(frame: Frame) -> Iterator[tuple[float, float, float]]:
 
 
 def eye_samples(dataset: Dataset) -> EyeSamples:
-    regions, scores, ids = [], [], []
-    for index, frame in enumerate(dataset.frames):
-        eyes = list(scored_eyes(frame))
-        if not eyes:
-            continue
-        image = dataset.read_image(frame)
-        patches, _ = crop_patches(image, [(x, y) for x, y, _ in eyes], size=2 * EYE_REGION_HALF)
-        regions.append(patches)
-        scores.extend(s for _, _, s in eyes)
-        ids.extend([index] * len(eyes))
-    if not scores:
-        return EyeSamples(
-            np.zeros((0, 2 * EYE_REGION_HALF, 2 * EYE_REGION_HALF, 3), np.uint8),
-            np.zeros(0, np.float32),
-            np.zeros(0, int),
-        )
-    return EyeSamples(np.concatenate(regions), np.asarray(scores, np.float32), np.asarray(ids))
+    return eye_training_samples(dataset)[0]
 
 
 #: A non-eye sample lies at least this many pixels from every labelled eye, hidden ones included
@@ -92,52 +76,77 @@ HEAD_REACH = 0.2
 
 
 def non_eye_regions(dataset: Dataset, per_box: int, rng: np.random.Generator) -> np.ndarray:
-    """[N, 90, 90, 3] regions centred where there is no eye, for the eye verifier's negatives.
+    """[N, 90, 90, 3] regions centred where there is no eye, for the eye verifier's negatives (`_non_eye_centres`)."""
+    return eye_training_samples(dataset, per_box, rng)[1]
 
-    Cycles through three kinds per box, the places the segmenter mistakes for eyes: a head pixel
-    near a visible eye (nose, whisker pads, ears, cheek; needs the frame's class mask, else
-    anywhere), one of the darkest spots of the box (black fur, vent holes, droppings, shadows,
-    decoys), and anywhere in the box.
-    """
-    regions = []
-    for frame in dataset.frames:
-        if not any(box.eyes for box in frame.boxes):
+
+def eye_training_samples(
+    dataset: Dataset, non_eyes_per_box: int = 0, rng: np.random.Generator | None = None
+) -> tuple[EyeSamples, np.ndarray]:
+    """The eye regions and, with `non_eyes_per_box`, the non-eye regions ([N, 90, 90, 3]) of a
+    dataset, reading every frame once (decoding the frames is the slow part)."""
+    regions, scores, ids, non_eyes = [], [], [], []
+    for index, frame in enumerate(dataset.frames):
+        eyes = list(scored_eyes(frame))
+        cut_non_eyes = non_eyes_per_box > 0 and any(box.eyes for box in frame.boxes)
+        if not eyes and not cut_non_eyes:
             continue
         image = dataset.read_image(frame)
-        mask = dataset.read_mask(frame) if frame.mask is not None else None
-        grey = cv2.GaussianBlur(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), (9, 9), 0)
-        centres = []
-        for box in frame.boxes:
-            x, y, w, h = (int(round(v)) for v in box.roi)
-            x, y = max(x, 0), max(y, 0)
-            w, h = min(w, image.shape[1] - x), min(h, image.shape[0] - y)
-            if w <= 0 or h <= 0:
-                continue
-            yy, xx = np.mgrid[y : y + h, x : x + w]
-            clear = np.ones((h, w), bool)
-            near_head = np.zeros((h, w), bool)
-            for e in box.eyes:
-                d = np.hypot(xx - e.x, yy - e.y)
-                clear &= d >= NON_EYE_CLEARANCE
-                if e.visible:
-                    near_head |= d <= HEAD_REACH * w
-            head = clear & near_head & (mask[y : y + h, x : x + w] > 0) if mask is not None else clear
-            dark_grey = grey[y : y + h, x : x + w]
-            dark = clear & (dark_grey <= np.percentile(dark_grey[clear], 3)) if clear.any() else clear
-            for k in range(per_box):
-                pool = (head, dark, clear)[k % 3]
-                if not pool.any():
-                    pool = clear
-                if not pool.any():
-                    continue
-                py, px = np.argwhere(pool)[rng.integers(int(np.count_nonzero(pool)))]
-                centres.append((float(x + px), float(y + py)))
-        if centres:
-            patches, _ = crop_patches(image, centres, size=2 * EYE_REGION_HALF)
+        if eyes:
+            patches, _ = crop_patches(image, [(x, y) for x, y, _ in eyes], size=2 * EYE_REGION_HALF)
             regions.append(patches)
-    if not regions:
-        return np.zeros((0, 2 * EYE_REGION_HALF, 2 * EYE_REGION_HALF, 3), np.uint8)
-    return np.concatenate(regions)
+            scores.extend(s for _, _, s in eyes)
+            ids.extend([index] * len(eyes))
+        if cut_non_eyes:
+            assert rng is not None, "non-eye regions are drawn at random: pass rng"
+            mask = dataset.read_mask(frame) if frame.mask is not None else None
+            centres = _non_eye_centres(image, mask, frame.boxes, non_eyes_per_box, rng)
+            if centres:
+                non_eyes.append(crop_patches(image, centres, size=2 * EYE_REGION_HALF)[0])
+    empty = np.zeros((0, 2 * EYE_REGION_HALF, 2 * EYE_REGION_HALF, 3), np.uint8)
+    samples = (
+        EyeSamples(np.concatenate(regions), np.asarray(scores, np.float32), np.asarray(ids))
+        if scores
+        else EyeSamples(empty, np.zeros(0, np.float32), np.zeros(0, int))
+    )
+    return samples, np.concatenate(non_eyes) if non_eyes else empty
+
+
+def _non_eye_centres(
+    image: np.ndarray, mask: np.ndarray | None, boxes: list[Box], per_box: int, rng: np.random.Generator
+) -> list[tuple[float, float]]:
+    """`per_box` points per box where there is no eye, cycling through three kinds, the places the
+    segmenter mistakes for eyes: a head pixel near a visible eye (nose, whisker pads, ears, cheek;
+    needs the frame's class mask, else anywhere), one of the darkest spots of the box (black fur,
+    vent holes, droppings, shadows, decoys), and anywhere in the box."""
+    grey = cv2.GaussianBlur(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), (9, 9), 0)
+    centres = []
+    for box in boxes:
+        x, y, w, h = (int(round(v)) for v in box.roi)
+        x, y = max(x, 0), max(y, 0)
+        w, h = min(w, image.shape[1] - x), min(h, image.shape[0] - y)
+        if w <= 0 or h <= 0:
+            continue
+        yy, xx = np.mgrid[y : y + h, x : x + w]
+        clear = np.ones((h, w), bool)
+        near_head = np.zeros((h, w), bool)
+        for e in box.eyes:
+            d = np.hypot(xx - e.x, yy - e.y)
+            clear &= d >= NON_EYE_CLEARANCE
+            if e.visible:
+                near_head |= d <= HEAD_REACH * w
+        head = clear & near_head & (mask[y : y + h, x : x + w] > 0) if mask is not None else clear
+        dark_grey = grey[y : y + h, x : x + w]
+        dark = clear & (dark_grey <= np.percentile(dark_grey[clear], 3)) if clear.any() else clear
+        for k in range(per_box):
+            pool = (head, dark, clear)[k % 3]
+            if not pool.any():
+                pool = clear
+            if not pool.any():
+                continue
+            py, px = np.argwhere(pool)[rng.integers(int(np.count_nonzero(pool)))]
+            centres.append((float(x + px), float(y + py)))
+    return centres
 
 
 def false_eye_regions(dataset: Dataset, models: Models, frames: int | None = None) -> np.ndarray:
