@@ -319,6 +319,11 @@ def cue_vector(cues: EyeCues) -> np.ndarray:
     )
 
 
+def sigmoid(z: np.ndarray | float) -> np.ndarray:
+    """Logistic function, clipped so a wild logit cannot overflow exp."""
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
+
+
 @dataclass(frozen=True)
 class ConfidenceModel:
     """P(real eye, scored within tolerance | cues): a logistic regression, gated by how eye-like the patch is.
@@ -338,7 +343,7 @@ class ConfidenceModel:
 
     def __call__(self, cues: EyeCues) -> float:
         z = self.bias + float(np.dot(self.weights, cue_vector(cues)))
-        likely = 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
+        likely = sigmoid(z)
         eye_like = np.clip(
             (cues.orientation_spread - self.spread_zero) / (self.spread_full - self.spread_zero), 0.0, 1.0
         )
@@ -385,7 +390,7 @@ def score_patches(regressor: ModelRunner, patches: np.ndarray) -> PatchScores:
     eyeness = None
     if out.shape[1] > VERIFIER_COLUMN:
         logit = np.nan_to_num((out[:n, VERIFIER_COLUMN] + out[n:, VERIFIER_COLUMN]) / 2, nan=-50.0)
-        eyeness = 1.0 / (1.0 + np.exp(-np.clip(logit, -50.0, 50.0)))
+        eyeness = sigmoid(logit)
     return PatchScores(both[:n], both[n:], eyeness)
 
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from mgs_core.errors import MgsError
 from mgs_core.manifest import sha256_file
-from models.eye_regressor import EyeRegressor
+from models.eye_regressor import EyeRegressor, has_verifier
 from models.unet import CLASS_NAMES, UNet
 
 FORMAT = "mgs-rack-weights"
@@ -65,13 +65,12 @@ def command_line(args: argparse.Namespace) -> str:
 
 def eye_class_names(module: nn.Module) -> list[str]:
     """What each column of the eye network's output is."""
-    return list(EYE_CLASS_NAMES) + (
-        [VERIFIER_CLASS_NAME] if getattr(module, "config", {}).get("outputs", 1) > 1 else []
-    )
+    verified = isinstance(module, EyeRegressor) and has_verifier(module)
+    return list(EYE_CLASS_NAMES) + ([VERIFIER_CLASS_NAME] if verified else [])
 
 
 def eye_output(module: nn.Module) -> str:
-    if getattr(module, "config", {}).get("outputs", 1) > 1:
+    if len(eye_class_names(module)) > 1:
         return "score [N, 2]: orbital tightening 0-9, eye-verifier logit"
     return "score [N, 1], orbital tightening 0-9"
 
