@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from device.eyes import VERIFIER_COLUMN
 from mgs_core.errors import MgsError
 from mgs_core.manifest import (
     DEFAULT_MODELS_DIR,
@@ -53,7 +54,9 @@ def test_shipped_manifest_lists_every_network_and_matches_its_files():
     assert all(isinstance(d, int) for d in coarse.input.shape[1:])
     eye = manifest.entry("eye", "fp32")
     assert (eye.input.name, eye.input.shape) == ("patch", ("N", 3, 50, 50))
-    assert (eye.output.name, eye.output.shape) == ("score", ("N", 1))
+    assert (eye.output.name, eye.output.shape) == ("score", ("N", VERIFIER_COLUMN + 1)), (
+        "score and the verifier's logit"
+    )
     int8 = next(e for e in manifest.entries if (e.name, e.precision) == ("seg_fine", "int8"))
     assert int8.calibration["sha256"] and int8.calibration["samples"] > 0 and int8.calibration["source"]
 

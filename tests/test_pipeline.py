@@ -149,8 +149,10 @@ def test_fast_and_full_pipeline_agree_on_a_generated_frame_with_shipped_models()
     models = load_models(precision=precision)
     full = FullResolutionPipeline(models, rois)(frame.image)
     fast = FastPipeline(models, rois)(frame.image)
-    full_eyes = [e for b in full.boxes for e in b.valid_eyes]
-    fast_eyes = [e for b in fast.boxes for e in b.valid_eyes]
+    # All eyes found, before the quality check: one false eye that the two pipelines place a few
+    # pixels apart can flag its box's true eye in one pipeline and not in the other.
+    full_eyes = [e for b in full.boxes for e in b.eyes]
+    fast_eyes = [e for b in fast.boxes for e in b.eyes]
     assert len(full_eyes) >= 2, json.dumps([b.eyes for b in frame.boxes], default=str)
     matched = 0
     for e in full_eyes:

@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from device.eyes import VERIFIER_COLUMN
 from device.inference import BackendConfig, load_models, providers_for
 from mgs_core.errors import ConfigError, MgsError
 from mgs_core.manifest import DEFAULT_MODELS_DIR
@@ -29,7 +30,9 @@ def test_shipped_fp32_models_load_and_run() -> None:
     h, w = models.coarse_size
     assert models.seg_coarse(np.zeros((2, 3, h, w), np.float32)).shape == (2, h, w)
     assert models.seg_fine(np.zeros((1, 3, 96, 104), np.float32)).dtype == np.uint8
-    assert models.eye(np.zeros((3, 3, 50, 50), np.float32)).shape == (3, 1)
+    assert models.eye(np.zeros((3, 3, 50, 50), np.float32)).shape == (3, VERIFIER_COLUMN + 1), (
+        "score and verifier logit"
+    )
     assert len(models.model_sha256) == 64
     session = models.seg_fine.session  # type: ignore[attr-defined]
     assert session.get_session_options().intra_op_num_threads == 2

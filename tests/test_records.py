@@ -7,7 +7,9 @@ import io
 import re
 import time
 import zipfile
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from flask import Flask
@@ -119,12 +121,20 @@ def test_a_bad_time_zone_stops_with_the_key() -> None:
 # --- spreadsheet downloads ----------------------------------------------------------------------------
 
 
-def _setup_animal(app: Flask) -> int:
+def _setup_animal(app: Flask, now: float | None = None) -> int:
+    """120 windows of MGS 2.5, 20 s apart, ending ten minutes before `now`."""
+    now = time.time() if now is None else now
     animal = repo_call(app, "create_animal", "Maus-Ä1")
-    repo_call(app, "create_assignment", animal, "rack1", 0, time.time() - 7200)
-    now = time.time()
+    repo_call(app, "create_assignment", animal, "rack1", 0, now - 7200)
     store(app, *[window("rack1", 0, i, now - 3000 + i * 20, 2.5) for i in range(120)])
     return animal
+
+
+def _last_berlin_noon() -> float:
+    """A moment whose last two hours lie inside one local day, whatever the time the test runs."""
+    now = datetime.now(ZoneInfo("Europe/Berlin"))
+    noon = now.replace(hour=12, minute=0, second=0, microsecond=0)
+    return (noon if noon <= now else noon - timedelta(days=1)).timestamp()
 
 
 def _start() -> str:
@@ -155,13 +165,14 @@ def test_csv_download_opens_in_excel_with_bom_local_time_and_the_animal_in_the_n
 
 
 def test_european_csv_uses_semicolons_and_decimal_commas_and_days_add_up(app: Flask) -> None:
-    animal = _setup_animal(app)
+    noon = _last_berlin_noon()
+    animal = _setup_animal(app, now=noon)
     client = logged_in(app, "viewer")
     response = client.get(
         "/export/download",
         query_string={
             "scope": f"animal:{animal}",
-            "start": str(time.time() - 7200),
+            "start": str(noon - 7200),
             "resolution": "day",
             "format": "csv-eu",
         },

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from google.protobuf import text_format
 
+from device.eyes import VERIFIER_COLUMN
 from export.cli import main as mgs_export
 from mgs_core.manifest import DEFAULT_MODELS_DIR, load_manifest, sha256_file
 
@@ -58,7 +59,9 @@ def test_configs_parse_as_triton_model_config(repo: Path):
     assert list(coarse.input[0].dims) == [3, h, w] and list(coarse.output[0].dims) == [h, w]
     eye = text_format.Parse((repo / "eye" / "config.pbtxt").read_text(), ModelConfig())
     assert [(i.name, list(i.dims)) for i in eye.input] == [("patch", [3, 50, 50])]
-    assert [(o.name, list(o.dims)) for o in eye.output] == [("score", [1])]
+    assert [(o.name, list(o.dims)) for o in eye.output] == [("score", [VERIFIER_COLUMN + 1])], (
+        "score and verifier logit"
+    )
     assert max(eye.dynamic_batching.preferred_batch_size) <= eye.max_batch_size
 
 
