@@ -99,7 +99,7 @@ class EyeConfig:
         },
     )
     min_confidence: Annotated[float, Range(0, 1)] = field(
-        default=0.3,
+        default=0.35,
         metadata={
             "doc": "eyes whose confidence (0-1) is below this are reported as not scorable instead of scored; 0 scores every eye that passes the other checks; chosen on the synthetic validation set (docs/confidence.md)"
         },
@@ -352,10 +352,10 @@ class ConfidenceModel:
 
 # Fitted by scripts/fit_confidence.py on the validation set (docs/confidence.md).
 SHIPPED_CONFIDENCE = ConfidenceModel(
-    weights=(2.42253, -0.14392, 0.56362, 3.25789, 5.81402, 0.57485, -0.03015, 0.49574, -0.08519, -5.41034, -2.99596),
-    bias=-18.20556,
-    spread_full=0.801,
-    spread_zero=0.651,
+    weights=(2.74601, -0.17856, 0.16515, 4.46366, 6.33396, 0.46426, -0.01878, 0.45786, 0.032, -9.11254, -3.50578),
+    bias=-19.63481,
+    spread_full=0.809,
+    spread_zero=0.659,
 )
 
 
