@@ -16,11 +16,13 @@ score per eye, which is what training and evaluation use.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
 import re
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -521,6 +523,31 @@ def open_dataset(root: Path | str) -> Dataset:
     if not frames:
         raise DatasetError(root, [f"{root / 'labels.jsonl'}: no labelled images"])
     return Dataset(root, info, tuple(frames), merge_raters(frames))
+
+
+def combine_datasets(datasets: Sequence[Dataset]) -> Dataset:
+    """Several datasets as one, for training on all of them (e.g. synthetic frames of two presets, or
+    a facility's reviewed frames with synthetic ones).
+
+    The combined root is the folders' common parent and every image and mask path is rewritten
+    relative to it, so `read_image` and `read_mask` find the files where they are; nothing is copied.
+    """
+    if len(datasets) == 1:
+        return datasets[0]
+    roots = [d.root.resolve() for d in datasets]
+    root = Path(os.path.commonpath(roots))
+
+    def rebase(prefix: Path, frame: Frame) -> Frame:
+        mask = None if frame.mask is None else str(prefix / frame.mask)
+        return dataclasses.replace(frame, image=str(prefix / frame.image), mask=mask)
+
+    prefixes = [r.relative_to(root) for r in roots]
+    return Dataset(
+        root,
+        {"combined": [{"root": str(r), **d.info} for r, d in zip(roots, datasets)]},
+        tuple(rebase(p, f) for p, d in zip(prefixes, datasets) for f in d.labels),
+        tuple(rebase(p, f) for p, d in zip(prefixes, datasets) for f in d.frames),
+    )
 
 
 def validate_dataset(root: Path | str) -> tuple[list[str], dict[str, int]]:

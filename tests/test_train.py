@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from export.cli import main as mgs_export
-from export.dataset import open_dataset
+from export.dataset import combine_datasets, open_dataset
 from export.synth.writer import write_dataset
 from export.train.augment import SEG_FINE, Augment, seg_batch, seg_sample
 from export.train.eye import EyeRecipe, augment, centre_patches, train_eye
 from export.train.samples import eye_samples, fine_crops
 from export.train.seg import SegRecipe, train_seg
-from export.train.weights import checkpoint_path, load_network, read_record
+from export.train.weights import checkpoint_path, labels_fingerprint, load_network, read_record
 from mgs_core.errors import MgsError
 from models.eye_regressor import EyeRegressor, MatmulAdaptiveAvgPool, feature_size
 
@@ -175,3 +175,19 @@ def test_train_commands_write_complete_weight_files(tiny: Path, tmp_path: Path) 
         )
         == 2
     )
+
+
+def test_training_on_several_datasets_reads_every_frame_where_it_lies(tiny: Path, tmp_path: Path) -> None:
+    other = write_dataset(tmp_path / "second" / "other", frames=2, seed=8, progress=False)
+    data = combine_datasets([open_dataset(tiny), open_dataset(other)])
+    assert len(data.frames) == 5 and len(data.labels) == 5
+    assert {data.read_image(f).shape for f in data.frames} == {(1080, 1920, 3)}
+    assert all(data.read_mask(f) is not None for f in data.frames)
+    assert len(eye_samples(data)) == len(eye_samples(open_dataset(tiny))) + len(eye_samples(open_dataset(other)))
+    eye = tmp_path / "eye.pt"
+    command = ["train-eye", "--data", str(tiny), str(other), "--frames", "1", "--out", str(eye)]
+    assert mgs_export(command + ["--epochs", "1", "--batch", "4", "--quiet", "--no-augment", "--threads", "1"]) == 0
+    record = read_record(eye)
+    assert f"--data {tiny} {other}" in record["command"]
+    assert record["data_fingerprint"] == labels_fingerprint([tiny, other]) != labels_fingerprint([tiny])
+    assert record["training"]["train_images"] == 2  # --frames 1 of each folder

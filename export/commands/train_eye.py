@@ -152,7 +152,9 @@ def run(args: argparse.Namespace) -> int:
     if per_box:
         log.info("%d non-eye patches for the eye verifier", len(non_eyes))
     if recipe.negatives_per_box and not len(non_eyes):
-        raise MgsError(f"--negatives-per-box: {args.data} has no boxes with eyes to cut non-eye patches from")
+        raise MgsError(
+            f"--negatives-per-box: {', '.join(map(str, args.data))} has no boxes with eyes to cut non-eye patches from"
+        )
     hard_non_eyes = None
     if args.hard_negatives is not None:
         from device.inference import load_models

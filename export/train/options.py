@@ -11,7 +11,14 @@ if TYPE_CHECKING:
 
 
 def add_common(parser: argparse.ArgumentParser, default_out: str) -> None:
-    parser.add_argument("--data", type=Path, required=True, help="training dataset folder (docs/dataset.md format)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="training dataset folder(s) (docs/dataset.md format); several are trained on as one, "
+        "e.g. synthetic frames of the default and the hardest preset",
+    )
     parser.add_argument(
         "--out",
         type=Path,
@@ -23,7 +30,7 @@ def add_common(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, or cuda")
     parser.add_argument("--resume", action="store_true", help="continue from OUT.ckpt after the last finished epoch")
     parser.add_argument(
-        "--frames", type=int, help="use only the first N frames of --data (CPU time budget); default all"
+        "--frames", type=int, help="use only the first N frames of each --data folder (CPU time budget); default all"
     )
     parser.add_argument(
         "--no-augment",
@@ -39,15 +46,15 @@ def add_common(parser: argparse.ArgumentParser, default_out: str) -> None:
 
 
 def open_data(args: argparse.Namespace) -> Dataset:
-    """The --data dataset, cut to its first --frames frames when asked."""
+    """The --data dataset(s) as one, each cut to its first --frames frames when asked."""
     import dataclasses
 
-    from export.dataset import open_dataset
+    from export.dataset import combine_datasets, open_dataset
     from mgs_core.errors import MgsError
 
-    data = open_dataset(args.data)
+    if args.frames is not None and args.frames < 1:
+        raise MgsError(f"--frames must be at least 1, got {args.frames}")
+    datasets = [open_dataset(path) for path in args.data]
     if args.frames is not None:
-        if args.frames < 1:
-            raise MgsError(f"--frames must be at least 1, got {args.frames}")
-        data = dataclasses.replace(data, frames=data.frames[: args.frames])
-    return data
+        datasets = [dataclasses.replace(d, frames=d.frames[: args.frames]) for d in datasets]
+    return combine_datasets(datasets)

@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import random
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +42,13 @@ def architecture_name(module: nn.Module) -> str:
     return f"{type(module).__module__}.{type(module).__name__}"
 
 
-def labels_fingerprint(dataset_dir: Path) -> str:
-    """sha256 of labels.jsonl: identifies the training labels without shipping the data."""
-    return hashlib.sha256((Path(dataset_dir) / "labels.jsonl").read_bytes()).hexdigest()
+def labels_fingerprint(dataset_dirs: Sequence[Path]) -> str:
+    """sha256 of labels.jsonl (of each folder's, one after the other, for several): identifies the
+    training labels without shipping the data."""
+    digest = hashlib.sha256()
+    for folder in dataset_dirs:
+        digest.update((Path(folder) / "labels.jsonl").read_bytes())
+    return digest.hexdigest()
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -58,6 +63,8 @@ def command_line(args: argparse.Namespace) -> str:
             parts.append(flag)
         elif isinstance(value, tuple):
             parts += [flag, "x".join(str(v) for v in value)]
+        elif isinstance(value, list):
+            parts += [flag, *(str(v) for v in value)]
         else:
             parts += [flag, str(value)]
     return shlex.join(parts)
