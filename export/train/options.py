@@ -46,7 +46,8 @@ def add_common(parser: argparse.ArgumentParser, default_out: str) -> None:
 
 
 def open_data(args: argparse.Namespace) -> Dataset:
-    """The --data dataset(s) as one, each cut to its first --frames frames when asked."""
+    """The --data dataset(s) as one, each cut to its first --frames frames when asked (training
+    commands take several folders, evaluate and crossval one)."""
     import dataclasses
 
     from export.dataset import combine_datasets, open_dataset
@@ -54,7 +55,8 @@ def open_data(args: argparse.Namespace) -> Dataset:
 
     if args.frames is not None and args.frames < 1:
         raise MgsError(f"--frames must be at least 1, got {args.frames}")
-    datasets = [open_dataset(path) for path in args.data]
+    paths = args.data if isinstance(args.data, list) else [args.data]
+    datasets = [open_dataset(path) for path in paths]
     if args.frames is not None:
         datasets = [dataclasses.replace(d, frames=d.frames[: args.frames]) for d in datasets]
     return combine_datasets(datasets)
