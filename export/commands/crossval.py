@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from export.train.samples import eye_samples
     from export.train.weights import pick_device
 
-    samples = eye_samples(open_data(args))
+    samples = eye_samples(open_data([args.data], args.frames))
     recipe = EyeRecipe(
         epochs=args.epochs,
         batch=args.batch,

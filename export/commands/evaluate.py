@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from export.evaluate import EvalOptions, write_report
     from export.train.options import open_data
 
-    data = open_data(args)
+    data = open_data([args.data], args.frames)
     seen = training_ranges(open_dataset(args.train_data)) if args.train_data else None
     pipelines = ("full", "fast") if args.pipeline == "both" else (args.pipeline,)
     options = EvalOptions(match_px=args.match_px, pipelines=pipelines, progress=not args.quiet, seen_conditions=seen)

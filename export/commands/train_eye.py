@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         negatives_per_box=args.negatives_per_box,
     )
     started = time.monotonic()
-    data = open_data(args)
+    data = open_data(args.data, args.frames)
     # A verifier network fine-tuned without --negatives-per-box keeps its verdict on eyes and on
     # non-eye patches of the same frames (export.train.eye.train_eye).
     keep_verifier = init is not None and has_verifier(init) and not recipe.negatives_per_box

@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         augment=not args.no_augment,
     )
-    data = open_data(args)
+    data = open_data(args.data, args.frames)
     started = time.monotonic()
     if args.model == "fine":
         if args.crop % 2 ** (args.depth - 1):

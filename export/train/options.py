@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,18 +46,17 @@ def add_common(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def open_data(args: argparse.Namespace) -> Dataset:
-    """The --data dataset(s) as one, each cut to its first --frames frames when asked (training
-    commands take several folders, evaluate and crossval one)."""
+def open_data(paths: Sequence[Path], frames: int | None) -> Dataset:
+    """The datasets in `paths` as one, each cut to its first `frames` frames when asked (training
+    commands pass their --data folders, evaluate and crossval their one)."""
     import dataclasses
 
     from export.dataset import combine_datasets, open_dataset
     from mgs_core.errors import MgsError
 
-    if args.frames is not None and args.frames < 1:
-        raise MgsError(f"--frames must be at least 1, got {args.frames}")
-    paths = args.data if isinstance(args.data, list) else [args.data]
+    if frames is not None and frames < 1:
+        raise MgsError(f"--frames must be at least 1, got {frames}")
     datasets = [open_dataset(path) for path in paths]
-    if args.frames is not None:
-        datasets = [dataclasses.replace(d, frames=d.frames[: args.frames]) for d in datasets]
+    if frames is not None:
+        datasets = [dataclasses.replace(d, frames=d.frames[:frames]) for d in datasets]
     return combine_datasets(datasets)
