@@ -127,6 +127,7 @@ class EyeBlob:
     fill: float = 1.0
     context: float = 1.0
     ears_near: bool = True
+    width_px: float = 0.0  # longest side of the blob's bounding box: the eye's width, open or shut
 
 
 def find_eye_blobs(
@@ -172,6 +173,7 @@ def find_eye_blobs(
                 fill=area / (bw * bh),
                 context=context,
                 ears_near=ears,
+                width_px=float(max(bw * sx, bh * sy)),
             )
         )
     blobs.sort(key=lambda b: -b.area_px)
@@ -201,28 +203,53 @@ def animal_found(classes: np.ndarray, min_pixels: int = 1) -> bool:
 
 
 def crop_patches(
-    frame: np.ndarray, centres: Sequence[tuple[float, float]], size: int = PATCH_SIZE
+    frame: np.ndarray,
+    centres: Sequence[tuple[float, float]],
+    size: int = PATCH_SIZE,
+    zooms: Sequence[float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """size x size patches centred on each (x, y) of the full frame, edge-padded where they leave it.
 
+    With `zooms` (patch pixels per frame pixel, one per centre), each patch is the frame window of
+    side size / zoom resized to size x size: what a scale-normalised eye model sees (`patch_zooms`).
     Returns (patches [N, size, size, 3] uint8, clipped [N] bool: the patch needed padding).
     """
-    h, w = frame.shape[:2]
     patches = np.empty((len(centres), size, size, frame.shape[2]), dtype=frame.dtype)
     clipped = np.zeros(len(centres), dtype=bool)
-    half = size // 2
     for i, (cx, cy) in enumerate(centres):
-        x0 = int(round(cx)) - half
-        y0 = int(round(cy)) - half
-        x1, y1 = x0 + size, y0 + size
-        if x0 >= 0 and y0 >= 0 and x1 <= w and y1 <= h:
-            patches[i] = frame[y0:y1, x0:x1]
-            continue
-        clipped[i] = True
-        rows = np.clip(np.arange(y0, y1), 0, h - 1)
-        cols = np.clip(np.arange(x0, x1), 0, w - 1)
-        patches[i] = frame[rows[:, None], cols[None, :]]
+        side = size if zooms is None else max(1, int(round(size / zooms[i])))
+        window, clipped[i] = _cut(frame, cx, cy, side)
+        if side != size:
+            shrink = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+            window = cv2.resize(window, (size, size), interpolation=shrink)
+        patches[i] = window
     return patches, clipped
+
+
+def _cut(frame: np.ndarray, cx: float, cy: float, side: int) -> tuple[np.ndarray, bool]:
+    """The side x side window of the frame centred on (cx, cy), edge-padded; and whether it needed padding."""
+    h, w = frame.shape[:2]
+    x0 = int(round(cx)) - side // 2
+    y0 = int(round(cy)) - side // 2
+    x1, y1 = x0 + side, y0 + side
+    if x0 >= 0 and y0 >= 0 and x1 <= w and y1 <= h:
+        return frame[y0:y1, x0:x1], False
+    rows = np.clip(np.arange(y0, y1), 0, h - 1)
+    cols = np.clip(np.arange(x0, x1), 0, w - 1)
+    return frame[rows[:, None], cols[None, :]], True
+
+
+#: A scale-normalised eye model sees an eye of any size at its `eye_width`, within these zooms:
+#: beyond them the blob is more likely a part of an eye or something else than a tiny or huge eye.
+ZOOM_RANGE = (0.5, 2.0)
+
+
+def patch_zooms(widths_px: Sequence[float], eye_width: float) -> list[float] | None:
+    """Zoom per eye so an eye `widths_px` wide in the frame is `eye_width` wide in its patch;
+    None (fixed 50x50 crops) for an eye model trained without scale normalisation (eye_width 0)."""
+    if eye_width <= 0:
+        return None
+    return [float(np.clip(eye_width / max(w, 1.0), *ZOOM_RANGE)) for w in widths_px]
 
 
 def sharpness(patch: np.ndarray) -> float:
@@ -246,7 +273,7 @@ def _centre_distance(h: int, w: int) -> np.ndarray:
     return np.hypot(xx - (w - 1) / 2, yy - (h - 1) / 2)
 
 
-def eye_contrast(patch: np.ndarray, area_px: int) -> float:
+def eye_contrast(patch: np.ndarray, area_px: float) -> float:
     """Mean grey of a ring around the patch centre minus the centre (the eye), in grey levels / 255.
 
     Signed: how an eye differs from the fur around it depends on fur, eye colour and light, so the
@@ -418,17 +445,20 @@ def score_blobs(
     config: EyeConfig,
     groups: Sequence[int] | None = None,
     model: ConfidenceModel = SHIPPED_CONFIDENCE,
+    eye_width: float = 0.0,
 ) -> list[EyeScore | None]:
     """Crop, score and verify every blob in ONE regressor call (batching is the cheap part), keep the
     eyes (`select_eyes`), then quality-check and judge those.
 
     Each eye's score is the mean of its patch and the patch's mirror image (`score_patches`).
     `groups` gives each blob's box (all one box when None): the two eyes of one box should agree.
-    Returns one entry per blob, None where it was not kept as an eye.
+    `eye_width` > 0 (the eye model's `Models.eye_width`) cuts each patch so the blob's width is
+    that many patch pixels (`patch_zooms`). Returns one entry per blob, None where it was not kept as an eye.
     """
     if not blobs:
         return []
-    patches, clipped = crop_patches(frame, [(b.x, b.y) for b in blobs])
+    zooms = patch_zooms([b.width_px for b in blobs], eye_width)
+    patches, clipped = crop_patches(frame, [(b.x, b.y) for b in blobs], zooms=zooms)
     scored = score_patches(regressor, patches)
     own, mirrored, scores = scored.own, scored.mirrored, scored.scores
     groups = list(groups) if groups is not None else [0] * len(blobs)
@@ -436,6 +466,7 @@ def score_blobs(
     out: list[EyeScore | None] = [None] * len(blobs)
     for i in kept:
         blob, patch, clip, score = blobs[i], patches[i], clipped[i], scores[i]
+        patch_area = blob.area_px * (1.0 if zooms is None else zooms[i] ** 2)
         sharp = sharpness(patch)
         others = [float(scores[j]) for j in kept if j != i and groups[j] == groups[i]]
         cues = EyeCues(
@@ -444,7 +475,7 @@ def score_blobs(
             context=round(blob.context, 4),
             ears_near=blob.ears_near,
             sharpness=round(sharp, 2),
-            contrast=round(eye_contrast(patch, blob.area_px), 4),
+            contrast=round(eye_contrast(patch, patch_area), 4),
             orientation_spread=round(orientation_spread(patch), 4),
             flip_gap=round(abs(float(own[i]) - float(mirrored[i])) / SCORE_MAX, 4),
             pair_gap=round(min(abs(float(score) - o) for o in others) / SCORE_MAX, 4) if others else 0.0,

@@ -11,11 +11,12 @@ On a 2-core box onnxruntime's spinning worker threads fight OpenCV and the video
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 
@@ -88,6 +89,7 @@ class OnnxRunner:
         self.input_name = inp.name
         self.input_shape = tuple(inp.shape)
         self.output_name = self.session.get_outputs()[0].name
+        self.metadata = _metadata(self.session.get_modelmeta().custom_metadata_map, self.path)
 
     @property
     def input_hw(self) -> tuple[int, int] | None:
@@ -97,6 +99,21 @@ class OnnxRunner:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+
+def _metadata(props: dict[str, str], path: Path) -> dict[str, Any]:
+    """The file's metadata_props, each written JSON-encoded by `mgs-export onnx`."""
+    try:
+        return {key: json.loads(value) for key, value in props.items()}
+    except ValueError:
+        raise MgsError(f"model {path}: its metadata is not JSON; re-export it with `mgs-export onnx`") from None
+
+
+def eye_width_of(runner: object) -> float:
+    """The eye width (patch px) the eye model was trained at: 0 = fixed crops (models before issue 10's
+    fifth step, or any runner without the file's metadata)."""
+    config = getattr(runner, "metadata", {}).get("network_config") or {}
+    return float(config.get("eye_width", 0.0))
 
 
 def onnx_runner(
@@ -125,6 +142,8 @@ class Models:
     """The three networks of the method, ready to call, and the fingerprint published with scores.
 
     `coarse_size` is the fixed (H, W) input of seg_coarse: ROIs are resized to it for the head search.
+    `eye_width` > 0: the eye model was trained on scale-normalised patches, an eye that many pixels
+    wide whatever its size in the frame, and the pipeline must cut them so (`device.eyes.patch_zooms`).
     """
 
     seg_coarse: ModelRunner
@@ -133,6 +152,7 @@ class Models:
     model_sha256: str
     coarse_size: tuple[int, int] = (128, 256)
     files: dict[str, Path] = field(default_factory=dict)
+    eye_width: float = 0.0
 
 
 def model_set_sha256(file_shas: dict[str, str]) -> str:
@@ -188,4 +208,12 @@ def open_models(
     log.info(
         "models: %s on %s, %d threads", ", ".join(f"{n}={p.name}" for n, p in paths.items()), providers[0], threads
     )
-    return Models(runners["seg_coarse"], runners["seg_fine"], runners["eye"], model_sha256, coarse_size, dict(paths))
+    return Models(
+        runners["seg_coarse"],
+        runners["seg_fine"],
+        runners["eye"],
+        model_sha256,
+        coarse_size,
+        dict(paths),
+        eye_width_of(runners["eye"]),
+    )

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
@@ -354,13 +354,12 @@ class OffloadSwitch:
         self.local_calls = 0
         self.host_providers: list[str] = []
         runners = {name: OffloadRunner(self, name, file_sha256[name], getattr(local, name)) for name in MODEL_NAMES}
-        self.models = Models(
-            runners["seg_coarse"],
-            runners["seg_fine"],
-            runners["eye"],
-            local.model_sha256,
-            local.coarse_size,
-            dict(local.files),
+        self.models = replace(
+            local,
+            seg_coarse=runners["seg_coarse"],
+            seg_fine=runners["seg_fine"],
+            eye=runners["eye"],
+            files=dict(local.files),
         )
 
     def observe(self, fps: float, now: float | None = None) -> None:

@@ -112,12 +112,21 @@ def pad_to_multiple(image: np.ndarray, multiple: int = FINE_MULTIPLE) -> np.ndar
 
 
 def score_boxes(
-    frame: np.ndarray, blobs_per_box: Sequence[Sequence[EyeBlob]], animals: Sequence[bool], regressor, config: EyeConfig
+    frame: np.ndarray,
+    blobs_per_box: Sequence[Sequence[EyeBlob]],
+    animals: Sequence[bool],
+    models: Models,
+    config: EyeConfig,
 ) -> tuple[BoxResult, ...]:
     """One regressor call for the eyes of all boxes, split back per box."""
     flat = [b for blobs in blobs_per_box for b in blobs]
     scored = score_blobs(
-        frame, flat, regressor, config, groups=[box for box, blobs in enumerate(blobs_per_box) for _ in blobs]
+        frame,
+        flat,
+        models.eye,
+        config,
+        groups=[box for box, blobs in enumerate(blobs_per_box) for _ in blobs],
+        eye_width=models.eye_width,
     )
     out: list[BoxResult] = []
     i = 0
@@ -164,7 +173,7 @@ class FullResolutionPipeline:
             blobs_per_box.append(find_eye_blobs(classes, self.eye_config, origin=(roi.x, roi.y)))
             animals.append(animal_found(classes))
             watch.lap("post")
-        boxes = score_boxes(frame, blobs_per_box, animals, self.models.eye, self.eye_config)
+        boxes = score_boxes(frame, blobs_per_box, animals, self.models, self.eye_config)
         watch.lap("regressor")
         return FrameResult(frame_index=frame_index, capture_time=capture_time, boxes=boxes, stage_ms=watch.ms)
 
@@ -213,7 +222,7 @@ class FastPipeline:
             self._coarse(frame, due, n, watch)
         crops = self._crops(watch)
         blobs_per_box, animals = self._fine(frame, crops, watch)
-        boxes = score_boxes(frame, blobs_per_box, animals, self.models.eye, self.config.eyes)
+        boxes = score_boxes(frame, blobs_per_box, animals, self.models, self.config.eyes)
         watch.lap("regressor")
         return FrameResult(frame_index=frame_index, capture_time=capture_time, boxes=boxes, stage_ms=watch.ms)
 

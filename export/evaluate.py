@@ -49,7 +49,7 @@ from export.metrics import (
     precision_recall,
     score_agreement,
 )
-from export.train.samples import resize_mask
+from export.train.samples import eye_width_px, region_zooms, resize_mask
 from mgs_core.errors import MgsError
 from models.unet import CLASS_NAMES
 
@@ -106,6 +106,7 @@ def torch_runners(models_dir: Path) -> tuple[Models, dict[str, Any]]:
         eye=runners["eye"],
         model_sha256="torch-weights",
         coarse_size=coarse_size,
+        eye_width=float((info["eye"]["config"] or {}).get("eye_width", 0.0)),
     ), info
 
 
@@ -199,9 +200,11 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
                 cm_coarse += confusion_matrix(coarse, resize_mask(truth, models.coarse_size), n)
         true_eyes = [[e for e in b.eyes] for b in frame.boxes]
         n_true_visible += sum(e.visible for eyes in true_eyes for e in eyes)
-        scored = [e for eyes in true_eyes for e in eyes if e.visible and e.score is not None]
+        in_box = [(e, box) for box in frame.boxes for e in box.eyes if e.visible and e.score is not None]
+        scored = [e for e, _ in in_box]
         if scored:
-            patches, _ = crop_patches(image, [(e.x, e.y) for e in scored])
+            zooms = region_zooms([eye_width_px(e.x, e.y, box, mask) for e, box in in_box], models.eye_width)
+            patches, _ = crop_patches(image, [(e.x, e.y) for e in scored], zooms=zooms)
             preds = score_patches(models.eye, patches).scores
             for e, p in zip(scored, preds):
                 regressor_only.add(float(p), float(e.score))

@@ -15,7 +15,7 @@ argmax agreement with FP32 >= MIN_ARGMAX_AGREEMENT (both U-Nets). A file that fa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -95,14 +95,7 @@ class ComparingRunner:
 
 def comparing(models: Models, reference: Models) -> tuple[Models, dict[str, Agreement]]:
     runners = {n: ComparingRunner(getattr(models, n), getattr(reference, n)) for n in MODEL_NAMES}
-    wrapped = Models(
-        seg_coarse=runners["seg_coarse"],
-        seg_fine=runners["seg_fine"],
-        eye=runners["eye"],
-        model_sha256=models.model_sha256,
-        coarse_size=models.coarse_size,
-        files=models.files,
-    )
+    wrapped = replace(models, seg_coarse=runners["seg_coarse"], seg_fine=runners["seg_fine"], eye=runners["eye"])
     return wrapped, {n: r.agreement for n, r in runners.items()}
 
 

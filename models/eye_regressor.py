@@ -74,11 +74,24 @@ class EyeRegressor(nn.Module):
     25 M multiply-adds per patch against the paper's 2 M (models/TRAINING.md).
     """
 
-    def __init__(self, in_channels: int = 3, patch: int = PATCH_SIZE, outputs: int = 1, arch: str = "paper") -> None:
+    def __init__(
+        self,
+        in_channels: int = 3,
+        patch: int = PATCH_SIZE,
+        outputs: int = 1,
+        arch: str = "paper",
+        eye_width: float = 0.0,
+    ) -> None:
+        """`eye_width` > 0: the network is trained on and expects scale-normalised patches, an eye
+        that many pixels wide whatever its size in the frame (device.eyes.patch_zooms); 0: the
+        paper's fixed 50x50 crops. It changes no weight: it travels in `config` (and so in the
+        ONNX file's metadata) so the device cuts the patches the network learned on."""
         super().__init__()
         if arch not in ARCHITECTURES:
             raise ValueError(f"unknown eye regressor architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
         self.config = {"in_channels": in_channels, "patch": patch, "outputs": outputs, "arch": arch}
+        if eye_width > 0:
+            self.config["eye_width"] = eye_width
         if arch == "wide":
             a, b, c = WIDE_CHANNELS
             self.features = nn.Sequential(

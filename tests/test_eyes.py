@@ -6,7 +6,16 @@ import cv2
 import numpy as np
 import pytest
 
-from device.eyes import EyeBlob, EyeConfig, crop_patches, find_eye_blobs, score_blobs, sharpness
+from device.eyes import (
+    ZOOM_RANGE,
+    EyeBlob,
+    EyeConfig,
+    crop_patches,
+    find_eye_blobs,
+    patch_zooms,
+    score_blobs,
+    sharpness,
+)
 from mgs_core.errors import ConfigError
 from mgs_core.tomlconfig import from_dict
 
@@ -79,6 +88,68 @@ def test_patch_crop_inside_and_at_borders() -> None:
     assert np.array_equal(patches[1][23:, 22:], frame[0:27, 0:28])
     # centre completely outside: padding repeats the nearest column
     assert np.array_equal(patches[3][:, -1], frame[25:75, 0])
+
+
+def test_blob_width_is_its_longest_side_in_frame_pixels() -> None:
+    classes = np.zeros((100, 100), np.uint8)
+    cv2.ellipse(classes, (50, 50), (40, 30), 0, 0, 360, 1, -1)
+    cv2.ellipse(classes, (50, 50), (9, 2), 0, 0, 360, 3, -1)  # a nearly shut eye: a slit 19 px long
+    (blob,) = find_eye_blobs(classes, EyeConfig(min_area_px=10), scale=(2.0, 2.0))
+    assert blob.width_px == 2 * 19
+
+
+def disc_frame(radius: int) -> np.ndarray:
+    frame = np.full((400, 400, 3), 200, np.uint8)
+    cv2.circle(frame, (200, 200), radius, (20, 20, 20), -1)
+    return frame
+
+
+def dark_width(patch: np.ndarray) -> int:
+    return int(np.count_nonzero(patch[25, :, 0] < 110))
+
+
+@pytest.mark.parametrize("radius", [6, 10, 18])
+def test_scale_normalised_patches_show_every_eye_at_the_same_width(radius: int) -> None:
+    """An eye 12, 20 or 36 px wide fills 20 px of its patch: the regressor sees one scale."""
+    zooms = patch_zooms([2 * radius], 20.0)
+    patches, clipped = crop_patches(disc_frame(radius), [(200, 200)], zooms=zooms)
+    assert patches.shape == (1, 50, 50, 3) and not clipped[0]
+    assert abs(dark_width(patches[0]) - 20) <= 2
+    plain, _ = crop_patches(disc_frame(radius), [(200, 200)])
+    assert dark_width(plain[0]) == 2 * radius + 1
+
+
+def test_patch_zoom_is_bounded_and_absent_for_fixed_crop_models() -> None:
+    assert patch_zooms([4.0, 400.0], 20.0) == [ZOOM_RANGE[1], ZOOM_RANGE[0]]
+    assert patch_zooms([20.0], 0.0) is None
+    # a zoomed-out patch reaches further: a window that leaves the frame is flagged as clipped
+    frame = disc_frame(10)
+    assert list(crop_patches(frame, [(40, 200)], zooms=[1.0])[1]) == [False]
+    assert list(crop_patches(frame, [(40, 200)], zooms=[0.5])[1]) == [True]
+
+
+def test_score_blobs_cuts_the_patches_the_eye_model_was_trained_on() -> None:
+    """A stand-in eye model that reports the dark share of the patch's middle row: with the
+    model's eye_width the small and the large eye look alike, with fixed crops they do not."""
+
+    def dark_share(batch: np.ndarray) -> np.ndarray:
+        return (batch[:, 0, 25, :] < 0.43).mean(axis=1, keepdims=True).astype(np.float32) * 9
+
+    def scores(eye_width: float) -> list[float]:
+        out = []
+        for radius in (6, 18):
+            blob = EyeBlob(200, 200, int(np.pi * radius**2), False, width_px=2.0 * radius)
+            (eye,) = score_blobs(
+                disc_frame(radius), [blob], dark_share, EyeConfig(min_confidence=0.0), eye_width=eye_width
+            )
+            assert eye is not None
+            out.append(eye.score)
+        return out
+
+    small, large = scores(20.0)
+    assert abs(small - large) < 0.5
+    small, large = scores(0.0)
+    assert large - small > 3
 
 
 def test_blurred_and_partial_eyes_are_not_quality_ok() -> None:

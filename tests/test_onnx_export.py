@@ -126,6 +126,18 @@ def test_trained_weight_file_is_exported_with_its_fingerprint(tmp_path: Path, ar
     assert read_metadata(onnx.load(entry.path))["training_command"] == "mgs-export train-eye --data X"
 
 
+def test_the_device_reads_the_eye_width_an_eye_model_was_trained_at(tmp_path: Path):
+    from device.inference import eye_width_of, onnx_runner
+    from export.train.weights import save_atomic, weight_record
+
+    for eye_width, folder in ((20.0, "normalised"), (0.0, "fixed")):
+        module = EyeRegressor(arch="paper", eye_width=eye_width).eval()
+        (tmp_path / folder).mkdir()
+        save_atomic(weight_record(module, "eye", (50, 50), "abc", "cmd", {}), tmp_path / folder / "eye.pt")
+        assert mgs_export(["onnx", "--models", str(tmp_path / folder), "--only", "eye"]) == 0
+        assert eye_width_of(onnx_runner(tmp_path / folder / "eye.fp32.onnx")) == eye_width
+
+
 def test_missing_checkpoint_is_a_clear_error(tmp_path: Path, capsys):
     assert mgs_export(["onnx", "--models", str(tmp_path), "--only", "seg_fine"]) == 2
     err = capsys.readouterr().err

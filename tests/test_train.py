@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from device.eyes import EyeConfig, find_eye_blobs
 from export.cli import main as mgs_export
 from export.dataset import combine_datasets, open_dataset
 from export.synth.writer import write_dataset
 from export.train.augment import SEG_FINE, Augment, seg_batch, seg_sample
 from export.train.eye import EyeRecipe, augment, centre_patches, train_eye
-from export.train.samples import eye_samples, fine_crops
+from export.train.samples import eye_samples, eye_width_px, fine_crops, region_zooms
 from export.train.seg import SegRecipe, train_seg
 from export.train.weights import checkpoint_path, labels_fingerprint, load_network, read_record
 from mgs_core.errors import MgsError
@@ -168,6 +170,7 @@ def test_train_commands_write_complete_weight_files(tiny: Path, tmp_path: Path) 
     module, eye_record = load_network(eye)
     assert eye_record["training"]["optimizer"] == "sgd" and eye_record["training"]["epochs"] == 1
     assert eye_record["training"]["augment"] is False and eye_record["config"]["arch"] == "wide"
+    assert eye_record["config"]["eye_width"] == 20.0  # scale-normalised patches from scratch
     assert module(torch.rand(2, 3, 50, 50)).shape == (2, 1)
     assert (
         mgs_export(
@@ -191,3 +194,23 @@ def test_training_on_several_datasets_reads_every_frame_where_it_lies(tiny: Path
     assert f"--data {tiny} {other}" in record["command"]
     assert record["data_fingerprint"] == labels_fingerprint([tiny, other]) != labels_fingerprint([tiny])
     assert record["training"]["train_images"] == 2  # --frames 1 of each folder
+
+
+def test_eye_width_of_a_labelled_eye_is_its_mask_blob_as_the_device_measures_it(tiny: Path) -> None:
+    data = open_dataset(tiny)
+    frame = next(f for f in data.frames if any(e.visible and e.score is not None for b in f.boxes for e in b.eyes))
+    mask = data.read_mask(frame)
+    box = next(b for b in frame.boxes if any(e.visible and e.score is not None for e in b.eyes))
+    eye = next(e for e in box.eyes if e.visible and e.score is not None)
+    measured = eye_width_px(eye.x, eye.y, box, mask)
+    assert measured is not None and measured >= 3
+    blobs = find_eye_blobs(mask, EyeConfig(min_area_px=1, min_context_fraction=0.0))
+    nearest = min(blobs, key=lambda b: np.hypot(b.x - eye.x, b.y - eye.y))
+    assert measured == nearest.width_px
+    # without a mask: the renderer's condition; without either: unknown, cut at zoom 1
+    rendered = dataclasses.replace(box, conditions={"eye_width_px": 17.5})
+    assert eye_width_px(eye.x, eye.y, rendered, None) == 17.5
+    assert eye_width_px(eye.x, eye.y, dataclasses.replace(box, conditions={}), None) is None
+    assert region_zooms([None, 40.0], 20.0) == [1.0, 0.5]
+    normalised = eye_samples(data, eye_width=20.0)
+    assert len(normalised) == len(eye_samples(data)) and normalised.regions.shape[1:] == (90, 90, 3)

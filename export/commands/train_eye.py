@@ -20,6 +20,9 @@ FINE_TUNE = {"epochs": 10, "lr": 0.001, "schedule": "cosine"}
 # Non-eye patches per box on which a verifier network fine-tuned without --negatives-per-box keeps
 # its starting verdict.
 KEEP_VERIFIER_NON_EYES = 2
+# Patch width of every eye from scratch: the middle of the open eyes of the randomised generator
+# (10-34 px at 1080p), so typical eyes are barely resampled (docs/training.md).
+EYE_WIDTH = 20.0
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +55,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--schedule",
         choices=("constant", "cosine"),
         help="learning rate over the epochs: constant (paper; the default) or cosine decay to 0 (the default with --init)",
+    )
+    parser.add_argument(
+        "--eye-width",
+        type=float,
+        help=f"scale-normalised patches: every eye resized to this many pixels wide in its 50x50 patch, as the "
+        f"device then cuts them; 0 = the paper's fixed crops; default {EYE_WIDTH} from scratch, the --init file's own with --init",
     )
     parser.add_argument("--rotation", type=float, default=30.0, help="random rotation range in degrees (paper: 30)")
     parser.add_argument(
@@ -137,6 +146,9 @@ def run(args: argparse.Namespace) -> int:
         freeze_features=init is not None and not args.train_all,
         arch=args.arch or "paper",
         negatives_per_box=args.negatives_per_box,
+        eye_width=args.eye_width
+        if args.eye_width is not None
+        else (float(init.config.get("eye_width", 0.0)) if init is not None else EYE_WIDTH),
     )
     started = time.monotonic()
     data = open_data(args.data, args.frames)
@@ -145,9 +157,9 @@ def run(args: argparse.Namespace) -> int:
     keep_verifier = init is not None and has_verifier(init) and not recipe.negatives_per_box
     per_box = recipe.negatives_per_box or (KEEP_VERIFIER_NON_EYES if keep_verifier else 0)
     rng = np.random.default_rng([args.seed, 0x4E])
-    samples, non_eyes = eye_training_samples(data, per_box, rng)
+    samples, non_eyes = eye_training_samples(data, per_box, rng, recipe.eye_width)
     val_data = open_dataset(args.val) if args.val else None
-    val, val_non_eyes = eye_training_samples(val_data, per_box, rng) if val_data else (None, None)
+    val, val_non_eyes = eye_training_samples(val_data, per_box, rng, recipe.eye_width) if val_data else (None, None)
     log.info("%d scored eyes from %d frames", len(samples), len(data.frames))
     if per_box:
         log.info("%d non-eye patches for the eye verifier", len(non_eyes))
@@ -160,7 +172,9 @@ def run(args: argparse.Namespace) -> int:
         from device.inference import load_models
         from export.train.samples import false_eye_regions
 
-        hard_non_eyes = false_eye_regions(data, load_models(args.hard_negatives, precision="int8"), args.mine_frames)
+        hard_non_eyes = false_eye_regions(
+            data, load_models(args.hard_negatives, precision="int8"), args.mine_frames, recipe.eye_width
+        )
         log.info("%d false eyes of %s's pipeline as hard negatives", len(hard_non_eyes), args.hard_negatives)
     features, cifar_history = None, None
     if args.pretrain_cifar:

@@ -50,12 +50,15 @@ class EyeRecipe:
     arch: str = "paper"  # models.eye_regressor.ARCHITECTURES; ignored with `init`
     negatives_per_box: int = 0  # > 0: train the eye verifier output on that many non-eye patches per box
     verifier_weight: float = 1.0  # weight of the verifier's cross-entropy against the score's MSE
+    eye_width: float = 0.0  # > 0: scale-normalised patches, the eye this many px wide (models.eye_regressor)
 
     def check(self) -> None:
         if self.epochs < 1 or self.batch < 1 or self.lr <= 0:
             raise MgsError("--epochs and --batch must be at least 1 and --lr positive")
         if self.negatives_per_box < 0:
             raise MgsError("--negatives-per-box must be 0 (no eye verifier) or more")
+        if not 0 <= self.eye_width <= PATCH_SIZE:
+            raise MgsError(f"--eye-width must be 0 (fixed crops) or up to the patch size ({PATCH_SIZE} px)")
 
 
 def score_bins(scores: np.ndarray) -> np.ndarray:
@@ -183,6 +186,10 @@ def train_eye(
     if init is not None and labelled and not has_verifier(init):
         init = with_verifier(init)
     module = (init if init is not None else new_regressor(recipe.arch, pretrained_features, labelled)).to(device)
+    if recipe.eye_width > 0:
+        module.config["eye_width"] = recipe.eye_width
+    else:
+        module.config.pop("eye_width", None)
     # Fine-tuning a verifier network without verifier labels (a facility's reviewed eyes) would let
     # the shared head drift the verifier's output unsupervised: the starting network's own verdict
     # on the same eye and non-eye patches keeps it where it was.

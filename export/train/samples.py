@@ -12,14 +12,14 @@ The image id of every sample is kept so cross-validation can split by image, nev
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from device.eyes import EyeConfig, crop_patches
+from device.eyes import EYES, EyeConfig, crop_patches, patch_zooms
 from models.unet import CLASS_NAMES
 
 if TYPE_CHECKING:
@@ -56,16 +56,49 @@ class SegSamples:
         return counts / counts.sum()
 
 
-def scored_eyes(frame: Frame) -> Iterator[tuple[float, float, float]]:
-    """(x, y, score) of every visible eye with a score; unscored eyes cannot teach the regressor."""
+def scored_eyes(frame: Frame) -> Iterator[tuple[float, float, float, Box]]:
+    """(x, y, score, box) of every visible eye with a score; unscored eyes cannot teach the regressor."""
     for box in frame.boxes:
         for eye in box.eyes:
             if eye.visible and eye.score is not None:
-                yield eye.x, eye.y, float(eye.score)
+                yield eye.x, eye.y, float(eye.score), box
 
 
-def eye_samples(dataset: Dataset) -> EyeSamples:
-    return eye_training_samples(dataset)[0]
+#: An eye's own blob in the class mask is looked for within this many pixels of its labelled centre.
+EYE_BLOB_REACH = 6.0
+#: ... inside a window this many pixels either side of the centre (wider than any eye).
+EYE_BLOB_WINDOW = 48
+
+
+def eye_width_px(x: float, y: float, box: Box, mask: np.ndarray | None) -> float | None:
+    """How wide the eye at (x, y) is in the frame, measured as the device measures a blob
+    (`EyeBlob.width_px`, the longest side of its bounding box) on the labelled class mask; without a
+    mask (or no eye pixels there) the renderer's `eye_width_px` condition of the box; else None."""
+    if mask is not None:
+        h, w = mask.shape
+        cx, cy = int(round(x)), int(round(y))
+        x0, y0 = max(cx - EYE_BLOB_WINDOW, 0), max(cy - EYE_BLOB_WINDOW, 0)
+        window = (mask[y0 : cy + EYE_BLOB_WINDOW + 1, x0 : cx + EYE_BLOB_WINDOW + 1] == EYES).view(np.uint8)
+        if window.size and window.any():
+            n, labels, stats, _ = cv2.connectedComponentsWithStats(window, connectivity=8)
+            yy, xx = np.nonzero(labels)
+            near = np.hypot(xx + x0 - x, yy + y0 - y)
+            if near.min() <= EYE_BLOB_REACH:
+                bx, by, bw, bh, _ = stats[labels[yy[near.argmin()], xx[near.argmin()]]]
+                return float(max(bw, bh))
+    width = box.conditions.get("eye_width_px")
+    return float(width) if isinstance(width, int | float) and width > 0 else None
+
+
+def region_zooms(widths: Sequence[float | None], eye_width: float) -> list[float] | None:
+    """The device's zoom (`device.eyes.patch_zooms`) per eye of known width, 1 (a plain crop) where unknown."""
+    if eye_width <= 0:
+        return None
+    return [1.0 if w is None else patch_zooms([w], eye_width)[0] for w in widths]
+
+
+def eye_samples(dataset: Dataset, eye_width: float = 0.0) -> EyeSamples:
+    return eye_training_samples(dataset, eye_width=eye_width)[0]
 
 
 #: A non-eye sample lies at least this many pixels from every labelled eye, hidden ones included
@@ -75,16 +108,21 @@ NON_EYE_CLEARANCE = 16.0
 HEAD_REACH = 0.2
 
 
-def non_eye_regions(dataset: Dataset, per_box: int, rng: np.random.Generator) -> np.ndarray:
+def non_eye_regions(dataset: Dataset, per_box: int, rng: np.random.Generator, eye_width: float = 0.0) -> np.ndarray:
     """[N, 90, 90, 3] regions centred where there is no eye, for the eye verifier's negatives (`_non_eye_centres`)."""
-    return eye_training_samples(dataset, per_box, rng)[1]
+    return eye_training_samples(dataset, per_box, rng, eye_width)[1]
 
 
 def eye_training_samples(
-    dataset: Dataset, non_eyes_per_box: int = 0, rng: np.random.Generator | None = None
+    dataset: Dataset, non_eyes_per_box: int = 0, rng: np.random.Generator | None = None, eye_width: float = 0.0
 ) -> tuple[EyeSamples, np.ndarray]:
     """The eye regions and, with `non_eyes_per_box`, the non-eye regions ([N, 90, 90, 3]) of a
-    dataset, reading every frame once (decoding the frames is the slow part)."""
+    dataset, reading every frame once (decoding the frames is the slow part).
+
+    With `eye_width` > 0 every region is cut as the device cuts a scale-normalised patch: the eye
+    `eye_width` px wide (`eye_width_px`, `region_zooms`); non-eye regions at the zoom of the
+    frame's eyes, since the device cuts a false eye at the zoom its blob asks for.
+    """
     regions, scores, ids, non_eyes = [], [], [], []
     for index, frame in enumerate(dataset.frames):
         eyes = list(scored_eyes(frame))
@@ -92,17 +130,18 @@ def eye_training_samples(
         if not eyes and not cut_non_eyes:
             continue
         image = dataset.read_image(frame)
+        mask = dataset.read_mask(frame) if frame.mask is not None and (eye_width > 0 or cut_non_eyes) else None
+        zooms = region_zooms([eye_width_px(x, y, box, mask) for x, y, _, box in eyes], eye_width)
         if eyes:
-            patches, _ = crop_patches(image, [(x, y) for x, y, _ in eyes], size=2 * EYE_REGION_HALF)
+            patches, _ = crop_patches(image, [(x, y) for x, y, _, _ in eyes], 2 * EYE_REGION_HALF, zooms)
             regions.append(patches)
-            scores.extend(s for _, _, s in eyes)
+            scores.extend(s for _, _, s, _ in eyes)
             ids.extend([index] * len(eyes))
         if cut_non_eyes:
             assert rng is not None, "non-eye regions are drawn at random: pass rng"
-            mask = dataset.read_mask(frame) if frame.mask is not None else None
             centres = _non_eye_centres(image, mask, frame.boxes, non_eyes_per_box, rng)
             if centres:
-                non_eyes.append(crop_patches(image, centres, size=2 * EYE_REGION_HALF)[0])
+                non_eyes.append(crop_patches(image, centres, 2 * EYE_REGION_HALF, _like(zooms, len(centres), rng))[0])
     empty = np.zeros((0, 2 * EYE_REGION_HALF, 2 * EYE_REGION_HALF, 3), np.uint8)
     samples = (
         EyeSamples(np.concatenate(regions), np.asarray(scores, np.float32), np.asarray(ids))
@@ -110,6 +149,13 @@ def eye_training_samples(
         else EyeSamples(empty, np.zeros(0, np.float32), np.zeros(0, int))
     )
     return samples, np.concatenate(non_eyes) if non_eyes else empty
+
+
+def _like(zooms: list[float] | None, n: int, rng: np.random.Generator) -> list[float] | None:
+    """n zooms drawn from a frame's eye zooms (1 where the frame has none): non-eyes cut at eye scale."""
+    if zooms is None:
+        return None
+    return list(rng.choice(zooms, n)) if zooms else [1.0] * n
 
 
 def _non_eye_centres(
@@ -149,12 +195,16 @@ def _non_eye_centres(
     return centres
 
 
-def false_eye_regions(dataset: Dataset, models: Models, frames: int | None = None) -> np.ndarray:
+def false_eye_regions(
+    dataset: Dataset, models: Models, frames: int | None = None, eye_width: float = 0.0
+) -> np.ndarray:
     """[N, 90, 90, 3] regions at the eye candidates a model set's device pipeline finds where no eye is labelled.
 
     Hard negatives for the eye verifier: exactly what the segmenter mistakes for eyes. The fast
     pipeline runs with every filter after the segmenter opened (no verifier, no confidence, no
-    per-box limit), one fresh pipeline per frame as in `mgs-export evaluate`.
+    per-box limit), one fresh pipeline per frame as in `mgs-export evaluate`. With `eye_width`,
+    each is cut at the zoom of its own found blob's area taken as a round eye's, which is what the
+    pipeline reports of it.
     """
     from device.pipeline import FastPipeline, PipelineConfig
     from device.rois import Roi
@@ -168,14 +218,15 @@ def false_eye_regions(dataset: Dataset, models: Models, frames: int | None = Non
         image = dataset.read_image(frame)
         rois = [Roi(*(int(round(v)) for v in box.roi)) for box in frame.boxes]
         result = FastPipeline(models, rois, config)(image)
-        centres = [
-            (eye.x, eye.y)
+        false = [
+            eye
             for box, found in zip(frame.boxes, result.boxes)
             for eye in found.eyes
             if all(np.hypot(eye.x - e.x, eye.y - e.y) >= NON_EYE_CLEARANCE for e in box.eyes)
         ]
-        if centres:
-            regions.append(crop_patches(image, centres, size=2 * EYE_REGION_HALF)[0])
+        if false:
+            zooms = patch_zooms([2.0 * np.sqrt(eye.area_px / np.pi) for eye in false], eye_width)
+            regions.append(crop_patches(image, [(eye.x, eye.y) for eye in false], 2 * EYE_REGION_HALF, zooms)[0])
     if not regions:
         return np.zeros((0, 2 * EYE_REGION_HALF, 2 * EYE_REGION_HALF, 3), np.uint8)
     return np.concatenate(regions)
