@@ -467,7 +467,8 @@ def score_blobs(
     for i in kept:
         blob, patch, clip, score = blobs[i], patches[i], clipped[i], scores[i]
         patch_area = blob.area_px * (1.0 if zooms is None else zooms[i] ** 2)
-        sharp = sharpness(patch)
+        # Blur is judged at the camera's own scale: an enlarged small eye is soft but not blurred.
+        sharp = sharpness(patch if zooms is None else _cut(frame, blob.x, blob.y, PATCH_SIZE)[0])
         others = [float(scores[j]) for j in kept if j != i and groups[j] == groups[i]]
         cues = EyeCues(
             area_px=blob.area_px,

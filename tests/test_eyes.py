@@ -152,6 +152,17 @@ def test_score_blobs_cuts_the_patches_the_eye_model_was_trained_on() -> None:
     assert large - small > 3
 
 
+def test_blur_is_judged_at_the_cameras_scale_not_on_the_enlarged_patch() -> None:
+    frame = disc_frame(6)
+    native = sharpness(crop_patches(frame, [(200, 200)])[0][0])
+    enlarged = sharpness(crop_patches(frame, [(200, 200)], zooms=patch_zooms([12.0], 20.0))[0][0])
+    assert enlarged < native / 2
+    config = EyeConfig(min_confidence=0.0, min_sharpness=(native + enlarged) / 2)
+    constant = lambda batch: np.full((len(batch), 1), 3.0, np.float32)  # noqa: E731 - a stand-in regressor
+    (eye,) = score_blobs(frame, [EyeBlob(200, 200, 113, False, width_px=12.0)], constant, config, eye_width=20.0)
+    assert eye is not None and eye.quality_ok and eye.sharpness == round(native, 2)
+
+
 def test_blurred_and_partial_eyes_are_not_quality_ok() -> None:
     rng = np.random.default_rng(1)
     frame = (rng.random((200, 200, 3)) * 255).astype(np.uint8)
