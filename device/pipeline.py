@@ -202,10 +202,19 @@ class FastPipeline:
         self._frames = 0
 
     def __call__(self, frame: np.ndarray, frame_index: int = 0, capture_time: float = 0.0) -> FrameResult:
+        watch = _Stopwatch()
+        blobs_per_box, animals = self.eye_blobs(frame, watch)
+        boxes = score_boxes(frame, blobs_per_box, animals, self.models, self.config.eyes)
+        watch.lap("regressor")
+        return FrameResult(frame_index=frame_index, capture_time=capture_time, boxes=boxes, stage_ms=watch.ms)
+
+    def eye_blobs(self, frame: np.ndarray, watch: _Stopwatch | None = None) -> tuple[list[list[EyeBlob]], list[bool]]:
+        """The eye candidates of each box and whether an animal was seen in it, before the eye model:
+        what training cuts its patches at to learn the device's own view (export.train.samples)."""
         if frame.shape != self._checked_shape:
             check_inside(self.rois, frame.shape)
             self._checked_shape = frame.shape
-        watch = _Stopwatch()
+        watch = watch or _Stopwatch()
         n = self._frames
         self._frames += 1
         every = self.config.coarse_every
@@ -220,11 +229,7 @@ class FastPipeline:
         ]
         if due:
             self._coarse(frame, due, n, watch)
-        crops = self._crops(watch)
-        blobs_per_box, animals = self._fine(frame, crops, watch)
-        boxes = score_boxes(frame, blobs_per_box, animals, self.models, self.config.eyes)
-        watch.lap("regressor")
-        return FrameResult(frame_index=frame_index, capture_time=capture_time, boxes=boxes, stage_ms=watch.ms)
+        return self._fine(frame, self._crops(watch), watch)
 
     def _coarse(self, frame: np.ndarray, due: list[int], n: int, watch: _Stopwatch) -> None:
         size = self.models.coarse_size

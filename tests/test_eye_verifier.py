@@ -129,15 +129,22 @@ def test_training_the_verifier_separates_eyes_from_non_eyes(tiny: Path, tmp_path
     assert output.type.tensor_type.shape.dim[1].dim_value == 2
 
 
-def test_hard_negatives_are_the_pipelines_false_eyes(tiny: Path) -> None:
+def test_hard_negatives_are_the_pipelines_false_eyes_and_it_measures_the_true_ones(tiny: Path) -> None:
     from device.inference import load_models
-    from export.train.samples import false_eye_regions
+    from export.train.samples import device_view, eye_training_samples
 
     data = open_dataset(tiny)
     models = load_models(precision="int8")
-    regions = false_eye_regions(data, models)
-    assert regions.ndim == 4 and regions.shape[1:] == (90, 90, 3)
-    assert len(false_eye_regions(data, models, frames=0)) == 0
+    view = device_view(data, models, eye_width=20.0)
+    assert view.false_eyes.ndim == 4 and view.false_eyes.shape[1:] == (90, 90, 3)
+    assert view.widths and all(3 <= w <= 100 for w in view.widths.values())
+    empty = device_view(data, models, frames=0)
+    assert len(empty.false_eyes) == 0 and not empty.widths
+    # an eye the device measured twice as wide is cut at half the zoom: it looks half as wide
+    doubled = {key: 2 * w for key, w in view.widths.items()}
+    own = eye_training_samples(data, eye_width=20.0, device_widths=view.widths)[0]
+    wide = eye_training_samples(data, eye_width=20.0, device_widths=doubled)[0]
+    assert len(own) == len(wide) and not np.array_equal(own.regions, wide.regions)
 
 
 def test_hard_negatives_need_the_verifier(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

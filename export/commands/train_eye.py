@@ -84,7 +84,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="MODELS",
         help="with --negatives-per-box: also train the verifier on what this model set's device pipeline takes for "
-        "eyes where none is labelled (a models folder with manifest.json, e.g. models); half of the non-eye patches",
+        "eyes where none is labelled (a models folder with manifest.json, e.g. models); half of the non-eye patches. "
+        "With --eye-width, the eyes that pipeline finds are also cut at the width its segmenter measures",
     )
     parser.add_argument(
         "--mine-frames",
@@ -157,25 +158,27 @@ def run(args: argparse.Namespace) -> int:
     keep_verifier = init is not None and has_verifier(init) and not recipe.negatives_per_box
     per_box = recipe.negatives_per_box or (KEEP_VERIFIER_NON_EYES if keep_verifier else 0)
     rng = np.random.default_rng([args.seed, 0x4E])
-    samples, non_eyes = eye_training_samples(data, per_box, rng, recipe.eye_width)
+    view = None
+    if args.hard_negatives is not None:
+        from device.inference import load_models
+        from export.train.samples import device_view
+
+        view = device_view(data, load_models(args.hard_negatives, precision="int8"), args.mine_frames, recipe.eye_width)
+        log.info("%d false eyes of %s's pipeline as hard negatives", len(view.false_eyes), args.hard_negatives)
+    device_widths = view.widths if view is not None and recipe.eye_width > 0 else None
+    samples, non_eyes = eye_training_samples(data, per_box, rng, recipe.eye_width, device_widths)
     val_data = open_dataset(args.val) if args.val else None
     val, val_non_eyes = eye_training_samples(val_data, per_box, rng, recipe.eye_width) if val_data else (None, None)
     log.info("%d scored eyes from %d frames", len(samples), len(data.frames))
+    if device_widths:
+        log.info("%d of them cut at the width %s's segmenter measures", len(device_widths), args.hard_negatives)
     if per_box:
         log.info("%d non-eye patches for the eye verifier", len(non_eyes))
     if recipe.negatives_per_box and not len(non_eyes):
         raise MgsError(
             f"--negatives-per-box: {', '.join(map(str, args.data))} has no boxes with eyes to cut non-eye patches from"
         )
-    hard_non_eyes = None
-    if args.hard_negatives is not None:
-        from device.inference import load_models
-        from export.train.samples import false_eye_regions
-
-        hard_non_eyes = false_eye_regions(
-            data, load_models(args.hard_negatives, precision="int8"), args.mine_frames, recipe.eye_width
-        )
-        log.info("%d false eyes of %s's pipeline as hard negatives", len(hard_non_eyes), args.hard_negatives)
+    hard_non_eyes = view.false_eyes if view is not None else None
     features, cifar_history = None, None
     if args.pretrain_cifar:
         from export.cifar import pretrain_features

@@ -114,15 +114,21 @@ def non_eye_regions(dataset: Dataset, per_box: int, rng: np.random.Generator, ey
 
 
 def eye_training_samples(
-    dataset: Dataset, non_eyes_per_box: int = 0, rng: np.random.Generator | None = None, eye_width: float = 0.0
+    dataset: Dataset,
+    non_eyes_per_box: int = 0,
+    rng: np.random.Generator | None = None,
+    eye_width: float = 0.0,
+    device_widths: dict[tuple[int, int], float] | None = None,
 ) -> tuple[EyeSamples, np.ndarray]:
     """The eye regions and, with `non_eyes_per_box`, the non-eye regions ([N, 90, 90, 3]) of a
     dataset, reading every frame once (decoding the frames is the slow part).
 
     With `eye_width` > 0 every region is cut as the device cuts a scale-normalised patch: the eye
     `eye_width` px wide (`eye_width_px`, `region_zooms`); non-eye regions at the zoom of the
-    frame's eyes, since the device cuts a false eye at the zoom its blob asks for.
+    frame's eyes, since the device cuts a false eye at the zoom its blob asks for. `device_widths`
+    (`DeviceView.widths`) replace the labelled width of the eyes the device found.
     """
+    device_widths = device_widths or {}
     regions, scores, ids, non_eyes = [], [], [], []
     for index, frame in enumerate(dataset.frames):
         eyes = list(scored_eyes(frame))
@@ -131,7 +137,10 @@ def eye_training_samples(
             continue
         image = dataset.read_image(frame)
         mask = dataset.read_mask(frame) if frame.mask is not None and (eye_width > 0 or cut_non_eyes) else None
-        zooms = region_zooms([eye_width_px(x, y, box, mask) for x, y, _, box in eyes], eye_width)
+        widths = [
+            device_widths.get((index, n)) or eye_width_px(x, y, box, mask) for n, (x, y, _, box) in enumerate(eyes)
+        ]
+        zooms = region_zooms(widths, eye_width)
         if eyes:
             patches, _ = crop_patches(image, [(x, y) for x, y, _, _ in eyes], 2 * EYE_REGION_HALF, zooms)
             regions.append(patches)
@@ -195,41 +204,51 @@ def _non_eye_centres(
     return centres
 
 
-def false_eye_regions(
-    dataset: Dataset, models: Models, frames: int | None = None, eye_width: float = 0.0
-) -> np.ndarray:
-    """[N, 90, 90, 3] regions at the eye candidates a model set's device pipeline finds where no eye is labelled.
+#: A device blob within this many pixels of a labelled eye is that eye (`mgs-export evaluate`'s match radius).
+MATCH_PX = 8.0
 
-    Hard negatives for the eye verifier: exactly what the segmenter mistakes for eyes. The fast
-    pipeline runs with every filter after the segmenter opened (no verifier, no confidence, no
-    per-box limit), one fresh pipeline per frame as in `mgs-export evaluate`. With `eye_width`,
-    each is cut at the zoom of its own found blob's area taken as a round eye's, which is what the
-    pipeline reports of it.
+
+@dataclass
+class DeviceView:
+    """What a model set's device pipeline makes of training frames (`device_view`)."""
+
+    false_eyes: np.ndarray  # [N, 90, 90, 3] regions at candidates where no eye is labelled
+    widths: dict[tuple[int, int], float]  # (frame index, n-th scored eye of the frame) -> width of its blob
+
+
+def device_view(dataset: Dataset, models: Models, frames: int | None = None, eye_width: float = 0.0) -> DeviceView:
+    """Run a model set's fast pipeline, every filter after the segmenter opened (one fresh pipeline
+    per frame, as in `mgs-export evaluate`), over the first `frames` frames.
+
+    The candidates where no eye is labelled are hard negatives for the eye verifier: exactly what
+    the segmenter mistakes for eyes. The blobs it finds at labelled eyes say how wide the device
+    will measure those eyes: a scale-normalised eye model trained at those widths learns the
+    device's own view, errors of the width estimate included. With `eye_width`, the false eyes are
+    cut at the zoom their own blob asks for, as the device cuts them.
     """
     from device.pipeline import FastPipeline, PipelineConfig
     from device.rois import Roi
 
-    every = EyeConfig(min_eyeness=0.0, min_confidence=0.0, max_eyes_per_box=16, max_candidates_per_box=16)
-    config = PipelineConfig(eyes=every)
-    regions = []
-    for frame in dataset.frames[:frames]:
+    config = PipelineConfig(eyes=EyeConfig(max_candidates_per_box=16))
+    regions, widths = [], {}
+    for index, frame in enumerate(dataset.frames[:frames]):
         if not frame.boxes:
             continue
         image = dataset.read_image(frame)
         rois = [Roi(*(int(round(v)) for v in box.roi)) for box in frame.boxes]
-        result = FastPipeline(models, rois, config)(image)
-        false = [
-            eye
-            for box, found in zip(frame.boxes, result.boxes)
-            for eye in found.eyes
-            if all(np.hypot(eye.x - e.x, eye.y - e.y) >= NON_EYE_CLEARANCE for e in box.eyes)
-        ]
+        blobs_per_box, _ = FastPipeline(models, rois, config).eye_blobs(image)
+        found = [(blob, box) for box, blobs in zip(frame.boxes, blobs_per_box) for blob in blobs]
+        for n, (x, y, _, _) in enumerate(scored_eyes(frame)):
+            near = [(np.hypot(b.x - x, b.y - y), b.width_px) for b, _ in found]
+            near = [t for t in near if t[0] <= MATCH_PX]
+            if near:
+                widths[(index, n)] = min(near)[1]
+        false = [b for b, box in found if all(np.hypot(b.x - e.x, b.y - e.y) >= NON_EYE_CLEARANCE for e in box.eyes)]
         if false:
-            zooms = patch_zooms([2.0 * np.sqrt(eye.area_px / np.pi) for eye in false], eye_width)
-            regions.append(crop_patches(image, [(eye.x, eye.y) for eye in false], 2 * EYE_REGION_HALF, zooms)[0])
-    if not regions:
-        return np.zeros((0, 2 * EYE_REGION_HALF, 2 * EYE_REGION_HALF, 3), np.uint8)
-    return np.concatenate(regions)
+            zooms = patch_zooms([b.width_px for b in false], eye_width)
+            regions.append(crop_patches(image, [(b.x, b.y) for b in false], 2 * EYE_REGION_HALF, zooms)[0])
+    empty = np.zeros((0, 2 * EYE_REGION_HALF, 2 * EYE_REGION_HALF, 3), np.uint8)
+    return DeviceView(np.concatenate(regions) if regions else empty, widths)
 
 
 def _crop(image: np.ndarray, mask: np.ndarray, cx: int, cy: int, size: int) -> tuple[np.ndarray, np.ndarray]:
