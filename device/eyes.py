@@ -99,7 +99,7 @@ class EyeConfig:
         },
     )
     min_confidence: Annotated[float, Range(0, 1)] = field(
-        default=0.35,
+        default=0.4,
         metadata={
             "doc": "eyes whose confidence (0-1) is below this are reported as not scorable instead of scored; 0 scores every eye that passes the other checks; chosen on the synthetic validation set (docs/confidence.md)"
         },
@@ -379,10 +379,10 @@ class ConfidenceModel:
 
 # Fitted by scripts/fit_confidence.py on the validation set (docs/confidence.md).
 SHIPPED_CONFIDENCE = ConfidenceModel(
-    weights=(2.74601, -0.17856, 0.16515, 4.46366, 6.33396, 0.46426, -0.01878, 0.45786, 0.032, -9.11254, -3.50578),
-    bias=-19.63481,
-    spread_full=0.809,
-    spread_zero=0.659,
+    weights=(2.70844, -0.20716, 0.68505, 5.16418, 6.45198, 0.57187, -0.02302, 0.19676, 2.69609, -13.08629, -3.42957),
+    bias=-22.65311,
+    spread_full=0.831,
+    spread_zero=0.681,
 )
 
 
