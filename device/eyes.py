@@ -99,7 +99,7 @@ class EyeConfig:
         },
     )
     min_confidence: Annotated[float, Range(0, 1)] = field(
-        default=0.4,
+        default=0.45,
         metadata={
             "doc": "eyes whose confidence (0-1) is below this are reported as not scorable instead of scored; 0 scores every eye that passes the other checks; chosen on the synthetic validation set (docs/confidence.md)"
         },
@@ -379,8 +379,8 @@ class ConfidenceModel:
 
 # Fitted by scripts/fit_confidence.py on the validation set (docs/confidence.md).
 SHIPPED_CONFIDENCE = ConfidenceModel(
-    weights=(2.70844, -0.20716, 0.68505, 5.16418, 6.45198, 0.57187, -0.02302, 0.19676, 2.69609, -13.08629, -3.42957),
-    bias=-22.65311,
+    weights=(2.58773, -0.1941, 0.60537, 5.04083, 6.56931, 0.52313, -0.01916, 0.20125, 2.75985, -12.21423, -4.05058),
+    bias=-22.11158,
     spread_full=0.831,
     spread_zero=0.681,
 )
