@@ -75,16 +75,15 @@ def eye_width_px(x: float, y: float, box: Box, mask: np.ndarray | None) -> float
     (`EyeBlob.width_px`, the longest side of its bounding box) on the labelled class mask; without a
     mask (or no eye pixels there) the renderer's `eye_width_px` condition of the box; else None."""
     if mask is not None:
-        h, w = mask.shape
         cx, cy = int(round(x)), int(round(y))
         x0, y0 = max(cx - EYE_BLOB_WINDOW, 0), max(cy - EYE_BLOB_WINDOW, 0)
         window = (mask[y0 : cy + EYE_BLOB_WINDOW + 1, x0 : cx + EYE_BLOB_WINDOW + 1] == EYES).view(np.uint8)
         if window.size and window.any():
-            n, labels, stats, _ = cv2.connectedComponentsWithStats(window, connectivity=8)
+            _, labels, stats, _ = cv2.connectedComponentsWithStats(window, connectivity=8)
             yy, xx = np.nonzero(labels)
             near = np.hypot(xx + x0 - x, yy + y0 - y)
             if near.min() <= EYE_BLOB_REACH:
-                bx, by, bw, bh, _ = stats[labels[yy[near.argmin()], xx[near.argmin()]]]
+                _, _, bw, bh, _ = stats[labels[yy[near.argmin()], xx[near.argmin()]]]
                 return float(max(bw, bh))
     width = box.conditions.get("eye_width_px")
     return float(width) if isinstance(width, int | float) and width > 0 else None
@@ -150,7 +149,9 @@ def eye_training_samples(
             assert rng is not None, "non-eye regions are drawn at random: pass rng"
             centres = _non_eye_centres(image, mask, frame.boxes, non_eyes_per_box, rng)
             if centres:
-                non_eyes.append(crop_patches(image, centres, 2 * EYE_REGION_HALF, _like(zooms, len(centres), rng))[0])
+                non_eyes.append(
+                    crop_patches(image, centres, 2 * EYE_REGION_HALF, _zooms_like_eyes(zooms, len(centres), rng))[0]
+                )
     empty = np.zeros((0, 2 * EYE_REGION_HALF, 2 * EYE_REGION_HALF, 3), np.uint8)
     samples = (
         EyeSamples(np.concatenate(regions), np.asarray(scores, np.float32), np.asarray(ids))
@@ -160,7 +161,7 @@ def eye_training_samples(
     return samples, np.concatenate(non_eyes) if non_eyes else empty
 
 
-def _like(zooms: list[float] | None, n: int, rng: np.random.Generator) -> list[float] | None:
+def _zooms_like_eyes(zooms: list[float] | None, n: int, rng: np.random.Generator) -> list[float] | None:
     """n zooms drawn from a frame's eye zooms (1 where the frame has none): non-eyes cut at eye scale."""
     if zooms is None:
         return None
