@@ -173,11 +173,17 @@ def find_eye_blobs(
                 fill=area / (bw * bh),
                 context=context,
                 ears_near=ears,
-                width_px=float(max(bw * sx, bh * sy)),
+                width_px=blob_width(bw, bh, scale),
             )
         )
     blobs.sort(key=lambda b: -b.area_px)
     return blobs[: config.max_candidates_per_box]
+
+
+def blob_width(bw: int, bh: int, scale: tuple[float, float] = (1.0, 1.0)) -> float:
+    """An eye's width from its blob's bounding box (map pixels): the longest side in frame pixels,
+    the eye's width whether it is open or shut. Training measures labelled eyes with it too."""
+    return float(max(bw * scale[0], bh * scale[1]))
 
 
 def _window(classes: np.ndarray, bx: int, by: int, bw: int, bh: int, margin: float) -> np.ndarray:
@@ -244,12 +250,17 @@ def _cut(frame: np.ndarray, cx: float, cy: float, side: int) -> tuple[np.ndarray
 ZOOM_RANGE = (0.5, 2.0)
 
 
+def patch_zoom(width_px: float, eye_width: float) -> float:
+    """The zoom that makes an eye `width_px` wide in the frame `eye_width` wide in its patch."""
+    return float(np.clip(eye_width / max(width_px, 1.0), *ZOOM_RANGE))
+
+
 def patch_zooms(widths_px: Sequence[float], eye_width: float) -> list[float] | None:
-    """Zoom per eye so an eye `widths_px` wide in the frame is `eye_width` wide in its patch;
-    None (fixed 50x50 crops) for an eye model trained without scale normalisation (eye_width 0)."""
+    """`patch_zoom` per eye; None (fixed 50x50 crops) for an eye model trained without scale
+    normalisation (eye_width 0)."""
     if eye_width <= 0:
         return None
-    return [float(np.clip(eye_width / max(w, 1.0), *ZOOM_RANGE)) for w in widths_px]
+    return [patch_zoom(w, eye_width) for w in widths_px]
 
 
 def sharpness(patch: np.ndarray) -> float:

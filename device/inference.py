@@ -11,9 +11,8 @@ On a 2-core box onnxruntime's spinning worker threads fight OpenCV and the video
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -21,6 +20,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import numpy as np
 
 from mgs_core.errors import MgsError
+from mgs_core.manifest import decode_metadata
 from mgs_core.tomlconfig import Range
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,10 @@ class OnnxRunner:
         self.input_name = inp.name
         self.input_shape = tuple(inp.shape)
         self.output_name = self.session.get_outputs()[0].name
-        self.metadata = _metadata(self.session.get_modelmeta().custom_metadata_map, self.path)
+        try:
+            self.metadata = decode_metadata(self.session.get_modelmeta().custom_metadata_map.items())
+        except ValueError:
+            raise MgsError(f"model {path}: its metadata is not JSON; re-export it with `mgs-export onnx`") from None
 
     @property
     def input_hw(self) -> tuple[int, int] | None:
@@ -101,19 +104,10 @@ class OnnxRunner:
         return self.session.run([self.output_name], {self.input_name: batch})[0]
 
 
-def _metadata(props: dict[str, str], path: Path) -> dict[str, Any]:
-    """The file's metadata_props, each written JSON-encoded by `mgs-export onnx`."""
-    try:
-        return {key: json.loads(value) for key, value in props.items()}
-    except ValueError:
-        raise MgsError(f"model {path}: its metadata is not JSON; re-export it with `mgs-export onnx`") from None
-
-
-def eye_width_of(runner: object) -> float:
-    """The eye width (patch px) the eye model was trained at: 0 = fixed crops (models before issue 10's
-    fifth step, or any runner without the file's metadata)."""
-    config = getattr(runner, "metadata", {}).get("network_config") or {}
-    return float(config.get("eye_width", 0.0))
+def eye_width_of(network_config: Mapping[str, Any] | None) -> float:
+    """The eye width (patch px) an eye model was trained at, from its network config (ONNX metadata
+    or weight file): 0 = fixed crops, the models before issue 10's fifth step."""
+    return float((network_config or {}).get("eye_width", 0.0))
 
 
 def onnx_runner(
@@ -215,5 +209,5 @@ def open_models(
         model_sha256,
         coarse_size,
         dict(paths),
-        eye_width_of(runners["eye"]),
+        eye_width_of(runners["eye"].metadata.get("network_config")),
     )

@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from device.eyes import EyeConfig, crop_patches, score_patches
-from device.inference import ModelRunner, Models
+from device.inference import ModelRunner, Models, eye_width_of
 from device.pipeline import (
     FastPipeline,
     FullResolutionPipeline,
@@ -106,7 +106,7 @@ def torch_runners(models_dir: Path) -> tuple[Models, dict[str, Any]]:
         eye=runners["eye"],
         model_sha256="torch-weights",
         coarse_size=coarse_size,
-        eye_width=float((info["eye"]["config"] or {}).get("eye_width", 0.0)),
+        eye_width=eye_width_of(info["eye"]["config"]),
     ), info
 
 

@@ -28,7 +28,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from export.train.weights import EYE_CLASS_NAMES, NORMALISATION, load_network
 from mgs_core.errors import MgsError
-from mgs_core.manifest import sha256_file
+from mgs_core.manifest import decode_metadata, sha256_file
 from models.eye_regressor import PATCH_SIZE, EyeRegressor
 from models.unet import CLASS_NAMES, UNet
 
@@ -198,7 +198,7 @@ def set_metadata(model: onnx.ModelProto, props: dict[str, object]) -> None:
 
 
 def read_metadata(model: onnx.ModelProto) -> dict[str, object]:
-    return {p.key: json.loads(p.value) for p in model.metadata_props}
+    return decode_metadata((p.key, p.value) for p in model.metadata_props)
 
 
 def checkpoint_metadata(ckpt: Checkpoint, precision: str) -> dict[str, object]:

@@ -22,9 +22,10 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from mgs_core.errors import ConfigError, MgsError
 from mgs_core.tomlconfig import Check, Length, Range, from_dict
@@ -230,6 +231,12 @@ def _set_info(raw: object, path: Path) -> SetInfo:
         raise ConfigError(f'{path}: "set" must be a table, got {raw!r}')
     known = {f.name for f in fields(SetInfo)}
     return from_dict(SetInfo, {k: v for k, v in raw.items() if k in known}, source=str(path), prefix="set")
+
+
+def decode_metadata(props: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """An ONNX file's metadata_props as `mgs-export onnx` writes them: every value JSON-encoded, so
+    it reads back with its type. Raises ValueError where a value is not JSON."""
+    return {key: json.loads(value) for key, value in props}
 
 
 def sha256_bytes(data: bytes) -> str:

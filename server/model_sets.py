@@ -29,7 +29,15 @@ from typing import Any
 import numpy as np
 
 from mgs_core.errors import ConfigError, MessageError, MgsError
-from mgs_core.manifest import FORMAT, FORMAT_VERSION, MANIFEST_NAME, ModelEntry, sha256_bytes, sha256_file
+from mgs_core.manifest import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    ModelEntry,
+    decode_metadata,
+    sha256_bytes,
+    sha256_file,
+)
 from mgs_core.messages import validate_name
 
 REQUIRED = ("eye", "seg_coarse", "seg_fine")  # device.inference.MODEL_NAMES: what the device loads
@@ -320,7 +328,7 @@ def check_onnx(entry: ModelEntry) -> None:
         if actual != declared:
             raise SetRefused(f"{entry.file}: graph {kind} are {actual}, the manifest says {declared}")
     try:
-        meta = {p.key: json.loads(p.value) for p in model.metadata_props}
+        meta = decode_metadata((p.key, p.value) for p in model.metadata_props)
     except ValueError:
         raise SetRefused(f"{entry.file}: metadata_props are not JSON; re-export it with `mgs-export onnx`") from None
     expected = {

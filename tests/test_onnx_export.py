@@ -135,7 +135,8 @@ def test_the_device_reads_the_eye_width_an_eye_model_was_trained_at(tmp_path: Pa
         (tmp_path / folder).mkdir()
         save_atomic(weight_record(module, "eye", (50, 50), "abc", "cmd", {}), tmp_path / folder / "eye.pt")
         assert mgs_export(["onnx", "--models", str(tmp_path / folder), "--only", "eye"]) == 0
-        assert eye_width_of(onnx_runner(tmp_path / folder / "eye.fp32.onnx")) == eye_width
+        runner = onnx_runner(tmp_path / folder / "eye.fp32.onnx")
+        assert eye_width_of(runner.metadata.get("network_config")) == eye_width
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path: Path, capsys):

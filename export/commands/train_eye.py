@@ -98,6 +98,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from device.inference import eye_width_of
     from export.dataset import open_dataset
     from export.train.eye import EyeRecipe, recipe_record, train_eye
     from export.train.samples import eye_training_samples
@@ -149,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         negatives_per_box=args.negatives_per_box,
         eye_width=args.eye_width
         if args.eye_width is not None
-        else (float(init.config.get("eye_width", 0.0)) if init is not None else EYE_WIDTH),
+        else (eye_width_of(init.config) if init is not None else EYE_WIDTH),
     )
     started = time.monotonic()
     data = open_data(args.data, args.frames)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from device.eyes import EYES, EyeConfig, crop_patches, patch_zooms
+from device.eyes import EYES, EyeConfig, blob_width, crop_patches, patch_zoom, patch_zooms
 from models.unet import CLASS_NAMES
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ EYE_BLOB_WINDOW = 48
 
 def eye_width_px(x: float, y: float, box: Box, mask: np.ndarray | None) -> float | None:
     """How wide the eye at (x, y) is in the frame, measured as the device measures a blob
-    (`EyeBlob.width_px`, the longest side of its bounding box) on the labelled class mask; without a
+    (`device.eyes.blob_width`) on the labelled class mask; without a
     mask (or no eye pixels there) the renderer's `eye_width_px` condition of the box; else None."""
     if mask is not None:
         cx, cy = int(round(x)), int(round(y))
@@ -84,7 +84,7 @@ def eye_width_px(x: float, y: float, box: Box, mask: np.ndarray | None) -> float
             near = np.hypot(xx + x0 - x, yy + y0 - y)
             if near.min() <= EYE_BLOB_REACH:
                 _, _, bw, bh, _ = stats[labels[yy[near.argmin()], xx[near.argmin()]]]
-                return float(max(bw, bh))
+                return blob_width(bw, bh)
     width = box.conditions.get("eye_width_px")
     return float(width) if isinstance(width, int | float) and width > 0 else None
 
@@ -93,7 +93,7 @@ def region_zooms(widths: Sequence[float | None], eye_width: float) -> list[float
     """The device's zoom (`device.eyes.patch_zooms`) per eye of known width, 1 (a plain crop) where unknown."""
     if eye_width <= 0:
         return None
-    return [1.0 if w is None else patch_zooms([w], eye_width)[0] for w in widths]
+    return [1.0 if w is None else patch_zoom(w, eye_width) for w in widths]
 
 
 def eye_samples(dataset: Dataset, eye_width: float = 0.0) -> EyeSamples:
