@@ -20,7 +20,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +178,7 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
     end_to_end = {p: Pairs([], []) for p in options.pipelines}
     regressor_only = Pairs([], [])
     candidates: dict[str, list[Candidate]] = {p: [] for p in options.pipelines}
+    severity = {p: SeverityRecall() for p in options.pipelines}
     seconds = {p: 0.0 for p in options.pipelines}
     n_true_visible = 0
     breakdown = ConditionBreakdown(options.pipelines)
@@ -218,6 +219,7 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
                 score_box(box_result.eyes, eyes, options.match_px, counts[kind], end_to_end[kind])
                 score_box(box_result.eyes, eyes, options.match_px, *breakdown.tally(kind, frame, box))
                 collect_candidates(box_result.eyes, eyes, options.match_px, candidates[kind])
+                severity[kind].add(box_result.eyes, eyes, options.match_px)
     report: dict[str, Any] = {
         "frames": len(frames),
         "true_visible_eyes": n_true_visible,
@@ -239,6 +241,7 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
             "precision": precision,
             "recall": recall,
             "ms_per_frame": round(1000 * seconds[kind] / len(frames), 1),
+            "by_true_score": severity[kind].report(),
         }
         report["end_to_end"][kind] = end_to_end[kind].report()
     report["abstention"] = {
@@ -271,6 +274,45 @@ def score_box(detected, truth, match_px: float, counts: dict[str, int], pairs: P
         if t.score is not None:
             pairs.add(float(detected[i].score), float(t.score))
     counts["fn"] += sum(1 for j, t in enumerate(truth) if t.visible and j not in matched_true)
+
+
+SEVERITY_BANDS = (("0-3", 0.0, 3.0), ("3-6", 3.0, 6.0), ("6-9", 6.0, float("inf")))
+
+
+def severity_band(score: float) -> str:
+    return next(name for name, lo, hi in SEVERITY_BANDS if lo <= score < hi)
+
+
+@dataclass
+class SeverityRecall:
+    """Recall per band of true score: an eye finder that misses shut eyes hides exactly the animals
+    in pain, which the overall recall does not show (a slit is a third of an open eye's pixels).
+    `scored` counts the found eyes that reach the aggregate (quality_ok: sharp, whole, confident)."""
+
+    tally: dict[str, dict[str, int]] = field(
+        default_factory=lambda: {name: {"n": 0, "found": 0, "scored": 0} for name, _, _ in SEVERITY_BANDS}
+    )
+
+    def add(self, detected: Sequence[EyeScore], truth, match_px: float) -> None:
+        matches = {j: i for i, j in match_points([(d.x, d.y) for d in detected], [(t.x, t.y) for t in truth], match_px)}
+        for j, t in enumerate(truth):
+            if not t.visible or t.score is None:
+                continue
+            band = self.tally[severity_band(float(t.score))]
+            band["n"] += 1
+            if j in matches:
+                band["found"] += 1
+                band["scored"] += int(detected[matches[j]].quality_ok)
+
+    def report(self) -> dict[str, dict[str, Any]]:
+        return {
+            name: {
+                **t,
+                "recall": t["found"] / t["n"] if t["n"] else None,
+                "scored_recall": t["scored"] / t["n"] if t["n"] else None,
+            }
+            for name, t in self.tally.items()
+        }
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import pytest
 from device.results import EyeScore
 from export.breakdown import ConditionBreakdown, Grouping, format_table, training_ranges
 from export.dataset import open_dataset
-from export.evaluate import score_box
+from export.evaluate import SeverityRecall, score_box
 from mgs_core.errors import MgsError
 
 MATCH_PX = 8.0
@@ -117,6 +117,24 @@ def test_breakdown_by_box_and_frame_conditions(data) -> None:
     assert "box.fur" in table and "frame.lighting" in table and "albino" in table
 
 
+def test_recall_by_true_score_shows_the_missed_and_unscorable_pain(data) -> None:
+    """Frame a: eyes of score 2 and 6 found (the 6 not scorable), the 4 missed; frame b: the 8 found."""
+    detections = {
+        ("images/a.png", 0): [EyeScore(10, 11, 3.0)],
+        ("images/a.png", 1): [EyeScore(70, 10, 6.0, quality_ok=False, abstained=True)],
+        ("images/b.png", 0): [EyeScore(10, 10, 5.0)],
+        ("images/b.png", 1): [],
+    }
+    severity = SeverityRecall()
+    for frame in data.frames:
+        for box in frame.boxes:
+            severity.add(detections[(frame.image, box.box)], list(box.eyes), MATCH_PX)
+    report = severity.report()
+    assert report["0-3"] == {"n": 1, "found": 1, "scored": 1, "recall": 1.0, "scored_recall": 1.0}
+    assert report["3-6"] == {"n": 1, "found": 0, "scored": 0, "recall": 0.0, "scored_recall": 0.0}
+    assert report["6-9"] == {"n": 2, "found": 2, "scored": 1, "recall": 1.0, "scored_recall": 0.5}
+
+
 def test_many_numeric_values_fall_into_equal_count_bins() -> None:
     grouping = Grouping(list(range(1, 10)))
     labels = [grouping.label(v) for v in range(1, 10)]
@@ -186,4 +204,7 @@ def test_evaluate_reports_the_breakdown_consistent_with_its_totals(
     for groups in by["box"].values():
         assert sum(g["boxes"] for g in groups) == by["all"]["boxes"]
         assert sum(g["fast"]["tp"] + g["fast"]["fn"] for g in groups) == report["true_visible_eyes"]
-    assert by["style_holdout"]["seen"]["boxes"] == by["all"]["boxes"]  # evaluated on its own training ranges
+    assert by["style_holdout"]["seen"]["boxes"] == by["all"]["boxes"]
+    bands = report["detection"]["fast"]["by_true_score"].values()
+    assert sum(b["found"] for b in bands) <= report["detection"]["fast"]["tp"]
+    assert sum(b["n"] for b in bands) == report["regressor_only"]["n"]  # evaluated on its own training ranges

@@ -16,7 +16,7 @@ from export.synth.writer import write_dataset
 from export.train.augment import SEG_FINE, Augment, seg_batch, seg_sample
 from export.train.eye import EyeRecipe, augment, centre_patches, train_eye
 from export.train.samples import eye_samples, eye_width_px, fine_crops, region_zooms
-from export.train.seg import SegRecipe, train_seg
+from export.train.seg import SegRecipe, eye_instance_weights, train_seg, weighted_cross_entropy
 from export.train.weights import checkpoint_path, labels_fingerprint, load_network, read_record
 from mgs_core.errors import MgsError
 from models.eye_regressor import EyeRegressor, MatmulAdaptiveAvgPool, feature_size
@@ -94,12 +94,12 @@ def test_regressor_training_lowers_the_loss(tiny: Path, tmp_path: Path, arch: st
     assert module.config["arch"] == arch
 
 
-def test_unet_training_lowers_the_loss(tiny: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("eye_instance_px", [0.0, 80.0])
+def test_unet_training_lowers_the_loss(tiny: Path, tmp_path: Path, eye_instance_px: float) -> None:
     samples = fine_crops(open_dataset(tiny), 48, 2, np.random.default_rng(0))
     assert samples.images.shape[1:] == (48, 48, 3) and (samples.masks == 3).any()
-    _, history = train_seg(
-        samples, SegRecipe(epochs=4, batch=8, lr=0.01), tmp_path / "seg.pt", CPU, kind="fine", progress=False
-    )
+    recipe = SegRecipe(epochs=4, batch=8, lr=0.01, eye_instance_px=eye_instance_px)
+    _, history = train_seg(samples, recipe, tmp_path / "seg.pt", CPU, kind="fine", progress=False)
     assert history[-1]["loss"] < history[0]["loss"]
 
 
@@ -214,3 +214,29 @@ def test_eye_width_of_a_labelled_eye_is_its_mask_blob_as_the_device_measures_it(
     assert region_zooms([None, 40.0], 20.0) == [1.0, 0.5]
     normalised = eye_samples(data, eye_width=20.0)
     assert len(normalised) == len(eye_samples(data)) and normalised.regions.shape[1:] == (90, 90, 3)
+
+
+def test_every_eye_blob_weighs_at_least_as_much_as_the_instance_size() -> None:
+    """A slit of a shut eye gets its pixels up-weighted so it counts like an open eye in the loss."""
+    labels = np.ones((1, 60, 60), np.uint8)
+    labels[0, 10:20, 10:20] = 3  # open eye, 100 px: already large enough
+    labels[0, 40:42, 30:40] = 3  # shut eye, 20 px
+    labels[0, 50, 50] = 3  # one stray pixel: capped
+    w = eye_instance_weights(labels, 80.0)
+    assert w[0, 0, 0] == 1.0 and w[0, 15, 15] == 1.0
+    assert w[0, 41, 35] == pytest.approx(4.0)
+    assert w[0, 50, 50] == pytest.approx(8.0)
+    assert w[0, 41, 35] * 20 == pytest.approx(80.0)
+
+
+def test_weighted_cross_entropy_with_unit_pixels_is_plain_weighted_cross_entropy() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 4, 8, 8, generator=g)
+    labels = torch.randint(0, 4, (2, 8, 8), generator=g)
+    cw = torch.tensor([0.5, 1.0, 1.5, 2.0])
+    plain = torch.nn.CrossEntropyLoss(weight=cw)(logits, labels)
+    ours = weighted_cross_entropy(cw)(logits, (labels, torch.ones(2, 8, 8)))
+    assert float(ours) == pytest.approx(float(plain), rel=1e-5)
+    heavy = torch.ones(2, 8, 8)
+    heavy[labels == 3] = 5.0
+    assert float(weighted_cross_entropy(cw)(logits, (labels, heavy))) != pytest.approx(float(plain), rel=1e-3)

@@ -85,6 +85,13 @@ def run(args: argparse.Namespace) -> int:
             f"  {kind:4s} pipeline: eye precision {p if p is None else round(p, 3)}  recall {r if r is None else round(r, 3)}"
             f"  end-to-end MAE {e2e['mae'] if e2e['mae'] is None else round(e2e['mae'], 3)} (n={e2e['n']})"
         )
+        print(
+            f"  {kind:4s} recall by true score (found / scored):  "
+            + "  ".join(
+                f"{band} {_ratio(b['recall'])} / {_ratio(b['scored_recall'])} (n={b['n']})"
+                for band, b in d["by_true_score"].items()
+            )
+        )
     for kind, a in report["abstention"].items():
         op = a["operating_point"]
         print(
@@ -104,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"  compared with the baseline {args.baseline} (its own report: {args.out / 'baseline'}):")
         print(format_comparison(comparison))
     return 0
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _evaluate(args: argparse.Namespace, models_path: Path, data: Dataset, options: EvalOptions) -> dict[str, Any]:

@@ -54,6 +54,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--crops-per-box", type=int, default=8, help="fine: crops cut from every box of every frame")
     parser.add_argument(
+        "--eye-instance-px",
+        type=float,
+        default=0.0,
+        help="fine: weigh every eye blob of a crop as if it had at least this many pixels, so shut and small eyes count like open ones (120 since issue 10's sixth step; 0 = class weights only)",
+    )
+    parser.add_argument(
         "--input-size",
         type=parse_hw,
         default=(160, 112),
@@ -107,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         schedule=args.schedule,
         seed=args.seed,
         augment=not args.no_augment,
+        eye_instance_px=args.eye_instance_px,
     )
     data = open_data(args.data, args.frames)
     started = time.monotonic()
