@@ -34,6 +34,8 @@ def summary(report: dict[str, Any]) -> dict[str, float | int | None]:
         out[f"{kind} end-to-end r"] = e2e["pearson_r"]
         out[f"{kind} scored-eye recall"] = op["recall"]
         out[f"{kind} scored-eye MAE"] = op["mae"]
+        severe = d.get("by_true_score", {}).get("6-9", {})
+        out[f"{kind} eye recall, true score 6-9"] = severe.get("recall")
     return out
 
 

@@ -70,7 +70,7 @@ def test_exported_facility_set_fine_tunes_the_shipped_regressor_and_compares_old
     paired = comparison["regressor_only_mae_paired"]
     assert paired["difference"] == pytest.approx(new_mae - old_mae)
     assert paired["ci95"][0] <= paired["difference"] <= paired["ci95"][1]
-    assert "fast eye recall" in comparison["new"]
+    assert "fast eye recall" in comparison["new"] and "fast eye recall, true score 6-9" in comparison["new"]
     assert report["segmentation"]["seg_fine_full_resolution"]["pixels"] == 0  # no masks: eye figures only
     assert (out / "baseline" / "report.json").is_file()
 
