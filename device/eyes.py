@@ -61,12 +61,6 @@ class EyeConfig:
         },
     )
     max_area_px: int = field(default=2500, metadata={"doc": "largest eye blob in full-resolution pixels"})
-    min_width_px: Annotated[float, Range(0)] = field(
-        default=0.0,
-        metadata={
-            "doc": "smallest eye blob width (longest side, full-resolution pixels): the size test that does not depend on the score, since a shut eye is as wide as an open one but a third of its area"
-        },
-    )
     max_aspect: Annotated[float, Range(1)] = field(
         default=20.0,
         metadata={
@@ -160,8 +154,6 @@ def find_eye_blobs(
         bx, by, bw, bh, area = (int(v) for v in stats[i])
         full_area = area * pixel_area
         if not config.min_area_px <= full_area <= config.max_area_px:
-            continue
-        if blob_width(bw, bh, scale) < config.min_width_px:
             continue
         if max(bw * sx, bh * sy) > config.max_aspect * max(1.0, min(bw * sx, bh * sy)):
             continue
