@@ -196,4 +196,3 @@ def test_dark_hole_with_little_fur_around_is_not_an_eye() -> None:
     assert all(b.x < 230 for b in blobs)
     permissive = find_eye_blobs(classes, EyeConfig(min_context_fraction=0.0, max_eyes_per_box=3))
     assert any(b.x > 250 for b in permissive)
-
