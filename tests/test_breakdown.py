@@ -204,7 +204,7 @@ def test_evaluate_reports_the_breakdown_consistent_with_its_totals(
     for groups in by["box"].values():
         assert sum(g["boxes"] for g in groups) == by["all"]["boxes"]
         assert sum(g["fast"]["tp"] + g["fast"]["fn"] for g in groups) == report["true_visible_eyes"]
-    assert by["style_holdout"]["seen"]["boxes"] == by["all"]["boxes"]
+    assert by["style_holdout"]["seen"]["boxes"] == by["all"]["boxes"]  # evaluated on its own training ranges
     bands = report["detection"]["fast"]["by_true_score"].values()
     assert sum(b["found"] for b in bands) <= report["detection"]["fast"]["tp"]
-    assert sum(b["n"] for b in bands) == report["regressor_only"]["n"]  # evaluated on its own training ranges
+    assert sum(b["n"] for b in bands) == report["regressor_only"]["n"]

@@ -57,7 +57,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--eye-instance-px",
         type=float,
         default=0.0,
-        help="fine: weigh every eye blob of a crop as if it had at least this many pixels, so shut and small eyes count like open ones (120 since issue 10's sixth step; 0 = class weights only)",
+        help="fine: weigh every eye blob of a crop as if it had at least this many pixels, so shut and small eyes count like open ones (0 = class weights only; 120 was tried in models/TRAINING.md, sixth step)",
     )
     parser.add_argument(
         "--input-size",
