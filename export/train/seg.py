@@ -66,9 +66,7 @@ def eye_instance_weights(labels: np.ndarray, instance_px: float) -> np.ndarray:
     an eye of instance_px pixels whether it is open, shut or far away."""
     weights = np.ones(labels.shape, np.float32)
     for sample, out in zip(labels, weights):
-        n, component, stats, _ = cv2.connectedComponentsWithStats(
-            (sample == EYE_CLASS).view(np.uint8), connectivity=8
-        )
+        n, component, stats, _ = cv2.connectedComponentsWithStats((sample == EYE_CLASS).view(np.uint8), connectivity=8)
         if n <= 1:
             continue
         gain = np.ones(n, np.float32)
