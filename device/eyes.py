@@ -150,17 +150,13 @@ def find_eye_blobs(
     eye_mask = (classes == EYES).view(np.uint8)
     n, _, stats, centroids = cv2.connectedComponentsWithStats(eye_mask, connectivity=8)
     blobs: list[EyeBlob] = []
+    margin = config.context_px / max(sx, sy)
     for i in range(1, n):
         bx, by, bw, bh, area = (int(v) for v in stats[i])
+        rejected, context = blob_rejection(classes, stats[i], config, scale)
+        if rejected is not None or context is None:
+            continue
         full_area = area * pixel_area
-        if not config.min_area_px <= full_area <= config.max_area_px:
-            continue
-        if max(bw * sx, bh * sy) > config.max_aspect * max(1.0, min(bw * sx, bh * sy)):
-            continue
-        margin = config.context_px / max(sx, sy)
-        context = _context_fraction(classes, bx, by, bw, bh, margin)
-        if context is None or context < config.min_context_fraction:
-            continue
         cu, cv = centroids[i]
         touches = bx <= x0 or by <= y0 or bx + bw >= x1 or by + bh >= y1
         ears = _ears_near(classes, bx, by, bw, bh, EARS_REACH * margin)
@@ -178,6 +174,26 @@ def find_eye_blobs(
         )
     blobs.sort(key=lambda b: -b.area_px)
     return blobs[: config.max_candidates_per_box]
+
+
+def blob_rejection(
+    classes: np.ndarray, component: np.ndarray, config: EyeConfig, scale: tuple[float, float] = (1.0, 1.0)
+) -> tuple[str | None, float | None]:
+    """Why `find_eye_blobs` drops an eye-class component (its cv2 stats row: x, y, w, h, area in map
+    pixels), None when it is a candidate; and the share of animal around it, where that was measured."""
+    bx, by, bw, bh, area = (int(v) for v in component)
+    sx, sy = scale
+    full_area = area * sx * sy
+    if full_area < config.min_area_px:
+        return "too small", None
+    if full_area > config.max_area_px:
+        return "too large", None
+    if max(bw * sx, bh * sy) > config.max_aspect * max(1.0, min(bw * sx, bh * sy)):
+        return "too long", None
+    context = _context_fraction(classes, bx, by, bw, bh, config.context_px / max(sx, sy))
+    if context is None or context < config.min_context_fraction:
+        return "too little animal around", context
+    return None, context
 
 
 def blob_width(bw: int, bh: int, scale: tuple[float, float] = (1.0, 1.0)) -> float:

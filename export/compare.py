@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from export.metrics import format_value
+
 BOOTSTRAP_RESAMPLES = 2000
 
 
@@ -75,18 +77,13 @@ def compare(new: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
 def format_comparison(comparison: dict[str, Any]) -> str:
     """A table for the terminal: one row per figure, baseline, new and the difference."""
 
-    def cell(v: float | int | None) -> str:
-        if v is None:
-            return "-"
-        return str(v) if isinstance(v, int) else f"{v:.3f}"
-
     rows = [f"  {'':28s} {'baseline':>9s} {'new':>9s} {'new-base':>9s}"]
     for key, new_value in comparison["new"].items():
         if key == "models":
             continue
         rows.append(
-            f"  {key:28s} {cell(comparison['baseline'][key]):>9s} {cell(new_value):>9s} "
-            f"{cell(comparison['difference'][key]):>9s}"
+            f"  {key:28s} {format_value(comparison['baseline'][key]):>9s} {format_value(new_value):>9s} "
+            f"{format_value(comparison['difference'][key]):>9s}"
         )
     paired = comparison["regressor_only_mae_paired"]
     if paired and paired["ci95"]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -161,3 +162,10 @@ def mae_per_bin(pred: np.ndarray, true: np.ndarray, lo: int = 0, hi: int = 9) ->
                 "mean_difference": mean_difference(pred[sel], true[sel]),
             }
     return out
+
+
+def format_value(v: Any, digits: int = 3) -> str:
+    """A figure for a terminal table: "-" for none, floats to `digits` places, anything else as is."""
+    if v is None:
+        return "-"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)

@@ -25,6 +25,7 @@ from device.eyes import EYES
 from device.inference import MODEL_NAMES, ModelRunner, Models, open_models
 from export.dataset import Dataset
 from export.evaluate import EvalOptions, evaluate
+from export.metrics import format_value
 from mgs_core.errors import MgsError
 from mgs_core.manifest import Manifest, ModelEntry, read_verified_model
 
@@ -181,12 +182,6 @@ def int8_gate(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _fmt(v: Any, digits: int = 3) -> str:
-    if v is None:
-        return "-"
-    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
-
-
 def table(report: dict[str, Any]) -> str:
     """The report as text a person reads: accuracy per runtime, then agreement between runtimes."""
     lines = [f"{'runtime':<8} {'pipeline':<8} {'e2e MAE':>8} {'n':>5} {'regr. MAE':>9} {'fine mIoU':>9} {'eye IoU':>8}"]
@@ -195,8 +190,8 @@ def table(report: dict[str, Any]) -> str:
         for kind in report["pipelines"]:
             e2e = acc["end_to_end"][kind]
             lines.append(
-                f"{runtime:<8} {kind:<8} {_fmt(e2e['mae']):>8} {e2e['n']:>5} {_fmt(acc['regressor_only']['mae']):>9} "
-                f"{_fmt(seg['mean_iou']):>9} {_fmt(seg['iou'].get('eyes')):>8}"
+                f"{runtime:<8} {kind:<8} {format_value(e2e['mae']):>8} {e2e['n']:>5} {format_value(acc['regressor_only']['mae']):>9} "
+                f"{format_value(seg['mean_iou']):>9} {format_value(seg['iou'].get('eyes')):>8}"
             )
     lines.append("")
     lines.append(
@@ -205,8 +200,8 @@ def table(report: dict[str, Any]) -> str:
     for pair, per_net in report["agreement"].items():
         for name, a in per_net.items():
             lines.append(
-                f"{pair:<14} {name:<11} {a['calls']:>6} {_fmt(a.get('argmax_agreement'), 4):>12} {_fmt(a.get('eye_iou'), 4):>8} "
-                f"{_fmt(a.get('score_max_abs_diff'), 4):>12} {_fmt(a.get('score_mean_abs_diff'), 4):>8}"
+                f"{pair:<14} {name:<11} {a['calls']:>6} {format_value(a.get('argmax_agreement'), 4):>12} {format_value(a.get('eye_iou'), 4):>8} "
+                f"{format_value(a.get('score_max_abs_diff'), 4):>12} {format_value(a.get('score_mean_abs_diff'), 4):>8}"
             )
     gate = report["gate"]
     lines.append("")

@@ -13,6 +13,7 @@ for choosing what to work on: run it on validation sets, not on acceptance sets.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
@@ -20,46 +21,38 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from device.eyes import EYES, EyeConfig, _context_fraction, find_eye_blobs
-from device.inference import load_models
-from device.pipeline import FastPipeline, class_maps, images_to_batch
+from device.eyes import EYES, EyeConfig, blob_rejection, find_eye_blobs
+from device.inference import Models, load_models
+from device.pipeline import FastPipeline, class_maps
 from device.rois import Roi
 from export.dataset import open_dataset
 from export.evaluate import SEVERITY_BANDS, severity_band
 
 
 class RecordingPipeline(FastPipeline):
-    """The fast pipeline, keeping the last frame's fine crops and their class maps."""
+    """The fast pipeline, keeping the last frame's fine crops and the class maps seg_fine gave them."""
 
-    crops: list = []
-    maps: np.ndarray | list = []
+    def __init__(self, models: Models, rois: list[Roi]) -> None:
+        self.maps: np.ndarray = np.zeros((0, 0, 0), np.uint8)
+        self.crops: list = []
 
-    def _fine(self, frame, crops, watch):
-        self.crops = list(crops)
-        side = max((self.crop_sides[b] for b, *_ in crops), default=0)
-        images = []
-        for _, x0, y0, (_, _, vw, vh) in crops:
-            image = frame[y0 : y0 + vh, x0 : x0 + vw]
-            images.append(cv2.copyMakeBorder(image, 0, side - vh, 0, side - vw, cv2.BORDER_REPLICATE))
-        self.maps = class_maps(self.models.seg_fine(images_to_batch(images))) if images else []
-        return super()._fine(frame, crops, watch)
+        def seg_fine(batch: np.ndarray) -> np.ndarray:
+            output = models.seg_fine(batch)
+            self.maps = class_maps(output)
+            return output
+
+        super().__init__(dataclasses.replace(models, seg_fine=seg_fine), rois)
+
+    def _crops(self, watch):
+        self.crops = super()._crops(watch)
+        return self.crops
 
 
 def dropped_by(classes: np.ndarray, u: float, v: float, config: EyeConfig) -> str:
-    """Which filter of find_eye_blobs dropped the eye-class component nearest (u, v); the checks in its order."""
-    n, _, stats, centroids = cv2.connectedComponentsWithStats((classes == EYES).view(np.uint8), connectivity=8)
+    """Which filter of find_eye_blobs dropped the eye-class component nearest (u, v)."""
+    _, _, stats, centroids = cv2.connectedComponentsWithStats((classes == EYES).view(np.uint8), connectivity=8)
     k = 1 + int(np.argmin(np.hypot(centroids[1:, 0] - u, centroids[1:, 1] - v)))
-    bx, by, bw, bh, area = (int(t) for t in stats[k])
-    if area < config.min_area_px:
-        return "too small"
-    if area > config.max_area_px:
-        return "too large"
-    if max(bw, bh) > config.max_aspect * max(1, min(bw, bh)):
-        return "too long"
-    context = _context_fraction(classes, bx, by, bw, bh, config.context_px)
-    if context is None or context < config.min_context_fraction:
-        return "too little animal around"
-    return "merged or off-centre"
+    return blob_rejection(classes, stats[k], config)[0] or "merged or off-centre"
 
 
 def stage_of(pipe: RecordingPipeline, box: int, x: float, y: float, match_px: float) -> tuple[str, str | None]:

@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from export.compare import compare, format_comparison
     from export.dataset import open_dataset
     from export.evaluate import EvalOptions, write_report
+    from export.metrics import format_value
     from export.train.options import open_data
 
     data = open_data([args.data], args.frames)
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"  {kind:4s} recall by true score (found / scored):  "
             + "  ".join(
-                f"{band} {_ratio(b['recall'])} / {_ratio(b['scored_recall'])} (n={b['n']})"
+                f"{band} {format_value(b['recall'])} / {format_value(b['scored_recall'])} (n={b['n']})"
                 for band, b in d["by_true_score"].items()
             )
         )
@@ -111,10 +112,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"  compared with the baseline {args.baseline} (its own report: {args.out / 'baseline'}):")
         print(format_comparison(comparison))
     return 0
-
-
-def _ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
 
 
 def _evaluate(args: argparse.Namespace, models_path: Path, data: Dataset, options: EvalOptions) -> dict[str, Any]:

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from device.eyes import EYES
 from export.metrics import confusion_matrix, iou_from_confusion
 from export.train.augment import SEG_COARSE, SEG_FINE, seg_batch
 from export.train.loop import run_epochs, scheduled_lr, set_lr
@@ -56,7 +57,6 @@ class SegRecipe:
             raise MgsError("--eye-instance-px must be 0 (off) or a positive pixel count")
 
 
-EYE_CLASS = N_CLASSES - 1
 MAX_EYE_GAIN = 8.0  # a 1-px speck of eye class must not outweigh the rest of its crop
 
 
@@ -66,7 +66,7 @@ def eye_instance_weights(labels: np.ndarray, instance_px: float) -> np.ndarray:
     an eye of instance_px pixels whether it is open, shut or far away."""
     weights = np.ones(labels.shape, np.float32)
     for sample, out in zip(labels, weights):
-        n, component, stats, _ = cv2.connectedComponentsWithStats((sample == EYE_CLASS).view(np.uint8), connectivity=8)
+        n, component, stats, _ = cv2.connectedComponentsWithStats((sample == EYES).view(np.uint8), connectivity=8)
         if n <= 1:
             continue
         gain = np.ones(n, np.float32)
@@ -155,11 +155,12 @@ def train_seg(
     loss_fn = weighted_cross_entropy(class_weight) if balanced else nn.CrossEntropyLoss(weight=class_weight)
     masks = torch.from_numpy(samples.masks.astype(np.int64))
 
-    def target(labels: np.ndarray) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        y = torch.from_numpy(labels.astype(np.int64)).to(device)
+    def target(labels: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The class ids, with the eye-instance pixel weights when the recipe asks for them."""
         if not balanced:
-            return y
-        return y, torch.from_numpy(eye_instance_weights(labels, recipe.eye_instance_px)).to(device)
+            return labels
+        pixel = eye_instance_weights(labels.cpu().numpy(), recipe.eye_instance_px)
+        return labels, torch.from_numpy(pixel).to(device)
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         gen = torch.Generator().manual_seed(recipe.seed * 1000 + epoch)
@@ -172,10 +173,10 @@ def train_seg(
                 images, labels = seg_batch(
                     samples.images[idx], samples.masks[idx], rng, SEG_FINE if kind == "fine" else SEG_COARSE
                 )
-                yield to_tensor(images, device), target(labels)
+                yield to_tensor(images, device), target(torch.from_numpy(labels.astype(np.int64)).to(device))
             else:
                 x, y = jitter(to_tensor(samples.images[idx], device), masks[idx].to(device), gen)
-                yield x, target(y.cpu().numpy()) if balanced else y
+                yield x, target(y)
 
     def validate(_epoch: int) -> dict[str, float]:
         iou = samples_iou(module, val, device)
