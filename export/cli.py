@@ -16,6 +16,11 @@ COMMANDS = [
         "export.commands.render_independent",
         "render evaluation-only rack frames with the independent renderer",
     ),
+    Command(
+        "render-choice",
+        "export.commands.render_choice",
+        "render rack frames in a third style, for choosing between model variants only",
+    ),
     Command("validate", "export.commands.validate", "check a dataset folder against the dataset format"),
     Command("train-seg", "export.commands.train_seg", "train the segmentation U-Net(s)"),
     Command("train-eye", "export.commands.train_eye", "train the orbital-tightening eye regressor"),
