@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,21 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from export.dataset import FORMAT, VERSION, describe_counts, validate_dataset
+from export.dataset import FORMAT, VERSION, Box, Condition, Frame, describe_counts, validate_dataset
 from mgs_core.errors import MgsError
 
 # (out, seed, index) -> the frame's labels.jsonl line, after writing its image and mask
 FrameWriter = Callable[[Path, int, int], str]
+
+
+@dataclass
+class RenderedFrame:
+    """What a renderer draws for one frame: the picture, its class mask and its labels."""
+
+    image: np.ndarray  # BGR uint8
+    mask: np.ndarray  # class ids
+    boxes: tuple[Box, ...]
+    conditions: dict[str, Condition]
 
 
 def write_frames(
@@ -61,13 +72,17 @@ def write_frames(
     return out
 
 
-def save_frame_files(out: Path, name: str, image: np.ndarray, mask: np.ndarray) -> None:
-    """images/NAME and masks/NAME as fast-compressed PNG; a failed write (full disk) stops the run."""
+def save_rendered(out: Path, name: str, frame: RenderedFrame, rater: str) -> str:
+    """images/NAME and masks/NAME as fast-compressed PNG, and the frame's labels.jsonl line; a failed
+    write (full disk) stops the run."""
     params = [cv2.IMWRITE_PNG_COMPRESSION, 1]
     if not (
-        cv2.imwrite(str(out / "images" / name), image, params) and cv2.imwrite(str(out / "masks" / name), mask, params)
+        cv2.imwrite(str(out / "images" / name), frame.image, params)
+        and cv2.imwrite(str(out / "masks" / name), frame.mask, params)
     ):
         raise MgsError(f"cannot write {out / 'images' / name}; check the disk space and permissions of {out}")
+    label = Frame(f"images/{name}", f"masks/{name}", frame.boxes, (rater,), conditions=frame.conditions)
+    return json.dumps(label.to_json())
 
 
 def add_render_arguments(parser: argparse.ArgumentParser, default_seed: int) -> None:

@@ -6,7 +6,7 @@ depend on which process renders it or in what order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -23,6 +23,8 @@ from export.choicerender.rack import (
     paint_rails,
     paint_shadow,
 )
+from export.dataset import Box, Eye
+from export.rendered import RenderedFrame
 
 WIDTH, HEIGHT = 1920, 1080
 EDGE = 30  # animals keep this far from the frame edge, so a tilt never pushes an eye out of the image
@@ -44,16 +46,6 @@ class Animal:
     def to_frame(self, x: float, y: float) -> tuple[float, float]:
         sp = self.render.sprite
         return x - sp.origin[0] + self.left, y - sp.origin[1] + self.top
-
-
-@dataclass
-class RenderedFrame:
-    """The photograph, its class mask and the label line's boxes and conditions."""
-
-    image: np.ndarray
-    mask: np.ndarray
-    boxes: list[dict] = field(default_factory=list)
-    conditions: dict = field(default_factory=dict)
 
 
 def _score(rng: np.random.Generator) -> float:
@@ -175,12 +167,12 @@ def _eye_seen(mask: np.ndarray, x: float, y: float) -> bool:
     return bool(len(xs)) and bool(np.min((xs + max(0, xi - 2) - x) ** 2 + (ys + max(0, yi - 2) - y) ** 2) <= 4.0)
 
 
-def _roi(look_points: np.ndarray) -> list[int]:
+def _roi(look_points: np.ndarray) -> tuple[int, int, int, int]:
     x0, y0 = np.floor(look_points.min(axis=0)).astype(int)
     x1, y1 = np.ceil(look_points.max(axis=0)).astype(int)
     x0, y0 = max(0, int(x0)), max(0, int(y0))
     x1, y1 = min(WIDTH, int(x1)), min(HEIGHT, int(y1))
-    return [x0, y0, x1 - x0, y1 - y0]
+    return (x0, y0, x1 - x0, y1 - y0)
 
 
 def render_frame(seed: int, index: int) -> RenderedFrame:
@@ -205,11 +197,7 @@ def render_frame(seed: int, index: int) -> RenderedFrame:
         paint_box_front(frame, mask, box, rng)
     look = sample_camera(rng, (HEIGHT, WIDTH))
     image, moved_mask = shoot(frame, mask, look, rng)
-    out = RenderedFrame(
-        image,
-        moved_mask,
-        conditions={"style": "choice", "boxes": len(boxes), "backdrop": backdrop, **look.conditions()},
-    )
+    labelled: list[Box] = []
     for i, (box, animal) in enumerate(zip(boxes, animals)):
         corners = np.array(
             [
@@ -228,7 +216,7 @@ def render_frame(seed: int, index: int) -> RenderedFrame:
             "hopper": box.hopper,
             "card": box.card,
         }
-        eyes: list[dict] = []
+        eyes: list[Eye] = []
         if animal is None:
             cond.update(fur="none", pose="empty")
         else:
@@ -242,10 +230,8 @@ def render_frame(seed: int, index: int) -> RenderedFrame:
                     continue
                 seen = e.visible and _eye_seen(moved_mask, x, y)
                 hidden_by_clutter |= e.visible and not seen
-                eye: dict = {"x": round(float(x), 2), "y": round(float(y), 2), "visible": seen}
-                if seen and not spec.blink:
-                    eye["score"] = spec.score
-                eyes.append(eye)
+                score = spec.score if seen and not spec.blink else None
+                eyes.append(Eye(round(float(x), 2), round(float(y), 2), score, seen))
             cond.update(
                 fur=spec.coat.fur,
                 pose=spec.pose,
@@ -255,13 +241,7 @@ def render_frame(seed: int, index: int) -> RenderedFrame:
                 blink=spec.blink,
                 occluded=hidden_by_clutter,
             )
-        out.boxes.append(
-            {
-                "box": i,
-                "roi": _roi(move_points(look, corners)),
-                "face_visible": any(e["visible"] for e in eyes),
-                "eyes": eyes,
-                "conditions": cond,
-            }
-        )
-    return out
+        roi = _roi(move_points(look, corners))
+        labelled.append(Box(i, roi, any(e.visible for e in eyes), tuple(eyes), cond))
+    conditions = {"style": "choice", "boxes": len(boxes), "backdrop": backdrop, **look.conditions()}
+    return RenderedFrame(image, moved_mask, tuple(labelled), conditions)

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from export.choicerender.scene import render_frame
-from export.rendered import save_frame_files, write_frames
+from export.rendered import save_rendered, write_frames
 
 RATER = "choice-render"
 
 
 def _write_frame(out: Path, seed: int, index: int) -> str:
     """Render frame `index`, save its image and mask, return its label line."""
-    frame = render_frame(seed, index)
-    name = f"choice_{index:06d}.png"
-    save_frame_files(out, name, frame.image, frame.mask)
-    line = {
-        "image": f"images/{name}",
-        "mask": f"masks/{name}",
-        "rater": RATER,
-        "boxes": frame.boxes,
-        "conditions": frame.conditions,
-    }
-    return json.dumps(line, separators=(",", ":"))
+    return save_rendered(out, f"choice_{index:06d}.png", render_frame(seed, index), RATER)
 
 
 def write_choice(out: Path, frames: int, seed: int, progress: bool = True, workers: int = 1) -> Path:

@@ -22,6 +22,7 @@ from export.independent import mouse as mice
 from export.independent import texture
 from export.independent.camera import Camera, rotation
 from export.independent.paint import Canvas, coverage
+from export.rendered import RenderedFrame
 
 WIDTH, HEIGHT = 1920, 1080
 ANIMAL, EARS, EYES = 1, 2, 3
@@ -116,14 +117,6 @@ class RenderedBox:
     roi: tuple[int, int, int, int]
     eyes: list[DrawnEye]
     conditions: dict[str, str | float | int | bool] = field(default_factory=dict)
-
-
-@dataclass
-class RenderedFrame:
-    image: np.ndarray  # BGR uint8
-    mask: np.ndarray  # class ids
-    boxes: tuple[Box, ...]
-    conditions: dict[str, str | float | int | bool]
 
 
 def _choice(rng: np.random.Generator, options) -> str:

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from export.dataset import Frame
 from export.independent.scene import render_frame
-from export.rendered import save_frame_files, write_frames
+from export.rendered import save_rendered, write_frames
 
 RATER = "independent-renderer"
 
 
 def _write_frame(out: Path, seed: int, index: int) -> str:
     """Render one frame, write its image and mask; returns its labels.jsonl line."""
-    rendered = render_frame(seed, index)
-    name = f"indep_{seed}_{index:05d}.png"
-    save_frame_files(out, name, rendered.image, rendered.mask)
-    frame = Frame(f"images/{name}", f"masks/{name}", rendered.boxes, (RATER,), conditions=rendered.conditions)
-    return json.dumps(frame.to_json())
+    return save_rendered(out, f"indep_{seed}_{index:05d}.png", render_frame(seed, index), RATER)
 
 
 def write_independent(out: Path, frames: int, seed: int, progress: bool = True, workers: int = 1) -> Path:
