@@ -63,6 +63,29 @@ def test_without_a_verifier_the_largest_blobs_of_each_box_are_kept() -> None:
     assert select_eyes(blobs, None, [0, 0, 0, 0], EyeConfig(max_eyes_per_box=1)) == [0]
 
 
+def test_a_blob_with_little_fur_around_needs_the_verifiers_stronger_word() -> None:
+    """On an unfamiliar rack the segmenter misses fur more often than eyes: a blob with 0.35-0.65
+    animal around it stays a candidate but is kept only at eyeness >= low_context_eyeness."""
+    config = EyeConfig(max_eyes_per_box=4)
+    in_fur, sparse, bare = (EyeBlob(10 * i, 0, 100, False, context=c) for i, c in enumerate((0.8, 0.5, 0.5)))
+    blobs = [in_fur, sparse, bare]
+    assert select_eyes(blobs, np.array([0.7, 0.9, 0.7]), [0, 0, 0], config) == [0, 1]
+    assert select_eyes(blobs, np.array([0.4, 0.95, 0.9]), [0, 0, 0], config) == [1, 2]
+    assert select_eyes(blobs, None, [0, 0, 0], config) == [0]  # no verifier to ask: as before
+    assert select_eyes(blobs, np.array([0.7, 0.9, 0.7]), [0, 0, 0], EyeConfig(low_context_eyeness=1.0)) == [0]
+
+
+def test_the_context_rule_has_a_floor() -> None:
+    classes = np.zeros((60, 60), np.uint8)
+    classes[10:50, 10:50] = device_eyes.ANIMAL
+    classes[27:33, 27:33] = device_eyes.EYES
+    classes[10:50, 10:27] = 0  # the fur on one side missed: context 0.58
+    assert [round(b.context, 2) for b in device_eyes.find_eye_blobs(classes, EyeConfig(min_area_px=1))] == [0.58]
+    assert device_eyes.find_eye_blobs(classes, EyeConfig(min_area_px=1, low_context_fraction=0.65)) == []
+    classes[classes == device_eyes.ANIMAL] = 0  # no fur at all: a hole in the wall
+    assert device_eyes.find_eye_blobs(classes, EyeConfig(min_area_px=1)) == []
+
+
 def test_candidates_per_box_must_cover_the_eyes_kept() -> None:
     from mgs_core.errors import ConfigError
     from mgs_core.tomlconfig import from_dict
