@@ -90,7 +90,9 @@ class EyeConfig:
     )
     low_context_eyeness: Annotated[float, Range(0, 1)] = field(
         default=0.85,
-        metadata={"doc": "the eyeness (0-1) a blob with less than min_context_fraction animal around it needs to be kept"},
+        metadata={
+            "doc": "the eyeness (0-1) a blob with less than min_context_fraction animal around it needs to be kept"
+        },
     )
     min_sharpness: Annotated[float, Range(0)] = field(
         default=15.0,
