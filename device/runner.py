@@ -241,6 +241,10 @@ class DeviceRunner:
 
     def run(self) -> int:
         cv2.setNumThreads(1)
+        # First of all: the publisher, the roll-out and the camera start threads and announce the
+        # device before the loop runs, and a stop (systemd, Ctrl-C) in that window must be a clean
+        # one (flush, close the outbox), not the default death by signal.
+        self._install_signal_handlers()
         c = self.config
         self.outbox = Outbox.from_config(c.outbox)
         view: LocalView | None = None
@@ -281,7 +285,6 @@ class DeviceRunner:
             self.publisher.start()
             self.rollout.start()
             self.capture.start()
-            self._install_signal_handlers()
             sd_notify("READY=1")
             log.info(
                 "device %s running: %d box(es), models %s, target %g fps",
