@@ -320,9 +320,12 @@ class FastPipeline:
             blobs = find_eye_blobs(classes, self.config.eyes, origin=(x0, y0), valid=valid)
             blobs_per_box[b] = _merge_same_eyes(blobs_per_box[b] + blobs)
             animals[b] = animals[b] or animal_found(classes)
-            centre = _track_centre(blobs, classes, x0, y0)
+            # Only eyes in fur steer the crop: a low-context blob is scored if the verifier vouches
+            # for it, but a vent hole must not pull the box's crop off the head until the next search.
+            in_fur = [blob for blob in blobs if blob.context >= self.config.eyes.min_context_fraction]
+            centre = _track_centre(in_fur, classes, x0, y0)
             if centre is not None:
-                (eye_centres if blobs else head_centres)[b].append(centre)
+                (eye_centres if in_fur else head_centres)[b].append(centre)
         for b, track in enumerate(self.tracks):
             # A crop that found eyes is followed; crops that only see head parts are kept only while
             # no crop of the box found eyes, so a false head cluster does not cost a crop per frame.

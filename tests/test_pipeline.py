@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 import pytest
 
-from device.eyes import EyeConfig
+from device.eyes import EyeConfig, find_eye_blobs
 from device.inference import Models, load_models
-from device.pipeline import FastPipeline, FullResolutionPipeline, PipelineConfig
+from device.pipeline import FastPipeline, FullResolutionPipeline, PipelineConfig, images_to_batch
 from device.rois import Roi
 from mgs_core.manifest import load_manifest
 
@@ -107,6 +107,21 @@ def test_fast_pipeline_tracks_a_moving_head_between_coarse_passes() -> None:
         (eye,) = fast(frame, step).boxes[1].eyes
         assert abs(eye.x - heads[1][0]) < 0.5 and abs(eye.y - heads[1][1]) < 0.5
     assert fast.coarse_passes == 3  # the first pass, then retries for the three empty boxes only
+
+
+def test_only_eyes_in_fur_steer_the_crop() -> None:
+    """A blob at the edge of the fur (little animal around it) may be scored if the verifier vouches
+    for it, but the box's crop keeps following the eye in fur, not the mean of both."""
+    models = colour_models()
+    fast = FastPipeline(models, ROIS, PipelineConfig(fine_crop=96, coarse_every=100, eyes=SCORE_ALL))
+    frame, _ = draw_scene({1: (700, 450)})
+    fast(frame, 0)
+    assert fast.tracks[1].centres == [(700.0, 450.0)]
+    cv2.circle(frame, (667, 450), 5, EYE_BGR, -1)  # on the left end of the body: half fur, half backdrop
+    decoy = [b for b in find_eye_blobs(models.seg_fine(images_to_batch([frame]))[0], SCORE_ALL) if b.x < 680]
+    assert len(decoy) == 1 and SCORE_ALL.low_context_fraction <= decoy[0].context < SCORE_ALL.min_context_fraction
+    fast(frame, 1)
+    assert fast.tracks[1].centres == [(700.0, 450.0)]
 
 
 def test_lost_track_brings_back_the_coarse_search() -> None:
