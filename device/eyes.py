@@ -477,7 +477,7 @@ def select_eyes(
     for group in dict.fromkeys(groups):
         members = [i for i, g in enumerate(groups) if g == group]
         if eyeness is None:
-            members = [i for i in members if blobs[i].context >= config.min_context_fraction]
+            members = [i for i in members if in_fur(blobs[i], config)]
             members.sort(key=lambda i: -blobs[i].area_px)
         else:
             members = [i for i in members if eyeness[i] >= _eyeness_needed(blobs[i], config)]
@@ -486,10 +486,14 @@ def select_eyes(
     return sorted(kept)
 
 
+def in_fur(blob: EyeBlob, config: EyeConfig) -> bool:
+    """Whether the blob has `min_context_fraction` animal around it; a blob below that (a fur the
+    segmenter does not know, or a hole in the box wall) is a candidate only on the verifier's word."""
+    return blob.context >= config.min_context_fraction
+
+
 def _eyeness_needed(blob: EyeBlob, config: EyeConfig) -> float:
-    """A blob in fur needs the verifier's ordinary word; one with little animal around it (a fur the
-    segmenter does not know, or a hole in the box wall) a stronger one."""
-    return config.min_eyeness if blob.context >= config.min_context_fraction else config.low_context_eyeness
+    return config.min_eyeness if in_fur(blob, config) else config.low_context_eyeness
 
 
 def score_blobs(

@@ -25,7 +25,7 @@ from typing import Annotated, ClassVar, Literal
 import cv2
 import numpy as np
 
-from device.eyes import ANIMAL, EARS, EYES, EyeBlob, EyeConfig, animal_found, find_eye_blobs, score_blobs
+from device.eyes import ANIMAL, EARS, EYES, EyeBlob, EyeConfig, animal_found, find_eye_blobs, in_fur, score_blobs
 from device.inference import Models
 from device.results import BoxResult, EyeScore, FrameResult
 from device.rois import Roi, check_inside
@@ -322,10 +322,10 @@ class FastPipeline:
             animals[b] = animals[b] or animal_found(classes)
             # Only eyes in fur steer the crop: a low-context blob is scored if the verifier vouches
             # for it, but a vent hole must not pull the box's crop off the head until the next search.
-            in_fur = [blob for blob in blobs if blob.context >= self.config.eyes.min_context_fraction]
-            centre = _track_centre(in_fur, classes, x0, y0)
+            furred = [blob for blob in blobs if in_fur(blob, self.config.eyes)]
+            centre = _track_centre(furred, classes, x0, y0)
             if centre is not None:
-                (eye_centres if in_fur else head_centres)[b].append(centre)
+                (eye_centres if furred else head_centres)[b].append(centre)
         for b, track in enumerate(self.tracks):
             # A crop that found eyes is followed; crops that only see head parts are kept only while
             # no crop of the box found eyes, so a false head cluster does not cost a crop per frame.
