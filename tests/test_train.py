@@ -103,6 +103,18 @@ def test_unet_training_lowers_the_loss(tiny: Path, tmp_path: Path, eye_instance_
     assert history[-1]["loss"] < history[0]["loss"]
 
 
+def test_augmenting_workers_give_the_same_training_as_the_trainer_alone(tiny: Path, tmp_path: Path) -> None:
+    samples = fine_crops(open_dataset(tiny), 48, 2, np.random.default_rng(0))
+    recipe = SegRecipe(epochs=2, batch=4, lr=0.01, seed=5)
+    alone, alone_history = train_seg(samples, recipe, tmp_path / "a.pt", CPU, kind="fine", progress=False)
+    pooled, pooled_history = train_seg(samples, recipe, tmp_path / "b.pt", CPU, kind="fine", progress=False, workers=2)
+    assert [h["loss"] for h in pooled_history] == pytest.approx([h["loss"] for h in alone_history])
+    for (k, a), b in zip(alone.state_dict().items(), pooled.state_dict().values()):
+        assert torch.allclose(a, b), k
+    with pytest.raises(MgsError, match="--workers"):
+        train_seg(samples, recipe, tmp_path / "c.pt", CPU, kind="fine", progress=False, workers=-1)
+
+
 def test_resume_continues_exactly_where_the_run_stopped(tiny: Path, tmp_path: Path) -> None:
     samples = eye_samples(open_dataset(tiny))
     recipe = EyeRecipe(epochs=3, batch=4, optimizer="adam", lr=0.005, seed=3)

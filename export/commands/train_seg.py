@@ -60,6 +60,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="fine: weigh every eye blob of a crop as if it had at least this many pixels, so shut and small eyes count like open ones (0 = class weights only; 120 was tried in models/TRAINING.md, sixth step)",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="processes that augment batches beside the trainer (on a GPU host: a few per training run; "
+        "the batches are the same for any number); default 0 = in the training process",
+    )
+    parser.add_argument(
         "--input-size",
         type=parse_hw,
         default=(160, 112),
@@ -143,7 +150,16 @@ def run(args: argparse.Namespace) -> int:
         time.monotonic() - started,
     )
     module, history = train_seg(
-        samples, recipe, out, device, kind=args.model, resume=args.resume, init=init, val=val, progress=not args.quiet
+        samples,
+        recipe,
+        out,
+        device,
+        kind=args.model,
+        resume=args.resume,
+        init=init,
+        val=val,
+        progress=not args.quiet,
+        workers=args.workers,
     )
     training = recipe_record(recipe, samples, len(data.frames), {**extra, "init": init_record})
     training["history"] = history

@@ -1,0 +1,44 @@
+#!/bin/bash
+# Both U-Nets from random weights on a GPU host with 16 cores, in one command of under 10 minutes:
+# 14 shards of fresh frames rendered in parallel (10 default, 4 hardest preset, seeds 41001-41014),
+# then two fine U-Nets (plain and --eye-instance-px 120) and the coarse one trained side by side,
+# each with its own augmenting workers. Every run stops at the deadline; an unfinished one leaves
+# its per-epoch checkpoint. Run from the repository root (models/TRAINING.md, "Tenth step"):
+#   OUT=folder [FRAMES=450 SHARDS=14 CROPS=3 FINE_EPOCHS=14 COARSE_EPOCHS=24 DEADLINE_S=510] bash models/gpu_seg.sh
+# FRAMES=9 SHARDS=7 FINE_EPOCHS=2 COARSE_EPOCHS=2 CROPS=1 DEV=cpu PY=.venv/bin/python tries it on a CPU.
+set -u
+export PYTHONPATH=$PWD
+T0=$(date +%s)
+FRAMES=${FRAMES:-450}; FINE_EPOCHS=${FINE_EPOCHS:-14}; COARSE_EPOCHS=${COARSE_EPOCHS:-24}
+DEADLINE=$((T0 + ${DEADLINE_S:-500})); CROPS=${CROPS:-3}; DEV=${DEV:-cuda}; SHARDS=${SHARDS:-14}
+D=/tmp/gpu10/data; W=/tmp/gpu10/w; LOG=$OUT/log.txt
+rm -rf /tmp/gpu10 && mkdir -p $D $W "$OUT"
+E="${PY:-python3} -m export.cli"
+say() { echo "[$(( $(date +%s) - T0 )) s] $*" | tee -a "$LOG"; }
+say "start $(nproc) cores; $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null)"
+for k in $(seq 1 "$SHARDS"); do
+  r=default; [ "$k" -gt $((SHARDS - SHARDS * 2 / 7)) ] && r=hardest
+  $E synth --frames "$FRAMES" --seed $((41000 + k)) --randomise $r --out $D/s$k --quiet >> $W/synth.log 2>&1 &
+done
+$E synth --frames $((FRAMES * 4 / 9)) --seed 5000 --out $D/val --quiet >> $W/synth.log 2>&1 &
+wait
+say "synth done: $(grep -c wrote $W/synth.log) sets"; tail -3 $W/synth.log >> "$LOG"
+[ "$(grep -c wrote $W/synth.log)" -eq $((SHARDS + 1)) ] || { cat $W/synth.log >> "$LOG"; say "synth failed"; exit 1; }
+S=$(ls -d $D/s*)
+left() { echo $((DEADLINE - $(date +%s))); }
+fine() {  # name, extra options
+  timeout "$(left)" $E train-seg --model fine --data $S --val $D/val --base 16 --crops-per-box "$CROPS" --batch 64 \
+    --lr 0.004 --schedule cosine --epochs "$FINE_EPOCHS" --workers 5 --threads 2 --device "$DEV" --seed 21 --quiet \
+    --out $W/$1.pt "${@:2}" > $W/$1.log 2>&1
+}
+fine seg_fine_a &
+fine seg_fine_b --eye-instance-px 120 &
+timeout "$(left)" $E train-seg --model coarse --data $S --val $D/val --base 16 --batch 32 --lr 0.002 \
+  --schedule cosine --epochs "$COARSE_EPOCHS" --workers 3 --threads 2 --device "$DEV" --seed 21 --quiet \
+  --out $W/seg_coarse.pt > $W/seg_coarse.log 2>&1 &
+wait
+for m in seg_fine_a seg_fine_b seg_coarse; do
+  say "== $m"; cat $W/$m.log >> "$LOG"
+  if [ -f $W/$m.pt ]; then cp $W/$m.pt "$OUT/"; else cp $W/$m.pt.ckpt "$OUT/" 2>/dev/null; fi
+done
+say "end"
