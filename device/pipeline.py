@@ -178,6 +178,17 @@ class FullResolutionPipeline:
         return FrameResult(frame_index=frame_index, capture_time=capture_time, boxes=boxes, stage_ms=watch.ms)
 
 
+@dataclass(frozen=True)
+class FineCrop:
+    """One fine crop of a frame: box index, top-left frame pixel, valid map region, class map."""
+
+    box: int
+    x0: int
+    y0: int
+    valid: tuple[int, int, int, int]
+    classes: np.ndarray
+
+
 @dataclass
 class _Track:
     """Where the fine crops of one box go next frame, and when its last coarse search ran."""
@@ -200,6 +211,9 @@ class FastPipeline:
         self.crops_run = 0
         self._checked_shape: tuple[int, ...] | None = None
         self._frames = 0
+        # The last frame's fine crops with their class maps: references only, kept so the evaluator
+        # can tell at which stage an eye the pipeline missed was lost (export/eye_losses.py).
+        self.last_fine: list[FineCrop] = []
 
     def __call__(self, frame: np.ndarray, frame_index: int = 0, capture_time: float = 0.0) -> FrameResult:
         watch = _Stopwatch()
@@ -301,6 +315,7 @@ class FastPipeline:
     def _fine(self, frame: np.ndarray, crops, watch: _Stopwatch) -> tuple[list[list[EyeBlob]], list[bool]]:
         blobs_per_box: list[list[EyeBlob]] = [[] for _ in self.rois]
         animals = [t.animal for t in self.tracks]
+        self.last_fine = []
         if not crops:
             return blobs_per_box, animals
         c = max(self.crop_sides[b] for b, *_ in crops)  # one batch: smaller crops are padded to the largest
@@ -314,6 +329,7 @@ class FastPipeline:
         watch.lap("resize")
         maps = class_maps(self.models.seg_fine(batch))
         watch.lap("unet_fine")
+        self.last_fine = [FineCrop(b, x0, y0, valid, classes) for (b, x0, y0, valid), classes in zip(crops, maps)]
         eye_centres: list[list[tuple[float, float]]] = [[] for _ in self.rois]
         head_centres: list[list[tuple[float, float]]] = [[] for _ in self.rois]
         for (b, x0, y0, valid), classes in zip(crops, maps):

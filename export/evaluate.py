@@ -41,6 +41,7 @@ from device.results import EyeScore
 from device.rois import Roi
 from export.breakdown import ConditionBreakdown
 from export.dataset import Dataset
+from export.eye_losses import LossStages
 from export.metrics import (
     confusion_matrix,
     iou_from_confusion,
@@ -179,6 +180,7 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
     regressor_only = Pairs([], [])
     candidates: dict[str, list[Candidate]] = {p: [] for p in options.pipelines}
     severity = {p: SeverityRecall() for p in options.pipelines}
+    losses = LossStages()
     seconds = {p: 0.0 for p in options.pipelines}
     n_true_visible = 0
     breakdown = ConditionBreakdown(options.pipelines)
@@ -215,11 +217,13 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
             t0 = time.perf_counter()
             result = pipeline(image)
             seconds[kind] += time.perf_counter() - t0
-            for box, box_result, eyes in zip(frame.boxes, result.boxes, true_eyes):
+            for b, (box, box_result, eyes) in enumerate(zip(frame.boxes, result.boxes, true_eyes)):
                 score_box(box_result.eyes, eyes, options.match_px, counts[kind], end_to_end[kind])
                 score_box(box_result.eyes, eyes, options.match_px, *breakdown.tally(kind, frame, box))
                 collect_candidates(box_result.eyes, eyes, options.match_px, candidates[kind])
                 severity[kind].add(box_result.eyes, eyes, options.match_px)
+                if isinstance(pipeline, FastPipeline):
+                    losses.add(b, box_result.eyes, eyes, pipeline.last_fine, pipeline.config.eyes, options.match_px)
     report: dict[str, Any] = {
         "frames": len(frames),
         "true_visible_eyes": n_true_visible,
@@ -243,6 +247,8 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
             "ms_per_frame": round(1000 * seconds[kind] / len(frames), 1),
             "by_true_score": severity[kind].report(),
         }
+        if kind == "fast":
+            report["detection"][kind]["lost_at"] = losses.report()
         report["end_to_end"][kind] = end_to_end[kind].report()
     report["abstention"] = {
         kind: abstention_report(candidates[kind], n_true_visible, EyeConfig().min_confidence)

@@ -195,7 +195,9 @@ def test_evaluate_reports_the_breakdown_consistent_with_its_totals(
         )
         == 0
     )
-    assert "box.fur" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "box.fur" in printed
+    assert "where the true eyes went" in printed
     report = json.loads((out / "report.json").read_text())
     by = report["by_condition"]
     assert by["all"]["fast"]["tp"] == report["detection"]["fast"]["tp"]
@@ -208,3 +210,6 @@ def test_evaluate_reports_the_breakdown_consistent_with_its_totals(
     bands = report["detection"]["fast"]["by_true_score"].values()
     assert sum(b["found"] for b in bands) <= report["detection"]["fast"]["tp"]
     assert sum(b["n"] for b in bands) == report["regressor_only"]["n"]
+    lost = report["detection"]["fast"]["lost_at"]
+    assert lost["found"]["n"] == report["detection"]["fast"]["tp"]
+    assert sum(v["n"] for v in lost.values()) == report["true_visible_eyes"]

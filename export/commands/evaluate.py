@@ -93,6 +93,11 @@ def run(args: argparse.Namespace) -> int:
                 for band, b in d["by_true_score"].items()
             )
         )
+        if "lost_at" in d:
+            print(
+                f"  {kind:4s} where the true eyes went:  "
+                + "  ".join(f"{stage} {v['n']}" for stage, v in d["lost_at"].items())
+            )
     for kind, a in report["abstention"].items():
         op = a["operating_point"]
         print(

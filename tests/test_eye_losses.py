@@ -1,0 +1,56 @@
+"""Which stage a missed eye is counted at: crafted class maps, no models."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from device.eyes import ANIMAL, EYES, EyeConfig
+from device.pipeline import FineCrop
+from device.results import EyeScore
+from export.eye_losses import LossStages, lost_at
+
+CONFIG = EyeConfig()
+
+
+def _crop(eye_at: tuple[int, int] | None, eye_px: int = 7, box: int = 0) -> FineCrop:
+    """A 96x96 crop at frame (100, 200): fur everywhere, an eye blob of eye_px x eye_px at eye_at (map pixels)."""
+    classes = np.full((96, 96), ANIMAL, np.uint8)
+    if eye_at is not None:
+        u, v = eye_at
+        classes[v : v + eye_px, u : u + eye_px] = EYES
+    return FineCrop(box=box, x0=100, y0=200, valid=(0, 0, 96, 96), classes=classes)
+
+
+def test_an_eye_outside_every_crop_was_lost_to_the_head_search() -> None:
+    assert lost_at(50.0, 50.0, [_crop((40, 40))], CONFIG, 8.0) == "no_crop"
+    assert lost_at(150.0, 250.0, [], CONFIG, 8.0) == "no_crop"
+
+
+def test_an_eye_in_a_crop_without_eye_pixels_was_lost_to_the_fine_unet() -> None:
+    assert lost_at(150.0, 250.0, [_crop(None)], CONFIG, 8.0) == "no_eye_pixel"
+    assert lost_at(150.0, 250.0, [_crop((80, 5))], CONFIG, 8.0) == "no_eye_pixel"
+
+
+def test_eye_pixels_too_small_for_a_blob_were_lost_to_the_filters() -> None:
+    assert lost_at(141.0, 241.0, [_crop((40, 40), eye_px=2)], CONFIG, 8.0) == "no_candidate"
+
+
+def test_a_candidate_that_was_not_reported_is_counted_after_the_filters() -> None:
+    assert lost_at(143.0, 243.0, [_crop((40, 40))], CONFIG, 8.0) == "not_reported"
+
+
+def test_every_visible_eye_is_counted_once_and_hidden_ones_not_at_all() -> None:
+    truth = [
+        SimpleNamespace(x=143.0, y=243.0, visible=True),
+        SimpleNamespace(x=20.0, y=20.0, visible=True),
+        SimpleNamespace(x=30.0, y=30.0, visible=False),
+    ]
+    found = EyeScore(x=144.0, y=242.0, score=3.0, quality_ok=True)
+    stages = LossStages()
+    stages.add(0, [found], truth, [_crop((40, 40)), _crop(None, box=1)], CONFIG, 8.0)
+    report = stages.report()
+    assert report["found"]["n"] == 1 and report["no_crop"]["n"] == 1
+    assert sum(v["n"] for v in report.values()) == 2
+    assert report["found"]["share"] == 0.5
