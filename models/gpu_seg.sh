@@ -25,7 +25,7 @@ wait
 say "synth done: $(grep -c wrote $W/synth.log) sets"; tail -3 $W/synth.log >> "$LOG"
 [ "$(grep -c wrote $W/synth.log)" -eq $((SHARDS + 1)) ] || { cat $W/synth.log >> "$LOG"; say "synth failed"; exit 1; }
 S=$(ls -d $D/s*)
-left() { echo $((DEADLINE - $(date +%s))); }
+left() { local s=$((DEADLINE - $(date +%s))); echo $((s > 1 ? s : 1)); }  # timeout 0 would mean none
 fine() {  # name, extra options
   timeout "$(left)" $E train-seg --model fine --data $S --val $D/val --base 16 --crops-per-box "$CROPS" --batch 64 \
     --lr 0.004 --schedule cosine --epochs "$FINE_EPOCHS" --workers 5 --threads 2 --device "$DEV" --seed 21 --quiet \
