@@ -180,13 +180,15 @@ class FullResolutionPipeline:
 
 @dataclass(frozen=True)
 class FineCrop:
-    """One fine crop of a frame: box index, top-left frame pixel, valid map region, class map."""
+    """One fine crop of a frame: box index, top-left frame pixel, valid map region, class map, and
+    the eye blobs the filters let through (before the per-box merge and candidate cap)."""
 
     box: int
     x0: int
     y0: int
     valid: tuple[int, int, int, int]
     classes: np.ndarray
+    blobs: list[EyeBlob]
 
 
 @dataclass
@@ -329,11 +331,11 @@ class FastPipeline:
         watch.lap("resize")
         maps = class_maps(self.models.seg_fine(batch))
         watch.lap("unet_fine")
-        self.last_fine = [FineCrop(b, x0, y0, valid, classes) for (b, x0, y0, valid), classes in zip(crops, maps)]
         eye_centres: list[list[tuple[float, float]]] = [[] for _ in self.rois]
         head_centres: list[list[tuple[float, float]]] = [[] for _ in self.rois]
         for (b, x0, y0, valid), classes in zip(crops, maps):
             blobs = find_eye_blobs(classes, self.config.eyes, origin=(x0, y0), valid=valid)
+            self.last_fine.append(FineCrop(b, x0, y0, valid, classes, blobs))
             blobs_per_box[b] = _merge_same_eyes(blobs_per_box[b] + blobs)
             animals[b] = animals[b] or animal_found(classes)
             # Only eyes in fur steer the crop: a low-context blob is scored if the verifier vouches

@@ -223,7 +223,7 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
                 collect_candidates(box_result.eyes, eyes, options.match_px, candidates[kind])
                 severity[kind].add(box_result.eyes, eyes, options.match_px)
                 if isinstance(pipeline, FastPipeline):
-                    losses.add(b, box_result.eyes, eyes, pipeline.last_fine, pipeline.config.eyes, options.match_px)
+                    losses.add(b, box_result.eyes, eyes, pipeline.last_fine, options.match_px)
     report: dict[str, Any] = {
         "frames": len(frames),
         "true_visible_eyes": n_true_visible,

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from device.eyes import EYES, EyeConfig, find_eye_blobs
+from device.eyes import EYES
 from device.pipeline import FineCrop
 from device.results import EyeScore
 from export.metrics import match_points
@@ -34,7 +34,6 @@ class LossStages:
         detected: Sequence[EyeScore],
         truth: Sequence[Any],
         crops: Sequence[FineCrop],
-        config: EyeConfig,
         match_px: float,
     ) -> None:
         """One box of a frame: `truth` its labelled eyes, `crops` the frame's fine crops."""
@@ -42,24 +41,22 @@ class LossStages:
         mine = [c for c in crops if c.box == box]
         for j, eye in enumerate(truth):
             if eye.visible:
-                self.counts["found" if j in found else lost_at(eye.x, eye.y, mine, config, match_px)] += 1
+                self.counts["found" if j in found else lost_at(eye.x, eye.y, mine, match_px)] += 1
 
     def report(self) -> dict[str, dict[str, Any]]:
         total = sum(self.counts.values())
         return {stage: {"n": n, "share": n / total if total else None} for stage, n in self.counts.items()}
 
 
-def lost_at(x: float, y: float, crops: Sequence[FineCrop], config: EyeConfig, match_px: float) -> str:
+def lost_at(x: float, y: float, crops: Sequence[FineCrop], match_px: float) -> str:
     """The first stage a missed eye at frame pixel (x, y) did not pass, given its box's fine crops."""
     covering = [c for c in crops if c.valid[0] <= x - c.x0 < c.valid[2] and c.valid[1] <= y - c.y0 < c.valid[3]]
     if not covering:
         return "no_crop"
     if not any(_eye_pixel_near(c, x, y, match_px) for c in covering):
         return "no_eye_pixel"
-    for c in covering:
-        blobs = find_eye_blobs(c.classes, config, origin=(c.x0, c.y0), valid=c.valid)
-        if any(np.hypot(b.x - x, b.y - y) <= match_px for b in blobs):
-            return "not_reported"
+    if any(np.hypot(b.x - x, b.y - y) <= match_px for c in covering for b in c.blobs):
+        return "not_reported"
     return "no_candidate"
 
 

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from device.eyes import ANIMAL, EYES, EyeConfig
+from device.eyes import ANIMAL, EYES, EyeConfig, find_eye_blobs
 from device.pipeline import FineCrop
 from device.results import EyeScore
 from export.eye_losses import LossStages, lost_at
@@ -20,25 +20,26 @@ def _crop(eye_at: tuple[int, int] | None, eye_px: int = 7, box: int = 0) -> Fine
     if eye_at is not None:
         u, v = eye_at
         classes[v : v + eye_px, u : u + eye_px] = EYES
-    return FineCrop(box=box, x0=100, y0=200, valid=(0, 0, 96, 96), classes=classes)
+    blobs = find_eye_blobs(classes, CONFIG, origin=(100, 200), valid=(0, 0, 96, 96))
+    return FineCrop(box=box, x0=100, y0=200, valid=(0, 0, 96, 96), classes=classes, blobs=blobs)
 
 
 def test_an_eye_outside_every_crop_was_lost_to_the_head_search() -> None:
-    assert lost_at(50.0, 50.0, [_crop((40, 40))], CONFIG, 8.0) == "no_crop"
-    assert lost_at(150.0, 250.0, [], CONFIG, 8.0) == "no_crop"
+    assert lost_at(50.0, 50.0, [_crop((40, 40))], 8.0) == "no_crop"
+    assert lost_at(150.0, 250.0, [], 8.0) == "no_crop"
 
 
 def test_an_eye_in_a_crop_without_eye_pixels_was_lost_to_the_fine_unet() -> None:
-    assert lost_at(150.0, 250.0, [_crop(None)], CONFIG, 8.0) == "no_eye_pixel"
-    assert lost_at(150.0, 250.0, [_crop((80, 5))], CONFIG, 8.0) == "no_eye_pixel"
+    assert lost_at(150.0, 250.0, [_crop(None)], 8.0) == "no_eye_pixel"
+    assert lost_at(150.0, 250.0, [_crop((80, 5))], 8.0) == "no_eye_pixel"
 
 
 def test_eye_pixels_too_small_for_a_blob_were_lost_to_the_filters() -> None:
-    assert lost_at(141.0, 241.0, [_crop((40, 40), eye_px=2)], CONFIG, 8.0) == "no_candidate"
+    assert lost_at(141.0, 241.0, [_crop((40, 40), eye_px=2)], 8.0) == "no_candidate"
 
 
 def test_a_candidate_that_was_not_reported_is_counted_after_the_filters() -> None:
-    assert lost_at(143.0, 243.0, [_crop((40, 40))], CONFIG, 8.0) == "not_reported"
+    assert lost_at(143.0, 243.0, [_crop((40, 40))], 8.0) == "not_reported"
 
 
 def test_every_visible_eye_is_counted_once_and_hidden_ones_not_at_all() -> None:
@@ -49,7 +50,7 @@ def test_every_visible_eye_is_counted_once_and_hidden_ones_not_at_all() -> None:
     ]
     found = EyeScore(x=144.0, y=242.0, score=3.0, quality_ok=True)
     stages = LossStages()
-    stages.add(0, [found], truth, [_crop((40, 40)), _crop(None, box=1)], CONFIG, 8.0)
+    stages.add(0, [found], truth, [_crop((40, 40)), _crop(None, box=1)], 8.0)
     report = stages.report()
     assert report["found"]["n"] == 1 and report["no_crop"]["n"] == 1
     assert sum(v["n"] for v in report.values()) == 2

@@ -34,7 +34,7 @@ from export.train.augment import SEG_COARSE, SEG_FINE, seg_batch
 from export.train.loop import run_epochs, scheduled_lr, set_lr
 from export.train.samples import N_CLASSES, SegSamples
 from export.train.weights import seed_everything
-from export.train.workers import Arrays, batch_workers
+from export.train.workers import Arrays, Run, batch_workers
 from mgs_core.errors import MgsError
 from models.unet import UNet
 
@@ -158,54 +158,54 @@ def train_seg(
         raise MgsError(
             f"input size {samples.images.shape[1:3]} is not a multiple of {multiple} (the U-Net depth needs it)"
         )
+    seed_everything(recipe.seed)
+    module = (init if init is not None else UNet(base=recipe.base, depth=recipe.depth)).to(device)
+    optimizer = torch.optim.Adam(module.parameters(), lr=recipe.lr)
+    class_weight = class_weights(samples.class_frequency()).to(device)
+    balanced = recipe.eye_instance_px > 0
+    loss_fn = weighted_cross_entropy(class_weight) if balanced else nn.CrossEntropyLoss(weight=class_weight)
+
+    def target(labels: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The class ids, with the eye-instance pixel weights when the recipe asks for them."""
+        if not balanced:
+            return labels
+        pixel = eye_instance_weights(labels.cpu().numpy(), recipe.eye_instance_px)
+        return labels, torch.from_numpy(pixel).to(device)
+
+    def batches(epoch: int, run: Run) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        gen = torch.Generator().manual_seed(recipe.seed * 1000 + epoch)
+        set_lr(optimizer, scheduled_lr(recipe.lr, recipe.schedule, epoch, recipe.epochs))
+        order = torch.randperm(len(samples), generator=gen).numpy()
+        chunks = [order[i : i + recipe.batch] for i in range(0, len(order), recipe.batch)]
+        if not recipe.augment:
+            for idx in chunks:
+                labels = torch.from_numpy(samples.masks[idx].astype(np.int64)).to(device)
+                x, y = jitter(to_tensor(samples.images[idx], device), labels, gen)
+                yield x, target(y)
+            return
+        jobs = [(idx, recipe.seed, epoch, number, kind == "fine") for number, idx in enumerate(chunks)]
+        for images, labels in run(augmented_batch, jobs):
+            yield to_tensor(images, device), target(torch.from_numpy(labels.astype(np.int64)).to(device))
+
+    def validate(_epoch: int) -> dict[str, float]:
+        iou = samples_iou(module, val, device)
+        return {f"val_iou_{c}": v for c, v in zip(("bg", "animal", "ears", "eyes"), iou) if v is not None}
+
     arrays = {"images": samples.images, "masks": samples.masks}
     with batch_workers(workers if recipe.augment else 0, arrays) as run:
-        seed_everything(recipe.seed)
-        module = (init if init is not None else UNet(base=recipe.base, depth=recipe.depth)).to(device)
-        optimizer = torch.optim.Adam(module.parameters(), lr=recipe.lr)
-        class_weight = class_weights(samples.class_frequency()).to(device)
-        balanced = recipe.eye_instance_px > 0
-        loss_fn = weighted_cross_entropy(class_weight) if balanced else nn.CrossEntropyLoss(weight=class_weight)
-
-        def target(labels: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-            """The class ids, with the eye-instance pixel weights when the recipe asks for them."""
-            if not balanced:
-                return labels
-            pixel = eye_instance_weights(labels.cpu().numpy(), recipe.eye_instance_px)
-            return labels, torch.from_numpy(pixel).to(device)
-
-        def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-            gen = torch.Generator().manual_seed(recipe.seed * 1000 + epoch)
-            set_lr(optimizer, scheduled_lr(recipe.lr, recipe.schedule, epoch, recipe.epochs))
-            order = torch.randperm(len(samples), generator=gen).numpy()
-            chunks = [order[i : i + recipe.batch] for i in range(0, len(order), recipe.batch)]
-            if not recipe.augment:
-                for idx in chunks:
-                    labels = torch.from_numpy(samples.masks[idx].astype(np.int64)).to(device)
-                    x, y = jitter(to_tensor(samples.images[idx], device), labels, gen)
-                    yield x, target(y)
-                return
-            jobs = [(idx, recipe.seed, epoch, number, kind == "fine") for number, idx in enumerate(chunks)]
-            for images, labels in run(augmented_batch, jobs):
-                yield to_tensor(images, device), target(torch.from_numpy(labels.astype(np.int64)).to(device))
-
-        def validate(_epoch: int) -> dict[str, float]:
-            iou = samples_iou(module, val, device)
-            return {f"val_iou_{c}": v for c, v in zip(("bg", "animal", "ears", "eyes"), iou) if v is not None}
-
         history = run_epochs(
             kind=f"seg_{kind}",
             module=module,
             optimizer=optimizer,
             epochs=recipe.epochs,
-            batches=batches,
+            batches=lambda epoch: batches(epoch, run),
             loss_fn=loss_fn,
             out=out,
             resume=resume,
             after_epoch=validate if val is not None else None,
             progress=progress,
         )
-        return module.eval(), history
+    return module.eval(), history
 
 
 def recipe_record(recipe: SegRecipe, samples: SegSamples, n_images: int, extra: dict[str, Any]) -> dict[str, Any]:
