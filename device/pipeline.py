@@ -66,6 +66,12 @@ class PipelineConfig:
     max_heads_per_box: Annotated[int, Range(1, 4)] = field(
         default=2, metadata={"doc": "most fine crops per box (one head; two when the coarse pass is unsure)"}
     )
+    fine_zoom_max: Annotated[float, Range(1.0, 3.0)] = field(
+        default=1.6,
+        metadata={
+            "doc": "a box narrower than 430 px (a far camera) has its fine crops magnified, by 430 / box width but at most this factor, so the fine U-Net sees its small head closer to the size it finds best; the crop covers the same frame pixels and costs up to the square of this factor (1 = never magnify)"
+        },
+    )
     eyes: EyeConfig = field(default_factory=EyeConfig)
 
     def check(self) -> None:
@@ -77,6 +83,21 @@ def crop_side(fine_crop: int, roi_w: int) -> int:
     """The fine crop side for a box: fine_crop, grown with boxes wider than REFERENCE_BOX_W."""
     grown = -(-fine_crop * roi_w // REFERENCE_BOX_W)
     return max(fine_crop, -(-grown // FINE_MULTIPLE) * FINE_MULTIPLE)
+
+
+def fine_zoom(zoom_max: float, roi_w: int) -> float:
+    """How much a box's fine crops are magnified: REFERENCE_BOX_W / its width, from 1 to zoom_max."""
+    return min(zoom_max, max(1.0, REFERENCE_BOX_W / roi_w))
+
+
+def fine_view(config: PipelineConfig, roi_w: int) -> tuple[int, int]:
+    """(map side, frame side) of a box's fine crops: the frame square of `frame side` pixels is
+    resampled to `map side` for the fine U-Net, so the head of a box seen from far reaches it about
+    as large as in a REFERENCE_BOX_W box: small eyes were its largest loss (docs/device-pipeline.md)."""
+    region = crop_side(config.fine_crop, roi_w)
+    zoom = fine_zoom(config.fine_zoom_max, roi_w)
+    side = max(FINE_MULTIPLE, int(round(region * zoom / FINE_MULTIPLE)) * FINE_MULTIPLE)
+    return side, region
 
 
 def images_to_batch(images: Sequence[np.ndarray]) -> np.ndarray:
@@ -189,6 +210,12 @@ class FineCrop:
     valid: tuple[int, int, int, int]
     classes: np.ndarray
     blobs: list[EyeBlob]
+    scale: float = 1.0  # frame pixels per map pixel
+
+    def to_frame(self, u: np.ndarray | float, v: np.ndarray | float) -> tuple:
+        """Map pixel centres -> frame pixel coordinates."""
+        s = self.scale
+        return self.x0 + (u + 0.5) * s - 0.5, self.y0 + (v + 0.5) * s - 0.5
 
 
 @dataclass
@@ -208,7 +235,7 @@ class FastPipeline:
         self.rois = list(rois)
         self.config = config or PipelineConfig()
         self.tracks = [_Track() for _ in self.rois]
-        self.crop_sides = [crop_side(self.config.fine_crop, r.w) for r in self.rois]
+        self.views = [fine_view(self.config, r.w) for r in self.rois]
         self.coarse_passes = 0
         self.crops_run = 0
         self._checked_shape: tuple[int, ...] | None = None
@@ -299,18 +326,18 @@ class FastPipeline:
                 break
         return centres
 
-    def _crops(self, watch: _Stopwatch) -> list[tuple[int, int, int, tuple[int, int, int, int]]]:
-        """(box, x0, y0, valid) for every fine crop; the crop is shifted to stay inside its box."""
+    def _crops(self, watch: _Stopwatch) -> list[tuple[int, int, int, int, int]]:
+        """(box, x0, y0, frame width, frame height) for every fine crop: its frame square (cut where
+        the box is smaller), shifted to stay inside its box."""
         crops = []
         for b, (roi, track) in enumerate(zip(self.rois, self.tracks)):
-            c = self.crop_sides[b]
+            c = self.views[b][1]
             for cx, cy in track.centres:
                 x0 = int(round(cx)) - c // 2
                 y0 = int(round(cy)) - c // 2
                 x0 = roi.x if roi.w <= c else min(max(x0, roi.x), roi.x1 - c)
                 y0 = roi.y if roi.h <= c else min(max(y0, roi.y), roi.y1 - c)
-                valid = (0, 0, min(c, roi.x1 - x0), min(c, roi.y1 - y0))
-                crops.append((b, x0, y0, valid))
+                crops.append((b, x0, y0, min(c, roi.x1 - x0), min(c, roi.y1 - y0)))
         watch.lap("post")
         return crops
 
@@ -320,28 +347,36 @@ class FastPipeline:
         self.last_fine = []
         if not crops:
             return blobs_per_box, animals
-        c = max(self.crop_sides[b] for b, *_ in crops)  # one batch: smaller crops are padded to the largest
+        c = max(self.views[b][0] for b, *_ in crops)  # one batch: smaller crops are padded to the largest
         images = []
-        for _, x0, y0, (_, _, vw, vh) in crops:
+        placed = []
+        for b, x0, y0, vw, vh in crops:
             image = frame[y0 : y0 + vh, x0 : x0 + vw]
+            side, region = self.views[b]
+            scale = region / side
+            if side != region:
+                vw, vh = max(1, int(round(vw / scale))), max(1, int(round(vh / scale)))
+                image = cv2.resize(image, (vw, vh), interpolation=cv2.INTER_LINEAR)
             if vw < c or vh < c:
                 image = cv2.copyMakeBorder(image, 0, c - vh, 0, c - vw, cv2.BORDER_REPLICATE)
             images.append(image)
+            placed.append((b, x0, y0, (0, 0, vw, vh), scale))
         batch = images_to_batch(images)
         watch.lap("resize")
         maps = class_maps(self.models.seg_fine(batch))
         watch.lap("unet_fine")
         eye_centres: list[list[tuple[float, float]]] = [[] for _ in self.rois]
         head_centres: list[list[tuple[float, float]]] = [[] for _ in self.rois]
-        for (b, x0, y0, valid), classes in zip(crops, maps):
-            blobs = find_eye_blobs(classes, self.config.eyes, origin=(x0, y0), valid=valid)
-            self.last_fine.append(FineCrop(b, x0, y0, valid, classes, blobs))
+        for (b, x0, y0, valid, scale), classes in zip(placed, maps):
+            blobs = find_eye_blobs(classes, self.config.eyes, origin=(x0, y0), scale=(scale, scale), valid=valid)
+            crop = FineCrop(b, x0, y0, valid, classes, blobs, scale)
+            self.last_fine.append(crop)
             blobs_per_box[b] = _merge_same_eyes(blobs_per_box[b] + blobs)
             animals[b] = animals[b] or animal_found(classes)
             # Only eyes in fur steer the crop: a low-context blob is scored if the verifier vouches
             # for it, but a vent hole must not pull the box's crop off the head until the next search.
             furred = [blob for blob in blobs if in_fur(blob, self.config.eyes)]
-            centre = _track_centre(furred, classes, x0, y0)
+            centre = _track_centre(furred, crop)
             if centre is not None:
                 (eye_centres if furred else head_centres)[b].append(centre)
         for b, track in enumerate(self.tracks):
@@ -376,14 +411,15 @@ def _body_ends(classes: np.ndarray, min_pixels: int = 12) -> list[tuple[float, f
     return [(float(x), float(y)) for x, y in ends]
 
 
-def _track_centre(blobs: Sequence[EyeBlob], classes: np.ndarray, x0: int, y0: int) -> tuple[float, float] | None:
+def _track_centre(blobs: Sequence[EyeBlob], crop: FineCrop) -> tuple[float, float] | None:
     """Next frame's crop centre: the eyes found, else the visible head (ears/eyes), else lost."""
     if blobs:
         return (float(np.mean([b.x for b in blobs])), float(np.mean([b.y for b in blobs])))
-    ys, xs = np.nonzero((classes == EYES) | (classes == EARS))
+    ys, xs = np.nonzero((crop.classes == EYES) | (crop.classes == EARS))
     if len(xs) < 4:
         return None
-    return (x0 + float(xs.mean()), y0 + float(ys.mean()))
+    x, y = crop.to_frame(float(xs.mean()), float(ys.mean()))
+    return (float(x), float(y))
 
 
 def _distinct(centres: list[tuple[float, float]], min_px: float) -> list[tuple[float, float]]:

@@ -50,7 +50,11 @@ class LossStages:
 
 def lost_at(x: float, y: float, crops: Sequence[FineCrop], match_px: float) -> str:
     """The first stage a missed eye at frame pixel (x, y) did not pass, given its box's fine crops."""
-    covering = [c for c in crops if c.valid[0] <= x - c.x0 < c.valid[2] and c.valid[1] <= y - c.y0 < c.valid[3]]
+    covering = [
+        c
+        for c in crops
+        if c.valid[0] <= (x - c.x0) / c.scale < c.valid[2] and c.valid[1] <= (y - c.y0) / c.scale < c.valid[3]
+    ]
     if not covering:
         return "no_crop"
     if not any(_eye_pixel_near(c, x, y, match_px) for c in covering):
@@ -65,4 +69,5 @@ def _eye_pixel_near(crop: FineCrop, x: float, y: float, match_px: float) -> bool
     rows, cols = np.nonzero(crop.classes[v0:v1, u0:u1] == EYES)
     if not len(cols):
         return False
-    return float(np.min(np.hypot(cols + u0 + crop.x0 - x, rows + v0 + crop.y0 - y))) <= match_px
+    xs, ys = crop.to_frame(cols + u0, rows + v0)
+    return float(np.min(np.hypot(xs - x, ys - y))) <= match_px

@@ -55,3 +55,14 @@ def test_every_visible_eye_is_counted_once_and_hidden_ones_not_at_all() -> None:
     assert report["found"]["n"] == 1 and report["no_crop"]["n"] == 1
     assert sum(v["n"] for v in report.values()) == 2
     assert report["found"]["share"] == 0.5
+
+
+def test_a_magnified_crop_is_read_in_frame_pixels() -> None:
+    """A small box's crop magnified 2x: its 96-px map covers 48 frame pixels from (100, 200)."""
+    classes = np.full((96, 96), ANIMAL, np.uint8)
+    classes[60:74, 60:74] = EYES  # frame pixels (130, 230) to (137, 237)
+    blobs = find_eye_blobs(classes, CONFIG, origin=(100, 200), scale=(0.5, 0.5), valid=(0, 0, 96, 96))
+    crop = FineCrop(box=0, x0=100, y0=200, valid=(0, 0, 96, 96), classes=classes, blobs=blobs, scale=0.5)
+    assert lost_at(133.5, 233.5, [crop], 4.0) == "not_reported"
+    assert lost_at(160.0, 260.0, [crop], 4.0) == "no_crop"  # inside 96 px, outside the 48 it covers
+    assert lost_at(110.0, 210.0, [crop], 4.0) == "no_eye_pixel"

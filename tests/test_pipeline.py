@@ -198,13 +198,31 @@ def test_fast_pipeline_looks_at_both_body_ends_when_the_coarse_map_shows_no_head
 
 
 def test_fine_crops_grow_with_wide_boxes() -> None:
-    """A closer camera (wider boxes, larger heads) gets larger fine crops, so both eyes fit one."""
+    """A closer camera (wider boxes, larger heads) gets larger fine crops, so both eyes fit one; a
+    narrower box keeps its frame crop, magnified for the fine U-Net."""
     from device.pipeline import _Stopwatch
 
     rois = [Roi(0, 100, 300, 420), Roi(320, 100, 700, 900)]
     pipeline = FastPipeline(None, rois, PipelineConfig())  # crop placement needs no networks
-    assert pipeline.crop_sides == [96, 160]
+    assert pipeline.views == [(136, 96), (160, 160)]  # 96 * 430 / 300 = 138 -> 136, a multiple of 8
     pipeline.tracks[0].centres, pipeline.tracks[1].centres = [(150.0, 300.0)], [(670.0, 500.0)]
     crops = pipeline._crops(_Stopwatch())
-    assert [(b, valid[2], valid[3]) for b, _, _, valid in crops] == [(0, 96, 96), (1, 160, 160)]
+    assert [(b, w, h) for b, _, _, w, h in crops] == [(0, 96, 96), (1, 160, 160)]
     assert crops[1][1:3] == (670 - 80, 500 - 80)
+
+
+def test_fine_crops_of_small_boxes_are_magnified_and_eyes_mapped_back_to_the_frame() -> None:
+    """A far camera (narrow boxes, small heads): the fine U-Net sees the crop magnified, and the eye
+    comes back at its frame position and frame-pixel size, as without magnification."""
+    rois = [Roi(60 + i * 260, 200, 215, 420) for i in range(4)]
+    frame, heads = draw_scene({1: (420, 450)})
+    plain, zoomed = colour_models(), colour_models()
+    base = FastPipeline(plain, rois, PipelineConfig(fine_crop=96, fine_zoom_max=1.0, eyes=SCORE_ALL))(frame)
+    fast = FastPipeline(zoomed, rois, PipelineConfig(fine_crop=96, fine_zoom_max=2.0, eyes=SCORE_ALL))
+    assert fast.views[1] == (192, 96)
+    (eye,) = fast(frame).boxes[1].eyes
+    (ref,) = base.boxes[1].eyes
+    assert abs(eye.x - heads[1][0]) < 0.75 and abs(eye.y - heads[1][1]) < 0.75
+    assert abs(eye.area_px - ref.area_px) <= 0.15 * ref.area_px
+    (crop,) = fast.last_fine
+    assert crop.classes.shape == (192, 192) and crop.scale == 0.5

@@ -62,6 +62,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="fast pipeline: frames between coarse passes",
     )
     parser.add_argument(
+        "--fine-zoom-max",
+        type=float,
+        default=PipelineConfig.fine_zoom_max,
+        help="fast pipeline: largest magnification of the fine crops of boxes narrower than 430 px (1 = never)",
+    )
+    parser.add_argument(
         "--full-stride", type=int, default=10, help="full-resolution reference: analyse every Nth frame (default 10)"
     )
     parser.add_argument("--threads", type=int, default=BackendConfig.threads, help="onnxruntime threads per network")
@@ -79,7 +85,10 @@ def run(args: argparse.Namespace) -> int:
     if args.full_stride < 1:
         raise MgsError("--full-stride must be 1 or more")
     config = PipelineConfig(
-        fine_crop=args.fine_crop, coarse_every=args.coarse_every, lost_retry=min(3, args.coarse_every)
+        fine_crop=args.fine_crop,
+        coarse_every=args.coarse_every,
+        lost_retry=min(3, args.coarse_every),
+        fine_zoom_max=args.fine_zoom_max,
     )
     validate(config)
     precisions: list[Precision] = ["int8", "fp32"] if args.precision == "both" else [args.precision]
@@ -164,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
                     "fine_crop": config.fine_crop,
                     "coarse_every": config.coarse_every,
                     "lost_retry": config.lost_retry,
+                    "fine_zoom_max": config.fine_zoom_max,
                 },
                 "models": {
                     p: {"sha256": m.model_sha256, "files": {k: str(v) for k, v in m.files.items()}}
