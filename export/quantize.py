@@ -30,13 +30,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from device.eyes import crop_patches, patches_to_batch
-from device.pipeline import images_to_batch, pad_to_multiple, resize_for_coarse
+from device.pipeline import PipelineConfig, fine_zoom, images_to_batch, pad_to_multiple, resize_for_coarse
 from export.dataset import Box, open_dataset
 from export.onnx_export import manifest_record, onnx_session, read_metadata, set_metadata
 from mgs_core.errors import MgsError
@@ -96,8 +97,14 @@ class CalibrationSet:
         }
 
 
-def _clamped_crop(frame: np.ndarray, roi: tuple[int, int, int, int], cx: float, cy: float, side: int) -> np.ndarray:
-    """A side x side crop centred near (cx, cy), shifted to stay inside the box (as FastPipeline does)."""
+def _clamped_crop(
+    frame: np.ndarray, roi: tuple[int, int, int, int], cx: float, cy: float, side: int, zoom: float = 1.0
+) -> np.ndarray:
+    """A side x side crop centred near (cx, cy), shifted to stay inside the box (as FastPipeline does);
+    with zoom > 1, side / zoom frame pixels magnified to side, as the device magnifies a narrow box's crops."""
+    if zoom > 1.0:
+        small = _clamped_crop(frame, roi, cx, cy, max(1, int(round(side / zoom))))
+        return cv2.resize(small, (side, side), interpolation=cv2.INTER_LINEAR)
     x, y, w, h = roi
     x0 = int(round(cx - side / 2))
     y0 = int(round(cy - side / 2))
@@ -116,10 +123,12 @@ def build_calibration(
     whole_roi_every: int = 4,
     seed: int = 0,
     source: str = "",
+    fine_zoom_max: float = PipelineConfig.fine_zoom_max,
 ) -> CalibrationSet:
     """Device-preprocessed inputs for all three networks from labelled frames.
 
-    seg_fine runs on crops and (FullResolutionPipeline) on whole boxes; whole boxes are big, so only
+    seg_fine runs on crops (magnified in narrow boxes: the INT8 parity gate failed on such crops when
+    calibrated on unmagnified ones) and (FullResolutionPipeline) on whole boxes; whole boxes are big, so only
     every `whole_roi_every`-th frame contributes one, fed as its own calibration batch. The eye model
     gets patches at the eyes and one anywhere in each box with eyes.
     """
@@ -130,15 +139,16 @@ def build_calibration(
         for box in boxes:
             x, y, w, h = (int(round(v)) for v in box.roi)
             coarse.append(resize_for_coarse(img[y : y + h, x : x + w], coarse_size))
+            zoom = fine_zoom(fine_zoom_max, w)
             centres = [(e.x, e.y) for e in box.eyes if e.visible]
             if centres:
                 hx, hy = np.mean(centres, axis=0)
-                fine.append(_clamped_crop(img, (x, y, w, h), hx, hy, fine_crop))
+                fine.append(_clamped_crop(img, (x, y, w, h), hx, hy, fine_crop, zoom))
                 jitter = rng.uniform(-4, 4, size=(len(centres), 2))
                 patches.extend(
                     crop_patches(img, [(cx + dx, cy + dy) for (cx, cy), (dx, dy) in zip(centres, jitter)])[0]
                 )
-            fine.append(_clamped_crop(img, (x, y, w, h), x + rng.uniform(0, w), y + rng.uniform(0, h), fine_crop))
+            fine.append(_clamped_crop(img, (x, y, w, h), x + rng.uniform(0, w), y + rng.uniform(0, h), fine_crop, zoom))
             if centres:  # the eye verifier also sees candidates that are no eye: cover their range too
                 patches.extend(crop_patches(img, [(x + rng.uniform(0, w), y + rng.uniform(0, h))])[0])
         if boxes and n % whole_roi_every == 1:

@@ -169,3 +169,25 @@ def test_calibration_from_a_dataset_folder_is_recorded(quantized: Path, tmp_path
         mgs_export(["quantize", "--models", str(tmp_path), "--data", str(tmp_path / "nothing"), "--only", "eye"]) == 2
     )
     assert "nothing" in capsys.readouterr().err
+
+
+def test_narrow_boxes_are_calibrated_on_magnified_crops_as_the_device_sees_them():
+    """seg_fine's calibration crops come from the device's view: a 215-px box's crop is magnified
+    (pipeline.fine_zoom_max), so a dark eye disc covers about zoom^2 times the pixels."""
+    import cv2
+
+    from export.dataset import Box, Eye
+    from export.quantize import build_calibration
+
+    frame = np.full((600, 800, 3), 160, np.uint8)
+    cv2.circle(frame, (200, 300), 5, (0, 0, 0), -1)
+    boxes = [Box(box=0, roi=(100, 100, 215, 400), face_visible=True, eyes=(Eye(200.0, 300.0, 3.0),))]
+
+    def dark_pixels(zoom_max: float) -> int:
+        calibration = build_calibration([(frame, boxes)], (112, 160), 96, fine_zoom_max=zoom_max)
+        head_crop = calibration.inputs["seg_fine"][0]
+        assert head_crop.shape == (3, 96, 96)
+        return int((head_crop.max(axis=0) < 0.3).sum())
+
+    plain, magnified = dark_pixels(1.0), dark_pixels(1.6)
+    assert 1.6**2 * 0.8 < magnified / plain < 1.6**2 * 1.2

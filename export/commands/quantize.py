@@ -36,6 +36,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="side of the full-resolution crops seg_fine is calibrated on (default: the device's pipeline.fine_crop)",
     )
     parser.add_argument(
+        "--fine-zoom-max",
+        type=float,
+        default=PipelineConfig().fine_zoom_max,
+        help="the device's pipeline.fine_zoom_max: narrow boxes' crops are calibrated magnified as the device magnifies them",
+    )
+    parser.add_argument(
         "--activations",
         choices=["uint8", "int8"],
         default="uint8",
@@ -55,9 +61,14 @@ def run(args: argparse.Namespace) -> int:
     coarse = manifest.entry("seg_coarse", "fp32")
     frames, source = dataset_frames(args.data, args.frames) if args.data else synthetic_frames(args.frames)
     print(f"calibration: {source}")
-    calibration = build_calibration(frames, tuple(coarse.input_size), args.fine_crop, source=source)
-    command = f"mgs-export quantize --models {args.models} --frames {args.frames} --fine-crop {args.fine_crop}" + (
-        f" --data {args.data}" if args.data else ""
+    if not 1.0 <= args.fine_zoom_max <= 3.0:
+        raise MgsError("--fine-zoom-max must be from 1 to 3, as pipeline.fine_zoom_max")
+    calibration = build_calibration(
+        frames, tuple(coarse.input_size), args.fine_crop, source=source, fine_zoom_max=args.fine_zoom_max
+    )
+    command = (
+        f"mgs-export quantize --models {args.models} --frames {args.frames} --fine-crop {args.fine_crop}"
+        f" --fine-zoom-max {args.fine_zoom_max:g}" + (f" --data {args.data}" if args.data else "")
     )
     rows = quantize_networks(manifest, calibration, args.only or list(NAMES), command, args.activations)
     print(f"{'model':<11} {'samples':>7} {'kept float':<34} {'min SQNR dB':>11} {'int8=fp32 (calib)':>18}")
