@@ -127,8 +127,8 @@ def build_calibration(
 ) -> CalibrationSet:
     """Device-preprocessed inputs for all three networks from labelled frames.
 
-    seg_fine runs on crops (magnified in narrow boxes: the INT8 parity gate failed on such crops when
-    calibrated on unmagnified ones) and (FullResolutionPipeline) on whole boxes; whole boxes are big, so only
+    seg_fine runs on crops (magnified in narrow boxes, as the device feeds them: a magnified crop is
+    smoother than any unmagnified one) and (FullResolutionPipeline) on whole boxes; whole boxes are big, so only
     every `whole_roi_every`-th frame contributes one, fed as its own calibration batch. The eye model
     gets patches at the eyes and one anywhere in each box with eyes.
     """
