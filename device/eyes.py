@@ -148,6 +148,12 @@ class EyeBlob:
     width_px: float = 0.0  # longest side of the blob's bounding box: the eye's width, open or shut
 
 
+def map_to_frame(u, v, origin: tuple[float, float], scale: tuple[float, float]) -> tuple:
+    """Class-map pixel centres (u, v; scalars or arrays) -> full-frame pixel coordinates, for a map
+    whose pixel (0, 0) covers frame pixels from `origin`, `scale` frame pixels per map pixel."""
+    return origin[0] + (u + 0.5) * scale[0] - 0.5, origin[1] + (v + 0.5) * scale[1] - 0.5
+
+
 def find_eye_blobs(
     classes: np.ndarray,
     config: EyeConfig,
@@ -178,10 +184,11 @@ def find_eye_blobs(
         cu, cv = centroids[i]
         touches = bx <= x0 or by <= y0 or bx + bw >= x1 or by + bh >= y1
         ears = _ears_near(classes, bx, by, bw, bh, EARS_REACH * margin)
+        x, y = map_to_frame(cu, cv, origin, scale)
         blobs.append(
             EyeBlob(
-                origin[0] + (cu + 0.5) * sx - 0.5,
-                origin[1] + (cv + 0.5) * sy - 0.5,
+                x,
+                y,
                 int(round(full_area)),
                 touches,
                 fill=area / (bw * bh),

@@ -25,7 +25,18 @@ from typing import Annotated, ClassVar, Literal
 import cv2
 import numpy as np
 
-from device.eyes import ANIMAL, EARS, EYES, EyeBlob, EyeConfig, animal_found, find_eye_blobs, in_fur, score_blobs
+from device.eyes import (
+    ANIMAL,
+    EARS,
+    EYES,
+    EyeBlob,
+    EyeConfig,
+    animal_found,
+    find_eye_blobs,
+    in_fur,
+    map_to_frame,
+    score_blobs,
+)
 from device.inference import Models
 from device.results import BoxResult, EyeScore, FrameResult
 from device.rois import Roi, check_inside
@@ -213,9 +224,8 @@ class FineCrop:
     scale: float = 1.0  # frame pixels per map pixel
 
     def to_frame(self, u: np.ndarray | float, v: np.ndarray | float) -> tuple:
-        """Map pixel centres -> frame pixel coordinates."""
-        s = self.scale
-        return self.x0 + (u + 0.5) * s - 0.5, self.y0 + (v + 0.5) * s - 0.5
+        """Map pixel centres -> frame pixel coordinates, as find_eye_blobs placed the blobs."""
+        return map_to_frame(u, v, (self.x0, self.y0), (self.scale, self.scale))
 
 
 @dataclass

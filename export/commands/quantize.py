@@ -54,15 +54,15 @@ def run(args: argparse.Namespace) -> int:
     from export.quantize import build_calibration, dataset_frames, quantize_networks, synthetic_frames
     from mgs_core.errors import MgsError
     from mgs_core.manifest import load_manifest
+    from mgs_core.tomlconfig import validate
 
     if args.frames < 1:
         raise MgsError("--frames must be at least 1")
+    validate(PipelineConfig(fine_zoom_max=args.fine_zoom_max))  # the device's own limits for the setting
     manifest = load_manifest(args.models)
     coarse = manifest.entry("seg_coarse", "fp32")
     frames, source = dataset_frames(args.data, args.frames) if args.data else synthetic_frames(args.frames)
     print(f"calibration: {source}")
-    if not 1.0 <= args.fine_zoom_max <= 3.0:
-        raise MgsError("--fine-zoom-max must be from 1 to 3, as pipeline.fine_zoom_max")
     calibration = build_calibration(
         frames, tuple(coarse.input_size), args.fine_crop, source=source, fine_zoom_max=args.fine_zoom_max
     )
