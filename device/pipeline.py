@@ -65,7 +65,7 @@ class PipelineConfig:
     fine_crop: Annotated[int, Range(48), MultipleOf(FINE_MULTIPLE)] = field(
         default=96,
         metadata={
-            "doc": "side in full-resolution pixels of the square crop around each head for the fine pass, for boxes up to 430 px wide (wider boxes get a proportionally larger crop); a multiple of 8"
+            "doc": f"side in full-resolution pixels of the square crop around each head for the fine pass, for boxes up to {REFERENCE_BOX_W} px wide (wider boxes get a proportionally larger crop); a multiple of 8"
         },
     )
     coarse_every: Annotated[int, Range(1)] = field(
@@ -80,7 +80,7 @@ class PipelineConfig:
     fine_zoom_max: Annotated[float, Range(1.0, 3.0)] = field(
         default=1.6,
         metadata={
-            "doc": "a box narrower than 430 px (a far camera) has its fine crops magnified, by 430 / box width but at most this factor, so the fine U-Net sees its small head closer to the size it finds best; the crop covers the same frame pixels and costs up to the square of this factor (1 = never magnify)"
+            "doc": f"a box narrower than {REFERENCE_BOX_W} px (a far camera) has its fine crops magnified, by {REFERENCE_BOX_W} / box width but at most this factor, so the fine U-Net sees its small head closer to the size it finds best; the crop covers the same frame pixels and costs up to the square of this factor (1 = never magnify)"
         },
     )
     eyes: EyeConfig = field(default_factory=EyeConfig)
@@ -226,6 +226,11 @@ class FineCrop:
     def to_frame(self, u: np.ndarray | float, v: np.ndarray | float) -> tuple:
         """Map pixel centres -> frame pixel coordinates, as find_eye_blobs placed the blobs."""
         return map_to_frame(u, v, (self.x0, self.y0), (self.scale, self.scale))
+
+    def covers(self, x: float, y: float) -> bool:
+        """Whether frame pixel (x, y) lies in the part of the map the fine U-Net saw (not padding)."""
+        u, v = (x - self.x0) / self.scale, (y - self.y0) / self.scale
+        return self.valid[0] <= u < self.valid[2] and self.valid[1] <= v < self.valid[3]
 
 
 @dataclass

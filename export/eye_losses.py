@@ -50,11 +50,7 @@ class LossStages:
 
 def lost_at(x: float, y: float, crops: Sequence[FineCrop], match_px: float) -> str:
     """The first stage a missed eye at frame pixel (x, y) did not pass, given its box's fine crops."""
-    covering = [
-        c
-        for c in crops
-        if c.valid[0] <= (x - c.x0) / c.scale < c.valid[2] and c.valid[1] <= (y - c.y0) / c.scale < c.valid[3]
-    ]
+    covering = [c for c in crops if c.covers(x, y)]
     if not covering:
         return "no_crop"
     if not any(_eye_pixel_near(c, x, y, match_px) for c in covering):

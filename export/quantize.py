@@ -101,7 +101,9 @@ def _clamped_crop(
     frame: np.ndarray, roi: tuple[int, int, int, int], cx: float, cy: float, side: int, zoom: float = 1.0
 ) -> np.ndarray:
     """A side x side crop centred near (cx, cy), shifted to stay inside the box (as FastPipeline does);
-    with zoom > 1, side / zoom frame pixels magnified to side, as the device magnifies a narrow box's crops."""
+    with zoom > 1, side / zoom frame pixels magnified to side: the device's pixel scale for a narrow box
+    (device.pipeline.fine_view), over a smaller part of the frame so every crop keeps one size and
+    the calibration crops stack into one batch."""
     if zoom > 1.0:
         small = _clamped_crop(frame, roi, cx, cy, max(1, int(round(side / zoom))))
         return cv2.resize(small, (side, side), interpolation=cv2.INTER_LINEAR)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from device.bench import MATCH_PX, Accuracy, format_table, read_truth, results_json, run_variant, truth_rois
 from device.inference import BackendConfig, Precision, load_models
-from device.pipeline import PipelineConfig
+from device.pipeline import REFERENCE_BOX_W, PipelineConfig
 from device.rois import MAX_ROIS, detect_boxes, read_reference_frame
 from mgs_core.errors import MgsError
 from mgs_core.tomlconfig import validate
@@ -65,7 +65,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--fine-zoom-max",
         type=float,
         default=PipelineConfig.fine_zoom_max,
-        help="fast pipeline: largest magnification of the fine crops of boxes narrower than 430 px (1 = never)",
+        help=f"fast pipeline: largest magnification of the fine crops of boxes narrower than {REFERENCE_BOX_W} px (1 = never)",
     )
     parser.add_argument(
         "--full-stride", type=int, default=10, help="full-resolution reference: analyse every Nth frame (default 10)"
