@@ -84,14 +84,21 @@ def test_segmentation_augmentation_moves_image_and_mask_together() -> None:
     assert not np.array_equal(images[0], images[1])  # every sample draws its own augmentation
 
 
-@pytest.mark.parametrize("arch", ["paper", "wide"])
-def test_regressor_training_lowers_the_loss(tiny: Path, tmp_path: Path, arch: str) -> None:
+@pytest.mark.parametrize(("arch", "score_loss"), [("paper", "mse"), ("wide", "mse"), ("paper", "l1")])
+def test_regressor_training_lowers_the_loss(tiny: Path, tmp_path: Path, arch: str, score_loss: str) -> None:
     samples = eye_samples(open_dataset(tiny))
     assert len(samples) >= 4 and samples.regions.shape[1:] == (90, 90, 3)
-    recipe = EyeRecipe(epochs=8, batch=4, optimizer="adam", lr=0.01, arch=arch)
+    recipe = EyeRecipe(epochs=8, batch=4, optimizer="adam", lr=0.01, arch=arch, score_loss=score_loss)  # type: ignore[arg-type]
     module, history = train_eye(samples, recipe, tmp_path / "eye.pt", CPU, progress=False)
-    assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+    # Half the squared error is about 0.7 of the absolute one.
+    assert history[-1]["loss"] < (0.5 if score_loss == "mse" else 0.7) * history[0]["loss"]
     assert module.config["arch"] == arch
+
+
+def test_an_unknown_score_loss_is_refused_before_training() -> None:
+    with pytest.raises(MgsError, match="--score-loss 'huber'"):
+        EyeRecipe(score_loss="huber").check()  # type: ignore[arg-type]
+
 
 
 @pytest.mark.parametrize("eye_instance_px", [0.0, 80.0])

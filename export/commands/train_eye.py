@@ -62,6 +62,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help=f"scale-normalised patches: every eye resized to this many pixels wide in its 50x50 patch, as the "
         f"device then cuts them; 0 = the paper's fixed crops; default {EYE_WIDTH} from scratch, the --init file's own with --init",
     )
+    parser.add_argument(
+        "--score-loss",
+        choices=("mse", "l1"),
+        default="mse",
+        help="the score's loss: mse (paper; the mean of what a patch could be) or l1 (the median, what MAE measures)",
+    )
     parser.add_argument("--rotation", type=float, default=30.0, help="random rotation range in degrees (paper: 30)")
     parser.add_argument(
         "--no-balance", action="store_true", help="sample uniformly instead of inversely to score frequency"
@@ -148,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         freeze_features=init is not None and not args.train_all,
         arch=args.arch or "paper",
         negatives_per_box=args.negatives_per_box,
+        score_loss=args.score_loss,
         eye_width=args.eye_width
         if args.eye_width is not None
         else (eye_width_of(init.config) if init is not None else EYE_WIDTH),

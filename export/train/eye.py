@@ -3,6 +3,8 @@
 Default = the paper: rotation +-30 deg, 60x60 sub-image at the eye centre, random 50x50 patch
 (shift up to 5 px, standing in for eye localisation error), sampling inversely proportional to the
 frequency of the sample's integer score, batch 32, 35 epochs, SGD lr 0.001 momentum 0.9, MSE.
+`score_loss="l1"` trains for the median instead of the mean: where a patch could be several scores
+(a blurred or tiny eye), the mean lands between them and the median on the likelier one.
 `optimizer="adam"` and `schedule="cosine"` are the measured alternatives in models/TRAINING.md.
 On top of the paper (`augment`, on by default): zoom 0.6-1.5 about the eye, since a camera further
 away or closer changes the eye's size in pixels but not its score, and the camera effects of
@@ -51,12 +53,15 @@ class EyeRecipe:
     negatives_per_box: int = 0  # > 0: train the eye verifier output on that many non-eye patches per box
     verifier_weight: float = 1.0  # weight of the verifier's cross-entropy against the score's MSE
     eye_width: float = 0.0  # > 0: scale-normalised patches, the eye this many px wide (models.eye_regressor)
+    score_loss: Literal["mse", "l1"] = "mse"  # paper: mse; l1 aims at the median, the figure MAE measures
 
     def check(self) -> None:
         if self.epochs < 1 or self.batch < 1 or self.lr <= 0:
             raise MgsError("--epochs and --batch must be at least 1 and --lr positive")
         if self.negatives_per_box < 0:
             raise MgsError("--negatives-per-box must be 0 (no eye verifier) or more")
+        if self.score_loss not in ("mse", "l1"):
+            raise MgsError(f"--score-loss {self.score_loss!r}: choose mse or l1")
         if not 0 <= self.eye_width <= PATCH_SIZE:
             raise MgsError(f"--eye-width must be 0 (fixed crops) or up to the patch size ({PATCH_SIZE} px)")
 
@@ -201,7 +206,7 @@ def train_eye(
     optimizer = make_optimizer(module, recipe)
     probs = balanced_weights(samples.scores) if recipe.balance else np.full(len(samples), 1.0 / len(samples))
     targets = torch.from_numpy(samples.scores)
-    mse = nn.MSELoss()
+    score_error = nn.MSELoss() if recipe.score_loss == "mse" else nn.L1Loss()
     bce = nn.BCEWithLogitsLoss()
 
     def pick_non_eyes(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -243,11 +248,11 @@ def train_eye(
             yield x, target.to(device)
 
     def loss_fn(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Score MSE over the eyes (non-eyes have no score: NaN); with a verifier, plus its cross-entropy."""
+        """Score error over the eyes (non-eyes have no score: NaN); with a verifier, plus its cross-entropy."""
         if target.ndim == 1:
-            return mse(prediction[:, 0], target)
+            return score_error(prediction[:, 0], target)
         scored = ~torch.isnan(target[:, 0])
-        return mse(prediction[scored, 0], target[scored, 0]) + recipe.verifier_weight * bce(
+        return score_error(prediction[scored, 0], target[scored, 0]) + recipe.verifier_weight * bce(
             prediction[:, VERIFIER_COLUMN], target[:, 1]
         )
 
@@ -279,7 +284,7 @@ def recipe_record(recipe: EyeRecipe, n_samples: int, n_images: int, hard_negativ
         **asdict(recipe),
         "subimage": SUBIMAGE,
         "patch": PATCH_SIZE,
-        "loss": "mse + verifier binary cross-entropy" if recipe.negatives_per_box else "mse",
+        "loss": f"{recipe.score_loss} + verifier binary cross-entropy" if recipe.negatives_per_box else recipe.score_loss,
         "train_eyes": n_samples,
         "train_images": n_images,
         "hard_negatives": hard_negatives,
