@@ -208,9 +208,11 @@ def test_training_on_several_datasets_reads_every_frame_where_it_lies(tiny: Path
     assert len(eye_samples(data)) == len(eye_samples(open_dataset(tiny))) + len(eye_samples(open_dataset(other)))
     eye = tmp_path / "eye.pt"
     command = ["train-eye", "--data", str(tiny), str(other), "--frames", "1", "--out", str(eye)]
-    assert mgs_export(command + ["--epochs", "1", "--batch", "4", "--quiet", "--no-augment", "--threads", "1"]) == 0
+    options = ["--epochs", "1", "--batch", "4", "--quiet", "--no-augment", "--threads", "1", "--score-loss", "l1"]
+    assert mgs_export(command + options) == 0
     record = read_record(eye)
     assert f"--data {tiny} {other}" in record["command"]
+    assert record["training"]["loss"] == "l1" and "--score-loss l1" in record["command"]
     assert record["data_fingerprint"] == labels_fingerprint([tiny, other]) != labels_fingerprint([tiny])
     assert record["training"]["train_images"] == 2  # --frames 1 of each folder
 
