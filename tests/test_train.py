@@ -100,7 +100,6 @@ def test_an_unknown_score_loss_is_refused_before_training() -> None:
         EyeRecipe(score_loss="huber").check()  # type: ignore[arg-type]
 
 
-
 @pytest.mark.parametrize("eye_instance_px", [0.0, 80.0])
 def test_unet_training_lowers_the_loss(tiny: Path, tmp_path: Path, eye_instance_px: float) -> None:
     samples = fine_crops(open_dataset(tiny), 48, 2, np.random.default_rng(0))

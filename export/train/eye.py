@@ -284,7 +284,9 @@ def recipe_record(recipe: EyeRecipe, n_samples: int, n_images: int, hard_negativ
         **asdict(recipe),
         "subimage": SUBIMAGE,
         "patch": PATCH_SIZE,
-        "loss": f"{recipe.score_loss} + verifier binary cross-entropy" if recipe.negatives_per_box else recipe.score_loss,
+        "loss": f"{recipe.score_loss} + verifier binary cross-entropy"
+        if recipe.negatives_per_box
+        else recipe.score_loss,
         "train_eyes": n_samples,
         "train_images": n_images,
         "hard_negatives": hard_negatives,
