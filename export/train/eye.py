@@ -51,7 +51,7 @@ class EyeRecipe:
     freeze_features: bool = False  # keep the conv layers as they are (fine-tuning a few hundred eyes)
     arch: str = "paper"  # models.eye_regressor.ARCHITECTURES; ignored with `init`
     negatives_per_box: int = 0  # > 0: train the eye verifier output on that many non-eye patches per box
-    verifier_weight: float = 1.0  # weight of the verifier's cross-entropy against the score's MSE
+    verifier_weight: float = 1.0  # weight of the verifier's cross-entropy against the score's error
     eye_width: float = 0.0  # > 0: scale-normalised patches, the eye this many px wide (models.eye_regressor)
     score_loss: Literal["mse", "l1"] = "mse"  # paper: mse; l1 aims at the median, the figure MAE measures
 
