@@ -64,7 +64,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--score-loss",
-        choices=("mse", "l1"),
+        choices=("mse", "l1"),  # export.train.eye.SCORE_LOSSES (torch is imported only in run)
         default="mse",
         help="the score's loss: mse (paper; the mean of what a patch could be) or l1 (the median, what MAE measures)",
     )

@@ -34,6 +34,7 @@ from models.eye_regressor import PATCH_SIZE, VERIFIER_COLUMN, EyeRegressor, has_
 
 SUBIMAGE = 60
 SCORE_BINS = 10
+SCORE_LOSSES = {"mse": nn.MSELoss, "l1": nn.L1Loss}  # --score-loss
 
 
 @dataclass
@@ -60,8 +61,8 @@ class EyeRecipe:
             raise MgsError("--epochs and --batch must be at least 1 and --lr positive")
         if self.negatives_per_box < 0:
             raise MgsError("--negatives-per-box must be 0 (no eye verifier) or more")
-        if self.score_loss not in ("mse", "l1"):
-            raise MgsError(f"--score-loss {self.score_loss!r}: choose mse or l1")
+        if self.score_loss not in SCORE_LOSSES:
+            raise MgsError(f"--score-loss {self.score_loss!r}: choose {' or '.join(SCORE_LOSSES)}")
         if not 0 <= self.eye_width <= PATCH_SIZE:
             raise MgsError(f"--eye-width must be 0 (fixed crops) or up to the patch size ({PATCH_SIZE} px)")
 
@@ -206,7 +207,7 @@ def train_eye(
     optimizer = make_optimizer(module, recipe)
     probs = balanced_weights(samples.scores) if recipe.balance else np.full(len(samples), 1.0 / len(samples))
     targets = torch.from_numpy(samples.scores)
-    score_error = nn.MSELoss() if recipe.score_loss == "mse" else nn.L1Loss()
+    score_error = SCORE_LOSSES[recipe.score_loss]()
     bce = nn.BCEWithLogitsLoss()
 
     def pick_non_eyes(n: int, rng: np.random.Generator) -> np.ndarray:
