@@ -24,6 +24,11 @@ COMMANDS = [
     Command("validate", "export.commands.validate", "check a dataset folder against the dataset format"),
     Command("train-seg", "export.commands.train_seg", "train the segmentation U-Net(s)"),
     Command("train-eye", "export.commands.train_eye", "train the orbital-tightening eye regressor"),
+    Command(
+        "average-weights",
+        "export.commands.average_weights",
+        "average networks fine-tuned from one start into one (a model soup)",
+    ),
     Command("evaluate", "export.commands.evaluate", "run the full pipeline on a dataset and write an accuracy report"),
     Command("crossval", "export.commands.crossval", "K-fold cross-validation of the eye regressor (the paper used 30)"),
     Command("onnx", "export.commands.onnx", "export the trained networks to ONNX with metadata"),
