@@ -3,8 +3,10 @@
 Both models run over the same frames in the same order (`export.evaluate.evaluate`), so the
 regressor-only pairs are the same eyes for both and their MAE difference gets a paired bootstrap
 interval (resampling eyes; the two eyes of one face are not independent, so read it as a
-lower bound on the uncertainty). The other rows are the difference of two point estimates: the
-pipelines find different eyes with different models, so there is nothing to pair.
+lower bound on the uncertainty). The pipelines score different eyes with different models: the
+scored MAE of each mixes how well it scores with which eyes it dares to score, so a model that
+scores more hard eyes can show a higher MAE while scoring every eye better. `scored_eyes` splits
+the two: the eyes both score, paired as above, and the eyes only one of them scores.
 """
 
 from __future__ import annotations
@@ -56,6 +58,37 @@ def paired_mae_difference(
     return {"difference": float(new_err.mean() - old_err.mean()), "ci95": [float(lo), float(hi)]}
 
 
+def scored_hits(report: dict[str, Any], kind: str) -> dict[tuple[int, int, int], tuple[float, float]]:
+    """(frame, box, true eye) -> (score, true score) of every correctly found, labelled eye scored at the operating point."""
+    threshold = report["abstention"][kind]["min_confidence"]
+    return {
+        c.truth: (float(c.eye.score), float(c.true_score))
+        for c in report["_candidates"][kind]
+        if c.hit and c.truth is not None and c.true_score is not None and c.eye.confidence >= threshold
+    }
+
+
+def mae_of(pairs: list[tuple[float, float]]) -> float | None:
+    return float(np.mean([abs(p - t) for p, t in pairs])) if pairs else None
+
+
+def paired_scored_eyes(new: dict[str, Any], baseline: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The scored eyes of one pipeline split into both / only new / only baseline, with the paired MAE on the shared ones."""
+    a, b = scored_hits(new, kind), scored_hits(baseline, kind)
+    both = sorted(a.keys() & b.keys())
+    true = np.array([a[k][1] for k in both])
+    return {
+        "both": len(both),
+        "only_new": len(a.keys() - b.keys()),
+        "only_baseline": len(b.keys() - a.keys()),
+        "mae_both_new": mae_of([a[k] for k in both]),
+        "mae_both_baseline": mae_of([b[k] for k in both]),
+        "mae_only_new": mae_of([a[k] for k in a.keys() - b.keys()]),
+        "mae_only_baseline": mae_of([b[k] for k in b.keys() - a.keys()]),
+        "paired": paired_mae_difference(np.array([a[k][0] for k in both]), np.array([b[k][0] for k in both]), true),
+    }
+
+
 def compare(new: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
     """The comparison section: both models' figures, new minus baseline, and the paired MAE interval."""
     a, b = summary(new), summary(baseline)
@@ -65,6 +98,9 @@ def compare(new: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
         "baseline": {"models": baseline.get("models"), **b},
         "difference": diff,
         "regressor_only_mae_paired": None,
+        "scored_eyes": {
+            kind: paired_scored_eyes(new, baseline, kind) for kind in new["detection"] if kind in baseline["detection"]
+        },
     }
     pn, pb = new["_pairs"]["regressor_only"], baseline["_pairs"]["regressor_only"]
     if pn.true == pb.true and pn.true:
@@ -89,4 +125,14 @@ def format_comparison(comparison: dict[str, Any]) -> str:
     if paired and paired["ci95"]:
         lo, hi = paired["ci95"]
         rows.append(f"  regressor-only MAE difference, paired 95% bootstrap interval [{lo:+.3f}, {hi:+.3f}]")
+    for kind, s in comparison["scored_eyes"].items():
+        line = (
+            f"  {kind} scored eyes: {s['both']} by both (MAE {format_value(s['mae_both_baseline'])} -> "
+            f"{format_value(s['mae_both_new'])}), {s['only_new']} only by new (MAE {format_value(s['mae_only_new'])}), "
+            f"{s['only_baseline']} only by baseline (MAE {format_value(s['mae_only_baseline'])})"
+        )
+        if s["paired"]["ci95"]:
+            lo, hi = s["paired"]["ci95"]
+            line += f"; paired difference on the shared eyes, 95% interval [{lo:+.3f}, {hi:+.3f}]"
+        rows.append(line)
     return "\n".join(rows)

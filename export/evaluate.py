@@ -187,7 +187,7 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
     frames = dataset.frames
     if not frames:
         raise MgsError(f"{dataset.root} has no labelled frames; nothing to evaluate")
-    for frame in tqdm(frames, desc="evaluate", unit="frame", disable=not options.progress):
+    for index, frame in enumerate(tqdm(frames, desc="evaluate", unit="frame", disable=not options.progress)):
         image = dataset.read_image(frame)
         rois = [Roi(*(int(round(v)) for v in b.roi)) for b in frame.boxes]
         mask = dataset.read_mask(frame) if frame.mask is not None else None
@@ -220,7 +220,7 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
             for b, (box, box_result, eyes) in enumerate(zip(frame.boxes, result.boxes, true_eyes)):
                 score_box(box_result.eyes, eyes, options.match_px, counts[kind], end_to_end[kind])
                 score_box(box_result.eyes, eyes, options.match_px, *breakdown.tally(kind, frame, box))
-                collect_candidates(box_result.eyes, eyes, options.match_px, candidates[kind])
+                collect_candidates(box_result.eyes, eyes, options.match_px, candidates[kind], (index, b))
                 severity[kind].add(box_result.eyes, eyes, options.match_px)
                 if isinstance(pipeline, FastPipeline):
                     losses.add(b, box_result.eyes, eyes, pipeline.last_fine, options.match_px)
@@ -328,10 +328,15 @@ class Candidate:
     eye: EyeScore
     hit: bool
     true_score: float | None
+    # (frame, box, true eye) of a hit, the same for every model run over the same frames, so two
+    # models' scores of one eye can be paired (export.compare).
+    truth: tuple[int, int, int] | None = None
 
 
-def collect_candidates(detected: Sequence[EyeScore], truth, match_px: float, out: list[Candidate]) -> None:
-    """Candidates of one box with their truth: a hit matches a visible true eye; a detection matched to a hidden eye is left out, as in `score_box`."""
+def collect_candidates(
+    detected: Sequence[EyeScore], truth, match_px: float, out: list[Candidate], where: tuple[int, int] = (0, 0)
+) -> None:
+    """Candidates of one box (`where`: frame and box index) with their truth: a hit matches a visible true eye; a detection matched to a hidden eye is left out, as in `score_box`."""
     matches = dict(match_points([(d.x, d.y) for d in detected], [(t.x, t.y) for t in truth], match_px))
     for i, eye in enumerate(detected):
         if not (eye.quality_ok or eye.abstained):
@@ -340,7 +345,8 @@ def collect_candidates(detected: Sequence[EyeScore], truth, match_px: float, out
         if j is not None and not truth[j].visible:
             continue
         score = truth[j].score if j is not None else None
-        out.append(Candidate(eye, j is not None, None if score is None else float(score)))
+        key = None if j is None else (*where, j)
+        out.append(Candidate(eye, j is not None, None if score is None else float(score), key))
 
 
 def operating_point(candidates: Sequence[Candidate], n_true_visible: int, threshold: float) -> dict[str, Any]:

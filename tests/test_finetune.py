@@ -71,6 +71,9 @@ def test_exported_facility_set_fine_tunes_the_shipped_regressor_and_compares_old
     assert paired["difference"] == pytest.approx(new_mae - old_mae)
     assert paired["ci95"][0] <= paired["difference"] <= paired["ci95"][1]
     assert "fast eye recall" in comparison["new"] and "fast eye recall, true score 6-9" in comparison["new"]
+    shared = comparison["scored_eyes"]["fast"]
+    assert shared["both"] + shared["only_new"] == report["abstention"]["fast"]["operating_point"]["hits"]
+    assert "fast scored eyes:" in printed
     assert report["segmentation"]["seg_fine_full_resolution"]["pixels"] == 0  # no masks: eye figures only
     assert (out / "baseline" / "report.json").is_file()
 

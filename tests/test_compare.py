@@ -1,0 +1,40 @@
+"""Old model against new: the scored eyes paired by the true eye they match."""
+
+from __future__ import annotations
+
+import pytest
+
+from device.results import EyeScore
+from export.compare import format_comparison, paired_scored_eyes
+from export.evaluate import Candidate
+
+THRESHOLD = 0.45
+
+
+def report(scored: dict[tuple[int, int, int], tuple[float, float]], abstained=(), false_eyes: int = 0) -> dict:
+    """A report with the candidates of the fast pipeline: `scored` eyes above the threshold, `abstained` below it."""
+    candidates = [
+        Candidate(EyeScore(0.0, 0.0, pred, confidence=0.9), True, true, key) for key, (pred, true) in scored.items()
+    ]
+    candidates += [Candidate(EyeScore(0.0, 0.0, 9.0, confidence=0.1), True, 0.0, key) for key in abstained]
+    candidates += [Candidate(EyeScore(0.0, 0.0, 4.0, confidence=0.9), False, None) for _ in range(false_eyes)]
+    return {"abstention": {"fast": {"min_confidence": THRESHOLD}}, "_candidates": {"fast": candidates}}
+
+
+def test_shared_eyes_are_paired_and_the_extra_eyes_are_counted_apart() -> None:
+    shared = {(f, 0, 0): (float(f % 10), float(f % 10)) for f in range(20)}
+    baseline = report({k: (p + 1.0, t) for k, (p, t) in shared.items()}, abstained=[(99, 0, 0)], false_eyes=3)
+    hard = {(99, 0, 0): (1.0, 9.0), (98, 1, 1): (2.0, 8.0)}  # new scores two hard eyes the baseline did not
+    new = report({**{k: (p + 0.5, t) for k, (p, t) in shared.items()}, **hard}, false_eyes=5)
+    s = paired_scored_eyes(new, baseline, "fast")
+    assert (s["both"], s["only_new"], s["only_baseline"]) == (20, 2, 0)
+    assert s["mae_both_baseline"] == pytest.approx(1.0) and s["mae_both_new"] == pytest.approx(0.5)
+    assert s["mae_only_new"] == pytest.approx(7.0) and s["mae_only_baseline"] is None
+    assert s["paired"]["difference"] == pytest.approx(-0.5)
+    # pooled over everything each scores, the better-scoring model looks worse: the split shows why
+    pooled_new = (20 * 0.5 + 2 * 7.0) / 22
+    assert pooled_new > s["mae_both_baseline"]
+    text = format_comparison(
+        {"new": {}, "baseline": {}, "difference": {}, "regressor_only_mae_paired": None, "scored_eyes": {"fast": s}}
+    )
+    assert "20 by both (MAE 1.000 -> 0.500), 2 only by new (MAE 7.000)" in text
