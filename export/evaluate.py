@@ -334,7 +334,7 @@ class Candidate:
 
 
 def collect_candidates(
-    detected: Sequence[EyeScore], truth, match_px: float, out: list[Candidate], where: tuple[int, int] = (0, 0)
+    detected: Sequence[EyeScore], truth, match_px: float, out: list[Candidate], where: tuple[int, int]
 ) -> None:
     """Candidates of one box (`where`: frame and box index) with their truth: a hit matches a visible true eye; a detection matched to a hidden eye is left out, as in `score_box`."""
     matches = dict(match_points([(d.x, d.y) for d in detected], [(t.x, t.y) for t in truth], match_px))

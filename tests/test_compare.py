@@ -22,6 +22,8 @@ def report(scored: dict[tuple[int, int, int], tuple[float, float]], abstained=()
 
 
 def test_shared_eyes_are_paired_and_the_extra_eyes_are_counted_apart() -> None:
+    """New scores every shared eye better and two hard eyes the baseline abstained on or missed: pooled,
+    its MAE (1.09) would be the higher one; split, the shared eyes show the gain."""
     shared = {(f, 0, 0): (float(f % 10), float(f % 10)) for f in range(20)}
     baseline = report({k: (p + 1.0, t) for k, (p, t) in shared.items()}, abstained=[(99, 0, 0)], false_eyes=3)
     hard = {(99, 0, 0): (1.0, 9.0), (98, 1, 1): (2.0, 8.0)}  # new scores two hard eyes the baseline did not
@@ -31,9 +33,6 @@ def test_shared_eyes_are_paired_and_the_extra_eyes_are_counted_apart() -> None:
     assert s["mae_both_baseline"] == pytest.approx(1.0) and s["mae_both_new"] == pytest.approx(0.5)
     assert s["mae_only_new"] == pytest.approx(7.0) and s["mae_only_baseline"] is None
     assert s["paired"]["difference"] == pytest.approx(-0.5)
-    # pooled over everything each scores, the better-scoring model looks worse: the split shows why
-    pooled_new = (20 * 0.5 + 2 * 7.0) / 22
-    assert pooled_new > s["mae_both_baseline"]
     text = format_comparison(
         {"new": {}, "baseline": {}, "difference": {}, "regressor_only_mae_paired": None, "scored_eyes": {"fast": s}}
     )
