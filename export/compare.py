@@ -11,11 +11,13 @@ the two: the eyes both score, paired as above, and the eyes only one of them sco
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from export.metrics import format_value
+from export.evaluate import scored_labelled_hits
+from export.metrics import format_value, mae
 
 BOOTSTRAP_RESAMPLES = 2000
 
@@ -60,32 +62,40 @@ def paired_mae_difference(
 
 def scored_hits(report: dict[str, Any], kind: str) -> dict[tuple[int, int, int], tuple[float, float]]:
     """(frame, box, true eye) -> (score, true score) of every correctly found, labelled eye scored at the operating point."""
-    threshold = report["abstention"][kind]["min_confidence"]
+    hits = scored_labelled_hits(report["_candidates"][kind], report["abstention"][kind]["min_confidence"])
     return {
         c.truth: (float(c.eye.score), float(c.true_score))
-        for c in report["_candidates"][kind]
-        if c.hit and c.truth is not None and c.true_score is not None and c.eye.confidence >= threshold
+        for c in hits
+        if c.truth is not None and c.true_score is not None
     }
 
 
-def mae_of(pairs: list[tuple[float, float]]) -> float | None:
-    return float(np.mean([abs(p - t) for p, t in pairs])) if pairs else None
+def mae_of(
+    scored: dict[tuple[int, int, int], tuple[float, float]], keys: Sequence[tuple[int, int, int]]
+) -> float | None:
+    pairs = np.array([scored[k] for k in keys], float).reshape(-1, 2)
+    return mae(pairs[:, 0], pairs[:, 1]) if len(pairs) else None
 
 
 def paired_scored_eyes(new: dict[str, Any], baseline: dict[str, Any], kind: str) -> dict[str, Any]:
     """The scored eyes of one pipeline split into both / only new / only baseline, with the paired MAE on the shared ones."""
     a, b = scored_hits(new, kind), scored_hits(baseline, kind)
-    both = sorted(a.keys() & b.keys())
-    true = np.array([a[k][1] for k in both])
+    both, only_new, only_baseline = (
+        sorted(a.keys() & b.keys()),
+        sorted(a.keys() - b.keys()),
+        sorted(b.keys() - a.keys()),
+    )
     return {
         "both": len(both),
-        "only_new": len(a.keys() - b.keys()),
-        "only_baseline": len(b.keys() - a.keys()),
-        "mae_both_new": mae_of([a[k] for k in both]),
-        "mae_both_baseline": mae_of([b[k] for k in both]),
-        "mae_only_new": mae_of([a[k] for k in a.keys() - b.keys()]),
-        "mae_only_baseline": mae_of([b[k] for k in b.keys() - a.keys()]),
-        "paired": paired_mae_difference(np.array([a[k][0] for k in both]), np.array([b[k][0] for k in both]), true),
+        "only_new": len(only_new),
+        "only_baseline": len(only_baseline),
+        "mae_both_new": mae_of(a, both),
+        "mae_both_baseline": mae_of(b, both),
+        "mae_only_new": mae_of(a, only_new),
+        "mae_only_baseline": mae_of(b, only_baseline),
+        "paired": paired_mae_difference(
+            np.array([a[k][0] for k in both]), np.array([b[k][0] for k in both]), np.array([a[k][1] for k in both])
+        ),
     }
 
 

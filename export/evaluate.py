@@ -349,6 +349,11 @@ def collect_candidates(
         out.append(Candidate(eye, j is not None, None if score is None else float(score), key))
 
 
+def scored_labelled_hits(candidates: Sequence[Candidate], threshold: float) -> list[Candidate]:
+    """The correctly found eyes with a true score that get a score at `threshold`: the eyes an MAE is taken over."""
+    return [c for c in candidates if c.eye.confidence >= threshold and c.hit and c.true_score is not None]
+
+
 def operating_point(candidates: Sequence[Candidate], n_true_visible: int, threshold: float) -> dict[str, Any]:
     """What the device reports at one confidence threshold: scored eyes, their precision, recall and MAE.
 
@@ -356,7 +361,7 @@ def operating_point(candidates: Sequence[Candidate], n_true_visible: int, thresh
     """
     kept = [c for c in candidates if c.eye.confidence >= threshold]
     hits = sum(c.hit for c in kept)
-    errors = [abs(c.eye.score - c.true_score) for c in kept if c.hit and c.true_score is not None]
+    errors = [abs(c.eye.score - c.true_score) for c in scored_labelled_hits(candidates, threshold)]
     labelled = sum(1 for c in candidates if c.hit and c.true_score is not None)
     precision, recall = precision_recall(hits, len(kept) - hits, n_true_visible - hits)
     return {

@@ -21,12 +21,11 @@ from mgs_core.errors import MgsError
 from mgs_core.manifest import sha256_file
 
 # What every ingredient must share for its weights to mean the same thing.
-SAME_FIELDS = ("format", "kind", "architecture", "config", "input_size", "normalisation", "class_names")
+SAME_FIELDS = ("kind", "architecture", "config", "input_size", "normalisation", "class_names")
 
 
-def common_start(paths: Sequence[Path], records: Sequence[dict[str, Any]]) -> str:
-    """sha256 of the weight file every ingredient was fine-tuned from (or is itself)."""
-    own = [sha256_file(Path(p)) for p in paths]
+def common_start(own: Sequence[str], records: Sequence[dict[str, Any]]) -> str:
+    """sha256 of the weight file every ingredient (sha256 `own`) was fine-tuned from (or is itself)."""
     starts = [(r.get("training") or {}).get("init") or {} for r in records]
     for candidate in {s.get("sha256") for s in starts if s.get("sha256")} | set(own):
         if all(o == candidate or s.get("sha256") == candidate for o, s in zip(own, starts)):
@@ -66,7 +65,8 @@ def average_records(paths: Sequence[Path], records: Sequence[dict[str, Any]], co
     if len(records) < 2:
         raise MgsError("give at least two weight files to average")
     check_alike(paths, records)
-    start = common_start(paths, records)
+    own = [sha256_file(Path(p)) for p in paths]
+    start = common_start(own, records)
     fingerprints = [str(r.get("data_fingerprint", "")) for r in records]
     record = {key: value for key, value in records[0].items() if key not in ("state_dict", "training", "command")}
     record.update(
@@ -75,13 +75,8 @@ def average_records(paths: Sequence[Path], records: Sequence[dict[str, Any]], co
         data_fingerprint=hashlib.sha256("".join(fingerprints).encode()).hexdigest(),
         training={
             "average_of": [
-                {
-                    "path": str(p),
-                    "sha256": sha256_file(Path(p)),
-                    "data_fingerprint": f,
-                    "command": r.get("command"),
-                }
-                for p, r, f in zip(paths, records, fingerprints)
+                {"path": str(p), "sha256": h, "data_fingerprint": f, "command": r.get("command")}
+                for p, h, r, f in zip(paths, own, records, fingerprints)
             ],
             "start_sha256": start,
         },
