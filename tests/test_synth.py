@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from export.synth.layout import RackLayout
-from export.synth.mouse import aperture_ratio
+from export.synth.mouse import FURS, EyeLook, aperture_ratio, draw_eye
 from export.synth.rack import render_frame
 
 LAYOUT = RackLayout.random(7)
@@ -80,6 +80,25 @@ def test_aperture_falls_with_score() -> None:
     ratios = [aperture_ratio(s) for s in range(10)]
     assert ratios == sorted(ratios, reverse=True)
     assert ratios[0] > 0.8 and ratios[9] < 0.1
+
+
+def _drawn_eye(score: float, look: EyeLook) -> tuple[np.ndarray, np.ndarray]:
+    fur = FURS["white"]
+    img, mask = np.full((60, 60, 3), fur.body, np.uint8), np.zeros((60, 60), np.uint8)
+    draw_eye(img, mask, fur, 1.0, 30.0, 30.0, np.array([1.0, 0.0]), np.array([0.0, -1.0]), 24.0, score, False, look)
+    return img, mask
+
+
+def test_lid_skin_keeps_the_eyeball_bulge_and_leaves_the_label_alone() -> None:
+    """A shut eye with the bulge kept looks like an eye-shaped patch, but its opening (mask) is the slit's."""
+    plain_img, plain_mask = _drawn_eye(9.0, EyeLook())
+    skin_img, skin_mask = _drawn_eye(9.0, EyeLook(margin=0.1, margin_shade=0.4, bulge=1.0))
+    assert np.array_equal(plain_mask, skin_mask)
+    rows = np.flatnonzero(np.any(skin_img != plain_img, axis=(1, 2)))
+    assert rows.size and rows.max() - rows.min() + 1 > 0.7 * 24  # about the wide-open eye's height
+    flat_img, _ = _drawn_eye(9.0, EyeLook(margin=0.1, margin_shade=0.4, bulge=0.0))
+    flat_rows = np.flatnonzero(np.any(flat_img != plain_img, axis=(1, 2)))
+    assert flat_rows.max() - flat_rows.min() < rows.max() - rows.min()
 
 
 def test_fur_choice() -> None:

@@ -134,6 +134,22 @@ def test_the_original_generator_is_unchanged_without_randomisation() -> None:
     assert np.array_equal(plain.image, render_frame(9, randomise=Randomisation("none")).image)
 
 
+def test_lid_skin_is_opt_in_and_recorded() -> None:
+    """Off by default, it draws nothing (every seed renders as before); on, half the animals get it."""
+    seed = 29 * SESSION_FRAMES + 3
+    plain = render_frame(seed, randomise=HARDEST)
+    assert all("lid_margin" not in box.conditions for box in plain.boxes)
+    assert np.array_equal(plain.image, render_frame(seed, randomise=Randomisation.parse("hardest", lid_skin=0.0)).image)
+    _, box = _draws(Randomisation.parse("hardest", lid_skin=0.5))
+    margins = box["lid_margin"]
+    assert 0.0 in margins and 0.03 <= min(margins - {0.0}) and max(margins) <= 0.15
+    assert Randomisation.parse("default", lid_skin=0.5).describe() == "--randomise default --lid-skin 0.5"
+    with pytest.raises(MgsError, match="from 0 to 1"):
+        Randomisation.parse("default", lid_skin=1.5)
+    with pytest.raises(MgsError, match="need a randomised preset"):
+        Randomisation.parse("none", lid_skin=0.5)
+
+
 def test_written_dataset_carries_conditions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = write_dataset(
         tmp_path / "ds", frames=3, seed=4, progress=False, randomise=Randomisation.parse("default", ["fur=piebald"])

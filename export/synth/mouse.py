@@ -139,17 +139,24 @@ class MousePose:
 
 @dataclass(frozen=True)
 class EyeLook:
-    """How an eye looks apart from its score: the lamp's reflection and the shape of the lid split.
+    """How an eye looks apart from its score: the lamp's reflection, the shape of the lid split and
+    the lid margin.
 
     `lid_split` is the share of the opening above the eye axis; drooping upper lids (small split) and
-    puffy lower lids (large split) are the partial-closure shapes a real camera shows. None of it
-    changes the aperture, which is what the score sets.
+    puffy lower lids (large split) are the partial-closure shapes a real camera shows. The lid skin
+    (`margin` > 0; pigmented, pink or pale by `margin_shade`) is a band around the opening that can
+    also show the bulge of the eyeball under closing lids (`bulge`: 0 follows the opening, 1 keeps
+    the wide-open eye's outline), so a shut eye may look like an eye-shaped patch with a slit in it:
+    only the opening tells the score. None of it changes the aperture, which is what the score sets.
     """
 
     highlight: float = 1.0  # size of the specular highlight; 0 = none (diffuse light)
     highlight_dx: float = -0.18  # its position along the eye axis, in eye widths
     highlight_dy: float = 0.12  # its position towards the upper lid, in aperture heights
     lid_split: float = 0.55
+    margin: float = 0.0  # thickness of the lid-skin band beyond the opening, in eye widths; 0 = none
+    margin_shade: float = 1.0  # its brightness relative to the coat's lid colour
+    bulge: float = 0.0  # share of the open eye's height the band keeps as the lids close
 
 
 @dataclass(frozen=True)
@@ -375,6 +382,11 @@ def draw_eye(
     outline = eye_outline(cx, cy, axis, up, width, s, closed, split=look.lid_split)
     centre = np.array([cx, cy])
     rim = 1.0 + (0.10 + 0.12 * tight) * 2.0  # the lid margin swells as the eye tightens
+    if look.margin > 0:
+        opening = aperture_ratio(9.0 if closed else s)
+        held = opening + look.bulge * (aperture_ratio(0.0) - opening)
+        skin = eye_outline(cx, cy, axis, up, width * (1.0 + 2.0 * look.margin), s, closed, held, look.lid_split)
+        _poly(img, skin, _shade(fur.lid, tone * look.margin_shade))
     _poly(img, centre + (outline - centre) * rim + up * 0.02 * width, _shade(fur.lid, tone))
     upper, lower = outline[:17], outline[17:]
     for k in range(int(round(tight * 3.2))):  # squint wrinkles: none when open, three when shut

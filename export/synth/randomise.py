@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -165,6 +165,9 @@ class Randomisation:
 
     preset: str = "default"
     restrict: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    lid_skin: float = (
+        0.0  # share of animals drawn with lid skin (EyeLook.margin); 0 draws nothing, so seeds render as before
+    )
 
     @property
     def active(self) -> bool:
@@ -174,13 +177,19 @@ class Randomisation:
         return dict(self.restrict).get(family, FAMILIES[family])
 
     def describe(self) -> str:
-        return " ".join([f"--randomise {self.preset}", *(f"--restrict {f}={','.join(v)}" for f, v in self.restrict)])
+        words = [f"--randomise {self.preset}", *(f"--restrict {f}={','.join(v)}" for f, v in self.restrict)]
+        return " ".join(words + ([f"--lid-skin {self.lid_skin:g}"] if self.lid_skin > 0 else []))
 
     @classmethod
-    def parse(cls, preset: str, restrict: Iterable[str] = (), style_holdout: str | None = None) -> Randomisation:
-        """From the command line: `--randomise PRESET --restrict FAMILY=LEVEL,LEVEL --style-holdout train|test`."""
+    def parse(
+        cls, preset: str, restrict: Iterable[str] = (), style_holdout: str | None = None, lid_skin: float = 0.0
+    ) -> Randomisation:
+        """From the command line: `--randomise PRESET --restrict FAMILY=LEVEL,LEVEL --style-holdout train|test
+        --lid-skin SHARE`."""
         if preset not in PRESETS:
             raise MgsError(f"--randomise {preset!r}: choose one of {', '.join(PRESETS)}")
+        if not 0.0 <= lid_skin <= 1.0:
+            raise MgsError(f"--lid-skin {lid_skin:g}: give the share of animals, from 0 to 1")
         chosen: dict[str, tuple[str, ...]] = {}
         if style_holdout is not None:
             if style_holdout not in STYLE_HOLDOUT:
@@ -198,12 +207,12 @@ class Randomisation:
             if unknown or not names:
                 raise MgsError(f"--restrict {text!r}: {family} levels are {', '.join(FAMILIES[family])}")
             chosen[family] = names
-        if chosen and preset == "none":
+        if (chosen or lid_skin > 0) and preset == "none":
             raise MgsError(
-                "--restrict and --style-holdout need a randomised preset; use --randomise default or hardest"
+                "--restrict, --style-holdout and --lid-skin need a randomised preset; use --randomise default or hardest"
             )
         order = [f for f in FAMILIES if f in chosen]
-        return cls(preset, tuple((f, chosen[f]) for f in order))
+        return cls(preset, tuple((f, chosen[f]) for f in order), lid_skin)
 
 
 def _choose(rng: np.random.Generator, r: Randomisation, family: str) -> str:
@@ -493,6 +502,13 @@ def styled_animal(
         highlight_dy=float(rng.uniform(-0.05, 0.3)),
         lid_split=float(rng.uniform(0.42, 0.66)),
     )
+    if r.lid_skin > 0:
+        look = replace(
+            look,
+            margin=0.0 if _flip(rng, 1.0 - r.lid_skin) else float(rng.uniform(0.03, 0.15)),
+            margin_shade=float(rng.uniform(0.35, 1.6)),
+            bulge=float(rng.uniform(0.0, 1.0)),
+        )
     tone, blink = float(rng.uniform(0.75, 1.25)), _flip(rng, ranges.blink_p)
     placed = None if empty or _flip(rng, ranges.empty_box_p) else _place(rng, pose, layout, box)
     conditions.update(
@@ -501,6 +517,8 @@ def styled_animal(
         pose=kind if placed else "none",
         eye_width_px=round(pose.eye_width if placed is None else placed.eye_width, 1),
     )
+    if r.lid_skin > 0:
+        conditions["lid_margin"] = round(look.margin, 2)
     if placed is None:
         return None, conditions
     return Animal(
