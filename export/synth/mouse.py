@@ -140,7 +140,7 @@ class MousePose:
 @dataclass(frozen=True)
 class EyeLook:
     """How an eye looks apart from its score: the lamp's reflection, the shape of the lid split and
-    the lid margin.
+    the lid skin around the opening.
 
     `lid_split` is the share of the opening above the eye axis; drooping upper lids (small split) and
     puffy lower lids (large split) are the partial-closure shapes a real camera shows. The lid skin

@@ -165,9 +165,8 @@ class Randomisation:
 
     preset: str = "default"
     restrict: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    lid_skin: float = (
-        0.0  # share of animals drawn with lid skin (EyeLook.margin); 0 draws nothing, so seeds render as before
-    )
+    # share of animals drawn with lid skin (EyeLook.margin); 0 draws nothing, so every seed renders as before
+    lid_skin: float = 0.0
 
     @property
     def active(self) -> bool:
@@ -505,7 +504,7 @@ def styled_animal(
     if r.lid_skin > 0:
         look = replace(
             look,
-            margin=0.0 if _flip(rng, 1.0 - r.lid_skin) else float(rng.uniform(0.03, 0.15)),
+            margin=0.0 if _flip(rng, 1.0 - r.lid_skin) else float(rng.uniform(0.03, 0.15)),  # none outside the share
             margin_shade=float(rng.uniform(0.35, 1.6)),
             bulge=float(rng.uniform(0.0, 1.0)),
         )
