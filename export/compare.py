@@ -63,17 +63,17 @@ def paired_mae_difference(
 def scored_hits(report: dict[str, Any], kind: str) -> dict[tuple[int, int, int], tuple[float, float]]:
     """(frame, box, true eye) -> (score, true score) of every correctly found, labelled eye scored at the operating point."""
     hits = scored_labelled_hits(report["_candidates"][kind], report["abstention"][kind]["min_confidence"])
-    return {
-        c.truth: (float(c.eye.score), float(c.true_score))
-        for c in hits
-        if c.truth is not None and c.true_score is not None
-    }
+    return {c.truth: (float(c.eye.score), float(c.true_score)) for c in hits}
 
 
-def mae_of(
+def score_pairs(
     scored: dict[tuple[int, int, int], tuple[float, float]], keys: Sequence[tuple[int, int, int]]
-) -> float | None:
-    pairs = np.array([scored[k] for k in keys], float).reshape(-1, 2)
+) -> np.ndarray:
+    """(score, true score) rows of these eyes."""
+    return np.array([scored[k] for k in keys], float).reshape(-1, 2)
+
+
+def mae_of(pairs: np.ndarray) -> float | None:
     return mae(pairs[:, 0], pairs[:, 1]) if len(pairs) else None
 
 
@@ -85,17 +85,16 @@ def paired_scored_eyes(new: dict[str, Any], baseline: dict[str, Any], kind: str)
         sorted(a.keys() - b.keys()),
         sorted(b.keys() - a.keys()),
     )
+    new_both, baseline_both = score_pairs(a, both), score_pairs(b, both)
     return {
         "both": len(both),
         "only_new": len(only_new),
         "only_baseline": len(only_baseline),
-        "mae_both_new": mae_of(a, both),
-        "mae_both_baseline": mae_of(b, both),
-        "mae_only_new": mae_of(a, only_new),
-        "mae_only_baseline": mae_of(b, only_baseline),
-        "paired": paired_mae_difference(
-            np.array([a[k][0] for k in both]), np.array([b[k][0] for k in both]), np.array([a[k][1] for k in both])
-        ),
+        "mae_both_new": mae_of(new_both),
+        "mae_both_baseline": mae_of(baseline_both),
+        "mae_only_new": mae_of(score_pairs(a, only_new)),
+        "mae_only_baseline": mae_of(score_pairs(b, only_baseline)),
+        "paired": paired_mae_difference(new_both[:, 0], baseline_both[:, 0], new_both[:, 1]),
     }
 
 

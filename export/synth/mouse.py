@@ -382,8 +382,8 @@ def draw_eye(
     outline = eye_outline(cx, cy, axis, up, width, s, closed, split=look.lid_split)
     centre = np.array([cx, cy])
     rim = 1.0 + (0.10 + 0.12 * tight) * 2.0  # the lid margin swells as the eye tightens
+    opening = aperture_ratio(9.0 if closed else s)
     if look.margin > 0:
-        opening = aperture_ratio(9.0 if closed else s)
         held = opening + look.bulge * (aperture_ratio(0.0) - opening)
         skin = eye_outline(cx, cy, axis, up, width * (1.0 + 2.0 * look.margin), s, closed, held, look.lid_split)
         _poly(img, skin, _shade(fur.lid, tone * look.margin_shade))
@@ -396,7 +396,7 @@ def draw_eye(
             _polyline(img, pts, _shade(fur.wrinkle, tone), 1)
     _poly(img, outline, fur.eye)
     _poly(mask, eye_outline(cx, cy, axis, up, width, s, closed, MASK_MIN_RATIO, look.lid_split), CLASS_EYES)
-    h = max(aperture_ratio(9.0 if closed else s) * width, MIN_APERTURE_PX)
+    h = max(opening * width, MIN_APERTURE_PX)
     if h > 3.0 and look.highlight > 0:
         r = min(0.13 * width, 0.3 * h) * look.highlight
         hl = centre + axis * look.highlight_dx * width + up * look.highlight_dy * h
