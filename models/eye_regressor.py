@@ -20,6 +20,7 @@ only column 0 still works with either file.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -81,19 +82,27 @@ class EyeRegressor(nn.Module):
         outputs: int = 1,
         arch: str = "paper",
         eye_width: float = 0.0,
+        channels: Sequence[int] | None = None,
     ) -> None:
         """`eye_width` > 0: the network is trained on and expects scale-normalised patches, an eye
         that many pixels wide whatever its size in the frame (device.eyes.patch_zooms); 0: the
         paper's fixed 50x50 crops. It changes no weight: it travels in `config` (and so in the
-        ONNX file's metadata) so the device cuts the patches the network learned on."""
+        ONNX file's metadata) so the device cuts the patches the network learned on. `channels`: the
+        three stages' widths of the "wide" network (default WIDE_CHANNELS; `widened` grows them)."""
         super().__init__()
         if arch not in ARCHITECTURES:
             raise ValueError(f"unknown eye regressor architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
         self.config = {"in_channels": in_channels, "patch": patch, "outputs": outputs, "arch": arch}
         if eye_width > 0:
             self.config["eye_width"] = eye_width
+        if channels is not None and arch != "wide":
+            raise ValueError(f"channels are a setting of the wide network, not of {arch!r}")
+        if channels is not None:
+            if len(channels) != 3 or min(channels) < 1:
+                raise ValueError(f"the wide network has three stages; channels {list(channels)} are not three widths")
+            self.config["channels"] = [int(c) for c in channels]
         if arch == "wide":
-            a, b, c = WIDE_CHANNELS
+            a, b, c = self.config.get("channels", WIDE_CHANNELS)
             self.features = nn.Sequential(
                 *_conv_bn_relu(in_channels, a),
                 *_conv_bn_relu(a, a),
@@ -163,3 +172,53 @@ def with_verifier(module: EyeRegressor) -> EyeRegressor:
 
 def has_verifier(module: EyeRegressor) -> bool:
     return int(module.config["outputs"]) > VERIFIER_COLUMN
+
+
+def widened(module: EyeRegressor, channels: Sequence[int], seed: int = 0, noise: float = 0.01) -> EyeRegressor:
+    """A copy of a "wide" network with wider stages that starts out computing what `module` computes
+    (Net2WiderNet, Chen et al. 2016): each new channel repeats an existing one, and the layer after
+    it divides that channel's weights among its copies.
+
+    Why: a network grown from the shipped one keeps everything it learned and adds capacity, so a
+    few fine-tuning epochs can test whether the eye model is short of capacity, where one trained
+    from random weights would first have to catch up with the shipped model's long training. The
+    copies' incoming weights get Gaussian noise of `noise` times each layer's weight spread, or
+    copies would receive the same gradients and stay copies.
+    """
+    if module.config.get("arch") != "wide":
+        raise ValueError(f"only the wide network can be widened, not {module.config.get('arch', 'paper')!r}")
+    old = list(module.config.get("channels", WIDE_CHANNELS))
+    new = [int(c) for c in channels]
+    if len(new) != 3 or any(n < o for n, o in zip(new, old, strict=True)):
+        raise ValueError(f"channels {new} must be three widths, each at least the network's own {old}")
+    out = EyeRegressor(**{**module.config, "channels": new}).train(module.training)
+    rng = torch.Generator().manual_seed(seed)
+    convs = [m for m in module.features if isinstance(m, nn.Conv2d)]
+    norms = [m for m in module.features if isinstance(m, nn.BatchNorm2d)]
+    new_convs = [m for m in out.features if isinstance(m, nn.Conv2d)]
+    new_norms = [m for m in out.features if isinstance(m, nn.BatchNorm2d)]
+    source_in = torch.arange(module.config["in_channels"])
+    share_in = torch.ones(module.config["in_channels"])
+    with torch.no_grad():
+        for conv, norm, new_conv, new_norm in zip(convs, norms, new_convs, new_norms, strict=True):
+            width, grown = conv.out_channels, new_conv.out_channels
+            extra = torch.randint(width, (grown - width,), generator=rng)
+            source = torch.cat([torch.arange(width), extra])
+            share = torch.bincount(source, minlength=width).float()
+            weight = conv.weight[source][:, source_in] / share_in[None, :, None, None]
+            copies = weight[width:]
+            copies += torch.randn(copies.shape, generator=rng) * noise * conv.weight.std()
+            new_conv.weight.copy_(weight)
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(new_norm, name).copy_(getattr(norm, name)[source])
+            new_norm.num_batches_tracked.copy_(norm.num_batches_tracked)
+            source_in, share_in = source, share[source]
+        first, new_first = module.head[1], out.head[1]
+        side = module.config["patch"] // 8
+        columns = (source_in[:, None] * side * side + torch.arange(side * side)[None, :]).reshape(-1)
+        spread = share_in.repeat_interleave(side * side)
+        new_first.weight.copy_(first.weight[:, columns] / spread[None, :])
+        new_first.bias.copy_(first.bias)
+        for old_layer, new_layer in zip(module.head[2:], out.head[2:], strict=True):
+            new_layer.load_state_dict(old_layer.state_dict())
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -91,6 +92,35 @@ def test_seg_fine_tunes_from_the_shipped_unet_with_its_shape(synth: Path, tmp_pa
     assert trained["training"]["lr"] == 0.0005  # the fine-tuning default, not the from-scratch 0.002
 
 
+def test_a_widened_eye_model_starts_from_the_shipped_scores_and_runs_on_the_device(synth: Path, tmp_path: Path) -> None:
+    from device.inference import OnnxRunner
+    from export.train.weights import load_network
+
+    out = tmp_path / "wider" / "eye.pt"
+    out.parent.mkdir()
+    args = ["train-eye", "--data", str(synth), "--init", str(SHIPPED / "eye.pt"), "--widen", "24x48x96"]
+    assert mgs_export([*args, "--train-all", "--epochs", "1", "--lr", "1e-9", "--out", str(out), "--quiet"]) == 0
+    trained = record(out)
+    assert trained["config"]["channels"] == [24, 48, 96] and "--widen 24x48x96" in trained["command"]
+    assert trained["training"]["init"]["sha256"] == sha256_file(SHIPPED / "eye.pt")
+    wider, _ = load_network(out)
+    shipped, _ = load_network(SHIPPED / "eye.pt")
+    patches = torch.rand(6, 3, 50, 50)
+    with torch.no_grad():
+        assert torch.allclose(wider(patches)[:, 0], shipped(patches)[:, 0], atol=0.25)  # BatchNorm statistics moved
+    assert mgs_export(["onnx", "--models", str(out.parent), "--only", "eye"]) == 0
+    with torch.no_grad():
+        expected = wider(patches).numpy()
+    assert np.allclose(OnnxRunner(out.parent / "eye.fp32.onnx")(patches.numpy()), expected, atol=1e-3)
+
+
+def test_widen_takes_three_channel_counts(synth: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_code:
+        mgs_export(["train-eye", "--data", str(synth), "--init", str(SHIPPED / "eye.pt"), "--widen", "32x64"])
+    assert exit_code.value.code == 2
+    assert "'32x64' is not three channel counts" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -101,6 +131,8 @@ def test_seg_fine_tunes_from_the_shipped_unet_with_its_shape(synth: Path, tmp_pa
         (["train-eye", "--train-all"], "use it with --init"),
         (["train-eye", "--init", str(SHIPPED / "eye.pt"), "--arch", "paper"], "leave out --arch"),
         (["train-eye", "--init", str(SHIPPED / "TRAINING.md")], "not a readable weight file"),
+        (["train-eye", "--widen", "32x64x128"], "give --init too"),
+        (["train-eye", "--init", str(SHIPPED / "eye.pt"), "--widen", "8x64x128"], "at least the network's own"),
     ],
 )
 def test_init_refuses_the_wrong_file(

@@ -19,7 +19,7 @@ from export.train.samples import eye_samples, eye_width_px, fine_crops, region_z
 from export.train.seg import SegRecipe, eye_instance_weights, train_seg, weighted_cross_entropy
 from export.train.weights import checkpoint_path, labels_fingerprint, load_network, read_record
 from mgs_core.errors import MgsError
-from models.eye_regressor import EyeRegressor, MatmulAdaptiveAvgPool, feature_size
+from models.eye_regressor import EyeRegressor, MatmulAdaptiveAvgPool, feature_size, widened
 
 CPU = torch.device("cpu")
 
@@ -260,3 +260,27 @@ def test_weighted_cross_entropy_with_unit_pixels_is_plain_weighted_cross_entropy
     heavy = torch.ones(2, 8, 8)
     heavy[labels == 3] = 5.0
     assert float(weighted_cross_entropy(cw)(logits, (labels, heavy))) != pytest.approx(float(plain), rel=1e-3)
+
+
+def test_widening_keeps_what_the_network_computes_and_refuses_to_shrink() -> None:
+    torch.manual_seed(1)
+    module = EyeRegressor(arch="wide", outputs=2, eye_width=20.0)
+    for layer in module.modules():  # trained-looking normalisation, not the identity a fresh one has
+        if isinstance(layer, torch.nn.BatchNorm2d):
+            layer.running_mean.normal_()
+            layer.running_var.uniform_(0.5, 2.0)
+            layer.weight.data.normal_()
+            layer.bias.data.normal_()
+    module.eval()
+    patches = torch.rand(5, 3, 50, 50)
+    exact = widened(module, (24, 40, 100), noise=0.0).eval()
+    noisy = widened(module, (24, 40, 100), seed=3).eval()
+    with torch.no_grad():
+        assert torch.allclose(exact(patches), module(patches), atol=1e-5)
+        assert not torch.equal(noisy(patches), exact(patches))
+    assert exact.config["channels"] == [24, 40, 100] and exact.config["eye_width"] == 20.0
+    assert sum(p.numel() for p in exact.parameters()) > sum(p.numel() for p in module.parameters())
+    with pytest.raises(ValueError, match="at least the network's own"):
+        widened(module, (8, 32, 64))
+    with pytest.raises(ValueError, match="only the wide network"):
+        widened(EyeRegressor(arch="paper"), (24, 48, 96))

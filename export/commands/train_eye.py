@@ -7,7 +7,7 @@ import logging
 import time
 from pathlib import Path
 
-from export.train.options import add_common, open_data
+from export.train.options import add_common, open_data, sizes
 from mgs_core.errors import MgsError
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--arch",
         choices=("paper", "wide"),  # models.eye_regressor.ARCHITECTURES (torch is imported only in run)
         help="network from scratch: paper (Table 1, the default) or wide (what ships, models/TRAINING.md); with --init the file's own",
+    )
+    parser.add_argument(
+        "--widen",
+        type=sizes(3, "three channel counts such as 32x64x128"),
+        metavar="AxBxC",
+        help="with --init of a wide network: first grow its three stages to these channel counts (e.g. 32x64x128; "
+        "the shipped file has 16x32x64) so that it starts out scoring as --init does (Net2WiderNet), then fine-tune",
     )
     parser.add_argument("--batch", type=int, default=32, help="paper: 32")
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="paper: sgd (momentum 0.9)")
@@ -133,6 +140,15 @@ def run(args: argparse.Namespace) -> int:
                 f"--arch {args.arch}: --init {args.init} is a {init.config.get('arch', 'paper')} network; "
                 "fine-tuning keeps the network of --init, so leave out --arch"
             )
+    if args.widen is not None:
+        if init is None:
+            raise MgsError("--widen grows the --init network: give --init too (e.g. --init models/eye.pt)")
+        from models.eye_regressor import widened
+
+        try:
+            init = widened(init, args.widen, seed=args.seed)
+        except ValueError as exc:
+            raise MgsError(f"--widen {'x'.join(map(str, args.widen))}: {exc}") from exc
     if args.hard_negatives is not None and args.negatives_per_box < 1:
         raise MgsError("--hard-negatives trains the eye verifier: give --negatives-per-box too (e.g. 3)")
     if args.train_all and init is None:

@@ -7,7 +7,7 @@ import logging
 import time
 from pathlib import Path
 
-from export.train.options import add_common, open_data
+from export.train.options import add_common, open_data, sizes
 from mgs_core.errors import MgsError
 
 log = logging.getLogger(__name__)
@@ -16,14 +16,6 @@ log = logging.getLogger(__name__)
 # (docs/training.md, "Fine-tuning on your own animals"); explicit options override it.
 SCRATCH = {"epochs": 12, "lr": 0.002}
 FINE_TUNE = {"epochs": 4, "lr": 0.0005}
-
-
-def parse_hw(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not HxW, e.g. 128x256") from None
-    return h, w
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -68,7 +60,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--input-size",
-        type=parse_hw,
+        type=sizes(2, "HxW, e.g. 128x256"),
         default=(160, 112),
         help="coarse: HxW the whole ROI is resized to; default 160x112 = about 1/4 of a 600x430 synthetic box (the device reads it from the model)",
     )

@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from export.dataset import Dataset
+
+
+def sizes(count: int, example: str) -> Callable[[str], tuple[int, ...]]:
+    """An argparse type for `count` positive whole numbers written with x between them (128x256)."""
+
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(part) for part in text.lower().split("x"))
+        except ValueError:
+            values = ()
+        if len(values) != count or min(values) < 1:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {example}")
+        return values
+
+    return parse
 
 
 def add_common(parser: argparse.ArgumentParser, default_out: str) -> None:
