@@ -95,9 +95,9 @@ class EyeRegressor(nn.Module):
         self.config = {"in_channels": in_channels, "patch": patch, "outputs": outputs, "arch": arch}
         if eye_width > 0:
             self.config["eye_width"] = eye_width
-        if channels is not None and arch != "wide":
-            raise ValueError(f"channels are a setting of the wide network, not of {arch!r}")
         if channels is not None:
+            if arch != "wide":
+                raise ValueError(f"channels are a setting of the wide network, not of {arch!r}")
             if len(channels) != 3 or min(channels) < 1:
                 raise ValueError(f"the wide network has three stages; channels {list(channels)} are not three widths")
             self.config["channels"] = [int(c) for c in channels]
@@ -174,6 +174,10 @@ def has_verifier(module: EyeRegressor) -> bool:
     return int(module.config["outputs"]) > VERIFIER_COLUMN
 
 
+def _layers(module: EyeRegressor, kind: type[nn.Module]) -> list[nn.Module]:
+    return [m for m in module.features if isinstance(m, kind)]
+
+
 def widened(module: EyeRegressor, channels: Sequence[int], seed: int = 0, noise: float = 0.01) -> EyeRegressor:
     """A copy of a "wide" network with wider stages that starts out computing what `module` computes
     (Net2WiderNet, Chen et al. 2016): each new channel repeats an existing one, and the layer after
@@ -187,20 +191,22 @@ def widened(module: EyeRegressor, channels: Sequence[int], seed: int = 0, noise:
     """
     if module.config.get("arch") != "wide":
         raise ValueError(f"only the wide network can be widened, not {module.config.get('arch', 'paper')!r}")
-    old = list(module.config.get("channels", WIDE_CHANNELS))
-    new = [int(c) for c in channels]
-    if len(new) != 3 or any(n < o for n, o in zip(new, old, strict=True)):
-        raise ValueError(f"channels {new} must be three widths, each at least the network's own {old}")
-    out = EyeRegressor(**{**module.config, "channels": new}).train(module.training)
+    out = EyeRegressor(**{**module.config, "channels": channels}).train(module.training)
+    old, new = list(module.config.get("channels", WIDE_CHANNELS)), out.config["channels"]
+    if any(n < o for n, o in zip(new, old, strict=True)):
+        raise ValueError(f"channels {new} must each be at least the network's own {old}")
     rng = torch.Generator().manual_seed(seed)
-    convs = [m for m in module.features if isinstance(m, nn.Conv2d)]
-    norms = [m for m in module.features if isinstance(m, nn.BatchNorm2d)]
-    new_convs = [m for m in out.features if isinstance(m, nn.Conv2d)]
-    new_norms = [m for m in out.features if isinstance(m, nn.BatchNorm2d)]
+    layers = zip(
+        _layers(module, nn.Conv2d),
+        _layers(module, nn.BatchNorm2d),
+        _layers(out, nn.Conv2d),
+        _layers(out, nn.BatchNorm2d),
+        strict=True,
+    )
     source_in = torch.arange(module.config["in_channels"])
     share_in = torch.ones(module.config["in_channels"])
     with torch.no_grad():
-        for conv, norm, new_conv, new_norm in zip(convs, norms, new_convs, new_norms, strict=True):
+        for conv, norm, new_conv, new_norm in layers:
             width, grown = conv.out_channels, new_conv.out_channels
             extra = torch.randint(width, (grown - width,), generator=rng)
             source = torch.cat([torch.arange(width), extra])

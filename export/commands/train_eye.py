@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         save_atomic,
         weight_record,
     )
-    from models.eye_regressor import PATCH_SIZE, EyeRegressor, has_verifier
+    from models.eye_regressor import PATCH_SIZE, EyeRegressor, has_verifier, widened
 
     device = pick_device(args.device, args.threads)
     init, init_record = None, None
@@ -143,8 +143,6 @@ def run(args: argparse.Namespace) -> int:
     if args.widen is not None:
         if init is None:
             raise MgsError("--widen grows the --init network: give --init too (e.g. --init models/eye.pt)")
-        from models.eye_regressor import widened
-
         try:
             init = widened(init, args.widen, seed=args.seed)
         except ValueError as exc:
