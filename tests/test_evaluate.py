@@ -93,6 +93,28 @@ def test_evaluate_writes_report_with_all_fields_and_plots(tiny_models: tuple[Pat
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_evaluate_pools_several_folders_into_one_report(tiny_models: tuple[Path, Path], tmp_path: Path) -> None:
+    """Judging a model on more frames than one folder holds: the pooled report counts every folder's eyes."""
+    data, models = tiny_models
+    other = write_dataset(tmp_path / "other", frames=2, seed=12, progress=False)
+    common = ["--models", str(models), "--pipeline", "fast", "--quiet"]
+    reports = []
+    for name, folders in (("a", [data]), ("b", [other]), ("both", [data, other])):
+        out = tmp_path / name
+        assert mgs_export(["evaluate", "--data", *map(str, folders), "--out", str(out), *common]) == 0
+        reports.append(json.loads((out / "report.json").read_text()))
+    a, b, both = reports
+    assert both["frames"] == a["frames"] + b["frames"] == 4
+    assert both["true_visible_eyes"] == a["true_visible_eyes"] + b["true_visible_eyes"]
+    for key in ("tp", "fp", "fn"):
+        assert both["detection"]["fast"][key] == a["detection"]["fast"][key] + b["detection"]["fast"][key]
+    assert both["end_to_end"]["fast"]["n"] == a["end_to_end"]["fast"]["n"] + b["end_to_end"]["fast"]["n"]
+    assert both["dataset"] == f"{data}, {other}"
+    out = tmp_path / "first"
+    assert mgs_export(["evaluate", "--data", str(data), str(other), "--frames", "1", "--out", str(out), *common]) == 0
+    assert json.loads((out / "report.json").read_text())["frames"] == 2
+
+
 def test_evaluate_without_models_says_what_to_do(
     tiny_models: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

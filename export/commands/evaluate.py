@@ -13,7 +13,14 @@ if TYPE_CHECKING:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, required=True, help="labelled dataset folder (docs/dataset.md format)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="labelled dataset folder (docs/dataset.md format); several folders are evaluated as one set, every "
+        "figure pooled over their frames (e.g. 1,200 fresh frames rendered as six sets)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="report folder (report.json and PNG plots)")
     parser.add_argument(
         "--models",
@@ -47,7 +54,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=8.0,
         help="a detected eye matches a true eye within this distance (full-frame px)",
     )
-    parser.add_argument("--frames", type=int, help="evaluate only the first N frames of --data; default all")
+    parser.add_argument(
+        "--frames", type=int, help="evaluate only the first N frames of each --data folder; default all"
+    )
     parser.add_argument(
         "--train-data",
         type=Path,
@@ -64,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from export.metrics import format_value
     from export.train.options import open_data
 
-    data = open_data([args.data], args.frames)
+    data = open_data(args.data, args.frames)
     seen = training_ranges(open_dataset(args.train_data)) if args.train_data else None
     pipelines = ("full", "fast") if args.pipeline == "both" else (args.pipeline,)
     options = EvalOptions(match_px=args.match_px, pipelines=pipelines, progress=not args.quiet, seen_conditions=seen)
@@ -132,6 +141,9 @@ def _evaluate(args: argparse.Namespace, models_path: Path, data: Dataset, option
     started = time.monotonic()
     report = evaluate(data, models, options)
     report.update(
-        dataset=str(args.data), runtime=args.runtime, models=info, seconds=round(time.monotonic() - started, 1)
+        dataset=", ".join(str(path) for path in args.data),
+        runtime=args.runtime,
+        models=info,
+        seconds=round(time.monotonic() - started, 1),
     )
     return report
