@@ -49,7 +49,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--eye-instance-px",
         type=float,
         default=0.0,
-        help="fine: weigh every eye blob of a crop as if it had at least this many pixels, so shut and small eyes count like open ones (0 = class weights only; 120 was tried in models/TRAINING.md, sixth step)",
+        help="fine: weigh every eye blob of a crop as if it had at least this many pixels, so shut and small eyes count like open ones (0 = class weights only; 120 was tried in models/TRAINING.md, sixth and seventeenth steps)",
     )
     parser.add_argument(
         "--workers",
