@@ -93,7 +93,9 @@ def test_evaluate_writes_report_with_all_fields_and_plots(tiny_models: tuple[Pat
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_evaluate_pools_several_folders_into_one_report(tiny_models: tuple[Path, Path], tmp_path: Path) -> None:
+def test_evaluate_pools_several_folders_into_one_report(
+    tiny_models: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     """Judging a model on more frames than one folder holds: the pooled report counts every folder's eyes."""
     data, models = tiny_models
     other = write_dataset(tmp_path / "other", frames=2, seed=12, progress=False)
@@ -113,6 +115,9 @@ def test_evaluate_pools_several_folders_into_one_report(tiny_models: tuple[Path,
     out = tmp_path / "first"
     assert mgs_export(["evaluate", "--data", str(data), str(other), "--frames", "1", "--out", str(out), *common]) == 0
     assert json.loads((out / "report.json").read_text())["frames"] == 2
+    assert mgs_export(["evaluate", "--data", str(data), str(data), "--out", str(tmp_path / "twice"), *common]) == 2
+    assert "given more than once" in capsys.readouterr().err
+    assert not (tmp_path / "twice").exists()
 
 
 def test_evaluate_without_models_says_what_to_do(

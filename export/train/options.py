@@ -71,6 +71,9 @@ def open_data(paths: Sequence[Path], frames: int | None) -> Dataset:
 
     if frames is not None and frames < 1:
         raise MgsError(f"--frames must be at least 1, got {frames}")
+    twice = sorted({str(p) for p in paths if sum(q.resolve() == p.resolve() for q in paths) > 1})
+    if twice:
+        raise MgsError(f"--data {', '.join(twice)} given more than once: its frames would count twice")
     datasets = [open_dataset(path) for path in paths]
     if frames is not None:
         datasets = [dataclasses.replace(d, frames=d.frames[:frames]) for d in datasets]
