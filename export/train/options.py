@@ -63,15 +63,16 @@ def add_common(parser: argparse.ArgumentParser, default_out: str) -> None:
 
 def open_data(paths: Sequence[Path], frames: int | None) -> Dataset:
     """The datasets in `paths` as one, each cut to its first `frames` frames when asked (training
-    commands pass their --data folders, evaluate and crossval their one)."""
+    commands and evaluate pass their --data folders, crossval its one)."""
     import dataclasses
+    from collections import Counter
 
     from export.dataset import combine_datasets, open_dataset
     from mgs_core.errors import MgsError
 
     if frames is not None and frames < 1:
         raise MgsError(f"--frames must be at least 1, got {frames}")
-    twice = sorted({str(p) for p in paths if sum(q.resolve() == p.resolve() for q in paths) > 1})
+    twice = sorted(str(path) for path, count in Counter(p.resolve() for p in paths).items() if count > 1)
     if twice:
         raise MgsError(f"--data {', '.join(twice)} given more than once: its frames would count twice")
     datasets = [open_dataset(path) for path in paths]
