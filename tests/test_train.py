@@ -109,6 +109,29 @@ def test_unet_training_lowers_the_loss(tiny: Path, tmp_path: Path, eye_instance_
     assert history[-1]["loss"] < history[0]["loss"]
 
 
+def test_bf16_training_follows_the_float32_run_and_returns_an_ordinary_network(tiny: Path, tmp_path: Path) -> None:
+    samples = fine_crops(open_dataset(tiny), 48, 2, np.random.default_rng(0))
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        recipe = SegRecipe(epochs=3, batch=8, lr=0.01, seed=4, precision=precision)
+        runs[precision] = train_seg(samples, recipe, tmp_path / f"{precision}.pt", CPU, kind="fine", progress=False)
+    losses = {precision: [h["loss"] for h in history] for precision, (_, history) in runs.items()}
+    assert losses["bf16"] != losses["fp32"]  # the convolutions really ran in bfloat16
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)
+    assert losses["bf16"][-1] < losses["bf16"][0]
+    module = runs["bf16"][0]
+    assert all(p.dtype == torch.float32 and p.is_contiguous() for p in module.parameters())
+    longer = SegRecipe(epochs=4, batch=8, lr=0.01, seed=4, precision="bf16")
+    _, resumed = train_seg(samples, longer, tmp_path / "fp32.pt", CPU, kind="fine", resume=True, progress=False)
+    assert [h["loss"] for h in resumed[:3]] == losses["fp32"] and len(resumed) == 4  # fp32 run carried on in bf16
+    eyes = eye_samples(open_dataset(tiny))
+    recipe = EyeRecipe(epochs=6, batch=4, optimizer="adam", lr=0.01, arch="wide", precision="bf16")
+    _, history = train_eye(eyes, recipe, tmp_path / "eye.pt", CPU, progress=False)
+    assert history[-1]["loss"] < 0.7 * history[0]["loss"]
+    with pytest.raises(MgsError, match="--precision must be one of fp32, bf16"):
+        train_eye(eyes, dataclasses.replace(recipe, precision="fp16"), tmp_path / "x.pt", CPU, progress=False)
+
+
 def test_augmenting_workers_give_the_same_training_as_the_trainer_alone(tiny: Path, tmp_path: Path) -> None:
     samples = fine_crops(open_dataset(tiny), 48, 2, np.random.default_rng(0))
     recipe = SegRecipe(epochs=2, batch=4, lr=0.01, seed=5)

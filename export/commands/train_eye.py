@@ -172,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
         eye_width=args.eye_width
         if args.eye_width is not None
         else (eye_width_of(init.config) if init is not None else EYE_WIDTH),
+        precision=args.precision,
     )
     started = time.monotonic()
     data = open_data(args.data, args.frames)

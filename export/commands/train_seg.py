@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         augment=not args.no_augment,
         eye_instance_px=args.eye_instance_px,
+        precision=args.precision,
     )
     data = open_data(args.data, args.frames)
     started = time.monotonic()

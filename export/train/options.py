@@ -1,4 +1,4 @@
-"""Command-line options every training command shares (data, output, seed, device, resume)."""
+"""Command-line options every training command shares (data, output, seed, device, resume, precision)."""
 
 from __future__ import annotations
 
@@ -57,6 +57,13 @@ def add_common(parser: argparse.ArgumentParser, default_out: str) -> None:
         "--threads",
         type=int,
         help="torch CPU threads (default: torch's choice); 1 leaves the other cores to other work",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="arithmetic of the forward pass: fp32 (default) or bf16 (bfloat16 convolutions, float32 weights; "
+        "about 3x faster on CPUs with AVX-512 BF16 or AMX, slower on others)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
