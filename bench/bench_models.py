@@ -12,8 +12,6 @@ run, so a noisy neighbour slows both alike and the INT8/FP32 ratio stays fair.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -23,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.report import print_load_average, write_report  # noqa: E402
+from bench.report import machine, print_load_average, write_report  # noqa: E402
 from device.inference import OnnxRunner  # noqa: E402
 from mgs_core.manifest import DEFAULT_MODELS_DIR, load_manifest, read_verified_model  # noqa: E402
 
@@ -128,12 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime
 
     report = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "load_avg": list(os.getloadavg()),
-            "onnxruntime": onnxruntime.__version__,
-        },
+        "machine": machine(onnxruntime=onnxruntime.__version__),
         "threads": args.threads,
         "allow_spinning": 0,
         "models": {

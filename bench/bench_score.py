@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -24,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.report import print_load_average, write_report  # noqa: E402
+from bench.report import machine, print_load_average, write_report  # noqa: E402
 from device.score_batch import ScoreOptions, default_jobs, run_batch  # noqa: E402
 from export.cli import main as export_main  # noqa: E402
 
@@ -105,11 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "format": "mgs-bench-score",
         "version": 1,
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": cores,
-            "load_avg": list(os.getloadavg()),
-        },
+        "machine": machine(cores=cores),
         "video": {"width": 1920, "height": 1080, "fps": args.fps, "seconds": args.seconds, "codec": "mp4v"},
         "pipeline": "fast",
         "precision": "int8",

@@ -13,8 +13,6 @@ slows both alike and the ratio stays fair. Needs the [train] extra (torch).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -26,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.report import print_load_average, write_report  # noqa: E402
+from bench.report import machine, print_load_average, write_report  # noqa: E402
 from export.train.loop import PRECISIONS, forward  # noqa: E402
 from models.eye_regressor import PATCH_SIZE, EyeRegressor  # noqa: E402
 from models.unet import UNet  # noqa: E402
@@ -121,13 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"{case.name:<26} {median['fp32']:>11.3f} {median['bf16']:>11.3f} {ratio:>9.2f} {1 / ratio:>7.2f}x")
     report = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "load_avg": list(os.getloadavg()),
-            "torch": torch.__version__,
-            "native_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
-        },
+        "machine": machine(torch=torch.__version__, native_bf16=bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())),
         "threads": args.threads,
         "steps": args.steps,
         "results": results,

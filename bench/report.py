@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,17 @@ def synthetic_window(device: str, box: int, seq: int, t: float, score: float | N
         face_visible_fraction=0.0 if score is None else 0.9,
         model_sha256=SHA,
     )
+
+
+def machine(**extra: Any) -> dict[str, Any]:
+    """What a report says of the machine it ran on, with the load at its end (a shared machine's
+    other work slows every figure); `extra` adds or replaces entries (library versions, cores used)."""
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "load_avg": list(os.getloadavg()),
+        **extra,
+    }
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:
