@@ -51,21 +51,14 @@ def eye_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.l1_loss(prediction[:, 0], target)
 
 
+def unet_case(name: str, shape: tuple[int, int, int, int]) -> Case:
+    """A base-16 U-Net step (the shipped size of both segmenters) on batches of `shape`."""
+    return Case(name, lambda: UNet(base=16, depth=4), shape, torch.nn.functional.cross_entropy, seg_target)
+
+
 CASES = (
-    Case(
-        "seg_fine 64 x 96x96",
-        lambda: UNet(base=16, depth=4),
-        (64, 3, 96, 96),
-        torch.nn.functional.cross_entropy,
-        seg_target,
-    ),
-    Case(
-        "seg_coarse 16 x 160x112",
-        lambda: UNet(base=16, depth=4),
-        (16, 3, 160, 112),
-        torch.nn.functional.cross_entropy,
-        seg_target,
-    ),
+    unet_case("seg_fine 64 x 96x96", (64, 3, 96, 96)),
+    unet_case("seg_coarse 16 x 160x112", (16, 3, 160, 112)),
     Case(
         "eye wide 64 x 50x50", lambda: EyeRegressor(arch="wide"), (64, 3, PATCH_SIZE, PATCH_SIZE), eye_loss, eye_target
     ),
