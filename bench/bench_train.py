@@ -25,7 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import machine, print_load_average, write_report  # noqa: E402
-from export.train.loop import PRECISIONS, forward  # noqa: E402
+from export.train.loop import forward, set_memory_format  # noqa: E402
+from export.train.options import PRECISIONS  # noqa: E402
 from models.eye_regressor import PATCH_SIZE, EyeRegressor  # noqa: E402
 from models.unet import UNet  # noqa: E402
 
@@ -72,7 +73,8 @@ def measure(case: Case, steps: int, batch: int | None = None) -> dict[str, list[
     x = torch.rand((batch or case.shape[0], *case.shape[1:]))
     y = case.target(x)
     nets = {p: case.build().train() for p in PRECISIONS}
-    nets["bf16"].to(memory_format=torch.channels_last)  # as export.train.loop.run_epochs does
+    for p, net in nets.items():
+        set_memory_format(net, p)
     optimisers = {p: torch.optim.Adam(nets[p].parameters(), lr=1e-3) for p in PRECISIONS}
     times: dict[str, list[float]] = {p: [] for p in PRECISIONS}
     for step in range(steps + 1):

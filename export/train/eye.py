@@ -26,7 +26,7 @@ from torch import nn
 
 from export.metrics import mae
 from export.train.augment import EYE_SCALE, eye_patch
-from export.train.loop import check_precision, run_epochs, scheduled_lr, set_lr
+from export.train.loop import run_epochs, scheduled_lr, set_lr
 from export.train.samples import EYE_REGION_HALF, EyeSamples
 from export.train.weights import seed_everything
 from mgs_core.errors import MgsError
@@ -55,7 +55,7 @@ class EyeRecipe:
     verifier_weight: float = 1.0  # weight of the verifier's cross-entropy against the score's error
     eye_width: float = 0.0  # > 0: scale-normalised patches, the eye this many px wide (models.eye_regressor)
     score_loss: Literal["mse", "l1"] = "mse"  # paper: mse; l1 aims at the median, the figure MAE measures
-    precision: str = "fp32"  # export.train.loop.PRECISIONS
+    precision: Literal["fp32", "bf16"] = "fp32"  # export.train.options.PRECISIONS
 
     def check(self) -> None:
         if self.epochs < 1 or self.batch < 1 or self.lr <= 0:
@@ -182,7 +182,6 @@ def train_eye(
     non-eye patches, however few they are.
     """
     recipe.check()
-    check_precision(recipe.precision, device)
     if len(samples) < 2:
         raise MgsError(
             f"only {len(samples)} scored visible eyes in the training data; the regressor needs labelled eyes"

@@ -18,13 +18,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from export.train.options import PRECISIONS
 from export.train.weights import checkpoint_path, rng_state, save_atomic, set_rng_state
 from mgs_core.errors import MgsError
 
 log = logging.getLogger(__name__)
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-PRECISIONS = ("fp32", "bf16")
 
 
 def check_precision(precision: str, device: torch.device) -> None:
@@ -33,6 +33,11 @@ def check_precision(precision: str, device: torch.device) -> None:
         raise MgsError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "bf16" and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         log.warning("this CPU has no native bfloat16 (AVX-512 BF16 or AMX): --precision bf16 will be slower than fp32")
+
+
+def set_memory_format(module: nn.Module, precision: str) -> None:
+    """Channels-last weights for bf16 (oneDNN's fast bfloat16 convolutions), the ordinary layout for fp32."""
+    module.to(memory_format=torch.channels_last if precision == "bf16" else torch.contiguous_format)
 
 
 def forward(module: nn.Module, x: torch.Tensor, precision: str) -> torch.Tensor:
@@ -90,10 +95,10 @@ def run_epochs(
 ) -> list[dict[str, float]]:
     """Train `epochs` epochs in total (counting resumed ones), checkpointing next to `out`; returns
     per-epoch history. The module comes back in the ordinary (contiguous) memory layout."""
+    check_precision(precision, next(module.parameters()).device)
     checkpoint = checkpoint_path(out)
     start, history = load_checkpoint(checkpoint, kind, module, optimizer) if resume else (0, [])
-    if precision == "bf16":
-        module.to(memory_format=torch.channels_last)
+    set_memory_format(module, precision)
     for epoch in range(start, epochs):
         module.train()
         total, count = 0.0, 0
@@ -131,5 +136,5 @@ def run_epochs(
             },
             checkpoint,
         )
-    module.to(memory_format=torch.contiguous_format)
+    set_memory_format(module, "fp32")
     return history

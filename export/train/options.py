@@ -10,6 +10,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from export.dataset import Dataset
 
+#: Arithmetic of the training forward pass (export.train.loop.forward); here, not there, so that
+#: building the parser does not import torch.
+PRECISIONS = ("fp32", "bf16")
+
 
 def sizes(count: int, example: str) -> Callable[[str], tuple[int, ...]]:
     """An argparse type for `count` positive whole numbers written with x between them (128x256)."""
@@ -60,7 +64,7 @@ def add_common(parser: argparse.ArgumentParser, default_out: str) -> None:
     )
     parser.add_argument(
         "--precision",
-        choices=("fp32", "bf16"),
+        choices=PRECISIONS,
         default="fp32",
         help="arithmetic of the forward pass: fp32 (default) or bf16 (bfloat16 convolutions, float32 weights; "
         "about 3x faster on CPUs with AVX-512 BF16 or AMX, slower on others)",

@@ -31,7 +31,7 @@ from torch.nn import functional
 from device.eyes import EYES
 from export.metrics import confusion_matrix, iou_from_confusion
 from export.train.augment import SEG_COARSE, SEG_FINE, seg_batch
-from export.train.loop import check_precision, run_epochs, scheduled_lr, set_lr
+from export.train.loop import run_epochs, scheduled_lr, set_lr
 from export.train.samples import N_CLASSES, SegSamples
 from export.train.weights import seed_everything
 from export.train.workers import Arrays, Run, batch_workers
@@ -50,7 +50,7 @@ class SegRecipe:
     seed: int = 0
     augment: bool = True
     eye_instance_px: float = 0.0
-    precision: str = "fp32"  # export.train.loop.PRECISIONS
+    precision: Literal["fp32", "bf16"] = "fp32"  # export.train.options.PRECISIONS
 
     def check(self) -> None:
         if self.epochs < 1 or self.batch < 1 or self.lr <= 0 or self.base < 1 or self.depth < 2:
@@ -152,7 +152,6 @@ def train_seg(
     """Train on `samples` from random weights, or fine-tune `init` (a loaded U-Net of the recipe's shape);
     `workers` processes augment the batches (export/train/workers.py), same batches for any number."""
     recipe.check()
-    check_precision(recipe.precision, device)
     if len(samples) == 0:
         raise MgsError("no training crops: the dataset needs masks/ (class masks) and boxes with ROIs")
     multiple = 2 ** (recipe.depth - 1)
