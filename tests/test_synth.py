@@ -101,17 +101,6 @@ def test_lid_skin_keeps_the_eyeball_bulge_and_leaves_the_label_alone() -> None:
     assert flat_rows.max() - flat_rows.min() < rows.max() - rows.min()
 
 
-def test_squint_cues_of_their_own_change_the_wrinkles_not_the_label() -> None:
-    """A shut eye drawn without the score's wrinkles keeps its slit (mask); an open eye can get them."""
-    shut_img, shut_mask = _drawn_eye(9.0, EyeLook())
-    smooth_img, smooth_mask = _drawn_eye(9.0, EyeLook(squint=0.0))
-    assert np.array_equal(shut_mask, smooth_mask) and not np.array_equal(shut_img, smooth_img)
-    open_img, open_mask = _drawn_eye(0.0, EyeLook())
-    wrinkled_img, wrinkled_mask = _drawn_eye(0.0, EyeLook(squint=1.0))
-    assert np.array_equal(open_mask, wrinkled_mask)
-    assert np.count_nonzero(np.any(wrinkled_img != open_img, axis=2)) > 20
-
-
 def test_fur_choice() -> None:
     f = render_frame(4, scores=[2.0] * 4, furs=["white"] * 4, layout=LAYOUT)
     animal = f.mask == 1

@@ -150,27 +150,6 @@ def test_lid_skin_is_opt_in_and_recorded() -> None:
         Randomisation.parse("none", lid_skin=0.5)
 
 
-def test_squint_cues_are_opt_in_recorded_and_keep_the_lid_skin() -> None:
-    """Off, every seed renders as before; on, some animals' wrinkles follow a random tightness, and the
-    lid skin drawn for a seed does not move (its draws come first)."""
-    seed = 29 * SESSION_FRAMES + 3
-    plain = render_frame(seed, randomise=HARDEST)
-    assert all("squint_cues" not in box.conditions for box in plain.boxes)
-    off = render_frame(seed, randomise=Randomisation.parse("hardest", squint_cues=0.0))
-    assert np.array_equal(plain.image, off.image)
-    _, box = _draws(Randomisation.parse("hardest", squint_cues=0.5))
-    assert box["squint_cues"] == {"score", "random"}
-    _, skin = _draws(Randomisation.parse("hardest", lid_skin=0.5))
-    _, both = _draws(Randomisation.parse("hardest", lid_skin=0.5, squint_cues=0.5))
-    assert both["lid_margin"] == skin["lid_margin"]
-    described = Randomisation.parse("default", lid_skin=0.5, squint_cues=0.25).describe()
-    assert described == "--randomise default --lid-skin 0.5 --squint-cues 0.25"
-    with pytest.raises(MgsError, match="--squint-cues 2: give the share of animals, from 0 to 1"):
-        Randomisation.parse("default", squint_cues=2.0)
-    with pytest.raises(MgsError, match="need a randomised preset"):
-        Randomisation.parse("none", squint_cues=0.5)
-
-
 def test_written_dataset_carries_conditions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = write_dataset(
         tmp_path / "ds", frames=3, seed=4, progress=False, randomise=Randomisation.parse("default", ["fur=piebald"])

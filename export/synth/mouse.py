@@ -148,9 +148,6 @@ class EyeLook:
     also show the bulge of the eyeball under closing lids (`bulge`: 0 follows the opening, 1 keeps
     the wide-open eye's outline), so a shut eye may look like an eye-shaped patch with a slit in it:
     only the opening tells the score. None of it changes the aperture, which is what the score sets.
-    `squint` draws the wrinkles and the lid rim at a tightness of its own: how much real lids wrinkle
-    and swell varies with strain, age and light, and other renderers draw none, so a model that
-    learned them as the score reads an unfamiliar shut eye as open.
     """
 
     highlight: float = 1.0  # size of the specular highlight; 0 = none (diffuse light)
@@ -160,8 +157,6 @@ class EyeLook:
     margin: float = 0.0  # thickness of the lid-skin band beyond the opening, in eye widths; 0 = none
     margin_shade: float = 1.0  # its brightness relative to the coat's lid colour
     bulge: float = 0.0  # share of the open eye's height the band keeps as the lids close
-    # tightness (0 open .. 1 shut) the squint wrinkles and the swollen lid rim are drawn at; None = the score's
-    squint: float | None = None
 
 
 @dataclass(frozen=True)
@@ -383,7 +378,7 @@ def draw_eye(
 ) -> None:
     """Lid rim, wrinkles, eyeball (also into the mask as eye class) and the reflections of the lamp."""
     s = min(max(score, 0.0), 9.0)
-    tight = s / 9.0 if look.squint is None else look.squint
+    tight = s / 9.0
     outline = eye_outline(cx, cy, axis, up, width, s, closed, split=look.lid_split)
     centre = np.array([cx, cy])
     rim = 1.0 + (0.10 + 0.12 * tight) * 2.0  # the lid margin swells as the eye tightens

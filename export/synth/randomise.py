@@ -167,8 +167,6 @@ class Randomisation:
     restrict: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # share of animals drawn with lid skin (EyeLook.margin); 0 draws nothing, so every seed renders as before
     lid_skin: float = 0.0
-    # share of animals whose squint wrinkles and lid rim follow a random tightness, not the score; 0 = none
-    squint_cues: float = 0.0
 
     @property
     def active(self) -> bool:
@@ -179,25 +177,18 @@ class Randomisation:
 
     def describe(self) -> str:
         words = [f"--randomise {self.preset}", *(f"--restrict {f}={','.join(v)}" for f, v in self.restrict)]
-        shares = [("--lid-skin", self.lid_skin), ("--squint-cues", self.squint_cues)]
-        return " ".join(words + [f"{flag} {share:g}" for flag, share in shares if share > 0])
+        return " ".join(words + ([f"--lid-skin {self.lid_skin:g}"] if self.lid_skin > 0 else []))
 
     @classmethod
     def parse(
-        cls,
-        preset: str,
-        restrict: Iterable[str] = (),
-        style_holdout: str | None = None,
-        lid_skin: float = 0.0,
-        squint_cues: float = 0.0,
+        cls, preset: str, restrict: Iterable[str] = (), style_holdout: str | None = None, lid_skin: float = 0.0
     ) -> Randomisation:
         """From the command line: `--randomise PRESET --restrict FAMILY=LEVEL,LEVEL --style-holdout train|test
-        --lid-skin SHARE --squint-cues SHARE`."""
+        --lid-skin SHARE`."""
         if preset not in PRESETS:
             raise MgsError(f"--randomise {preset!r}: choose one of {', '.join(PRESETS)}")
-        for flag, share in (("--lid-skin", lid_skin), ("--squint-cues", squint_cues)):
-            if not 0.0 <= share <= 1.0:
-                raise MgsError(f"{flag} {share:g}: give the share of animals, from 0 to 1")
+        if not 0.0 <= lid_skin <= 1.0:
+            raise MgsError(f"--lid-skin {lid_skin:g}: give the share of animals, from 0 to 1")
         chosen: dict[str, tuple[str, ...]] = {}
         if style_holdout is not None:
             if style_holdout not in STYLE_HOLDOUT:
@@ -215,13 +206,12 @@ class Randomisation:
             if unknown or not names:
                 raise MgsError(f"--restrict {text!r}: {family} levels are {', '.join(FAMILIES[family])}")
             chosen[family] = names
-        if (chosen or lid_skin > 0 or squint_cues > 0) and preset == "none":
+        if (chosen or lid_skin > 0) and preset == "none":
             raise MgsError(
-                "--restrict, --style-holdout, --lid-skin and --squint-cues need a randomised preset; "
-                "use --randomise default or hardest"
+                "--restrict, --style-holdout and --lid-skin need a randomised preset; use --randomise default or hardest"
             )
         order = [f for f in FAMILIES if f in chosen]
-        return cls(preset, tuple((f, chosen[f]) for f in order), lid_skin, squint_cues)
+        return cls(preset, tuple((f, chosen[f]) for f in order), lid_skin)
 
 
 def _choose(rng: np.random.Generator, r: Randomisation, family: str) -> str:
@@ -518,8 +508,6 @@ def styled_animal(
             margin_shade=float(rng.uniform(0.35, 1.6)),
             bulge=float(rng.uniform(0.0, 1.0)),
         )
-    if r.squint_cues > 0:  # drawn after the lid skin's, so a seed's lid skin stays as it was
-        look = replace(look, squint=None if _flip(rng, 1.0 - r.squint_cues) else float(rng.uniform(0.0, 1.0)))
     tone, blink = float(rng.uniform(0.75, 1.25)), _flip(rng, ranges.blink_p)
     placed = None if empty or _flip(rng, ranges.empty_box_p) else _place(rng, pose, layout, box)
     conditions.update(
@@ -530,8 +518,6 @@ def styled_animal(
     )
     if r.lid_skin > 0:
         conditions["lid_margin"] = round(look.margin, 2)
-    if r.squint_cues > 0:
-        conditions["squint_cues"] = "score" if look.squint is None else "random"
     if placed is None:
         return None, conditions
     return Animal(
