@@ -174,7 +174,6 @@ def run(args: argparse.Namespace) -> int:
         else (eye_width_of(init.config) if init is not None else EYE_WIDTH),
         precision=args.precision,
     )
-    recipe.check()  # before minutes of cutting and mining, not after
     started = time.monotonic()
     data = open_data(args.data, args.frames)
     # A verifier network fine-tuned without --negatives-per-box keeps its verdict on eyes and on

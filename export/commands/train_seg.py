@@ -115,7 +115,6 @@ def run(args: argparse.Namespace) -> int:
         eye_instance_px=args.eye_instance_px,
         precision=args.precision,
     )
-    recipe.check()  # before minutes of cutting and mining, not after
     data = open_data(args.data, args.frames)
     started = time.monotonic()
     if args.model == "fine":

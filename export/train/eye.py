@@ -57,6 +57,9 @@ class EyeRecipe:
     score_loss: Literal["mse", "l1"] = "mse"  # paper: mse; l1 aims at the median, the figure MAE measures
     precision: Literal["fp32", "bf16"] = "fp32"  # export.train.options.PRECISIONS
 
+    def __post_init__(self) -> None:
+        self.check()  # a recipe that exists is a valid one: refused where it is built, before any data work
+
     def check(self) -> None:
         if self.epochs < 1 or self.batch < 1 or self.lr <= 0:
             raise MgsError("--epochs and --batch must be at least 1 and --lr positive")
@@ -181,7 +184,6 @@ def train_eye(
     (`samples.false_eye_regions`, the segmenter's own mistakes) then make half of each batch's
     non-eye patches, however few they are.
     """
-    recipe.check()
     if len(samples) < 2:
         raise MgsError(
             f"only {len(samples)} scored visible eyes in the training data; the regressor needs labelled eyes"

@@ -52,6 +52,9 @@ class SegRecipe:
     eye_instance_px: float = 0.0
     precision: Literal["fp32", "bf16"] = "fp32"  # export.train.options.PRECISIONS
 
+    def __post_init__(self) -> None:
+        self.check()  # a recipe that exists is a valid one: refused where it is built, before any data work
+
     def check(self) -> None:
         if self.epochs < 1 or self.batch < 1 or self.lr <= 0 or self.base < 1 or self.depth < 2:
             raise MgsError("--epochs, --batch, --base must be at least 1, --depth at least 2 and --lr positive")
@@ -151,7 +154,6 @@ def train_seg(
 ) -> tuple[UNet, list[dict[str, float]]]:
     """Train on `samples` from random weights, or fine-tune `init` (a loaded U-Net of the recipe's shape);
     `workers` processes augment the batches (export/train/workers.py), same batches for any number."""
-    recipe.check()
     if len(samples) == 0:
         raise MgsError("no training crops: the dataset needs masks/ (class masks) and boxes with ROIs")
     multiple = 2 ** (recipe.depth - 1)
