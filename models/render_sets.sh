@@ -1,0 +1,63 @@
+#!/bin/bash
+# Renders again the frame sets that models/TRAINING.md trains, chooses and reports on, with the exact
+# commands recorded there (every renderer is deterministic: the same seed gives the same frames), so a
+# development machine that lost its data folder is back in one command. Run from the repository root:
+#   DATA=folder [JOBS=2] bash models/render_sets.sh GROUP...
+# Groups (each a set of folders under DATA; a folder already holding all its frames is kept, a
+# half-written one is reported and left for you to delete):
+#   val         val (choices, per-epoch monitoring, INT8 calibration)
+#   shards      shard-1 ... shard-14 (seg_fine's 6,300 frames, "Eighteenth step")
+#   shards2     shard2-1 ... shard2-14 ("Nineteenth step")
+#   eye         train-c, train-c-margin (the eye model's other lid-skin frames)
+#   acceptance  heldout-hardest, first-99999, indep-616161, style-test, style-train (reported, never chosen on)
+#   judge=H:C   hardest-preset judging sets val-hardest-H, H+500, ... (six) and choice sets choice-C, ...
+#               e.g. judge=66000:969696,979797
+set -u
+[ $# -gt 0 ] || { sed -n 2,14p "$0"; exit 2; }
+DATA=${DATA:?set DATA to the folder for the data sets}
+JOBS=${JOBS:-2}
+export PYTHONPATH=$PWD OMP_NUM_THREADS=1
+E="${PY:-.venv/bin/python} -m export.cli"
+mkdir -p "$DATA"
+FAILED=0
+render() {  # folder, command, options with --frames N...
+  local out=$DATA/$1 frames
+  frames=$(echo "${@:2}" | sed -E 's/.*--frames ([0-9]+).*/\1/')
+  if [ -e "$out" ]; then
+    if [ "$(wc -l < "$out/labels.jsonl" 2>/dev/null || echo 0)" -eq "$frames" ]; then echo "kept $out"
+    else echo "$out is incomplete (a render was stopped); delete it and run again" >&2; FAILED=1; fi
+    return
+  fi
+  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || FAILED=1; done
+  $E "${@:2}" --quiet --out "$out" &
+}
+shards() {  # prefix, seed base
+  for k in $(seq 1 14); do r=default; [ "$k" -gt 10 ] && r=hardest
+    render "$1-$k" synth --frames 450 --seed $(($2 + k)) --randomise $r --lid-skin 0.5
+  done
+}
+for group in "$@"; do
+  case $group in
+    val) render val synth --frames 200 --seed 5000 ;;
+    shards) shards shard 41000 ;;
+    shards2) shards shard2 62000 ;;
+    eye)
+      render train-c synth --frames 3500 --seed 43001
+      render train-c-margin synth --frames 3500 --seed 43001 --lid-skin 0.5 ;;
+    acceptance)
+      render heldout-hardest synth --frames 200 --seed 77001 --randomise hardest
+      render first-99999 synth --frames 200 --seed 99999 --randomise none
+      render indep-616161 render-independent --frames 200 --seed 616161
+      render style-test synth --frames 200 --seed 88001
+      render style-train synth --frames 1500 --seed 1100 --style-holdout train ;;
+    judge=*:*)
+      spec=${group#judge=}; h=${spec%%:*}
+      for s in $(seq "$h" 500 $((h + 2500))); do
+        render "val-hardest-$s" synth --frames 200 --randomise hardest --seed "$s"
+      done
+      for c in $(echo "${spec#*:}" | tr , " "); do render "choice-$c" render-choice --frames 600 --seed "$c" --workers 1; done ;;
+    *) echo "unknown group: $group (see the top of $0)" >&2; exit 2 ;;
+  esac
+done
+while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || FAILED=1; done
+[ "$FAILED" -eq 0 ] || { echo "some sets failed to render; see the messages above" >&2; exit 1; }
