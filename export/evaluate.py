@@ -41,7 +41,7 @@ from device.results import EyeScore
 from device.rois import Roi
 from export.breakdown import ConditionBreakdown
 from export.dataset import Dataset
-from export.eye_losses import LossStages
+from export.eye_losses import FoundFates, LossStages
 from export.metrics import (
     confusion_matrix,
     iou_from_confusion,
@@ -180,6 +180,7 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
     regressor_only = Pairs([], [])
     candidates: dict[str, list[Candidate]] = {p: [] for p in options.pipelines}
     severity = {p: SeverityRecall() for p in options.pipelines}
+    fates = {p: FoundFates(EyeConfig().min_sharpness) for p in options.pipelines}
     losses = LossStages()
     seconds = {p: 0.0 for p in options.pipelines}
     n_true_visible = 0
@@ -222,6 +223,7 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
                 score_box(box_result.eyes, eyes, options.match_px, *breakdown.tally(kind, frame, box))
                 collect_candidates(box_result.eyes, eyes, options.match_px, candidates[kind], (index, b))
                 severity[kind].add(box_result.eyes, eyes, options.match_px)
+                fates[kind].add(box_result.eyes, eyes, options.match_px)
                 if isinstance(pipeline, FastPipeline):
                     losses.add(b, box_result.eyes, eyes, pipeline.last_fine, options.match_px)
     report: dict[str, Any] = {
@@ -246,6 +248,7 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
             "recall": recall,
             "ms_per_frame": round(1000 * seconds[kind] / len(frames), 1),
             "by_true_score": severity[kind].report(),
+            "found_as": fates[kind].report(),
         }
         if kind == "fast":
             report["detection"][kind]["lost_at"] = losses.report()

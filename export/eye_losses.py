@@ -1,9 +1,13 @@
-"""Where the fast pipeline loses the eyes it misses.
+"""Where the pipeline loses the eyes it misses, and what becomes of those it finds.
 
 Recall alone says how many eyes were missed, not which stage to improve: a coarse search that put
 no crop over the head, a fine U-Net that marked no eye pixel, blob filters that dropped the pixels
 (size, context, shape), or a candidate that never became a reported eye (candidate cap, merge,
 eye verifier). Each true visible eye is counted once, at the first stage it did not pass.
+
+A found eye still reaches the aggregate only if it is sharp, whole and confident; `FoundFates` says
+which check held each found eye back and how well those eyes were scored, so a check that drops
+well-scored eyes (a fine crop's edge cutting an eye that the next crop would see whole) shows.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from device.results import EyeScore
 from export.metrics import match_points
 
 STAGES = ("found", "no_crop", "no_eye_pixel", "no_candidate", "not_reported")
+FATES = ("scored", "abstained", "blurred", "cut")
 
 
 @dataclass
@@ -67,3 +72,45 @@ def _eye_pixel_near(crop: FineCrop, x: float, y: float, match_px: float) -> bool
         return False
     xs, ys = crop.to_frame(cols + u0, rows + v0)
     return float(np.min(np.hypot(xs - x, ys - y))) <= match_px
+
+
+@dataclass
+class FoundFates:
+    """Found true visible eyes by what became of them, with the error of their scores.
+
+    `scored` reached the aggregate; `abstained` was sharp and whole but below `min_confidence`;
+    `blurred` fell below `min_sharpness` (whether or not it was also cut); `cut` touched the edge of
+    the analysed region (a fine crop or the box) or its patch left the frame.
+    """
+
+    min_sharpness: float
+    errors: dict[str, list[float]] = field(default_factory=lambda: {fate: [] for fate in FATES})
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FATES, 0))
+
+    def add(self, detected: Sequence[EyeScore], truth: Sequence[Any], match_px: float) -> None:
+        for i, j in match_points([(d.x, d.y) for d in detected], [(t.x, t.y) for t in truth], match_px):
+            eye, true = detected[i], truth[j]
+            if not true.visible:
+                continue
+            fate = self.fate(eye)
+            self.counts[fate] += 1
+            if true.score is not None:
+                self.errors[fate].append(abs(eye.score - float(true.score)))
+
+    def fate(self, eye: EyeScore) -> str:
+        if eye.quality_ok:
+            return "scored"
+        if eye.abstained:
+            return "abstained"
+        return "blurred" if eye.sharpness < self.min_sharpness else "cut"
+
+    def report(self) -> dict[str, dict[str, Any]]:
+        total = sum(self.counts.values())
+        return {
+            fate: {
+                "n": n,
+                "share": n / total if total else None,
+                "mae": float(np.mean(self.errors[fate])) if self.errors[fate] else None,
+            }
+            for fate, n in self.counts.items()
+        }

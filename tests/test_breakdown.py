@@ -198,6 +198,7 @@ def test_evaluate_reports_the_breakdown_consistent_with_its_totals(
     printed = capsys.readouterr().out
     assert "box.fur" in printed
     assert "where the true eyes went" in printed
+    assert "what became of the found eyes" in printed
     report = json.loads((out / "report.json").read_text())
     by = report["by_condition"]
     assert by["all"]["fast"]["tp"] == report["detection"]["fast"]["tp"]
@@ -213,3 +214,5 @@ def test_evaluate_reports_the_breakdown_consistent_with_its_totals(
     lost = report["detection"]["fast"]["lost_at"]
     assert lost["found"]["n"] == report["detection"]["fast"]["tp"]
     assert sum(v["n"] for v in lost.values()) == report["true_visible_eyes"]
+    found_as = report["detection"]["fast"]["found_as"]
+    assert sum(v["n"] for v in found_as.values()) == report["detection"]["fast"]["tp"]

@@ -1,4 +1,4 @@
-"""Which stage a missed eye is counted at: crafted class maps, no models."""
+"""Which stage a missed eye is counted at, and what a found one became: crafted class maps and eyes, no models."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 from device.eyes import ANIMAL, EYES, EyeConfig, find_eye_blobs
 from device.pipeline import FineCrop
 from device.results import EyeScore
-from export.eye_losses import LossStages, lost_at
+from export.eye_losses import FoundFates, LossStages, lost_at
 
 CONFIG = EyeConfig()
 
@@ -66,3 +66,21 @@ def test_a_magnified_crop_is_read_in_frame_pixels() -> None:
     assert lost_at(133.5, 233.5, [crop], 4.0) == "not_reported"
     assert lost_at(160.0, 260.0, [crop], 4.0) == "no_crop"  # inside 96 px, outside the 48 it covers
     assert lost_at(110.0, 210.0, [crop], 4.0) == "no_eye_pixel"
+
+
+def test_found_eyes_are_split_by_the_check_that_held_them_back() -> None:
+    truth = [SimpleNamespace(x=10.0 * k, y=0.0, visible=k != 5, score=float(k)) for k in range(6)]
+    detected = [
+        EyeScore(x=0.0, y=0.0, score=1.0, quality_ok=True, sharpness=40.0),  # scored, 1 off
+        EyeScore(x=10.0, y=0.0, score=1.0, quality_ok=False, sharpness=40.0, abstained=True),
+        EyeScore(x=20.0, y=0.0, score=5.0, quality_ok=False, sharpness=3.0),  # blurred, 3 off
+        EyeScore(x=30.0, y=0.0, score=3.5, quality_ok=False, sharpness=40.0),  # sharp but held back: cut
+        EyeScore(x=50.0, y=0.0, score=5.0, quality_ok=True, sharpness=40.0),  # a hidden eye: not counted
+        EyeScore(x=90.0, y=0.0, score=5.0, quality_ok=True, sharpness=40.0),  # a false eye: not counted
+    ]
+    fates = FoundFates(min_sharpness=CONFIG.min_sharpness)
+    fates.add(detected, truth, 4.0)
+    report = fates.report()
+    assert {fate: v["n"] for fate, v in report.items()} == {"scored": 1, "abstained": 1, "blurred": 1, "cut": 1}
+    assert report["scored"]["mae"] == 1.0 and report["blurred"]["mae"] == 3.0 and report["cut"]["mae"] == 0.5
+    assert report["cut"]["share"] == 0.25

@@ -107,6 +107,10 @@ def run(args: argparse.Namespace) -> int:
                 f"  {kind:4s} where the true eyes went:  "
                 + "  ".join(f"{stage} {v['n']}" for stage, v in d["lost_at"].items())
             )
+        print(
+            f"  {kind:4s} what became of the found eyes (MAE):  "
+            + "  ".join(f"{fate} {v['n']} ({format_value(v['mae'])})" for fate, v in d["found_as"].items())
+        )
     for kind, a in report["abstention"].items():
         op = a["operating_point"]
         print(
