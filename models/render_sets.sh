@@ -20,44 +20,46 @@ export PYTHONPATH=$PWD OMP_NUM_THREADS=1
 E="${PY:-.venv/bin/python} -m export.cli"
 mkdir -p "$DATA"
 FAILED=0
-render() {  # folder, command, options with --frames N...
-  local out=$DATA/$1 frames
-  frames=$(echo "${@:2}" | sed -E 's/.*--frames ([0-9]+).*/\1/')
+running_below() {  # N: wait until fewer than N renders run
+  while [ "$(jobs -rp | wc -l)" -ge "$1" ]; do wait -n || FAILED=1; done
+}
+render() {  # folder, frames, command, options
+  local out=$DATA/$1
   if [ -e "$out" ]; then
-    if [ "$(wc -l < "$out/labels.jsonl" 2>/dev/null || echo 0)" -eq "$frames" ]; then echo "kept $out"
+    if [ "$(wc -l < "$out/labels.jsonl" 2>/dev/null || echo 0)" -eq "$2" ]; then echo "kept $out"
     else echo "$out is incomplete (a render was stopped); delete it and run again" >&2; FAILED=1; fi
     return
   fi
-  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || FAILED=1; done
-  $E "${@:2}" --quiet --out "$out" &
+  running_below "$JOBS"
+  $E "$3" --frames "$2" "${@:4}" --quiet --out "$out" &
 }
 shards() {  # prefix, seed base
   for k in $(seq 1 14); do r=default; [ "$k" -gt 10 ] && r=hardest
-    render "$1-$k" synth --frames 450 --seed $(($2 + k)) --randomise $r --lid-skin 0.5
+    render "$1-$k" 450 synth --seed $(($2 + k)) --randomise $r --lid-skin 0.5
   done
 }
 for group in "$@"; do
   case $group in
-    val) render val synth --frames 200 --seed 5000 ;;
+    val) render val 200 synth --seed 5000 ;;
     shards) shards shard 41000 ;;
     shards2) shards shard2 62000 ;;
     eye)
-      render train-c synth --frames 3500 --seed 43001
-      render train-c-margin synth --frames 3500 --seed 43001 --lid-skin 0.5 ;;
+      render train-c 3500 synth --seed 43001
+      render train-c-margin 3500 synth --seed 43001 --lid-skin 0.5 ;;
     acceptance)
-      render heldout-hardest synth --frames 200 --seed 77001 --randomise hardest
-      render first-99999 synth --frames 200 --seed 99999 --randomise none
-      render indep-616161 render-independent --frames 200 --seed 616161
-      render style-test synth --frames 200 --seed 88001
-      render style-train synth --frames 1500 --seed 1100 --style-holdout train ;;
+      render heldout-hardest 200 synth --seed 77001 --randomise hardest
+      render first-99999 200 synth --seed 99999 --randomise none
+      render indep-616161 200 render-independent --seed 616161
+      render style-test 200 synth --seed 88001
+      render style-train 1500 synth --seed 1100 --style-holdout train ;;
     judge=*:*)
       spec=${group#judge=}; h=${spec%%:*}
       for s in $(seq "$h" 500 $((h + 2500))); do
-        render "val-hardest-$s" synth --frames 200 --randomise hardest --seed "$s"
+        render "val-hardest-$s" 200 synth --randomise hardest --seed "$s"
       done
-      for c in $(echo "${spec#*:}" | tr , " "); do render "choice-$c" render-choice --frames 600 --seed "$c" --workers 1; done ;;
+      for c in $(echo "${spec#*:}" | tr , " "); do render "choice-$c" 600 render-choice --seed "$c" --workers 1; done ;;
     *) echo "unknown group: $group (see the top of $0)" >&2; exit 2 ;;
   esac
 done
-while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || FAILED=1; done
+running_below 1
 [ "$FAILED" -eq 0 ] || { echo "some sets failed to render; see the messages above" >&2; exit 1; }
