@@ -341,41 +341,27 @@ class FastPipeline:
                 break
         return centres
 
+    def _crops(self, watch: _Stopwatch) -> list[tuple[int, int, int, int, int]]:
+        """(box, x0, y0, frame width, frame height) for every fine crop: its frame square (cut where
+        the box is smaller), shifted to stay inside its box."""
+        crops = []
+        for b, (roi, track) in enumerate(zip(self.rois, self.tracks)):
+            c = self.views[b][1]
+            for cx, cy in track.centres:
+                x0 = int(round(cx)) - c // 2
+                y0 = int(round(cy)) - c // 2
+                x0 = roi.x if roi.w <= c else min(max(x0, roi.x), roi.x1 - c)
+                y0 = roi.y if roi.h <= c else min(max(y0, roi.y), roi.y1 - c)
+                crops.append((b, x0, y0, min(c, roi.x1 - x0), min(c, roi.y1 - y0)))
+        watch.lap("post")
+        return crops
+
     def _fine(self, frame: np.ndarray, crops, watch: _Stopwatch) -> tuple[list[list[EyeBlob]], list[bool]]:
         blobs_per_box: list[list[EyeBlob]] = [[] for _ in self.rois]
         animals = [t.animal for t in self.tracks]
         self.last_fine = []
         if not crops:
             return blobs_per_box, animals
-        eye_centres: list[list[tuple[float, float]]] = [[] for _ in self.rois]
-        head_centres: list[list[tuple[float, float]]] = [[] for _ in self.rois]
-        for crop in self._run_fine(frame, crops, watch):
-            b = crop.box
-            blobs_per_box[b] = _merge_same_eyes(blobs_per_box[b] + crop.blobs)
-            animals[b] = animals[b] or animal_found(crop.classes)
-            # Only eyes in fur steer the crop: a low-context blob is scored if the verifier vouches
-            # for it, but a vent hole must not pull the box's crop off the head until the next search.
-            furred = [blob for blob in crop.blobs if in_fur(blob, self.config.eyes)]
-            centre = _track_centre(furred, crop)
-            if centre is not None:
-                (eye_centres if furred else head_centres)[b].append(centre)
-        cap = self.config.eyes.max_candidates_per_box
-        for b, track in enumerate(self.tracks):
-            # A crop that found eyes is followed; crops that only see head parts are kept only while
-            # no crop of the box found eyes, so a false head cluster does not cost a crop per frame.
-            track.centres = _distinct(eye_centres[b] or head_centres[b], self.config.fine_crop / 4)
-            blobs_per_box[b] = blobs_per_box[b][:cap]
-        recrops = self._recrops(blobs_per_box, crops)
-        for crop in self._run_fine(frame, recrops, watch):
-            blobs_per_box[crop.box] = _merge_same_eyes(blobs_per_box[crop.box] + crop.blobs)[:cap]
-        self.crops_run += len(crops) + len(recrops)
-        watch.lap("post")
-        return blobs_per_box, animals
-
-    def _run_fine(self, frame: np.ndarray, crops, watch: _Stopwatch) -> list[FineCrop]:
-        """seg_fine over the crops in one batch, and the eye blobs of each (also kept in last_fine)."""
-        if not crops:
-            return []
         c = max(self.views[b][0] for b, *_ in crops)  # one batch: smaller crops are padded to the largest
         images = []
         placed = []
@@ -394,50 +380,28 @@ class FastPipeline:
         watch.lap("resize")
         maps = class_maps(self.models.seg_fine(batch))
         watch.lap("unet_fine")
-        done = []
+        eye_centres: list[list[tuple[float, float]]] = [[] for _ in self.rois]
+        head_centres: list[list[tuple[float, float]]] = [[] for _ in self.rois]
         for (b, x0, y0, valid, scale), classes in zip(placed, maps):
             blobs = find_eye_blobs(classes, self.config.eyes, origin=(x0, y0), scale=(scale, scale), valid=valid)
-            done.append(FineCrop(b, x0, y0, valid, classes, blobs, scale))
-        self.last_fine.extend(done)
-        return done
-
-    def _recrops(self, blobs_per_box: list[list[EyeBlob]], crops) -> list[tuple[int, int, int, int, int]]:
-        """A crop centred on each kept eye that its crop cut off, where re-centring moves the crop.
-
-        The cut check holds back an eye that its crop shows only in part; before tracking re-centres
-        a crop, that lost 55 of 1,908 found eyes on the hardest scenes (TRAINING.md, twenty-first
-        step). An eye cut by the box's own edge would be cut again, so it costs no crop."""
-        shift = self.config.fine_crop / 4
-        wanted = []
-        for b, blobs in enumerate(blobs_per_box):
-            for blob in blobs:
-                if not blob.touches_border:
-                    continue
-                placed = self._place(b, blob.x, blob.y)
-                if all(
-                    abs(placed[1] - x0) > shift or abs(placed[2] - y0) > shift
-                    for cb, x0, y0, *_ in [*crops, *wanted]
-                    if cb == b
-                ):
-                    wanted.append(placed)
-        return wanted
-
-    def _crops(self, watch: _Stopwatch) -> list[tuple[int, int, int, int, int]]:
-        """(box, x0, y0, frame width, frame height) for every fine crop."""
-        crops = [self._place(b, cx, cy) for b, track in enumerate(self.tracks) for cx, cy in track.centres]
+            crop = FineCrop(b, x0, y0, valid, classes, blobs, scale)
+            self.last_fine.append(crop)
+            blobs_per_box[b] = _merge_same_eyes(blobs_per_box[b] + blobs)
+            animals[b] = animals[b] or animal_found(classes)
+            # Only eyes in fur steer the crop: a low-context blob is scored if the verifier vouches
+            # for it, but a vent hole must not pull the box's crop off the head until the next search.
+            furred = [blob for blob in blobs if in_fur(blob, self.config.eyes)]
+            centre = _track_centre(furred, crop)
+            if centre is not None:
+                (eye_centres if furred else head_centres)[b].append(centre)
+        for b, track in enumerate(self.tracks):
+            # A crop that found eyes is followed; crops that only see head parts are kept only while
+            # no crop of the box found eyes, so a false head cluster does not cost a crop per frame.
+            track.centres = _distinct(eye_centres[b] or head_centres[b], self.config.fine_crop / 4)
+            blobs_per_box[b] = blobs_per_box[b][: self.config.eyes.max_candidates_per_box]
+        self.crops_run += len(crops)
         watch.lap("post")
-        return crops
-
-    def _place(self, b: int, cx: float, cy: float) -> tuple[int, int, int, int, int]:
-        """The fine crop of box b centred on frame pixel (cx, cy): its frame square (cut where the box
-        is smaller), shifted to stay inside the box."""
-        roi = self.rois[b]
-        c = self.views[b][1]
-        x0 = int(round(cx)) - c // 2
-        y0 = int(round(cy)) - c // 2
-        x0 = roi.x if roi.w <= c else min(max(x0, roi.x), roi.x1 - c)
-        y0 = roi.y if roi.h <= c else min(max(y0, roi.y), roi.y1 - c)
-        return (b, x0, y0, min(c, roi.x1 - x0), min(c, roi.y1 - y0))
+        return blobs_per_box, animals
 
 
 def _body_ends(classes: np.ndarray, min_pixels: int = 12) -> list[tuple[float, float]]:

@@ -146,26 +146,6 @@ def test_eye_at_the_box_edge_is_reported_but_not_valid() -> None:
     assert [e.quality_ok for e in result.boxes[0].eyes] == [False]
 
 
-def test_an_eye_cut_by_its_crop_gets_a_crop_of_its_own() -> None:
-    """The head moved half a crop since the last frame: the tracked crop shows the eye cut off, so a
-    second crop centred on it sees it whole and it is scored, not held back as cut."""
-    fast = FastPipeline(colour_models(), ROIS, PipelineConfig(fine_crop=96, coarse_every=100, eyes=SCORE_ALL))
-    fast(draw_scene({1: (700, 450)})[0], 0)
-    crops_before = fast.crops_run
-    frame, _ = draw_scene({1: (745, 450)})
-    (eye,) = fast(frame, 1).boxes[1].eyes
-    assert fast.crops_run == crops_before + 2  # the tracked crop, then one centred on the cut eye
-    assert eye.quality_ok and abs(eye.x - 745) < 0.5 and abs(eye.y - 450) < 0.5
-
-
-def test_an_eye_cut_by_the_box_edge_costs_no_second_crop() -> None:
-    fast = FastPipeline(colour_models(), ROIS, PipelineConfig(fine_crop=96, eyes=SCORE_ALL))
-    frame, _ = draw_scene({0: (ROIS[0].x + 3, 500)})
-    result = fast(frame)
-    assert [e.quality_ok for e in result.boxes[0].eyes] == [False]
-    assert fast.crops_run == len(fast.tracks[0].centres) == 1
-
-
 def _shipped_models_trained() -> bool:
     manifest = load_manifest()
     return all("random" not in e.model_version for e in manifest.entries)
