@@ -258,6 +258,9 @@ class FastPipeline:
         # The last frame's fine crops with their class maps: references only, kept so the evaluator
         # can tell at which stage an eye the pipeline missed was lost (export/eye_losses.py).
         self.last_fine: list[FineCrop] = []
+        # ... and each box's blobs handed to the eye model, to tell a blob the eye model turned down
+        # from one the merge or the candidate cap left out.
+        self.last_candidates: list[list[EyeBlob]] = [[] for _ in self.rois]
 
     def __call__(self, frame: np.ndarray, frame_index: int = 0, capture_time: float = 0.0) -> FrameResult:
         watch = _Stopwatch()
@@ -360,6 +363,7 @@ class FastPipeline:
         blobs_per_box: list[list[EyeBlob]] = [[] for _ in self.rois]
         animals = [t.animal for t in self.tracks]
         self.last_fine = []
+        self.last_candidates = blobs_per_box
         if not crops:
             return blobs_per_box, animals
         c = max(self.views[b][0] for b, *_ in crops)  # one batch: smaller crops are padded to the largest

@@ -225,7 +225,9 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
                 severity[kind].add(box_result.eyes, eyes, options.match_px)
                 fates[kind].add(box_result.eyes, eyes, options.match_px)
                 if isinstance(pipeline, FastPipeline):
-                    losses.add(b, box_result.eyes, eyes, pipeline.last_fine, options.match_px)
+                    losses.add(
+                        b, box_result.eyes, eyes, pipeline.last_fine, pipeline.last_candidates[b], options.match_px
+                    )
     report: dict[str, Any] = {
         "frames": len(frames),
         "true_visible_eyes": n_true_visible,
@@ -252,6 +254,7 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
         }
         if kind == "fast":
             report["detection"][kind]["lost_at"] = losses.report()
+            report["detection"][kind]["lost_why"] = losses.report_why()
         report["end_to_end"][kind] = end_to_end[kind].report()
     report["abstention"] = {
         kind: abstention_report(candidates[kind], n_true_visible, EyeConfig().min_confidence)

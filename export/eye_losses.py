@@ -3,7 +3,10 @@
 Recall alone says how many eyes were missed, not which stage to improve: a coarse search that put
 no crop over the head, a fine U-Net that marked no eye pixel, blob filters that dropped the pixels
 (size, context, shape), or a candidate that never became a reported eye (candidate cap, merge,
-eye verifier). Each true visible eye is counted once, at the first stage it did not pass.
+eye verifier). Each true visible eye is counted once, at the first stage it did not pass. For the
+last two stages `LossStages.why` also says which filter dropped the pixels and whether the candidate
+reached the eye model, because the remedies differ (a smaller `min_area_px`, a tighter blob, a
+verifier that knows more eyes).
 
 A found eye still reaches the aggregate only if it is sharp, whole and confident; `FoundFates` says
 which check held each found eye back and how well those eyes were scored, so a check that drops
@@ -12,18 +15,23 @@ well-scored eyes (a fine crop's edge cutting an eye that the next crop would see
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 
-from device.eyes import EYES
+from device.eyes import EYES, EyeBlob, EyeConfig, blob_rejection
 from device.pipeline import FineCrop
 from device.results import EyeScore
 from export.metrics import match_points
 
 STAGES = ("found", "no_crop", "no_eye_pixel", "no_candidate", "not_reported")
+OFF_CENTRE = "off centre"  # a candidate blob over the eye whose centre lies farther than match_px from it
+NOT_KEPT = "not kept by the eye model"  # verifier below its threshold, or two more eye-like blobs in the box
+NOT_A_CANDIDATE = "merged or over the candidate cap"
 FATES = ("scored", "abstained", "blurred", "cut")
 
 
@@ -31,7 +39,9 @@ FATES = ("scored", "abstained", "blurred", "cut")
 class LossStages:
     """Counts of true visible eyes per stage, over every box of every frame added."""
 
+    config: EyeConfig = field(default_factory=EyeConfig)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 0))
+    why: dict[str, Counter] = field(default_factory=lambda: {"no_candidate": Counter(), "not_reported": Counter()})
 
     def add(
         self,
@@ -39,18 +49,30 @@ class LossStages:
         detected: Sequence[EyeScore],
         truth: Sequence[Any],
         crops: Sequence[FineCrop],
+        candidates: Sequence[EyeBlob],
         match_px: float,
     ) -> None:
-        """One box of a frame: `truth` its labelled eyes, `crops` the frame's fine crops."""
+        """One box of a frame: `truth` its labelled eyes, `crops` the frame's fine crops, `candidates`
+        the box's blobs handed to the eye model (FastPipeline.last_candidates)."""
         found = {j for _, j in match_points([(d.x, d.y) for d in detected], [(t.x, t.y) for t in truth], match_px)}
         mine = [c for c in crops if c.box == box]
         for j, eye in enumerate(truth):
-            if eye.visible:
-                self.counts["found" if j in found else lost_at(eye.x, eye.y, mine, match_px)] += 1
+            if not eye.visible:
+                continue
+            stage = "found" if j in found else lost_at(eye.x, eye.y, mine, match_px)
+            self.counts[stage] += 1
+            if stage == "no_candidate":
+                self.why[stage][no_candidate_reason(eye.x, eye.y, mine, self.config, match_px)] += 1
+            elif stage == "not_reported":
+                near = any(np.hypot(b.x - eye.x, b.y - eye.y) <= match_px for b in candidates)
+                self.why[stage][NOT_KEPT if near else NOT_A_CANDIDATE] += 1
 
     def report(self) -> dict[str, dict[str, Any]]:
         total = sum(self.counts.values())
         return {stage: {"n": n, "share": n / total if total else None} for stage, n in self.counts.items()}
+
+    def report_why(self) -> dict[str, dict[str, int]]:
+        return {stage: dict(reasons.most_common()) for stage, reasons in self.why.items()}
 
 
 def lost_at(x: float, y: float, crops: Sequence[FineCrop], match_px: float) -> str:
@@ -63,6 +85,29 @@ def lost_at(x: float, y: float, crops: Sequence[FineCrop], match_px: float) -> s
     if any(np.hypot(b.x - x, b.y - y) <= match_px for c in covering for b in c.blobs):
         return "not_reported"
     return "no_candidate"
+
+
+def no_candidate_reason(x: float, y: float, crops: Sequence[FineCrop], config: EyeConfig, match_px: float) -> str:
+    """Why the eye pixels near a missed eye at frame pixel (x, y) made no candidate: the blob filter
+    (`blob_rejection`) that dropped the eye component nearest to it, or OFF_CENTRE when that
+    component is a candidate whose centre lies more than match_px away."""
+    best: tuple[float, str] | None = None
+    for crop in crops:
+        if not crop.covers(x, y):
+            continue
+        n, labels, stats, _ = cv2.connectedComponentsWithStats((crop.classes == EYES).view(np.uint8), connectivity=8)
+        u0, v0, u1, v1 = crop.valid
+        rows, cols = np.nonzero(labels[v0:v1, u0:u1])
+        if n < 2 or not len(cols):
+            continue
+        xs, ys = crop.to_frame(cols + u0, rows + v0)
+        distances = np.hypot(xs - x, ys - y)
+        i = int(np.argmin(distances))
+        if best is None or distances[i] < best[0]:
+            component = stats[labels[rows[i] + v0, cols[i] + u0]]
+            reason, _ = blob_rejection(crop.classes, component, config, (crop.scale, crop.scale))
+            best = (float(distances[i]), reason or OFF_CENTRE)
+    return best[1] if best is not None and best[0] <= match_px else OFF_CENTRE
 
 
 def _eye_pixel_near(crop: FineCrop, x: float, y: float, match_px: float) -> bool:

@@ -214,5 +214,7 @@ def test_evaluate_reports_the_breakdown_consistent_with_its_totals(
     lost = report["detection"]["fast"]["lost_at"]
     assert lost["found"]["n"] == report["detection"]["fast"]["tp"]
     assert sum(v["n"] for v in lost.values()) == report["true_visible_eyes"]
+    for stage, reasons in report["detection"]["fast"]["lost_why"].items():
+        assert sum(reasons.values()) == lost[stage]["n"]
     found_as = report["detection"]["fast"]["found_as"]
     assert sum(v["n"] for v in found_as.values()) == report["detection"]["fast"]["tp"]

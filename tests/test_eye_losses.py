@@ -9,7 +9,15 @@ import numpy as np
 from device.eyes import ANIMAL, EYES, EyeConfig, find_eye_blobs
 from device.pipeline import FineCrop
 from device.results import EyeScore
-from export.eye_losses import FoundFates, LossStages, lost_at
+from export.eye_losses import (
+    NOT_A_CANDIDATE,
+    NOT_KEPT,
+    OFF_CENTRE,
+    FoundFates,
+    LossStages,
+    lost_at,
+    no_candidate_reason,
+)
 
 CONFIG = EyeConfig()
 
@@ -42,6 +50,31 @@ def test_a_candidate_that_was_not_reported_is_counted_after_the_filters() -> Non
     assert lost_at(143.0, 243.0, [_crop((40, 40))], 8.0) == "not_reported"
 
 
+def test_a_missed_eye_without_a_candidate_is_told_which_filter_dropped_its_pixels() -> None:
+    assert no_candidate_reason(141.0, 241.0, [_crop((40, 40), eye_px=2)], CONFIG, 8.0) == "too small"
+
+
+def test_a_blob_reaching_far_past_the_eye_is_a_candidate_off_its_centre() -> None:
+    """An eye merged with a dark neighbour into one 7 x 30 blob: its centre is 14 px from the eye."""
+    crop = _crop(None)
+    crop.classes[40:70, 40:47] = EYES
+    assert lost_at(143.0, 241.0, [crop], 8.0) == "no_candidate"
+    assert no_candidate_reason(143.0, 241.0, [crop], CONFIG, 8.0) == OFF_CENTRE
+
+
+def test_a_missed_candidate_is_split_by_whether_it_reached_the_eye_model() -> None:
+    truth = [SimpleNamespace(x=143.0, y=243.0, visible=True), SimpleNamespace(x=141.0, y=241.0, visible=True)]
+    crops = [_crop((40, 40))]
+    reached, left_out = LossStages(), LossStages()
+    reached.add(0, [], truth[:1], crops, crops[0].blobs, 8.0)
+    left_out.add(0, [], truth[:1], crops, [], 8.0)
+    assert reached.report_why()["not_reported"] == {NOT_KEPT: 1}
+    assert left_out.report_why()["not_reported"] == {NOT_A_CANDIDATE: 1}
+    small = LossStages()
+    small.add(0, [], truth[1:], [_crop((40, 40), eye_px=2)], [], 8.0)
+    assert small.report_why() == {"no_candidate": {"too small": 1}, "not_reported": {}}
+
+
 def test_every_visible_eye_is_counted_once_and_hidden_ones_not_at_all() -> None:
     truth = [
         SimpleNamespace(x=143.0, y=243.0, visible=True),
@@ -50,7 +83,7 @@ def test_every_visible_eye_is_counted_once_and_hidden_ones_not_at_all() -> None:
     ]
     found = EyeScore(x=144.0, y=242.0, score=3.0, quality_ok=True)
     stages = LossStages()
-    stages.add(0, [found], truth, [_crop((40, 40)), _crop(None, box=1)], 8.0)
+    stages.add(0, [found], truth, [_crop((40, 40)), _crop(None, box=1)], [], 8.0)
     report = stages.report()
     assert report["found"]["n"] == 1 and report["no_crop"]["n"] == 1
     assert sum(v["n"] for v in report.values()) == 2

@@ -107,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
                 f"  {kind:4s} where the true eyes went:  "
                 + "  ".join(f"{stage} {v['n']}" for stage, v in d["lost_at"].items())
             )
+            for stage, reasons in d["lost_why"].items():
+                print(f"  {kind:4s}   {stage}: " + ", ".join(f"{why} {n}" for why, n in reasons.items()))
         print(
             f"  {kind:4s} what became of the found eyes (MAE):  "
             + "  ".join(f"{fate} {v['n']} ({format_value(v['mae'])})" for fate, v in d["found_as"].items())
