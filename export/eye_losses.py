@@ -88,9 +88,10 @@ def lost_at(x: float, y: float, crops: Sequence[FineCrop], match_px: float) -> s
 
 
 def no_candidate_reason(x: float, y: float, crops: Sequence[FineCrop], config: EyeConfig, match_px: float) -> str:
-    """Why the eye pixels near a missed eye at frame pixel (x, y) made no candidate: the blob filter
-    (`blob_rejection`) that dropped the eye component nearest to it, or OFF_CENTRE when that
-    component is a candidate whose centre lies more than match_px away."""
+    """Why the eye pixels near a missed eye at frame pixel (x, y) made no candidate (for an eye that
+    `lost_at` counts at "no_candidate"): the blob filter (`blob_rejection`) that dropped the eye
+    component nearest to it, or OFF_CENTRE when that component is a candidate whose centre lies more
+    than match_px away."""
     best: tuple[float, str] | None = None
     for crop in crops:
         if not crop.covers(x, y):
