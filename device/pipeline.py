@@ -363,7 +363,7 @@ class FastPipeline:
         blobs_per_box: list[list[EyeBlob]] = [[] for _ in self.rois]
         animals = [t.animal for t in self.tracks]
         self.last_fine = []
-        self.last_candidates = blobs_per_box
+        self.last_candidates = blobs_per_box  # the very list returned: its entries are filled and capped below
         if not crops:
             return blobs_per_box, animals
         c = max(self.views[b][0] for b, *_ in crops)  # one batch: smaller crops are padded to the largest

@@ -80,7 +80,8 @@ def lost_at(x: float, y: float, crops: Sequence[FineCrop], match_px: float) -> s
     covering = [c for c in crops if c.covers(x, y)]
     if not covering:
         return "no_crop"
-    if not any(_eye_pixel_near(c, x, y, match_px) for c in covering):
+    nearest = _nearest_eye_pixel(covering, x, y)
+    if nearest is None or nearest[0] > match_px:
         return "no_eye_pixel"
     if any(np.hypot(b.x - x, b.y - y) <= match_px for c in covering for b in c.blobs):
         return "not_reported"
@@ -92,32 +93,30 @@ def no_candidate_reason(x: float, y: float, crops: Sequence[FineCrop], config: E
     `lost_at` counts at "no_candidate"): the blob filter (`blob_rejection`) that dropped the eye
     component nearest to it, or OFF_CENTRE when that component is a candidate whose centre lies more
     than match_px away."""
-    best: tuple[float, str] | None = None
+    nearest = _nearest_eye_pixel([c for c in crops if c.covers(x, y)], x, y)
+    if nearest is None or nearest[0] > match_px:
+        return OFF_CENTRE
+    _, crop, row, col = nearest
+    _, labels, stats, _ = cv2.connectedComponentsWithStats((crop.classes == EYES).view(np.uint8), connectivity=8)
+    reason, _ = blob_rejection(crop.classes, stats[labels[row, col]], config, (crop.scale, crop.scale))
+    return reason or OFF_CENTRE
+
+
+def _nearest_eye_pixel(crops: Sequence[FineCrop], x: float, y: float) -> tuple[float, FineCrop, int, int] | None:
+    """The eye pixel nearest frame pixel (x, y) in the part of the crops' maps the U-Net saw: its
+    distance in frame pixels, its crop, and its map row and column; None without eye pixels."""
+    best: tuple[float, FineCrop, int, int] | None = None
     for crop in crops:
-        if not crop.covers(x, y):
-            continue
-        n, labels, stats, _ = cv2.connectedComponentsWithStats((crop.classes == EYES).view(np.uint8), connectivity=8)
         u0, v0, u1, v1 = crop.valid
-        rows, cols = np.nonzero(labels[v0:v1, u0:u1])
-        if n < 2 or not len(cols):
+        rows, cols = np.nonzero(crop.classes[v0:v1, u0:u1] == EYES)
+        if not len(cols):
             continue
         xs, ys = crop.to_frame(cols + u0, rows + v0)
         distances = np.hypot(xs - x, ys - y)
         i = int(np.argmin(distances))
         if best is None or distances[i] < best[0]:
-            component = stats[labels[rows[i] + v0, cols[i] + u0]]
-            reason, _ = blob_rejection(crop.classes, component, config, (crop.scale, crop.scale))
-            best = (float(distances[i]), reason or OFF_CENTRE)
-    return best[1] if best is not None and best[0] <= match_px else OFF_CENTRE
-
-
-def _eye_pixel_near(crop: FineCrop, x: float, y: float, match_px: float) -> bool:
-    u0, v0, u1, v1 = crop.valid
-    rows, cols = np.nonzero(crop.classes[v0:v1, u0:u1] == EYES)
-    if not len(cols):
-        return False
-    xs, ys = crop.to_frame(cols + u0, rows + v0)
-    return float(np.min(np.hypot(xs - x, ys - y))) <= match_px
+            best = (float(distances[i]), crop, int(rows[i]) + v0, int(cols[i]) + u0)
+    return best
 
 
 @dataclass
