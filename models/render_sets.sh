@@ -8,12 +8,13 @@
 #   val         val (choices, per-epoch monitoring, INT8 calibration)
 #   shards      shard-1 ... shard-14 (seg_fine's 6,300 frames, "Eighteenth step")
 #   shards2     shard2-1 ... shard2-14 ("Nineteenth step")
+#   shards3     shard3-1 ... shard3-14 (half the animals with dim eyes, "Twenty-third step")
 #   eye         train-c, train-c-margin (the eye model's other lid-skin frames)
 #   acceptance  heldout-hardest, first-99999, indep-616161, style-test, style-train (reported, never chosen on)
 #   judge=H:C   hardest-preset judging sets val-hardest-H, H+500, ... (six) and choice sets choice-C, ...
 #               e.g. judge=66000:969696,979797
 set -u
-[ $# -gt 0 ] || { sed -n 2,14p "$0"; exit 2; }
+[ $# -gt 0 ] || { sed -n 2,15p "$0"; exit 2; }
 DATA=${DATA:?set DATA to the folder for the data sets}
 JOBS=${JOBS:-2}
 export PYTHONPATH=$PWD OMP_NUM_THREADS=1
@@ -33,9 +34,9 @@ render() {  # folder, frames, command, options
   running_below "$JOBS"
   $E "$3" --frames "$2" "${@:4}" --quiet --out "$out" &
 }
-shards() {  # prefix, seed base
+shards() {  # prefix, seed base, more synth options
   for k in $(seq 1 14); do r=default; [ "$k" -gt 10 ] && r=hardest
-    render "$1-$k" 450 synth --seed $(($2 + k)) --randomise $r --lid-skin 0.5
+    render "$1-$k" 450 synth --seed $(($2 + k)) --randomise $r --lid-skin 0.5 "${@:3}"
   done
 }
 for group in "$@"; do
@@ -43,6 +44,7 @@ for group in "$@"; do
     val) render val 200 synth --seed 5000 ;;
     shards) shards shard 41000 ;;
     shards2) shards shard2 62000 ;;
+    shards3) shards shard3 91000 --dim-eyes 0.5 ;;
     eye)
       render train-c 3500 synth --seed 43001
       render train-c-margin 3500 synth --seed 43001 --lid-skin 0.5 ;;

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from export.synth.layout import RackLayout
-from export.synth.mouse import FURS, EyeLook, aperture_ratio, draw_eye
+from export.synth.mouse import CLASS_EYES, FURS, EyeLook, aperture_ratio, draw_eye
 from export.synth.rack import render_frame
 
 LAYOUT = RackLayout.random(7)
@@ -82,8 +82,8 @@ def test_aperture_falls_with_score() -> None:
     assert ratios[0] > 0.8 and ratios[9] < 0.1
 
 
-def _drawn_eye(score: float, look: EyeLook) -> tuple[np.ndarray, np.ndarray]:
-    fur = FURS["white"]
+def _drawn_eye(score: float, look: EyeLook, coat: str = "white") -> tuple[np.ndarray, np.ndarray]:
+    fur = FURS[coat]
     img, mask = np.full((60, 60, 3), fur.body, np.uint8), np.zeros((60, 60), np.uint8)
     draw_eye(img, mask, fur, 1.0, 30.0, 30.0, np.array([1.0, 0.0]), np.array([0.0, -1.0]), 24.0, score, False, look)
     return img, mask
@@ -99,6 +99,21 @@ def test_lid_skin_keeps_the_eyeball_bulge_and_leaves_the_label_alone() -> None:
     flat_img, _ = _drawn_eye(9.0, EyeLook(margin=0.1, margin_shade=0.4, bulge=0.0))
     flat_rows = np.flatnonzero(np.any(flat_img != plain_img, axis=(1, 2)))
     assert flat_rows.max() - flat_rows.min() < rows.max() - rows.min()
+
+
+def test_a_dim_eye_fades_into_its_coat_and_keeps_its_label() -> None:
+    """Eyeball, rim and reflections move towards the coat's colour; the opening (mask) stays the score's."""
+    plain_img, plain_mask = _drawn_eye(2.0, EyeLook(), "black")
+    dim_img, dim_mask = _drawn_eye(2.0, EyeLook(eye_mix=0.4, rim_mix=1.0, highlight_level=0.0), "black")
+    assert np.array_equal(plain_mask, dim_mask)
+    eye = plain_mask == CLASS_EYES
+    coat = np.array(FURS["black"].body, float)
+    assert dim_img[eye].max() < plain_img[eye].max()  # no lamp reflection left
+
+    def contrast(img: np.ndarray) -> float:
+        return float(np.abs(img[eye].astype(float) - coat).mean())
+
+    assert contrast(dim_img) < 0.75 * contrast(plain_img)
 
 
 def test_fur_choice() -> None:

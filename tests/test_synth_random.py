@@ -150,6 +150,22 @@ def test_lid_skin_is_opt_in_and_recorded() -> None:
         Randomisation.parse("none", lid_skin=0.5)
 
 
+def test_dim_eyes_are_opt_in_and_recorded() -> None:
+    """Off by default, it draws nothing (every seed renders as before); on, some animals get dim eyes."""
+    seed = 29 * SESSION_FRAMES + 3
+    plain = render_frame(seed, randomise=HARDEST)
+    assert all("dim_eye" not in box.conditions for box in plain.boxes)
+    assert np.array_equal(plain.image, render_frame(seed, randomise=Randomisation.parse("hardest", dim_eyes=0.0)).image)
+    _, box = _draws(Randomisation.parse("hardest", dim_eyes=0.5))
+    assert box["dim_eye"] == {True, False}
+    both = Randomisation.parse("default", lid_skin=0.5, dim_eyes=0.5).describe()
+    assert both == "--randomise default --lid-skin 0.5 --dim-eyes 0.5"
+    with pytest.raises(MgsError, match="--dim-eyes 1.5: give the share of animals, from 0 to 1"):
+        Randomisation.parse("default", dim_eyes=1.5)
+    with pytest.raises(MgsError, match="need a randomised preset"):
+        Randomisation.parse("none", dim_eyes=0.5)
+
+
 def test_written_dataset_carries_conditions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = write_dataset(
         tmp_path / "ds", frames=3, seed=4, progress=False, randomise=Randomisation.parse("default", ["fur=piebald"])

@@ -44,6 +44,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="share of animals (0-1) whose eyes get a band of lid skin that can keep the eyeball's bulge as the lids "
         "close (docs/synth.md); default 0, which renders every seed as before",
     )
+    parser.add_argument(
+        "--dim-eyes",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of animals (0-1) whose eyes differ from the coat by little more than their shape: eyeball and "
+        "lid rim mixed towards the coat, dim or no reflections (docs/synth.md); default 0, which renders every "
+        "seed as before",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress line")
 
 
@@ -55,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from export.synth.writer import write_dataset
 
     cv2.setNumThreads(1)
-    randomise = Randomisation.parse(args.randomise, args.restrict, args.style_holdout, args.lid_skin)
+    randomise = Randomisation.parse(args.randomise, args.restrict, args.style_holdout, args.lid_skin, args.dim_eyes)
     out = write_dataset(
         args.out, args.frames, args.seed, progress=not args.quiet, image_format=args.image_format, randomise=randomise
     )

@@ -148,6 +148,8 @@ class EyeLook:
     also show the bulge of the eyeball under closing lids (`bulge`: 0 follows the opening, 1 keeps
     the wide-open eye's outline), so a shut eye may look like an eye-shaped patch with a slit in it:
     only the opening tells the score. None of it changes the aperture, which is what the score sets.
+    A dim eye (`eye_mix`, `rim_mix` > 0, `highlight_level` < 1) differs from its coat by little more
+    than its shape, as a dark eye in dark fur does under diffuse light.
     """
 
     highlight: float = 1.0  # size of the specular highlight; 0 = none (diffuse light)
@@ -157,6 +159,9 @@ class EyeLook:
     margin: float = 0.0  # thickness of the lid-skin band beyond the opening, in eye widths; 0 = none
     margin_shade: float = 1.0  # its brightness relative to the coat's lid colour
     bulge: float = 0.0  # share of the open eye's height the band keeps as the lids close
+    eye_mix: float = 0.0  # share of the coat's colour in the eyeball; 0 = the coat's eye colour
+    rim_mix: float = 0.0  # share of the coat's colour in the lid rim; 1 = a rim that vanishes into the fur
+    highlight_level: float = 1.0  # brightness of the reflections, from the eyeball's colour (0) to the lamp's (1)
 
 
 @dataclass(frozen=True)
@@ -331,6 +336,11 @@ def _shade(color: tuple[int, int, int], factor: float) -> tuple[int, int, int]:
     return tuple(int(min(255, max(0, c * factor))) for c in color)
 
 
+def _mix(color: tuple[int, int, int], other: tuple[int, int, int], share: float) -> tuple[int, int, int]:
+    """`share` of `other` in `color`; exactly `color` at 0 and `other` at 1, so defaults draw as before."""
+    return tuple(int(round(a + (b - a) * share)) for a, b in zip(color, other))
+
+
 def eye_outline(
     cx: float,
     cy: float,
@@ -387,22 +397,26 @@ def draw_eye(
         held = opening + look.bulge * (aperture_ratio(0.0) - opening)
         skin = eye_outline(cx, cy, axis, up, width * (1.0 + 2.0 * look.margin), s, closed, held, look.lid_split)
         _poly(img, skin, _shade(fur.lid, tone * look.margin_shade))
-    _poly(img, centre + (outline - centre) * rim + up * 0.02 * width, _shade(fur.lid, tone))
+    coat = _shade(fur.body, tone)
+    _poly(img, centre + (outline - centre) * rim + up * 0.02 * width, _mix(_shade(fur.lid, tone), coat, look.rim_mix))
     upper, lower = outline[:17], outline[17:]
     for k in range(int(round(tight * 3.2))):  # squint wrinkles: none when open, three when shut
         gap = (0.16 + 0.11 * k) * width
         for edge, sign in ((upper, 1.0), (lower, -0.8)):
             pts = centre + (edge[3:-3] - centre) * (1.0 + 0.12 * k) + up * sign * gap
             _polyline(img, pts, _shade(fur.wrinkle, tone), 1)
-    _poly(img, outline, fur.eye)
+    eyeball = _mix(fur.eye, coat, look.eye_mix)
+    _poly(img, outline, eyeball)
     _poly(mask, eye_outline(cx, cy, axis, up, width, s, closed, MASK_MIN_RATIO, look.lid_split), CLASS_EYES)
     h = max(opening * width, MIN_APERTURE_PX)
     if h > 3.0 and look.highlight > 0:
         r = min(0.13 * width, 0.3 * h) * look.highlight
         hl = centre + axis * look.highlight_dx * width + up * look.highlight_dy * h
-        cv2.circle(img, (_fix(hl[0]), _fix(hl[1])), max(_fix(r), ONE), (238, 240, 242), -1, cv2.LINE_AA, SHIFT)
+        lamp = _mix(eyeball, (238, 240, 242), look.highlight_level)
+        cv2.circle(img, (_fix(hl[0]), _fix(hl[1])), max(_fix(r), ONE), lamp, -1, cv2.LINE_AA, SHIFT)
         lo = centre + axis * 0.12 * width - up * 0.22 * h
-        cv2.circle(img, (_fix(lo[0]), _fix(lo[1])), max(_fix(r * 0.45), ONE), (120, 120, 124), -1, cv2.LINE_AA, SHIFT)
+        glint = _mix(eyeball, (120, 120, 124), look.highlight_level)
+        cv2.circle(img, (_fix(lo[0]), _fix(lo[1])), max(_fix(r * 0.45), ONE), glint, -1, cv2.LINE_AA, SHIFT)
 
 
 def draw_animal(

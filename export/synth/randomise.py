@@ -167,6 +167,8 @@ class Randomisation:
     restrict: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # share of animals drawn with lid skin (EyeLook.margin); 0 draws nothing, so every seed renders as before
     lid_skin: float = 0.0
+    # share of animals whose eyes are dim (EyeLook.eye_mix, rim_mix, highlight_level); 0 as lid_skin
+    dim_eyes: float = 0.0
 
     @property
     def active(self) -> bool:
@@ -177,18 +179,25 @@ class Randomisation:
 
     def describe(self) -> str:
         words = [f"--randomise {self.preset}", *(f"--restrict {f}={','.join(v)}" for f, v in self.restrict)]
-        return " ".join(words + ([f"--lid-skin {self.lid_skin:g}"] if self.lid_skin > 0 else []))
+        words += [f"--lid-skin {self.lid_skin:g}"] if self.lid_skin > 0 else []
+        return " ".join(words + ([f"--dim-eyes {self.dim_eyes:g}"] if self.dim_eyes > 0 else []))
 
     @classmethod
     def parse(
-        cls, preset: str, restrict: Iterable[str] = (), style_holdout: str | None = None, lid_skin: float = 0.0
+        cls,
+        preset: str,
+        restrict: Iterable[str] = (),
+        style_holdout: str | None = None,
+        lid_skin: float = 0.0,
+        dim_eyes: float = 0.0,
     ) -> Randomisation:
         """From the command line: `--randomise PRESET --restrict FAMILY=LEVEL,LEVEL --style-holdout train|test
-        --lid-skin SHARE`."""
+        --lid-skin SHARE --dim-eyes SHARE`."""
         if preset not in PRESETS:
             raise MgsError(f"--randomise {preset!r}: choose one of {', '.join(PRESETS)}")
-        if not 0.0 <= lid_skin <= 1.0:
-            raise MgsError(f"--lid-skin {lid_skin:g}: give the share of animals, from 0 to 1")
+        for option, share in (("--lid-skin", lid_skin), ("--dim-eyes", dim_eyes)):
+            if not 0.0 <= share <= 1.0:
+                raise MgsError(f"{option} {share:g}: give the share of animals, from 0 to 1")
         chosen: dict[str, tuple[str, ...]] = {}
         if style_holdout is not None:
             if style_holdout not in STYLE_HOLDOUT:
@@ -206,12 +215,13 @@ class Randomisation:
             if unknown or not names:
                 raise MgsError(f"--restrict {text!r}: {family} levels are {', '.join(FAMILIES[family])}")
             chosen[family] = names
-        if (chosen or lid_skin > 0) and preset == "none":
+        if (chosen or lid_skin > 0 or dim_eyes > 0) and preset == "none":
             raise MgsError(
-                "--restrict, --style-holdout and --lid-skin need a randomised preset; use --randomise default or hardest"
+                "--restrict, --style-holdout, --lid-skin and --dim-eyes need a randomised preset; "
+                "use --randomise default or hardest"
             )
         order = [f for f in FAMILIES if f in chosen]
-        return cls(preset, tuple((f, chosen[f]) for f in order), lid_skin)
+        return cls(preset, tuple((f, chosen[f]) for f in order), lid_skin, dim_eyes)
 
 
 def _choose(rng: np.random.Generator, r: Randomisation, family: str) -> str:
@@ -508,6 +518,14 @@ def styled_animal(
             margin_shade=float(rng.uniform(0.35, 1.6)),
             bulge=float(rng.uniform(0.0, 1.0)),
         )
+    if r.dim_eyes > 0:
+        dim = not _flip(rng, 1.0 - r.dim_eyes)
+        look = replace(
+            look,
+            eye_mix=float(rng.uniform(0.0, 0.25)) if dim else 0.0,
+            rim_mix=float(rng.uniform(0.3, 0.9)) if dim else 0.0,
+            highlight_level=(0.0 if _flip(rng, 0.4) else float(rng.uniform(0.25, 0.8))) if dim else 1.0,
+        )
     tone, blink = float(rng.uniform(0.75, 1.25)), _flip(rng, ranges.blink_p)
     placed = None if empty or _flip(rng, ranges.empty_box_p) else _place(rng, pose, layout, box)
     conditions.update(
@@ -518,6 +536,8 @@ def styled_animal(
     )
     if r.lid_skin > 0:
         conditions["lid_margin"] = round(look.margin, 2)
+    if r.dim_eyes > 0:
+        conditions["dim_eye"] = look.rim_mix > 0
     if placed is None:
         return None, conditions
     return Animal(
