@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -134,36 +135,34 @@ def test_the_original_generator_is_unchanged_without_randomisation() -> None:
     assert np.array_equal(plain.image, render_frame(9, randomise=Randomisation("none")).image)
 
 
-def test_lid_skin_is_opt_in_and_recorded() -> None:
-    """Off by default, it draws nothing (every seed renders as before); on, half the animals get it."""
+def _lid_margins_drawn(margins: set) -> bool:
+    return 0.0 in margins and 0.03 <= min(margins - {0.0}) and max(margins) <= 0.15
+
+
+@pytest.mark.parametrize(
+    ("option", "condition", "drawn"),
+    [("lid_skin", "lid_margin", _lid_margins_drawn), ("dim_eyes", "dim_eye", lambda dim: dim == {True, False})],
+)
+def test_eye_looks_are_opt_in_and_recorded(option: str, condition: str, drawn: Callable[[set], bool]) -> None:
+    """Off by default, each draws nothing (every seed renders as before); on, part of the animals get it."""
     seed = 29 * SESSION_FRAMES + 3
+    flag = "--" + option.replace("_", "-")
     plain = render_frame(seed, randomise=HARDEST)
-    assert all("lid_margin" not in box.conditions for box in plain.boxes)
-    assert np.array_equal(plain.image, render_frame(seed, randomise=Randomisation.parse("hardest", lid_skin=0.0)).image)
-    _, box = _draws(Randomisation.parse("hardest", lid_skin=0.5))
-    margins = box["lid_margin"]
-    assert 0.0 in margins and 0.03 <= min(margins - {0.0}) and max(margins) <= 0.15
-    assert Randomisation.parse("default", lid_skin=0.5).describe() == "--randomise default --lid-skin 0.5"
-    with pytest.raises(MgsError, match="from 0 to 1"):
-        Randomisation.parse("default", lid_skin=1.5)
+    assert all(condition not in box.conditions for box in plain.boxes)
+    off = Randomisation.parse("hardest", **{option: 0.0})
+    assert np.array_equal(plain.image, render_frame(seed, randomise=off).image)
+    _, box = _draws(Randomisation.parse("hardest", **{option: 0.5}))
+    assert drawn(box[condition])
+    assert Randomisation.parse("default", **{option: 0.5}).describe() == f"--randomise default {flag} 0.5"
+    with pytest.raises(MgsError, match=f"{flag} 1.5: give the share of animals, from 0 to 1"):
+        Randomisation.parse("default", **{option: 1.5})
     with pytest.raises(MgsError, match="need a randomised preset"):
-        Randomisation.parse("none", lid_skin=0.5)
+        Randomisation.parse("none", **{option: 0.5})
 
 
-def test_dim_eyes_are_opt_in_and_recorded() -> None:
-    """Off by default, it draws nothing (every seed renders as before); on, some animals get dim eyes."""
-    seed = 29 * SESSION_FRAMES + 3
-    plain = render_frame(seed, randomise=HARDEST)
-    assert all("dim_eye" not in box.conditions for box in plain.boxes)
-    assert np.array_equal(plain.image, render_frame(seed, randomise=Randomisation.parse("hardest", dim_eyes=0.0)).image)
-    _, box = _draws(Randomisation.parse("hardest", dim_eyes=0.5))
-    assert box["dim_eye"] == {True, False}
+def test_both_eye_looks_are_described() -> None:
     both = Randomisation.parse("default", lid_skin=0.5, dim_eyes=0.5).describe()
     assert both == "--randomise default --lid-skin 0.5 --dim-eyes 0.5"
-    with pytest.raises(MgsError, match="--dim-eyes 1.5: give the share of animals, from 0 to 1"):
-        Randomisation.parse("default", dim_eyes=1.5)
-    with pytest.raises(MgsError, match="need a randomised preset"):
-        Randomisation.parse("none", dim_eyes=0.5)
 
 
 def test_written_dataset_carries_conditions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
