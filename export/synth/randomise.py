@@ -179,8 +179,8 @@ class Randomisation:
 
     def describe(self) -> str:
         words = [f"--randomise {self.preset}", *(f"--restrict {f}={','.join(v)}" for f, v in self.restrict)]
-        words += [f"--lid-skin {self.lid_skin:g}"] if self.lid_skin > 0 else []
-        return " ".join(words + ([f"--dim-eyes {self.dim_eyes:g}"] if self.dim_eyes > 0 else []))
+        shares = (("--lid-skin", self.lid_skin), ("--dim-eyes", self.dim_eyes))
+        return " ".join(words + [f"{option} {share:g}" for option, share in shares if share > 0])
 
     @classmethod
     def parse(
@@ -518,13 +518,13 @@ def styled_animal(
             margin_shade=float(rng.uniform(0.35, 1.6)),
             bulge=float(rng.uniform(0.0, 1.0)),
         )
-    if r.dim_eyes > 0:
-        dim = not _flip(rng, 1.0 - r.dim_eyes)
+    dim = r.dim_eyes > 0 and not _flip(rng, 1.0 - r.dim_eyes)  # drawn like lid skin's share
+    if dim:
         look = replace(
             look,
-            eye_mix=float(rng.uniform(0.0, 0.25)) if dim else 0.0,
-            rim_mix=float(rng.uniform(0.3, 0.9)) if dim else 0.0,
-            highlight_level=(0.0 if _flip(rng, 0.4) else float(rng.uniform(0.25, 0.8))) if dim else 1.0,
+            eye_mix=float(rng.uniform(0.0, 0.25)),
+            rim_mix=float(rng.uniform(0.3, 0.9)),
+            highlight_level=0.0 if _flip(rng, 0.4) else float(rng.uniform(0.25, 0.8)),
         )
     tone, blink = float(rng.uniform(0.75, 1.25)), _flip(rng, ranges.blink_p)
     placed = None if empty or _flip(rng, ranges.empty_box_p) else _place(rng, pose, layout, box)
@@ -537,7 +537,7 @@ def styled_animal(
     if r.lid_skin > 0:
         conditions["lid_margin"] = round(look.margin, 2)
     if r.dim_eyes > 0:
-        conditions["dim_eye"] = look.rim_mix > 0
+        conditions["dim_eye"] = dim
     if placed is None:
         return None, conditions
     return Animal(
