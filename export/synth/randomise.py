@@ -265,6 +265,12 @@ def _flip(rng: np.random.Generator, p: float) -> bool:
     return bool(rng.random() < p)
 
 
+def _in_share(rng: np.random.Generator, share: float) -> bool:
+    """True for `share` of the animals, as an opt-in eye look picks them: one draw, tested against
+    1 - share, so the sets rendered with --lid-skin and --dim-eyes keep their frames."""
+    return not _flip(rng, 1.0 - share)
+
+
 def styled_layout(session: int, r: Randomisation) -> RackLayout:
     """The camera placement of one session: box sizes and positions, tilt, and the scene style."""
     rng = np.random.default_rng([int(session), 0x1A7, 0xD0])
@@ -514,11 +520,11 @@ def styled_animal(
     if r.lid_skin > 0:
         look = replace(
             look,
-            margin=0.0 if _flip(rng, 1.0 - r.lid_skin) else float(rng.uniform(0.03, 0.15)),  # none outside the share
+            margin=float(rng.uniform(0.03, 0.15)) if _in_share(rng, r.lid_skin) else 0.0,
             margin_shade=float(rng.uniform(0.35, 1.6)),
             bulge=float(rng.uniform(0.0, 1.0)),
         )
-    dim = r.dim_eyes > 0 and not _flip(rng, 1.0 - r.dim_eyes)  # drawn like lid skin's share
+    dim = r.dim_eyes > 0 and _in_share(rng, r.dim_eyes)
     if dim:
         look = replace(
             look,
