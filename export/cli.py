@@ -29,6 +29,11 @@ COMMANDS = [
         "export.commands.average_weights",
         "average networks fine-tuned from one start into one (a model soup)",
     ),
+    Command(
+        "ensemble",
+        "export.commands.ensemble",
+        "join U-Nets trained apart into one network that averages their outputs",
+    ),
     Command("evaluate", "export.commands.evaluate", "run the full pipeline on a dataset and write an accuracy report"),
     Command("crossval", "export.commands.crossval", "K-fold cross-validation of the eye regressor (the paper used 30)"),
     Command("onnx", "export.commands.onnx", "export the trained networks to ONNX with metadata"),

@@ -30,7 +30,7 @@ from export.train.weights import EYE_CLASS_NAMES, NORMALISATION, load_network
 from mgs_core.errors import MgsError
 from mgs_core.manifest import decode_metadata, sha256_file
 from models.eye_regressor import PATCH_SIZE, EyeRegressor
-from models.unet import CLASS_NAMES, UNet
+from models.unet import CLASS_NAMES, UNet, UNetEnsemble
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +113,10 @@ def random_checkpoint(name: str, seed: int = 0) -> Checkpoint:
 def load_checkpoint(name: str, path: Path) -> Checkpoint:
     """Read a weight file written by the training commands (models/<name>.pt, export.train.weights)."""
     module, record = load_network(path)
-    expected = EyeRegressor if NETWORKS[name].kind == "eye" else UNet
+    expected = (EyeRegressor,) if NETWORKS[name].kind == "eye" else (UNet, UNetEnsemble)
     if not isinstance(module, expected):
         raise MgsError(
-            f"{path} holds a {type(module).__name__}, but {name} must be a {expected.__name__}; check --models"
+            f"{path} holds a {type(module).__name__}, but {name} must be a {expected[0].__name__}; check --models"
         )
     return Checkpoint(
         name=name,

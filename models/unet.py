@@ -6,6 +6,7 @@ conv rather than ConvTranspose so the INT8 graph stays on well-supported operato
 
 Input: "image" float32 [N, 3, H, W], BGR channel order (OpenCV's), scaled to [0, 1];
 H and W must be multiples of 2**(depth-1). Output: "logits" float32 [N, 4, H, W].
+`UNetEnsemble` has the same input and output and runs several U-Nets trained apart.
 """
 
 from __future__ import annotations
@@ -62,3 +63,31 @@ class UNet(nn.Module):
         for up, skip in zip(self.ups, reversed(skips[:-1])):
             x = up(torch.cat([self.up(x), skip], dim=1))
         return self.head(x)
+
+
+class UNetEnsemble(nn.Module):
+    """U-Nets trained apart (other seeds, other frames) run on one input; the output is their mean logits.
+
+    Single training runs of the fine U-Net scatter on frames unlike their training frames, and networks
+    trained apart miss different eyes; the mean of their outputs is steadier than any one of them (deep
+    ensembles, Lakshminarayanan et al. 2017). It costs one U-Net pass per member on the device, which is
+    what the speed headroom is for. Members may differ in width; `mgs-export ensemble` builds one.
+    """
+
+    def __init__(self, members: list[dict]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError("an ensemble needs at least two member U-Nets")
+        self.config = {"members": [dict(m) for m in members]}
+        self.members = nn.ModuleList(UNet(**m) for m in members)
+
+    @property
+    def multiple(self) -> int:
+        """Every member's multiple is a power of two, so the largest is divisible by all of them."""
+        return max(m.multiple for m in self.members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = self.members[0](x)
+        for member in self.members[1:]:
+            total = total + member(x)
+        return total / len(self.members)

@@ -24,12 +24,13 @@ from torch import nn
 from mgs_core.errors import MgsError
 from mgs_core.manifest import sha256_file
 from models.eye_regressor import EyeRegressor, has_verifier
-from models.unet import CLASS_NAMES, UNet
+from models.unet import CLASS_NAMES, UNet, UNetEnsemble
 
 FORMAT = "mgs-rack-weights"
 VERSION = 1
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "models.unet.UNet": UNet,
+    "models.unet.UNetEnsemble": UNetEnsemble,
     "models.eye_regressor.EyeRegressor": EyeRegressor,
 }
 # Same keys as export.onnx_export.DEFAULT_NORMALISATION, which copies this into the ONNX metadata.
@@ -108,7 +109,7 @@ def weight_record(
         "training": training,
         "torch_version": str(torch.__version__),
     }
-    if isinstance(module, UNet):
+    if isinstance(module, (UNet, UNetEnsemble)):
         record["multiple"] = module.multiple
     return record
 
