@@ -76,3 +76,22 @@ def test_what_cannot_be_an_ensemble_is_refused(
     assert mgs_export(["ensemble", str(members[0]), str(eye), "--out", str(out)]) == 2
     assert "not a single U-Net" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_an_ensemble_fine_tunes_as_one_network_and_keeps_its_members(members: list[Path], tmp_path: Path) -> None:
+    """A facility fine-tunes the shipped seg_fine with --init; that must work when it is an ensemble."""
+    from export.synth.writer import write_dataset
+
+    data = write_dataset(tmp_path / "synth", frames=2, seed=3, progress=False)
+    ensemble = tmp_path / "ensemble.pt"
+    assert mgs_export(["ensemble", *map(str, members), "--out", str(ensemble)]) == 0
+    out = tmp_path / "tuned.pt"
+    common = ["train-seg", "--model", "fine", "--data", str(data), "--init", str(ensemble), "--crop", "48"]
+    assert mgs_export([*common, "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+    tuned, record = load_network(out)
+    assert record["architecture"] == "models.unet.UNetEnsemble"
+    assert record["config"] == load_network(ensemble)[1]["config"]
+    assert record["training"]["init"]["sha256"] == sha256_file(ensemble)
+    before = load_network(ensemble)[0].state_dict()
+    assert any(not torch.equal(v, before[k]) for k, v in tuned.state_dict().items() if v.is_floating_point())
+    assert mgs_export([*common, "--base", "6", "--out", str(tmp_path / "x.pt")]) == 2

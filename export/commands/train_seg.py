@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         save_atomic,
         weight_record,
     )
-    from models.unet import UNet
+    from models.unet import UNet, UNetEnsemble
 
     out = args.out if "<model>" not in str(args.out) else args.out.with_name(f"seg_{args.model}.pt")
     device = pick_device(args.device, args.threads)
@@ -90,14 +90,17 @@ def run(args: argparse.Namespace) -> int:
         if out.resolve() == args.init.resolve():
             raise MgsError(f"--out {out} would overwrite the --init weights; write the fine-tuned file elsewhere")
         init, init_record = init_network(args.init, f"seg_{args.model}")
-        if not isinstance(init, UNet):
+        if not isinstance(init, (UNet, UNetEnsemble)):
             raise MgsError(f"--init {args.init} is not a U-Net; give a seg_{args.model} weight file")
-        shape = {"base": init.config["base"], "depth": init.config["depth"]}
+        nets = list(init.members) if isinstance(init, UNetEnsemble) else [init]
+        # The recipe records the deepest member's depth (it sets the input multiple) and the widest base.
+        shape = {k: max(n.config[k] for n in nets) for k in ("base", "depth")}
         clash = {k: getattr(args, k) for k, v in shape.items() if getattr(args, k) not in (None, v)}
-        if clash:
+        if clash or (len(nets) > 1 and (args.base, args.depth) != (None, None)):
+            what = f"an ensemble of {len(nets)} U-Nets" if len(nets) > 1 else "a U-Net"
             raise MgsError(
-                f"--init {args.init} is a U-Net with base {shape['base']} and depth {shape['depth']}; "
-                f"leave out {', '.join(f'--{k}' for k in clash)} (fine-tuning keeps the network's shape)"
+                f"--init {args.init} is {what} with base {shape['base']} and depth {shape['depth']}; "
+                f"leave out --base and --depth (fine-tuning keeps the network's shape)"
             )
         defaults = {**FINE_TUNE, **shape}
     for key, value in defaults.items():
