@@ -45,7 +45,8 @@ def test_the_ensemble_outputs_the_mean_of_its_members_logits_and_names_them(
     assert record["kind"] == "seg_fine" and record["multiple"] == 8
     assert [m["base"] for m in record["config"]["members"]] == [4, 6]
     assert [m["sha256"] for m in record["training"]["ensemble_of"]] == [sha256_file(p) for p in members]
-    assert "ensemble" in record["command"] and len(record["data_fingerprint"]) == 64
+    assert record["command"].startswith(f"mgs-export ensemble {members[0]} {members[1]} --out")
+    assert len(record["data_fingerprint"]) == 64
 
 
 def test_the_exported_ensemble_keeps_the_device_contract(members: list[Path], tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from export.train.weights import command_line, read_record, save_atomic
 
     records = [read_record(path) for path in args.weights]
-    record = average_records(args.weights, records, command_line(args))
+    record = average_records(args.weights, records, command_line(args, positional="weights"))
     save_atomic(record, args.out)
     log.info("wrote %s: the mean of %d %s networks", args.out, len(records), record["kind"])
     return 0

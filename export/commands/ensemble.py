@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from export.train.weights import command_line, read_record, save_atomic
 
     records = [read_record(path) for path in args.weights]
-    record = ensemble_record(args.weights, records, command_line(args))
+    record = ensemble_record(args.weights, records, command_line(args, positional="weights"))
     save_atomic(record, args.out)
     log.info("wrote %s: an ensemble of %d %s U-Nets", args.out, len(records), record["kind"])
     return 0

@@ -52,12 +52,14 @@ def labels_fingerprint(dataset_dirs: Sequence[Path]) -> str:
     return digest.hexdigest()
 
 
-def command_line(args: argparse.Namespace) -> str:
+def command_line(args: argparse.Namespace, positional: str | None = None) -> str:
     """The command with every option spelled out (defaults included), so it reproduces the run
-    even after a default changes."""
+    even after a default changes. `positional` names the argument given without a flag."""
     parts = ["mgs-export", args.command]
+    if positional is not None:
+        parts += [str(v) for v in getattr(args, positional)]
     for key, value in vars(args).items():
-        if key in ("command", "verbose", "quiet") or value is None or value is False:
+        if key in ("command", "verbose", "quiet", positional) or value is None or value is False:
             continue
         flag = "--" + key.replace("_", "-")
         if value is True:
