@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from export.train.weights import check_same_fields
 from mgs_core.errors import MgsError
 from mgs_core.manifest import sha256_file
 
@@ -37,14 +38,9 @@ def common_start(own: Sequence[str], records: Sequence[dict[str, Any]]) -> str:
 
 
 def check_alike(paths: Sequence[Path], records: Sequence[dict[str, Any]]) -> None:
+    check_same_fields(paths, records, SAME_FIELDS, "only networks of one kind and shape can be averaged")
     first = records[0]
     for path, record in zip(paths[1:], records[1:]):
-        for field in SAME_FIELDS:
-            if record.get(field) != first.get(field):
-                raise MgsError(
-                    f"{path} differs from {paths[0]} in {field} ({record.get(field)!r} against "
-                    f"{first.get(field)!r}): only networks of one kind and shape can be averaged"
-                )
         if record["state_dict"].keys() != first["state_dict"].keys() or any(
             record["state_dict"][k].shape != v.shape for k, v in first["state_dict"].items()
         ):

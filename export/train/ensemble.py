@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from export.train.weights import check_same_fields
 from mgs_core.errors import MgsError
 from mgs_core.manifest import sha256_file
 from models.unet import UNetEnsemble
@@ -31,14 +32,7 @@ def check_members(paths: Sequence[Path], records: Sequence[dict[str, Any]]) -> N
                 f"{path} holds a {record.get('architecture')!r}, not a single U-Net: give the U-Net weight files "
                 "themselves (seg_fine.pt or seg_coarse.pt files, not an eye model or an ensemble)"
             )
-    first = records[0]
-    for path, record in zip(paths[1:], records[1:]):
-        for field in SAME_FIELDS:
-            if record.get(field) != first.get(field):
-                raise MgsError(
-                    f"{path} differs from {paths[0]} in {field} ({record.get(field)!r} against "
-                    f"{first.get(field)!r}): members of an ensemble must be networks of one kind on one input"
-                )
+    check_same_fields(paths, records, SAME_FIELDS, "members of an ensemble must be networks of one kind on one input")
 
 
 def ensemble_record(paths: Sequence[Path], records: Sequence[dict[str, Any]], command: str) -> dict[str, Any]:

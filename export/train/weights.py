@@ -116,6 +116,21 @@ def weight_record(
     return record
 
 
+def check_same_fields(
+    paths: Sequence[Path], records: Sequence[dict[str, Any]], fields: Sequence[str], must: str
+) -> None:
+    """Refuse the first file that differs from the first one in any of `fields`; `must` says why they
+    have to agree (it ends the message)."""
+    first = records[0]
+    for path, record in zip(paths[1:], records[1:]):
+        for field in fields:
+            if record.get(field) != first.get(field):
+                raise MgsError(
+                    f"{path} differs from {paths[0]} in {field} ({record.get(field)!r} against "
+                    f"{first.get(field)!r}): {must}"
+                )
+
+
 def build_network(record: dict[str, Any]) -> nn.Module:
     arch = ARCHITECTURES.get(record.get("architecture", ""))
     if arch is None:
