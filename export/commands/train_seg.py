@@ -95,12 +95,13 @@ def run(args: argparse.Namespace) -> int:
         nets = list(init.members) if isinstance(init, UNetEnsemble) else [init]
         # The recipe records the deepest member's depth (it sets the input multiple) and the widest base.
         shape = {k: max(n.config[k] for n in nets) for k in ("base", "depth")}
-        clash = {k: getattr(args, k) for k, v in shape.items() if getattr(args, k) not in (None, v)}
-        if clash or (len(nets) > 1 and (args.base, args.depth) != (None, None)):
+        given = [k for k in shape if getattr(args, k) is not None]
+        refused = given if len(nets) > 1 else [k for k in given if getattr(args, k) != shape[k]]
+        if refused:
             what = f"an ensemble of {len(nets)} U-Nets" if len(nets) > 1 else "a U-Net"
             raise MgsError(
                 f"--init {args.init} is {what} with base {shape['base']} and depth {shape['depth']}; "
-                f"leave out --base and --depth (fine-tuning keeps the network's shape)"
+                f"leave out {', '.join(f'--{k}' for k in refused)} (fine-tuning keeps the network's shape)"
             )
         defaults = {**FINE_TUNE, **shape}
     for key, value in defaults.items():

@@ -10,14 +10,13 @@ refuses them.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from export.train.weights import check_same_fields
+from export.train.weights import check_same_fields, joined_sources
 from mgs_core.errors import MgsError
 from mgs_core.manifest import sha256_file
 
@@ -63,18 +62,12 @@ def average_records(paths: Sequence[Path], records: Sequence[dict[str, Any]], co
     check_alike(paths, records)
     own = [sha256_file(Path(p)) for p in paths]
     start = common_start(own, records)
-    fingerprints = [str(r.get("data_fingerprint", "")) for r in records]
+    sources, fingerprint = joined_sources(paths, records, own)
     record = {key: value for key, value in records[0].items() if key not in ("state_dict", "training", "command")}
     record.update(
         state_dict=mean_state([r["state_dict"] for r in records]),
         command=command,
-        data_fingerprint=hashlib.sha256("".join(fingerprints).encode()).hexdigest(),
-        training={
-            "average_of": [
-                {"path": str(p), "sha256": h, "data_fingerprint": f, "command": r.get("command")}
-                for p, h, r, f in zip(paths, own, records, fingerprints)
-            ],
-            "start_sha256": start,
-        },
+        data_fingerprint=fingerprint,
+        training={"average_of": sources, "start_sha256": start},
     )
     return record

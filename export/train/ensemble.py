@@ -8,17 +8,15 @@ can be rebuilt and each member retrained.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from export.train.weights import check_same_fields
+from export.train.weights import ARCHITECTURES, check_same_fields, joined_sources, weight_record
 from mgs_core.errors import MgsError
 from mgs_core.manifest import sha256_file
-from models.unet import UNetEnsemble
+from models.unet import UNet, UNetEnsemble
 
-UNET_ARCHITECTURE = "models.unet.UNet"
 # What every member must share for their logits to be averaged.
 SAME_FIELDS = ("kind", "input_size", "normalisation", "class_names")
 
@@ -27,7 +25,7 @@ def check_members(paths: Sequence[Path], records: Sequence[dict[str, Any]]) -> N
     if len(records) < 2:
         raise MgsError("give at least two U-Net weight files to join into an ensemble")
     for path, record in zip(paths, records):
-        if record.get("architecture") != UNET_ARCHITECTURE:
+        if ARCHITECTURES.get(record.get("architecture", "")) is not UNet:
             raise MgsError(
                 f"{path} holds a {record.get('architecture')!r}, not a single U-Net: give the U-Net weight files "
                 "themselves (seg_fine.pt or seg_coarse.pt files, not an eye model or an ensemble)"
@@ -39,22 +37,11 @@ def ensemble_record(paths: Sequence[Path], records: Sequence[dict[str, Any]], co
     """The weight record of the ensemble; its training record names every member."""
     check_members(paths, records)
     module = UNetEnsemble([dict(r["config"]) for r in records])
-    state = {f"members.{i}.{key}": value for i, r in enumerate(records) for key, value in r["state_dict"].items()}
-    module.load_state_dict(state)
-    fingerprints = [str(r.get("data_fingerprint", "")) for r in records]
-    record = {key: value for key, value in records[0].items() if key not in ("state_dict", "training", "command")}
-    record.update(
-        architecture="models.unet.UNetEnsemble",
-        config=dict(module.config),
-        state_dict=module.state_dict(),
-        multiple=module.multiple,
-        command=command,
-        data_fingerprint=hashlib.sha256("".join(fingerprints).encode()).hexdigest(),
-        training={
-            "ensemble_of": [
-                {"path": str(p), "sha256": sha256_file(Path(p)), "data_fingerprint": f, "command": r.get("command")}
-                for p, r, f in zip(paths, records, fingerprints)
-            ]
-        },
+    module.load_state_dict(
+        {f"members.{i}.{key}": value for i, r in enumerate(records) for key, value in r["state_dict"].items()}
     )
-    return record
+    sources, fingerprint = joined_sources(paths, records, [sha256_file(Path(p)) for p in paths])
+    first = records[0]
+    return weight_record(
+        module, first["kind"], tuple(first["input_size"]), fingerprint, command, {"ensemble_of": sources}
+    )

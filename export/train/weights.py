@@ -131,6 +131,19 @@ def check_same_fields(
                 )
 
 
+def joined_sources(
+    paths: Sequence[Path], records: Sequence[dict[str, Any]], sha256s: Sequence[str]
+) -> tuple[list[dict[str, Any]], str]:
+    """What a file joined from several (an average, an ensemble) records of them: each one's path,
+    sha256, labels fingerprint and command, and one fingerprint standing for all their labels."""
+    fingerprints = [str(r.get("data_fingerprint", "")) for r in records]
+    sources = [
+        {"path": str(p), "sha256": h, "data_fingerprint": f, "command": r.get("command")}
+        for p, h, r, f in zip(paths, sha256s, records, fingerprints)
+    ]
+    return sources, hashlib.sha256("".join(fingerprints).encode()).hexdigest()
+
+
 def build_network(record: dict[str, Any]) -> nn.Module:
     arch = ARCHITECTURES.get(record.get("architecture", ""))
     if arch is None:
