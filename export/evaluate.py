@@ -27,11 +27,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from device.eyes import EyeConfig, crop_patches, score_patches
+from device.eyes import crop_patches, score_patches
 from device.inference import ModelRunner, Models, eye_width_of
 from device.pipeline import (
     FastPipeline,
     FullResolutionPipeline,
+    PipelineConfig,
     class_maps,
     images_to_batch,
     pad_to_multiple,
@@ -67,6 +68,8 @@ class EvalOptions:
     seen_conditions: dict | None = (
         None  # training ranges (export.breakdown.training_ranges) for the style-held-out view
     )
+    # The device's [pipeline] settings the eyes are found and scored with (default: the shipped ones).
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
 
 def model_files(models: Path, shipped: Path = SHIPPED_MODELS) -> dict[str, Path]:
@@ -180,8 +183,8 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
     regressor_only = Pairs([], [])
     candidates: dict[str, list[Candidate]] = {p: [] for p in options.pipelines}
     severity = {p: SeverityRecall() for p in options.pipelines}
-    fates = {p: FoundFates(EyeConfig().min_sharpness) for p in options.pipelines}
-    losses = LossStages()
+    fates = {p: FoundFates(options.pipeline.eyes.min_sharpness) for p in options.pipelines}
+    losses = LossStages(options.pipeline.eyes)
     seconds = {p: 0.0 for p in options.pipelines}
     n_true_visible = 0
     breakdown = ConditionBreakdown(options.pipelines)
@@ -214,7 +217,7 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
                 regressor_only.add(float(p), float(e.score))
             breakdown.regressor(frame, scored, preds)
         for kind in options.pipelines:
-            pipeline = _pipeline(kind, models, rois)
+            pipeline = _pipeline(kind, models, rois, options.pipeline)
             t0 = time.perf_counter()
             result = pipeline(image)
             seconds[kind] += time.perf_counter() - t0
@@ -232,6 +235,7 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
         "frames": len(frames),
         "true_visible_eyes": n_true_visible,
         "match_px": options.match_px,
+        "pipeline_settings": dataclasses.asdict(options.pipeline),
         "segmentation": {
             "seg_fine_full_resolution": _iou_report(cm_fine),
             "seg_coarse": {**_iou_report(cm_coarse), "input_size": list(models.coarse_size)},
@@ -257,7 +261,7 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
             report["detection"][kind]["lost_why"] = losses.report_why()
         report["end_to_end"][kind] = end_to_end[kind].report()
     report["abstention"] = {
-        kind: abstention_report(candidates[kind], n_true_visible, EyeConfig().min_confidence)
+        kind: abstention_report(candidates[kind], n_true_visible, options.pipeline.eyes.min_confidence)
         for kind in options.pipelines
     }
     report["_candidates"] = candidates
@@ -265,9 +269,9 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
     return report
 
 
-def _pipeline(kind: str, models: Models, rois: list[Roi]) -> Callable:
+def _pipeline(kind: str, models: Models, rois: list[Roi], config: PipelineConfig) -> Callable:
     """A fresh pipeline per frame: dataset frames are independent, so no tracking carries over."""
-    return FullResolutionPipeline(models, rois) if kind == "full" else FastPipeline(models, rois)
+    return FullResolutionPipeline(models, rois, config.eyes) if kind == "full" else FastPipeline(models, rois, config)
 
 
 def score_box(detected, truth, match_px: float, counts: dict[str, int], pairs: Pairs) -> None:

@@ -145,6 +145,11 @@ def existing_file(value: str | Path) -> None:
 
 def load_config(cls: type[T], path: str | os.PathLike[str]) -> T:
     """Read the TOML file at `path` into `cls`, or raise `ConfigError` naming the problem."""
+    return from_dict(cls, read_toml(path), source=str(path))
+
+
+def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The tables of the TOML file at `path`, or `ConfigError` saying why it cannot be read."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -158,7 +163,7 @@ def load_config(cls: type[T], path: str | os.PathLike[str]) -> T:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    return from_dict(cls, data, source=str(path))
+    return data
 
 
 def from_dict(cls: type[T], data: dict[str, Any], source: str = "config", prefix: str | None = None) -> T:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from device.eyes import EyeConfig
 from export.cli import main as mgs_export
 from export.crossval import image_folds
 from export.synth.writer import write_dataset
@@ -158,3 +159,27 @@ def test_crossval_splits_by_image_and_reports(tiny_models: tuple[Path, Path], tm
     assert report["folds"] == 2 and len(report["per_fold"]) == 2
     assert sum(f["test_eyes"] for f in report["per_fold"]) == report["eyes"] == report["pooled"]["n"]
     assert (out / "crossval.png").is_file()
+
+
+def test_evaluate_with_a_device_configs_pipeline_settings(
+    tiny_models: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A facility judges its own thresholds: the [pipeline] tables of a config change what is found and scored."""
+    data, _ = tiny_models
+    shipped = Path(__file__).resolve().parents[1] / "models"
+    common = ["--data", str(data), "--models", str(shipped), "--runtime", "int8", "--pipeline", "fast", "--quiet"]
+    assert mgs_export(["evaluate", *common, "--out", str(tmp_path / "default")]) == 0
+    default = json.loads((tmp_path / "default" / "report.json").read_text())
+    config = tmp_path / "device.toml"
+    config.write_text('name = "rack-1"\n[pipeline.eyes]\nmin_area_px = 2000\nmin_confidence = 0.6\n')
+    assert mgs_export(["evaluate", *common, "--config", str(config), "--out", str(tmp_path / "large")]) == 0
+    large = json.loads((tmp_path / "large" / "report.json").read_text())
+    # An eye is 15-25 px across: no blob of 2,000 px is one, so nothing is found.
+    assert default["detection"]["fast"]["detections"] > 0 == large["detection"]["fast"]["detections"]
+    assert default["pipeline_settings"]["eyes"]["min_area_px"] == EyeConfig().min_area_px
+    assert large["pipeline_settings"]["eyes"]["min_area_px"] == 2000
+    assert large["abstention"]["fast"]["min_confidence"] == 0.6
+    config.write_text("[pipeline.eyes]\nmin_eyeness = 2\n")
+    assert mgs_export(["evaluate", *common, "--config", str(config), "--out", str(tmp_path / "bad")]) == 2
+    assert "min_eyeness" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from device.pipeline import PipelineConfig
     from export.dataset import Dataset
     from export.evaluate import EvalOptions
 
@@ -62,6 +63,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="the dataset the models were trained on: its conditions' ranges split the report into seen and held-out styles (docs/generalisation.md)",
     )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="a device config (device.toml) whose [pipeline] settings the eyes are found and scored with, e.g. a "
+        "facility's own min_eyeness or min_confidence; other sections are ignored, so a file with only "
+        "[pipeline.eyes] will do (default: the shipped settings)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -77,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
     seen = training_ranges(open_dataset(args.train_data)) if args.train_data else None
     pipelines = ("full", "fast") if args.pipeline == "both" else (args.pipeline,)
     options = EvalOptions(match_px=args.match_px, pipelines=pipelines, progress=not args.quiet, seen_conditions=seen)
+    if args.config is not None:
+        options.pipeline = pipeline_settings(args.config)
     report = _evaluate(args, args.models, data, options)
     comparison = None
     if args.baseline is not None:
@@ -153,3 +163,11 @@ def _evaluate(args: argparse.Namespace, models_path: Path, data: Dataset, option
         seconds=round(time.monotonic() - started, 1),
     )
     return report
+
+
+def pipeline_settings(path: Path) -> PipelineConfig:
+    """The [pipeline] tables of a device config, checked as the device checks them."""
+    from device.pipeline import PipelineConfig
+    from mgs_core.tomlconfig import from_dict, read_toml
+
+    return from_dict(PipelineConfig, read_toml(path).get("pipeline", {}), source=str(path))
