@@ -111,9 +111,9 @@ class EyeConfig:
         },
     )
     min_eyeness: Annotated[float, Range(0, 1)] = field(
-        default=0.5,
+        default=0.35,
         metadata={
-            "doc": "an eye model with a verifier rates every blob 0-1 for being a real eye; below this it is no eye: neither scored nor counted as not scorable; 0 keeps every blob; chosen on the synthetic validation set (docs/confidence.md)"
+            "doc": "an eye model with a verifier rates every blob 0-1 for being a real eye; below this it is no eye: neither scored nor counted as not scorable; 0 keeps every blob; chosen on the synthetic validation set for the shipped eye model (docs/confidence.md)"
         },
     )
     min_confidence: Annotated[float, Range(0, 1)] = field(
