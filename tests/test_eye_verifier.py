@@ -45,7 +45,7 @@ def frame_with_patches(levels: list[float]) -> tuple[np.ndarray, list[EyeBlob]]:
 def test_the_verifier_drops_non_eyes_and_keeps_the_most_eye_like() -> None:
     frame, blobs = frame_with_patches([0.2, 0.7, 0.9, 0.8])  # the largest blob is the least eye-like
     judged = score_blobs(frame, blobs, brightness_verifier, EyeConfig(min_confidence=0.0))
-    assert judged[0] is None  # rejected (eyeness < 0.5) although it is the largest
+    assert judged[0] is None  # rejected (eyeness below min_eyeness) although it is the largest
     assert judged[1] is None  # eye-like, but third of three: a box keeps two eyes
     kept = [e for e in judged if e is not None]
     assert [e.x for e in kept] == [blobs[2].x, blobs[3].x]
@@ -66,7 +66,7 @@ def test_without_a_verifier_the_largest_blobs_of_each_box_are_kept() -> None:
 def test_a_blob_with_little_fur_around_needs_the_verifiers_stronger_word() -> None:
     """On an unfamiliar rack the segmenter misses fur more often than eyes: a blob with 0.35-0.65
     animal around it stays a candidate but is kept only at eyeness >= low_context_eyeness."""
-    config = EyeConfig(max_eyes_per_box=4)
+    config = EyeConfig(max_eyes_per_box=4, min_eyeness=0.5)  # the rule's two words apart, whatever the default
     in_fur, sparse, bare = (EyeBlob(10 * i, 0, 100, False, context=c) for i, c in enumerate((0.8, 0.5, 0.5)))
     blobs = [in_fur, sparse, bare]
     assert select_eyes(blobs, np.array([0.7, 0.9, 0.7]), [0, 0, 0], config) == [0, 1]
