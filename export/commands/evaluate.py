@@ -81,12 +81,13 @@ def run(args: argparse.Namespace) -> int:
     from export.metrics import format_value
     from export.train.options import open_data
 
+    settings = pipeline_settings(args.config)  # first: a bad config stops the command before any data is read
     data = open_data(args.data, args.frames)
     seen = training_ranges(open_dataset(args.train_data)) if args.train_data else None
     pipelines = ("full", "fast") if args.pipeline == "both" else (args.pipeline,)
-    options = EvalOptions(match_px=args.match_px, pipelines=pipelines, progress=not args.quiet, seen_conditions=seen)
-    if args.config is not None:
-        options.pipeline = pipeline_settings(args.config)
+    options = EvalOptions(
+        match_px=args.match_px, pipelines=pipelines, progress=not args.quiet, seen_conditions=seen, pipeline=settings
+    )
     report = _evaluate(args, args.models, data, options)
     comparison = None
     if args.baseline is not None:
@@ -165,9 +166,11 @@ def _evaluate(args: argparse.Namespace, models_path: Path, data: Dataset, option
     return report
 
 
-def pipeline_settings(path: Path) -> PipelineConfig:
-    """The [pipeline] tables of a device config, checked as the device checks them."""
+def pipeline_settings(path: Path | None) -> PipelineConfig:
+    """The [pipeline] tables of a device config, checked as the device checks them; the shipped ones without one."""
     from device.pipeline import PipelineConfig
     from mgs_core.tomlconfig import from_dict, read_toml
 
+    if path is None:
+        return PipelineConfig()
     return from_dict(PipelineConfig, read_toml(path).get("pipeline", {}), source=str(path))
