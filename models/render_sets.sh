@@ -9,6 +9,7 @@
 #   shards      shard-1 ... shard-14 (seg_fine's 6,300 frames, "Eighteenth step")
 #   shards2     shard2-1 ... shard2-14 ("Nineteenth step")
 #   shards3     shard3-1 ... shard3-14 (half the animals with dim eyes, "Twenty-third step")
+#   shards4     shard4-1 ... shard4-6 (half the animals with dark lids, "Twenty-ninth step")
 #   eye         train-c, train-c-margin (the eye model's other lid-skin frames)
 #   acceptance  heldout-hardest, first-99999, indep-616161, style-test, style-train (reported, never chosen on)
 #   judge=H:C   hardest-preset judging sets val-hardest-H, H+500, ... (six) and choice sets choice-C, ...
@@ -34,17 +35,18 @@ render() {  # folder, frames, command, options
   running_below "$JOBS"
   $E "$3" --frames "$2" "${@:4}" --quiet --out "$out" &
 }
-shards() {  # prefix, seed base, more synth options
-  for k in $(seq 1 14); do r=default; [ "$k" -gt 10 ] && r=hardest
-    render "$1-$k" 450 synth --seed $(($2 + k)) --randomise $r --lid-skin 0.5 "${@:3}"
+shards() {  # prefix, seed base, number of shards, first hardest shard, more synth options
+  for k in $(seq 1 "$3"); do r=default; [ "$k" -ge "$4" ] && r=hardest
+    render "$1-$k" 450 synth --seed $(($2 + k)) --randomise $r --lid-skin 0.5 "${@:5}"
   done
 }
 for group in "$@"; do
   case $group in
     val) render val 200 synth --seed 5000 ;;
-    shards) shards shard 41000 ;;
-    shards2) shards shard2 62000 ;;
-    shards3) shards shard3 91000 --dim-eyes 0.5 ;;
+    shards) shards shard 41000 14 11 ;;
+    shards2) shards shard2 62000 14 11 ;;
+    shards3) shards shard3 91000 14 11 --dim-eyes 0.5 ;;
+    shards4) shards shard4 120000 6 4 --dark-lids 0.5 ;;
     eye)
       render train-c 3500 synth --seed 43001
       render train-c-margin 3500 synth --seed 43001 --lid-skin 0.5 ;;

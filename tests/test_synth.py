@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -99,6 +101,17 @@ def test_lid_skin_keeps_the_eyeball_bulge_and_leaves_the_label_alone() -> None:
     flat_img, _ = _drawn_eye(9.0, EyeLook(margin=0.1, margin_shade=0.4, bulge=0.0))
     flat_rows = np.flatnonzero(np.any(flat_img != plain_img, axis=(1, 2)))
     assert flat_rows.max() - flat_rows.min() < rows.max() - rows.min()
+
+
+def test_dark_lids_make_a_shut_eye_a_dark_oval_and_leave_the_label_alone() -> None:
+    """Lid skin mixed towards the eyeball: the band around the slit darkens, the opening (mask) stays the score's."""
+    look = EyeLook(margin=0.1, margin_shade=1.0, bulge=1.0)
+    pale_img, pale_mask = _drawn_eye(9.0, look, "agouti")
+    dark_img, dark_mask = _drawn_eye(9.0, replace(look, skin_eye_mix=0.8), "agouti")
+    assert np.array_equal(pale_mask, dark_mask)
+    band = np.any(dark_img != pale_img, axis=2)
+    assert band.sum() > 0.3 * 24 * 24 * 0.88 * np.pi / 4  # much of the wide-open eye's area
+    assert dark_img[band].mean() < pale_img[band].mean() - 30
 
 
 def test_a_dim_eye_fades_into_its_coat_and_keeps_its_label() -> None:

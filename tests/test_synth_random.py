@@ -141,7 +141,11 @@ def _lid_margins_drawn(margins: set) -> bool:
 
 @pytest.mark.parametrize(
     ("option", "condition", "drawn"),
-    [("lid_skin", "lid_margin", _lid_margins_drawn), ("dim_eyes", "dim_eye", lambda dim: dim == {True, False})],
+    [
+        ("lid_skin", "lid_margin", _lid_margins_drawn),
+        ("dim_eyes", "dim_eye", lambda dim: dim == {True, False}),
+        ("dark_lids", "dark_lids", lambda dark: dark == {True, False}),
+    ],
 )
 def test_eye_looks_are_opt_in_and_recorded(option: str, condition: str, drawn: Callable[[set], bool]) -> None:
     """Off by default, each draws nothing (every seed renders as before); on, part of the animals get it."""
@@ -160,9 +164,9 @@ def test_eye_looks_are_opt_in_and_recorded(option: str, condition: str, drawn: C
         Randomisation.parse("none", **{option: 0.5})
 
 
-def test_both_eye_looks_are_described() -> None:
-    both = Randomisation.parse("default", lid_skin=0.5, dim_eyes=0.5).describe()
-    assert both == "--randomise default --lid-skin 0.5 --dim-eyes 0.5"
+def test_all_eye_looks_are_described() -> None:
+    looks = Randomisation.parse("default", lid_skin=0.5, dim_eyes=0.5, dark_lids=0.25).describe()
+    assert looks == "--randomise default --lid-skin 0.5 --dim-eyes 0.5 --dark-lids 0.25"
 
 
 def test_written_dataset_carries_conditions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -53,6 +53,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "lid rim mixed towards the coat, dim or no reflections (docs/synth.md); default 0, which renders every "
         "seed as before",
     )
+    parser.add_argument(
+        "--dark-lids",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of animals (0-1) whose lid skin keeps the eyeball's darkness and most of its outline, so a shut "
+        "eye is an eye-sized dark oval with a slit in it (docs/synth.md); default 0, which renders every seed as before",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress line")
 
 
@@ -64,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
     from export.synth.writer import write_dataset
 
     cv2.setNumThreads(1)
-    randomise = Randomisation.parse(args.randomise, args.restrict, args.style_holdout, args.lid_skin, args.dim_eyes)
+    randomise = Randomisation.parse(
+        args.randomise, args.restrict, args.style_holdout, args.lid_skin, args.dim_eyes, args.dark_lids
+    )
     out = write_dataset(
         args.out, args.frames, args.seed, progress=not args.quiet, image_format=args.image_format, randomise=randomise
     )

@@ -149,7 +149,9 @@ class EyeLook:
     the wide-open eye's outline), so a shut eye may look like an eye-shaped patch with a slit in it:
     only the opening tells the score. None of it changes the aperture, which is what the score sets.
     A dim eye (`eye_mix`, `rim_mix` > 0, `highlight_level` < 1) differs from its coat by little more
-    than its shape, as a dark eye in dark fur does under diffuse light.
+    than its shape, as a dark eye in dark fur does under diffuse light. Dark lids (`skin_eye_mix` > 0)
+    are thin lid skin over a dark eyeball, or an orbit in shadow: with a large `bulge` a shut eye is an
+    eye-sized dark oval with the slit in it, which an eye model must not read as an open eye.
     """
 
     highlight: float = 1.0  # size of the specular highlight; 0 = none (diffuse light)
@@ -162,6 +164,7 @@ class EyeLook:
     eye_mix: float = 0.0  # share of the coat's colour in the eyeball; 0 = the coat's eye colour
     rim_mix: float = 0.0  # share of the coat's colour in the lid rim; 1 = a rim that vanishes into the fur
     highlight_level: float = 1.0  # brightness of the reflections, from the eyeball's colour (0) to the lamp's (1)
+    skin_eye_mix: float = 0.0  # share of the eyeball's colour in the lid skin; 0 = the lid's own colour
 
 
 @dataclass(frozen=True)
@@ -396,7 +399,7 @@ def draw_eye(
     if look.margin > 0:
         held = opening + look.bulge * (aperture_ratio(0.0) - opening)
         skin = eye_outline(cx, cy, axis, up, width * (1.0 + 2.0 * look.margin), s, closed, held, look.lid_split)
-        _poly(img, skin, _shade(fur.lid, tone * look.margin_shade))
+        _poly(img, skin, _mix(_shade(fur.lid, tone * look.margin_shade), fur.eye, look.skin_eye_mix))
     coat = _shade(fur.body, tone)
     _poly(img, centre + (outline - centre) * rim + up * 0.02 * width, _mix(_shade(fur.lid, tone), coat, look.rim_mix))
     upper, lower = outline[:17], outline[17:]

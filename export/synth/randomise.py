@@ -169,6 +169,8 @@ class Randomisation:
     lid_skin: float = 0.0
     # share of animals whose eyes are dim (EyeLook.eye_mix, rim_mix, highlight_level); 0 as lid_skin
     dim_eyes: float = 0.0
+    # share of animals whose lid skin keeps the eyeball's darkness and outline (EyeLook.skin_eye_mix); 0 as lid_skin
+    dark_lids: float = 0.0
 
     @property
     def active(self) -> bool:
@@ -179,7 +181,7 @@ class Randomisation:
 
     def describe(self) -> str:
         words = [f"--randomise {self.preset}", *(f"--restrict {f}={','.join(v)}" for f, v in self.restrict)]
-        shares = (("--lid-skin", self.lid_skin), ("--dim-eyes", self.dim_eyes))
+        shares = (("--lid-skin", self.lid_skin), ("--dim-eyes", self.dim_eyes), ("--dark-lids", self.dark_lids))
         return " ".join(words + [f"{option} {share:g}" for option, share in shares if share > 0])
 
     @classmethod
@@ -190,12 +192,14 @@ class Randomisation:
         style_holdout: str | None = None,
         lid_skin: float = 0.0,
         dim_eyes: float = 0.0,
+        dark_lids: float = 0.0,
     ) -> Randomisation:
         """From the command line: `--randomise PRESET --restrict FAMILY=LEVEL,LEVEL --style-holdout train|test
-        --lid-skin SHARE --dim-eyes SHARE`."""
+        --lid-skin SHARE --dim-eyes SHARE --dark-lids SHARE`."""
         if preset not in PRESETS:
             raise MgsError(f"--randomise {preset!r}: choose one of {', '.join(PRESETS)}")
-        for option, share in (("--lid-skin", lid_skin), ("--dim-eyes", dim_eyes)):
+        shares = (("--lid-skin", lid_skin), ("--dim-eyes", dim_eyes), ("--dark-lids", dark_lids))
+        for option, share in shares:
             if not 0.0 <= share <= 1.0:
                 raise MgsError(f"{option} {share:g}: give the share of animals, from 0 to 1")
         chosen: dict[str, tuple[str, ...]] = {}
@@ -215,13 +219,13 @@ class Randomisation:
             if unknown or not names:
                 raise MgsError(f"--restrict {text!r}: {family} levels are {', '.join(FAMILIES[family])}")
             chosen[family] = names
-        if (chosen or lid_skin > 0 or dim_eyes > 0) and preset == "none":
+        if (chosen or any(share > 0 for _, share in shares)) and preset == "none":
             raise MgsError(
-                "--restrict, --style-holdout, --lid-skin and --dim-eyes need a randomised preset; "
+                "--restrict, --style-holdout, --lid-skin, --dim-eyes and --dark-lids need a randomised preset; "
                 "use --randomise default or hardest"
             )
         order = [f for f in FAMILIES if f in chosen]
-        return cls(preset, tuple((f, chosen[f]) for f in order), lid_skin, dim_eyes)
+        return cls(preset, tuple((f, chosen[f]) for f in order), lid_skin, dim_eyes, dark_lids)
 
 
 def _choose(rng: np.random.Generator, r: Randomisation, family: str) -> str:
@@ -267,7 +271,7 @@ def _flip(rng: np.random.Generator, p: float) -> bool:
 
 def _in_share(rng: np.random.Generator, share: float) -> bool:
     """True for `share` of the animals, as an opt-in eye look picks them: one draw, tested against
-    1 - share, so the sets rendered with --lid-skin and --dim-eyes keep their frames."""
+    1 - share, so the sets rendered with --lid-skin, --dim-eyes and --dark-lids keep their frames."""
     return not _flip(rng, 1.0 - share)
 
 
@@ -532,6 +536,14 @@ def styled_animal(
             rim_mix=float(rng.uniform(0.3, 0.9)),
             highlight_level=0.0 if _flip(rng, 0.4) else float(rng.uniform(0.25, 0.8)),
         )
+    dark = r.dark_lids > 0 and _in_share(rng, r.dark_lids)
+    if dark:
+        look = replace(
+            look,
+            margin=float(rng.uniform(0.03, 0.15)),
+            skin_eye_mix=float(rng.uniform(0.3, 0.85)),
+            bulge=float(rng.uniform(0.6, 1.0)),
+        )
     tone, blink = float(rng.uniform(0.75, 1.25)), _flip(rng, ranges.blink_p)
     placed = None if empty or _flip(rng, ranges.empty_box_p) else _place(rng, pose, layout, box)
     conditions.update(
@@ -544,6 +556,8 @@ def styled_animal(
         conditions["lid_margin"] = round(look.margin, 2)
     if r.dim_eyes > 0:
         conditions["dim_eye"] = dim
+    if r.dark_lids > 0:
+        conditions["dark_lids"] = dark
     if placed is None:
         return None, conditions
     return Animal(
