@@ -159,6 +159,16 @@ RANGES: dict[str, Ranges] = {
 }
 
 
+# The opt-in eye looks: a `Randomisation` field each (share of animals, 0-1) and a `synth` option of the same name.
+EYE_LOOKS = ("lid_skin", "dim_eyes", "dark_lids")
+# Thickness of the lid-skin band beyond the opening, in eye widths (--lid-skin and --dark-lids).
+LID_MARGIN = (0.03, 0.15)
+
+
+def _option(look: str) -> str:
+    return "--" + look.replace("_", "-")
+
+
 @dataclass(frozen=True)
 class Randomisation:
     """A preset plus, per family, the levels it may use (all when not restricted)."""
@@ -181,7 +191,7 @@ class Randomisation:
 
     def describe(self) -> str:
         words = [f"--randomise {self.preset}", *(f"--restrict {f}={','.join(v)}" for f, v in self.restrict)]
-        shares = (("--lid-skin", self.lid_skin), ("--dim-eyes", self.dim_eyes), ("--dark-lids", self.dark_lids))
+        shares = [(_option(look), getattr(self, look)) for look in EYE_LOOKS]
         return " ".join(words + [f"{option} {share:g}" for option, share in shares if share > 0])
 
     @classmethod
@@ -198,7 +208,7 @@ class Randomisation:
         --lid-skin SHARE --dim-eyes SHARE --dark-lids SHARE`."""
         if preset not in PRESETS:
             raise MgsError(f"--randomise {preset!r}: choose one of {', '.join(PRESETS)}")
-        shares = (("--lid-skin", lid_skin), ("--dim-eyes", dim_eyes), ("--dark-lids", dark_lids))
+        shares = [(_option(look), share) for look, share in zip(EYE_LOOKS, (lid_skin, dim_eyes, dark_lids))]
         for option, share in shares:
             if not 0.0 <= share <= 1.0:
                 raise MgsError(f"{option} {share:g}: give the share of animals, from 0 to 1")
@@ -220,9 +230,9 @@ class Randomisation:
                 raise MgsError(f"--restrict {text!r}: {family} levels are {', '.join(FAMILIES[family])}")
             chosen[family] = names
         if (chosen or any(share > 0 for _, share in shares)) and preset == "none":
+            options = ["--restrict", "--style-holdout", *(option for option, _ in shares)]
             raise MgsError(
-                "--restrict, --style-holdout, --lid-skin, --dim-eyes and --dark-lids need a randomised preset; "
-                "use --randomise default or hardest"
+                f"{', '.join(options[:-1])} and {options[-1]} need a randomised preset; use --randomise default or hardest"
             )
         order = [f for f in FAMILIES if f in chosen]
         return cls(preset, tuple((f, chosen[f]) for f in order), lid_skin, dim_eyes, dark_lids)
@@ -524,7 +534,7 @@ def styled_animal(
     if r.lid_skin > 0:
         look = replace(
             look,
-            margin=float(rng.uniform(0.03, 0.15)) if _in_share(rng, r.lid_skin) else 0.0,
+            margin=float(rng.uniform(*LID_MARGIN)) if _in_share(rng, r.lid_skin) else 0.0,
             margin_shade=float(rng.uniform(0.35, 1.6)),
             bulge=float(rng.uniform(0.0, 1.0)),
         )
@@ -540,7 +550,7 @@ def styled_animal(
     if dark:
         look = replace(
             look,
-            margin=float(rng.uniform(0.03, 0.15)),
+            margin=float(rng.uniform(*LID_MARGIN)),
             skin_eye_mix=float(rng.uniform(0.3, 0.85)),
             bulge=float(rng.uniform(0.6, 1.0)),
         )
