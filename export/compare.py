@@ -18,6 +18,7 @@ import numpy as np
 
 from export.evaluate import scored_labelled_hits
 from export.metrics import format_value, mae
+from mgs_core.errors import MgsError
 
 BOOTSTRAP_RESAMPLES = 2000
 
@@ -98,18 +99,34 @@ def paired_scored_eyes(new: dict[str, Any], baseline: dict[str, Any], kind: str)
     }
 
 
+def matched_threshold(old: dict[str, Any], new: dict[str, Any], kind: str = "fast") -> tuple[float | None, dict]:
+    """The highest confidence threshold, no higher than the old report's operating point, at which the new
+    models score at least as many true eyes as the old ones do there (None if none); and that operating point.
+
+    A new eye model can read eyes better and still be stricter at the old `min_confidence`, and a
+    threshold matched on the validation set came out stricter still on hard frames (models/TRAINING.md,
+    "Twenty-ninth step"): match on the frames the two are compared on, then judge on fresh ones."""
+    try:
+        point = old["abstention"][kind]["operating_point"]
+        rows = new["abstention"][kind]["risk_coverage"]
+    except KeyError as missing:
+        raise MgsError(f"not an evaluate report with the {kind} pipeline's abstention: no {missing}") from None
+    ok = [r["threshold"] for r in rows if r["threshold"] <= point["threshold"] + 1e-9 and r["hits"] >= point["hits"]]
+    return (max(ok) if ok else None), point
+
+
 def compare(new: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
     """The comparison section: both models' figures, new minus baseline, and the paired MAE interval."""
     a, b = summary(new), summary(baseline)
     diff = {k: (a[k] - b[k]) if a[k] is not None and b[k] is not None else None for k in a}
+    kinds = [kind for kind in new["detection"] if kind in baseline["detection"]]
     out: dict[str, Any] = {
         "new": {"models": new.get("models"), **a},
         "baseline": {"models": baseline.get("models"), **b},
         "difference": diff,
         "regressor_only_mae_paired": None,
-        "scored_eyes": {
-            kind: paired_scored_eyes(new, baseline, kind) for kind in new["detection"] if kind in baseline["detection"]
-        },
+        "scored_eyes": {kind: paired_scored_eyes(new, baseline, kind) for kind in kinds},
+        "matched_min_confidence": {kind: matched_threshold(baseline, new, kind)[0] for kind in kinds},
     }
     pn, pb = new["_pairs"]["regressor_only"], baseline["_pairs"]["regressor_only"]
     if pn.true == pb.true and pn.true:
@@ -144,4 +161,9 @@ def format_comparison(comparison: dict[str, Any]) -> str:
             lo, hi = s["paired"]["ci95"]
             line += f"; paired difference on the shared eyes, 95% interval [{lo:+.3f}, {hi:+.3f}]"
         rows.append(line)
+    for kind, threshold in comparison["matched_min_confidence"].items():
+        rows.append(
+            f"  {kind} min_confidence at which new scores as many true eyes as the baseline: "
+            + ("none up to the baseline's" if threshold is None else f"{threshold:g}")
+        )
     return "\n".join(rows)
