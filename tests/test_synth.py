@@ -7,9 +7,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from export.dataset import Eye
 from export.synth.layout import RackLayout
 from export.synth.mouse import CLASS_EYES, FURS, EyeLook, aperture_ratio, draw_eye
-from export.dataset import Eye
 from export.synth.rack import eye_in_box, render_frame
 
 LAYOUT = RackLayout.random(7)
