@@ -59,6 +59,19 @@ class DatasetError(MgsError):
         )
 
 
+LABEL_DECIMALS = 2  # eye positions are written to 0.01 full-frame px
+
+
+def label_point(x: float, y: float, bounds: tuple[int, int, int, int]) -> tuple[float, float] | None:
+    """(x, y) as a label writes it, or None when that written position lies outside [x0, x1) x [y0, y1).
+
+    Renderers test the rounded position, the one the format check reads: 1919.996 rounds to 1920.0,
+    outside a 1920-px frame, and one such label failed a whole rendered set."""
+    x0, y0, x1, y1 = bounds
+    lx, ly = round(float(x), LABEL_DECIMALS), round(float(y), LABEL_DECIMALS)
+    return (lx, ly) if x0 <= lx < x1 and y0 <= ly < y1 else None
+
+
 @dataclass(frozen=True)
 class Eye:
     x: float  # full-frame px
@@ -454,8 +467,8 @@ def _merge_eyes(groups: list[list[Eye]]) -> tuple[Eye, ...]:
         scores = [e.score for e in c if e.score is not None]
         merged.append(
             Eye(
-                round(sum(e.x for e in c) / len(c), 2),
-                round(sum(e.y for e in c) / len(c), 2),
+                round(sum(e.x for e in c) / len(c), LABEL_DECIMALS),
+                round(sum(e.y for e in c) / len(c), LABEL_DECIMALS),
                 round(sum(scores) / len(scores), 3) if scores else None,
                 any(e.visible for e in c),
             )

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from export.cli import main
-from export.dataset import DatasetError, image_size, open_dataset, validate_dataset
+from export.dataset import DatasetError, image_size, label_point, open_dataset, validate_dataset
 
 H, W = 48, 64
 
@@ -193,3 +193,13 @@ def test_validate_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     (root / "images" / "b.jpg").unlink()
     assert main(["validate", str(root)]) == 1
     assert "images/b.jpg: missing image" in capsys.readouterr().out
+
+
+def test_an_eye_that_rounds_onto_the_frame_edge_is_dropped():
+    """Labels are written rounded to 0.01 px: an eye at 1919.996 would be written at 1920.0, outside a
+    1920-px frame, and the dataset check would fail the whole rendered set (val-hardest-116000 did)."""
+    bounds = (1500, 300, 1920, 1080)
+    assert label_point(1919.996, 500.0, bounds) is None
+    kept = label_point(1919.994, 500.0, bounds)
+    assert kept is not None and kept == (1919.99, 500.0)
+    assert label_point(1499.996, 500.0, bounds) is not None  # rounds to 1500.0, inside

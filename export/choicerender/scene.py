@@ -23,7 +23,7 @@ from export.choicerender.rack import (
     paint_rails,
     paint_shadow,
 )
-from export.dataset import Box, Eye
+from export.dataset import Box, Eye, label_point
 from export.rendered import RenderedFrame
 
 WIDTH, HEIGHT = 1920, 1080
@@ -226,12 +226,13 @@ def render_frame(seed: int, index: int) -> RenderedFrame:
             hidden_by_clutter = False
             facing = any(e.visible for e in labels)
             for e, (x, y) in zip(labels, moved):
-                if not (0 <= x < WIDTH and 0 <= y < HEIGHT) or (facing and not e.visible):
+                at = label_point(x, y, (0, 0, WIDTH, HEIGHT))
+                if at is None or (facing and not e.visible):
                     continue
                 seen = e.visible and _eye_seen(moved_mask, x, y)
                 hidden_by_clutter |= e.visible and not seen
                 score = spec.score if seen and not spec.blink else None
-                eyes.append(Eye(round(float(x), 2), round(float(y), 2), score, seen))
+                eyes.append(Eye(*at, score, seen))
             cond.update(
                 fur=spec.coat.fur,
                 pose=spec.pose,

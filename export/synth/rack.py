@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from export.dataset import Box, Eye
+from export.dataset import Box, Eye, label_point
 from export.synth.layout import RackLayout
 from export.synth.mouse import FURS, Animal, MousePose, draw_animal, shrink_to_fit
 from export.synth.nuisance import Nuisance, apply_box, apply_frame, fur_texture, random_nuisance
@@ -156,16 +156,6 @@ def _lay_front(view: np.ndarray, mview: np.ndarray, items, eyes: list[Eye], x: i
 MIN_FRAME_BOX_PX = 60  # a box less wide or high than this in the frame is dropped from the labels
 
 
-def eye_in_box(eye: Eye, at: np.ndarray, bounds: tuple[int, int, int, int]) -> Eye | None:
-    """The eye moved to frame position `at` (rounded as labels are written), or None outside [x0, x1) x [y0, y1).
-
-    The test runs on the rounded position: 1919.996 rounds to 1920.0, which the dataset check rightly
-    calls outside a 1920-px-wide frame, and one such label failed a whole rendered set."""
-    x0, y0, x1, y1 = bounds
-    x, y = round(float(at[0]), 2), round(float(at[1]), 2)
-    return replace(eye, x=x, y=y) if x0 <= x < x1 and y0 <= y < y1 else None
-
-
 def _to_frame(layout: RackLayout, img: np.ndarray, mask: np.ndarray, boxes: list[Box], scores: tuple):
     """Canvas -> camera frame (crop, or tilt and perspective), and the truth with it: ROIs become the
     boxes' bounding rectangles inside the frame, eyes outside the frame or their box are dropped,
@@ -194,9 +184,9 @@ def _to_frame(layout: RackLayout, img: np.ndarray, mask: np.ndarray, boxes: list
             continue
         eyes = []
         for e in box.eyes:
-            moved = eye_in_box(e, to_frame(np.array([[e.x, e.y]]))[0], (x0, y0, x1, y1))
-            if moved is not None:
-                eyes.append(moved)
+            at = label_point(*to_frame(np.array([[e.x, e.y]]))[0], (x0, y0, x1, y1))
+            if at is not None:
+                eyes.append(replace(e, x=at[0], y=at[1]))
         conditions = dict(box.conditions)
         if conditions:  # cut: a corner of the box lies outside the frame (after tilt and perspective)
             conditions["box_cut"] = bool(
