@@ -16,7 +16,7 @@
 #   judge=H:C   hardest-preset judging sets val-hardest-H, H+500, ... (six) and choice sets choice-C, ...
 #               e.g. judge=66000:969696,979797
 set -u
-[ $# -gt 0 ] || { sed -n 2,16p "$0"; exit 2; }
+[ $# -gt 0 ] || { awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 2; }  # the comment above
 DATA=${DATA:?set DATA to the folder for the data sets}
 JOBS=${JOBS:-2}
 export PYTHONPATH=$PWD OMP_NUM_THREADS=1
