@@ -96,3 +96,36 @@ def test_an_ensemble_fine_tunes_as_one_network_and_keeps_its_members(members: li
     before = load_network(ensemble)[0].state_dict()
     assert any(not torch.equal(v, before[k]) for k, v in tuned.state_dict().items() if v.is_floating_point())
     assert mgs_export([*common, "--base", "6", "--out", str(tmp_path / "x.pt")]) == 2
+
+
+def test_one_member_trains_alone_and_learns_from_the_whole_ensemble(
+    members: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Distillation: the device runs one U-Net pass where the ensemble runs one per member."""
+    from export.synth.writer import write_dataset
+
+    data = write_dataset(tmp_path / "synth", frames=2, seed=3, progress=False)
+    ensemble = tmp_path / "ensemble.pt"
+    assert mgs_export(["ensemble", *map(str, members), "--out", str(ensemble)]) == 0
+    out = tmp_path / "student.pt"
+    common = ["train-seg", "--model", "fine", "--data", str(data), "--crop", "48", "--epochs", "1", "--quiet"]
+    distil = [*common, "--init", str(ensemble), "--teacher", str(ensemble)]
+    assert mgs_export([*distil, "--init-member", "1", "--out", str(out)]) == 0
+    student, record = load_network(out)
+    assert record["architecture"] == "models.unet.UNet" and record["config"]["base"] == 6
+    assert record["training"]["init"]["member"] == 1 and record["training"]["distil"] == 0.5
+    assert record["training"]["teacher"]["sha256"] == sha256_file(ensemble)
+    start = load_network(members[1])[0].state_dict()
+    assert any(not torch.equal(v, start[k]) for k, v in student.state_dict().items() if v.is_floating_point())
+    coarse = unet_file(tmp_path / "coarse.pt", 3, base=4, kind="seg_coarse")
+    refused = [
+        ([*distil, "--init-member", "2"], "has members 0 to 1"),
+        ([*common, "--init", str(members[0]), "--init-member", "0"], "is a single U-Net, not an ensemble"),
+        ([*common, "--init-member", "0"], "give --init too"),
+        ([*common, "--distil-weight", "0.5"], "give --teacher too"),
+        ([*common, "--teacher", str(coarse)], "holds a 'seg_coarse' network, not 'seg_fine'"),
+    ]
+    for argv, message in refused:
+        assert mgs_export([*argv, "--out", str(tmp_path / "x.pt")]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()

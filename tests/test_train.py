@@ -16,10 +16,17 @@ from export.synth.writer import write_dataset
 from export.train.augment import SEG_FINE, Augment, seg_batch, seg_sample
 from export.train.eye import EyeRecipe, augment, centre_patches, train_eye
 from export.train.samples import eye_samples, eye_width_px, fine_crops, region_zooms
-from export.train.seg import SegRecipe, eye_instance_weights, train_seg, weighted_cross_entropy
+from export.train.seg import (
+    SegRecipe,
+    distillation_loss,
+    eye_instance_weights,
+    train_seg,
+    weighted_cross_entropy,
+)
 from export.train.weights import checkpoint_path, labels_fingerprint, load_network, read_record
 from mgs_core.errors import MgsError
 from models.eye_regressor import EyeRegressor, MatmulAdaptiveAvgPool, feature_size, widened
+from models.unet import UNet
 
 CPU = torch.device("cpu")
 
@@ -283,6 +290,53 @@ def test_weighted_cross_entropy_with_unit_pixels_is_plain_weighted_cross_entropy
     heavy = torch.ones(2, 8, 8)
     heavy[labels == 3] = 5.0
     assert float(weighted_cross_entropy(cw)(logits, (labels, heavy))) != pytest.approx(float(plain), rel=1e-3)
+
+
+def test_distillation_is_the_label_loss_where_the_teacher_is_sure_and_nothing_where_it_agrees() -> None:
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 4, 8, 8, generator=g)
+    labels = torch.randint(0, 4, (2, 8, 8), generator=g)
+    cw = torch.tensor([0.5, 1.0, 1.5, 2.0])
+    pixel = torch.ones(2, 8, 8)
+    pixel[labels == 3] = 3.0
+    hard = weighted_cross_entropy(cw)(logits, (labels, pixel))
+    sure = torch.nn.functional.one_hot(labels, 4).permute(0, 3, 1, 2).float()
+    assert float(distillation_loss(cw, 0.7)(logits, (labels, pixel, sure))) == pytest.approx(float(hard), rel=1e-5)
+    agreeing = torch.softmax(logits, dim=1)
+    loss = distillation_loss(cw, 0.7)(logits, (labels, pixel, agreeing))
+    assert float(loss) == pytest.approx(0.3 * float(hard), rel=1e-4)
+
+
+def test_a_student_learns_its_teachers_probabilities_without_labels(tiny: Path, tmp_path: Path) -> None:
+    samples = fine_crops(open_dataset(tiny), 48, 2, np.random.default_rng(0))
+    x = torch.from_numpy(samples.images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
+    torch.manual_seed(11)
+    teacher = UNet(base=4).eval()
+
+    def divergence(student: torch.nn.Module) -> float:
+        with torch.no_grad():
+            log_p = torch.log_softmax(student.eval()(x), dim=1)
+            return float(torch.nn.functional.kl_div(log_p, torch.softmax(teacher(x), dim=1), reduction="batchmean"))
+
+    torch.manual_seed(12)
+    student = UNet(base=4)
+    before = divergence(student)
+    recipe = SegRecipe(epochs=4, batch=8, lr=0.01, base=4, augment=False, distil=1.0)
+    trained, _ = train_seg(
+        samples, recipe, tmp_path / "s.pt", CPU, kind="fine", init=student, teacher=teacher, progress=False
+    )
+    assert divergence(trained) < 0.6 * before
+
+
+def test_distillation_needs_a_teacher_and_a_weight(tiny: Path, tmp_path: Path) -> None:
+    samples = fine_crops(open_dataset(tiny), 48, 2, np.random.default_rng(0))
+    with pytest.raises(MgsError, match="--distil-weight must be between 0 and 1"):
+        SegRecipe(distil=1.5)
+    teacher = UNet(base=4).eval()
+    for recipe, given in ((SegRecipe(epochs=1), teacher), (SegRecipe(epochs=1, distil=0.5), None)):
+        with pytest.raises(MgsError, match="needs both a teacher"):
+            train_seg(samples, recipe, tmp_path / "x.pt", CPU, kind="fine", teacher=given, progress=False)
+    assert not (tmp_path / "x.pt").exists()
 
 
 def test_widening_keeps_what_the_network_computes_and_refuses_to_shrink() -> None:

@@ -6,9 +6,13 @@ import argparse
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from export.train.options import add_common, open_data, sizes
 from mgs_core.errors import MgsError
+
+if TYPE_CHECKING:
+    from models.unet import UNet, UNetEnsemble
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +34,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--init",
         type=Path,
         help="weight file of the same U-Net (e.g. the shipped models/seg_fine.pt) to fine-tune instead of random weights",
+    )
+    parser.add_argument(
+        "--init-member",
+        type=int,
+        help="with --init an ensemble (the shipped seg_fine.pt): start from this one member (0, 1, ...) as a single U-Net",
+    )
+    parser.add_argument(
+        "--teacher",
+        type=Path,
+        help="weight file of the same kind (e.g. the shipped two-U-Net models/seg_fine.pt) whose class probabilities "
+        "the network learns beside the labels (distillation: one U-Net doing an ensemble's work)",
+    )
+    parser.add_argument(
+        "--distil-weight",
+        type=float,
+        help="with --teacher: share of the loss that is the teacher's probabilities, the rest the labels (default 0.5)",
     )
     parser.add_argument("--epochs", type=int, help=f"default {SCRATCH['epochs']}, {FINE_TUNE['epochs']} with --init")
     parser.add_argument("--batch", type=int, default=16)
@@ -92,6 +112,9 @@ def run(args: argparse.Namespace) -> int:
         init, init_record = init_network(args.init, f"seg_{args.model}")
         if not isinstance(init, (UNet, UNetEnsemble)):
             raise MgsError(f"--init {args.init} is not a U-Net; give a seg_{args.model} weight file")
+        if args.init_member is not None:
+            init = ensemble_member(init, args.init_member, args.init)
+            init_record["member"] = args.init_member
         nets = list(init.members) if isinstance(init, UNetEnsemble) else [init]
         # The recipe records the deepest member's depth (it sets the input multiple) and the widest base.
         shape = {k: max(n.config[k] for n in nets) for k in ("base", "depth")}
@@ -104,6 +127,20 @@ def run(args: argparse.Namespace) -> int:
                 f"leave out {', '.join(f'--{k}' for k in refused)} (fine-tuning keeps the network's shape)"
             )
         defaults = {**FINE_TUNE, **shape}
+    if args.init_member is not None and args.init is None:
+        raise MgsError("--init-member picks a member of the --init ensemble; give --init too")
+    teacher, teacher_record = None, None
+    if args.teacher is not None:
+        teacher, teacher_record = init_network(args.teacher, f"seg_{args.model}", "--teacher")
+        if args.model == "coarse" and tuple(teacher_record["input_size"]) != tuple(args.input_size):
+            raise MgsError(
+                f"--teacher {args.teacher} reads boxes shrunk to {teacher_record['input_size']}, "
+                f"not --input-size {args.input_size}; give the same --input-size"
+            )
+        if args.distil_weight is None:
+            args.distil_weight = 0.5
+    elif args.distil_weight is not None:
+        raise MgsError("--distil-weight is the share of the teacher's probabilities in the loss; give --teacher too")
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -118,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         augment=not args.no_augment,
         eye_instance_px=args.eye_instance_px,
         precision=args.precision,
+        distil=args.distil_weight or 0.0,
     )
     data = open_data(args.data, args.frames)
     started = time.monotonic()
@@ -154,11 +192,14 @@ def run(args: argparse.Namespace) -> int:
         kind=args.model,
         resume=args.resume,
         init=init,
+        teacher=teacher,
         val=val,
         progress=not args.quiet,
         workers=args.workers,
     )
-    training = recipe_record(recipe, samples, len(data.frames), {**extra, "init": init_record})
+    training = recipe_record(
+        recipe, samples, len(data.frames), {**extra, "init": init_record, "teacher": teacher_record}
+    )
     training["history"] = history
     training["seconds"] = round(time.monotonic() - started, 1)
     save_atomic(
@@ -173,3 +214,14 @@ def run(args: argparse.Namespace) -> int:
         + "".join(f", {k} {v:.3f}" for k, v in last.items() if k.startswith("val_"))
     )
     return 0
+
+
+def ensemble_member(init: UNet | UNetEnsemble, member: int, path: Path) -> UNet:
+    """Member `member` of the ensemble `init`, to be trained as a single U-Net of its own."""
+    from models.unet import UNetEnsemble
+
+    if not isinstance(init, UNetEnsemble):
+        raise MgsError(f"--init-member: --init {path} is a single U-Net, not an ensemble; leave out --init-member")
+    if not 0 <= member < len(init.members):
+        raise MgsError(f"--init-member {member}: --init {path} has members 0 to {len(init.members) - 1}")
+    return init.members[member]

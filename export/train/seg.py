@@ -13,6 +13,12 @@ Class weights alone let an eye count by its pixels, and a shut eye is a slit of 
 eye's area: the segmenter learned to miss exactly the eyes of animals in pain (issue 10, sixth step:
 recall 0.61 for scores 6-9 against 0.85 below on the hardest choice set). `eye_instance_px` > 0
 weighs every eye blob of a crop as if it had at least that many pixels (`eye_instance_weights`).
+
+Distillation (`teacher`): the student learns, beside the labels, the class probabilities of another
+network on the same augmented crop, e.g. one U-Net learning the shipped two-U-Net ensemble so that
+the device runs one fine pass instead of two. The teacher's probabilities carry what hard labels do
+not: where the ensemble's members disagree, the mean marks few eye pixels, and that is what kept its
+false eyes down (models/TRAINING.md, "Twenty-fifth step").
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from torch.nn import functional
 from device.eyes import EYES
 from export.metrics import confusion_matrix, iou_from_confusion
 from export.train.augment import SEG_COARSE, SEG_FINE, seg_batch
-from export.train.loop import run_epochs, scheduled_lr, set_lr
+from export.train.loop import forward, run_epochs, scheduled_lr, set_lr, set_memory_format
 from export.train.samples import N_CLASSES, SegSamples
 from export.train.weights import seed_everything
 from export.train.workers import Arrays, Run, batch_workers
@@ -51,6 +57,7 @@ class SegRecipe:
     augment: bool = True
     eye_instance_px: float = 0.0
     precision: Literal["fp32", "bf16"] = "fp32"  # export.train.options.PRECISIONS
+    distil: float = 0.0  # weight of the teacher's probabilities in the loss (0 = labels only)
 
     def __post_init__(self) -> None:
         self.check()  # a recipe that exists is a valid one: refused where it is built, before any data work
@@ -60,6 +67,8 @@ class SegRecipe:
             raise MgsError("--epochs, --batch, --base must be at least 1, --depth at least 2 and --lr positive")
         if self.eye_instance_px < 0:
             raise MgsError("--eye-instance-px must be 0 (off) or a positive pixel count")
+        if not 0.0 <= self.distil <= 1.0:
+            raise MgsError(f"--distil-weight must be between 0 and 1, got {self.distil:g}")
 
 
 MAX_EYE_GAIN = 8.0  # a 1-px speck of eye class must not outweigh the rest of its crop
@@ -87,6 +96,23 @@ def weighted_cross_entropy(class_weight: torch.Tensor) -> Callable[[torch.Tensor
         labels, pixel = target
         per_pixel = functional.cross_entropy(logits, labels, weight=class_weight, reduction="none")
         return (per_pixel * pixel).sum() / (class_weight[labels] * pixel).sum()
+
+    return loss
+
+
+def distillation_loss(
+    class_weight: torch.Tensor, weight: float
+) -> Callable[[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]], torch.Tensor]:
+    """(1 - weight) x the weighted cross-entropy on the labels + weight x the KL divergence from the
+    teacher's class probabilities, each pixel weighted alike (class weight of its label x pixel weight),
+    so eye pixels keep their say in both terms; target = (labels, pixel weights, teacher probabilities)."""
+    hard = weighted_cross_entropy(class_weight)
+
+    def loss(logits: torch.Tensor, target: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        labels, pixel, teacher = target
+        per_pixel = functional.kl_div(functional.log_softmax(logits, dim=1), teacher, reduction="none").sum(1)
+        w = class_weight[labels] * pixel
+        return (1.0 - weight) * hard(logits, (labels, pixel)) + weight * (per_pixel * w).sum() / w.sum()
 
     return loss
 
@@ -148,12 +174,17 @@ def train_seg(
     kind: str,
     resume: bool = False,
     init: UNet | None = None,
+    teacher: nn.Module | None = None,
     val: SegSamples | None = None,
     progress: bool = True,
     workers: int = 0,
 ) -> tuple[UNet, list[dict[str, float]]]:
     """Train on `samples` from random weights, or fine-tune `init` (a loaded U-Net of the recipe's shape);
-    `workers` processes augment the batches (export/train/workers.py), same batches for any number."""
+    with `teacher` (a loaded seg network of the same kind) and `recipe.distil` > 0, also learn its class
+    probabilities; `workers` processes augment the batches (export/train/workers.py), same batches for
+    any number."""
+    if (teacher is None) != (recipe.distil == 0.0):
+        raise MgsError("distillation needs both a teacher (--teacher) and a weight above 0 (--distil-weight)")
     if len(samples) == 0:
         raise MgsError("no training crops: the dataset needs masks/ (class masks) and boxes with ROIs")
     multiple = 2 ** (recipe.depth - 1)
@@ -166,14 +197,30 @@ def train_seg(
     optimizer = torch.optim.Adam(module.parameters(), lr=recipe.lr)
     class_weight = class_weights(samples.class_frequency()).to(device)
     balanced = recipe.eye_instance_px > 0
-    loss_fn = weighted_cross_entropy(class_weight) if balanced else nn.CrossEntropyLoss(weight=class_weight)
+    loss_fn: Callable[[torch.Tensor, Any], torch.Tensor]
+    if teacher is not None:
+        loss_fn = distillation_loss(class_weight, recipe.distil)
+        teacher = teacher.to(device).eval().requires_grad_(False)
+        set_memory_format(teacher, recipe.precision)
+    elif balanced:
+        loss_fn = weighted_cross_entropy(class_weight)
+    else:
+        loss_fn = nn.CrossEntropyLoss(weight=class_weight)
 
-    def target(labels: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """The class ids, with the eye-instance pixel weights when the recipe asks for them."""
-        if not balanced:
+    def target(x: torch.Tensor, labels: torch.Tensor) -> Any:
+        """The class ids, with the eye-instance pixel weights when the recipe asks for them and the
+        teacher's class probabilities of `x` when there is one."""
+        if not balanced and teacher is None:
             return labels
-        pixel = eye_instance_weights(labels.cpu().numpy(), recipe.eye_instance_px)
-        return labels, torch.from_numpy(pixel).to(device)
+        pixel = (
+            torch.from_numpy(eye_instance_weights(labels.cpu().numpy(), recipe.eye_instance_px)).to(device)
+            if balanced
+            else torch.ones(labels.shape, device=device)
+        )
+        if teacher is None:
+            return labels, pixel
+        with torch.no_grad():
+            return labels, pixel, functional.softmax(forward(teacher, x, recipe.precision), dim=1)
 
     def batches(epoch: int, run: Run) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         gen = torch.Generator().manual_seed(recipe.seed * 1000 + epoch)
@@ -184,11 +231,12 @@ def train_seg(
             for idx in chunks:
                 labels = torch.from_numpy(samples.masks[idx].astype(np.int64)).to(device)
                 x, y = jitter(to_tensor(samples.images[idx], device), labels, gen)
-                yield x, target(y)
+                yield x, target(x, y)
             return
         jobs = [(idx, recipe.seed, epoch, number, kind == "fine") for number, idx in enumerate(chunks)]
         for images, labels in run(augmented_batch, jobs):
-            yield to_tensor(images, device), target(torch.from_numpy(labels.astype(np.int64)).to(device))
+            x = to_tensor(images, device)
+            yield x, target(x, torch.from_numpy(labels.astype(np.int64)).to(device))
 
     def validate(_epoch: int) -> dict[str, float]:
         iou = samples_iou(module, val, device)
@@ -217,7 +265,8 @@ def recipe_record(recipe: SegRecipe, samples: SegSamples, n_images: int, extra: 
         **asdict(recipe),
         "optimizer": "adam",
         "loss": "cross-entropy, inverse sqrt class frequency weights"
-        + (f", eye blobs weighted as >= {recipe.eye_instance_px:g} px" if recipe.eye_instance_px > 0 else ""),
+        + (f", eye blobs weighted as >= {recipe.eye_instance_px:g} px" if recipe.eye_instance_px > 0 else "")
+        + (f"; {recipe.distil:g} of it KL divergence from the teacher's probabilities" if recipe.distil > 0 else ""),
         "class_weights": [round(float(v), 4) for v in class_weights(samples.class_frequency())],
         "train_samples": len(samples),
         "train_images": n_images,

@@ -176,8 +176,9 @@ def load_network(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     return build_network(record), record
 
 
-def init_network(path: Path, kind: str) -> tuple[nn.Module, dict[str, Any]]:
-    """The network of weight file `path` to fine-tune (`--init`), and what the new file records about it.
+def init_network(path: Path, kind: str, option: str = "--init") -> tuple[nn.Module, dict[str, Any]]:
+    """The network of weight file `path` to fine-tune (`--init`) or learn from (`--teacher`), and what the
+    new file records about it.
 
     Only a file of the same kind is accepted: an eye regressor cannot start a U-Net, and the coarse
     U-Net, trained on whole shrunk boxes, is no start for the fine one.
@@ -185,7 +186,7 @@ def init_network(path: Path, kind: str) -> tuple[nn.Module, dict[str, Any]]:
     module, record = load_network(path)
     if record.get("kind") != kind:
         raise MgsError(
-            f"--init {path} holds a {record.get('kind')!r} network, not {kind!r}; "
+            f"{option} {path} holds a {record.get('kind')!r} network, not {kind!r}; "
             f"give a {kind} weight file, e.g. the shipped models/{kind}.pt"
         )
     return module, {
@@ -193,6 +194,7 @@ def init_network(path: Path, kind: str) -> tuple[nn.Module, dict[str, Any]]:
         "sha256": sha256_file(Path(path)),
         "kind": kind,
         "config": dict(record.get("config", {})),
+        "input_size": record.get("input_size"),
         "data_fingerprint": record.get("data_fingerprint"),
     }
 
