@@ -6,13 +6,9 @@ import argparse
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from export.train.options import add_common, open_data, sizes
 from mgs_core.errors import MgsError
-
-if TYPE_CHECKING:
-    from models.unet import UNet, UNetEnsemble
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from export.dataset import open_dataset
+    from export.train.ensemble import ensemble_member
     from export.train.samples import coarse_rois, fine_crops
     from export.train.seg import SegRecipe, recipe_record, train_seg
     from export.train.weights import (
@@ -214,14 +211,3 @@ def run(args: argparse.Namespace) -> int:
         + "".join(f", {k} {v:.3f}" for k, v in last.items() if k.startswith("val_"))
     )
     return 0
-
-
-def ensemble_member(init: UNet | UNetEnsemble, member: int, path: Path) -> UNet:
-    """Member `member` of the ensemble `init`, to be trained as a single U-Net of its own."""
-    from models.unet import UNetEnsemble
-
-    if not isinstance(init, UNetEnsemble):
-        raise MgsError(f"--init-member: --init {path} is a single U-Net, not an ensemble; leave out --init-member")
-    if not 0 <= member < len(init.members):
-        raise MgsError(f"--init-member {member}: --init {path} has members 0 to {len(init.members) - 1}")
-    return init.members[member]

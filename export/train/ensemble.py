@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from export.train.weights import ARCHITECTURES, check_same_fields, joined_sources, weight_record
 from mgs_core.errors import MgsError
@@ -45,3 +45,13 @@ def ensemble_record(paths: Sequence[Path], records: Sequence[dict[str, Any]], co
     return weight_record(
         module, first["kind"], tuple(first["input_size"]), fingerprint, command, {"ensemble_of": sources}
     )
+
+
+def ensemble_member(init: UNet | UNetEnsemble, member: int, path: Path) -> UNet:
+    """Member `member` of the ensemble `init` (loaded from `path`), to be trained as a single U-Net of its own
+    (`train-seg --init-member`, e.g. the student of a distillation from the whole ensemble)."""
+    if not isinstance(init, UNetEnsemble):
+        raise MgsError(f"--init-member: --init {path} is a single U-Net, not an ensemble; leave out --init-member")
+    if not 0 <= member < len(init.members):
+        raise MgsError(f"--init-member {member}: --init {path} has members 0 to {len(init.members) - 1}")
+    return cast(UNet, init.members[member])
