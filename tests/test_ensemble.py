@@ -123,6 +123,7 @@ def test_one_member_trains_alone_and_learns_from_the_whole_ensemble(
         ([*common, "--init", str(members[0]), "--init-member", "0"], "is a single U-Net, not an ensemble"),
         ([*common, "--init-member", "0"], "give --init too"),
         ([*common, "--distil-weight", "0.5"], "give --teacher too"),
+        ([*distil, "--distil-weight", "0"], "would leave the --teacher unused"),
         ([*common, "--teacher", str(coarse)], "holds a 'seg_coarse' network, not 'seg_fine'"),
     ]
     for argv, message in refused:

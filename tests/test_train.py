@@ -20,6 +20,7 @@ from export.train.seg import (
     SegRecipe,
     distillation_loss,
     eye_instance_weights,
+    to_tensor,
     train_seg,
     weighted_cross_entropy,
 )
@@ -309,7 +310,7 @@ def test_distillation_is_the_label_loss_where_the_teacher_is_sure_and_nothing_wh
 
 def test_a_student_learns_its_teachers_probabilities_without_labels(tiny: Path, tmp_path: Path) -> None:
     samples = fine_crops(open_dataset(tiny), 48, 2, np.random.default_rng(0))
-    x = torch.from_numpy(samples.images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
+    x = to_tensor(samples.images, CPU)
     torch.manual_seed(11)
     teacher = UNet(base=4).eval()
 

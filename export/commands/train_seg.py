@@ -136,6 +136,10 @@ def run(args: argparse.Namespace) -> int:
             )
         if args.distil_weight is None:
             args.distil_weight = 0.5
+        elif args.distil_weight == 0:
+            raise MgsError(
+                "--distil-weight 0 would leave the --teacher unused; give a weight above 0 or leave out --teacher"
+            )
     elif args.distil_weight is not None:
         raise MgsError("--distil-weight is the share of the teacher's probabilities in the loss; give --teacher too")
     for key, value in defaults.items():
