@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from export.dataset import open_dataset
     from export.train.ensemble import ensemble_member
     from export.train.samples import coarse_rois, fine_crops
-    from export.train.seg import SegRecipe, recipe_record, train_seg
+    from export.train.seg import SegRecipe, check_distillation, recipe_record, train_seg
     from export.train.weights import (
         command_line,
         init_network,
@@ -136,10 +136,6 @@ def run(args: argparse.Namespace) -> int:
             )
         if args.distil_weight is None:
             args.distil_weight = 0.5
-        elif args.distil_weight == 0:
-            raise MgsError(
-                "--distil-weight 0 would leave the --teacher unused; give a weight above 0 or leave out --teacher"
-            )
     elif args.distil_weight is not None:
         raise MgsError("--distil-weight is the share of the teacher's probabilities in the loss; give --teacher too")
     for key, value in defaults.items():
@@ -158,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         distil=args.distil_weight or 0.0,
     )
+    check_distillation(teacher is not None, recipe.distil)
     data = open_data(args.data, args.frames)
     started = time.monotonic()
     if args.model == "fine":

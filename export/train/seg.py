@@ -71,6 +71,17 @@ class SegRecipe:
             raise MgsError(f"--distil-weight must be between 0 and 1, got {self.distil:g}")
 
 
+def check_distillation(has_teacher: bool, distil: float) -> None:
+    """A teacher without a weight, or a weight without a teacher; train-seg asks before it cuts crops (minutes)."""
+    if has_teacher == (distil > 0.0):
+        return
+    unused = "; --distil-weight 0 would leave the --teacher unused: give a weight above 0 or leave out --teacher"
+    raise MgsError(
+        "distillation needs both a teacher (--teacher) and a weight above 0 (--distil-weight)"
+        + (unused if has_teacher else "")
+    )
+
+
 MAX_EYE_GAIN = 8.0  # a 1-px speck of eye class must not outweigh the rest of its crop
 
 
@@ -183,8 +194,7 @@ def train_seg(
     with `teacher` (a loaded seg network of the same kind) and `recipe.distil` > 0, also learn its class
     probabilities; `workers` processes augment the batches (export/train/workers.py), same batches for
     any number."""
-    if (teacher is None) != (recipe.distil == 0.0):
-        raise MgsError("distillation needs both a teacher (--teacher) and a weight above 0 (--distil-weight)")
+    check_distillation(teacher is not None, recipe.distil)
     if len(samples) == 0:
         raise MgsError("no training crops: the dataset needs masks/ (class masks) and boxes with ROIs")
     multiple = 2 ** (recipe.depth - 1)
