@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -13,7 +14,7 @@ from device.eyes import EyeConfig, find_eye_blobs
 from export.cli import main as mgs_export
 from export.dataset import combine_datasets, open_dataset
 from export.synth.writer import write_dataset
-from export.train.augment import SEG_FINE, Augment, seg_batch, seg_sample
+from export.train.augment import MIN_EYE_CONTRAST, SEG_FINE, Augment, restyle, seg_batch, seg_sample
 from export.train.eye import EyeRecipe, augment, centre_patches, train_eye
 from export.train.samples import eye_samples, eye_width_px, fine_crops, region_zooms
 from export.train.seg import (
@@ -90,6 +91,41 @@ def test_segmentation_augmentation_moves_image_and_mask_together() -> None:
     images, masks = seg_batch(np.stack([palette[mask]] * 4), np.stack([mask] * 4), np.random.default_rng(2), SEG_FINE)
     assert images.shape == (4, 96, 96, 3) and masks.shape == (4, 96, 96) and set(np.unique(masks)) <= {0, 1, 2, 3}
     assert not np.array_equal(images[0], images[1])  # every sample draws its own augmentation
+
+
+def eye_gap(image: np.ndarray, mask: np.ndarray) -> float:
+    """Mean grey levels between the eye pixels and the fur within 3 px of them (as restyle measures it)."""
+    eyes = mask == 3
+    ring = cv2.dilate(eyes.view(np.uint8), np.ones((7, 7), np.uint8)).astype(bool) & (mask == 1)
+    grey = image.astype(float).mean(axis=2)
+    return float(np.abs(grey[eyes] - grey[ring].mean()).mean())
+
+
+def test_restyle_redraws_coat_and_eyes_but_keeps_background_mask_and_visible_eyes(tiny: Path) -> None:
+    samples = fine_crops(open_dataset(tiny), 96, 2, np.random.default_rng(0))
+    picked = [i for i in range(len(samples)) if (samples.masks[i] == 3).sum() > 20 and (samples.masks[i] == 1).any()]
+    assert len(picked) >= 3
+    rng = np.random.default_rng(3)
+    changed_coat = changed_eyes = 0
+    for i in picked:
+        image, mask = samples.images[i], samples.masks[i]
+        for _ in range(8):
+            out = restyle(image, mask, rng)
+            assert out.shape == image.shape and out.dtype == np.uint8
+            far = cv2.dilate((mask > 0).view(np.uint8), np.ones((9, 9), np.uint8)) == 0
+            assert np.array_equal(out[far], image[far])  # the background stays as drawn
+            assert eye_gap(out, mask) >= min(eye_gap(image, mask), MIN_EYE_CONTRAST) - 1.0
+            changed_coat += np.abs(out[mask == 1].astype(int) - image[mask == 1]).mean() > 3
+            changed_eyes += np.abs(out[mask == 3].astype(int) - image[mask == 3]).mean() > 3
+    assert changed_coat > len(picked) * 4 and changed_eyes > len(picked) * 2
+    restyled = Augment(photometric_p=0, blur_p=0, motion_p=0, noise_p=0, jpeg_p=0, cutout_p=0, restyle_p=1.0)
+    plain = dataclasses.replace(restyled, restyle_p=0.0)
+    image, mask = samples.images[picked[0]], samples.masks[picked[0]]
+    before, before_mask = seg_sample(image, mask, np.random.default_rng(1), plain)
+    after, after_mask = seg_sample(image, mask, np.random.default_rng(1), restyled)
+    assert np.array_equal(after_mask, before_mask) and not np.array_equal(after, before)
+    with pytest.raises(MgsError, match="--restyle is a share"):
+        SegRecipe(restyle=1.5)
 
 
 @pytest.mark.parametrize(("arch", "score_loss"), [("paper", "mse"), ("wide", "mse"), ("paper", "l1")])

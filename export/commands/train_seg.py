@@ -68,6 +68,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="fine: weigh every eye blob of a crop as if it had at least this many pixels, so shut and small eyes count like open ones (0 = class weights only; 120 was tried in models/TRAINING.md, sixth and seventeenth steps)",
     )
     parser.add_argument(
+        "--restyle",
+        type=float,
+        default=0.0,
+        help='share (0-1) of augmented samples whose coat is reshaded, its fur smoothed flat and its eyes\' highlights and contrast to the fur lowered (docs/training.md, "Restyled coats and eyes"); default 0 = off',
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=0,
@@ -153,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
         eye_instance_px=args.eye_instance_px,
         precision=args.precision,
         distil=args.distil_weight or 0.0,
+        restyle=args.restyle,
     )
     check_distillation(teacher is not None, recipe.distil)
     data = open_data(args.data, args.frames)

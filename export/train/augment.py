@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from device.eyes import ANIMAL, EYES
+
 
 @dataclass(frozen=True)
 class Augment:
@@ -34,6 +36,7 @@ class Augment:
     jpeg_p: float = 0.2
     cutout_p: float = 0.3
     cutout_size: float = 0.35  # largest occluder side, in sample sides
+    restyle_p: float = 0.0  # share of segmentation samples whose coat and eyes are redrawn (`restyle`)
 
 
 SEG_FINE = Augment(scale=(0.6, 1.6), rotate_deg=30.0, shift=0.1)
@@ -113,6 +116,89 @@ def affine(side_hw: tuple[int, int], rng: np.random.Generator, a: Augment) -> np
     return m
 
 
+MIN_EYE_CONTRAST = 12.0  # grey levels an eye keeps from the fur around it, so its shape stays visible
+
+
+def _masked_mean(image: np.ndarray, where: np.ndarray) -> np.ndarray:
+    return image[where].mean(axis=0)
+
+
+def _eye_gap(image: np.ndarray, eyes: np.ndarray, ring: np.ndarray) -> float:
+    """Mean grey levels between the eye pixels and the mean of the fur around them (a dark pupil with a
+    bright highlight on grey fur has a large gap, though its mean may equal the fur's)."""
+    return float(np.abs(image[eyes].mean(axis=1) - _masked_mean(image, ring).mean()).mean())
+
+
+def _visible(changed: np.ndarray, before: np.ndarray, eyes: np.ndarray, ring: np.ndarray) -> bool:
+    """Whether a change keeps the eyes as visible as MIN_EYE_CONTRAST (or as they were, if less): a
+    change that would hide an eye is not made, since nothing is learnt from an invisible eye."""
+    if not ring.any():
+        return True
+    return _eye_gap(changed, eyes, ring) >= min(_eye_gap(before, eyes, ring), MIN_EYE_CONTRAST)
+
+
+def _coat_shade(image: np.ndarray, body: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The body's pixels through a gamma lookup (slightly tinted per channel) that takes the coat's mean
+    grey to a level drawn from dark to pale coats, blended at the body's edge."""
+    level = float(_masked_mean(image, body).mean()) / 255.0
+    target = float(rng.uniform(0.08, 0.8))
+    gamma = float(np.clip(np.log(target) / np.log(min(max(level, 0.02), 0.98)), 0.4, 2.5))
+    tint = rng.uniform(0.9, 1.1, 3).astype(np.float32)
+    shaded = np.clip(255.0 * (image / 255.0) ** gamma * tint, 0, 255)
+    weight = cv2.GaussianBlur(body.astype(np.float32), (0, 0), 1.0)[..., None]
+    return image * (1.0 - weight) + shaded * weight
+
+
+def _flat_fur(image: np.ndarray, animal: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The fur's texture blurred towards flat, from the fur's own pixels only (no eye bleeds into it)."""
+    sigma = float(rng.uniform(1.5, 4.0))
+    weight = cv2.GaussianBlur(animal.astype(np.float32), (0, 0), sigma)[..., None]
+    smooth = cv2.GaussianBlur(image * animal[..., None], (0, 0), sigma) / np.maximum(weight, 1e-3)
+    out = image.copy()
+    t = float(rng.uniform(0.3, 1.0))
+    out[animal] = (1.0 - t) * image[animal] + t * smooth[animal]
+    return out
+
+
+def _closer_to_fur(
+    image: np.ndarray, eyes: np.ndarray, ring: np.ndarray, soft: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """The eyes' colours moved towards the mean of the fur around them, keeping MIN_EYE_CONTRAST."""
+    fur = _masked_mean(image, ring)
+    gap = _eye_gap(image, eyes, ring)
+    keep = max(float(rng.uniform(0.25, 1.0)), min(1.0, MIN_EYE_CONTRAST / max(gap, 1e-3)))
+    return image * (1.0 - soft) + (fur + keep * (image - fur)) * soft
+
+
+def restyle(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The sample's coat and eyes redrawn from its own pixels and mask: another coat shade, the fur's
+    texture smoothed towards flat, the eyes' highlights taken out and their contrast to the fur around
+    them lowered (to no less than MIN_EYE_CONTRAST), each by its own chance.
+
+    A camera in a diffuse light tent shows a dark mouse as flat fur with dark eyes that differ from it
+    by little more than their shape, often without a highlight; the generator seldom draws that, and the
+    fine U-Net marks no eye pixel on many such eyes (docs/generalisation.md). Working on the masks
+    rather than inside the generator keeps it renderer-free: any labelled frame can be restyled."""
+    animal, eyes = mask == ANIMAL, mask == EYES
+    if not animal.any():
+        return image
+    out = image.astype(np.float32)
+    ring = cv2.dilate(eyes.view(np.uint8), np.ones((7, 7), np.uint8)).astype(bool) & animal
+    soft = cv2.GaussianBlur(eyes.astype(np.float32), (0, 0), 0.8)[..., None]
+    steps = [
+        (0.7, lambda x: _coat_shade(x, animal | eyes, rng)),
+        (0.7, lambda x: _flat_fur(x, animal, rng)),
+        (0.6 if eyes.any() else 0.0, lambda x: x * (1.0 - soft) + np.minimum(x, np.median(x[eyes], axis=0)) * soft),
+        (0.7 if ring.any() else 0.0, lambda x: _closer_to_fur(x, eyes, ring, soft, rng)),
+    ]
+    for chance, step in steps:
+        if rng.random() < chance:
+            changed = step(out)
+            if _visible(changed, out, eyes, ring):
+                out = changed
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
 def seg_sample(
     image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, a: Augment
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -124,6 +210,8 @@ def seg_sample(
         mask = cv2.warpAffine(mask, m, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT)
     if rng.random() < 0.5:
         image, mask = image[:, ::-1], mask[:, ::-1]
+    if a.restyle_p and rng.random() < a.restyle_p:
+        image = restyle(np.ascontiguousarray(image), np.ascontiguousarray(mask), rng)
     image = np.ascontiguousarray(camera(np.ascontiguousarray(image), rng, a))
     mask = np.ascontiguousarray(mask)
     if rng.random() < a.cutout_p:

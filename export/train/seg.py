@@ -24,7 +24,7 @@ false eyes down (models/TRAINING.md, "Twenty-fifth step").
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,6 +58,7 @@ class SegRecipe:
     eye_instance_px: float = 0.0
     precision: Literal["fp32", "bf16"] = "fp32"  # export.train.options.PRECISIONS
     distil: float = 0.0  # weight of the teacher's probabilities in the loss (0 = labels only)
+    restyle: float = 0.0  # share of augmented samples whose coat and eyes are redrawn (augment.restyle)
 
     def __post_init__(self) -> None:
         self.check()  # a recipe that exists is a valid one: refused where it is built, before any data work
@@ -69,6 +70,8 @@ class SegRecipe:
             raise MgsError("--eye-instance-px must be 0 (off) or a positive pixel count")
         if not 0.0 <= self.distil <= 1.0:
             raise MgsError(f"--distil-weight must be between 0 and 1, got {self.distil:g}")
+        if not 0.0 <= self.restyle <= 1.0:
+            raise MgsError(f"--restyle is a share of the samples, between 0 and 1, got {self.restyle:g}")
 
 
 def check_distillation(has_teacher: bool, distil: float) -> None:
@@ -169,11 +172,12 @@ def samples_iou(module: nn.Module, samples: SegSamples, device: torch.device) ->
 
 
 def augmented_batch(
-    arrays: Arrays, idx: np.ndarray, seed: int, epoch: int, number: int, fine: bool
+    arrays: Arrays, idx: np.ndarray, seed: int, epoch: int, number: int, fine: bool, restyle: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Batch `number` of an epoch, augmented from its own random stream (so any worker may make it)."""
     rng = np.random.default_rng([seed, epoch, 0xA6, number])
-    return seg_batch(arrays["images"][idx], arrays["masks"][idx], rng, SEG_FINE if fine else SEG_COARSE)
+    augment = replace(SEG_FINE if fine else SEG_COARSE, restyle_p=restyle)
+    return seg_batch(arrays["images"][idx], arrays["masks"][idx], rng, augment)
 
 
 def train_seg(
@@ -243,7 +247,7 @@ def train_seg(
                 x, y = jitter(to_tensor(samples.images[idx], device), labels, gen)
                 yield x, target(x, y)
             return
-        jobs = [(idx, recipe.seed, epoch, number, kind == "fine") for number, idx in enumerate(chunks)]
+        jobs = [(idx, recipe.seed, epoch, number, kind == "fine", recipe.restyle) for number, idx in enumerate(chunks)]
         for images, labels in run(augmented_batch, jobs):
             x = to_tensor(images, device)
             yield x, target(x, torch.from_numpy(labels.astype(np.int64)).to(device))
