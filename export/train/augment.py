@@ -160,6 +160,11 @@ def _flat_fur(image: np.ndarray, animal: np.ndarray, rng: np.random.Generator) -
     return out
 
 
+def _no_highlight(image: np.ndarray, eyes: np.ndarray, soft: np.ndarray) -> np.ndarray:
+    """No eye pixel brighter than the eyes' median colour: the reflections taken out."""
+    return image * (1.0 - soft) + np.minimum(image, np.median(image[eyes], axis=0)) * soft
+
+
 def _closer_to_fur(
     image: np.ndarray, eyes: np.ndarray, ring: np.ndarray, soft: np.ndarray, rng: np.random.Generator
 ) -> np.ndarray:
@@ -188,7 +193,7 @@ def restyle(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np
     steps = [
         (0.7, lambda x: _coat_shade(x, animal | eyes, rng)),
         (0.7, lambda x: _flat_fur(x, animal, rng)),
-        (0.6 if eyes.any() else 0.0, lambda x: x * (1.0 - soft) + np.minimum(x, np.median(x[eyes], axis=0)) * soft),
+        (0.6 if eyes.any() else 0.0, lambda x: _no_highlight(x, eyes, soft)),
         (0.7 if ring.any() else 0.0, lambda x: _closer_to_fur(x, eyes, ring, soft, rng)),
     ]
     for chance, step in steps:

@@ -36,7 +36,7 @@ from torch.nn import functional
 
 from device.eyes import EYES
 from export.metrics import confusion_matrix, iou_from_confusion
-from export.train.augment import SEG_COARSE, SEG_FINE, seg_batch
+from export.train.augment import SEG_COARSE, SEG_FINE, Augment, seg_batch
 from export.train.loop import forward, run_epochs, scheduled_lr, set_lr, set_memory_format
 from export.train.samples import N_CLASSES, SegSamples
 from export.train.weights import seed_everything
@@ -172,11 +172,10 @@ def samples_iou(module: nn.Module, samples: SegSamples, device: torch.device) ->
 
 
 def augmented_batch(
-    arrays: Arrays, idx: np.ndarray, seed: int, epoch: int, number: int, fine: bool, restyle: float = 0.0
+    arrays: Arrays, idx: np.ndarray, seed: int, epoch: int, number: int, augment: Augment
 ) -> tuple[np.ndarray, np.ndarray]:
     """Batch `number` of an epoch, augmented from its own random stream (so any worker may make it)."""
     rng = np.random.default_rng([seed, epoch, 0xA6, number])
-    augment = replace(SEG_FINE if fine else SEG_COARSE, restyle_p=restyle)
     return seg_batch(arrays["images"][idx], arrays["masks"][idx], rng, augment)
 
 
@@ -236,6 +235,8 @@ def train_seg(
         with torch.no_grad():
             return labels, pixel, functional.softmax(forward(teacher, x, recipe.precision), dim=1)
 
+    augmentation = replace(SEG_FINE if kind == "fine" else SEG_COARSE, restyle_p=recipe.restyle)
+
     def batches(epoch: int, run: Run) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         gen = torch.Generator().manual_seed(recipe.seed * 1000 + epoch)
         set_lr(optimizer, scheduled_lr(recipe.lr, recipe.schedule, epoch, recipe.epochs))
@@ -247,7 +248,7 @@ def train_seg(
                 x, y = jitter(to_tensor(samples.images[idx], device), labels, gen)
                 yield x, target(x, y)
             return
-        jobs = [(idx, recipe.seed, epoch, number, kind == "fine", recipe.restyle) for number, idx in enumerate(chunks)]
+        jobs = [(idx, recipe.seed, epoch, number, augmentation) for number, idx in enumerate(chunks)]
         for images, labels in run(augmented_batch, jobs):
             x = to_tensor(images, device)
             yield x, target(x, torch.from_numpy(labels.astype(np.int64)).to(device))
