@@ -116,6 +116,12 @@ class EyeConfig:
             "doc": "an eye model with a verifier rates every blob 0-1 for being a real eye; below this it is no eye: neither scored nor counted as not scorable; 0 keeps every blob; chosen on the synthetic validation set for the eye model before the shipped one and kept for it (docs/confidence.md)"
         },
     )
+    min_delta_e: Annotated[float, Range(0, 100)] = field(
+        default=0.0,
+        metadata={
+            "doc": "an eye whose pixels the picture shows less apart from the fur around them than this (CIELAB delta E, the larger of the mean colour's and the most distinct pixels' difference; about 2 is just noticeable) is reported as not scorable instead of scored: a washed-out or smeared eye the segmenter placed from the head around it gets a guess for a score; 0 = never (docs/confidence.md)"
+        },
+    )
     min_confidence: Annotated[float, Range(0, 1)] = field(
         default=0.42,
         metadata={
@@ -146,6 +152,7 @@ class EyeBlob:
     context: float = 1.0
     ears_near: bool = True
     width_px: float = 0.0  # longest side of the blob's bounding box: the eye's width, open or shut
+    delta_e: float | None = None  # how far the image shows it apart from the fur around it (`EyeContrast`)
 
 
 def map_to_frame(u, v, origin: tuple[float, float], scale: tuple[float, float]) -> tuple:
@@ -160,19 +167,22 @@ def find_eye_blobs(
     origin: tuple[float, float] = (0.0, 0.0),
     scale: tuple[float, float] = (1.0, 1.0),
     valid: tuple[int, int, int, int] | None = None,
+    image: np.ndarray | None = None,
 ) -> list[EyeBlob]:
     """Eye blobs of one class map, in full-frame pixels.
 
     `classes` is [H, W] uint8 (0 background, 1 animal, 2 ears, 3 eyes); map pixel (u, v) is frame
     pixel (origin_x + u * scale_x, origin_y + v * scale_y). `valid` = (x0, y0, x1, y1) in map pixels
     is the part of the map that shows real image (padding excluded); a blob touching its edge is cut.
+    `image` is the BGR picture the map was computed from (same grid): with it every blob gets its
+    `delta_e`, how distinct its pixels are from the fur around them.
     """
     h, w = classes.shape
     x0, y0, x1, y1 = valid if valid is not None else (0, 0, w, h)
     sx, sy = scale
     pixel_area = sx * sy
     eye_mask = (classes == EYES).view(np.uint8)
-    n, _, stats, centroids = cv2.connectedComponentsWithStats(eye_mask, connectivity=8)
+    n, labels, stats, centroids = cv2.connectedComponentsWithStats(eye_mask, connectivity=8)
     blobs: list[EyeBlob] = []
     margin = config.context_px / max(sx, sy)
     for i in range(1, n):
@@ -185,6 +195,7 @@ def find_eye_blobs(
         touches = bx <= x0 or by <= y0 or bx + bw >= x1 or by + bh >= y1
         ears = _ears_near(classes, bx, by, bw, bh, EARS_REACH * margin)
         x, y = map_to_frame(cu, cv, origin, scale)
+        contrast = None if image is None else blob_contrast(image, labels, i, stats[i], eye_mask)
         blobs.append(
             EyeBlob(
                 x,
@@ -195,10 +206,74 @@ def find_eye_blobs(
                 context=context,
                 ears_near=ears,
                 width_px=blob_width(bw, bh, scale),
+                delta_e=None if contrast is None else round(contrast.shown, 2),
             )
         )
     blobs.sort(key=lambda b: -b.area_px)
     return blobs[: config.max_candidates_per_box]
+
+
+@dataclass(frozen=True)
+class EyeContrast:
+    """How far an eye's pixels stand apart from the fur just around them, in CIELAB delta E (1976).
+
+    `mean`: the eye pixels' mean colour against the fur's (a dark eye in pale fur, a pink eye in dark
+    fur); `peak`: how far the eye's most distinct pixels (95th percentile) stand out beyond the fur's
+    own spread (its 95th percentile): the highlight or rim of a black eye in black fur, which a mean
+    over the dark iris misses, without taking sensor noise for an eye. About 2 is just noticeable
+    between two large flat patches; a washed-out or smeared eye a few pixels across measures a few
+    units at most: the picture does not show it, and a score given to it is a guess.
+    """
+
+    mean: float
+    peak: float
+
+    @property
+    def shown(self) -> float:
+        return max(self.mean, self.peak)
+
+
+# The fur ring starts this many px outside the eye's pixels (their anti-aliased edge mixes both
+# colours) and reaches a quarter of the eye's width further, at least 2 px.
+RING_GAP_PX = 1
+CONTRAST_PERCENTILE = 95
+
+
+def _disc(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+
+def eye_ring_contrast(image: np.ndarray, eye: np.ndarray, other_eyes: np.ndarray, width: float) -> EyeContrast | None:
+    """`EyeContrast` of the eye pixels `eye` (bool, the image's grid) against a ring around them that
+    leaves out `other_eyes` pixels; None when the ring is empty (nothing around the eye to compare)."""
+    pixels = eye.view(np.uint8)
+    reach = RING_GAP_PX + max(2, round(width / 4))
+    ring = cv2.dilate(pixels, _disc(reach)).astype(bool) & ~cv2.dilate(pixels, _disc(RING_GAP_PX)).astype(bool)
+    ring &= ~other_eyes
+    if not ring.any() or not eye.any():
+        return None
+    lab = cv2.cvtColor(image.astype(np.float32) * np.float32(1.0 / 255.0), cv2.COLOR_BGR2LAB)
+    fur = lab[ring].mean(axis=0)
+    eye_de = np.linalg.norm(lab[eye] - fur, axis=1)
+    ring_de = np.linalg.norm(lab[ring] - fur, axis=1)
+    return EyeContrast(
+        mean=float(np.linalg.norm(lab[eye].mean(axis=0) - fur)),
+        peak=float(np.percentile(eye_de, CONTRAST_PERCENTILE) - np.percentile(ring_de, CONTRAST_PERCENTILE)),
+    )
+
+
+def blob_contrast(
+    image: np.ndarray, labels: np.ndarray, label: int, component: np.ndarray, eye_mask: np.ndarray
+) -> EyeContrast | None:
+    """`eye_ring_contrast` of one connected component (`labels == label`, cv2 stats row `component`),
+    measured in a window just large enough for its ring."""
+    bx, by, bw, bh, _ = (int(v) for v in component)
+    reach = RING_GAP_PX + max(2, round(max(bw, bh) / 4)) + 1
+    x0, y0 = max(bx - reach, 0), max(by - reach, 0)
+    x1, y1 = min(bx + bw + reach, labels.shape[1]), min(by + bh + reach, labels.shape[0])
+    return eye_ring_contrast(
+        image[y0:y1, x0:x1], labels[y0:y1, x0:x1] == label, eye_mask[y0:y1, x0:x1].astype(bool), max(bw, bh)
+    )
 
 
 def blob_rejection(
@@ -546,10 +621,14 @@ def score_blobs(
             flip_gap=round(abs(float(own[i]) - float(mirrored[i])) / SCORE_MAX, 4),
             pair_gap=round(min(abs(float(score) - o) for o in others) / SCORE_MAX, 4) if others else 0.0,
             eyeness=None if scored.eyeness is None else round(float(scored.eyeness[i]), 4),
+            delta_e=blob.delta_e,
         )
-        confidence = model(cues)
+        # An eye the picture does not show apart from its fur was placed by the head around it: its
+        # score is a guess, so it gets no confidence at all.
+        unseen = blob.delta_e is not None and blob.delta_e < config.min_delta_e
+        confidence = 0.0 if unseen else model(cues)
         quality = not blob.touches_border and not clip and sharp >= config.min_sharpness
-        abstained = quality and confidence < config.min_confidence
+        abstained = quality and (confidence < config.min_confidence or unseen)
         out[i] = EyeScore(
             x=float(blob.x),
             y=float(blob.y),

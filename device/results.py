@@ -22,7 +22,9 @@ class EyeCues:
     directions only), `flip_gap` the difference between the scores of the patch and of its mirror
     image divided by 9 (a regressor that is sure of an eye scores both alike), `pair_gap` the score
     difference to the other eye of the box (0 for a lone eye) divided by 9, `eyeness` the eye
-    model's verifier output (0-1, how likely a real eye; None for a model without a verifier).
+    model's verifier output (0-1, how likely a real eye; None for a model without a verifier), `delta_e`
+    how far the picture shows the blob's pixels apart from the fur around them (device.eyes.EyeContrast;
+    None where not measured: it is measured only when `[pipeline.eyes] min_delta_e` is on).
     """
 
     area_px: int
@@ -35,6 +37,7 @@ class EyeCues:
     flip_gap: float = 0.0
     pair_gap: float = 0.0
     eyeness: float | None = None
+    delta_e: float | None = None
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from device.results import EyeScore
 from device.rois import Roi
 from export.breakdown import ConditionBreakdown
 from export.dataset import Dataset
+from export.discernible import DiscernibleRecall, discernible
 from export.eye_losses import FoundFates, LossStages
 from export.metrics import (
     confusion_matrix,
@@ -183,6 +184,7 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
     regressor_only = Pairs([], [])
     candidates: dict[str, list[Candidate]] = {p: [] for p in options.pipelines}
     severity = {p: SeverityRecall() for p in options.pipelines}
+    shown_split = {p: DiscernibleRecall() for p in options.pipelines}
     fates = {p: FoundFates(options.pipeline.eyes.min_sharpness) for p in options.pipelines}
     losses = LossStages(options.pipeline.eyes)
     seconds = {p: 0.0 for p in options.pipelines}
@@ -206,6 +208,7 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
                 ]
                 cm_coarse += confusion_matrix(coarse, resize_mask(truth, models.coarse_size), n)
         true_eyes = [[e for e in b.eyes] for b in frame.boxes]
+        shown = [[discernible(image, mask, e.x, e.y) if e.visible else False for e in eyes] for eyes in true_eyes]
         n_true_visible += sum(e.visible for eyes in true_eyes for e in eyes)
         in_box = [(e, box) for box in frame.boxes for e in box.eyes if e.visible and e.score is not None]
         scored = [e for e, _ in in_box]
@@ -221,11 +224,12 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
             t0 = time.perf_counter()
             result = pipeline(image)
             seconds[kind] += time.perf_counter() - t0
-            for b, (box, box_result, eyes) in enumerate(zip(frame.boxes, result.boxes, true_eyes)):
+            for b, (box, box_result, eyes, eyes_shown) in enumerate(zip(frame.boxes, result.boxes, true_eyes, shown)):
                 score_box(box_result.eyes, eyes, options.match_px, counts[kind], end_to_end[kind])
                 score_box(box_result.eyes, eyes, options.match_px, *breakdown.tally(kind, frame, box))
                 collect_candidates(box_result.eyes, eyes, options.match_px, candidates[kind], (index, b))
                 severity[kind].add(box_result.eyes, eyes, options.match_px)
+                shown_split[kind].add(box_result.eyes, eyes, eyes_shown, options.match_px)
                 fates[kind].add(box_result.eyes, eyes, options.match_px)
                 if isinstance(pipeline, FastPipeline):
                     losses.add(
@@ -254,6 +258,7 @@ def evaluate(dataset: Dataset, models: Models, options: EvalOptions) -> dict[str
             "recall": recall,
             "ms_per_frame": round(1000 * seconds[kind] / len(frames), 1),
             "by_true_score": severity[kind].report(),
+            "by_discernible": shown_split[kind].report(),
             "found_as": fates[kind].report(),
         }
         if kind == "fast":

@@ -86,6 +86,9 @@ def test_evaluate_writes_report_with_all_fields_and_plots(tiny_models: tuple[Pat
     for kind in ("full", "fast"):
         d = report["detection"][kind]
         assert d["tp"] + d["fn"] == report["true_visible_eyes"]
+        split = d["by_discernible"]
+        assert split["discernible"]["n"] + split["indiscernible"]["n"] == report["true_visible_eyes"]
+        assert split["discernible"]["found"] + split["indiscernible"]["found"] == d["tp"]
         assert AGREEMENT_FIELDS <= set(report["end_to_end"][kind])
     ro = report["regressor_only"]
     assert AGREEMENT_FIELDS <= set(ro) and ro["n"] > 0 and 0 <= ro["mae"] <= 9

@@ -196,3 +196,40 @@ def test_dark_hole_with_little_fur_around_is_not_an_eye() -> None:
     assert all(b.x < 230 for b in blobs)
     permissive = find_eye_blobs(classes, EyeConfig(min_context_fraction=0.0, max_eyes_per_box=3))
     assert any(b.x > 250 for b in permissive)
+
+
+def _head_picture(classes: np.ndarray, eye_bgr: tuple[int, int, int]) -> np.ndarray:
+    """The picture behind `head_map`: grey fur, pale background, the big eye (at 100, 80) in eye_bgr and
+    the small one (at 190, 85) black with a white highlight."""
+    image = np.full((*classes.shape, 3), 230, np.uint8)
+    image[classes == 1] = (120, 120, 125)
+    image[classes == 2] = (150, 140, 200)
+    image[classes == 3] = (15, 15, 15)
+    image[78:82, 188:192] = 255
+    cv2.circle(image, (100, 80), 8, eye_bgr, -1)
+    return image
+
+
+def test_each_blob_measures_how_far_the_picture_shows_it_apart_from_its_fur() -> None:
+    classes = head_map()
+    hidden = find_eye_blobs(classes, EyeConfig(), image=_head_picture(classes, (121, 119, 124)))
+    shown = find_eye_blobs(classes, EyeConfig(), image=_head_picture(classes, (40, 30, 30)))
+    assert [b.delta_e is not None for b in hidden + shown] == [True] * 4
+    (big_hidden, small), (big_shown, _) = hidden, shown
+    assert big_hidden.delta_e < 2 < 30 < big_shown.delta_e  # type: ignore[operator]
+    assert small.delta_e > 30  # type: ignore[operator]
+    assert all(b.delta_e is None for b in find_eye_blobs(classes, EyeConfig()))
+
+
+def test_an_eye_the_picture_does_not_show_gets_no_confidence_and_no_score() -> None:
+    classes = head_map()
+    image = _head_picture(classes, (121, 119, 124))
+    constant = lambda batch: np.full((len(batch), 1), 4.0, np.float32)  # noqa: E731 - a stand-in regressor
+    blobs = find_eye_blobs(classes, EyeConfig(), image=image)
+    for gate, scored in ((0.0, [True, True]), (6.0, [False, True])):
+        config = EyeConfig(min_confidence=0.0, min_sharpness=0.0, min_delta_e=gate)
+        eyes = score_blobs(image, blobs, constant, config)
+        assert [e is not None and e.quality_ok for e in eyes] == scored
+        assert [e is not None and e.abstained for e in eyes] == [not s for s in scored]
+    assert eyes[0] is not None and eyes[0].confidence == 0.0 and eyes[0].cues is not None
+    assert eyes[0].cues.delta_e == blobs[0].delta_e

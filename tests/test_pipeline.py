@@ -226,3 +226,19 @@ def test_fine_crops_of_small_boxes_are_magnified_and_eyes_mapped_back_to_the_fra
     assert abs(eye.area_px - ref.area_px) <= 0.15 * ref.area_px
     (crop,) = fast.last_fine
     assert crop.classes.shape == (192, 192) and crop.scale == 0.5
+
+
+def test_both_pipelines_measure_what_the_picture_shows_only_for_the_gate() -> None:
+    """A blue eye on grey fur stands far apart from it; the contrast reaches the cues only with the gate on."""
+    frame, _ = draw_scene(HEADS)
+    models = colour_models()
+    gated = EyeConfig(min_confidence=0.0, min_delta_e=6.0)
+    for pipeline in (
+        FullResolutionPipeline(models, ROIS, gated),
+        FastPipeline(models, ROIS, PipelineConfig(fine_crop=96, eyes=gated)),
+    ):
+        eyes = [e for b in pipeline(frame).boxes for e in b.eyes]
+        assert len(eyes) == 3 and all(e.quality_ok for e in eyes)
+        assert all(e.cues is not None and e.cues.delta_e is not None and e.cues.delta_e > 30 for e in eyes)
+    off = FastPipeline(models, ROIS, PipelineConfig(fine_crop=96, eyes=SCORE_ALL))(frame)
+    assert all(e.cues is not None and e.cues.delta_e is None for b in off.boxes for e in b.eyes)

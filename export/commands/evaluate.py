@@ -113,6 +113,13 @@ def run(args: argparse.Namespace) -> int:
                 for band, b in d["by_true_score"].items()
             )
         )
+        print(
+            f"  {kind:4s} by whether the frame shows the eye (found / scored, scored MAE):  "
+            + "  ".join(
+                f"{name} {format_value(v['recall'])} / {format_value(v['scored_recall'])}, {format_value(v['scored_mae'])} (n={v['n']})"
+                for name, v in d["by_discernible"].items()
+            )
+        )
         if "lost_at" in d:
             print(
                 f"  {kind:4s} where the true eyes went:  "

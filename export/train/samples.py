@@ -70,21 +70,42 @@ EYE_BLOB_REACH = 6.0
 EYE_BLOB_WINDOW = 48
 
 
+@dataclass(frozen=True)
+class EyeComponent:
+    """A labelled eye's own blob in the class mask: `pixels` marks it inside the mask window whose
+    top-left corner is frame pixel (x0, y0); `width` is measured as the device measures a blob."""
+
+    x0: int
+    y0: int
+    pixels: np.ndarray  # bool, the window's shape
+    width: float
+
+
+def eye_component(x: float, y: float, mask: np.ndarray) -> EyeComponent | None:
+    """The eye-class blob of the label mask nearest to the labelled eye at (x, y), within
+    EYE_BLOB_REACH pixels; None when the mask shows no eye pixels there."""
+    cx, cy = int(round(x)), int(round(y))
+    x0, y0 = max(cx - EYE_BLOB_WINDOW, 0), max(cy - EYE_BLOB_WINDOW, 0)
+    window = (mask[y0 : cy + EYE_BLOB_WINDOW + 1, x0 : cx + EYE_BLOB_WINDOW + 1] == EYES).view(np.uint8)
+    if not (window.size and window.any()):
+        return None
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(window, connectivity=8)
+    yy, xx = np.nonzero(labels)
+    near = np.hypot(xx + x0 - x, yy + y0 - y)
+    if near.min() > EYE_BLOB_REACH:
+        return None
+    label = labels[yy[near.argmin()], xx[near.argmin()]]
+    _, _, bw, bh, _ = stats[label]
+    return EyeComponent(x0, y0, labels == label, blob_width(bw, bh))
+
+
 def eye_width_px(x: float, y: float, box: Box, mask: np.ndarray | None) -> float | None:
     """How wide the eye at (x, y) is in the frame, measured as the device measures a blob
     (`device.eyes.blob_width`) on the labelled class mask; without a
     mask (or no eye pixels there) the renderer's `eye_width_px` condition of the box; else None."""
-    if mask is not None:
-        cx, cy = int(round(x)), int(round(y))
-        x0, y0 = max(cx - EYE_BLOB_WINDOW, 0), max(cy - EYE_BLOB_WINDOW, 0)
-        window = (mask[y0 : cy + EYE_BLOB_WINDOW + 1, x0 : cx + EYE_BLOB_WINDOW + 1] == EYES).view(np.uint8)
-        if window.size and window.any():
-            _, labels, stats, _ = cv2.connectedComponentsWithStats(window, connectivity=8)
-            yy, xx = np.nonzero(labels)
-            near = np.hypot(xx + x0 - x, yy + y0 - y)
-            if near.min() <= EYE_BLOB_REACH:
-                _, _, bw, bh, _ = stats[labels[yy[near.argmin()], xx[near.argmin()]]]
-                return blob_width(bw, bh)
+    component = eye_component(x, y, mask) if mask is not None else None
+    if component is not None:
+        return component.width
     width = box.conditions.get("eye_width_px")
     return float(width) if isinstance(width, int | float) and width > 0 else None
 
