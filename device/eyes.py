@@ -174,8 +174,9 @@ def find_eye_blobs(
     `classes` is [H, W] uint8 (0 background, 1 animal, 2 ears, 3 eyes); map pixel (u, v) is frame
     pixel (origin_x + u * scale_x, origin_y + v * scale_y). `valid` = (x0, y0, x1, y1) in map pixels
     is the part of the map that shows real image (padding excluded); a blob touching its edge is cut.
-    `image` is the BGR picture the map was computed from (same grid): with it every blob gets its
-    `delta_e`, how distinct its pixels are from the fur around them.
+    `image` is the BGR picture the map was computed from (same grid): with it, and with the gate on
+    (`min_delta_e` > 0; it costs about 0.3 ms a box), every blob gets its `delta_e`, how distinct its
+    pixels are from the fur around them.
     """
     h, w = classes.shape
     x0, y0, x1, y1 = valid if valid is not None else (0, 0, w, h)
@@ -185,6 +186,7 @@ def find_eye_blobs(
     n, labels, stats, centroids = cv2.connectedComponentsWithStats(eye_mask, connectivity=8)
     blobs: list[EyeBlob] = []
     margin = config.context_px / max(sx, sy)
+    shown = image if config.min_delta_e > 0 else None
     for i in range(1, n):
         bx, by, bw, bh, area = (int(v) for v in stats[i])
         rejected, context = blob_rejection(classes, stats[i], config, scale)
@@ -195,7 +197,7 @@ def find_eye_blobs(
         touches = bx <= x0 or by <= y0 or bx + bw >= x1 or by + bh >= y1
         ears = _ears_near(classes, bx, by, bw, bh, EARS_REACH * margin)
         x, y = map_to_frame(cu, cv, origin, scale)
-        contrast = None if image is None else blob_contrast(image, labels, i, stats[i], eye_mask)
+        contrast = None if shown is None else blob_contrast(shown, labels, i, stats[i], eye_mask)
         blobs.append(
             EyeBlob(
                 x,
@@ -239,6 +241,11 @@ RING_GAP_PX = 1
 CONTRAST_PERCENTILE = 95
 
 
+def ring_reach(width: float) -> int:
+    """How far (px) the fur ring around an eye `width` px wide reaches beyond its pixels."""
+    return RING_GAP_PX + max(2, round(width / 4))
+
+
 def _disc(radius: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
@@ -247,8 +254,9 @@ def eye_ring_contrast(image: np.ndarray, eye: np.ndarray, other_eyes: np.ndarray
     """`EyeContrast` of the eye pixels `eye` (bool, the image's grid) against a ring around them that
     leaves out `other_eyes` pixels; None when the ring is empty (nothing around the eye to compare)."""
     pixels = eye.view(np.uint8)
-    reach = RING_GAP_PX + max(2, round(width / 4))
-    ring = cv2.dilate(pixels, _disc(reach)).astype(bool) & ~cv2.dilate(pixels, _disc(RING_GAP_PX)).astype(bool)
+    ring = cv2.dilate(pixels, _disc(ring_reach(width))).astype(bool) & ~cv2.dilate(pixels, _disc(RING_GAP_PX)).astype(
+        bool
+    )
     ring &= ~other_eyes
     if not ring.any() or not eye.any():
         return None
@@ -268,7 +276,7 @@ def blob_contrast(
     """`eye_ring_contrast` of one connected component (`labels == label`, cv2 stats row `component`),
     measured in a window just large enough for its ring."""
     bx, by, bw, bh, _ = (int(v) for v in component)
-    reach = RING_GAP_PX + max(2, round(max(bw, bh) / 4)) + 1
+    reach = ring_reach(max(bw, bh)) + 1
     x0, y0 = max(bx - reach, 0), max(by - reach, 0)
     x1, y1 = min(bx + bw + reach, labels.shape[1]), min(by + bh + reach, labels.shape[0])
     return eye_ring_contrast(

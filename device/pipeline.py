@@ -202,8 +202,7 @@ class FullResolutionPipeline:
             watch.lap("resize")
             classes = class_maps(self.models.seg_fine(batch))[0, : roi.h, : roi.w]
             watch.lap("unet_fine")
-            shown = image if self.eye_config.min_delta_e > 0 else None  # measured only for the gate
-            blobs_per_box.append(find_eye_blobs(classes, self.eye_config, origin=(roi.x, roi.y), image=shown))
+            blobs_per_box.append(find_eye_blobs(classes, self.eye_config, origin=(roi.x, roi.y), image=image))
             animals.append(animal_found(classes))
             watch.lap("post")
         boxes = score_boxes(frame, blobs_per_box, animals, self.models, self.eye_config)
@@ -387,15 +386,9 @@ class FastPipeline:
         watch.lap("unet_fine")
         eye_centres: list[list[tuple[float, float]]] = [[] for _ in self.rois]
         head_centres: list[list[tuple[float, float]]] = [[] for _ in self.rois]
-        measure = self.config.eyes.min_delta_e > 0  # the blobs' contrast costs about 0.3 ms a box
         for (b, x0, y0, valid, scale), classes, image in zip(placed, maps, images):
             blobs = find_eye_blobs(
-                classes,
-                self.config.eyes,
-                origin=(x0, y0),
-                scale=(scale, scale),
-                valid=valid,
-                image=image if measure else None,
+                classes, self.config.eyes, origin=(x0, y0), scale=(scale, scale), valid=valid, image=image
             )
             crop = FineCrop(b, x0, y0, valid, classes, blobs, scale)
             self.last_fine.append(crop)

@@ -13,14 +13,14 @@ image and the label mask, so it is the same test for every renderer.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from device.eyes import EYES, EyeContrast, eye_ring_contrast
 from device.results import EyeScore
-from export.metrics import match_points
+from export.eye_losses import RecallSplit
 from export.train.samples import eye_component
 
 if TYPE_CHECKING:
@@ -54,41 +54,13 @@ def discernible(image: np.ndarray, mask: np.ndarray | None, x: float, y: float) 
 
 
 @dataclass
-class DiscernibleRecall:
+class DiscernibleRecall(RecallSplit):
     """Recall and scoring split by whether the frame shows the eye: the misses among discernible eyes are
-    the ones a better model can win; the scores given to indiscernible eyes are guesses. `scored`
-    counts found eyes that reach the aggregate (quality_ok), `mae` is over those with a true score."""
+    the ones a better model can win; the scores given to indiscernible eyes are guesses."""
 
-    tally: dict[str, dict[str, float]] = field(
-        default_factory=lambda: {k: {"n": 0, "found": 0, "scored": 0, "abs_error": 0.0, "with_score": 0} for k in SPLIT}
-    )
+    groups: tuple[str, ...] = SPLIT
+    with_mae: bool = True
 
     def add(self, detected: Sequence[EyeScore], truth: Sequence[Eye], shown: Sequence[bool], match_px: float) -> None:
-        matches = {j: i for i, j in match_points([(d.x, d.y) for d in detected], [(t.x, t.y) for t in truth], match_px)}
-        for j, (t, is_shown) in enumerate(zip(truth, shown)):
-            if not t.visible:
-                continue
-            row = self.tally[SPLIT[0] if is_shown else SPLIT[1]]
-            row["n"] += 1
-            if j not in matches:
-                continue
-            row["found"] += 1
-            eye = detected[matches[j]]
-            if eye.quality_ok:
-                row["scored"] += 1
-                if t.score is not None:
-                    row["abs_error"] += abs(eye.score - float(t.score))
-                    row["with_score"] += 1
-
-    def report(self) -> dict[str, dict[str, Any]]:
-        return {
-            name: {
-                "n": int(t["n"]),
-                "found": int(t["found"]),
-                "scored": int(t["scored"]),
-                "recall": t["found"] / t["n"] if t["n"] else None,
-                "scored_recall": t["scored"] / t["n"] if t["n"] else None,
-                "scored_mae": t["abs_error"] / t["with_score"] if t["with_score"] else None,
-            }
-            for name, t in self.tally.items()
-        }
+        split = [None if not t.visible else SPLIT[0] if is_shown else SPLIT[1] for t, is_shown in zip(truth, shown)]
+        self.add_grouped(detected, truth, split, match_px)

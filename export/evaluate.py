@@ -43,7 +43,7 @@ from device.rois import Roi
 from export.breakdown import ConditionBreakdown
 from export.dataset import Dataset
 from export.discernible import DiscernibleRecall, discernible
-from export.eye_losses import FoundFates, LossStages
+from export.eye_losses import FoundFates, LossStages, RecallSplit
 from export.metrics import (
     confusion_matrix,
     iou_from_confusion,
@@ -305,35 +305,16 @@ def severity_band(score: float) -> str:
 
 
 @dataclass
-class SeverityRecall:
+class SeverityRecall(RecallSplit):
     """Recall per band of true score: an eye finder that misses shut eyes hides exactly the animals
     in pain, which the overall recall does not show (a slit is a third of an open eye's pixels).
     `scored` counts the found eyes that reach the aggregate (quality_ok: sharp, whole, confident)."""
 
-    tally: dict[str, dict[str, int]] = field(
-        default_factory=lambda: {name: {"n": 0, "found": 0, "scored": 0} for name, _, _ in SEVERITY_BANDS}
-    )
+    groups: tuple[str, ...] = tuple(name for name, _, _ in SEVERITY_BANDS)
 
     def add(self, detected: Sequence[EyeScore], truth, match_px: float) -> None:
-        matches = {j: i for i, j in match_points([(d.x, d.y) for d in detected], [(t.x, t.y) for t in truth], match_px)}
-        for j, t in enumerate(truth):
-            if not t.visible or t.score is None:
-                continue
-            band = self.tally[severity_band(float(t.score))]
-            band["n"] += 1
-            if j in matches:
-                band["found"] += 1
-                band["scored"] += int(detected[matches[j]].quality_ok)
-
-    def report(self) -> dict[str, dict[str, Any]]:
-        return {
-            name: {
-                **t,
-                "recall": t["found"] / t["n"] if t["n"] else None,
-                "scored_recall": t["scored"] / t["n"] if t["n"] else None,
-            }
-            for name, t in self.tally.items()
-        }
+        bands = [severity_band(float(t.score)) if t.visible and t.score is not None else None for t in truth]
+        self.add_grouped(detected, truth, bands, match_px)
 
 
 @dataclass(frozen=True)

@@ -120,6 +120,56 @@ def _nearest_eye_pixel(crops: Sequence[FineCrop], x: float, y: float) -> tuple[f
 
 
 @dataclass
+class RecallSplit:
+    """Recall of the true visible eyes split into `groups`: per group the eyes, those found, and those
+    scored (found and quality_ok: sharp, whole, confident), optionally with the scored eyes' MAE. What
+    puts an eye in a group is the caller's (`add_grouped`): its true score's band, whether the frame
+    shows it."""
+
+    groups: tuple[str, ...]
+    with_mae: bool = False
+    tally: dict[str, dict[str, float]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tally = {g: {"n": 0, "found": 0, "scored": 0, "abs_error": 0.0, "with_score": 0} for g in self.groups}
+
+    def add_grouped(
+        self, detected: Sequence[EyeScore], truth: Sequence[Any], group_of: Sequence[str | None], match_px: float
+    ) -> None:
+        """One box: `group_of[j]` is true eye j's group, None to leave it out."""
+        matches = {j: i for i, j in match_points([(d.x, d.y) for d in detected], [(t.x, t.y) for t in truth], match_px)}
+        for j, (t, group) in enumerate(zip(truth, group_of)):
+            if group is None:
+                continue
+            row = self.tally[group]
+            row["n"] += 1
+            if j not in matches:
+                continue
+            row["found"] += 1
+            eye = detected[matches[j]]
+            if eye.quality_ok:
+                row["scored"] += 1
+                if t.score is not None:
+                    row["abs_error"] += abs(eye.score - float(t.score))
+                    row["with_score"] += 1
+
+    def report(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for name, t in self.tally.items():
+            row: dict[str, Any] = {
+                "n": int(t["n"]),
+                "found": int(t["found"]),
+                "scored": int(t["scored"]),
+                "recall": t["found"] / t["n"] if t["n"] else None,
+                "scored_recall": t["scored"] / t["n"] if t["n"] else None,
+            }
+            if self.with_mae:
+                row["scored_mae"] = t["abs_error"] / t["with_score"] if t["with_score"] else None
+            out[name] = row
+        return out
+
+
+@dataclass
 class FoundFates:
     """Found true visible eyes by what became of them, with the error of their scores.
 

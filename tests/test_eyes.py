@@ -212,8 +212,9 @@ def _head_picture(classes: np.ndarray, eye_bgr: tuple[int, int, int]) -> np.ndar
 
 def test_each_blob_measures_how_far_the_picture_shows_it_apart_from_its_fur() -> None:
     classes = head_map()
-    hidden = find_eye_blobs(classes, EyeConfig(), image=_head_picture(classes, (121, 119, 124)))
-    shown = find_eye_blobs(classes, EyeConfig(), image=_head_picture(classes, (40, 30, 30)))
+    gated = EyeConfig(min_delta_e=6.0)  # the contrast is measured for the gate only
+    hidden = find_eye_blobs(classes, gated, image=_head_picture(classes, (121, 119, 124)))
+    shown = find_eye_blobs(classes, gated, image=_head_picture(classes, (40, 30, 30)))
     assert [b.delta_e is not None for b in hidden + shown] == [True] * 4
     (big_hidden, small), (big_shown, _) = hidden, shown
     assert big_hidden.delta_e < 2 < 30 < big_shown.delta_e  # type: ignore[operator]
@@ -225,7 +226,7 @@ def test_an_eye_the_picture_does_not_show_gets_no_confidence_and_no_score() -> N
     classes = head_map()
     image = _head_picture(classes, (121, 119, 124))
     constant = lambda batch: np.full((len(batch), 1), 4.0, np.float32)  # noqa: E731 - a stand-in regressor
-    blobs = find_eye_blobs(classes, EyeConfig(), image=image)
+    blobs = find_eye_blobs(classes, EyeConfig(min_delta_e=6.0), image=image)
     for gate, scored in ((0.0, [True, True]), (6.0, [False, True])):
         config = EyeConfig(min_confidence=0.0, min_sharpness=0.0, min_delta_e=gate)
         eyes = score_blobs(image, blobs, constant, config)
