@@ -12,7 +12,7 @@ image and the label mask, so it is the same test for every renderer.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,7 +21,7 @@ import numpy as np
 from device.eyes import EYES, EyeContrast, eye_ring_contrast
 from device.results import EyeScore
 from export.eye_losses import RecallSplit
-from export.train.samples import eye_component
+from export.label_mask import IGNORE, EyeComponent, eye_component
 
 if TYPE_CHECKING:
     from export.dataset import Eye
@@ -37,11 +37,17 @@ def eye_contrast(image: np.ndarray, mask: np.ndarray, x: float, y: float) -> Eye
     """The contrast of the labelled eye at (x, y); None when the mask shows no eye pixels there or
     nothing but eye pixels around them (nothing to measure)."""
     component = eye_component(x, y, mask)
-    if component is None:
-        return None
-    h, w = component.pixels.shape
-    window = (slice(component.y0, component.y0 + h), slice(component.x0, component.x0 + w))
+    return None if component is None else _component_contrast(image, mask, component)
+
+
+def _component_contrast(image: np.ndarray, mask: np.ndarray, component: EyeComponent) -> EyeContrast | None:
+    window = _window(component)
     return eye_ring_contrast(image[window], component.pixels, mask[window] == EYES, component.width)
+
+
+def _window(component: EyeComponent) -> tuple[slice, slice]:
+    h, w = component.pixels.shape
+    return slice(component.y0, component.y0 + h), slice(component.x0, component.x0 + w)
 
 
 def discernible(image: np.ndarray, mask: np.ndarray | None, x: float, y: float) -> bool:
@@ -51,6 +57,25 @@ def discernible(image: np.ndarray, mask: np.ndarray | None, x: float, y: float) 
         return True
     contrast = eye_contrast(image, mask, x, y)
     return contrast is None or contrast.shown >= MIN_EYE_DELTA_E
+
+
+def hide_unseen_eyes(image: np.ndarray, mask: np.ndarray, eyes: Iterable[tuple[float, float]]) -> np.ndarray:
+    """The class mask with the pixels of every labelled eye at `eyes` (x, y) that the frame does not show
+    set to IGNORE, for training: taught to mark those pixels as eye, a segmenter learns to paint eyes
+    where the head's shape says one should be, and paints them on other renderers' and cameras' heads
+    too; taught to mark them as fur, it would learn to miss faint eyes. So it is taught neither."""
+    hidden = mask
+    for x, y in eyes:
+        component = eye_component(x, y, mask)
+        if component is None:
+            continue
+        contrast = _component_contrast(image, mask, component)
+        if contrast is None or contrast.shown >= MIN_EYE_DELTA_E:
+            continue
+        if hidden is mask:
+            hidden = mask.copy()
+        hidden[_window(component)][component.pixels] = IGNORE
+    return hidden
 
 
 @dataclass

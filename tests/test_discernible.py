@@ -8,7 +8,8 @@ import pytest
 from device.eyes import ANIMAL, EYES
 from device.results import EyeScore
 from export.dataset import Eye
-from export.discernible import MIN_EYE_DELTA_E, DiscernibleRecall, discernible, eye_contrast
+from export.discernible import MIN_EYE_DELTA_E, DiscernibleRecall, discernible, eye_contrast, hide_unseen_eyes
+from export.label_mask import IGNORE
 
 FUR = (150, 150, 150)
 
@@ -58,6 +59,19 @@ def test_an_eye_without_mask_pixels_or_without_a_mask_counts_as_shown() -> None:
     assert eye_contrast(image, mask, 10.0, 10.0) is None
     assert discernible(image, mask, 10.0, 10.0)
     assert discernible(image, None, 60.0, 60.0)
+
+
+def test_training_masks_leave_out_the_eyes_the_frame_does_not_show_and_keep_the_rest() -> None:
+    shown_image, mask = _scene((20, 20, 25))
+    unseen_image, _ = _scene((152, 149, 151), noise=4.0)
+    image = np.concatenate([shown_image, unseen_image], axis=1)  # two eyes: (60, 60) shown, (180, 60) not
+    both = np.concatenate([mask, mask], axis=1)
+    hidden = hide_unseen_eyes(image, both, [(60.0, 60.0), (180.0, 60.0), (20.0, 20.0)])
+    assert (hidden[:, 120:] == IGNORE).sum() == (both[:, 120:] == EYES).sum() > 0
+    assert (hidden[:, 120:][both[:, 120:] != EYES] == ANIMAL).all()
+    assert (hidden[:, :120] == both[:, :120]).all()
+    assert (both != IGNORE).all(), "the frame's own mask is left as it was"
+    assert hide_unseen_eyes(shown_image, mask, [(60.0, 60.0)]) is mask
 
 
 @pytest.mark.parametrize("found_shown", [True, False])

@@ -14,10 +14,11 @@ import torch
 from device.eyes import EyeConfig, find_eye_blobs
 from export.cli import main as mgs_export
 from export.dataset import combine_datasets, open_dataset
+from export.label_mask import IGNORE
 from export.synth.writer import write_dataset
 from export.train.augment import MIN_EYE_CONTRAST, SEG_FINE, Augment, restyle, seg_batch, seg_sample
 from export.train.eye import EyeRecipe, augment, centre_patches, train_eye
-from export.train.samples import eye_samples, eye_width_px, fine_crops, region_zooms
+from export.train.samples import SegSamples, eye_samples, eye_width_px, fine_crops, region_zooms, resize_mask
 from export.train.seg import (
     SegRecipe,
     distillation_loss,
@@ -256,12 +257,14 @@ def test_train_commands_write_complete_weight_files(tiny: Path, tmp_path: Path) 
                 "--input-size",
                 "64x48",
                 "--quiet",
+                "--ignore-unseen-eyes",
             ]
         )
         == 0
     )
     record = read_record(coarse)
     assert record["input_size"] == [64, 48] and record["kind"] == "seg_coarse" and record["training"]["augment"] is True
+    assert record["training"]["ignore_unseen_eyes"] is True
     assert record["class_names"] == ["background", "animal", "ears", "eyes"]
     assert len(record["data_fingerprint"]) == 64 and "train-seg" in record["command"]
     assert record["normalisation"]["channel_order"] == "BGR"
@@ -340,6 +343,37 @@ def test_weighted_cross_entropy_with_unit_pixels_is_plain_weighted_cross_entropy
     heavy = torch.ones(2, 8, 8)
     heavy[labels == 3] = 5.0
     assert float(weighted_cross_entropy(cw)(logits, (labels, heavy))) != pytest.approx(float(plain), rel=1e-3)
+
+
+@pytest.mark.parametrize("eye_instance_px", [0.0, 80.0])
+def test_pixels_labelled_ignore_teach_nothing(eye_instance_px: float) -> None:
+    """Whatever the network says on an IGNORE pixel, the loss and its gradient there do not change; the
+    class weights are counted without them; a shrunk mask keeps an IGNORE majority as IGNORE."""
+    g = torch.Generator().manual_seed(2)
+    labels = torch.randint(0, 4, (2, 8, 8), generator=g)
+    labels[0, 2:5, 2:5] = IGNORE
+    cw = torch.tensor([0.5, 1.0, 1.5, 2.0])
+    pixel = torch.from_numpy(eye_instance_weights(labels.numpy(), eye_instance_px))
+    losses = {
+        "plain": lambda x: torch.nn.CrossEntropyLoss(weight=cw, ignore_index=IGNORE)(x, labels),
+        "weighted": lambda x: weighted_cross_entropy(cw)(x, (labels, pixel)),
+        "distilled": lambda x: distillation_loss(cw, 0.5)(x, (labels, pixel, torch.softmax(x.detach() * 0.5, 1))),
+    }
+    for name, loss in losses.items():
+        logits = torch.randn(2, 4, 8, 8, generator=g, requires_grad=True)
+        before = loss(logits)
+        before.backward()
+        assert torch.isfinite(before), name
+        assert float(logits.grad[0, :, 2:5, 2:5].abs().max()) == 0.0, name
+        assert float(logits.grad.abs().sum()) > 0.0, name
+        changed = logits.detach().clone()
+        changed[0, :, 2:5, 2:5] = torch.randn(4, 3, 3, generator=g) * 10
+        assert float(loss(changed)) == pytest.approx(before.item(), rel=1e-6), name
+    masks = labels.numpy().astype(np.uint8)
+    frequency = SegSamples(np.zeros((*masks.shape, 3), np.uint8), masks).class_frequency()
+    assert frequency.shape == (4,) and frequency.sum() == pytest.approx(1.0)
+    assert frequency[0] == pytest.approx((masks == 0).sum() / (masks != IGNORE).sum())
+    assert resize_mask(np.full((8, 8), IGNORE, np.uint8), (4, 4)).tolist() == [[IGNORE] * 4] * 4
 
 
 def test_distillation_is_the_label_loss_where_the_teacher_is_sure_and_nothing_where_it_agrees() -> None:

@@ -68,6 +68,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="fine: weigh every eye blob of a crop as if it had at least this many pixels, so shut and small eyes count like open ones (0 = class weights only; 120 was tried in models/TRAINING.md, sixth and seventeenth steps)",
     )
     parser.add_argument(
+        "--ignore-unseen-eyes",
+        action="store_true",
+        help="leave out of the loss the labelled eye pixels the frame does not show (a colour difference to the fur "
+        'around them below export/discernible.py\'s 6), instead of teaching them as eye (docs/training.md, "Eyes the frame does not show")',
+    )
+    parser.add_argument(
         "--restyle",
         type=float,
         default=0.0,
@@ -168,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         if args.crop % 2 ** (args.depth - 1):
             raise MgsError(f"--crop {args.crop} must be a multiple of {2 ** (args.depth - 1)}")
         rng = np.random.default_rng(args.seed)
-        samples = fine_crops(data, args.crop, args.crops_per_box, rng)
+        samples = fine_crops(data, args.crop, args.crops_per_box, rng, args.ignore_unseen_eyes)
         val = (
             fine_crops(open_dataset(args.val), args.crop, args.crops_per_box, np.random.default_rng(args.seed + 1))
             if args.val
@@ -177,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
         size = (args.crop, args.crop)
         extra = {"crop": args.crop, "crops_per_box": args.crops_per_box}
     else:
-        samples = coarse_rois(data, args.input_size)
+        samples = coarse_rois(data, args.input_size, args.ignore_unseen_eyes)
         val = coarse_rois(open_dataset(args.val), args.input_size) if args.val else None
         size = args.input_size
         extra = {"input_size": list(size)}
@@ -203,7 +209,10 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     training = recipe_record(
-        recipe, samples, len(data.frames), {**extra, "init": init_record, "teacher": teacher_record}
+        recipe,
+        samples,
+        len(data.frames),
+        {**extra, "init": init_record, "teacher": teacher_record, "ignore_unseen_eyes": args.ignore_unseen_eyes},
     )
     training["history"] = history
     training["seconds"] = round(time.monotonic() - started, 1)

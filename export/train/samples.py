@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from device.eyes import EYES, EyeConfig, blob_width, crop_patches, patch_zoom, patch_zooms
+from device.eyes import EyeConfig, crop_patches, patch_zoom, patch_zooms
+from export.discernible import hide_unseen_eyes
+from export.label_mask import IGNORE, eye_component
 from models.unet import CLASS_NAMES
 
 if TYPE_CHECKING:
@@ -52,7 +54,8 @@ class SegSamples:
         return len(self.images)
 
     def class_frequency(self) -> np.ndarray:
-        counts = np.bincount(self.masks.ravel(), minlength=N_CLASSES).astype(np.float64)
+        """Share of each class among the pixels that teach (IGNORE left out)."""
+        counts = np.bincount(self.masks.ravel(), minlength=N_CLASSES)[:N_CLASSES].astype(np.float64)
         return counts / counts.sum()
 
 
@@ -62,41 +65,6 @@ def scored_eyes(frame: Frame) -> Iterator[tuple[float, float, float, Box]]:
         for eye in box.eyes:
             if eye.visible and eye.score is not None:
                 yield eye.x, eye.y, float(eye.score), box
-
-
-#: An eye's own blob in the class mask is looked for within this many pixels of its labelled centre.
-EYE_BLOB_REACH = 6.0
-#: ... inside a window this many pixels either side of the centre (wider than any eye).
-EYE_BLOB_WINDOW = 48
-
-
-@dataclass(frozen=True)
-class EyeComponent:
-    """A labelled eye's own blob in the class mask: `pixels` marks it inside the mask window whose
-    top-left corner is frame pixel (x0, y0); `width` is measured as the device measures a blob."""
-
-    x0: int
-    y0: int
-    pixels: np.ndarray  # bool, the window's shape
-    width: float
-
-
-def eye_component(x: float, y: float, mask: np.ndarray) -> EyeComponent | None:
-    """The eye-class blob of the label mask nearest to the labelled eye at (x, y), within
-    EYE_BLOB_REACH pixels; None when the mask shows no eye pixels there."""
-    cx, cy = int(round(x)), int(round(y))
-    x0, y0 = max(cx - EYE_BLOB_WINDOW, 0), max(cy - EYE_BLOB_WINDOW, 0)
-    window = (mask[y0 : cy + EYE_BLOB_WINDOW + 1, x0 : cx + EYE_BLOB_WINDOW + 1] == EYES).view(np.uint8)
-    if not (window.size and window.any()):
-        return None
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(window, connectivity=8)
-    yy, xx = np.nonzero(labels)
-    near = np.hypot(xx + x0 - x, yy + y0 - y)
-    if near.min() > EYE_BLOB_REACH:
-        return None
-    label = labels[yy[near.argmin()], xx[near.argmin()]]
-    _, _, bw, bh, _ = stats[label]
-    return EyeComponent(x0, y0, labels == label, blob_width(bw, bh))
 
 
 def eye_width_px(x: float, y: float, box: Box, mask: np.ndarray | None) -> float | None:
@@ -280,11 +248,13 @@ def _crop(image: np.ndarray, mask: np.ndarray, cx: int, cy: int, size: int) -> t
     return image[y0 : y0 + size, x0 : x0 + size], mask[y0 : y0 + size, x0 : x0 + size]
 
 
-def fine_crops(dataset: Dataset, size: int, per_box: int, rng: np.random.Generator) -> SegSamples:
+def fine_crops(
+    dataset: Dataset, size: int, per_box: int, rng: np.random.Generator, ignore_unseen_eyes: bool = False
+) -> SegSamples:
     """Full-resolution crops: half around eyes (jittered so eyes land anywhere in the crop),
     a quarter on random animal pixels, a quarter anywhere in the box (teaches the background)."""
     images, masks = [], []
-    for image, mask, box in _masked_boxes(dataset):
+    for image, mask, box in _masked_boxes(dataset, ignore_unseen_eyes):
         x, y, w, h = (int(round(v)) for v in box.roi)
         eyes = [(e.x, e.y) for e in box.eyes if e.visible]
         animal = np.argwhere(mask[y : y + h, x : x + w] > 0)
@@ -306,30 +276,36 @@ def fine_crops(dataset: Dataset, size: int, per_box: int, rng: np.random.Generat
     return _stack(images, masks, (size, size))
 
 
-def _masked_boxes(dataset: Dataset) -> Iterator[tuple[np.ndarray, np.ndarray, Box]]:
-    """(image, mask, box) for every box of every frame that has a mask; frames without one teach no segmentation."""
+def _masked_boxes(dataset: Dataset, ignore_unseen_eyes: bool) -> Iterator[tuple[np.ndarray, np.ndarray, Box]]:
+    """(image, mask, box) for every box of every frame that has a mask; frames without one teach no segmentation.
+    With `ignore_unseen_eyes`, the labelled eyes the frame does not show are IGNORE in the mask
+    (`export.discernible.hide_unseen_eyes`)."""
     for frame in dataset.frames:
         if frame.mask is None:
             continue
         image = dataset.read_image(frame)
         mask = dataset.read_mask(frame)
+        if ignore_unseen_eyes:
+            mask = hide_unseen_eyes(image, mask, [(e.x, e.y) for box in frame.boxes for e in box.eyes if e.visible])
         for box in frame.boxes:
             yield image, mask, box
 
 
+LABELS = np.array([*range(N_CLASSES), IGNORE], np.uint8)
+
+
 def resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """Majority class per output pixel (area-weighted), so small eyes survive better than with nearest."""
+    """Majority label per output pixel (area-weighted), so small eyes survive better than with nearest."""
     h, w = hw
-    onehot = np.stack([(mask == c).astype(np.float32) for c in range(N_CLASSES)], axis=-1)
-    area = cv2.resize(onehot, (w, h), interpolation=cv2.INTER_AREA)
-    return area.argmax(axis=-1).astype(np.uint8)
+    area = [cv2.resize((mask == c).astype(np.float32), (w, h), interpolation=cv2.INTER_AREA) for c in LABELS]
+    return LABELS[np.argmax(area, axis=0)]
 
 
-def coarse_rois(dataset: Dataset, hw: tuple[int, int]) -> SegSamples:
+def coarse_rois(dataset: Dataset, hw: tuple[int, int], ignore_unseen_eyes: bool = False) -> SegSamples:
     """Each box ROI scaled to the coarse net's fixed input, as the device does (INTER_AREA)."""
     h, w = hw
     images, masks = [], []
-    for image, mask, box in _masked_boxes(dataset):
+    for image, mask, box in _masked_boxes(dataset, ignore_unseen_eyes):
         x, y, bw, bh = (int(round(v)) for v in box.roi)
         images.append(cv2.resize(image[y : y + bh, x : x + bw], (w, h), interpolation=cv2.INTER_AREA))
         masks.append(resize_mask(mask[y : y + bh, x : x + bw], hw))

@@ -13,6 +13,8 @@ Class weights alone let an eye count by its pixels, and a shut eye is a slit of 
 eye's area: the segmenter learned to miss exactly the eyes of animals in pain (issue 10, sixth step:
 recall 0.61 for scores 6-9 against 0.85 below on the hardest choice set). `eye_instance_px` > 0
 weighs every eye blob of a crop as if it had at least that many pixels (`eye_instance_weights`).
+Pixels labelled IGNORE (eyes the frame does not show, `train-seg --ignore-unseen-eyes`) are left out
+of every loss and of the class frequencies.
 
 Distillation (`teacher`): the student learns, beside the labels, the class probabilities of another
 network on the same augmented crop, e.g. one U-Net learning the shipped two-U-Net ensemble so that
@@ -35,6 +37,7 @@ from torch import nn
 from torch.nn import functional
 
 from device.eyes import EYES
+from export.label_mask import IGNORE
 from export.metrics import confusion_matrix, iou_from_confusion
 from export.train.augment import SEG_COARSE, SEG_FINE, Augment, seg_batch
 from export.train.loop import forward, run_epochs, scheduled_lr, set_lr, set_memory_format
@@ -103,11 +106,18 @@ def eye_instance_weights(labels: np.ndarray, instance_px: float) -> np.ndarray:
     return weights
 
 
+def taught(labels: torch.Tensor, pixel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(labels with IGNORE read as class 0, pixel weights with 0 on IGNORE): a loss computed on these
+    needs no special case for the pixels that teach nothing."""
+    keep = labels != IGNORE
+    return torch.where(keep, labels, 0), pixel * keep
+
+
 def weighted_cross_entropy(class_weight: torch.Tensor) -> Callable[[torch.Tensor, tuple], torch.Tensor]:
     """Cross-entropy with class weights and per-pixel weights; target = (labels, pixel weights)."""
 
     def loss(logits: torch.Tensor, target: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        labels, pixel = target
+        labels, pixel = taught(*target)
         per_pixel = functional.cross_entropy(logits, labels, weight=class_weight, reduction="none")
         return (per_pixel * pixel).sum() / (class_weight[labels] * pixel).sum()
 
@@ -123,8 +133,8 @@ def distillation_loss(
     hard = weighted_cross_entropy(class_weight)
 
     def loss(logits: torch.Tensor, target: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        labels, pixel, teacher = target
-        per_pixel = functional.kl_div(functional.log_softmax(logits, dim=1), teacher, reduction="none").sum(1)
+        labels, pixel = taught(*target[:2])
+        per_pixel = functional.kl_div(functional.log_softmax(logits, dim=1), target[2], reduction="none").sum(1)
         w = class_weight[labels] * pixel
         return (1.0 - weight) * hard(logits, (labels, pixel)) + weight * (per_pixel * w).sum() / w.sum()
 
@@ -218,7 +228,7 @@ def train_seg(
     elif balanced:
         loss_fn = weighted_cross_entropy(class_weight)
     else:
-        loss_fn = nn.CrossEntropyLoss(weight=class_weight)
+        loss_fn = nn.CrossEntropyLoss(weight=class_weight, ignore_index=IGNORE)
 
     def target(x: torch.Tensor, labels: torch.Tensor) -> Any:
         """The class ids, with the eye-instance pixel weights when the recipe asks for them and the
