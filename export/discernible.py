@@ -61,9 +61,10 @@ def discernible(image: np.ndarray, mask: np.ndarray | None, x: float, y: float) 
 
 def hide_unseen_eyes(image: np.ndarray, mask: np.ndarray, eyes: Iterable[tuple[float, float]]) -> np.ndarray:
     """The class mask with the pixels of every labelled eye at `eyes` (x, y) that the frame does not show
-    set to IGNORE, for training: taught to mark those pixels as eye, a segmenter learns to paint eyes
-    where the head's shape says one should be, and paints them on other renderers' and cameras' heads
-    too; taught to mark them as fur, it would learn to miss faint eyes. So it is taught neither."""
+    set to IGNORE, for training: taught to mark those pixels as eye, a segmenter may learn to paint eyes
+    wherever a head's shape says one should be, on other renderers' and cameras' heads too; taught to
+    mark them as fur, it would learn to miss faint eyes. So it is taught neither (measured in
+    models/TRAINING.md, "Thirty-sixth step")."""
     hidden = mask
     for x, y in eyes:
         component = eye_component(x, y, mask)
