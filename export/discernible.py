@@ -41,22 +41,19 @@ def eye_contrast(image: np.ndarray, mask: np.ndarray, x: float, y: float) -> Eye
 
 
 def _component_contrast(image: np.ndarray, mask: np.ndarray, component: EyeComponent) -> EyeContrast | None:
-    window = _window(component)
+    window = component.window
     return eye_ring_contrast(image[window], component.pixels, mask[window] == EYES, component.width)
 
 
-def _window(component: EyeComponent) -> tuple[slice, slice]:
-    h, w = component.pixels.shape
-    return slice(component.y0, component.y0 + h), slice(component.x0, component.x0 + w)
+def _shown(contrast: EyeContrast | None) -> bool:
+    """Nothing to measure counts as shown: only a measured lack of contrast hides an eye."""
+    return contrast is None or contrast.shown >= MIN_EYE_DELTA_E
 
 
 def discernible(image: np.ndarray, mask: np.ndarray | None, x: float, y: float) -> bool:
     """False only when the label mask shows the eye's pixels and the frame gives them almost the colour
     of the fur around them; without a mask (nothing to measure) every eye counts as discernible."""
-    if mask is None:
-        return True
-    contrast = eye_contrast(image, mask, x, y)
-    return contrast is None or contrast.shown >= MIN_EYE_DELTA_E
+    return mask is None or _shown(eye_contrast(image, mask, x, y))
 
 
 def hide_unseen_eyes(image: np.ndarray, mask: np.ndarray, eyes: Iterable[tuple[float, float]]) -> np.ndarray:
@@ -68,14 +65,11 @@ def hide_unseen_eyes(image: np.ndarray, mask: np.ndarray, eyes: Iterable[tuple[f
     hidden = mask
     for x, y in eyes:
         component = eye_component(x, y, mask)
-        if component is None:
-            continue
-        contrast = _component_contrast(image, mask, component)
-        if contrast is None or contrast.shown >= MIN_EYE_DELTA_E:
+        if component is None or _shown(_component_contrast(image, mask, component)):
             continue
         if hidden is mask:
             hidden = mask.copy()
-        hidden[_window(component)][component.pixels] = IGNORE
+        hidden[component.window][component.pixels] = IGNORE
     return hidden
 
 

@@ -34,6 +34,12 @@ class EyeComponent:
     pixels: np.ndarray  # bool, the window's shape
     width: float
 
+    @property
+    def window(self) -> tuple[slice, slice]:
+        """The frame's (rows, columns) that `pixels` covers."""
+        h, w = self.pixels.shape
+        return slice(self.y0, self.y0 + h), slice(self.x0, self.x0 + w)
+
 
 def eye_component(x: float, y: float, mask: np.ndarray) -> EyeComponent | None:
     """The eye-class blob of the label mask nearest to the labelled eye at (x, y), within

@@ -106,19 +106,10 @@ def run(args: argparse.Namespace) -> int:
             f"  {kind:4s} pipeline: eye precision {p if p is None else round(p, 3)}  recall {r if r is None else round(r, 3)}"
             f"  end-to-end MAE {e2e['mae'] if e2e['mae'] is None else round(e2e['mae'], 3)} (n={e2e['n']})"
         )
-        print(
-            f"  {kind:4s} recall by true score (found / scored):  "
-            + "  ".join(
-                f"{band} {format_value(b['recall'])} / {format_value(b['scored_recall'])} (n={b['n']})"
-                for band, b in d["by_true_score"].items()
-            )
-        )
+        print(f"  {kind:4s} recall by true score (found / scored):  " + recall_split_line(d["by_true_score"]))
         print(
             f"  {kind:4s} by whether the frame shows the eye (found / scored, scored MAE):  "
-            + "  ".join(
-                f"{name} {format_value(v['recall'])} / {format_value(v['scored_recall'])}, {format_value(v['scored_mae'])} (n={v['n']})"
-                for name, v in d["by_discernible"].items()
-            )
+            + recall_split_line(d["by_discernible"])
         )
         if "lost_at" in d:
             print(
@@ -150,6 +141,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"  compared with the baseline {args.baseline} (its own report: {args.out / 'baseline'}):")
         print(format_comparison(comparison))
     return 0
+
+
+def recall_split_line(split: dict[str, dict[str, Any]]) -> str:
+    """One printed line of a recall split (`export.eye_losses.RecallSplit.report`): per group
+    found / scored recall, the scored eyes' MAE where the split has it, and the number of eyes."""
+    from export.metrics import format_value
+
+    return "  ".join(
+        f"{name} {format_value(row['recall'])} / {format_value(row['scored_recall'])}"
+        + (f", {format_value(row['scored_mae'])}" if "scored_mae" in row else "")
+        + f" (n={row['n']})"
+        for name, row in split.items()
+    )
 
 
 def _evaluate(args: argparse.Namespace, models_path: Path, data: Dataset, options: EvalOptions) -> dict[str, Any]:

@@ -113,13 +113,19 @@ def taught(labels: torch.Tensor, pixel: torch.Tensor) -> tuple[torch.Tensor, tor
     return torch.where(keep, labels, 0), pixel * keep
 
 
+def _pixel_weighted_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, pixel: torch.Tensor, class_weight: torch.Tensor
+) -> torch.Tensor:
+    """The weighted cross-entropy on labels and pixel weights already passed through `taught`."""
+    per_pixel = functional.cross_entropy(logits, labels, weight=class_weight, reduction="none")
+    return (per_pixel * pixel).sum() / (class_weight[labels] * pixel).sum()
+
+
 def weighted_cross_entropy(class_weight: torch.Tensor) -> Callable[[torch.Tensor, tuple], torch.Tensor]:
     """Cross-entropy with class weights and per-pixel weights; target = (labels, pixel weights)."""
 
     def loss(logits: torch.Tensor, target: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        labels, pixel = taught(*target)
-        per_pixel = functional.cross_entropy(logits, labels, weight=class_weight, reduction="none")
-        return (per_pixel * pixel).sum() / (class_weight[labels] * pixel).sum()
+        return _pixel_weighted_cross_entropy(logits, *taught(*target), class_weight)
 
     return loss
 
@@ -130,13 +136,13 @@ def distillation_loss(
     """(1 - weight) x the weighted cross-entropy on the labels + weight x the KL divergence from the
     teacher's class probabilities, each pixel weighted alike (class weight of its label x pixel weight),
     so eye pixels keep their say in both terms; target = (labels, pixel weights, teacher probabilities)."""
-    hard = weighted_cross_entropy(class_weight)
 
     def loss(logits: torch.Tensor, target: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
         labels, pixel = taught(*target[:2])
+        hard = _pixel_weighted_cross_entropy(logits, labels, pixel, class_weight)
         per_pixel = functional.kl_div(functional.log_softmax(logits, dim=1), target[2], reduction="none").sum(1)
         w = class_weight[labels] * pixel
-        return (1.0 - weight) * hard(logits, (labels, pixel)) + weight * (per_pixel * w).sum() / w.sum()
+        return (1.0 - weight) * hard + weight * (per_pixel * w).sum() / w.sum()
 
     return loss
 
