@@ -299,6 +299,55 @@ def test_training_on_several_datasets_reads_every_frame_where_it_lies(tiny: Path
     assert record["training"]["train_images"] == 2  # --frames 1 of each folder
 
 
+def test_hard_crops_are_cut_around_points_inside_boxes_only(tiny: Path) -> None:
+    data = open_dataset(tiny)
+    last = len(data.frames) - 1
+    box = data.frames[last].boxes[-1]
+    x, y, w, h = box.roi
+    inside, outside = (x + w / 2, y + h / 2), (x - 5.0, y - 5.0)
+    plain = fine_crops(data, 48, 4, np.random.default_rng(3))
+    again = fine_crops(data, 48, 4, np.random.default_rng(3), hard_centres={last: [outside]}, per_hard=3)
+    np.testing.assert_array_equal(plain.images, again.images)  # a point in no box cuts nothing, draws nothing
+    hard = fine_crops(data, 48, 4, np.random.default_rng(3), hard_centres={last: [inside]}, per_hard=3)
+    assert len(hard) == len(plain) + 3
+    np.testing.assert_array_equal(hard.images[: len(plain)], plain.images)  # the last box's crops come first
+    image = data.read_image(data.frames[last])
+    for crop in hard.images[-3:]:
+        cx, cy = cv2.minMaxLoc(cv2.matchTemplate(image, crop, cv2.TM_SQDIFF))[2]
+        np.testing.assert_array_equal(image[cy : cy + 48, cx : cx + 48], crop)
+        assert max(abs(cx + 24 - inside[0]), abs(cy + 24 - inside[1])) <= 0.25 * 48 + 1
+
+
+def test_a_segmenters_false_blobs_are_the_candidates_far_from_every_labelled_eye(tiny: Path) -> None:
+    from device.inference import load_models
+    from export.train.samples import NON_EYE_CLEARANCE, device_view, segmenter_false_blobs
+
+    data = open_dataset(tiny)
+    models = load_models(precision="int8")
+    blobs = segmenter_false_blobs(data, models)
+    assert sum(map(len, blobs.values())) == len(device_view(data, models).false_eyes) > 0
+    for index, points in blobs.items():
+        eyes = [(e.x, e.y) for b in data.frames[index].boxes for e in b.eyes]
+        assert points and all(np.hypot(px - ex, py - ey) >= NON_EYE_CLEARANCE for px, py in points for ex, ey in eyes)
+    assert segmenter_false_blobs(data, models, frames=0) == {}
+
+
+def test_train_seg_records_its_hard_crops_and_refuses_them_for_the_coarse_net(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fine = tmp_path / "f.pt"
+    base = ["train-seg", "--data", str(tiny), "--epochs", "1", "--quiet", "--threads", "1", "--hard-crops", "models"]
+    command = [*base, "--model", "fine", "--crop", "48", "--crops-per-box", "2", "--hard-crops-per-blob", "3"]
+    assert mgs_export([*command, "--out", str(fine)]) == 0
+    record = read_record(fine)["training"]
+    assert record["hard_crops"]["models"] == "models" and record["hard_crops"]["per_blob"] == 3
+    assert record["hard_crops"]["false_blobs"] > 0
+    assert mgs_export([*base, "--model", "coarse", "--out", str(tmp_path / "c.pt")]) == 2
+    assert "--model fine" in capsys.readouterr().err and not (tmp_path / "c.pt").exists()
+    assert mgs_export([*command, "--hard-crops", str(tmp_path / "none"), "--out", str(tmp_path / "g.pt")]) == 2
+    assert str(tmp_path / "none") in capsys.readouterr().err and not (tmp_path / "g.pt").exists()
+
+
 def test_eye_width_of_a_labelled_eye_is_its_mask_blob_as_the_device_measures_it(tiny: Path) -> None:
     data = open_dataset(tiny)
     frame = next(f for f in data.frames if any(e.visible and e.score is not None for b in f.boxes for e in b.eyes))

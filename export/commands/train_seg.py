@@ -6,9 +6,13 @@ import argparse
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from export.train.options import add_common, open_data, sizes
 from mgs_core.errors import MgsError
+
+if TYPE_CHECKING:
+    from export.dataset import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +78,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         'around them below export/discernible.py\'s 6), instead of teaching them as eye (docs/training.md, "Eyes the frame does not show")',
     )
     parser.add_argument(
+        "--hard-crops",
+        type=Path,
+        metavar="MODELS",
+        help="fine: also cut crops around every blob this model set's segmenter takes for an eye where none is "
+        "labelled (a models folder with manifest.json; its fast pipeline runs over every --data frame, about "
+        '0.1-0.2 s each), so the U-Net is taught its own false eyes as what they are (docs/training.md, "Its own false eyes")',
+    )
+    parser.add_argument(
+        "--hard-crops-per-blob", type=int, default=2, help="with --hard-crops: crops around each false blob (default 2)"
+    )
+    parser.add_argument(
         "--restyle",
         type=float,
         default=0.0,
@@ -136,6 +151,10 @@ def run(args: argparse.Namespace) -> int:
                 f"leave out {', '.join(f'--{k}' for k in refused)} (fine-tuning keeps the network's shape)"
             )
         defaults = {**FINE_TUNE, **shape}
+    if args.hard_crops is not None and args.model != "fine":
+        raise MgsError("--hard-crops cuts full-resolution crops around false eyes: it is for --model fine")
+    if args.hard_crops_per_blob < 1:
+        raise MgsError(f"--hard-crops-per-blob {args.hard_crops_per_blob}: give 1 or more")
     if args.init_member is not None and args.init is None:
         raise MgsError("--init-member picks a member of the --init ensemble; give --init too")
     teacher, teacher_record = None, None
@@ -174,7 +193,10 @@ def run(args: argparse.Namespace) -> int:
         if args.crop % 2 ** (args.depth - 1):
             raise MgsError(f"--crop {args.crop} must be a multiple of {2 ** (args.depth - 1)}")
         rng = np.random.default_rng(args.seed)
-        samples = fine_crops(data, args.crop, args.crops_per_box, rng, args.ignore_unseen_eyes)
+        hard = mine_false_blobs(args.hard_crops, data) if args.hard_crops is not None else None
+        samples = fine_crops(
+            data, args.crop, args.crops_per_box, rng, args.ignore_unseen_eyes, hard, args.hard_crops_per_blob
+        )
         val = (
             fine_crops(open_dataset(args.val), args.crop, args.crops_per_box, np.random.default_rng(args.seed + 1))
             if args.val
@@ -182,6 +204,12 @@ def run(args: argparse.Namespace) -> int:
         )
         size = (args.crop, args.crop)
         extra = {"crop": args.crop, "crops_per_box": args.crops_per_box}
+        if hard is not None:
+            extra["hard_crops"] = {
+                "models": str(args.hard_crops),
+                "false_blobs": sum(map(len, hard.values())),
+                "per_blob": args.hard_crops_per_blob,
+            }
     else:
         samples = coarse_rois(data, args.input_size, args.ignore_unseen_eyes)
         val = coarse_rois(open_dataset(args.val), args.input_size) if args.val else None
@@ -228,3 +256,21 @@ def run(args: argparse.Namespace) -> int:
         + "".join(f", {k} {v:.3f}" for k, v in last.items() if k.startswith("val_"))
     )
     return 0
+
+
+def mine_false_blobs(models_dir: Path, data: Dataset) -> dict[int, list[tuple[float, float]]]:
+    """Where `models_dir`'s segmenter sees eyes that are not labelled, per frame of `data`."""
+    from device.inference import load_models
+    from export.train.samples import segmenter_false_blobs
+
+    started = time.monotonic()
+    blobs = segmenter_false_blobs(data, load_models(models_dir, precision="int8"))
+    log.info(
+        "%d false eyes of %s's segmenter in %d of %d frames (%.0f s)",
+        sum(map(len, blobs.values())),
+        models_dir,
+        len(blobs),
+        len(data.frames),
+        time.monotonic() - started,
+    )
+    return blobs

@@ -12,14 +12,14 @@ The image id of every sample is kept so cross-validation can split by image, nev
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from device.eyes import EyeConfig, crop_patches, patch_zoom, patch_zooms
+from device.eyes import EyeBlob, EyeConfig, crop_patches, patch_zoom, patch_zooms
 from export.discernible import hide_unseen_eyes
 from export.label_mask import IGNORE, eye_component
 from models.unet import CLASS_NAMES
@@ -206,9 +206,32 @@ class DeviceView:
     widths: dict[tuple[int, int], float]  # (frame index, n-th scored eye of the frame) -> width of its blob
 
 
+def _pipeline_blobs(
+    dataset: Dataset, models: Models, frames: int | None
+) -> Iterator[tuple[int, Frame, np.ndarray, list[tuple[EyeBlob, Box]]]]:
+    """(frame index, frame, image, [(blob, its box)]) for a model set's fast pipeline over the first
+    `frames` frames, every filter after the segmenter opened (one fresh pipeline per frame, as in
+    `mgs-export evaluate`): everything the segmenter offers as an eye."""
+    from device.pipeline import FastPipeline, PipelineConfig
+    from device.rois import Roi
+
+    config = PipelineConfig(eyes=EyeConfig(max_candidates_per_box=16))
+    for index, frame in enumerate(dataset.frames[:frames]):
+        if not frame.boxes:
+            continue
+        image = dataset.read_image(frame)
+        rois = [Roi(*(int(round(v)) for v in box.roi)) for box in frame.boxes]
+        blobs_per_box, _ = FastPipeline(models, rois, config).eye_blobs(image)
+        yield index, frame, image, [(blob, box) for box, blobs in zip(frame.boxes, blobs_per_box) for blob in blobs]
+
+
+def _false_blobs(found: list[tuple[EyeBlob, Box]]) -> list[EyeBlob]:
+    """The blobs with no labelled eye (seen or not) within NON_EYE_CLEARANCE of them."""
+    return [b for b, box in found if all(np.hypot(b.x - e.x, b.y - e.y) >= NON_EYE_CLEARANCE for e in box.eyes)]
+
+
 def device_view(dataset: Dataset, models: Models, frames: int | None = None, eye_width: float = 0.0) -> DeviceView:
-    """Run a model set's fast pipeline, every filter after the segmenter opened (one fresh pipeline
-    per frame, as in `mgs-export evaluate`), over the first `frames` frames.
+    """What a model set's fast pipeline (`_pipeline_blobs`) makes of the first `frames` frames.
 
     The candidates where no eye is labelled are hard negatives for the eye verifier: exactly what
     the segmenter mistakes for eyes. The blobs it finds at labelled eyes say how wide the device
@@ -216,29 +239,32 @@ def device_view(dataset: Dataset, models: Models, frames: int | None = None, eye
     device's own view, errors of the width estimate included. With `eye_width`, the false eyes are
     cut at the zoom their own blob asks for, as the device cuts them.
     """
-    from device.pipeline import FastPipeline, PipelineConfig
-    from device.rois import Roi
-
-    config = PipelineConfig(eyes=EyeConfig(max_candidates_per_box=16))
     regions, widths = [], {}
-    for index, frame in enumerate(dataset.frames[:frames]):
-        if not frame.boxes:
-            continue
-        image = dataset.read_image(frame)
-        rois = [Roi(*(int(round(v)) for v in box.roi)) for box in frame.boxes]
-        blobs_per_box, _ = FastPipeline(models, rois, config).eye_blobs(image)
-        found = [(blob, box) for box, blobs in zip(frame.boxes, blobs_per_box) for blob in blobs]
+    for index, frame, image, found in _pipeline_blobs(dataset, models, frames):
         for n, (x, y, _, _) in enumerate(scored_eyes(frame)):
             near = [(np.hypot(b.x - x, b.y - y), b.width_px) for b, _ in found]
             near = [t for t in near if t[0] <= MATCH_PX]
             if near:
                 widths[(index, n)] = min(near)[1]
-        false = [b for b, box in found if all(np.hypot(b.x - e.x, b.y - e.y) >= NON_EYE_CLEARANCE for e in box.eyes)]
+        false = _false_blobs(found)
         if false:
             zooms = patch_zooms([b.width_px for b in false], eye_width)
             regions.append(crop_patches(image, [(b.x, b.y) for b in false], 2 * EYE_REGION_HALF, zooms)[0])
     empty = np.zeros((0, 2 * EYE_REGION_HALF, 2 * EYE_REGION_HALF, 3), np.uint8)
     return DeviceView(np.concatenate(regions) if regions else empty, widths)
+
+
+def segmenter_false_blobs(
+    dataset: Dataset, models: Models, frames: int | None = None
+) -> dict[int, list[tuple[float, float]]]:
+    """Frame index -> centres of the blobs a model set's segmenter takes for eyes where none is
+    labelled: the places `fine_crops(hard_centres=...)` centres crops on, so the U-Net is taught
+    its own mistakes (dark spots, patches, bedding) as what they are."""
+    return {
+        index: [(b.x, b.y) for b in false]
+        for index, _, _, found in _pipeline_blobs(dataset, models, frames)
+        if (false := _false_blobs(found))
+    }
 
 
 def _crop(image: np.ndarray, mask: np.ndarray, cx: int, cy: int, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -248,13 +274,33 @@ def _crop(image: np.ndarray, mask: np.ndarray, cx: int, cy: int, size: int) -> t
     return image[y0 : y0 + size, x0 : x0 + size], mask[y0 : y0 + size, x0 : x0 + size]
 
 
+#: A hard crop's centre lands up to this share of the crop side away from its blob, on either axis.
+HARD_CROP_JITTER = 0.25
+
+
 def fine_crops(
-    dataset: Dataset, size: int, per_box: int, rng: np.random.Generator, ignore_unseen_eyes: bool = False
+    dataset: Dataset,
+    size: int,
+    per_box: int,
+    rng: np.random.Generator,
+    ignore_unseen_eyes: bool = False,
+    hard_centres: Mapping[int, Sequence[tuple[float, float]]] | None = None,
+    per_hard: int = 2,
 ) -> SegSamples:
     """Full-resolution crops: half around eyes (jittered so eyes land anywhere in the crop),
-    a quarter on random animal pixels, a quarter anywhere in the box (teaches the background)."""
+    a quarter on random animal pixels, a quarter anywhere in the box (teaches the background).
+    With `hard_centres` (frame index -> points, `segmenter_false_blobs`), `per_hard` more crops
+    around each point that lies in a box: the spots a segmenter took for eyes, taught as what the
+    mask says they are."""
     images, masks = [], []
-    for image, mask, box in _masked_boxes(dataset, ignore_unseen_eyes):
+
+    def keep(image: np.ndarray, mask: np.ndarray, cx: float, cy: float) -> None:
+        ci, cm = _crop(image, mask, int(cx), int(cy), size)
+        if ci.shape[:2] == (size, size):  # copies: a view would keep its whole frame in memory until the end
+            images.append(ci.copy())
+            masks.append(cm.copy())
+
+    for index, image, mask, box in _masked_boxes(dataset, ignore_unseen_eyes):
         x, y, w, h = (int(round(v)) for v in box.roi)
         eyes = [(e.x, e.y) for e in box.eyes if e.visible]
         animal = np.argwhere(mask[y : y + h, x : x + w] > 0)
@@ -263,24 +309,25 @@ def fine_crops(
             if kind in (0, 1) and eyes:
                 ex, ey = eyes[rng.integers(len(eyes))]
                 jitter = rng.uniform(-0.4, 0.4, 2) * size
-                cx, cy = int(ex + jitter[0]), int(ey + jitter[1])
+                keep(image, mask, ex + jitter[0], ey + jitter[1])
             elif kind == 2 and len(animal):
                 py, px = animal[rng.integers(len(animal))]
-                cx, cy = int(x + px), int(y + py)
+                keep(image, mask, x + px, y + py)
             else:
-                cx, cy = int(x + rng.uniform(0, w)), int(y + rng.uniform(0, h))
-            ci, cm = _crop(image, mask, cx, cy, size)
-            if ci.shape[:2] == (size, size):  # copies: a view would keep its whole frame in memory until the end
-                images.append(ci.copy())
-                masks.append(cm.copy())
+                keep(image, mask, x + rng.uniform(0, w), y + rng.uniform(0, h))
+        for hx, hy in (hard_centres or {}).get(index, ()):
+            if x <= hx < x + w and y <= hy < y + h:
+                for _ in range(per_hard):
+                    jitter = rng.uniform(-HARD_CROP_JITTER, HARD_CROP_JITTER, 2) * size
+                    keep(image, mask, hx + jitter[0], hy + jitter[1])
     return _stack(images, masks, (size, size))
 
 
-def _masked_boxes(dataset: Dataset, ignore_unseen_eyes: bool) -> Iterator[tuple[np.ndarray, np.ndarray, Box]]:
-    """(image, mask, box) for every box of every frame that has a mask; frames without one teach no segmentation.
-    With `ignore_unseen_eyes`, the labelled eyes the frame does not show are IGNORE in the mask
+def _masked_boxes(dataset: Dataset, ignore_unseen_eyes: bool) -> Iterator[tuple[int, np.ndarray, np.ndarray, Box]]:
+    """(frame index, image, mask, box) for every box of every frame that has a mask; frames without one teach no
+    segmentation. With `ignore_unseen_eyes`, the labelled eyes the frame does not show are IGNORE in the mask
     (`export.discernible.hide_unseen_eyes`)."""
-    for frame in dataset.frames:
+    for index, frame in enumerate(dataset.frames):
         if frame.mask is None:
             continue
         image = dataset.read_image(frame)
@@ -288,7 +335,7 @@ def _masked_boxes(dataset: Dataset, ignore_unseen_eyes: bool) -> Iterator[tuple[
         if ignore_unseen_eyes:
             mask = hide_unseen_eyes(image, mask, [(e.x, e.y) for box in frame.boxes for e in box.eyes if e.visible])
         for box in frame.boxes:
-            yield image, mask, box
+            yield index, image, mask, box
 
 
 LABELS = np.array([*range(N_CLASSES), IGNORE], np.uint8)
@@ -305,7 +352,7 @@ def coarse_rois(dataset: Dataset, hw: tuple[int, int], ignore_unseen_eyes: bool 
     """Each box ROI scaled to the coarse net's fixed input, as the device does (INTER_AREA)."""
     h, w = hw
     images, masks = [], []
-    for image, mask, box in _masked_boxes(dataset, ignore_unseen_eyes):
+    for _, image, mask, box in _masked_boxes(dataset, ignore_unseen_eyes):
         x, y, bw, bh = (int(round(v)) for v in box.roi)
         images.append(cv2.resize(image[y : y + bh, x : x + bw], (w, h), interpolation=cv2.INTER_AREA))
         masks.append(resize_mask(mask[y : y + bh, x : x + bw], hw))
