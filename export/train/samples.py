@@ -12,6 +12,7 @@ The image id of every sample is kept so cross-validation can split by image, nev
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -27,6 +28,8 @@ from models.unet import CLASS_NAMES
 if TYPE_CHECKING:
     from device.inference import Models
     from export.dataset import Box, Dataset, Frame
+
+log = logging.getLogger(__name__)
 
 EYE_REGION_HALF = 45
 N_CLASSES = len(CLASS_NAMES)
@@ -194,6 +197,9 @@ def _non_eye_centres(
     return centres
 
 
+#: Mining logs its progress every this many frames (a few thousand frames take minutes).
+MINING_LOG_EVERY = 500
+
 #: A device blob within this many pixels of a labelled eye is that eye (`mgs-export evaluate`'s match radius).
 MATCH_PX = 8.0
 
@@ -216,7 +222,10 @@ def _pipeline_blobs(
     from device.rois import Roi
 
     config = PipelineConfig(eyes=EyeConfig(max_candidates_per_box=16))
-    for index, frame in enumerate(dataset.frames[:frames]):
+    chosen = dataset.frames[:frames]
+    for index, frame in enumerate(chosen):
+        if index and index % MINING_LOG_EVERY == 0:
+            log.info("the pipeline has read %d of %d frames", index, len(chosen))
         if not frame.boxes:
             continue
         image = dataset.read_image(frame)
