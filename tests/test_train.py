@@ -16,7 +16,15 @@ from export.cli import main as mgs_export
 from export.dataset import combine_datasets, open_dataset
 from export.label_mask import IGNORE
 from export.synth.writer import write_dataset
-from export.train.augment import MIN_EYE_CONTRAST, SEG_FINE, Augment, restyle, seg_batch, seg_sample
+from export.train.augment import (
+    MIN_EYE_CONTRAST,
+    SEG_FINE,
+    Augment,
+    random_convolution,
+    restyle,
+    seg_batch,
+    seg_sample,
+)
 from export.train.eye import EyeRecipe, augment, centre_patches, train_eye
 from export.train.samples import SegSamples, eye_samples, eye_width_px, fine_crops, region_zooms, resize_mask
 from export.train.seg import (
@@ -128,6 +136,30 @@ def test_restyle_redraws_coat_and_eyes_but_keeps_background_mask_and_visible_eye
     assert np.array_equal(after_mask, before_mask) and not np.array_equal(after, before)
     with pytest.raises(MgsError, match="--restyle is a share"):
         SegRecipe(restyle=1.5)
+
+
+def test_random_convolution_changes_colour_and_texture_but_keeps_mask_and_visible_eyes(tiny: Path) -> None:
+    samples = fine_crops(open_dataset(tiny), 96, 2, np.random.default_rng(0))
+    picked = [i for i in range(len(samples)) if (samples.masks[i] == 3).sum() > 20 and (samples.masks[i] == 1).any()]
+    assert len(picked) >= 3
+    rng = np.random.default_rng(4)
+    changed = 0
+    for i in picked:
+        image, mask = samples.images[i], samples.masks[i]
+        for _ in range(8):
+            out = random_convolution(image, mask, rng)
+            assert out.shape == image.shape and out.dtype == np.uint8
+            assert eye_gap(out, mask) >= min(eye_gap(image, mask), MIN_EYE_CONTRAST) - 1.0
+            changed += np.abs(out.astype(int) - image).mean() > 3
+    assert changed > len(picked) * 3
+    filtered = Augment(photometric_p=0, blur_p=0, motion_p=0, noise_p=0, jpeg_p=0, cutout_p=0, randconv_p=1.0)
+    plain = dataclasses.replace(filtered, randconv_p=0.0)
+    image, mask = samples.images[picked[0]], samples.masks[picked[0]]
+    before, before_mask = seg_sample(image, mask, np.random.default_rng(5), plain)
+    after, after_mask = seg_sample(image, mask, np.random.default_rng(5), filtered)
+    assert np.array_equal(after_mask, before_mask) and not np.array_equal(after, before)
+    with pytest.raises(MgsError, match="--randconv is a share"):
+        SegRecipe(randconv=-0.1)
 
 
 @pytest.mark.parametrize(("arch", "score_loss"), [("paper", "mse"), ("wide", "mse"), ("paper", "l1")])

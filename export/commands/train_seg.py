@@ -95,6 +95,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help='share (0-1) of augmented samples whose coat is reshaded, its fur smoothed flat and its eyes\' highlights and contrast to the fur lowered (docs/training.md, "Restyled coats and eyes"); default 0 = off',
     )
     parser.add_argument(
+        "--randconv",
+        type=float,
+        default=0.0,
+        help='share (0-1) of augmented samples seen through a random convolution that changes local colour and texture and keeps shapes (docs/training.md, "Random convolutions"); default 0 = off',
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=0,
@@ -185,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         distil=args.distil_weight or 0.0,
         restyle=args.restyle,
+        randconv=args.randconv,
     )
     check_distillation(teacher is not None, recipe.distil)
     data = open_data(args.data, args.frames)

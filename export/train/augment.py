@@ -37,6 +37,7 @@ class Augment:
     cutout_p: float = 0.3
     cutout_size: float = 0.35  # largest occluder side, in sample sides
     restyle_p: float = 0.0  # share of segmentation samples whose coat and eyes are redrawn (`restyle`)
+    randconv_p: float = 0.0  # share of segmentation samples seen through a random convolution (`random_convolution`)
 
 
 SEG_FINE = Augment(scale=(0.6, 1.6), rotate_deg=30.0, shift=0.1)
@@ -204,6 +205,36 @@ def restyle(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+#: Kernel sides a random convolution draws from (1 = a random colour mix; larger ones change texture too).
+RANDCONV_KERNELS = (1, 3, 5, 7)
+
+
+def random_convolution(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The sample through a freshly drawn random 3 -> 3 convolution (RandConv, Xu et al., ICLR 2021),
+    each output channel moved to the sample's own channel mean and spread, blended with the sample at
+    a uniform weight; kept only where the eyes stay visible (`_visible`).
+
+    Another renderer, or a real camera, differs from ours in local colour and texture far more than in
+    shapes: a random filter changes the first and keeps the second, with no idea of any renderer in it.
+    """
+    k = int(rng.choice(RANDCONV_KERNELS))
+    weights = rng.normal(0.0, 1.0 / np.sqrt(3 * k * k), (3, 3, k, k)).astype(np.float32)
+    src = image.astype(np.float32)
+    channels = cv2.split(src)
+    out = np.empty_like(src)
+    for o in range(3):
+        out[..., o] = sum(
+            cv2.filter2D(c, -1, weights[o, i], borderType=cv2.BORDER_REFLECT) for i, c in enumerate(channels)
+        )
+    mean, std = src.mean(axis=(0, 1)), src.std(axis=(0, 1))
+    out = (out - out.mean(axis=(0, 1))) / np.maximum(out.std(axis=(0, 1)), 1e-3) * std + mean
+    alpha = float(rng.uniform(0.0, 1.0))
+    blended = np.clip(alpha * src + (1.0 - alpha) * out, 0, 255)
+    animal, eyes = mask == ANIMAL, mask == EYES
+    ring = cv2.dilate(eyes.view(np.uint8), np.ones((7, 7), np.uint8)).astype(bool) & animal
+    return blended.astype(np.uint8) if _visible(blended, src, eyes, ring) else image
+
+
 def seg_sample(
     image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, a: Augment
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -217,6 +248,8 @@ def seg_sample(
         image, mask = image[:, ::-1], mask[:, ::-1]
     if a.restyle_p and rng.random() < a.restyle_p:
         image = restyle(np.ascontiguousarray(image), np.ascontiguousarray(mask), rng)
+    if a.randconv_p and rng.random() < a.randconv_p:
+        image = random_convolution(np.ascontiguousarray(image), np.ascontiguousarray(mask), rng)
     image = np.ascontiguousarray(camera(np.ascontiguousarray(image), rng, a))
     mask = np.ascontiguousarray(mask)
     if rng.random() < a.cutout_p:

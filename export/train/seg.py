@@ -62,6 +62,7 @@ class SegRecipe:
     precision: Literal["fp32", "bf16"] = "fp32"  # export.train.options.PRECISIONS
     distil: float = 0.0  # weight of the teacher's probabilities in the loss (0 = labels only)
     restyle: float = 0.0  # share of augmented samples whose coat and eyes are redrawn (augment.restyle)
+    randconv: float = 0.0  # share of augmented samples seen through a random convolution (augment.random_convolution)
 
     def __post_init__(self) -> None:
         self.check()  # a recipe that exists is a valid one: refused where it is built, before any data work
@@ -75,6 +76,8 @@ class SegRecipe:
             raise MgsError(f"--distil-weight must be between 0 and 1, got {self.distil:g}")
         if not 0.0 <= self.restyle <= 1.0:
             raise MgsError(f"--restyle is a share of the samples, between 0 and 1, got {self.restyle:g}")
+        if not 0.0 <= self.randconv <= 1.0:
+            raise MgsError(f"--randconv is a share of the samples, between 0 and 1, got {self.randconv:g}")
 
 
 def check_distillation(has_teacher: bool, distil: float) -> None:
@@ -251,7 +254,9 @@ def train_seg(
         with torch.no_grad():
             return labels, pixel, functional.softmax(forward(teacher, x, recipe.precision), dim=1)
 
-    augmentation = replace(SEG_FINE if kind == "fine" else SEG_COARSE, restyle_p=recipe.restyle)
+    augmentation = replace(
+        SEG_FINE if kind == "fine" else SEG_COARSE, restyle_p=recipe.restyle, randconv_p=recipe.randconv
+    )
 
     def batches(epoch: int, run: Run) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         gen = torch.Generator().manual_seed(recipe.seed * 1000 + epoch)
