@@ -111,14 +111,27 @@ def eye_gap(image: np.ndarray, mask: np.ndarray) -> float:
     return float(np.abs(grey[eyes] - grey[ring].mean()).mean())
 
 
-def test_restyle_redraws_coat_and_eyes_but_keeps_background_mask_and_visible_eyes(tiny: Path) -> None:
+def crops_with_eyes(tiny: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(images, masks) of the tiny set's fine crops that show an eye of more than 20 px in fur."""
     samples = fine_crops(open_dataset(tiny), 96, 2, np.random.default_rng(0))
     picked = [i for i in range(len(samples)) if (samples.masks[i] == 3).sum() > 20 and (samples.masks[i] == 1).any()]
     assert len(picked) >= 3
+    return samples.images[picked], samples.masks[picked]
+
+
+def assert_seg_sample_changes_the_image_only(image: np.ndarray, mask: np.ndarray, **step: float) -> None:
+    """seg_sample with only this step on (e.g. restyle_p=1.0) against all steps off, from the same seed."""
+    plain = Augment(photometric_p=0, blur_p=0, motion_p=0, noise_p=0, jpeg_p=0, cutout_p=0)
+    before, before_mask = seg_sample(image, mask, np.random.default_rng(1), plain)
+    after, after_mask = seg_sample(image, mask, np.random.default_rng(1), dataclasses.replace(plain, **step))
+    assert np.array_equal(after_mask, before_mask) and not np.array_equal(after, before)
+
+
+def test_restyle_redraws_coat_and_eyes_but_keeps_background_mask_and_visible_eyes(tiny: Path) -> None:
+    images, masks = crops_with_eyes(tiny)
     rng = np.random.default_rng(3)
     changed_coat = changed_eyes = 0
-    for i in picked:
-        image, mask = samples.images[i], samples.masks[i]
+    for image, mask in zip(images, masks):
         for _ in range(8):
             out = restyle(image, mask, rng)
             assert out.shape == image.shape and out.dtype == np.uint8
@@ -127,37 +140,24 @@ def test_restyle_redraws_coat_and_eyes_but_keeps_background_mask_and_visible_eye
             assert eye_gap(out, mask) >= min(eye_gap(image, mask), MIN_EYE_CONTRAST) - 1.0
             changed_coat += np.abs(out[mask == 1].astype(int) - image[mask == 1]).mean() > 3
             changed_eyes += np.abs(out[mask == 3].astype(int) - image[mask == 3]).mean() > 3
-    assert changed_coat > len(picked) * 4 and changed_eyes > len(picked) * 2
-    restyled = Augment(photometric_p=0, blur_p=0, motion_p=0, noise_p=0, jpeg_p=0, cutout_p=0, restyle_p=1.0)
-    plain = dataclasses.replace(restyled, restyle_p=0.0)
-    image, mask = samples.images[picked[0]], samples.masks[picked[0]]
-    before, before_mask = seg_sample(image, mask, np.random.default_rng(1), plain)
-    after, after_mask = seg_sample(image, mask, np.random.default_rng(1), restyled)
-    assert np.array_equal(after_mask, before_mask) and not np.array_equal(after, before)
+    assert changed_coat > len(images) * 4 and changed_eyes > len(images) * 2
+    assert_seg_sample_changes_the_image_only(images[0], masks[0], restyle_p=1.0)
     with pytest.raises(MgsError, match="--restyle is a share"):
         SegRecipe(restyle=1.5)
 
 
 def test_random_convolution_changes_colour_and_texture_but_keeps_mask_and_visible_eyes(tiny: Path) -> None:
-    samples = fine_crops(open_dataset(tiny), 96, 2, np.random.default_rng(0))
-    picked = [i for i in range(len(samples)) if (samples.masks[i] == 3).sum() > 20 and (samples.masks[i] == 1).any()]
-    assert len(picked) >= 3
+    images, masks = crops_with_eyes(tiny)
     rng = np.random.default_rng(4)
     changed = 0
-    for i in picked:
-        image, mask = samples.images[i], samples.masks[i]
+    for image, mask in zip(images, masks):
         for _ in range(8):
             out = random_convolution(image, mask, rng)
             assert out.shape == image.shape and out.dtype == np.uint8
             assert eye_gap(out, mask) >= min(eye_gap(image, mask), MIN_EYE_CONTRAST) - 1.0
             changed += np.abs(out.astype(int) - image).mean() > 3
-    assert changed > len(picked) * 3
-    filtered = Augment(photometric_p=0, blur_p=0, motion_p=0, noise_p=0, jpeg_p=0, cutout_p=0, randconv_p=1.0)
-    plain = dataclasses.replace(filtered, randconv_p=0.0)
-    image, mask = samples.images[picked[0]], samples.masks[picked[0]]
-    before, before_mask = seg_sample(image, mask, np.random.default_rng(5), plain)
-    after, after_mask = seg_sample(image, mask, np.random.default_rng(5), filtered)
-    assert np.array_equal(after_mask, before_mask) and not np.array_equal(after, before)
+    assert changed > len(images) * 3
+    assert_seg_sample_changes_the_image_only(images[0], masks[0], randconv_p=1.0)
     with pytest.raises(MgsError, match="--randconv is a share"):
         SegRecipe(randconv=-0.1)
 
