@@ -138,6 +138,12 @@ def _visible(changed: np.ndarray, before: np.ndarray, eyes: np.ndarray, ring: np
     return _eye_gap(changed, eyes, ring) >= min(_eye_gap(before, eyes, ring), MIN_EYE_CONTRAST)
 
 
+def _fur_ring(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(animal, eyes, ring): the masks of fur, of eyes, and of the fur within 3 px of an eye (what `_visible` compares)."""
+    animal, eyes = mask == ANIMAL, mask == EYES
+    return animal, eyes, cv2.dilate(eyes.view(np.uint8), np.ones((7, 7), np.uint8)).astype(bool) & animal
+
+
 def _coat_shade(image: np.ndarray, body: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The body's pixels through a gamma lookup (slightly tinted per channel) that takes the coat's mean
     grey to a level drawn from dark to pale coats, blended at the body's edge."""
@@ -185,11 +191,10 @@ def restyle(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np
     by little more than their shape, often without a highlight; the generator seldom draws that, and the
     fine U-Net marks no eye pixel on many such eyes (docs/generalisation.md). Working on the masks
     rather than inside the generator keeps it renderer-free: any labelled frame can be restyled."""
-    animal, eyes = mask == ANIMAL, mask == EYES
+    animal, eyes, ring = _fur_ring(mask)
     if not animal.any():
         return image
     out = image.astype(np.float32)
-    ring = cv2.dilate(eyes.view(np.uint8), np.ones((7, 7), np.uint8)).astype(bool) & animal
     soft = cv2.GaussianBlur(eyes.astype(np.float32), (0, 0), 0.8)[..., None]
     steps = [
         (0.7, lambda x: _coat_shade(x, animal | eyes, rng)),
@@ -230,8 +235,7 @@ def random_convolution(image: np.ndarray, mask: np.ndarray, rng: np.random.Gener
     out = (out - out.mean(axis=(0, 1))) / np.maximum(out.std(axis=(0, 1)), 1e-3) * std + mean
     alpha = float(rng.uniform(0.0, 1.0))
     blended = np.clip(alpha * src + (1.0 - alpha) * out, 0, 255)
-    animal, eyes = mask == ANIMAL, mask == EYES
-    ring = cv2.dilate(eyes.view(np.uint8), np.ones((7, 7), np.uint8)).astype(bool) & animal
+    _, eyes, ring = _fur_ring(mask)
     return blended.astype(np.uint8) if _visible(blended, src, eyes, ring) else image
 
 
