@@ -250,12 +250,12 @@ def seg_sample(
         mask = cv2.warpAffine(mask, m, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT)
     if rng.random() < 0.5:
         image, mask = image[:, ::-1], mask[:, ::-1]
+    image, mask = np.ascontiguousarray(image), np.ascontiguousarray(mask)  # OpenCV needs them, once
     if a.restyle_p and rng.random() < a.restyle_p:
-        image = restyle(np.ascontiguousarray(image), np.ascontiguousarray(mask), rng)
+        image = restyle(image, mask, rng)
     if a.randconv_p and rng.random() < a.randconv_p:
-        image = random_convolution(np.ascontiguousarray(image), np.ascontiguousarray(mask), rng)
-    image = np.ascontiguousarray(camera(np.ascontiguousarray(image), rng, a))
-    mask = np.ascontiguousarray(mask)
+        image = random_convolution(image, mask, rng)
+    image = np.ascontiguousarray(camera(image, rng, a))
     if rng.random() < a.cutout_p:
         _cutout(image, mask, rng, a)
     return image, mask
