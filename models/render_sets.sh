@@ -1,7 +1,6 @@
 #!/bin/bash
 # Renders again the frame sets that models/TRAINING.md trains, chooses and reports on, with the exact
-# commands recorded there (every renderer is deterministic: the same seed gives the same frames; synth's pixels
-# only with as many OpenCV threads, one per core by default: every set here was rendered on 2 cores), so a
+# commands recorded there (every renderer is deterministic: the same seed gives the same frames), so a
 # development machine that lost its data folder is back in one command. Run from the repository root:
 #   DATA=folder [JOBS=2] bash models/render_sets.sh GROUP...
 # Groups (each a set of folders under DATA; a folder already holding all its frames is kept, a

@@ -33,6 +33,22 @@ def test_write_dataset_is_valid_and_deterministic(tmp_path: Path) -> None:
             assert mask[int(round(eye.y)), int(round(eye.x))] in (1, 2, 3)
 
 
+def test_a_seed_renders_the_same_pixels_whatever_opencvs_thread_count(tmp_path: Path) -> None:
+    """Some of OpenCV's filters round differently with another thread count; its default is one per
+    core, so a dataset would differ between machines. The caller's setting is left as it was."""
+    threads = cv2.getNumThreads()
+    try:
+        images = []
+        for count in (1, 3):
+            cv2.setNumThreads(count)
+            out = write_dataset(tmp_path / str(count), frames=1, seed=7, progress=False, image_format="png")
+            assert cv2.getNumThreads() == count
+            images.append(open_dataset(out).read_image(open_dataset(out).frames[0]))
+    finally:
+        cv2.setNumThreads(threads)
+    np.testing.assert_array_equal(images[0], images[1])
+
+
 def test_write_dataset_refuses_non_empty_folder(tmp_path: Path) -> None:
     (tmp_path / "keep.txt").write_text("precious")
     with pytest.raises(MgsError, match="not empty"):

@@ -45,15 +45,7 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Rendered with OpenCV on one thread: the renderer's pixels (not its masks or labels) change with
-    OpenCV's thread count, and the mining tests need the one false eye the shipped models find on this
-    rendering; with OpenCV's default pool they passed only after a test that had set one thread."""
-    threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        return write_dataset(tmp_path_factory.mktemp("data") / "tiny", frames=3, seed=7, progress=False)
-    finally:
-        cv2.setNumThreads(threads)
+    return write_dataset(tmp_path_factory.mktemp("data") / "tiny", frames=3, seed=7, progress=False)
 
 
 def test_matmul_pool_equals_adaptive_avg_pool() -> None:

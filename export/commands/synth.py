@@ -65,13 +65,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import cv2
-
     from export.dataset import describe_counts, validate_dataset
     from export.synth.randomise import Randomisation
     from export.synth.writer import write_dataset
 
-    cv2.setNumThreads(1)
     randomise = Randomisation.parse(
         args.randomise, args.restrict, args.style_holdout, args.lid_skin, args.dim_eyes, args.dark_lids
     )
