@@ -35,7 +35,8 @@ def test_write_dataset_is_valid_and_deterministic(tmp_path: Path) -> None:
 
 def test_a_seed_renders_the_same_pixels_whatever_opencvs_thread_count(tmp_path: Path) -> None:
     """Some of OpenCV's filters round differently with another thread count; its default is one per
-    core, so a dataset would differ between machines. The caller's setting is left as it was."""
+    core, so a dataset would differ between machines with other core counts. The caller's setting is
+    left as it was."""
     threads = cv2.getNumThreads()
     try:
         images = []

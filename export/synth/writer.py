@@ -47,7 +47,8 @@ def _prepare(out: Path) -> None:
 def _one_opencv_thread() -> Iterator[None]:
     """Some of OpenCV's filters round differently with another thread count (1-2 grey levels on
     about 0.01 % of the pixels; its default is one thread per core), so a seed renders the same
-    pixels on every machine only with a fixed count: one, what every recorded set was rendered with."""
+    pixels whatever the machine's core count only with a fixed count: one, what every recorded set
+    was rendered with."""
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
