@@ -44,7 +44,8 @@ def test_a_seed_renders_the_same_pixels_whatever_opencvs_thread_count(tmp_path: 
             cv2.setNumThreads(count)
             out = write_dataset(tmp_path / str(count), frames=1, seed=7, progress=False, image_format="png")
             assert cv2.getNumThreads() == count
-            images.append(open_dataset(out).read_image(open_dataset(out).frames[0]))
+            data = open_dataset(out)
+            images.append(data.read_image(data.frames[0]))
     finally:
         cv2.setNumThreads(threads)
     np.testing.assert_array_equal(images[0], images[1])

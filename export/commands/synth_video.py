@@ -32,12 +32,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import cv2
-
     from export.synth.video import truth_path, write_video
     from mgs_core.errors import MgsError
 
-    cv2.setNumThreads(1)
     if args.out.exists() and not args.force:
         raise MgsError(f"{args.out} exists; pass --force to overwrite it or choose another name")
     furs = tuple(args.fur or ["black"])

@@ -9,7 +9,8 @@ format's label records (`export.dataset.Eye` / `Box`), so a rendered frame is wr
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import cv2
@@ -83,6 +84,20 @@ def random_animal(
     name = fur or str(rng.choice(names, p=list(FUR_WEIGHTS.values())))
     pose = place(random_pose(rng, away=rng.random() < 0.12), layout, box, rng)
     return Animal(FURS[name], pose, float(score), blink=bool(rng.random() < 0.03), tone=float(rng.uniform(0.85, 1.2)))
+
+
+@contextmanager
+def one_opencv_thread() -> Iterator[None]:
+    """Render with OpenCV on one thread, the caller's setting restored after. Some of its filters round
+    differently with another thread count (1-2 grey levels on about 0.01 % of the pixels; its default
+    is one thread per core), so a seed renders the same pixels whatever the machine's core count only
+    with a fixed count: one, what every recorded set was rendered with."""
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(threads)
 
 
 class Renderer:

@@ -27,7 +27,7 @@ from export.synth.layout import RackLayout
 from export.synth.mouse import FURS, Animal, MousePose, project
 from export.synth.nuisance import BoxNuisance, Nuisance
 from export.synth.progress import FrameProgress
-from export.synth.rack import Renderer
+from export.synth.rack import Renderer, one_opencv_thread
 from export.synth.trajectory import TRAJECTORIES, ramp, scores, smooth_noise
 from mgs_core.errors import MgsError
 
@@ -220,7 +220,7 @@ def write_video(
     bar = FrameProgress(n, 30, progress)
     prev = [None] * n_boxes
     try:
-        with open(truth_path(path), "w", encoding="utf-8") as sidecar:
+        with open(truth_path(path), "w", encoding="utf-8") as sidecar, one_opencv_thread():
             sidecar.write(json.dumps(header) + "\n")
             for i in range(n):
                 animals, boxes_n = [], []

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import errno
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
 
 from export.dataset import FORMAT, VERSION, Frame
 from export.synth.progress import FrameProgress
-from export.synth.rack import render_frame
+from export.synth.rack import one_opencv_thread, render_frame
 from export.synth.randomise import Randomisation
 from mgs_core.errors import MgsError
 
@@ -41,20 +39,6 @@ def _prepare(out: Path) -> None:
         (out / "masks").mkdir(exist_ok=True)
     except OSError as exc:
         raise MgsError(f"cannot create {out}: {exc.strerror}; choose a writable folder") from exc
-
-
-@contextmanager
-def _one_opencv_thread() -> Iterator[None]:
-    """Some of OpenCV's filters round differently with another thread count (1-2 grey levels on
-    about 0.01 % of the pixels; its default is one thread per core), so a seed renders the same
-    pixels whatever the machine's core count only with a fixed count: one, what every recorded set
-    was rendered with."""
-    threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        yield
-    finally:
-        cv2.setNumThreads(threads)
 
 
 def _write_image(path: Path, image, params: list[int]) -> None:
@@ -104,7 +88,7 @@ def write_dataset(
     bar = FrameProgress(frames, 25, progress)
     try:
         (out / "dataset.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        with open(out / "labels.jsonl", "w", encoding="utf-8") as labels, _one_opencv_thread():
+        with open(out / "labels.jsonl", "w", encoding="utf-8") as labels, one_opencv_thread():
             for i in range(frames):
                 f = render_frame(frame_seed(seed, i), randomise=randomise)
                 name = f"synth_{seed}_{i:06d}"
