@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -186,3 +187,33 @@ def test_evaluate_with_a_device_configs_pipeline_settings(
     assert mgs_export(["evaluate", *common, "--config", str(config), "--out", str(tmp_path / "bad")]) == 2
     assert "min_eyeness" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_evaluate_translates_another_renderers_scores_to_the_training_openings(
+    tiny_models: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The same predictions, scored against what the training generator's curve makes of each drawn opening:
+    the regressor's mean difference moves by exactly the labels' definition gap."""
+    choice = tmp_path / "choice"
+    assert mgs_export(["render-choice", "--out", str(choice), "--frames", "2", "--seed", "3", "--quiet"]) == 0
+    shipped = Path(__file__).resolve().parents[1] / "models"
+    common = ["--data", str(choice), "--models", str(shipped), "--runtime", "int8", "--pipeline", "fast", "--quiet"]
+    assert mgs_export(["evaluate", *common, "--out", str(tmp_path / "raw")]) == 0
+    assert mgs_export(["evaluate", *common, "--translate-scores", "--out", str(tmp_path / "tr")]) == 0
+    raw, tr = (json.loads((tmp_path / name / "report.json").read_text()) for name in ("raw", "tr"))
+    gap = raw["score_definition"]["gap"]
+    assert gap == tr["score_definition"]["gap"] and gap["renderer"] == "export.choicerender"
+    assert raw["score_definition"]["scores"] == "as labelled" != tr["score_definition"]["scores"]
+    ro_raw, ro_tr = raw["regressor_only"], tr["regressor_only"]
+    assert ro_raw["n"] == ro_tr["n"] == gap["eyes"] > 0
+    assert ro_tr["mean_difference"] == pytest.approx(ro_raw["mean_difference"] - gap["mean_difference"], abs=2e-3)
+    assert raw["detection"]["fast"]["tp"] == tr["detection"]["fast"]["tp"]
+    assert "definition gap" in capsys.readouterr().out
+    recorded = tmp_path / "recorded"
+    data, _ = tiny_models
+    shutil.copytree(data, recorded)
+    (recorded / "dataset.json").write_text(json.dumps({"format": "mgs-rack-dataset", "version": 1}))
+    argv = ["evaluate", "--data", str(recorded), "--models", str(shipped), "--runtime", "int8", "--quiet"]
+    assert mgs_export([*argv, "--translate-scores", "--out", str(tmp_path / "no")]) == 2
+    assert "can be translated only" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()

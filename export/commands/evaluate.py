@@ -70,6 +70,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "facility's own min_eyeness or min_confidence; other sections are ignored, so a file with only "
         "[pipeline.eyes] will do (default: the shipped settings)",
     )
+    parser.add_argument(
+        "--translate-scores",
+        action="store_true",
+        help="score another renderer's eyes against the score the training generator gives the lid opening that "
+        "renderer drew, not its own label (export/score_definition.py): whether a model reads an unfamiliar eye's "
+        "opening, without the renderers' different conventions; for choosing between models on the choice "
+        "renderer's frames (docs/generalisation.md, 'The definition gap'). Acceptance figures use the labels",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -79,16 +87,21 @@ def run(args: argparse.Namespace) -> int:
     from export.dataset import open_dataset
     from export.evaluate import EvalOptions, write_report
     from export.metrics import format_value
+    from export.score_definition import definition_gap, translate_scores
     from export.train.options import open_data
 
     settings = pipeline_settings(args.config)  # first: a bad config stops the command before any data is read
     data = open_data(args.data, args.frames)
+    gap = definition_gap(data)
+    if args.translate_scores:
+        data = translate_scores(data)
     seen = training_ranges(open_dataset(args.train_data)) if args.train_data else None
     pipelines = ("full", "fast") if args.pipeline == "both" else (args.pipeline,)
     options = EvalOptions(
         match_px=args.match_px, pipelines=pipelines, progress=not args.quiet, seen_conditions=seen, pipeline=settings
     )
     report = _evaluate(args, args.models, data, options)
+    report["score_definition"] = {"scores": data.info.get("scores", "as labelled"), "gap": gap}
     comparison = None
     if args.baseline is not None:
         baseline = _evaluate(args, args.baseline, data, options)
@@ -98,6 +111,12 @@ def run(args: argparse.Namespace) -> int:
     path = write_report(report, args.out)
     seg = report["segmentation"]["seg_fine_full_resolution"]["iou"]
     print(f"wrote {path}")
+    print(f"  scores: {report['score_definition']['scores']}")
+    if gap is not None:
+        print(
+            f"  definition gap: a perfect reader of the training generator's lid openings would score these labels at "
+            f"MAE {gap['mae']} (mean difference {gap['mean_difference']}, {gap['eyes']} eyes of {gap['renderer']})"
+        )
     print("  seg_fine IoU  " + "  ".join(f"{k} {v:.3f}" if v is not None else f"{k} -" for k, v in seg.items()))
     for kind, d in report["detection"].items():
         p, r = d["precision"], d["recall"]
