@@ -14,6 +14,7 @@
 #   shards6     shard6-1 ... shard6-6 (fine U-Net fine-tune with unseen eyes left out, "Thirty-sixth step")
 #   shards7     shard7-1 ... shard7-6 (the fine U-Nets' second round on their own false eyes, "Thirty-eighth step")
 #   shards8     shard8-1 ... shard8-6, dark lids (the eye model's longer round with dark lids, "Fortieth step")
+#   shards9     shard9-1 ... shard9-6 (the eye model's second longer round, "Forty-first step")
 #   eye         train-c, train-c-margin (the eye model's other lid-skin frames)
 #   acceptance  heldout-hardest, first-99999, indep-616161, style-test, style-train (reported, never chosen on)
 #   judge=H:C   hardest-preset judging sets val-hardest-H, H+500, ... (six) and choice sets choice-C, ...
@@ -55,6 +56,7 @@ for group in "$@"; do
     shards6) shards shard6 140000 6 4 ;;
     shards7) shards shard7 160000 6 4 ;;
     shards8) shards shard8 170000 6 4 --dark-lids 0.5 ;;
+    shards9) shards shard9 180000 6 4 ;;
     eye)
       render train-c 3500 synth --seed 43001
       render train-c-margin 3500 synth --seed 43001 --lid-skin 0.5 ;;
