@@ -123,7 +123,7 @@ class EyeConfig:
         },
     )
     min_confidence: Annotated[float, Range(0, 1)] = field(
-        default=0.40,
+        default=0.4,
         metadata={
             "doc": "eyes whose confidence (0-1) is below this are reported as not scorable instead of scored; 0 scores every eye that passes the other checks; chosen for the shipped eye model on synthetic frames of the hardest preset, to score as many eyes as the models before it (docs/confidence.md)"
         },

@@ -23,38 +23,28 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+from export.choicerender.eye import opening_ratio
 from export.dataset import Dataset, Eye, Frame
+from export.independent.mouse import aperture
+from export.synth.mouse import aperture_ratio as training_opening
 from mgs_core.errors import MgsError
 
 TRAINING_GENERATOR = "export.synth"
-# Each renderer narrows a tightening eye by this share of its width at score 9, so its drawn opening
-# is its height over the narrowed width (export/choicerender/eye.py, export/independent/mouse.py).
+# The choice renderer narrows a tightening eye by this share of its width at score 9 while its
+# opening_ratio is over the full width: the opening it draws is that over the narrowed width
+# (export/choicerender/eye.py). The independent renderer's aperture is already over its narrowed width.
 NARROWING_AT_9 = 0.12
 
 
-def training_opening(score: float) -> float:
-    from export.synth.mouse import aperture_ratio
-
-    return aperture_ratio(score)
-
-
 def _choice_opening(score: float) -> float:
-    from export.choicerender.eye import opening_ratio
-
     return opening_ratio(score, blink=False) / (1.0 - NARROWING_AT_9 * min(max(score, 0.0), 9.0) / 9.0)
-
-
-def _independent_opening(score: float) -> float:
-    from export.independent.mouse import aperture
-
-    return aperture(score)
 
 
 # Lid opening (height / width as drawn) for a labelled score, per renderer (dataset.json `generator`).
 OPENINGS: dict[str, Callable[[float], float]] = {
     TRAINING_GENERATOR: training_opening,
     "export.choicerender": _choice_opening,
-    "export.independent": _independent_opening,
+    "export.independent": aperture,
 }
 
 
