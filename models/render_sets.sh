@@ -14,7 +14,7 @@
 #   shards6     shard6-1 ... shard6-6 (fine U-Net fine-tune with unseen eyes left out, "Thirty-sixth step")
 #   shards7     shard7-1 ... shard7-6 (the fine U-Nets' second round on their own false eyes, "Thirty-eighth step")
 #   shards8     shard8-1 ... shard8-6, dark lids (the eye model's longer round with dark lids, "Fortieth step")
-#   shards9     shard9-1 ... shard9-6 (the eye model's second longer round, "Forty-first step")
+#   shards9     shard9-1 ... shard9-6 (the eye model's second longer round e55, "Forty-first step")
 #   eye         train-c, train-c-margin (the eye model's other lid-skin frames)
 #   acceptance  heldout-hardest, first-99999, indep-616161, style-test, style-train (reported, never chosen on)
 #   judge=H:C   hardest-preset judging sets val-hardest-H, H+500, ... (six) and choice sets choice-C, ...
