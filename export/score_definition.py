@@ -13,7 +13,9 @@ So `evaluate` reports that gap next to every figure on another renderer's frames
 the opening the renderer drew: the MAE against those asks whether a model reads an unfamiliar eye's
 opening, not whether it knows another renderer's convention. Choices between models on the choice
 renderer use it; the acceptance figures use the labels as they are. The curves are the renderers'
-own functions, imported, so a change to a renderer cannot leave a stale copy here. Pixel minimums
+own functions, imported, so a change to a renderer cannot leave a stale copy here (only the choice
+renderer's narrowing lives inside its drawing code; a test measures every renderer's drawn outline
+against its curve). Pixel minimums
 (the thinnest slit each renderer draws) are left out: they bend the curves only for the smallest
 shut eyes.
 """

@@ -76,3 +76,28 @@ def test_recorded_frames_and_mixed_renderers_are_not_translated() -> None:
         translate_scores(mixed)
     assert definition_gap(recorded) is None and definition_gap(mixed) is None
     assert definition_gap(_dataset({"generator": {"name": TRAINING_GENERATOR}})) is None
+
+
+def _drawn_opening(renderer: str, score: float) -> float:
+    """Height / width of the eye outline each renderer's own drawing code makes, 100 px wide (no pixel minimum binds)."""
+    if renderer == "export.choicerender":
+        from export.choicerender.eye import EyeDraw, _lids
+
+        upper, lower, half = _lids(EyeDraw((0.0, 0.0), 100.0, 0.0, score, blink=False))
+        return float((lower[:, 1].max() - upper[:, 1].min()) / (2 * half))
+    if renderer == "export.independent":
+        from export.independent.mouse import eye_outline
+
+        pts = eye_outline(100.0, score, 0.0, n=400)
+    else:
+        from export.synth.mouse import eye_outline as synth_outline
+
+        pts = synth_outline(0.0, 0.0, np.array([1.0, 0.0]), np.array([0.0, 1.0]), 100.0, score, False)
+    return float(np.ptp(pts[:, 1]) / np.ptp(pts[:, 0]))
+
+
+@pytest.mark.parametrize("renderer", sorted(OPENINGS))
+def test_the_curves_are_the_openings_the_renderers_draw(renderer: str) -> None:
+    """The translation stands on each curve being the drawn outline's height over its width."""
+    for s in (0.0, 2.5, 4.5, 7.0, 9.0):
+        assert _drawn_opening(renderer, s) == pytest.approx(OPENINGS[renderer](s), rel=0.01)
