@@ -28,6 +28,7 @@ from collections.abc import Callable
 from export.choicerender.eye import opening_ratio
 from export.dataset import Dataset, Eye, Frame
 from export.independent.mouse import aperture
+from export.metrics import mae, mean_difference
 from export.synth.mouse import aperture_ratio as training_opening
 from mgs_core.errors import MgsError
 
@@ -120,12 +121,11 @@ def definition_gap(dataset: Dataset) -> dict[str, object] | None:
     renderer = renderer_of(dataset)
     if renderer not in OPENINGS or renderer == TRAINING_GENERATOR:
         return None
-    scores = [e.score for f in dataset.frames for b in f.boxes for e in b.eyes if e.visible and e.score is not None]
-    diffs = [translated_score(renderer, s) - s for s in scores]
-    n = len(diffs)
+    labelled = [e.score for f in dataset.frames for b in f.boxes for e in b.eyes if e.visible and e.score is not None]
+    translated = [translated_score(renderer, s) for s in labelled]
     return {
         "renderer": renderer,
-        "eyes": n,
-        "mae": round(sum(abs(d) for d in diffs) / n, 3) if n else None,
-        "mean_difference": round(sum(diffs) / n, 3) if n else None,
+        "eyes": len(labelled),
+        "mae": round(mae(translated, labelled), 3) if labelled else None,
+        "mean_difference": round(mean_difference(translated, labelled), 3) if labelled else None,
     }
